@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` and `make test`. Each installs what it needs.
+VENV := .venv/bin
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap demo test lint typecheck unit bench clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(VENV)/python -m tests.harness.demo
+
+test: bootstrap lint typecheck
+	$(VENV)/pytest $(PYTEST_ARGS)
+
+lint:
+	$(VENV)/ruff check backupd jobs tests
+	$(VENV)/ruff format --check backupd jobs tests
+
+typecheck:
+	$(VENV)/mypy
+
+unit: bootstrap
+	$(VENV)/pytest -m "not e2e" $(PYTEST_ARGS)
+
+clean:
+	rm -rf var/ .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Actions: one module per verb. Entry points parse input and call these."""

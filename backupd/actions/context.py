@@ -1,0 +1,83 @@
+"""Wiring shared by every action: the config, the catalogue and the Borg adapter."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from backupd.borg import Borg, find_borg
+from backupd.catalogue import Catalogue
+from backupd.config import Config, HostConfig, SourceConfig
+from backupd.credentials import read_passphrase
+from backupd.errors import UsageError
+from backupd.ssh import SSHTarget
+
+
+@dataclass
+class Context:
+    config: Config
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        self.private_dir(self.config.state_dir)
+        return Catalogue(self.config.catalogue_url)
+
+    @cached_property
+    def borg(self) -> Borg:
+        passphrase = self.config.passphrase
+        return Borg(
+            find_borg(self.config.store.borg),
+            lambda: read_passphrase(passphrase),
+            self.config.state_dir / "borg",
+        )
+
+    def repository(self, host: str) -> Path:
+        """One Borg repository per host: never two writers on one repository."""
+        return self.config.store.path / host
+
+    def run_dir(self) -> Path:
+        return self.private_dir(self.config.state_dir / "run")
+
+    @staticmethod
+    def private_dir(path: Path) -> Path:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        return path
+
+    def lookup(self, spec: str) -> tuple[HostConfig, list[SourceConfig]]:
+        """HOST or HOST/SOURCE from the command line, checked against the config."""
+        host_name, _, source_name = spec.partition("/")
+        host = self.config.hosts.get(host_name)
+        if host is None:
+            known = ", ".join(sorted(self.config.hosts)) or "none"
+            raise UsageError(f"unknown host {host_name!r} (configured: {known})")
+        if not source_name:
+            return host, list(host.sources.values())
+        source = host.sources.get(source_name)
+        if source is None:
+            known = ", ".join(sorted(host.sources)) or "none"
+            raise UsageError(
+                f"unknown source {source_name!r} on host {host_name} (configured: {known})"
+            )
+        return host, [source]
+
+    def lookup_one(self, spec: str) -> tuple[HostConfig, SourceConfig]:
+        if "/" not in spec:
+            raise UsageError(f"name one source as HOST/SOURCE, got {spec!r}")
+        host, sources = self.lookup(spec)
+        return host, sources[0]
+
+
+def ssh_target(host: HostConfig) -> SSHTarget:
+    return SSHTarget(
+        label=host.name,
+        address=host.address,
+        port=host.port,
+        user=host.user,
+        key_path=host.key,
+        host_keys=(host.host_key,) if host.host_key else (),
+        known_hosts=host.known_hosts,
+        connect_timeout=host.connect_timeout,
+    )

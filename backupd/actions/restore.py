@@ -1,0 +1,89 @@
+"""restore: bring a restore point back as files, checked against the recorded sha256.
+
+Nothing existing is overwritten without ``force``; data is written to a private
+``.partial`` file and only renamed into place once its hash matches the catalogue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from backupd.actions.context import Context
+from backupd.catalogue import Archive
+from backupd.config import HostConfig, SourceConfig
+from backupd.errors import NotFoundError, RefusedError, VerificationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RestoredFile:
+    archive: str
+    path: Path
+    nbytes: int
+    sha256: str
+
+
+def choose_archives(
+    ctx: Context, host: HostConfig, source: SourceConfig, archive: str | None
+) -> list[Archive]:
+    label = f"{host.name}/{source.name}"
+    if archive is None:
+        chosen = ctx.catalogue.newest_good_set(host.name, source.name)
+        if not chosen:
+            raise NotFoundError(f"{label}: no successful backup recorded yet")
+        return chosen
+    for a in ctx.catalogue.archives(host.name, source.name):
+        if a.name == archive:
+            return [a]
+    raise NotFoundError(f"{label}: no archive named {archive!r} (see: backupctl archives)")
+
+
+def restore_to_dir(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    to: Path,
+    *,
+    archive: str | None = None,
+    force: bool = False,
+) -> list[RestoredFile]:
+    chosen = choose_archives(ctx, host, source, archive)
+    targets = [(a, to / a.filename) for a in chosen]
+    clashes = [str(t) for _, t in targets if t.exists()]
+    if clashes and not force:
+        raise RefusedError(f"refusing to overwrite {', '.join(clashes)} (use --force to replace)")
+    to.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return [_extract_one(ctx, a, target) for a, target in targets]
+
+
+def _extract_one(ctx: Context, archive: Archive, target: Path) -> RestoredFile:
+    partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    count = 0
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+
+            def write(chunk: bytes) -> None:
+                nonlocal count
+                digest.update(chunk)
+                count += len(chunk)
+                out.write(chunk)
+
+            ctx.borg.extract_stream(Path(archive.repository), archive.name, archive.filename, write)
+        if digest.hexdigest() != archive.sha256 or count != archive.nbytes:
+            raise VerificationError(
+                f"{archive.name}: restored data does not match the catalogue "
+                f"(sha256 {digest.hexdigest()[:12]}, {count} bytes; recorded "
+                f"{archive.sha256[:12]}, {archive.nbytes} bytes); nothing was kept"
+            )
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    log.info("restored %s to %s (%d bytes, sha256 verified)", archive.name, target, count)
+    return RestoredFile(archive.name, target, count, digest.hexdigest())

@@ -1,0 +1,246 @@
+"""The Borg adapter: borg commands built as data and run through the process seam.
+
+The passphrase reaches borg only on a pipe (``BORG_PASSPHRASE_FD``), read from the
+credential source for each command: never in argv, the environment or a log line.
+``BORG_EXIT_CODES=modern`` gives specific exit codes (locking: 70-75).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backupd.errors import BorgError
+from backupd.process import (
+    Argv,
+    Invocation,
+    ProcessResult,
+    Runner,
+    Streamer,
+    run_local,
+    stream_local,
+)
+
+LOCK_WAIT_SECONDS = 600
+TRANSIENT_CODES = frozenset({70, 71, 72, 73})  # lock errors / lock timeout
+SHORT_TIMEOUT = 3600.0
+
+
+@dataclass(frozen=True)
+class CreateStats:
+    archive: str
+    original_size: int
+    compressed_size: int
+    deduplicated_size: int
+    nfiles: int
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    name: str
+    time: str
+    comment: str
+
+
+def find_borg(configured: str) -> str:
+    """The venv's borg when the config says plain "borg", else what it names."""
+    if configured == "borg":
+        beside = Path(sys.executable).parent / "borg"
+        if beside.exists():
+            return str(beside)
+    found = shutil.which(configured)
+    if found is None:
+        raise BorgError(f"borg executable {configured!r} not found")
+    return found
+
+
+class Borg:
+    def __init__(
+        self,
+        binary: str,
+        passphrase: Callable[[], str],
+        base_dir: Path,
+        *,
+        runner: Runner = run_local,
+        streamer: Streamer = stream_local,
+    ) -> None:
+        self.binary = binary
+        self._passphrase = passphrase
+        self.base_dir = base_dir
+        self._runner = runner
+        self._streamer = streamer
+
+    # -- plumbing -----------------------------------------------------------------
+    def environment(self, passphrase_fd: int) -> dict[str, str]:
+        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "TZ", "TMPDIR")}
+        return {
+            **keep,
+            "LANG": "C.UTF-8",
+            "BORG_BASE_DIR": str(self.base_dir),
+            "BORG_EXIT_CODES": "modern",
+            "BORG_PASSPHRASE_FD": str(passphrase_fd),
+            "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no",
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
+            "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING": "NO",
+            "BORG_DELETE_I_KNOW_WHAT_I_AM_DOING": "NO",
+            "BORG_DISPLAY_PASSPHRASE": "no",
+        }
+
+    @contextmanager
+    def _invocation(self, timeout: float | None) -> Iterator[Invocation]:
+        """An Invocation whose env points borg at a pipe holding the passphrase."""
+        secret = self._passphrase()
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, secret.encode())
+        finally:
+            os.close(write_end)
+        try:
+            self.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            yield Invocation(
+                timeout=timeout,
+                env=self.environment(read_end),
+                pass_fds=(read_end,),
+                secrets=(secret,),
+            )
+        finally:
+            os.close(read_end)
+
+    def run(
+        self, args: Argv, *, timeout: float | None = SHORT_TIMEOUT, what: str = ""
+    ) -> ProcessResult:
+        """Run ``borg ARGS``; raise BorgError with borg's last words when it fails."""
+        with self._invocation(timeout) as inv:
+            result = self._runner((self.binary, *args), inv)
+        if result.returncode != 0 or result.timed_out:
+            raise self.error(result, what or args[0])
+        return result
+
+    def extract_stream(
+        self, repo: Path, archive: str, path: str, sink: Callable[[bytes], object]
+    ) -> None:
+        """Stream one file of an archive to ``sink``."""
+        args: Argv = ("extract", "--stdout", f"{repo}::{archive}", path)
+        with self._invocation(None) as inv:
+            result = self._streamer((self.binary, *args), inv, sink)
+        if result.returncode != 0 or result.timed_out:
+            raise self.error(result, "extract")
+
+    @staticmethod
+    def error(result: ProcessResult, what: str) -> BorgError:
+        if result.timed_out:
+            return BorgError(f"borg {what} timed out", returncode=None, transient=True)
+        tail = result.stderr_tail(600).replace("\n", " | ")
+        return BorgError(
+            f"borg {what} failed (exit {result.returncode}): {tail}",
+            returncode=result.returncode,
+            transient=result.returncode in TRANSIENT_CODES,
+        )
+
+    # -- repositories -------------------------------------------------------------
+    @staticmethod
+    def is_repository(repo: Path) -> bool:
+        return (repo / "config").is_file() and (repo / "data").is_dir()
+
+    def ensure_repository(self, repo: Path, encryption: str) -> bool:
+        """Initialise ``repo`` on first use; True when it was created now."""
+        if self.is_repository(repo):
+            return False
+        if repo.exists() and any(repo.iterdir()):
+            raise BorgError(f"{repo} exists, is not empty and is not a Borg repository")
+        repo.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.run(("init", "--encryption", encryption, str(repo)), what="init")
+        return True
+
+    # -- archives -----------------------------------------------------------------
+    def create_from_command(
+        self,
+        repo: Path,
+        archive: str,
+        *,
+        stdin_name: str,
+        command: Sequence[str],
+        comment: str,
+        compression: str,
+        timeout: float,
+    ) -> CreateStats:
+        """Store a command's stdout as one file; borg makes no archive if it fails."""
+        args: Argv = (
+            "create",
+            "--json",
+            "--lock-wait",
+            str(LOCK_WAIT_SECONDS),
+            "--compression",
+            compression,
+            "--comment",
+            borg_literal(comment),
+            "--stdin-name",
+            stdin_name,
+            "--stdin-mode",
+            "0600",
+            "--content-from-command",
+            f"{repo}::{archive}",
+            "--",
+            *command,
+        )
+        result = self.run(args, timeout=timeout, what="create")
+        data = json.loads(result.stdout)
+        stats = data["archive"]["stats"]
+        return CreateStats(
+            archive=data["archive"]["name"],
+            original_size=int(stats["original_size"]),
+            compressed_size=int(stats["compressed_size"]),
+            deduplicated_size=int(stats["deduplicated_size"]),
+            nfiles=int(stats["nfiles"]),
+            raw=data,
+        )
+
+    def set_comment(self, repo: Path, archive: str, comment: str) -> None:
+        self.run(
+            (
+                "recreate",
+                "--lock-wait",
+                str(LOCK_WAIT_SECONDS),
+                "--comment",
+                borg_literal(comment),
+                f"{repo}::{archive}",
+            ),
+            what="recreate --comment",
+        )
+
+    def list_archives(
+        self, repo: Path, glob: str | None = None, *, checkpoints: bool = False
+    ) -> list[ArchiveEntry]:
+        args: Argv = ("list", "--json", "--format", "{name}{comment}")
+        if glob:
+            args += ("--glob-archives", glob)
+        if checkpoints:
+            args += ("--consider-checkpoints",)
+        data = json.loads(self.run((*args, str(repo)), what="list").stdout)
+        return [
+            ArchiveEntry(a["name"], a["time"], a.get("comment", ""))
+            for a in data.get("archives", [])
+        ]
+
+    def info(self, repo: Path, archive: str) -> dict[str, Any]:
+        data = json.loads(self.run(("info", "--json", f"{repo}::{archive}"), what="info").stdout)
+        archives: list[dict[str, Any]] = data["archives"]
+        return archives[0]
+
+    def delete(self, repo: Path, archive: str) -> None:
+        self.run(
+            ("delete", "--lock-wait", str(LOCK_WAIT_SECONDS), f"{repo}::{archive}"), what="delete"
+        )
+
+
+def borg_literal(text: str) -> str:
+    """Escape text so borg's {placeholder} expansion leaves it as it is."""
+    return text.replace("{", "{{").replace("}", "}}")

@@ -1,0 +1,197 @@
+"""Catalogue access: the few questions and updates the actions need.
+
+Rows are written before a side effect (a run starts ``running``) and completed after,
+so a crash leaves evidence the next start can reconcile.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from backupd.catalogue.models import Archive, Base, Host, Run, RunStatus, Source, utcnow
+
+GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    host: str
+    source: str
+    kind: str
+    last_success: datetime | None
+    last_status: str | None
+    last_error: str | None
+    last_run: datetime | None
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite file (and its directory) private before SQLAlchemy touches it."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    if parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
+class Catalogue:
+    def __init__(self, url: str) -> None:
+        _private_sqlite_file(url)
+        old_umask = os.umask(0o077)  # WAL and SHM files are created private too
+        try:
+            self.engine = create_engine(url)
+            if self.engine.dialect.name == "sqlite":
+                _sqlite_pragmas(self.engine)
+            Base.metadata.create_all(self.engine)
+        finally:
+            os.umask(old_umask)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as s:
+            yield s
+
+    # -- hosts and sources --------------------------------------------------------
+    def ensure_source(self, host: str, address: str, source: str, kind: str) -> int:
+        with self.session() as s:
+            h = s.scalar(select(Host).where(Host.name == host))
+            if h is None:
+                h = Host(name=host, address=address)
+                s.add(h)
+                s.flush()
+            h.address = address
+            src = s.scalar(select(Source).where(Source.host_id == h.id, Source.name == source))
+            if src is None:
+                src = Source(host_id=h.id, name=source, kind=kind)
+                s.add(src)
+                s.flush()
+            src.kind = kind
+            return src.id
+
+    # -- runs -----------------------------------------------------------------------
+    def start_run(self, source_id: int, trigger: str) -> int:
+        with self.session() as s:
+            run = Run(
+                source_id=source_id,
+                trigger=trigger,
+                status=RunStatus.RUNNING,
+                started_at=utcnow(),
+                pid=os.getpid(),
+            )
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        nbytes: int = 0,
+        error: str | None = None,
+        stderr_tail: str | None = None,
+    ) -> None:
+        with self.session() as s:
+            run = s.get_one(Run, run_id)
+            run.status = status
+            run.finished_at = utcnow()
+            run.nbytes = nbytes
+            run.error = error
+            run.stderr_tail = stderr_tail or None
+
+    def run(self, run_id: int) -> Run:
+        with self.session() as s:
+            return s.get_one(Run, run_id)
+
+    # -- archives -------------------------------------------------------------------
+    def add_archive(self, **fields: Any) -> int:
+        with self.session() as s:
+            archive = Archive(**fields)
+            s.add(archive)
+            s.flush()
+            return archive.id
+
+    def archives(self, host: str, source: str) -> list[Archive]:
+        """Every recorded archive of a source, newest first."""
+        with self.session() as s:
+            query = (
+                select(Archive)
+                .join(Source, Archive.source_id == Source.id)
+                .join(Host, Source.host_id == Host.id)
+                .where(Host.name == host, Source.name == source)
+                .order_by(Archive.created_at.desc(), Archive.id.desc())
+            )
+            return list(s.scalars(query))
+
+    def newest_good_set(self, host: str, source: str) -> list[Archive]:
+        """The archives of the newest run that succeeded: one restore point."""
+        with self.session() as s:
+            run_id = s.scalar(
+                select(Run.id)
+                .join(Source, Run.source_id == Source.id)
+                .join(Host, Source.host_id == Host.id)
+                .join(Archive, Archive.run_id == Run.id)
+                .where(Host.name == host, Source.name == source, Run.status.in_(GOOD))
+                .order_by(Run.started_at.desc(), Run.id.desc())
+                .limit(1)
+            )
+            if run_id is None:
+                return []
+            return list(
+                s.scalars(select(Archive).where(Archive.run_id == run_id).order_by(Archive.item))
+            )
+
+    # -- status -----------------------------------------------------------------------
+    def status(self) -> list[SourceStatus]:
+        rows = []
+        with self.session() as s:
+            sources = s.scalars(select(Source).join(Host).order_by(Host.name, Source.name))
+            for src in sources:
+                last = s.scalar(
+                    select(Run)
+                    .where(Run.source_id == src.id)
+                    .order_by(Run.started_at.desc(), Run.id.desc())
+                    .limit(1)
+                )
+                ok = s.scalar(
+                    select(Run.finished_at)
+                    .where(Run.source_id == src.id, Run.status.in_(GOOD))
+                    .order_by(Run.finished_at.desc())
+                    .limit(1)
+                )
+                rows.append(
+                    SourceStatus(
+                        host=src.host.name,
+                        source=src.name,
+                        kind=src.kind,
+                        last_success=ok,
+                        last_status=last.status if last else None,
+                        last_error=last.error if last else None,
+                        last_run=last.started_at if last else None,
+                    )
+                )
+        return rows

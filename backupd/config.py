@@ -1,0 +1,248 @@
+"""The TOML configuration, validated once at the edge into typed, frozen objects.
+
+Every problem in a file is reported at once, each as ``FILE: dotted.key: what is wrong``.
+Relative paths are resolved against the directory that holds the config file.
+Each source kind validates its own options (``jobs/<kind>.py``), so adding a kind
+does not touch this module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from backupd.errors import ConfigError
+from backupd.units import parse_duration, parse_size
+from jobs.base import registry
+
+DEFAULT_CONFIG = Path(os.environ.get("BACKUPD_CONFIG", "/etc/backupd/backupd.toml"))
+
+# Names end up in repository paths and archive names: keep them boring. Source names
+# cannot contain "." because "." separates source, item and time in archive names.
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+_M = TypeVar("_M", bound=BaseModel)
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PassphraseConfig(Model):
+    """Where the Borg passphrase comes from: exactly one of the three."""
+
+    file: Path | None = None
+    credential: str | None = None
+    command: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PassphraseConfig:
+        given = [k for k in ("file", "credential", "command") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of file, credential or command")
+        if self.command is not None and not self.command:
+            raise ValueError("command must be a non-empty list of arguments")
+        return self
+
+
+class StoreConfig(Model):
+    path: Path
+    encryption: Literal["repokey-blake2", "keyfile-blake2", "repokey", "keyfile"] = "repokey-blake2"
+    compression: str = "lz4"
+    borg: str = "borg"  # the borg executable; the venv's when left as "borg"
+
+
+class SourceConfig(Model):
+    """A thing on a host to back up. ``options`` is validated by the source kind."""
+
+    name: str
+    host: str
+    kind: str
+    timeout: Duration = 6 * 3600.0
+    idle_timeout: Duration = 600.0
+    min_bytes: Size = 1
+    options: Any = None
+
+
+class HostConfig(Model):
+    name: str
+    address: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str
+    key: Path
+    host_key: str | None = None
+    known_hosts: Path | None = None
+    connect_timeout: Duration = 20.0
+    sources: Mapping[str, SourceConfig] = Field(default_factory=dict)
+
+    @field_validator("host_key")
+    @classmethod
+    def _key_line(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) < 2:
+            raise ValueError('expected "TYPE BASE64", e.g. "ssh-ed25519 AAAAC3Nza..."')
+        return value
+
+    @model_validator(mode="after")
+    def _pinned(self) -> HostConfig:
+        if (self.host_key is None) == (self.known_hosts is None):
+            raise ValueError("pin the host key: give exactly one of host_key or known_hosts")
+        return self
+
+
+class Config(Model):
+    path: Path
+    state_dir: Path
+    catalogue_url: str
+    store: StoreConfig
+    passphrase: PassphraseConfig
+    hosts: Mapping[str, HostConfig]
+
+    def source(self, host: str, source: str) -> SourceConfig:
+        return self.hosts[host].sources[source]
+
+    def all_sources(self) -> list[SourceConfig]:
+        return [s for h in self.hosts.values() for s in h.sources.values()]
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read, validate and resolve a config file; raise ConfigError listing every problem."""
+    file = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{file}: no such file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{file}: cannot read: {e.strerror}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{file}: not valid TOML: {e}"]) from None
+    return parse_config(raw, file)
+
+
+def parse_config(raw: dict[str, Any], file: Path) -> Config:
+    problems: list[str] = []
+    base = file.resolve().parent
+    state_dir = _resolve_path(base, str(raw.get("state_dir", "/var/lib/backupd")))
+    hosts = {}
+    raw_hosts = raw.get("hosts", {})
+    if not isinstance(raw_hosts, dict) or not raw_hosts:
+        problems.append(f"{file}: hosts: declare at least one [hosts.NAME] table")
+        raw_hosts = {}
+    for name, body in raw_hosts.items():
+        host = _parse_host(name, body, base, file, problems)
+        if host is not None:
+            hosts[name] = host
+    default_db = f"sqlite:///{state_dir / 'catalogue.db'}"
+    top = {
+        "path": file,
+        "state_dir": state_dir,
+        "catalogue_url": raw.get("catalogue", {}).get("url", default_db)
+        if isinstance(raw.get("catalogue"), dict)
+        else default_db,
+        "store": _resolve_paths(raw.get("store"), base, ("path",)),
+        "passphrase": _resolve_paths(raw.get("passphrase"), base, ("file",)),
+        "hosts": hosts,
+    }
+    unknown = set(raw) - {"state_dir", "catalogue", "store", "passphrase", "hosts"}
+    problems += [f"{file}: {k}: unknown setting" for k in sorted(unknown)]
+    config = _validate(Config, top, file, "", problems)
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def _parse_host(
+    name: str, body: object, base: Path, file: Path, problems: list[str]
+) -> HostConfig | None:
+    where = f"hosts.{name}"
+    if not HOST_NAME.match(name):
+        problems.append(f"{file}: {where}: host names use letters, digits, '.', '_', '-'")
+        return None
+    if not isinstance(body, dict):
+        problems.append(f"{file}: {where}: expected a table")
+        return None
+    body = {k: _resolve(base, v) if k in ("key", "known_hosts") else v for k, v in body.items()}
+    raw_sources = body.pop("sources", None) or {}
+    if not isinstance(raw_sources, dict):
+        problems.append(f"{file}: {where}.sources: expected tables [hosts.{name}.sources.NAME]")
+        raw_sources = {}
+    sources = {}
+    for sname, sbody in raw_sources.items():
+        source = _parse_source(name, sname, sbody, file, problems)
+        if source is not None:
+            sources[sname] = source
+    return _validate(HostConfig, {**body, "name": name, "sources": sources}, file, where, problems)
+
+
+def _parse_source(
+    host: str, name: str, body: object, file: Path, problems: list[str]
+) -> SourceConfig | None:
+    where = f"hosts.{host}.sources.{name}"
+    if not SOURCE_NAME.match(name):
+        problems.append(f"{file}: {where}: source names use letters, digits, '_', '-'")
+        return None
+    if not isinstance(body, dict):
+        problems.append(f"{file}: {where}: expected a table")
+        return None
+    common = set(SourceConfig.model_fields) - {"name", "host", "options"}
+    kind_name = body.get("kind")
+    kinds = registry()
+    if kind_name not in kinds:
+        known = ", ".join(sorted(kinds))
+        problems.append(f"{file}: {where}.kind: expected one of {known}, got {kind_name!r}")
+        return None
+    options_raw = {k: v for k, v in body.items() if k not in common}
+    options = _validate(kinds[kind_name].options_model, options_raw, file, where, problems)
+    fields = {k: v for k, v in body.items() if k in common}
+    fields.update(name=name, host=host, options=options)
+    return _validate(SourceConfig, fields, file, where, problems)
+
+
+def _validate(
+    model: type[_M], data: object, file: Path, where: str, problems: list[str]
+) -> _M | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"] if p != "options")
+            key = ".".join(p for p in (where, loc) if p) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting"
+            problems.append(f"{file}: {key}: {msg}")
+        return None
+
+
+def _resolve(base: Path, value: object) -> object:
+    if isinstance(value, str) and value:
+        return _resolve_path(base, value)
+    return value
+
+
+def _resolve_path(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _resolve_paths(body: object, base: Path, keys: tuple[str, ...]) -> object:
+    if not isinstance(body, dict):
+        return body
+    return {k: _resolve(base, v) if k in keys else v for k, v in body.items()}

@@ -1,0 +1,103 @@
+"""One exception hierarchy for everything backupd can refuse or fail at.
+
+The CLI turns a ``BackupdError`` into one clean line and a non-zero exit code;
+the daemon records it in the catalogue. ``transient`` tells the retry policy
+whether trying again later can help (a dropped link) or not (a changed host key).
+"""
+
+from __future__ import annotations
+
+
+class BackupdError(Exception):
+    """Base of every error backupd reports to a person."""
+
+    exit_code = 1
+    transient = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(BackupdError):
+    """The configuration file is missing, unreadable or invalid."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        head = "invalid configuration" if len(problems) != 1 else "invalid configuration:"
+        body = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{head}\n{body}" if len(problems) != 1 else f"{head} {problems[0]}")
+
+
+class UsageError(BackupdError):
+    """A command-line argument names something that does not exist or is malformed."""
+
+    exit_code = 2
+
+
+class CredentialError(BackupdError):
+    """The Borg passphrase (or another secret) could not be read safely."""
+
+    exit_code = 3
+
+
+class HostKeyError(BackupdError):
+    """The droplet presented an unknown or changed SSH host key: we refuse to talk to it."""
+
+    exit_code = 4
+
+
+class RemoteError(BackupdError):
+    """Connecting to a droplet or running a command there failed."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, transient: bool = False, stderr_tail: str = "") -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.stderr_tail = stderr_tail
+
+
+class DumpError(BackupdError):
+    """A dump was refused: it failed, was cut off, timed out or was too small."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, stderr_tail: str = "", transient: bool = False) -> None:
+        super().__init__(message)
+        self.stderr_tail = stderr_tail
+        self.transient = transient
+
+
+class BorgError(BackupdError):
+    """A borg command failed."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, returncode: int | None = None, transient: bool = False):
+        super().__init__(message)
+        self.returncode = returncode
+        self.transient = transient
+
+
+class NotFoundError(BackupdError):
+    """A host, source or archive that was asked for does not exist."""
+
+    exit_code = 8
+
+
+class RefusedError(BackupdError):
+    """A restore (or other destructive action) was refused to protect existing data."""
+
+    exit_code = 9
+
+
+class VerificationError(BackupdError):
+    """Restored data does not match what was recorded at backup time."""
+
+    exit_code = 10

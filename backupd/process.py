@@ -1,0 +1,164 @@
+"""The one seam through which backupd runs local processes.
+
+Commands are built as data (tuples of str) and handed here; nothing goes through a
+shell. Every command is logged with its secrets masked, runs under a timeout and
+comes back as a typed ``ProcessResult``. Unit tests replace ``Runner`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+log = logging.getLogger(__name__)
+
+Argv = tuple[str, ...]
+STDERR_TAIL_BYTES = 2000
+MASK = "***"
+STREAM_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    argv: Argv
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    def stderr_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
+        return tail_text(self.stderr, limit)
+
+
+def tail_text(data: bytes, limit: int = STDERR_TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of ``data`` as text, trimmed to whole lines where possible."""
+    text = data[-limit:].decode("utf-8", errors="replace").strip()
+    return text
+
+
+def mask_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> str:
+    """The argv as one loggable string, with each secret replaced by ***."""
+    hidden = [s for s in secrets if s]
+    shown = []
+    for arg in argv:
+        for secret in hidden:
+            arg = arg.replace(secret, MASK)
+        shown.append(arg)
+    return " ".join(shlex.quote(a) for a in shown)
+
+
+@dataclass
+class Invocation:
+    """Everything about one local command except its argv."""
+
+    timeout: float | None = None
+    env: Mapping[str, str] | None = None
+    stdin: bytes | None = None
+    stdout: IO[bytes] | int | None = None  # None: capture
+    pass_fds: tuple[int, ...] = ()
+    secrets: tuple[str, ...] = ()
+    cwd: str | None = None
+
+
+class Runner(Protocol):
+    def __call__(self, argv: Argv, inv: Invocation) -> ProcessResult: ...
+
+
+class Streamer(Protocol):
+    def __call__(
+        self, argv: Argv, inv: Invocation, sink: Callable[[bytes], object]
+    ) -> ProcessResult: ...
+
+
+def run_local(argv: Argv, inv: Invocation) -> ProcessResult:
+    """Run ``argv`` to completion and return its result; never raises on a non-zero exit.
+
+    On timeout the whole process group is killed (a borg child and its relay go too),
+    and the result says ``timed_out``.
+    """
+    log.debug("run: %s", mask_argv(argv, inv.secrets))
+    started = time.monotonic()
+    env = dict(inv.env) if inv.env is not None else None
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if inv.stdin is not None else subprocess.DEVNULL,
+        stdout=inv.stdout if inv.stdout is not None else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        pass_fds=inv.pass_fds,
+        cwd=inv.cwd,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        out, err = proc.communicate(inv.stdin, timeout=inv.timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        out, err = proc.communicate()
+    except BaseException:
+        # KeyboardInterrupt / SystemExit: never leave an orphaned borg behind.
+        _kill_group(proc)
+        proc.wait()
+        raise
+    seconds = time.monotonic() - started
+    result = ProcessResult(argv, proc.returncode, out or b"", err or b"", seconds, timed_out)
+    log.debug("exit %s after %.2fs: %s", result.returncode, seconds, argv[0])
+    return result
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -> ProcessResult:
+    """Run ``argv`` handing its stdout to ``sink`` in chunks (for large outputs)."""
+    log.debug("stream: %s", mask_argv(argv, inv.secrets))
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as errfile:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errfile,
+            env=dict(inv.env) if inv.env is not None else None,
+            pass_fds=inv.pass_fds,
+            cwd=inv.cwd,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        timed_out = False
+        try:
+            while chunk := proc.stdout.read(STREAM_CHUNK):
+                sink(chunk)
+                if inv.timeout is not None and time.monotonic() - started > inv.timeout:
+                    timed_out = True
+                    break
+        finally:
+            if timed_out or (proc.poll() is None and sys.exc_info()[0] is not None):
+                _kill_group(proc)
+            proc.stdout.close()
+            proc.wait()
+        errfile.seek(0)
+        err = errfile.read()
+    return ProcessResult(argv, proc.returncode, b"", err, time.monotonic() - started, timed_out)

@@ -1,0 +1,147 @@
+"""The command ``borg create --content-from-command`` runs: pull one dump over SSH.
+
+backupd writes a job spec (JSON, mode 0600, no secrets) and borg runs
+``python -m backupd.relay SPEC``. The relay streams the remote command's stdout to its
+own stdout (borg's input), hashing on the way, and writes what happened to the spec's
+``result`` path. It exits 0 only when the remote command exited 0 within its deadline
+and sent at least ``min_bytes``: otherwise borg creates no archive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from backupd.errors import BackupdError
+from backupd.ssh import Connection, SSHTarget, StreamResult
+
+EXIT_REFUSED = 3
+
+
+@dataclass(frozen=True)
+class RelaySpec:
+    target: SSHTarget
+    argv: tuple[str, ...]
+    deadline: float
+    idle_timeout: float
+    min_bytes: int
+    result: Path
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["target"]["key_path"] = str(self.target.key_path)
+        data["target"]["known_hosts"] = (
+            str(self.target.known_hosts) if self.target.known_hosts else None
+        )
+        data["result"] = str(self.result)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> RelaySpec:
+        data: dict[str, Any] = json.loads(text)
+        t = data["target"]
+        target = SSHTarget(
+            label=t["label"],
+            address=t["address"],
+            port=int(t["port"]),
+            user=t["user"],
+            key_path=Path(t["key_path"]),
+            host_keys=tuple(t["host_keys"]),
+            known_hosts=Path(t["known_hosts"]) if t["known_hosts"] else None,
+            connect_timeout=float(t["connect_timeout"]),
+        )
+        return cls(
+            target=target,
+            argv=tuple(data["argv"]),
+            deadline=float(data["deadline"]),
+            idle_timeout=float(data["idle_timeout"]),
+            min_bytes=int(data["min_bytes"]),
+            result=Path(data["result"]),
+        )
+
+
+@dataclass(frozen=True)
+class RelayOutcome:
+    ok: bool
+    reason: str  # one line, empty when ok
+    nbytes: int = 0
+    sha256: str = ""
+    exit_status: int | None = None
+    stderr_tail: str = ""
+    transient: bool = False
+
+    def write(self, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f)
+
+    @classmethod
+    def read(cls, path: Path) -> RelayOutcome | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def judge(spec: RelaySpec, result: StreamResult) -> RelayOutcome:
+    """Decide whether a finished stream is a dump we may keep."""
+    command = spec.argv[0] if spec.argv else "command"
+    facts = dict(
+        nbytes=result.nbytes,
+        sha256=result.sha256,
+        exit_status=result.exit_status,
+        stderr_tail=result.stderr_tail,
+    )
+    if result.timed_out == "deadline":
+        why = f"{command} still running after its {spec.deadline:.0f}s deadline: stopped"
+        return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
+    if result.timed_out == "idle":
+        why = f"{command} sent nothing for {spec.idle_timeout:.0f}s: stopped"
+        return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
+    if result.exit_status is None:
+        why = f"{command}: connection lost or command killed before it finished"
+        return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
+    if result.exit_status != 0:
+        why = f"{command} exited with status {result.exit_status}"
+        return RelayOutcome(False, why, **facts)  # type: ignore[arg-type]
+    if result.nbytes < spec.min_bytes:
+        why = f"{command} produced {result.nbytes} bytes, below min_bytes={spec.min_bytes}"
+        return RelayOutcome(False, why, **facts)  # type: ignore[arg-type]
+    return RelayOutcome(True, "", **facts)  # type: ignore[arg-type]
+
+
+def relay(spec: RelaySpec) -> RelayOutcome:
+    out = sys.stdout.buffer
+    try:
+        with Connection(spec.target) as conn:
+            result = conn.stream(
+                spec.argv, out.write, deadline=spec.deadline, idle_timeout=spec.idle_timeout
+            )
+        out.flush()
+    except BackupdError as e:
+        return RelayOutcome(False, str(e), transient=getattr(e, "transient", False))
+    except BrokenPipeError:
+        return RelayOutcome(False, "borg stopped reading the stream")
+    return judge(spec, result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m backupd.relay SPEC.json", file=sys.stderr)
+        return 2
+    spec = RelaySpec.from_json(Path(args[0]).read_text())
+    outcome = relay(spec)
+    outcome.write(spec.result)
+    if not outcome.ok:
+        print(f"backupd relay: {outcome.reason}", file=sys.stderr)
+        return EXIT_REFUSED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

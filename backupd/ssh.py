@@ -1,0 +1,341 @@
+"""The one seam through which backupd runs commands on droplets (paramiko).
+
+Commands are argv tuples, quoted with ``shlex.join`` for the remote shell: nothing a
+config or a user typed is ever interpreted as shell syntax. The host key is checked
+against the pinned key before authentication: an unknown or changed key is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import paramiko
+
+from backupd.errors import HostKeyError, RemoteError
+from backupd.process import STDERR_TAIL_BYTES, mask_argv, tail_text
+
+log = logging.getLogger(__name__)
+
+# Measured on this hardware (docs/benchmarks.md): AES-GCM with 1 MiB reads is the
+# fastest paramiko combination, a larger window was slower.
+PREFERRED_CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+)
+READ_SIZE = 1024 * 1024
+POLL_SECONDS = 1.0
+EXIT_STATUS_WAIT = 30.0
+RUN_OUTPUT_LIMIT = 64 * 1024 * 1024
+# paramiko ignores the "exit-signal" message, so a dump killed on the droplet would look
+# like a lost connection. This constant wrapper reports the signal on stderr; the real
+# argv is passed as quoted positional parameters, never interpolated into the script.
+_WRAPPER = (
+    'sh -c \'"$@"; s=$?; if [ "$s" -gt 128 ]; then '
+    'echo "backupd: $1 killed by signal $((s - 128))" >&2; fi; exit "$s"\' backupd-wrap '
+)
+
+
+def remote_command_line(argv: Sequence[str]) -> str:
+    """The string sent to the droplet's shell for argv: quoted, wrapped, never interpolated."""
+    if not argv:
+        raise ValueError("empty remote command")
+    return _WRAPPER + shlex.join(argv)
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    label: str  # the host's name in the config, used in every message
+    address: str
+    port: int
+    user: str
+    key_path: Path
+    host_keys: tuple[str, ...] = ()  # pinned "TYPE BASE64" lines
+    known_hosts: Path | None = None
+    connect_timeout: float = 20.0
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    argv: tuple[str, ...]
+    exit_status: int | None  # None: the connection ended without an exit status
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+    timed_out: str | None = None  # "deadline" or "idle" when we gave up waiting
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and self.timed_out is None
+
+    def stderr_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
+        return tail_text(self.stderr, limit)
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    argv: tuple[str, ...]
+    exit_status: int | None
+    nbytes: int
+    sha256: str
+    stderr_tail: str
+    seconds: float
+    timed_out: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and self.timed_out is None
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def fingerprint_line(line: str) -> str:
+    blob = base64.b64decode(line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+class Connection:
+    """One SSH connection to one droplet; use as a context manager."""
+
+    def __init__(self, target: SSHTarget) -> None:
+        self.target = target
+        self._transport: paramiko.Transport | None = None
+
+    def __enter__(self) -> Connection:
+        self.open()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- connecting ---------------------------------------------------------------
+    def open(self) -> None:
+        t = self.target
+        where = f"{t.label} ({t.address}:{t.port})"
+        pinned = self._pinned_keys()
+        try:
+            sock = socket.create_connection((t.address, t.port), timeout=t.connect_timeout)
+        except OSError as e:
+            raise RemoteError(f"{where}: cannot connect: {_reason(e)}", transient=True) from None
+        transport = paramiko.Transport(sock)
+        self._transport = transport
+        opts = transport.get_security_options()
+        opts.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in opts.ciphers) or opts.ciphers
+        offered = tuple(k for k in {line.split()[0] for line in pinned} if k in opts.key_types)
+        if offered:
+            opts.key_types = offered
+        try:
+            transport.start_client(timeout=t.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.close()
+            raise RemoteError(f"{where}: SSH handshake failed: {e}", transient=True) from None
+        self._check_host_key(transport.get_remote_server_key(), pinned, where)
+        self._authenticate(transport, where)
+        transport.set_keepalive(30)
+
+    def _pinned_keys(self) -> tuple[str, ...]:
+        t = self.target
+        if t.known_hosts is None:
+            return t.host_keys
+        lookup = t.address if t.port == 22 else f"[{t.address}]:{t.port}"
+        try:
+            known = paramiko.HostKeys(str(t.known_hosts))
+        except (OSError, paramiko.SSHException) as e:
+            raise HostKeyError(f"{t.label}: cannot read known_hosts {t.known_hosts}: {e}") from e
+        entries = known.lookup(lookup)
+        if entries is None:
+            return ()
+        return tuple(f"{kt} {entries[kt].get_base64()}" for kt in entries)
+
+    def _check_host_key(self, key: paramiko.PKey, pinned: Sequence[str], where: str) -> None:
+        offered = f"{key.get_name()} {key.get_base64()}"
+        if any(offered.split()[:2] == line.split()[:2] for line in pinned):
+            return
+        self.close()
+        if not pinned:
+            raise HostKeyError(
+                f"{where}: unknown host key {key.get_name()} {fingerprint(key)}: no key is "
+                "pinned for this host; refusing to connect (pin it with host_key or known_hosts)"
+            )
+        expected = ", ".join(fingerprint_line(line) for line in pinned)
+        raise HostKeyError(
+            f"{where}: HOST KEY CHANGED: offered {key.get_name()} {fingerprint(key)}, pinned "
+            f"{expected}; refusing to connect. If the droplet was rebuilt, check the new key "
+            "out of band and update host_key"
+        )
+
+    def _authenticate(self, transport: paramiko.Transport, where: str) -> None:
+        t = self.target
+        try:
+            pkey = paramiko.PKey.from_path(t.key_path)
+        except (OSError, paramiko.SSHException, ValueError) as e:
+            self.close()
+            raise RemoteError(f"{where}: cannot load SSH key {t.key_path}: {e}") from None
+        try:
+            transport.auth_publickey(t.user, pkey)
+        except paramiko.AuthenticationException:
+            self.close()
+            raise RemoteError(f"{where}: login as {t.user!r} with {t.key_path} refused") from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.close()
+            raise RemoteError(f"{where}: login failed: {e}", transient=True) from None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # -- running ------------------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        secrets: Sequence[str] = (),
+    ) -> RemoteResult:
+        """Run argv to completion, capturing stdout (up to 64 MiB) and stderr."""
+        out = bytearray()
+
+        def keep(chunk: bytes) -> None:
+            if len(out) + len(chunk) > RUN_OUTPUT_LIMIT:
+                raise RemoteError(f"{self.target.label}: output of {argv[0]} exceeds 64 MiB")
+            out.extend(chunk)
+
+        status, err, seconds, timed_out = self._exec(argv, keep, timeout, timeout, stdin, secrets)
+        return RemoteResult(tuple(argv), status, bytes(out), err, seconds, timed_out)
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        sink: Callable[[bytes], object],
+        *,
+        deadline: float,
+        idle_timeout: float,
+    ) -> StreamResult:
+        """Run argv and hand its stdout to ``sink`` chunk by chunk, hashing as it passes."""
+        digest = hashlib.sha256()
+        count = 0
+
+        def forward(chunk: bytes) -> None:
+            nonlocal count
+            digest.update(chunk)
+            count += len(chunk)
+            sink(chunk)
+
+        status, err, seconds, timed_out = self._exec(argv, forward, deadline, idle_timeout)
+        return StreamResult(
+            tuple(argv), status, count, digest.hexdigest(), tail_text(err), seconds, timed_out
+        )
+
+    def _exec(
+        self,
+        argv: Sequence[str],
+        on_stdout: Callable[[bytes], None],
+        deadline: float,
+        idle_timeout: float,
+        stdin: bytes | None = None,
+        secrets: Sequence[str] = (),
+    ) -> tuple[int | None, bytes, float, str | None]:
+        if self._transport is None or not self._transport.is_active():
+            raise RemoteError(f"{self.target.label}: not connected", transient=True)
+        command = remote_command_line(argv)
+        log.debug("%s: run: %s", self.target.label, mask_argv(argv, secrets))
+        started = time.monotonic()
+        try:
+            chan = self._transport.open_session(timeout=self.target.connect_timeout)
+            chan.settimeout(POLL_SECONDS)
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise RemoteError(
+                f"{self.target.label}: cannot start {argv[0]}: {e}", transient=True
+            ) from None
+        stderr = _StderrCollector(chan)
+        try:
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            timed_out = _pump(chan, on_stdout, started + deadline, idle_timeout)
+            if timed_out is None and chan.status_event.wait(EXIT_STATUS_WAIT):
+                status: int | None = chan.recv_exit_status()
+            else:
+                status = None
+        finally:
+            chan.close()
+            stderr.join()
+        if status == -1:  # paramiko's "closed without an exit status"
+            status = None
+        return status, stderr.data, time.monotonic() - started, timed_out
+
+
+def _pump(
+    chan: paramiko.Channel, on_stdout: Callable[[bytes], None], end: float, idle: float
+) -> str | None:
+    """Copy stdout to on_stdout until EOF; return "deadline"/"idle" if we gave up."""
+    last_data = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now > end:
+            return "deadline"
+        if now - last_data > idle:
+            return "idle"
+        try:
+            chunk = chan.recv(READ_SIZE)
+        except TimeoutError:
+            continue
+        if not chunk:
+            return None
+        last_data = time.monotonic()
+        on_stdout(chunk)
+
+
+class _StderrCollector:
+    """Drains the channel's stderr in a thread (so it never stalls stdout), keeping a tail."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self._chan = chan
+        self._buf = bytearray()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                chunk = self._chan.recv_stderr(65536)
+            except TimeoutError:
+                if self._chan.closed:
+                    return
+                continue
+            except (OSError, EOFError):
+                return
+            if not chunk:
+                return
+            self._buf.extend(chunk)
+            del self._buf[: max(0, len(self._buf) - 4 * STDERR_TAIL_BYTES)]
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._buf)
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e) or type(e).__name__

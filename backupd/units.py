@@ -1,0 +1,54 @@
+"""Parsing of human-friendly durations and sizes in the config ("90s", "6h", "10MiB")."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number (seconds) or a string like "90s", "15m", "6h", "7d"."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 15m or 6h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError("expected a duration such as 30s, 15m or 6h")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """Bytes from a number or a string like "512", "10k", "10KiB", "2GB" (KiB = 1024)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 1024, 10KiB or 2GB")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        unit = (m.group(2) or "").lower()
+        binary = "i" in unit
+        letter = unit[:1] if unit not in ("b", "") else ""
+        base = _SIZE_UNITS[letter]
+        if binary:
+            base = 1024 ** ("kmgt".index(letter) + 1)
+        size = int(float(m.group(1)) * base)
+    else:
+        raise ValueError("expected a size such as 1024, 10KiB or 2GB")
+    if size < 0:
+        raise ValueError("a size cannot be negative")
+    return size
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

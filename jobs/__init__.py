@@ -1,0 +1,1 @@
+"""Kinds of job: one module per source kind (and, later, per maintenance job)."""

@@ -1,0 +1,137 @@
+"""Fixtures for end-to-end tests: a backupd config over the real harness servers,
+and helpers that drive the real ``backupctl`` / ``backupd`` executables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.harness.droplet import Droplet
+from tests.harness.postgres import PostgresCluster
+
+from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Deployment:
+    """A backupd installation in a temp dir: config, state, store."""
+
+    root: Path
+    config: Path
+    state_dir: Path
+    store: Path
+    passphrase_file: Path
+
+    def backupctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return run_tool("backupctl", "--config", str(self.config), *args, check=check)
+
+    def backupd(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return run_tool("backupd", "--config", str(self.config), *args, check=check)
+
+    def borg(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "BORG_PASSCOMMAND": f"cat {self.passphrase_file}",
+            "BORG_BASE_DIR": str(self.root / "borg-test"),
+        }
+        return subprocess.run(
+            [str(BIN / "borg"), *args], capture_output=True, text=True, env=env, check=True
+        )
+
+    def archives(self, host: str) -> list[str]:
+        repo = self.store / host
+        if not (repo / "config").exists():
+            return []
+        out = self.borg("list", "--json", "--consider-checkpoints", str(repo)).stdout
+        return [a["name"] for a in json.loads(out)["archives"]]
+
+    def status(self) -> list[dict[str, object]]:
+        result = self.backupctl("status", "--json", check=True)
+        rows: list[dict[str, object]] = json.loads(result.stdout)
+        return rows
+
+    def catalogue_rows(self, sql: str) -> list[tuple[object, ...]]:
+        import sqlite3
+
+        with sqlite3.connect(self.state_dir / "catalogue.db") as db:
+            return db.execute(sql).fetchall()
+
+
+def run_tool(name: str, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(BIN / name), *args], capture_output=True, text=True, timeout=600, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{name} {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def pg_source(cluster: PostgresCluster, **extra: object) -> dict[str, object]:
+    return {
+        "kind": "postgresql",
+        "socket_dir": str(cluster.socket_dir),
+        "port": cluster.port,
+        "username": cluster.superuser,
+        **extra,
+    }
+
+
+@pytest.fixture
+def deploy(tmp_path: Path, droplet: Droplet) -> Callable[..., Deployment]:
+    """Build a Deployment for the session droplet with the given sources."""
+
+    def make(sources: dict[str, dict[str, object]], host_key: str | None = None) -> Deployment:
+        root = tmp_path / "backupd"
+        root.mkdir(exist_ok=True)
+        passphrase = write_passphrase(root / "passphrase")
+        config = write_fleet_config(
+            root / "backupd.toml",
+            state_dir=root / "state",
+            store=root / "store",
+            passphrase_file=passphrase,
+            hosts=[HostSpec("web1", droplet, sources, host_key)],  # type: ignore[arg-type]
+        )
+        return Deployment(root, config, root / "state", root / "store", passphrase)
+
+    return make
+
+
+@pytest.fixture
+def shop_db(pg_cluster: PostgresCluster) -> Iterator[str]:
+    """A database with real rows in a few tables, dropped afterwards."""
+    name = "shop"
+    pg_cluster.psql(f"DROP DATABASE IF EXISTS {name}")
+    pg_cluster.createdb(name)
+    pg_cluster.psql(
+        """
+        CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text);
+        CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers,
+                             total numeric(10,2), placed timestamptz DEFAULT now());
+        CREATE TABLE notes (id serial PRIMARY KEY, body text);
+        INSERT INTO customers (name, email)
+          SELECT 'customer ' || g, 'c' || g || '@example.org' FROM generate_series(1, 2000) g;
+        INSERT INTO orders (customer_id, total)
+          SELECT 1 + g % 2000, (g % 997) / 7.0 FROM generate_series(1, 15000) g;
+        INSERT INTO notes (body) SELECT md5(g::text) FROM generate_series(1, 300) g;
+        """,
+        db=name,
+    )
+    yield name
+    pg_cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def row_counts(cluster: PostgresCluster, db: str) -> dict[str, int]:
+    tables = cluster.psql(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", db=db
+    ).split()
+    return {t: int(cluster.psql(f"SELECT count(*) FROM {t}", db=db)) for t in tables}

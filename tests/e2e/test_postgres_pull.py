@@ -1,0 +1,246 @@
+"""Issue 2's vertical slice against real sshd, PostgreSQL and borg."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests.harness.droplet import Droplet
+from tests.harness.postgres import PostgresCluster
+
+from tests.e2e.conftest import Deployment, pg_source, row_counts
+
+pytestmark = pytest.mark.e2e
+
+
+def test_pull_restore_and_pg_restore_give_the_same_rows(
+    deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    result = d.backupctl("backup", "now", "web1/maindb")
+    assert result.returncode == 0, result.stderr
+    assert "web1/maindb: ok, 1 archive(s)" in result.stdout
+
+    [row] = d.status()
+    assert row["host"] == "web1" and row["source"] == "maindb" and row["kind"] == "postgresql"
+    assert row["last_status"] == "succeeded" and row["last_success"]
+
+    [archive] = d.archives("web1")
+    assert archive.startswith("maindb.shop.")
+    [(name, recorded_sha, nbytes)] = d.catalogue_rows("SELECT name, sha256, nbytes FROM archives")
+    assert name == archive
+
+    # The metadata written into the archive itself carries the hash (catalogue rebuild).
+    info = json.loads(d.borg("info", "--json", f"{d.store / 'web1'}::{archive}").stdout)
+    comment = json.loads(info["archives"][0]["comment"])
+    assert comment["sha256"] == recorded_sha and comment["nbytes"] == nbytes
+    assert comment["host"] == "web1" and comment["item"] == "shop"
+
+    out = tmp_path / "restored"
+    d.backupctl("restore", "web1/maindb", "--to", str(out), check=True)
+    dump = out / "shop.pgdump"
+    assert hashlib.sha256(dump.read_bytes()).hexdigest() == recorded_sha
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+
+    pg_cluster.psql("DROP DATABASE IF EXISTS shop_restored")
+    pg_cluster.createdb("shop_restored")
+    subprocess.run(
+        [
+            "pg_restore",
+            "--host",
+            str(pg_cluster.socket_dir),
+            "--port",
+            str(pg_cluster.port),
+            "--username",
+            pg_cluster.superuser,
+            "--no-owner",
+            "--exit-on-error",
+            "--dbname",
+            "shop_restored",
+            str(dump),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert row_counts(pg_cluster, "shop_restored") == row_counts(pg_cluster, shop_db)
+    assert row_counts(pg_cluster, "shop_restored")["orders"] == 15000
+    pg_cluster.psql("DROP DATABASE shop_restored")
+
+
+def test_state_written_by_the_daemon_is_private(
+    deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    d.backupd("--once", check=True)
+    assert stat.S_IMODE(d.state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((d.state_dir / "catalogue.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((d.store / "web1").stat().st_mode) & 0o077 == 0
+    # the passphrase never reaches the catalogue
+    secret = d.passphrase_file.read_text().strip()
+    assert secret.encode() not in (d.state_dir / "catalogue.db").read_bytes()
+
+
+def test_a_refused_restore_changes_nothing(
+    deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    none_yet = d.backupctl("restore", "web1/maindb", "--to", str(tmp_path / "x"))
+    assert none_yet.returncode == 8
+    assert "web1/maindb: no successful backup recorded yet" in none_yet.stderr
+    assert "Traceback" not in none_yet.stderr
+    d.backupctl("backup", "now", "web1/maindb", check=True)
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "shop.pgdump").write_text("precious")
+    refused = d.backupctl("restore", "web1/maindb", "--to", str(out))
+    assert refused.returncode == 9 and "refusing to overwrite" in refused.stderr
+    assert (out / "shop.pgdump").read_text() == "precious"
+    unknown = d.backupctl("restore", "web1/nosuch", "--to", str(out))
+    assert unknown.returncode == 2 and "unknown source 'nosuch'" in unknown.stderr
+
+
+def test_a_changed_host_key_is_refused_and_nothing_is_written(
+    deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    wrong = " ".join(other.with_suffix(".pub").read_text().split()[:2])
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])}, host_key=wrong)
+    result = d.backupctl("backup", "now", "web1/maindb")
+    assert result.returncode == 1
+    assert "HOST KEY CHANGED" in result.stderr and "refusing to connect" in result.stderr
+    assert not d.store.exists()  # not even a repository was initialised
+    [(status, error)] = d.catalogue_rows("SELECT status, error FROM runs")
+    assert status == "failed" and "web1/maindb" in error and "HOST KEY CHANGED" in error
+
+
+def test_a_failing_dump_leaves_no_archive_and_says_why(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=["no_such_db"])})
+    result = d.backupctl("backup", "now", "web1/maindb")
+    assert result.returncode == 1
+    assert d.archives("web1") == []
+    [(status, error)] = d.catalogue_rows("SELECT status, error FROM runs")
+    assert status == "failed"
+    assert "web1/maindb: no_such_db: pg_dump exited with status 1" in error
+    assert 'database "no_such_db" does not exist' in error
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_too_small_dump_is_refused(
+    deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], min_bytes="1GiB")})
+    assert d.backupctl("backup", "now", "web1/maindb").returncode == 1
+    assert d.archives("web1") == []
+    [(error,)] = d.catalogue_rows("SELECT error FROM runs")
+    assert "below min_bytes=1073741824" in error
+
+
+@pytest.fixture(scope="module")
+def big_db(pg_cluster: PostgresCluster) -> str:
+    """About 40 MB of poorly compressible rows: enough to kill a dump mid-stream."""
+    pg_cluster.psql("DROP DATABASE IF EXISTS big WITH (FORCE)")
+    pg_cluster.createdb("big")
+    pg_cluster.psql(
+        "CREATE TABLE blob AS SELECT g AS id, md5(random()::text) || md5(random()::text) "
+        "|| md5(random()::text) || md5(random()::text) AS body "
+        "FROM generate_series(1, 300000) g",
+        db="big",
+    )
+    return "big"
+
+
+def _slow_deploy(deploy: Callable[..., Deployment], cluster: PostgresCluster) -> Deployment:
+    d = deploy({"bigdb": pg_source(cluster, databases=["big"])})
+    # zstd level 22 makes borg a slow reader, so pg_dump is certainly still streaming
+    # when the test strikes; this says nothing about how fast real runs are.
+    text = d.config.read_text().replace("[store]\n", '[store]\ncompression = "zstd,22"\n')
+    d.config.write_text(text)
+    return d
+
+
+def _strike_mid_stream(
+    d: Deployment, strike: Callable[[], bool]
+) -> subprocess.CompletedProcess[str]:
+    results: list[subprocess.CompletedProcess[str]] = []
+    worker = threading.Thread(
+        target=lambda: results.append(d.backupctl("backup", "now", "web1/bigdb"))
+    )
+    worker.start()
+    deadline = time.monotonic() + 60
+    struck = False
+    while time.monotonic() < deadline and worker.is_alive() and not struck:
+        struck = strike()
+        time.sleep(0.05)
+    worker.join(timeout=300)
+    assert struck, "the dump finished before the test could interrupt it"
+    return results[0]
+
+
+def _pg_dump_pid(droplet: Droplet, min_written: int) -> int | None:
+    out = subprocess.run(
+        ["pgrep", "-u", droplet.user, "-x", "pg_dump"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for pid in out:
+        try:
+            io = Path(f"/proc/{pid}/io").read_text()
+        except OSError:
+            continue
+        written = int(io.split("wchar:")[1].split()[0])
+        if written >= min_written:
+            return int(pid)
+    return None
+
+
+def test_kill_9_of_the_remote_pg_dump_mid_stream_leaves_no_archive(
+    deploy: Callable[..., Deployment], big_db: str, pg_cluster: PostgresCluster, droplet: Droplet
+) -> None:
+    d = _slow_deploy(deploy, pg_cluster)
+
+    def strike() -> bool:
+        pid = _pg_dump_pid(droplet, 4 * 1024 * 1024)
+        if pid is None:
+            return False
+        subprocess.run(["kill", "-9", str(pid)], check=False)
+        return True
+
+    result = _strike_mid_stream(d, strike)
+    assert result.returncode == 1
+    assert d.archives("web1") == []
+    [(status, error, tail)] = d.catalogue_rows("SELECT status, error, stderr_tail FROM runs")
+    assert status == "failed"
+    assert "web1/bigdb: big: pg_dump exited with status 137" in error
+    assert "pg_dump killed by signal 9" in tail
+    assert not list((d.state_dir / "run").iterdir())  # relay spec files cleaned up
+
+
+def test_a_dump_whose_server_side_dies_mid_stream_fails_with_the_remote_message(
+    deploy: Callable[..., Deployment], big_db: str, pg_cluster: PostgresCluster
+) -> None:
+    d = _slow_deploy(deploy, pg_cluster)
+
+    def strike() -> bool:
+        killed = pg_cluster.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'pg_dump' AND query LIKE 'COPY%'"
+        )
+        return int(killed) > 0
+
+    result = _strike_mid_stream(d, strike)
+    assert result.returncode == 1
+    assert d.archives("web1") == []
+    [(status, error)] = d.catalogue_rows("SELECT status, error FROM runs")
+    assert status == "failed"
+    assert "pg_dump exited with status 1" in error
+    assert (
+        "terminating connection due to administrator command" in error or "server closed" in error
+    )

@@ -1,0 +1,70 @@
+"""Write a backupd config (TOML) for droplets started by the harness; used by tests and demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.harness.droplet import Droplet
+
+Value = str | int | float | bool | list[str]
+
+
+@dataclass
+class HostSpec:
+    name: str
+    droplet: Droplet
+    sources: Mapping[str, Mapping[str, Value]] = field(default_factory=dict)
+    host_key: str | None = None  # defaults to the droplet's real key
+
+
+def toml_value(value: Value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def write_passphrase(path: Path) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(24) + "\n")
+    return path
+
+
+def write_fleet_config(
+    path: Path, *, state_dir: Path, store: Path, passphrase_file: Path, hosts: list[HostSpec]
+) -> Path:
+    lines = [
+        f"state_dir = {toml_value(str(state_dir))}",
+        "",
+        "[store]",
+        f"path = {toml_value(str(store))}",
+        "",
+        "[passphrase]",
+        f"file = {toml_value(str(passphrase_file))}",
+    ]
+    for host in hosts:
+        d = host.droplet
+        lines += [
+            "",
+            f"[hosts.{host.name}]",
+            f"address = {toml_value(d.address)}",
+            f"port = {d.port}",
+            f"user = {toml_value(d.user)}",
+            f"key = {toml_value(str(d.key_path))}",
+            f"host_key = {toml_value(host.host_key or d.host_key_line)}",
+            "connect_timeout = 10",
+        ]
+        for name, options in host.sources.items():
+            lines += ["", f"[hosts.{host.name}.sources.{name}]"]
+            lines += [f"{k} = {toml_value(v)}" for k, v in options.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backupd.config import load_config
+from backupd.errors import ConfigError
+
+GOOD = """
+state_dir = "state"
+[store]
+path = "store"
+[passphrase]
+file = "pass"
+[hosts.web1]
+address = "127.0.0.1"
+port = 2222
+user = "backup"
+key = "id_ed25519"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx"
+[hosts.web1.sources.maindb]
+kind = "postgresql"
+databases = ["app"]
+timeout = "2h"
+min_bytes = "1KiB"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "backupd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config_is_typed_and_paths_resolve_against_its_directory(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    host = config.hosts["web1"]
+    source = host.sources["maindb"]
+    assert config.state_dir == tmp_path / "state"
+    assert config.store.path == tmp_path / "store"
+    assert host.key == tmp_path / "id_ed25519"
+    assert source.timeout == 7200.0
+    assert source.min_bytes == 1024
+    assert source.options.databases == ("app",)
+    assert config.catalogue_url == f"sqlite:///{tmp_path / 'state' / 'catalogue.db'}"
+
+
+def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path: Path) -> None:
+    bad = (
+        GOOD.replace("port = 2222", "port = 70000")
+        .replace('kind = "postgresql"', 'kind = "postgresql"\ndatabse = ["x"]')
+        .replace('timeout = "2h"', 'timeout = "soon"')
+        + "\n[surprise]\nx = 1\n"
+    )
+    path = write(tmp_path, bad)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    problems = exc.value.problems
+    text = "\n".join(problems)
+    assert f"{path}: hosts.web1.port:" in text
+    assert f"{path}: hosts.web1.sources.maindb.databse: unknown setting" in text
+    assert f"{path}: hosts.web1.sources.maindb.timeout:" in text
+    assert f"{path}: surprise: unknown setting" in text
+    assert len(problems) == 4
+
+
+def test_unknown_kind_and_bad_names_are_refused(tmp_path: Path) -> None:
+    bad = (
+        GOOD.replace('kind = "postgresql"', 'kind = "oracle"')
+        .replace("[hosts.web1]", '[hosts."web 1;rm"]')
+        .replace("[hosts.web1.sources", '[hosts."web 1;rm".sources')
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, bad))
+    assert "host names use letters" in str(exc.value)
+
+
+def test_unknown_kind_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, GOOD.replace('kind = "postgresql"', 'kind = "oracle"')))
+    assert "hosts.web1.sources.maindb.kind: expected one of" in str(exc.value)
+    assert "postgresql" in str(exc.value)
+
+
+def test_a_host_key_must_be_pinned(tmp_path: Path) -> None:
+    text = GOOD.replace('host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx"\n', "")
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    assert "pin the host key" in str(exc.value)
+
+
+def test_source_names_cannot_hold_dots_or_shell(tmp_path: Path) -> None:
+    text = GOOD.replace("sources.maindb]", 'sources."main.db$(x)"]')
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    assert "source names use letters" in str(exc.value)
+
+
+def test_passphrase_needs_exactly_one_source(tmp_path: Path) -> None:
+    text = GOOD.replace('file = "pass"', 'file = "pass"\ncommand = ["pass", "show"]')
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    assert "passphrase: give exactly one of file, credential or command" in str(exc.value)
+
+
+def test_missing_file_and_bad_toml_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[store\n"))

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from backupd.actions.backup import archive_name
+from backupd.borg import borg_literal
+from backupd.process import mask_argv
+from backupd.units import parse_duration, parse_size
+from jobs.base import slug
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(30, 30.0), ("90s", 90.0), ("15m", 900.0), ("6h", 21600.0), ("1d", 86400.0)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-5s", 0, True, "5 parsecs"])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [(512, 512), ("1k", 1000), ("1KiB", 1024), ("2MiB", 2 * 1024**2), ("1GB", 10**9)],
+)
+def test_sizes(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def test_secrets_are_masked_in_logged_commands() -> None:
+    line = mask_argv(["mysql", "--password=hunter2", "db name"], secrets=["hunter2"])
+    assert "hunter2" not in line
+    assert "***" in line
+    assert "'db name'" in line
+
+
+def test_slug_keeps_safe_names_and_disambiguates_unsafe_ones() -> None:
+    assert slug("app") == "app"
+    odd = slug("my db; rm -rf /")
+    assert odd.startswith("my_db_rm_-rf-") and len(odd.split("-")[-1]) == 8
+    assert slug("a b") != slug("a_b")
+
+
+def test_archive_names_sort_by_time_and_keep_milliseconds() -> None:
+    when = datetime(2026, 11, 25, 3, 0, 1, 234567, tzinfo=UTC)
+    assert archive_name("maindb", "app", when) == "maindb.app.2026-11-25T03:00:01.234Z"
+
+
+def test_borg_literal_doubles_braces() -> None:
+    assert borg_literal('{"a": 1}') == '{{"a": 1}}'
+
+
+def test_remote_command_line_survives_hostile_names() -> None:
+    import subprocess
+
+    from backupd.ssh import remote_command_line
+
+    hostile = ["printf", "%s|", "a b", "x;touch /tmp/pwned", "$(id)", "'q'", "`id`"]
+    line = remote_command_line(hostile)
+    out = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True)
+    assert out.stdout == "a b|x;touch /tmp/pwned|$(id)|'q'|`id`|"
+
+
+def test_remote_command_line_reports_a_killing_signal() -> None:
+    import subprocess
+
+    from backupd.ssh import remote_command_line
+
+    line = remote_command_line(["sh", "-c", "kill -9 $$"])
+    out = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=False)
+    assert out.returncode == 137
+    assert "backupd: sh killed by signal 9" in out.stderr
