@@ -65,7 +65,7 @@ def cli(click_ctx: click.Context, config: Path, verbose: bool) -> None:
       backupctl backup now web1/maindb
       backupctl restore web1/maindb --to /srv/restore
     """
-    setup_logging(verbose)
+    setup_logging(verbose, quiet=True)
     click_ctx.obj = {"config": config}
 
 

@@ -20,7 +20,9 @@ def run_once(ctx: Context) -> int:
     failed = 0
     for host in ctx.config.hosts.values():
         for source in host.sources.values():
-            if not backup_source(ctx, host, source, trigger="once").ok:
+            outcome = backup_source(ctx, host, source, trigger="once")
+            if not outcome.ok:
+                log.error("%s", outcome.error)
                 failed += 1
     total = len(ctx.config.all_sources())
     log.info("run complete: %d of %d source(s) succeeded", total - failed, total)

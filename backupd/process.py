@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -49,6 +50,19 @@ def tail_text(data: bytes, limit: int = STDERR_TAIL_BYTES) -> str:
     """The last ``limit`` bytes of ``data`` as text, trimmed to whole lines where possible."""
     text = data[-limit:].decode("utf-8", errors="replace").strip()
     return text
+
+
+_TELLING = re.compile(r"error|fatal|fail|killed|denied|refused|not found|no such|cannot", re.I)
+
+
+def summarize_stderr(tail: str, limit: int = 400) -> str:
+    """One line from a stderr tail for a person: the lines that say what went wrong."""
+    lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    telling = [line for line in lines if _TELLING.search(line)] or lines[-1:]
+    summary = " | ".join(dict.fromkeys(telling[-3:]))
+    return summary if len(summary) <= limit else summary[: limit - 1] + "…"
 
 
 def mask_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> str:

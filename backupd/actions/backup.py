@@ -21,6 +21,7 @@ from backupd.catalogue import RunStatus
 from backupd.catalogue.models import utcnow
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BackupdError, BorgError, DumpError
+from backupd.process import summarize_stderr
 from backupd.relay import RelayOutcome, RelaySpec
 from backupd.ssh import Connection
 from jobs.base import DumpStream, registry, slug
@@ -76,9 +77,8 @@ def backup_source(
         error = f"{label}: {e}"
         tail = getattr(e, "stderr_tail", "")
         if tail:
-            error += ": " + tail.strip().splitlines()[-1]
+            error += ": " + summarize_stderr(tail)
         cat.finish_run(run_id, RunStatus.FAILED, nbytes=total, error=error, stderr_tail=tail)
-        log.error("%s", error)
         return BackupOutcome(
             host.name, source.name, run_id, RunStatus.FAILED, archives, total, error
         )

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.harness.droplet import Droplet
-from tests.harness.postgres import PostgresCluster
 
+from tests.harness.droplet import Droplet
 from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
+from tests.harness.postgres import PostgresCluster
 
 BIN = Path(sys.executable).parent
 

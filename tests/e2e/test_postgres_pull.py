@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.harness.droplet import Droplet
-from tests.harness.postgres import PostgresCluster
 
 from tests.e2e.conftest import Deployment, pg_source, row_counts
+from tests.harness.droplet import Droplet
+from tests.harness.postgres import PostgresCluster
 
 pytestmark = pytest.mark.e2e
 

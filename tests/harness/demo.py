@@ -75,8 +75,10 @@ def main() -> int:
             passphrase_file=passphrase,
             hosts=[HostSpec("demo", droplet, sources)],
         )
-        print(f"sandbox droplet: {droplet.user}@{droplet.address}:{droplet.port}, "
-              f"host key pinned in {CONFIG.relative_to(ROOT)}")
+        print(
+            f"sandbox droplet: {droplet.user}@{droplet.address}:{droplet.port}, "
+            f"host key pinned in {CONFIG.relative_to(ROOT)}"
+        )
         rc = run(str(BIN / "backupd"), "--config", str(CONFIG), "--once")
         run(str(BIN / "backupctl"), "--config", str(CONFIG), "status")
         print("\nTry a restore next (the droplet is gone, the backup is not):")

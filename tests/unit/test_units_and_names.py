@@ -76,3 +76,20 @@ def test_remote_command_line_reports_a_killing_signal() -> None:
     out = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=False)
     assert out.returncode == 137
     assert "backupd: sh killed by signal 9" in out.stderr
+
+
+def test_stderr_summary_prefers_the_lines_that_say_what_went_wrong() -> None:
+    from backupd.process import summarize_stderr
+
+    tail = (
+        'pg_dump: error: Dumping the contents of table "blob" failed: PQgetCopyData() failed.\n'
+        "pg_dump: detail: Error message from server: FATAL:  terminating connection due to "
+        "administrator command\n"
+        "pg_dump: detail: Command was: COPY public.blob (id, body) TO stdout;\n"
+    )
+    line = summarize_stderr(tail)
+    assert "\n" not in line
+    assert "PQgetCopyData() failed" in line and "terminating connection" in line
+    assert "Command was" not in line
+    assert summarize_stderr("just one line") == "just one line"
+    assert summarize_stderr("") == ""
