@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -19,6 +20,7 @@ from backupd.config import DEFAULT_CONFIG, load_config
 from backupd.errors import BackupdError
 from backupd.logs import setup_logging
 
+log = logging.getLogger("backupctl")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -33,6 +35,17 @@ def clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except BackupdError as e:
             click.echo(f"backupctl: error: {e}", err=True)
             sys.exit(e.exit_code)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            # A bug, not an operator error: one line, the traceback only with --verbose.
+            log.debug("internal error", exc_info=True)
+            click.echo(
+                f"backupctl: internal error: {type(e).__name__}: {e} "
+                "(run with --verbose for the traceback)",
+                err=True,
+            )
+            sys.exit(70)
 
     return wrapper
 

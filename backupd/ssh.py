@@ -156,8 +156,14 @@ class Connection:
         lookup = t.address if t.port == 22 else f"[{t.address}]:{t.port}"
         try:
             known = paramiko.HostKeys(str(t.known_hosts))
-        except (OSError, paramiko.SSHException) as e:
-            raise HostKeyError(f"{t.label}: cannot read known_hosts {t.known_hosts}: {e}") from e
+        except OSError as e:
+            raise HostKeyError(
+                f"{t.label}: cannot read known_hosts {t.known_hosts}: {e.strerror}"
+            ) from None
+        except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError) as e:
+            raise HostKeyError(
+                f"{t.label}: known_hosts {t.known_hosts} has a malformed line: {e}"
+            ) from None
         entries = known.lookup(lookup)
         if entries is None:
             return ()

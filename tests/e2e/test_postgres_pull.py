@@ -244,3 +244,33 @@ def test_a_dump_whose_server_side_dies_mid_stream_fails_with_the_remote_message(
     assert (
         "terminating connection due to administrator command" in error or "server closed" in error
     )
+
+
+def _use_known_hosts(d: Deployment, path: Path) -> None:
+    text = d.config.read_text()
+    start = text.index("host_key = ")
+    end = text.index("\n", start)
+    d.config.write_text(text[:start] + f'known_hosts = "{path}"' + text[end:])
+
+
+def test_an_unknown_host_key_is_refused(
+    deploy: Callable[..., Deployment],
+    shop_db: str,
+    pg_cluster: PostgresCluster,
+    droplet: Droplet,
+    tmp_path: Path,
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:1 {droplet.host_key_line}\n")  # another host's entry
+    _use_known_hosts(d, known)
+    result = d.backupctl("backup", "now", "web1/maindb")
+    assert result.returncode == 1
+    assert "unknown host key ssh-ed25519 SHA256:" in result.stderr
+    assert not d.store.exists()
+
+    known.write_text("[127.0.0.1]:1 ssh-ed25519 AAAAnot-base64\n")
+    result = d.backupctl("backup", "now", "web1/maindb")
+    assert result.returncode == 1
+    assert "known_hosts" in result.stderr and "malformed" in result.stderr
+    assert "Traceback" not in result.stderr
