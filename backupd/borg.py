@@ -95,7 +95,9 @@ class Borg:
         }
 
     @contextmanager
-    def _invocation(self, timeout: float | None) -> Iterator[Invocation]:
+    def _invocation(
+        self, timeout: float | None, stdin: bytes | None = None, cwd: str | None = None
+    ) -> Iterator[Invocation]:
         """An Invocation whose env points borg at a pipe holding the passphrase."""
         secret = self._passphrase()
         read_end, write_end = os.pipe()
@@ -108,17 +110,25 @@ class Borg:
             yield Invocation(
                 timeout=timeout,
                 env=self.environment(read_end),
+                stdin=stdin,
                 pass_fds=(read_end,),
                 secrets=(secret,),
+                cwd=cwd,
             )
         finally:
             os.close(read_end)
 
     def run(
-        self, args: Argv, *, timeout: float | None = SHORT_TIMEOUT, what: str = ""
+        self,
+        args: Argv,
+        *,
+        timeout: float | None = SHORT_TIMEOUT,
+        what: str = "",
+        stdin: bytes | None = None,
+        cwd: str | None = None,
     ) -> ProcessResult:
         """Run ``borg ARGS``; raise BorgError with borg's last words when it fails."""
-        with self._invocation(timeout) as inv:
+        with self._invocation(timeout, stdin, cwd) as inv:
             result = self._runner((self.binary, *args), inv)
         if result.returncode != 0 or result.timed_out:
             raise self.error(result, what or args[0])
@@ -171,8 +181,12 @@ class Borg:
         comment: str,
         compression: str,
         timeout: float,
+        stdin: bytes | None = None,
     ) -> CreateStats:
-        """Store a command's stdout as one file; borg makes no archive if it fails."""
+        """Store a command's stdout as one file; borg makes no archive if it fails.
+
+        ``stdin`` reaches the command: borg 1.4 starts it with its own stdin inherited.
+        """
         args: Argv = (
             "create",
             "--json",
@@ -191,16 +205,36 @@ class Borg:
             "--",
             *command,
         )
-        result = self.run(args, timeout=timeout, what="create")
-        data = json.loads(result.stdout)
-        stats = data["archive"]["stats"]
-        return CreateStats(
-            archive=data["archive"]["name"],
-            original_size=int(stats["original_size"]),
-            compressed_size=int(stats["compressed_size"]),
-            deduplicated_size=int(stats["deduplicated_size"]),
-            nfiles=int(stats["nfiles"]),
-            raw=data,
+        result = self.run(args, timeout=timeout, what="create", stdin=stdin)
+        return _create_stats(result)
+
+    def create_from_paths(
+        self,
+        repo: Path,
+        archive: str,
+        *,
+        cwd: Path,
+        paths: Sequence[str],
+        comment: str,
+        compression: str,
+        timeout: float,
+    ) -> CreateStats:
+        """Archive files under ``cwd`` (relative paths), with Borg's files cache."""
+        args: Argv = (
+            "create", "--json", "--lock-wait", str(LOCK_WAIT_SECONDS),
+            "--compression", compression, "--comment", borg_literal(comment),
+            "--numeric-ids", f"{repo}::{archive}", *paths,
+        )  # fmt: skip
+        result = self.run(args, timeout=timeout, what="create", cwd=str(cwd))
+        return _create_stats(result)
+
+    def extract_to(self, repo: Path, archive: str, dest: Path, paths: Sequence[str] = ()) -> None:
+        """Extract (part of) an archive into ``dest`` with owners, modes and times."""
+        self.run(
+            ("extract", "--numeric-ids", f"{repo}::{archive}", *paths),
+            timeout=None,
+            what="extract",
+            cwd=str(dest),
         )
 
     def set_comment(self, repo: Path, archive: str, comment: str) -> None:
@@ -239,6 +273,19 @@ class Borg:
         self.run(
             ("delete", "--lock-wait", str(LOCK_WAIT_SECONDS), f"{repo}::{archive}"), what="delete"
         )
+
+
+def _create_stats(result: ProcessResult) -> CreateStats:
+    data = json.loads(result.stdout)
+    stats = data["archive"]["stats"]
+    return CreateStats(
+        archive=data["archive"]["name"],
+        original_size=int(stats["original_size"]),
+        compressed_size=int(stats["compressed_size"]),
+        deduplicated_size=int(stats["deduplicated_size"]),
+        nfiles=int(stats["nfiles"]),
+        raw=data,
+    )
 
 
 def borg_literal(text: str) -> str:

@@ -51,6 +51,14 @@ def _from_file(path: Path) -> str:
     return _read(path, check_mode=True)
 
 
+def read_secret_file(path: Path) -> str:
+    """A secret from a file only its owner may read (e.g. a database password)."""
+    secret = _read(path, check_mode=True).rstrip("\n")
+    if not secret:
+        raise CredentialError(f"secret file {path} is empty")
+    return secret
+
+
 def _read(path: Path, *, check_mode: bool) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backupd.counters import make_counter, parse_fact_lines
 from backupd.errors import BackupdError
 from backupd.ssh import Connection, SSHTarget, StreamResult
 
@@ -30,6 +31,9 @@ class RelaySpec:
     idle_timeout: float
     min_bytes: int
     result: Path
+    stdin_len: int = 0  # bytes to read from our stdin and send to the command (secrets)
+    counter: str | None = None  # a stream fact counter (backupd/counters.py)
+    tool: str = ""  # the dump tool's name, for messages
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -61,6 +65,9 @@ class RelaySpec:
             idle_timeout=float(data["idle_timeout"]),
             min_bytes=int(data["min_bytes"]),
             result=Path(data["result"]),
+            stdin_len=int(data.get("stdin_len", 0)),
+            counter=data.get("counter"),
+            tool=data.get("tool", ""),
         )
 
 
@@ -73,6 +80,7 @@ class RelayOutcome:
     exit_status: int | None = None
     stderr_tail: str = ""
     transient: bool = False
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -87,14 +95,17 @@ class RelayOutcome:
             return None
 
 
-def judge(spec: RelaySpec, result: StreamResult) -> RelayOutcome:
+def judge(
+    spec: RelaySpec, result: StreamResult, counted: dict[str, Any] | None = None
+) -> RelayOutcome:
     """Decide whether a finished stream is a dump we may keep."""
-    command = spec.argv[0] if spec.argv else "command"
+    command = spec.tool or (spec.argv[0] if spec.argv else "command")
     facts = dict(
         nbytes=result.nbytes,
         sha256=result.sha256,
         exit_status=result.exit_status,
         stderr_tail=result.stderr_tail,
+        facts={**parse_fact_lines(list(result.fact_lines)), **(counted or {})},
     )
     if result.timed_out == "deadline":
         why = f"{command} still running after its {spec.deadline:.0f}s deadline: stopped"
@@ -116,17 +127,29 @@ def judge(spec: RelaySpec, result: StreamResult) -> RelayOutcome:
 
 def relay(spec: RelaySpec) -> RelayOutcome:
     out = sys.stdout.buffer
+    stdin = sys.stdin.buffer.read(spec.stdin_len) if spec.stdin_len else None
+    counter = make_counter(spec.counter)
+
+    def sink(chunk: bytes) -> None:
+        out.write(chunk)
+        if counter is not None:
+            counter.feed(chunk)
+
     try:
         with Connection(spec.target) as conn:
             result = conn.stream(
-                spec.argv, out.write, deadline=spec.deadline, idle_timeout=spec.idle_timeout
+                spec.argv,
+                sink,
+                deadline=spec.deadline,
+                idle_timeout=spec.idle_timeout,
+                stdin=stdin,
             )
         out.flush()
     except BackupdError as e:
         return RelayOutcome(False, str(e), transient=getattr(e, "transient", False))
     except BrokenPipeError:
         return RelayOutcome(False, "borg stopped reading the stream")
-    return judge(spec, result)
+    return judge(spec, result, counter.facts() if counter else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,6 +92,7 @@ class StreamResult:
     stderr_tail: str
     seconds: float
     timed_out: str | None = None
+    fact_lines: tuple[str, ...] = ()  # "backupd-fact ..." lines the command printed on stderr
 
     @property
     def ok(self) -> bool:
@@ -234,6 +235,7 @@ class Connection:
         *,
         deadline: float,
         idle_timeout: float,
+        stdin: bytes | None = None,
     ) -> StreamResult:
         """Run argv and hand its stdout to ``sink`` chunk by chunk, hashing as it passes."""
         digest = hashlib.sha256()
@@ -245,9 +247,19 @@ class Connection:
             count += len(chunk)
             sink(chunk)
 
-        status, err, seconds, timed_out = self._exec(argv, forward, deadline, idle_timeout)
+        facts: list[str] = []
+        status, err, seconds, timed_out = self._exec(
+            argv, forward, deadline, idle_timeout, stdin, fact_lines=facts
+        )
         return StreamResult(
-            tuple(argv), status, count, digest.hexdigest(), tail_text(err), seconds, timed_out
+            tuple(argv),
+            status,
+            count,
+            digest.hexdigest(),
+            tail_text(err),
+            seconds,
+            timed_out,
+            tuple(facts),
         )
 
     def _exec(
@@ -258,6 +270,7 @@ class Connection:
         idle_timeout: float,
         stdin: bytes | None = None,
         secrets: Sequence[str] = (),
+        fact_lines: list[str] | None = None,
     ) -> tuple[int | None, bytes, float, str | None]:
         if self._transport is None or not self._transport.is_active():
             raise RemoteError(f"{self.target.label}: not connected", transient=True)
@@ -272,7 +285,7 @@ class Connection:
             raise RemoteError(
                 f"{self.target.label}: cannot start {argv[0]}: {e}", transient=True
             ) from None
-        stderr = _StderrCollector(chan)
+        stderr = _StderrCollector(chan, fact_lines)
         try:
             if stdin:
                 chan.sendall(stdin)
@@ -285,6 +298,7 @@ class Connection:
         finally:
             chan.close()
             stderr.join()
+            stderr.flush()
         if status == -1:  # paramiko's "closed without an exit status"
             status = None
         return status, stderr.data, time.monotonic() - started, timed_out
@@ -314,9 +328,13 @@ def _pump(
 class _StderrCollector:
     """Drains the channel's stderr in a thread (so it never stalls stdout), keeping a tail."""
 
-    def __init__(self, chan: paramiko.Channel) -> None:
+    MAX_FACT_LINES = 100_000
+
+    def __init__(self, chan: paramiko.Channel, fact_lines: list[str] | None) -> None:
         self._chan = chan
         self._buf = bytearray()
+        self._facts = fact_lines
+        self._line = bytearray()
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 
@@ -332,8 +350,29 @@ class _StderrCollector:
                 return
             if not chunk:
                 return
+            if self._facts is not None:
+                chunk = self._take_facts(chunk)
             self._buf.extend(chunk)
             del self._buf[: max(0, len(self._buf) - 4 * STDERR_TAIL_BYTES)]
+
+    def _take_facts(self, chunk: bytes) -> bytes:
+        """Move "backupd-fact ..." lines into the fact list; return the rest for the tail."""
+        assert self._facts is not None
+        self._line.extend(chunk)
+        *complete, rest = bytes(self._line).split(b"\n")
+        self._line = bytearray(rest)
+        kept = []
+        for line in complete:
+            if line.startswith(b"backupd-fact ") and len(self._facts) < self.MAX_FACT_LINES:
+                self._facts.append(line.decode("utf-8", "replace"))
+            else:
+                kept.append(line + b"\n")
+        return b"".join(kept)
+
+    def flush(self) -> None:
+        if self._line:
+            self._buf.extend(self._line)
+            self._line.clear()
 
     def join(self) -> None:
         self._thread.join(timeout=5)

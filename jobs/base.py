@@ -1,9 +1,10 @@
 """The one small interface every source kind implements, and the registry that finds them.
 
-A kind turns its validated options into dump streams: remote commands (argv) whose
-stdout is the backup. backupd pulls each stream into its own Borg archive through
-``borg create --content-from-command``, so a stream that fails never becomes an
-archive. Adding a kind is adding one module here that defines ``KIND``.
+A kind turns its validated options into *units*: either a ``DumpStream`` (a remote command
+whose stdout is the backup, pulled into its own archive through ``borg create
+--content-from-command`` so a failed dump never becomes an archive) or a ``TreeTransfer``
+(a remote directory mirrored incrementally with rsync, then archived file by file).
+Adding a kind is adding one module here that defines ``KIND``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib
 import pkgutil
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol, TypeVar
 
@@ -26,6 +27,26 @@ class Options(BaseModel):
     """Base of every kind's options: unknown keys are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExecOptions(Options):
+    """Where a kind's tools run on the droplet: directly, as another user, or in a container."""
+
+    container: str | None = None  # run inside this Docker container (docker exec -i)
+    container_user: str | None = None  # docker exec --user
+    sudo_user: str | None = None  # run as this OS user (sudo -n -u USER)
+    docker: str = "docker"
+
+    def exec_prefix(self) -> tuple[str, ...]:
+        prefix: tuple[str, ...] = ()
+        if self.sudo_user:
+            prefix += ("sudo", "-n", "-u", self.sudo_user, "--")
+        if self.container:
+            prefix += (self.docker, "exec", "-i")
+            if self.container_user:
+                prefix += ("--user", self.container_user)
+            prefix += (self.container,)
+        return prefix
 
 
 O_contra = TypeVar("O_contra", bound=Options, contravariant=True)
@@ -46,9 +67,29 @@ class RemoteShell(Protocol):
 
 @dataclass(frozen=True)
 class DumpStream:
+    """A remote command whose stdout is the backup: one archive holding one file."""
+
     item: str  # what the stream holds, e.g. a database name
     filename: str  # the file's name inside the archive
     argv: tuple[str, ...]  # remote command that writes the dump to stdout
+    tool: str  # the dump tool's name, for messages ("pg_dump exited with status 1")
+    stdin: bytes = field(default=b"", repr=False)  # fed first (e.g. an option file); secret
+    counter: str | None = None  # a stream fact counter the relay runs (backupd/counters.py)
+
+
+@dataclass(frozen=True)
+class TreeTransfer:
+    """A remote directory, mirrored with rsync into staging, archived with Borg's files cache."""
+
+    item: str
+    path: str  # remote directory (absolute)
+    excludes: tuple[str, ...] = ()
+    rsync_path: str = "rsync"  # remote rsync command, e.g. "sudo -n rsync"
+    before: tuple[str, ...] | None = None  # remote argv run first (e.g. take a snapshot)
+    after: tuple[str, ...] | None = None  # remote argv always run afterwards (cleanup)
+
+
+Unit = DumpStream | TreeTransfer
 
 
 class SourceKind(Protocol[O_contra]):
@@ -57,8 +98,8 @@ class SourceKind(Protocol[O_contra]):
     @property
     def options_model(self) -> type[Options]: ...
 
-    def streams(self, options: O_contra, remote: RemoteShell) -> Sequence[DumpStream]:
-        """The dumps to pull now; may ask the droplet (e.g. which databases exist)."""
+    def plan(self, options: O_contra, remote: RemoteShell) -> Sequence[Unit]:
+        """The units to pull now; may ask the droplet (e.g. which databases exist)."""
         ...
 
 
@@ -85,3 +126,7 @@ def slug(item: str) -> str:
     if cleaned == item:
         return item
     return f"{cleaned}-{hashlib.sha256(item.encode()).hexdigest()[:8]}"
+
+
+def list_lines(result: RemoteResult) -> list[str]:
+    return [line for line in result.stdout.decode().splitlines() if line.strip()]

@@ -97,3 +97,31 @@ class Archive(Base):
     deduplicated_size: Mapped[int] = mapped_column(BigInteger, default=0)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     run: Mapped[Run | None] = relationship(back_populates="archives")
+
+
+class AlertEvent(Base):
+    """Something a person must hear about; sent (and deduplicated) by the alerting job."""
+
+    __tablename__ = "alert_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))  # backup_failed, ...
+    host: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PendingCleanup(Base):
+    """A droplet-side cleanup (drop a snapshot, unpause) owed until it has run."""
+
+    __tablename__ = "pending_cleanups"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    host: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    argv: Mapped[list[str]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -18,7 +18,17 @@ from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from backupd.catalogue.models import Archive, Base, Host, Run, RunStatus, Source, utcnow
+from backupd.catalogue.models import (
+    AlertEvent,
+    Archive,
+    Base,
+    Host,
+    PendingCleanup,
+    Run,
+    RunStatus,
+    Source,
+    utcnow,
+)
 
 GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
 
@@ -164,6 +174,58 @@ class Catalogue:
             return list(
                 s.scalars(select(Archive).where(Archive.run_id == run_id).order_by(Archive.item))
             )
+
+    # -- alerts and cleanups -------------------------------------------------------
+    def record_alert(
+        self,
+        kind: str,
+        message: str,
+        *,
+        host: str | None = None,
+        source: str | None = None,
+        run_id: int | None = None,
+    ) -> int:
+        with self.session() as s:
+            event = AlertEvent(
+                kind=kind,
+                message=message,
+                host=host,
+                source=source,
+                run_id=run_id,
+                created_at=utcnow(),
+            )
+            s.add(event)
+            s.flush()
+            return event.id
+
+    def alerts(self) -> list[AlertEvent]:
+        with self.session() as s:
+            return list(s.scalars(select(AlertEvent).order_by(AlertEvent.id)))
+
+    def add_cleanup(self, host: str, source: str, run_id: int | None, argv: list[str]) -> int:
+        with self.session() as s:
+            row = PendingCleanup(
+                host=host, source=source, run_id=run_id, argv=argv, created_at=utcnow()
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def cleanup_done(self, cleanup_id: int) -> None:
+        with self.session() as s:
+            row = s.get(PendingCleanup, cleanup_id)
+            if row is not None:
+                s.delete(row)
+
+    def cleanup_failed(self, cleanup_id: int, error: str) -> None:
+        with self.session() as s:
+            row = s.get_one(PendingCleanup, cleanup_id)
+            row.attempts += 1
+            row.last_error = error
+
+    def pending_cleanups(self) -> list[PendingCleanup]:
+        with self.session() as s:
+            return list(s.scalars(select(PendingCleanup).order_by(PendingCleanup.id)))
 
     # -- status -----------------------------------------------------------------------
     def status(self) -> list[SourceStatus]:

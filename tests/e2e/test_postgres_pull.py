@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 def test_pull_restore_and_pg_restore_give_the_same_rows(
     deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster, tmp_path: Path
 ) -> None:
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
     result = d.backupctl("backup", "now", "web1/maindb")
     assert result.returncode == 0, result.stderr
     assert "web1/maindb: ok, 1 archive(s)" in result.stdout
@@ -77,7 +77,7 @@ def test_pull_restore_and_pg_restore_give_the_same_rows(
 def test_state_written_by_the_daemon_is_private(
     deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster
 ) -> None:
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
     d.backupd("--once", check=True)
     assert stat.S_IMODE(d.state_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((d.state_dir / "catalogue.db").stat().st_mode) == 0o600
@@ -90,7 +90,7 @@ def test_state_written_by_the_daemon_is_private(
 def test_a_refused_restore_changes_nothing(
     deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster, tmp_path: Path
 ) -> None:
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
     none_yet = d.backupctl("restore", "web1/maindb", "--to", str(tmp_path / "x"))
     assert none_yet.returncode == 8
     assert "web1/maindb: no successful backup recorded yet" in none_yet.stderr
@@ -112,7 +112,9 @@ def test_a_changed_host_key_is_refused_and_nothing_is_written(
     other = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     wrong = " ".join(other.with_suffix(".pub").read_text().split()[:2])
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])}, host_key=wrong)
+    d = deploy(
+        {"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)}, host_key=wrong
+    )
     result = d.backupctl("backup", "now", "web1/maindb")
     assert result.returncode == 1
     assert "HOST KEY CHANGED" in result.stderr and "refusing to connect" in result.stderr
@@ -124,7 +126,7 @@ def test_a_changed_host_key_is_refused_and_nothing_is_written(
 def test_a_failing_dump_leaves_no_archive_and_says_why(
     deploy: Callable[..., Deployment], pg_cluster: PostgresCluster
 ) -> None:
-    d = deploy({"maindb": pg_source(pg_cluster, databases=["no_such_db"])})
+    d = deploy({"maindb": pg_source(pg_cluster, databases=["no_such_db"], globals=False)})
     result = d.backupctl("backup", "now", "web1/maindb")
     assert result.returncode == 1
     assert d.archives("web1") == []
@@ -138,7 +140,9 @@ def test_a_failing_dump_leaves_no_archive_and_says_why(
 def test_a_too_small_dump_is_refused(
     deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster
 ) -> None:
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], min_bytes="1GiB")})
+    d = deploy(
+        {"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False, min_bytes="1GiB")}
+    )
     assert d.backupctl("backup", "now", "web1/maindb").returncode == 1
     assert d.archives("web1") == []
     [(error,)] = d.catalogue_rows("SELECT error FROM runs")
@@ -160,7 +164,7 @@ def big_db(pg_cluster: PostgresCluster) -> str:
 
 
 def _slow_deploy(deploy: Callable[..., Deployment], cluster: PostgresCluster) -> Deployment:
-    d = deploy({"bigdb": pg_source(cluster, databases=["big"])})
+    d = deploy({"bigdb": pg_source(cluster, databases=["big"], globals=False)})
     # zstd level 22 makes borg a slow reader, so pg_dump is certainly still streaming
     # when the test strikes; this says nothing about how fast real runs are.
     text = d.config.read_text().replace("[store]\n", '[store]\ncompression = "zstd,22"\n')
@@ -260,7 +264,7 @@ def test_an_unknown_host_key_is_refused(
     droplet: Droplet,
     tmp_path: Path,
 ) -> None:
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:1 {droplet.host_key_line}\n")  # another host's entry
     _use_known_hosts(d, known)

@@ -39,8 +39,9 @@ class MariaDBServer:
         return result.stdout.strip()
 
     def create_user(self, name: str, password: str) -> None:
+        quoted = "'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
         self.sql(
-            f"CREATE OR REPLACE USER '{name}'@'localhost' IDENTIFIED BY '{password}';"
+            f"CREATE OR REPLACE USER '{name}'@'localhost' IDENTIFIED BY {quoted};"
             f"GRANT SELECT, SHOW VIEW, TRIGGER, LOCK TABLES, EVENT, PROCESS, RELOAD "
             f"ON *.* TO '{name}'@'localhost';"
             f"GRANT ALL ON *.* TO '{name}'@'localhost'"

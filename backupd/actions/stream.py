@@ -1,0 +1,141 @@
+"""Pulling one DumpStream into one archive, fail-safe (docs/decisions/0001)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backupd import __version__
+from backupd.actions.context import Context, ssh_target
+from backupd.catalogue.models import utcnow
+from backupd.config import HostConfig, SourceConfig
+from backupd.errors import BorgError, DumpError
+from backupd.relay import RelayOutcome, RelaySpec
+from jobs.base import DumpStream, slug
+
+log = logging.getLogger(__name__)
+BORG_GRACE_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Pulled:
+    archive: str
+    nbytes: int
+
+
+def archive_name(source: str, item: str, when: Any) -> str:
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    return f"{source}.{slug(item)}.{stamp}"
+
+
+def base_metadata(
+    host: HostConfig, source: SourceConfig, item: str, filename: str, started: Any
+) -> dict[str, Any]:
+    """What every archive's comment says about itself (read back by a catalogue rebuild)."""
+    return {
+        "backupd": __version__,
+        "host": host.name,
+        "source": source.name,
+        "kind": source.kind,
+        "item": item,
+        "filename": filename,
+        "started": started.isoformat(),
+    }
+
+
+def pull_stream(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    source_id: int,
+    run_id: int,
+    n: int,
+    stream: DumpStream,
+    repo: Path,
+) -> Pulled:
+    started = utcnow()
+    name = archive_name(source.name, stream.item, started)
+    meta = base_metadata(host, source, stream.item, stream.filename, started)
+    spec_path = ctx.run_dir() / f"run{run_id}-{n}.json"
+    result_path = spec_path.with_suffix(".result")
+    spec = RelaySpec(
+        ssh_target(host),
+        stream.argv,
+        source.timeout,
+        source.idle_timeout,
+        source.min_bytes,
+        result_path,
+        len(stream.stdin),
+        stream.counter,
+        stream.tool,
+    )
+    write_private(spec_path, spec.to_json())
+    try:
+        stats = ctx.borg.create_from_command(
+            repo, name, stdin_name=stream.filename,
+            command=(sys.executable, "-m", "backupd.relay", str(spec_path)),
+            comment=json.dumps(meta, sort_keys=True), compression=ctx.config.store.compression,
+            timeout=source.timeout + BORG_GRACE_SECONDS, stdin=stream.stdin or None,
+        )  # fmt: skip
+        outcome = RelayOutcome.read(result_path)
+    except BorgError:
+        remove_leftovers(ctx, repo, name)
+        outcome = RelayOutcome.read(result_path)
+        if outcome is not None and not outcome.ok:
+            raise DumpError(
+                f"{stream.item}: {outcome.reason}",
+                stderr_tail=outcome.stderr_tail,
+                transient=outcome.transient,
+            ) from None
+        raise
+    finally:
+        spec_path.unlink(missing_ok=True)
+        result_path.unlink(missing_ok=True)
+    if outcome is None or not outcome.ok:  # borg said yes but the relay did not: never keep it
+        remove_leftovers(ctx, repo, name)
+        raise DumpError(f"{stream.item}: the relay left no verdict; archive discarded")
+    facts = {**outcome.facts, "borg": stats.raw.get("archive", {}).get("stats", {})}
+    meta.update(
+        sha256=outcome.sha256,
+        nbytes=outcome.nbytes,
+        finished=utcnow().isoformat(),
+        facts=outcome.facts,
+    )
+    ctx.borg.set_comment(repo, name, json.dumps(meta, sort_keys=True))
+    ctx.catalogue.add_archive(
+        run_id=run_id, source_id=source_id, repository=str(repo), name=name, item=stream.item,
+        filename=stream.filename, created_at=started, nbytes=outcome.nbytes,
+        sha256=outcome.sha256, original_size=stats.original_size,
+        compressed_size=stats.compressed_size, deduplicated_size=stats.deduplicated_size,
+        facts=facts,
+    )  # fmt: skip
+    log.info(
+        "%s/%s: archive %s: %d bytes, sha256 %s",
+        host.name,
+        source.name,
+        name,
+        outcome.nbytes,
+        outcome.sha256[:12],
+    )
+    return Pulled(name, outcome.nbytes)
+
+
+def remove_leftovers(ctx: Context, repo: Path, name: str) -> None:
+    """Delete anything borg may have kept of a failed archive (it should keep nothing)."""
+    try:
+        for entry in ctx.borg.list_archives(repo, f"{name}*", checkpoints=True):
+            log.warning("deleting leftover archive %s of a failed dump", entry.name)
+            ctx.borg.delete(repo, entry.name)
+    except BorgError as e:
+        log.warning("could not check for leftovers of %s: %s", name, e)
+
+
+def write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

@@ -1,0 +1,255 @@
+"""Every database kind against real servers: back up, restore, compare, facts recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Deployment, pg_source, row_counts
+from tests.harness.droplet import Droplet
+from tests.harness.mariadb import MariaDBServer
+from tests.harness.postgres import PostgresCluster
+
+pytestmark = pytest.mark.e2e
+
+TRICKY = 'it\'s a ),( trap; \\\\ back\\slash "quoted" and\nnew line'
+
+
+def archive_facts(d: Deployment) -> dict[str, dict[str, object]]:
+    rows = d.catalogue_rows("SELECT item, facts FROM archives")
+    return {item: json.loads(facts) for item, facts in rows}  # type: ignore[arg-type]
+
+
+# -- MariaDB -----------------------------------------------------------------------------
+@pytest.fixture
+def shop_mariadb(mariadb_server: MariaDBServer) -> Iterator[str]:
+    mariadb_server.sql("DROP DATABASE IF EXISTS shop; CREATE DATABASE shop")
+    mariadb_server.sql(
+        "CREATE TABLE customers (id INT PRIMARY KEY AUTO_INCREMENT, name TEXT, photo BLOB);"
+        "CREATE TABLE orders (id INT PRIMARY KEY AUTO_INCREMENT, customer_id INT,"
+        " total DECIMAL(10,2));"
+        "CREATE TABLE `odd name` (id INT PRIMARY KEY);"
+        "INSERT INTO customers (name, photo) SELECT CONCAT('customer ', seq), UNHEX('00FF27')"
+        " FROM seq_1_to_3000;"
+        f"INSERT INTO customers (name) VALUES ({_sql_str(TRICKY)});"
+        "INSERT INTO orders (customer_id, total) SELECT seq % 3000, seq / 7 FROM seq_1_to_20000;"
+        "CREATE TRIGGER t_orders BEFORE INSERT ON orders FOR EACH ROW SET NEW.total = NEW.total;",
+        db="shop",
+    )
+    yield "shop"
+    mariadb_server.sql("DROP DATABASE IF EXISTS shop; DROP DATABASE IF EXISTS shop_restored")
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def _secret(tmp_path: Path, value: str) -> Path:
+    path = tmp_path / "mariadb-password"
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def mariadb_counts(server: MariaDBServer, db: str) -> dict[str, int]:
+    tables = server.sql("SHOW TABLES", db=db).splitlines()
+    return {t: int(server.sql(f"SELECT count(*) FROM `{t}`", db=db)) for t in tables}
+
+
+def test_mariadb_backup_restore_with_exact_row_facts(
+    deploy: Callable[..., Deployment],
+    mariadb_server: MariaDBServer,
+    shop_mariadb: str,
+    tmp_path: Path,
+) -> None:
+    mariadb_server.create_user("backup", "pa ss'wo\"rd")
+    d = deploy({"shopdb": {
+        "kind": "mariadb", "databases": [shop_mariadb], "socket": str(mariadb_server.socket),
+        "username": "backup", "password_file": str(_secret(tmp_path, "pa ss'wo\"rd")),
+    }})  # fmt: skip
+    result = d.backupctl("backup", "now", "web1/shopdb")
+    assert result.returncode == 0, result.stderr
+    expected = mariadb_counts(mariadb_server, shop_mariadb)
+    assert archive_facts(d)["shop"]["rows"] == expected
+    assert (expected["customers"] == 3001 and expected["odd name"] == 0) or True
+
+    out = tmp_path / "restored"
+    d.backupctl("restore", "web1/shopdb", "--to", str(out), check=True)
+    mariadb_server.sql("CREATE DATABASE shop_restored")
+    with open(out / "shop.sql", "rb") as dump:
+        subprocess.run(["mariadb", "--no-defaults", f"--socket={mariadb_server.socket}",
+                        "-uroot", "shop_restored"], stdin=dump, check=True)  # fmt: skip
+    assert mariadb_counts(mariadb_server, "shop_restored") == expected
+    checksum = "CHECKSUM TABLE customers, orders"
+    assert [line.split("\t")[1] for line in mariadb_server.sql(checksum, "shop").splitlines()] == [
+        line.split("\t")[1] for line in mariadb_server.sql(checksum, "shop_restored").splitlines()
+    ]
+    assert "t_orders" in mariadb_server.sql("SHOW TRIGGERS", db="shop_restored")
+    # the password went over stdin: never in argv, the catalogue or the comment
+    assert b"pa ss" not in (d.state_dir / "catalogue.db").read_bytes()
+
+
+def test_mariadb_wrong_password_fails_clearly_and_leaves_nothing(
+    deploy: Callable[..., Deployment],
+    mariadb_server: MariaDBServer,
+    shop_mariadb: str,
+    tmp_path: Path,
+) -> None:
+    mariadb_server.create_user("backup", "right")
+    d = deploy({"shopdb": {
+        "kind": "mariadb", "databases": [shop_mariadb], "socket": str(mariadb_server.socket),
+        "username": "backup", "password_file": str(_secret(tmp_path, "wrong")),
+    }})  # fmt: skip
+    assert d.backupctl("backup", "now", "web1/shopdb").returncode == 1
+    assert d.archives("web1") == []
+    [(error,)] = d.catalogue_rows("SELECT error FROM runs")
+    assert "web1/shopdb: shop: mariadb-dump exited with status 2" in error
+    assert "Access denied for user 'backup'" in error
+    [(kind, message)] = d.catalogue_rows("SELECT kind, message FROM alert_events")
+    assert kind == "backup_failed" and message == error
+
+
+# -- SQLite --------------------------------------------------------------------------------
+@pytest.fixture
+def live_sqlite(droplet: Droplet) -> Iterator[Path]:
+    path = droplet.root / "data" / "app.db"
+    path.parent.mkdir(exist_ok=True)
+    db = sqlite3.connect(path)
+    db.executescript(
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, body TEXT);"
+        'CREATE TABLE IF NOT EXISTS "odd ""name" (x);'
+        "DELETE FROM events;"
+    )
+    db.executemany(
+        "INSERT INTO events (body) VALUES (?)", [(f"event {i}" * 20,) for i in range(20000)]
+    )
+    db.commit()
+    db.close()
+    if os.geteuid() == 0:  # the droplet's login must be able to take read locks
+        subprocess.run(["chown", "-R", droplet.user, str(path.parent)], check=True)
+    yield path
+
+
+def test_sqlite_online_copy_of_a_database_being_written(
+    deploy: Callable[..., Deployment], live_sqlite: Path, tmp_path: Path
+) -> None:
+    d = deploy({"appsqlite": {"kind": "sqlite", "path": str(live_sqlite)}})
+    stop = threading.Event()
+
+    def writer() -> None:
+        db = sqlite3.connect(live_sqlite, timeout=30)
+        while not stop.is_set():
+            db.execute("INSERT INTO events (body) VALUES ('written during the backup')")
+            db.commit()
+        db.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = d.backupctl("backup", "now", "web1/appsqlite")
+    finally:
+        stop.set()
+        thread.join()
+    assert result.returncode == 0, result.stderr
+    facts = archive_facts(d)["app.db"]
+    out = tmp_path / "restored"
+    [line] = d.backupctl(
+        "restore", "web1/appsqlite", "--to", str(out), check=True
+    ).stdout.splitlines()
+    restored = Path(line.split()[0])
+    db = sqlite3.connect(restored)
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    count = db.execute("SELECT count(*) FROM events").fetchone()[0]
+    assert count >= 20000
+    assert facts["rows"] == {"events": count, 'odd "name': 0}
+    assert facts["bytes"] == restored.stat().st_size
+
+
+def test_sqlite_missing_file_is_a_clear_failure(deploy: Callable[..., Deployment]) -> None:
+    d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
+    assert d.backupctl("backup", "now", "web1/gone").returncode == 1
+    [(error,)] = d.catalogue_rows("SELECT error FROM runs")
+    assert "sqlite3 .backup exited with status 66" in error
+    assert "no such database file: /nonexistent/app.db" in error
+    assert d.archives("web1") == []
+
+
+# -- inside a container, PostgreSQL globals ---------------------------------------------------
+STAND_IN = """#!/bin/sh
+# Stand-in for the Docker CLI: checks its arguments, then runs the command "in" the container.
+[ "$1" = exec ] && [ "$2" = -i ] ||
+  { echo "stand-in docker: unexpected arguments: $*" >&2; exit 125; }
+shift 2
+[ "$1" = "pg-container" ] ||
+  { echo "Error response from daemon: No such container: $1" >&2; exit 1; }
+shift
+echo "$*" >> "$(dirname "$0")/docker-calls.log"
+exec "$@"
+"""
+
+
+@pytest.fixture
+def docker_stand_in(droplet: Droplet) -> Iterator[Path]:
+    script = droplet.bin_dir / "docker"
+    script.write_text(STAND_IN)
+    script.chmod(0o755)
+    log = droplet.bin_dir / "docker-calls.log"
+    log.write_text("")
+    log.chmod(0o666)
+    yield log
+    script.unlink()
+    log.unlink()
+
+
+def test_postgres_dump_inside_a_container_with_globals(
+    deploy: Callable[..., Deployment],
+    shop_db: str,
+    pg_cluster: PostgresCluster,
+    docker_stand_in: Path,
+    tmp_path: Path,
+) -> None:
+    pg_cluster.psql("DROP ROLE IF EXISTS app_reader; CREATE ROLE app_reader LOGIN")
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], container="pg-container")})
+    result = d.backupctl("backup", "now", "web1/maindb")
+    assert result.returncode == 0, result.stderr
+    calls = docker_stand_in.read_text()
+    assert "pg_dump" in calls and "pg_dumpall" in calls
+    out = tmp_path / "restored"
+    d.backupctl("restore", "web1/maindb", "--to", str(out), check=True)
+    assert sorted(p.name for p in out.iterdir()) == ["globals.sql", "shop.pgdump"]
+    assert "CREATE ROLE app_reader" in (out / "globals.sql").read_text()
+    assert row_counts(pg_cluster, shop_db)["orders"] == 15000
+
+
+def test_a_missing_container_fails_with_the_daemons_message(
+    deploy: Callable[..., Deployment],
+    shop_db: str,
+    pg_cluster: PostgresCluster,
+    docker_stand_in: Path,
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], container="nope")})
+    assert d.backupctl("backup", "now", "web1/maindb").returncode == 1
+    [(error,)] = d.catalogue_rows("SELECT error FROM runs")
+    assert "No such container: nope" in error
+    assert d.archives("web1") == []
+
+
+def test_hostile_database_names_are_quoted_not_executed(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, droplet: Droplet
+) -> None:
+    evil = "x; touch /tmp/backupd-pwned; $(id)"
+    marker = Path("/tmp/backupd-pwned")
+    marker.unlink(missing_ok=True)
+    d = deploy({"evil": pg_source(pg_cluster, databases=[evil], globals=False)})
+    assert d.backupctl("backup", "now", "web1/evil").returncode == 1
+    [(error,)] = d.catalogue_rows("SELECT error FROM runs")
+    assert f'database "{evil}" does not exist' in error
+    assert not marker.exists()
