@@ -96,7 +96,11 @@ class Borg:
 
     @contextmanager
     def _invocation(
-        self, timeout: float | None, stdin: bytes | None = None, cwd: str | None = None
+        self,
+        timeout: float | None,
+        stdin: bytes | None = None,
+        cwd: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> Iterator[Invocation]:
         """An Invocation whose env points borg at a pipe holding the passphrase."""
         secret = self._passphrase()
@@ -109,7 +113,7 @@ class Borg:
             self.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             yield Invocation(
                 timeout=timeout,
-                env=self.environment(read_end),
+                env={**self.environment(read_end), **(extra_env or {})},
                 stdin=stdin,
                 pass_fds=(read_end,),
                 secrets=(secret,),
@@ -126,9 +130,10 @@ class Borg:
         what: str = "",
         stdin: bytes | None = None,
         cwd: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> ProcessResult:
         """Run ``borg ARGS``; raise BorgError with borg's last words when it fails."""
-        with self._invocation(timeout, stdin, cwd) as inv:
+        with self._invocation(timeout, stdin, cwd, extra_env) as inv:
             result = self._runner((self.binary, *args), inv)
         if result.returncode != 0 or result.timed_out:
             raise self.error(result, what or args[0])
@@ -218,24 +223,34 @@ class Borg:
         comment: str,
         compression: str,
         timeout: float,
+        files_cache_suffix: str,
     ) -> CreateStats:
-        """Archive files under ``cwd`` (relative paths), with Borg's files cache."""
+        """Archive files under ``cwd`` (relative paths), with Borg's files cache.
+
+        One files cache per tree (BORG_FILES_CACHE_SUFFIX): with one cache per repository,
+        entries of a tree not seen for 20 runs of *other* sources would expire.
+        """
         args: Argv = (
             "create", "--json", "--lock-wait", str(LOCK_WAIT_SECONDS),
             "--compression", compression, "--comment", borg_literal(comment),
             "--numeric-ids", f"{repo}::{archive}", *paths,
         )  # fmt: skip
-        result = self.run(args, timeout=timeout, what="create", cwd=str(cwd))
+        result = self.run(
+            args,
+            timeout=timeout,
+            what="create",
+            cwd=str(cwd),
+            extra_env={"BORG_FILES_CACHE_SUFFIX": files_cache_suffix},
+        )
         return _create_stats(result)
 
-    def extract_to(self, repo: Path, archive: str, dest: Path, paths: Sequence[str] = ()) -> None:
+    def extract_to(
+        self, repo: Path, archive: str, dest: Path, paths: Sequence[str] = (), strip: int = 0
+    ) -> None:
         """Extract (part of) an archive into ``dest`` with owners, modes and times."""
-        self.run(
-            ("extract", "--numeric-ids", f"{repo}::{archive}", *paths),
-            timeout=None,
-            what="extract",
-            cwd=str(dest),
-        )
+        args: Argv = ("extract", "--numeric-ids", "--strip-components", str(strip),
+                      f"{repo}::{archive}", *paths)  # fmt: skip
+        self.run(args, timeout=None, what="extract", cwd=str(dest))
 
     def set_comment(self, repo: Path, archive: str, comment: str) -> None:
         self.run(

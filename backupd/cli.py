@@ -14,6 +14,7 @@ import click
 
 from backupd.actions.backup import backup_source
 from backupd.actions.context import Context
+from backupd.actions.reconcile import reconcile
 from backupd.actions.restore import restore_to_dir
 from backupd.actions.status import status_rows
 from backupd.config import DEFAULT_CONFIG, load_config
@@ -101,6 +102,7 @@ def backup_now(obj: dict[str, Any], target: str) -> None:
     """
     ctx = _context(obj)
     host, sources = ctx.lookup(target)
+    reconcile(ctx)
     failed = 0
     for source in sources:
         outcome = backup_source(ctx, host, source, trigger="manual")

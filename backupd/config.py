@@ -13,11 +13,10 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -26,7 +25,7 @@ from pydantic import (
 )
 
 from backupd.errors import ConfigError
-from backupd.units import parse_duration, parse_size
+from backupd.units import Duration, Size
 from jobs.base import registry
 
 DEFAULT_CONFIG = Path(os.environ.get("BACKUPD_CONFIG", "/etc/backupd/backupd.toml"))
@@ -37,9 +36,6 @@ HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 _M = TypeVar("_M", bound=BaseModel)
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 class Model(BaseModel):

@@ -8,6 +8,7 @@ import sys
 
 from backupd.actions.backup import backup_source
 from backupd.actions.context import Context
+from backupd.actions.reconcile import reconcile
 from backupd.config import DEFAULT_CONFIG, load_config
 from backupd.errors import BackupdError
 from backupd.logs import setup_logging
@@ -17,6 +18,7 @@ log = logging.getLogger("backupd")
 
 def run_once(ctx: Context) -> int:
     """Back up every source once; the exit status says whether all succeeded."""
+    reconcile(ctx)
     failed = 0
     for host in ctx.config.hosts.values():
         for source in host.sources.values():

@@ -37,27 +37,14 @@ class RelaySpec:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data["target"]["key_path"] = str(self.target.key_path)
-        data["target"]["known_hosts"] = (
-            str(self.target.known_hosts) if self.target.known_hosts else None
-        )
+        data["target"] = target_to_json(self.target)
         data["result"] = str(self.result)
         return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> RelaySpec:
         data: dict[str, Any] = json.loads(text)
-        t = data["target"]
-        target = SSHTarget(
-            label=t["label"],
-            address=t["address"],
-            port=int(t["port"]),
-            user=t["user"],
-            key_path=Path(t["key_path"]),
-            host_keys=tuple(t["host_keys"]),
-            known_hosts=Path(t["known_hosts"]) if t["known_hosts"] else None,
-            connect_timeout=float(t["connect_timeout"]),
-        )
+        target = target_from_json(data["target"])
         return cls(
             target=target,
             argv=tuple(data["argv"]),
@@ -69,6 +56,26 @@ class RelaySpec:
             counter=data.get("counter"),
             tool=data.get("tool", ""),
         )
+
+
+def target_to_json(target: SSHTarget) -> dict[str, Any]:
+    data = asdict(target)
+    data["key_path"] = str(target.key_path)
+    data["known_hosts"] = str(target.known_hosts) if target.known_hosts else None
+    return data
+
+
+def target_from_json(t: dict[str, Any]) -> SSHTarget:
+    return SSHTarget(
+        label=t["label"],
+        address=t["address"],
+        port=int(t["port"]),
+        user=t["user"],
+        key_path=Path(t["key_path"]),
+        host_keys=tuple(t["host_keys"]),
+        known_hosts=Path(t["known_hosts"]) if t["known_hosts"] else None,
+        connect_timeout=float(t["connect_timeout"]),
+    )
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,15 @@ class Connection:
             self._transport.close()
             self._transport = None
 
+    def open_channel(self, command: str) -> paramiko.Channel:
+        """A session running ``command`` as given (already escaped by the caller, e.g.
+        rsync): for byte pipes in both directions. Prefer ``run`` and ``stream``."""
+        if self._transport is None or not self._transport.is_active():
+            raise RemoteError(f"{self.target.label}: not connected", transient=True)
+        chan = self._transport.open_session(timeout=self.target.connect_timeout)
+        chan.exec_command(command)
+        return chan
+
     # -- running ------------------------------------------------------------------
     def run(
         self,

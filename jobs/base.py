@@ -87,6 +87,7 @@ class TreeTransfer:
     rsync_path: str = "rsync"  # remote rsync command, e.g. "sudo -n rsync"
     before: tuple[str, ...] | None = None  # remote argv run first (e.g. take a snapshot)
     after: tuple[str, ...] | None = None  # remote argv always run afterwards (cleanup)
+    hook_timeout: float = 600.0
 
 
 Unit = DumpStream | TreeTransfer

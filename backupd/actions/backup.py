@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from backupd.actions.context import Context, ssh_target
 from backupd.actions.stream import archive_name, pull_stream
+from backupd.actions.tree import pull_tree
 from backupd.catalogue import RunStatus
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BackupdError, DumpError
@@ -48,6 +49,7 @@ def backup_source(
     label = f"{host.name}/{source.name}"
     log.info("%s: backup started (run %d)", label, run_id)
     archives: list[str] = []
+    warnings: list[str] = []
     total = 0
     try:
         kind = registry()[source.kind]
@@ -62,9 +64,10 @@ def backup_source(
             if isinstance(unit, DumpStream):
                 pulled = pull_stream(ctx, host, source, source_id, run_id, n, unit, repo)
             elif isinstance(unit, TreeTransfer):
-                raise DumpError("directory sources are not available yet")
+                pulled = pull_tree(ctx, host, source, source_id, run_id, unit, repo)
             archives.append(pulled.archive)
             total += pulled.nbytes
+            warnings += pulled.warnings
     except BackupdError as e:
         error = f"{label}: {e}"
         tail = getattr(e, "stderr_tail", "")
@@ -83,6 +86,16 @@ def backup_source(
             error=f"{label}: internal error: {type(e).__name__}: {e}",
         )
         raise
+    if warnings:
+        message = f"{label}: " + "; ".join(warnings)
+        cat.finish_run(run_id, RunStatus.WARNING, nbytes=total, error=message)
+        cat.record_alert(
+            "backup_warning", message, host=host.name, source=source.name, run_id=run_id
+        )
+        log.warning("%s", message)
+        return BackupOutcome(
+            host.name, source.name, run_id, RunStatus.WARNING, archives, total, message
+        )
     cat.finish_run(run_id, RunStatus.SUCCEEDED, nbytes=total)
     log.info("%s: backup succeeded: %d archive(s), %d bytes", label, len(archives), total)
     return BackupOutcome(host.name, source.name, run_id, RunStatus.SUCCEEDED, archives, total)

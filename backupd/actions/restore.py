@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backupd.actions.context import Context
+from backupd.actions.tree import TREE_FILENAME
 from backupd.catalogue import Archive
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import NotFoundError, RefusedError, VerificationError
+from backupd.manifest import parse_manifest, verify_tree
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +55,38 @@ def restore_to_dir(
     force: bool = False,
 ) -> list[RestoredFile]:
     chosen = choose_archives(ctx, host, source, archive)
+    if any(a.filename == TREE_FILENAME for a in chosen):
+        return [restore_tree(ctx, a, to, force=force) for a in chosen]
     targets = [(a, to / a.filename) for a in chosen]
     clashes = [str(t) for _, t in targets if t.exists()]
     if clashes and not force:
         raise RefusedError(f"refusing to overwrite {', '.join(clashes)} (use --force to replace)")
     to.mkdir(mode=0o700, parents=True, exist_ok=True)
     return [_extract_one(ctx, a, target) for a, target in targets]
+
+
+def restore_tree(ctx: Context, archive: Archive, to: Path, *, force: bool) -> RestoredFile:
+    """Extract a directory archive into ``to`` and check every file against its manifest."""
+    if to.exists() and any(to.iterdir()) and not force:
+        raise RefusedError(f"refusing to restore into {to}: it is not empty (use --force)")
+    to.mkdir(mode=0o700, parents=True, exist_ok=True)
+    repo = Path(archive.repository)
+    manifest = bytearray()
+    ctx.borg.extract_stream(repo, archive.name, "manifest.jsonl", manifest.extend)
+    if hashlib.sha256(manifest).hexdigest() != archive.sha256:
+        raise VerificationError(f"{archive.name}: the archived manifest does not match the "
+                                "catalogue; nothing was extracted")  # fmt: skip
+    ctx.borg.extract_to(repo, archive.name, to, paths=("data",), strip=1)
+    problems = verify_tree(to, parse_manifest(bytes(manifest)))
+    if problems:
+        shown = "; ".join(problems[:5])
+        raise VerificationError(
+            f"{archive.name}: restored tree differs from its manifest in {len(problems)} "
+            f"place(s): {shown}"
+        )
+    log.info("restored %s into %s (%d bytes, every file verified)", archive.name, to,
+             archive.nbytes)  # fmt: skip
+    return RestoredFile(archive.name, to, archive.nbytes, archive.sha256)
 
 
 def _extract_one(ctx: Context, archive: Archive, target: Path) -> RestoredFile:

@@ -12,6 +12,7 @@ from typing import Any
 
 from backupd import __version__
 from backupd.actions.context import Context, ssh_target
+from backupd.borg import CreateStats
 from backupd.catalogue.models import utcnow
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BorgError, DumpError
@@ -26,6 +27,7 @@ BORG_GRACE_SECONDS = 600.0
 class Pulled:
     archive: str
     nbytes: int
+    warnings: tuple[str, ...] = ()
 
 
 def archive_name(source: str, item: str, when: Any) -> str:
@@ -107,13 +109,8 @@ def pull_stream(
         facts=outcome.facts,
     )
     ctx.borg.set_comment(repo, name, json.dumps(meta, sort_keys=True))
-    ctx.catalogue.add_archive(
-        run_id=run_id, source_id=source_id, repository=str(repo), name=name, item=stream.item,
-        filename=stream.filename, created_at=started, nbytes=outcome.nbytes,
-        sha256=outcome.sha256, original_size=stats.original_size,
-        compressed_size=stats.compressed_size, deduplicated_size=stats.deduplicated_size,
-        facts=facts,
-    )  # fmt: skip
+    record_archive(ctx, run_id, source_id, repo, name, stream.item, stream.filename, started,
+                   outcome.nbytes, outcome.sha256, stats, facts)  # fmt: skip
     log.info(
         "%s/%s: archive %s: %d bytes, sha256 %s",
         host.name,
@@ -123,6 +120,28 @@ def pull_stream(
         outcome.sha256[:12],
     )
     return Pulled(name, outcome.nbytes)
+
+
+def record_archive(
+    ctx: Context,
+    run_id: int,
+    source_id: int,
+    repo: Path,
+    name: str,
+    item: str,
+    filename: str,
+    created_at: Any,
+    nbytes: int,
+    sha256: str,
+    stats: CreateStats,
+    facts: dict[str, Any],
+) -> None:
+    ctx.catalogue.add_archive(
+        run_id=run_id, source_id=source_id, repository=str(repo), name=name, item=item,
+        filename=filename, created_at=created_at, nbytes=nbytes, sha256=sha256,
+        original_size=stats.original_size, compressed_size=stats.compressed_size,
+        deduplicated_size=stats.deduplicated_size, facts=facts,
+    )  # fmt: skip
 
 
 def remove_leftovers(ctx: Context, repo: Path, name: str) -> None:

@@ -133,6 +133,13 @@ class Catalogue:
             run.error = error
             run.stderr_tail = stderr_tail or None
 
+    def running_runs(self) -> list[Run]:
+        with self.session() as s:
+            runs = list(s.scalars(select(Run).where(Run.status == RunStatus.RUNNING)))
+            for run in runs:
+                _ = run.source.host.name  # load what callers read after the session
+            return runs
+
     def run(self, run_id: int) -> Run:
         with self.session() as s:
             return s.get_one(Run, run_id)

@@ -1,0 +1,174 @@
+"""Pulling a TreeTransfer: rsync into a private mirror, then ``borg create`` on the mirror.
+
+Only what changed crosses the network (rsync) and only what changed is read again (Borg's
+files cache, kept per source with BORG_FILES_CACHE_SUFFIX; the manifest's hash cache).
+rsync failing means no archive: the mirror may be half updated, but it is never archived.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from backupd.actions.context import Context, ssh_target
+from backupd.actions.stream import (
+    Pulled,
+    archive_name,
+    base_metadata,
+    record_archive,
+    write_private,
+)
+from backupd.catalogue.models import utcnow
+from backupd.config import HostConfig, SourceConfig
+from backupd.errors import BackupdError, DumpError
+from backupd.manifest import build_manifest
+from backupd.process import Invocation, run_local, summarize_stderr
+from backupd.relay import target_to_json
+from backupd.ssh import Connection
+from jobs.base import TreeTransfer, slug
+
+log = logging.getLogger(__name__)
+TREE_FILENAME = "data/"  # how the catalogue marks a file-level archive
+RSYNC_VANISHED = 24  # "some files vanished before they could be transferred": live trees
+RSYNC_TRANSIENT = frozenset({10, 11, 12, 30, 35, 255})  # socket, I/O, protocol, timeouts
+_RECEIVED = re.compile(rb"Total bytes received: ([\d,.]+)")
+
+
+def pull_tree(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    source_id: int,
+    run_id: int,
+    unit: TreeTransfer,
+    repo: Path,
+) -> Pulled:
+    root = ctx.private_dir(ctx.config.state_dir / "mirrors" / host.name / source.name
+                           / slug(unit.item))  # fmt: skip
+    started = utcnow()
+    warnings: list[str] = []
+    with droplet_hooks(ctx, host, source, run_id, unit, warnings):
+        facts: dict[str, Any] = rsync_tree(ctx, host, source, unit, root / "data", run_id)
+    if facts["rsync_exit"] == RSYNC_VANISHED:
+        warnings.append(f"{unit.item}: some files vanished during the transfer (rsync 24)")
+    manifest = build_manifest(root / "data", root / "hash-cache.json")
+    write_private(root / "manifest.jsonl", manifest.to_bytes().decode())
+    summary = manifest.summary()
+    facts.update(summary, hashed_bytes=manifest.hashed_bytes)
+    name = archive_name(source.name, unit.item, started)
+    meta = base_metadata(host, source, unit.item, TREE_FILENAME, started)
+    meta.update(sha256=summary["manifest_sha256"], nbytes=summary["bytes"], path=unit.path,
+                facts={k: v for k, v in facts.items() if k != "sample"})  # fmt: skip
+    stats = ctx.borg.create_from_paths(
+        repo, name, cwd=root, paths=("data", "manifest.jsonl"),
+        comment=json.dumps(meta, sort_keys=True), compression=ctx.config.store.compression,
+        timeout=source.timeout, files_cache_suffix=f"{host.name}.{source.name}.{slug(unit.item)}",
+    )  # fmt: skip
+    facts["borg"] = stats.raw.get("archive", {}).get("stats", {})
+    record_archive(ctx, run_id, source_id, repo, name, unit.item, TREE_FILENAME, started,
+                   summary["bytes"], summary["manifest_sha256"], stats, facts)  # fmt: skip
+    log.info(
+        "%s/%s: archive %s: %d files, %d bytes, %d transferred",
+        host.name,
+        source.name,
+        name,
+        summary["files"],
+        summary["bytes"],
+        facts["transferred_bytes"],
+    )
+    return Pulled(name, summary["bytes"], tuple(warnings))
+
+
+def rsync_tree(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    unit: TreeTransfer,
+    dest: Path,
+    run_id: int,
+) -> dict[str, Any]:
+    spec = ctx.run_dir() / f"rsh-{run_id}-{slug(unit.item)}.json"
+    write_private(spec, json.dumps(target_to_json(ssh_target(host))))
+    shell = shlex.join((sys.executable, "-m", "backupd.rsh", str(spec)))
+    argv = (
+        "rsync", "--archive", "--hard-links", "--numeric-ids", "--delete", "--delete-excluded",
+        "--protect-args", "--stats", f"--timeout={int(source.idle_timeout)}",
+        "--rsh", shell, f"--rsync-path={unit.rsync_path}",
+        *(f"--exclude={pattern}" for pattern in unit.excludes),
+        f"{host.name}:{unit.path.rstrip('/')}/", f"{dest}/",
+    )  # fmt: skip
+    try:
+        result = run_local(argv, Invocation(timeout=source.timeout))
+    finally:
+        spec.unlink(missing_ok=True)
+    if result.timed_out:
+        raise DumpError(f"{unit.item}: rsync still running after its {source.timeout:.0f}s "
+                        "deadline: stopped", transient=True)  # fmt: skip
+    if result.returncode not in (0, RSYNC_VANISHED):
+        raise DumpError(f"{unit.item}: rsync of {unit.path} exited with status "
+                        f"{result.returncode}", stderr_tail=result.stderr_tail(),
+                        transient=result.returncode in RSYNC_TRANSIENT)  # fmt: skip
+    received = _RECEIVED.search(result.stdout)
+    transferred = int(re.sub(rb"[,.]", b"", received.group(1))) if received else 0
+    return {"rsync_exit": result.returncode, "transferred_bytes": transferred}
+
+
+@contextmanager
+def droplet_hooks(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    run_id: int,
+    unit: TreeTransfer,
+    warnings: list[str],
+) -> Iterator[None]:
+    """Run ``before``; always run ``after``. The owed cleanup is in the catalogue first."""
+    if unit.before is None and unit.after is None:
+        yield
+        return
+    cleanup_id = (ctx.catalogue.add_cleanup(host.name, source.name, run_id, list(unit.after))
+                  if unit.after else None)  # fmt: skip
+    with Connection(ssh_target(host)) as conn:
+        try:
+            if unit.before is not None:
+                result = conn.run(unit.before, timeout=unit.hook_timeout)
+                if not result.ok:
+                    raise DumpError(f"{unit.item}: before command {unit.before[0]} exited with "
+                                    f"status {result.exit_status}",
+                                    stderr_tail=result.stderr_tail())  # fmt: skip
+            yield
+        finally:
+            if unit.after is not None and cleanup_id is not None:
+                problem = run_cleanup(ctx, conn, cleanup_id, unit.after, unit.hook_timeout)
+                if problem:
+                    warnings.append(problem)
+
+
+def run_cleanup(
+    ctx: Context,
+    conn: Connection,
+    cleanup_id: int,
+    argv: list[str] | tuple[str, ...],
+    timeout: float,
+) -> str | None:
+    """Run an owed droplet cleanup; on failure keep it owed and say why."""
+    try:
+        result = conn.run(argv, timeout=timeout)
+    except BackupdError as e:
+        problem = f"after command {argv[0]} could not run: {e}"
+    else:
+        if result.ok:
+            ctx.catalogue.cleanup_done(cleanup_id)
+            return None
+        problem = (f"after command {argv[0]} exited with status {result.exit_status}: "
+                   f"{summarize_stderr(result.stderr_tail())}")  # fmt: skip
+    ctx.catalogue.cleanup_failed(cleanup_id, problem)
+    log.error("%s (kept for the next start)", problem)
+    return problem

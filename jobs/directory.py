@@ -1,0 +1,64 @@
+"""Directories: a remote tree mirrored incrementally with rsync, archived file by file.
+
+rsync over backupd's own SSH seam (``backupd/rsh.py``) updates a private mirror on the
+store host; Borg then archives the mirror with its files cache, so a second pull moves
+and reads only what changed. Optional ``before``/``after`` commands on the droplet (an
+LVM/btrfs snapshot, ``docker pause``) bracket the transfer; ``after`` always runs, and a
+crash is caught up at the next start (pending cleanups are kept in the catalogue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+from pydantic import field_validator
+
+from backupd.units import Duration
+from jobs.base import Options, RemoteShell, TreeTransfer, Unit
+
+
+class TreeOptions(Options):
+    excludes: tuple[str, ...] = ()  # rsync patterns, relative to the tree's root
+    before: tuple[str, ...] | None = None  # argv run on the droplet first
+    after: tuple[str, ...] | None = None  # argv always run on the droplet afterwards
+    sudo: bool = False  # read the tree as root on the droplet (sudo -n rsync)
+    rsync: str = "rsync"
+    hook_timeout: Duration = 600.0
+
+    @field_validator("before", "after")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("give the command as a non-empty list of arguments")
+        return value
+
+    def rsync_path(self) -> str:
+        return f"sudo -n {self.rsync}" if self.sudo else self.rsync
+
+    def transfer(self, item: str, path: str) -> TreeTransfer:
+        return TreeTransfer(item=item, path=path, excludes=self.excludes,
+                            rsync_path=self.rsync_path(), before=self.before, after=self.after,
+                            hook_timeout=self.hook_timeout)  # fmt: skip
+
+
+class DirectoryOptions(TreeOptions):
+    path: str  # absolute path on the droplet
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not PurePosixPath(value).is_absolute():
+            raise ValueError("must be an absolute path on the droplet")
+        return value.rstrip("/") or "/"
+
+
+class Directory:
+    name = "directory"
+    options_model = DirectoryOptions
+
+    def plan(self, options: DirectoryOptions, remote: RemoteShell) -> Sequence[Unit]:
+        return [options.transfer(PurePosixPath(options.path).name or "root", options.path)]
+
+
+KIND = Directory()
