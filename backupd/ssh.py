@@ -8,6 +8,7 @@ against the pinned key before authentication: an unknown or changed key is refus
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import shlex
@@ -217,6 +218,21 @@ class Connection:
         chan.exec_command(command)
         return chan
 
+    def interactive(self, argv: Sequence[str]) -> Interactive:
+        """Start argv with its stdin kept open, for a conversation (e.g. a held psql)."""
+        if self._transport is None or not self._transport.is_active():
+            raise RemoteError(f"{self.target.label}: not connected", transient=True)
+        log.debug("%s: interactive: %s", self.target.label, mask_argv(argv))
+        try:
+            chan = self._transport.open_session(timeout=self.target.connect_timeout)
+            chan.settimeout(POLL_SECONDS)
+            chan.exec_command(remote_command_line(argv))
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise RemoteError(
+                f"{self.target.label}: cannot start {argv[0]}: {e}", transient=True
+            ) from None
+        return Interactive(self.target.label, argv[0], chan)
+
     # -- running ------------------------------------------------------------------
     def run(
         self,
@@ -311,6 +327,50 @@ class Connection:
         if status == -1:  # paramiko's "closed without an exit status"
             status = None
         return status, stderr.data, time.monotonic() - started, timed_out
+
+
+class Interactive:
+    """A remote command we talk to line by line: send input, read up to a marker."""
+
+    def __init__(self, label: str, name: str, chan: paramiko.Channel) -> None:
+        self.label, self.name, self._chan = label, name, chan
+        self._buf = b""
+
+    def send(self, text: str) -> None:
+        try:
+            self._chan.sendall(text.encode())
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            raise self._failed(f"input refused: {e}") from None
+
+    def read_until(self, marker: bytes, timeout: float) -> bytes:
+        """Everything up to (not including) the first line that is exactly ``marker``."""
+        end = time.monotonic() + timeout
+        needle = b"\n" + marker + b"\n"
+        while needle not in b"\n" + self._buf:
+            if time.monotonic() > end:
+                raise self._failed(f"no answer within {timeout:.0f}s")
+            try:
+                chunk = self._chan.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise self._failed("ended early")
+            self._buf += chunk
+        before, _, self._buf = (b"\n" + self._buf).partition(needle)
+        return before[1:]
+
+    def _failed(self, what: str) -> RemoteError:
+        err = b""
+        while self._chan.recv_stderr_ready():
+            err += self._chan.recv_stderr(65536)
+        tail = tail_text(err)
+        return RemoteError(f"{self.name} {what}", stderr_tail=tail)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self._chan.shutdown_write()
+            self._chan.status_event.wait(10)
+        self._chan.close()
 
 
 def _pump(

@@ -14,13 +14,14 @@ import importlib
 import pkgutil
 import re
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from backupd.ssh import RemoteResult
+from backupd.ssh import Interactive, RemoteResult
 
 
 class Options(BaseModel):
@@ -53,7 +54,7 @@ O_contra = TypeVar("O_contra", bound=Options, contravariant=True)
 
 
 class RemoteShell(Protocol):
-    """What a kind may do on the droplet while planning: run short commands."""
+    """What a kind may do on the droplet: run short commands, or hold a conversation."""
 
     def run(
         self,
@@ -63,6 +64,16 @@ class RemoteShell(Protocol):
         stdin: bytes | None = None,
         secrets: Sequence[str] = (),
     ) -> RemoteResult: ...
+
+    def interactive(self, argv: Sequence[str]) -> Interactive: ...
+
+
+@dataclass(frozen=True)
+class Held:
+    """What a kind holds open while its stream is pulled (e.g. a database snapshot)."""
+
+    extra_argv: tuple[str, ...] = ()  # appended to the stream's argv (e.g. --snapshot ID)
+    facts: dict[str, Any] = field(default_factory=dict)  # taken in the same snapshot
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,16 @@ class SourceKind(Protocol[O_contra]):
     def plan(self, options: O_contra, remote: RemoteShell) -> Sequence[Unit]:
         """The units to pull now; may ask the droplet (e.g. which databases exist)."""
         ...
+
+    def hold(
+        self, options: O_contra, stream: DumpStream, remote: RemoteShell
+    ) -> AbstractContextManager[Held]:
+        """Held open around the pull of ``stream``; most kinds hold nothing (NOTHING_HELD)."""
+        ...
+
+
+def nothing_held() -> AbstractContextManager[Held]:
+    return nullcontext(Held())
 
 
 @cache

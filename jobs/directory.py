@@ -10,12 +10,13 @@ crash is caught up at the next start (pending cleanups are kept in the catalogue
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import PurePosixPath
 
 from pydantic import field_validator
 
 from backupd.units import Duration
-from jobs.base import Options, RemoteShell, TreeTransfer, Unit
+from jobs.base import DumpStream, Held, Options, RemoteShell, TreeTransfer, Unit, nothing_held
 
 
 class TreeOptions(Options):
@@ -59,6 +60,11 @@ class Directory:
 
     def plan(self, options: DirectoryOptions, remote: RemoteShell) -> Sequence[Unit]:
         return [options.transfer(PurePosixPath(options.path).name or "root", options.path)]
+
+    def hold(
+        self, options: DirectoryOptions, stream: DumpStream, remote: RemoteShell
+    ) -> AbstractContextManager[Held]:
+        return nothing_held()
 
 
 KIND = Directory()

@@ -8,11 +8,21 @@ an option file on the dump's stdin (``--defaults-extra-file=/dev/stdin``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from backupd.credentials import read_secret_file
 from backupd.errors import DumpError
-from jobs.base import DumpStream, ExecOptions, RemoteShell, Unit, list_lines, slug
+from jobs.base import (
+    DumpStream,
+    ExecOptions,
+    Held,
+    RemoteShell,
+    Unit,
+    list_lines,
+    nothing_held,
+    slug,
+)
 
 LIST_TIMEOUT = 60.0
 SYSTEM_SCHEMAS = frozenset({"information_schema", "performance_schema", "sys", "mysql"})
@@ -69,6 +79,11 @@ class MariaDB:
                 stderr_tail=result.stderr_tail(),
             )
         return [db for db in list_lines(result) if db not in SYSTEM_SCHEMAS]
+
+    def hold(
+        self, options: MariaDBOptions, stream: DumpStream, remote: RemoteShell
+    ) -> AbstractContextManager[Held]:
+        return nothing_held()
 
 
 def _client_args(options: MariaDBOptions) -> tuple[str, ...]:

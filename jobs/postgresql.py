@@ -8,12 +8,16 @@ from ``pg_dumpall --globals-only`` as a plain SQL stream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from pydantic import Field
 
-from backupd.errors import DumpError
-from jobs.base import DumpStream, ExecOptions, RemoteShell, Unit, list_lines, slug
+from backupd.errors import DumpError, RemoteError
+from backupd.ssh import Interactive
+from backupd.units import Duration
+from jobs.base import DumpStream, ExecOptions, Held, RemoteShell, Unit, list_lines, slug
 
 LIST_TIMEOUT = 60.0
 GLOBALS_ITEM = "_globals"
@@ -28,6 +32,8 @@ class PostgresOptions(ExecOptions):
     pg_dump: str = "pg_dump"
     pg_dumpall: str = "pg_dumpall"
     psql: str = "psql"
+    count_rows: bool = True  # exact row counts in the dump's own snapshot (reads every table)
+    facts_timeout: Duration = 3600.0
 
 
 class PostgreSQL:
@@ -84,6 +90,79 @@ class PostgreSQL:
                 stderr_tail=result.stderr_tail(),
             )
         return list_lines(result)
+
+    @contextmanager
+    def hold(
+        self, options: PostgresOptions, stream: DumpStream, remote: RemoteShell
+    ) -> Iterator[Held]:
+        """Export a snapshot from a held psql session, take the facts in it, and let
+        pg_dump dump exactly that snapshot (--snapshot): the counts match the dump even
+        while the database is being written."""
+        if stream.item == GLOBALS_ITEM:
+            yield Held()
+            return
+        session = remote.interactive(
+            (*options.exec_prefix(), options.psql, *_connection(options), "--no-psqlrc",
+             "--no-align", "--tuples-only", "--quiet", "--no-password", "--set",
+             "ON_ERROR_STOP=1", "--dbname", stream.item)
+        )  # fmt: skip
+        try:
+            try:
+                snapshot = self._export_snapshot(session, options)
+                facts = self._facts(session, options)
+            except RemoteError as e:
+                raise DumpError(f"{stream.item}: taking a snapshot and facts failed: {e}",
+                                stderr_tail=e.stderr_tail) from None  # fmt: skip
+            yield Held(extra_argv=("--snapshot", snapshot), facts=facts)
+            session.send("COMMIT;\n\\q\n")
+        finally:
+            session.close()
+
+    @staticmethod
+    def _export_snapshot(session: Interactive, options: PostgresOptions) -> str:
+        session.send(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
+            "SELECT pg_export_snapshot();\n\\echo backupd-end\n"
+        )
+        lines = session.read_until(b"backupd-end", options.facts_timeout).decode().split()
+        if not lines:
+            raise DumpError("psql did not export a snapshot")
+        return lines[-1]
+
+    @staticmethod
+    def _facts(session: Interactive, options: PostgresOptions) -> dict[str, Any]:
+        session.send(f"{TABLES_SQL}\n\\echo backupd-end\n")
+        listing = session.read_until(b"backupd-end", options.facts_timeout).decode()
+        sizes: dict[str, int] = {}
+        for line in listing.splitlines():
+            name, _, size = line.rpartition("|")
+            if name:
+                sizes[name] = int(size)
+        facts: dict[str, Any] = {"table_bytes": dict(sorted(sizes.items()))}
+        if options.count_rows and sizes:
+            # Names come back quoted by format('%I.%I'): safe as identifiers; as a
+            # string literal their single quotes are doubled.
+            counts = "\n".join(
+                f"SELECT '{name.replace(chr(39), chr(39) * 2)}', count(*) FROM {name};"  # noqa: S608
+                for name in sizes
+            )  # fmt: skip
+            session.send(f"{counts}\n\\echo backupd-end\n")
+            out = session.read_until(b"backupd-end", options.facts_timeout).decode()
+            rows = {}
+            for line in out.splitlines():
+                name, _, count = line.rpartition("|")
+                if name:
+                    rows[name] = int(count)
+            facts["rows"] = dict(sorted(rows.items()))
+        return facts
+
+
+TABLES_SQL = (
+    "SELECT format('%I.%I', n.nspname, c.relname), pg_total_relation_size(c.oid) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1;"
+)
 
 
 def _connection(options: PostgresOptions) -> tuple[str, ...]:

@@ -8,9 +8,10 @@ integrity-checked, its tables counted (facts on stderr), streamed, and removed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import PurePosixPath
 
-from jobs.base import DumpStream, ExecOptions, RemoteShell, Unit, slug
+from jobs.base import DumpStream, ExecOptions, Held, RemoteShell, Unit, nothing_held, slug
 
 # Runs on the droplet as: sh -c SCRIPT backupd-sqlite SQLITE3 DBPATH. Both arrive as
 # positional parameters, never interpolated into the script text.
@@ -63,6 +64,11 @@ class SQLite:
                 ),
             )
         ]
+
+    def hold(
+        self, options: SQLiteOptions, stream: DumpStream, remote: RemoteShell
+    ) -> AbstractContextManager[Held]:
+        return nothing_held()
 
 
 KIND = SQLite()

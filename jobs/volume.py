@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 from pydantic import field_validator
 
 from backupd.errors import DumpError
-from jobs.base import RemoteShell, Unit
+from jobs.base import DumpStream, Held, RemoteShell, Unit, nothing_held
 from jobs.directory import TreeOptions
 
 VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # Docker's own rule
@@ -42,6 +43,11 @@ class Volume:
                 stderr_tail=result.stderr_tail(),
             )
         return [options.transfer(options.volume, mountpoint)]
+
+    def hold(
+        self, options: VolumeOptions, stream: DumpStream, remote: RemoteShell
+    ) -> AbstractContextManager[Held]:
+        return nothing_held()
 
 
 KIND = Volume()

@@ -55,19 +55,21 @@ def backup_source(
         kind = registry()[source.kind]
         with Connection(ssh_target(host)) as conn:
             units = kind.plan(source.options, conn)
-        if not units:
-            raise DumpError(f"{source.kind} source found nothing to back up")
-        repo = ctx.repository(host.name)
-        if ctx.borg.ensure_repository(repo, ctx.config.store.encryption):
-            log.info("%s: initialised Borg repository %s", label, repo)
-        for n, unit in enumerate(units):
-            if isinstance(unit, DumpStream):
-                pulled = pull_stream(ctx, host, source, source_id, run_id, n, unit, repo)
-            elif isinstance(unit, TreeTransfer):
-                pulled = pull_tree(ctx, host, source, source_id, run_id, unit, repo)
-            archives.append(pulled.archive)
-            total += pulled.nbytes
-            warnings += pulled.warnings
+            if not units:
+                raise DumpError(f"{source.kind} source found nothing to back up")
+            repo = ctx.repository(host.name)
+            if ctx.borg.ensure_repository(repo, ctx.config.store.encryption):
+                log.info("%s: initialised Borg repository %s", label, repo)
+            for n, unit in enumerate(units):
+                if isinstance(unit, DumpStream):
+                    with kind.hold(source.options, unit, conn) as held:
+                        pulled = pull_stream(ctx, host, source, source_id, run_id, n, unit,
+                                             repo, held)  # fmt: skip
+                elif isinstance(unit, TreeTransfer):
+                    pulled = pull_tree(ctx, host, source, source_id, run_id, unit, repo)
+                archives.append(pulled.archive)
+                total += pulled.nbytes
+                warnings += pulled.warnings
     except BackupdError as e:
         error = f"{label}: {e}"
         tail = getattr(e, "stderr_tail", "")

@@ -17,7 +17,7 @@ from backupd.catalogue.models import utcnow
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BorgError, DumpError
 from backupd.relay import RelayOutcome, RelaySpec
-from jobs.base import DumpStream, slug
+from jobs.base import DumpStream, Held, slug
 
 log = logging.getLogger(__name__)
 BORG_GRACE_SECONDS = 600.0
@@ -59,6 +59,7 @@ def pull_stream(
     n: int,
     stream: DumpStream,
     repo: Path,
+    held: Held,
 ) -> Pulled:
     started = utcnow()
     name = archive_name(source.name, stream.item, started)
@@ -67,7 +68,7 @@ def pull_stream(
     result_path = spec_path.with_suffix(".result")
     spec = RelaySpec(
         ssh_target(host),
-        stream.argv,
+        stream.argv + held.extra_argv,
         source.timeout,
         source.idle_timeout,
         source.min_bytes,
@@ -101,13 +102,10 @@ def pull_stream(
     if outcome is None or not outcome.ok:  # borg said yes but the relay did not: never keep it
         remove_leftovers(ctx, repo, name)
         raise DumpError(f"{stream.item}: the relay left no verdict; archive discarded")
-    facts = {**outcome.facts, "borg": stats.raw.get("archive", {}).get("stats", {})}
-    meta.update(
-        sha256=outcome.sha256,
-        nbytes=outcome.nbytes,
-        finished=utcnow().isoformat(),
-        facts=outcome.facts,
-    )
+    dump_facts = {**held.facts, **outcome.facts}
+    facts = {**dump_facts, "borg": stats.raw.get("archive", {}).get("stats", {})}
+    meta.update(sha256=outcome.sha256, nbytes=outcome.nbytes, finished=utcnow().isoformat(),
+                facts=dump_facts)  # fmt: skip
     ctx.borg.set_comment(repo, name, json.dumps(meta, sort_keys=True))
     record_archive(ctx, run_id, source_id, repo, name, stream.item, stream.filename, started,
                    outcome.nbytes, outcome.sha256, stats, facts)  # fmt: skip

@@ -132,7 +132,7 @@ def test_a_failing_dump_leaves_no_archive_and_says_why(
     assert d.archives("web1") == []
     [(status, error)] = d.catalogue_rows("SELECT status, error FROM runs")
     assert status == "failed"
-    assert "web1/maindb: no_such_db: pg_dump exited with status 1" in error
+    assert "web1/maindb: no_such_db: taking a snapshot and facts failed: psql ended" in error
     assert 'database "no_such_db" does not exist' in error
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -278,3 +278,43 @@ def test_an_unknown_host_key_is_refused(
     assert result.returncode == 1
     assert "known_hosts" in result.stderr and "malformed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_row_facts_match_the_dump_exactly_while_the_database_is_written(
+    deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            pg_cluster.psql("INSERT INTO orders (customer_id, total) VALUES (1, 9.99)", db=shop_db)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = d.backupctl("backup", "now", "web1/maindb")
+    finally:
+        stop.set()
+        thread.join()
+    assert result.returncode == 0, result.stderr
+    [(facts_json,)] = d.catalogue_rows("SELECT facts FROM archives")
+    facts = json.loads(facts_json)
+    assert set(facts["rows"]) == {"public.customers", "public.notes", "public.orders"}
+    assert facts["table_bytes"]["public.orders"] > 0
+
+    out = tmp_path / "restored"
+    d.backupctl("restore", "web1/maindb", "--to", str(out), check=True)
+    pg_cluster.psql("DROP DATABASE IF EXISTS shop_facts")
+    pg_cluster.createdb("shop_facts")
+    subprocess.run(
+        ["pg_restore", "--host", str(pg_cluster.socket_dir), "--port", str(pg_cluster.port),
+         "--username", pg_cluster.superuser, "--no-owner", "--dbname", "shop_facts",
+         str(out / "shop.pgdump")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    restored = {f"public.{t}": n for t, n in row_counts(pg_cluster, "shop_facts").items()}
+    assert restored == facts["rows"]
+    assert restored["public.orders"] > 15000  # the writer's rows made it into both alike
+    assert row_counts(pg_cluster, shop_db)["orders"] > restored["public.orders"]
+    pg_cluster.psql("DROP DATABASE shop_facts")
