@@ -1,6 +1,7 @@
 """`make demo`: a sandbox droplet on loopback, backed up by the real backupd into var/.
 
-Starts an OpenSSH droplet and its PostgreSQL cluster (the test harness, reused), writes
+Starts an OpenSSH droplet with PostgreSQL, MariaDB, a SQLite file and an uploads
+directory (the test harness, reused), writes
 config/demo.toml, runs ``backupd --once`` against it, prints ``backupctl status`` and the
 restore command to try next, then stops every server it started.
 """
@@ -8,14 +9,17 @@ restore command to try next, then stops every server it started.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from tests.harness.droplet import start_droplet
+from tests.harness.droplet import Droplet, start_droplet
 from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
+from tests.harness.mariadb import MariaDBServer, start_mariadb
 from tests.harness.postgres import start_postgres
+from tests.harness.procs import is_root
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var"
@@ -40,6 +44,37 @@ def seed(cluster_psql: object) -> None:
     )
 
 
+def seed_mariadb(server: MariaDBServer, password_file: Path) -> None:
+    server.sql("DROP DATABASE IF EXISTS forum; CREATE DATABASE forum")
+    server.sql(
+        "CREATE TABLE posts (id INT PRIMARY KEY AUTO_INCREMENT, body TEXT);"
+        "INSERT INTO posts (body) SELECT CONCAT('post ', seq) FROM seq_1_to_2000;",
+        db="forum",
+    )
+    server.create_user("backup", "demo-secret")
+    password_file.write_text("demo-secret\n")
+    password_file.chmod(0o600)
+
+
+def seed_files(droplet: Droplet) -> Path:
+    """An uploads directory and a live SQLite database on the droplet."""
+    uploads = droplet.root / "srv" / "uploads"
+    for i in range(50):
+        path = uploads / f"course-{i % 5}" / f"material-{i}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"lesson {i}\n" * 200)
+    db = sqlite3.connect(droplet.root / "srv" / "app.db")
+    db.executescript(
+        "CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, user TEXT);"
+        "INSERT INTO sessions (user) VALUES ('ada'), ('grace'), ('linus');"
+    )
+    db.commit()
+    db.close()
+    if is_root():
+        subprocess.run(["chown", "-R", f"{droplet.user}:", str(droplet.root / "srv")], check=True)
+    return uploads
+
+
 def run(*argv: str) -> int:
     print(f"\n$ {' '.join(argv)}", flush=True)
     return subprocess.run(argv, check=False).returncode
@@ -51,22 +86,34 @@ def main() -> int:
     # run as other accounts and must reach their sockets.
     sandbox = Path(tempfile.mkdtemp(prefix="backupd-demo-"))
     sandbox.chmod(0o755)
-    droplet = cluster = None
+    droplet = cluster = mariadb = None
     try:
         droplet = start_droplet(sandbox, "demo-droplet")
         cluster = start_postgres(sandbox)
+        mariadb = start_mariadb(sandbox)
         seed(cluster.psql)
+        seed_mariadb(mariadb, VAR / "demo-mariadb-password")
+        uploads = seed_files(droplet)
         passphrase = VAR / "demo-passphrase"
         if not passphrase.exists():
             write_passphrase(passphrase)
-        sources = {
+        sources: dict[str, dict[str, str | int | list[str]]] = {
             "appdb": {
                 "kind": "postgresql",
                 "databases": ["app"],
                 "socket_dir": str(cluster.socket_dir),
                 "port": cluster.port,
                 "username": cluster.superuser,
-            }
+            },
+            "forumdb": {
+                "kind": "mariadb",
+                "databases": ["forum"],
+                "socket": str(mariadb.socket),
+                "username": "backup",
+                "password_file": str(VAR / "demo-mariadb-password"),
+            },
+            "sessions": {"kind": "sqlite", "path": str(droplet.root / "srv" / "app.db")},
+            "uploads": {"kind": "directory", "path": str(uploads), "excludes": ["*.tmp"]},
         }
         write_fleet_config(
             CONFIG,
@@ -83,8 +130,11 @@ def main() -> int:
         run(str(BIN / "backupctl"), "--config", str(CONFIG), "status")
         print("\nTry a restore next (the droplet is gone, the backup is not):")
         print(f"  {BIN / 'backupctl'} --config {CONFIG} restore demo/appdb --to var/restore")
+        print(f"  {BIN / 'backupctl'} --config {CONFIG} restore demo/uploads --to var/uploads")
         return rc
     finally:
+        if mariadb is not None:
+            mariadb.stop()
         if cluster is not None:
             cluster.stop()
         if droplet is not None:
