@@ -19,8 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import paramiko
+from paramiko.common import cMSG_CHANNEL_REQUEST
 
 from backupd.errors import HostKeyError, RemoteError
 from backupd.process import STDERR_TAIL_BYTES, mask_argv, tail_text
@@ -40,12 +42,21 @@ POLL_SECONDS = 1.0
 EXIT_STATUS_WAIT = 30.0
 RUN_OUTPUT_LIMIT = 64 * 1024 * 1024
 # paramiko ignores the "exit-signal" message, so a dump killed on the droplet would look
-# like a lost connection. This constant wrapper reports the signal on stderr; the real
-# argv is passed as quoted positional parameters, never interpolated into the script.
-_WRAPPER = (
-    'sh -c \'"$@"; s=$?; if [ "$s" -gt 128 ]; then '
-    'echo "backupd: $1 killed by signal $((s - 128))" >&2; fi; exit "$s"\' backupd-wrap '
+# like a lost connection. This constant wrapper runs the command as its child, reports a
+# killing signal on stderr, and passes on a TERM/HUP/INT that backupd sends (SSH "signal"
+# request) when a command overruns its deadline. The real argv arrives as quoted
+# positional parameters, never interpolated into the script.
+_SCRIPT = (
+    # dash gives a background job /dev/null as stdin even with "<&0": go through fd 3
+    'exec 3<&0; "$@" <&3 3<&- & c=$!; exec 3<&-; '
+    "trap 'kill -TERM \"$c\" 2>/dev/null' TERM HUP INT; "
+    'wait "$c"; s=$?; '
+    'while kill -0 "$c" 2>/dev/null; do wait "$c"; s=$?; done; '
+    'if [ "$s" -gt 128 ]; then echo "backupd: $1 killed by signal $((s - 128))" >&2; fi; '
+    'exit "$s"'
 )
+_WRAPPER = f"sh -c {shlex.quote(_SCRIPT)} backupd-wrap "
+TERMINATE_WAIT = 5.0
 
 
 def remote_command_line(argv: Sequence[str]) -> str:
@@ -316,8 +327,11 @@ class Connection:
                 chan.sendall(stdin)
             chan.shutdown_write()
             timed_out = _pump(chan, on_stdout, started + deadline, idle_timeout)
-            if timed_out is None and chan.status_event.wait(EXIT_STATUS_WAIT):
-                status: int | None = chan.recv_exit_status()
+            if timed_out is not None:
+                _terminate(chan)
+                status: int | None = None
+            elif chan.status_event.wait(EXIT_STATUS_WAIT):
+                status = chan.recv_exit_status()
             else:
                 status = None
         finally:
@@ -371,6 +385,29 @@ class Interactive:
             self._chan.shutdown_write()
             self._chan.status_event.wait(10)
         self._chan.close()
+
+
+def send_signal(chan: paramiko.Channel, name: str) -> None:
+    """RFC 4254 6.9 "signal" request; sshd (OpenSSH >= 8.1) passes it to the command.
+    paramiko has no public call for it, so the message is built as its own requests are."""
+    m = paramiko.Message()
+    m.add_byte(cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string("signal")
+    m.add_boolean(False)
+    m.add_string(name)
+    transport: Any = chan.transport
+    if transport is not None:
+        transport._send_user_message(m)
+
+
+def _terminate(chan: paramiko.Channel) -> None:
+    """Stop an overrunning remote command: TERM, then KILL; never leave it running."""
+    for name in ("TERM", "KILL"):
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            send_signal(chan, name)
+        if chan.status_event.wait(TERMINATE_WAIT):
+            return
 
 
 def _pump(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -13,6 +16,23 @@ from tests.harness.droplet import Droplet, start_droplet
 from tests.harness.mariadb import MariaDBServer, start_mariadb
 from tests.harness.postgres import PostgresCluster, start_postgres
 from tests.harness.smtp import SmtpServer, start_smtp
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI job cancelled, `timeout`) ends the run like Ctrl-C does, so the
+    fixtures' teardown still stops every server. Only when nobody else handles SIGTERM."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if signal.getsignal(signal.SIGTERM) is _interrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

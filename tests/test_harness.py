@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import smtplib
+import socket
 import subprocess
 from email.message import EmailMessage
 from pathlib import Path
@@ -13,8 +15,9 @@ import pytest
 
 from tests.harness.droplet import Droplet, start_droplet
 from tests.harness.mariadb import MariaDBServer, start_mariadb
-from tests.harness.postgres import PostgresCluster, postgres_bindir, start_postgres
-from tests.harness.smtp import SmtpServer
+from tests.harness.postgres import PostgresCluster, start_postgres
+from tests.harness.procs import start_process, stop_process, wait_until
+from tests.harness.smtp import SmtpServer, start_smtp
 
 pytestmark = pytest.mark.e2e
 
@@ -31,11 +34,13 @@ def ssh(droplet: Droplet, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie waiting for its parent."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
+    return state != "Z"
 
 
 def test_droplet_login_sees_its_bin_dir_first(droplet: Droplet) -> None:
@@ -74,7 +79,8 @@ def test_droplet_user_can_dump_postgres(droplet: Droplet, pg_cluster: PostgresCl
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "42"
     dump = ssh(droplet, "pg_dump", *conn, "--schema-only", "postgres")
-    assert dump.returncode == 0 and "PostgreSQL database dump" in dump.stdout
+    assert dump.returncode == 0, dump.stderr
+    assert "PostgreSQL database dump" in dump.stdout
 
 
 def test_droplet_user_can_reach_mariadb_with_an_option_file(
@@ -84,18 +90,13 @@ def test_droplet_user_can_reach_mariadb_with_an_option_file(
     opt = droplet.root / "backup.cnf"
     opt.write_text("[client]\nuser=backup\npassword=s3cret\n")
     opt.chmod(0o644)
+    sock = f"--socket={mariadb_server.socket}"
     try:
-        out = ssh(
-            droplet,
-            "mariadb",
-            f"--defaults-extra-file={opt}",
-            f"--socket={mariadb_server.socket}",
-            "-N",
-            "-e",
-            "select 6 * 7",
-        )
+        out = ssh(droplet, "mariadb", f"--defaults-extra-file={opt}", sock, "-Ne", "select 6 * 7")
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "42"
+        root = ssh(droplet, "mariadb", "--no-defaults", sock, "-uroot", "-Ne", "select 1")
+        assert root.returncode == 0, root.stderr
     finally:
         opt.unlink()
 
@@ -108,6 +109,8 @@ def test_smtp_server_receives(smtp_server: SmtpServer) -> None:
         s.send_message(msg)
     got = smtp_server.wait_for_messages(1)
     assert got[-1].message["Subject"] == "hello"
+    assert got[-1].message.get_content().strip() == "body"
+    assert got[-1].mail_from == "a@example.org"
     assert got[-1].rcpt_tos == ["b@example.org"]
 
 
@@ -115,13 +118,57 @@ def test_stop_really_stops_every_server(servers_dir: Path) -> None:
     scratch = servers_dir / "throwaway"
     scratch.mkdir()
     scratch.chmod(0o755)
-    d = start_droplet(scratch, "gone")
-    pg = start_postgres(scratch)
-    mdb = start_mariadb(scratch)
-    pids = [d._proc.pid, pg.pid, mdb.pid]  # type: ignore[union-attr]
-    assert all(p is not None and alive(p) for p in pids)
-    d.stop()
-    pg.stop()
-    mdb.stop()
+    with contextlib.ExitStack() as cleanup:  # stops what started, also when a start fails
+        d = start_droplet(scratch, "gone")
+        cleanup.callback(d.stop)
+        pg = start_postgres(scratch)
+        cleanup.callback(pg.stop)
+        mdb = start_mariadb(scratch)
+        cleanup.callback(mdb.stop)
+        smtp = start_smtp()
+        cleanup.callback(smtp.stop)
+        pids = [d.pid, pg.pid, mdb.pid]
+        assert all(p is not None and alive(p) for p in pids)
+        d.stop()
+        pg.stop()
+        mdb.stop()
+        smtp.stop()
     assert not any(alive(p) for p in pids if p is not None)
-    assert postgres_bindir().name == "bin"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((smtp.host, smtp.port), timeout=5).close()
+
+
+def test_stopping_a_droplet_ends_its_sessions(servers_dir: Path) -> None:
+    d = start_droplet(servers_dir, "sessions")
+    client = None
+    try:
+        client = subprocess.Popen(
+            d.ssh_argv("echo $$; exec sleep 300"),
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own group, for stop_process
+        )
+        assert client.stdout is not None
+        remote = int(client.stdout.readline())
+        assert alive(remote)
+        d.stop()
+        wait_until(lambda: not alive(remote), 10, f"remote command {remote} to end")
+        assert client.wait(timeout=10) != 0
+    finally:
+        d.stop()
+        if client is not None:
+            stop_process(client, grace=5)
+
+
+def test_stop_process_kills_the_whole_group_even_when_term_is_ignored(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    script = "trap '' TERM; sleep 300 & echo $!; wait"
+    proc = start_process(["sh", "-c", script], user=None, log_path=log)
+    try:
+        wait_until(lambda: log.read_text().strip() != "", 10, "the background child's pid")
+        child = int(log.read_text())
+        assert alive(child)
+    finally:
+        stop_process(proc, grace=0.5)
+    assert proc.returncode == -9
+    wait_until(lambda: not alive(child), 10, f"background child {child} to be gone")

@@ -10,11 +10,14 @@ from pathlib import Path
 
 from tests.harness.procs import (
     current_user,
+    descendants,
     free_port,
     is_root,
     need,
+    pin,
     start_process,
     stop_process,
+    terminate_pinned,
     wait_until,
 )
 
@@ -33,42 +36,101 @@ class Droplet:
     bin_dir: Path  # first on PATH in every session: stand-in tools go here
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
+    @property
+    def pid(self) -> int | None:
+        """The listening sshd's pid (its per-connection processes are its children)."""
+        return self._proc.pid if self._proc else None
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "known_hosts"
+
     def ssh_argv(self, *remote_argv: str) -> list[str]:
-        known = self.root / "known_hosts"
+        """OpenSSH client argv; the remote shell joins ``remote_argv`` with spaces."""
         return [
             "ssh", "-F", "/dev/null", "-p", str(self.port), "-i", str(self.key_path),
             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={known}", "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "IdentitiesOnly=yes",
             f"{self.user}@{self.address}", *remote_argv,
         ]  # fmt: skip
 
     def stop(self) -> None:
-        # Only this sshd's process group: the login account is shared by every droplet
-        # (and by a concurrent test run), so never kill by user.
-        if self._proc is not None:
+        """Stop this sshd and every session it is still serving.
+
+        Sessions are found as the listener's descendants, never by user: the login
+        account is shared by every droplet (and by a concurrent test run).
+        """
+        if self._proc is None:
+            return
+        sessions = pin(descendants(self._proc.pid))  # before they are orphaned
+        try:
             stop_process(self._proc)
+        finally:
+            terminate_pinned(sessions)
             self._proc = None
+
+
+def _user_exists(name: str) -> bool:
+    return subprocess.run(["id", name], capture_output=True, check=False).returncode == 0
 
 
 def ensure_login_user() -> str:
     """The droplet's login account: a dedicated one as root, else ourselves."""
     if not is_root():
         return current_user()
-    if subprocess.run(["id", DROPLET_USER], capture_output=True, check=False).returncode != 0:
-        subprocess.run(
-            ["useradd", "--create-home", "--shell", "/bin/bash", DROPLET_USER],
-            check=True, capture_output=True,
-        )  # fmt: skip
+    if not _user_exists(DROPLET_USER):
+        add = ["useradd", "--create-home", "--shell", "/bin/bash", DROPLET_USER]
+        made = subprocess.run(add, capture_output=True, text=True, check=False)
+        if not _user_exists(DROPLET_USER):  # a concurrent run may have just made it
+            raise RuntimeError(f"useradd {DROPLET_USER} failed: {made.stderr.strip()}")
     # With UsePAM no a locked password field ("!") refuses even key logins.
     subprocess.run(["usermod", "-p", "*", DROPLET_USER], check=True, capture_output=True)
     return DROPLET_USER
 
 
 def _keygen(path: Path) -> None:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-        check=True,
-    )
+    if not path.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+            check=True,
+        )
+
+
+def _prepare(root: Path) -> str:
+    """Directories and keys of a droplet; returns its host key line."""
+    for directory in (root, root / "bin"):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o755)  # the login user (another account when root) reads here
+    _keygen(root / "host_key")
+    _keygen(root / "client_key")
+    shutil.copy(root / "client_key.pub", root / "authorized_keys")
+    (root / "authorized_keys").chmod(0o644)
+    return " ".join((root / "host_key.pub").read_text().split()[:2])
+
+
+def _write_config(root: Path, port: int, user: str) -> Path:
+    config = root / "sshd_config"
+    lines = [
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {root / 'host_key'}",
+        f"PidFile {root / 'sshd.pid'}",
+        f"AuthorizedKeysFile {root / 'authorized_keys'}",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        "PermitRootLogin prohibit-password",
+        f"AllowUsers {user}",
+        # SetEnv wins over the PATH sshd sets itself; /etc/profile is not read for
+        # commands, and the skeleton ~/.bashrc returns early when not interactive.
+        f"SetEnv PATH={root / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "MaxStartups 100",
+        "MaxSessions 100",
+        "LogLevel INFO",
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    return config
 
 
 def _answers_ssh(port: int) -> bool:
@@ -79,64 +141,50 @@ def _answers_ssh(port: int) -> bool:
         return False
 
 
+def _log_tail(droplet: Droplet) -> str:
+    return (droplet.root / "sshd.log").read_text(errors="replace")[-2000:]
+
+
+def _wait_ready(droplet: Droplet, proc: subprocess.Popen[bytes]) -> None:
+    """Until the banner answers and an OpenSSH login sees bin_dir first on PATH."""
+    what = f"sshd {droplet.name} on port {droplet.port}"
+    wait_until(lambda: _answers_ssh(droplet.port) or proc.poll() is not None, 15, what)
+    if proc.poll() is not None:
+        raise RuntimeError(f"sshd {droplet.name} exited:\n{_log_tail(droplet)}")
+    probe = subprocess.run(
+        droplet.ssh_argv('echo "$PATH"'), capture_output=True, text=True, timeout=30, check=False
+    )
+    if probe.returncode != 0:
+        raise RuntimeError(
+            f"cannot log in to droplet {droplet.name}: {probe.stderr}\n{_log_tail(droplet)}"
+        )
+    if probe.stdout.strip().split(":")[0] != str(droplet.bin_dir):
+        raise RuntimeError(
+            f"droplet {droplet.name}: {droplet.bin_dir} is not first on the session's PATH "
+            f"({probe.stdout.strip()}); does {droplet.user}'s shell startup file change PATH?"
+        )
+
+
 def start_droplet(base_dir: Path, name: str = "droplet1", port: int | None = None) -> Droplet:
     sshd = need("/usr/sbin/sshd", "openssh-server")
     need("ssh", "openssh-client")
+    need("ssh-keygen", "openssh-client")
     root = base_dir / name
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o755)
-    bin_dir = root / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    bin_dir.chmod(0o755)
-    for key in ("host_key", "client_key"):
-        if not (root / key).exists():
-            _keygen(root / key)
-    host_key_line = " ".join((root / "host_key.pub").read_text().split()[:2])
-    shutil.copy(root / "client_key.pub", root / "authorized_keys")
-    (root / "authorized_keys").chmod(0o644)
+    host_key_line = _prepare(root)
     user = ensure_login_user()
     port = port or free_port()
     (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key_line}\n")
-    config = root / "sshd_config"
-    config.write_text(
-        "\n".join([
-            f"Port {port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {root / 'host_key'}",
-            f"PidFile {root / 'sshd.pid'}",
-            f"AuthorizedKeysFile {root / 'authorized_keys'}",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "StrictModes no",
-            "PermitRootLogin prohibit-password",
-            f"AllowUsers {user}",
-            f"SetEnv PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
-            "MaxStartups 100",
-            "MaxSessions 100",
-            "LogLevel INFO",
-        ]) + "\n"
-    )  # fmt: skip
+    config = _write_config(root, port, user)
     if is_root():
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
     proc = start_process(
         [sshd, "-D", "-e", "-f", str(config)], user=None, log_path=root / "sshd.log"
     )
     droplet = Droplet(
-        name, "127.0.0.1", port, user, root / "client_key", host_key_line, root, bin_dir, proc
+        name, "127.0.0.1", port, user, root / "client_key", host_key_line, root, root / "bin", proc
     )
     try:
-        wait_until(lambda: _answers_ssh(port) or proc.poll() is not None, 15, f"sshd {name}")
-        if proc.poll() is not None:
-            raise RuntimeError(f"sshd {name} exited: {(root / 'sshd.log').read_text()[-2000:]}")
-        probe = subprocess.run(
-            droplet.ssh_argv("true"), capture_output=True, text=True, timeout=30, check=False
-        )
-        if probe.returncode != 0:
-            raise RuntimeError(
-                f"cannot log in to droplet {name}: {probe.stderr}\n"
-                f"{(root / 'sshd.log').read_text()[-2000:]}"
-            )
+        _wait_ready(droplet, proc)
     except BaseException:
         droplet.stop()
         raise

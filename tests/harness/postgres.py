@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -22,7 +21,11 @@ from tests.harness.procs import (
 def postgres_bindir() -> Path:
     """The newest installed server's bin directory (Debian: /usr/lib/postgresql/N/bin)."""
     versions = sorted(
-        (p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "postgres").exists()),
+        (
+            p
+            for p in Path("/usr/lib/postgresql").glob("*/bin")
+            if p.parent.name.isdigit() and (p / "postgres").exists()
+        ),
         key=lambda p: int(p.parent.name),
     )
     if not versions:
@@ -43,6 +46,7 @@ class PostgresCluster:
 
     @property
     def pid(self) -> int | None:
+        """The postmaster's pid."""
         return self._proc.pid if self._proc else None
 
     def psql(self, sql: str, db: str = "postgres") -> str:
@@ -60,66 +64,56 @@ class PostgresCluster:
         self.psql(f'CREATE DATABASE "{name}"')
 
     def stop(self) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            try:
-                os.kill(self._proc.pid, signal.SIGINT)  # "fast" shutdown: ends sessions
-                self._proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        stop_process(self._proc)
-        self._proc = None
+        """Fast shutdown (SIGINT to the postmaster ends open sessions), then the group."""
+        if self._proc is not None:
+            stop_process(self._proc, grace=20, first=signal.SIGINT)
+            self._proc = None
+
+
+def _initdb(bindir: Path, user: str | None, datadir: Path) -> None:
+    run_as(user, [
+        str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "--no-sync",
+        "-E", "UTF8", "--locale", "C.UTF-8", "-D", str(datadir),
+    ])  # fmt: skip
+
+
+def _launch(bindir: Path, user: str | None, root: Path, port: int) -> subprocess.Popen[bytes]:
+    return start_process(
+        [str(bindir / "postgres"), "-D", str(root / "data"), "-k", str(root / "sock"),
+         "-p", str(port), "-c", "listen_addresses=", "-c", "fsync=off",
+         "-c", "full_page_writes=off", "-c", "synchronous_commit=off"],
+        user=user, log_path=root / "postgres.log",
+    )  # fmt: skip
+
+
+def _wait_ready(bindir: Path, cluster: PostgresCluster, proc: subprocess.Popen[bytes]) -> None:
+    log = cluster.datadir.parent / "postgres.log"
+    isready = [str(bindir / "pg_isready"), "-q", "-h", str(cluster.socket_dir)]
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"postgres exited:\n{log.read_text(errors='replace')[-2000:]}")
+        probe = subprocess.run([*isready, "-p", str(cluster.port)], check=False)
+        return probe.returncode == 0
+
+    wait_until(ready, 30, f"PostgreSQL on {cluster.socket_dir} port {cluster.port}")
 
 
 def start_postgres(base_dir: Path, port: int | None = None) -> PostgresCluster:
     bindir = postgres_bindir()
     user = service_user("postgres")
-    port = port or free_port()
+    port = port or free_port()  # unix socket only: the port just names the socket
     root = base_dir / f"pg-{port}"
-    datadir, socket_dir = root / "data", root / "sock"
-    socket_dir.mkdir(parents=True, exist_ok=True)
+    socket_dir = root / "sock"
+    socket_dir.mkdir(parents=True)
     root.chmod(0o755)
     socket_dir.chmod(0o755)  # other local users (the droplet's login) connect here
     chown_to(root, user)
-    run_as(
-        user,
-        [
-            str(bindir / "initdb"),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale",
-            "C.UTF-8",
-            "-D",
-            str(datadir),
-        ],
-    )
-    proc = start_process(
-        [str(bindir / "postgres"), "-D", str(datadir), "-k", str(socket_dir), "-p", str(port),
-         "-c", "listen_addresses=", "-c", "fsync=off", "-c", "full_page_writes=off",
-         "-c", "synchronous_commit=off"],
-        user=user, log_path=root / "postgres.log",
-    )  # fmt: skip
-    cluster = PostgresCluster(datadir, socket_dir, port, user, "postgres", proc)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"postgres exited: {(root / 'postgres.log').read_text()[-2000:]}")
-        return (
-            subprocess.run(
-                [str(bindir / "pg_isready"), "-q", "-h", str(socket_dir), "-p", str(port)],
-                check=False,
-            ).returncode
-            == 0
-        )
-
+    _initdb(bindir, user, root / "data")
+    proc = _launch(bindir, user, root, port)
+    cluster = PostgresCluster(root / "data", socket_dir, port, user, "postgres", proc)
     try:
-        wait_until(ready, 30, "PostgreSQL to accept connections")
+        _wait_ready(bindir, cluster, proc)
     except BaseException:
         cluster.stop()
         raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -10,7 +9,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from tests.harness.procs import free_port
+from tests.harness.procs import free_port, wait_until
 
 
 @dataclass
@@ -39,10 +38,10 @@ class SmtpServer:
     _controller: Controller | None = field(default=None, repr=False)
 
     def wait_for_messages(self, n: int, timeout: float = 10) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.messages
+        """All messages so far, once there are at least ``n``; RuntimeError on timeout."""
+        what = f"{n} message(s) at SMTP {self.host}:{self.port}"
+        wait_until(lambda: len(self.messages) >= n, timeout, what)
+        return list(self.messages)
 
     def stop(self) -> None:
         if self._controller is not None:

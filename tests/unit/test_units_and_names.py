@@ -93,3 +93,32 @@ def test_stderr_summary_prefers_the_lines_that_say_what_went_wrong() -> None:
     assert "Command was" not in line
     assert summarize_stderr("just one line") == "just one line"
     assert summarize_stderr("") == ""
+
+
+def test_remote_command_line_keeps_stdin_for_the_command() -> None:
+    import subprocess
+
+    from backupd.ssh import remote_command_line
+
+    line = remote_command_line(["cat"])
+    out = subprocess.run(["sh", "-c", line], input="to the command", capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert out.stdout == "to the command"
+
+
+def test_remote_command_line_passes_term_on_to_the_command() -> None:
+    import shlex
+    import signal
+    import subprocess
+    import time
+
+    from backupd.ssh import remote_command_line
+
+    # sshd's shell execs a single command, so the wrapper itself receives the signal
+    argv = shlex.split(remote_command_line(["sleep", "30"]))
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 143
+    assert "backupd: sleep killed by signal 15" in err
