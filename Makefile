@@ -14,11 +14,14 @@ test: bootstrap lint typecheck
 	$(VENV)/pytest $(PYTEST_ARGS)
 
 lint:
-	$(VENV)/ruff check backupd jobs tests
-	$(VENV)/ruff format --check backupd jobs tests
+	$(VENV)/ruff check backupd jobs bench tests
+	$(VENV)/ruff format --check backupd jobs bench tests
 
 typecheck:
 	$(VENV)/mypy
+
+bench: bootstrap
+	$(VENV)/python -m bench.run
 
 unit: bootstrap
 	$(VENV)/pytest -m "not e2e" $(PYTEST_ARGS)

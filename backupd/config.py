@@ -62,7 +62,9 @@ class PassphraseConfig(Model):
 class StoreConfig(Model):
     path: Path
     encryption: Literal["repokey-blake2", "keyfile-blake2", "repokey", "keyfile"] = "repokey-blake2"
-    compression: str = "lz4"
+    # lz4 probes each chunk; compressible ones get zstd level 3 (text dumps shrink like
+    # pg_dump -Fc's zlib), incompressible ones (media) are stored as they are.
+    compression: str = "auto,zstd,3"
     borg: str = "borg"  # the borg executable; the venv's when left as "borg"
 
 
@@ -75,6 +77,7 @@ class SourceConfig(Model):
     timeout: Duration = 6 * 3600.0
     idle_timeout: Duration = 600.0
     min_bytes: Size = 1
+    compression: str | None = None  # Borg compression for this source; the store's if unset
     options: Any = None
 
 

@@ -9,6 +9,8 @@ and sent at least ``min_bytes``: otherwise borg creates no archive.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -21,6 +23,7 @@ from backupd.errors import BackupdError
 from backupd.ssh import Connection, SSHTarget, StreamResult
 
 EXIT_REFUSED = 3
+PIPE_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,14 @@ def judge(
     return RelayOutcome(True, "", **facts)  # type: ignore[arg-type]
 
 
+def _widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe to borg instead of 64 KiB: far fewer context switches per GB."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
 def relay(spec: RelaySpec) -> RelayOutcome:
+    _widen_pipe(1)
     out = sys.stdout.buffer
     stdin = sys.stdin.buffer.read(spec.stdin_len) if spec.stdin_len else None
     counter = make_counter(spec.counter)

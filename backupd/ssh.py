@@ -38,6 +38,7 @@ PREFERRED_CIPHERS = (
     "aes256-ctr",
 )
 READ_SIZE = 1024 * 1024
+MAX_PACKET = 256 * 1024 - 1024  # what sshd may send us in one packet (it caps at 256 KiB)
 POLL_SECONDS = 1.0
 EXIT_STATUS_WAIT = 30.0
 RUN_OUTPUT_LIMIT = 64 * 1024 * 1024
@@ -146,7 +147,7 @@ class Connection:
             sock = socket.create_connection((t.address, t.port), timeout=t.connect_timeout)
         except OSError as e:
             raise RemoteError(f"{where}: cannot connect: {_reason(e)}", transient=True) from None
-        transport = paramiko.Transport(sock)
+        transport = paramiko.Transport(sock, default_max_packet_size=MAX_PACKET)
         self._transport = transport
         opts = transport.get_security_options()
         opts.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in opts.ciphers) or opts.ciphers

@@ -81,3 +81,7 @@ def ssh_target(host: HostConfig) -> SSHTarget:
         known_hosts=host.known_hosts,
         connect_timeout=host.connect_timeout,
     )
+
+
+def compression_for(ctx: Context, source: SourceConfig) -> str:
+    return source.compression or ctx.config.store.compression

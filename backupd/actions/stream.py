@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd import __version__
-from backupd.actions.context import Context, ssh_target
+from backupd.actions.context import Context, compression_for, ssh_target
 from backupd.borg import CreateStats
 from backupd.catalogue.models import utcnow
 from backupd.config import HostConfig, SourceConfig
@@ -82,7 +82,7 @@ def pull_stream(
         stats = ctx.borg.create_from_command(
             repo, name, stdin_name=stream.filename,
             command=(sys.executable, "-m", "backupd.relay", str(spec_path)),
-            comment=json.dumps(meta, sort_keys=True), compression=ctx.config.store.compression,
+            comment=json.dumps(meta, sort_keys=True), compression=compression_for(ctx, source),
             timeout=source.timeout + BORG_GRACE_SECONDS, stdin=stream.stdin or None,
         )  # fmt: skip
         outcome = RelayOutcome.read(result_path)

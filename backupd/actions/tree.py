@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from backupd.actions.context import Context, ssh_target
+from backupd.actions.context import Context, compression_for, ssh_target
 from backupd.actions.stream import (
     Pulled,
     archive_name,
@@ -68,7 +68,7 @@ def pull_tree(
                 facts={k: v for k, v in facts.items() if k != "sample"})  # fmt: skip
     stats = ctx.borg.create_from_paths(
         repo, name, cwd=root, paths=("data", "manifest.jsonl"),
-        comment=json.dumps(meta, sort_keys=True), compression=ctx.config.store.compression,
+        comment=json.dumps(meta, sort_keys=True), compression=compression_for(ctx, source),
         timeout=source.timeout, files_cache_suffix=f"{host.name}.{source.name}.{slug(unit.item)}",
     )  # fmt: skip
     facts["borg"] = stats.raw.get("archive", {}).get("stats", {})

@@ -1,0 +1,249 @@
+"""`make bench`: issue 3's figures, each measured against its baseline in the same run.
+
+- pull_ratio_vs_openssh: backupd's pull of a ~1 GB stream (relay over paramiko into
+  ``borg create --content-from-command``) vs ``ssh HOST cat FILE | borg create -`` with
+  OpenSSH; also vs ``borg create -`` from the local file (this machine's limit).
+- incremental_bytes_fraction / incremental_time_fraction: a ~2 GB tree, 1 % of its files
+  changed, second ``backupctl backup now`` vs the first.
+- storage_7day_ratio: repository size after 7 daily backups of a changing PostgreSQL
+  database, backupd's choice (pg_dump -Fc -Z0, Borg auto,zstd,3) vs
+  ``pg_dump -Fc | borg create -`` (borg's default lz4).
+
+Writes bench/results/latest.json and prints a table. Not part of `make test`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from backupd.config import StoreConfig
+from bench.workloads import make_stream_file, make_tree, seed_lms, touch_one_percent, work_day
+from tests.harness.droplet import Droplet, start_droplet
+from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
+from tests.harness.postgres import PostgresCluster, postgres_bindir, start_postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RESULTS = ROOT / "bench" / "results"
+# Both sides of the pull comparison use the project's compression, so the ratio measures
+# the transport; the -Fc baseline keeps borg's default (its data is compressed already).
+COMPRESSION = StoreConfig.model_fields["compression"].default
+GOALS = {
+    "pull_ratio_vs_openssh": 1.05,
+    "incremental_bytes_fraction": 0.03,
+    "incremental_time_fraction": 0.15,
+    "storage_7day_ratio": 1.0,
+}
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def timed_sh(cmd: str, env: dict[str, str]) -> float:
+    start = time.monotonic()
+    sh(cmd, env)
+    return time.monotonic() - start
+
+
+def sh(cmd: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, env=env,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+class Bench:
+    def __init__(self, work: Path, droplet: Droplet, pg: PostgresCluster) -> None:
+        self.work, self.droplet, self.pg = work, droplet, pg
+        self.passphrase = write_passphrase(work / "passphrase")
+        self.borg_env = {**os.environ, "BORG_PASSCOMMAND": f"cat {self.passphrase}",
+                         "BORG_BASE_DIR": str(work / "borg-base")}  # fmt: skip
+        self.config = write_fleet_config(
+            work / "bench.toml", state_dir=work / "state", store=work / "store",
+            passphrase_file=self.passphrase,
+            hosts=[HostSpec("pull", droplet, {"blob": {"kind": "directory", "path": "/tmp"}}),
+                   HostSpec("tree", droplet, {"files": {"kind": "directory",
+                                                        "path": str(work / "tree")}}),
+                   HostSpec("pg", droplet, {"lms": {
+                       "kind": "postgresql", "databases": ["lms"], "globals": False,
+                       "socket_dir": str(pg.socket_dir), "port": pg.port,
+                       **({"compression": os.environ["BENCH_PG_COMPRESSION"]}
+                          if "BENCH_PG_COMPRESSION" in os.environ else {}),
+                       "username": "postgres"}})],
+        )  # fmt: skip
+
+    def borg(self, *args: str) -> str:
+        return subprocess.run([str(BIN / "borg"), *args], env=self.borg_env, check=True,
+                              capture_output=True, text=True).stdout  # fmt: skip
+
+    def fresh_repo(self, name: str) -> Path:
+        repo = self.work / "repos" / name
+        shutil.rmtree(repo, ignore_errors=True)
+        repo.parent.mkdir(parents=True, exist_ok=True)
+        self.borg("init", "--encryption", "repokey-blake2", str(repo))
+        return repo
+
+    def backupctl(self, *args: str) -> None:
+        subprocess.run([str(BIN / "backupctl"), "--config", str(self.config), *args],
+                       check=True, capture_output=True)  # fmt: skip
+
+    # -- 1. streaming pull ------------------------------------------------------------
+    def pull(self, rounds: int = 3) -> dict[str, Any]:
+        from backupd.actions.context import Context
+        from backupd.actions.stream import pull_stream
+        from backupd.config import load_config
+        from jobs.base import DumpStream, Held
+
+        blob = make_stream_file(self.droplet.root / "dump.bin", 1_000_000_000)
+        ctx = Context(load_config(self.config))
+        host = ctx.config.hosts["pull"]
+        source = host.sources["blob"]
+        sid = ctx.catalogue.ensure_source("pull", host.address, "blob", "directory")
+        stream = DumpStream("blob", "blob.bin", ("cat", str(blob)), tool="cat")
+        d = self.droplet
+        known = f"UserKnownHostsFile={d.root / 'known_hosts'}"
+        ssh = shlex.join(["ssh", "-F", "/dev/null", "-p", str(d.port), "-i", str(d.key_path),
+                          "-o", "BatchMode=yes", "-o", known, f"{d.user}@{d.address}",
+                          f"cat {shlex.quote(str(blob))}"])  # fmt: skip
+        borg = str(BIN / "borg")
+        times: dict[str, list[float]] = {"backupd": [], "openssh": [], "local": []}
+        for r in range(rounds):
+            repo = ctx.repository("pull")
+            shutil.rmtree(repo, ignore_errors=True)
+            ctx.borg.ensure_repository(repo, "repokey-blake2")
+            run_id = ctx.catalogue.start_run(sid, "bench")
+            start = time.monotonic()
+            pull_stream(ctx, host, source, sid, run_id, 0, stream, repo, Held())
+            times["backupd"].append(time.monotonic() - start)
+            repo_o = self.fresh_repo("openssh")
+            times["openssh"].append(
+                timed_sh(
+                    f"{ssh} | {borg} create --compression {COMPRESSION} {repo_o}::r{r} -",
+                    self.borg_env,
+                )
+            )
+            repo_l = self.fresh_repo("local")
+            times["local"].append(
+                timed_sh(
+                    f"{borg} create --compression {COMPRESSION} {repo_l}::r{r} - < {blob}",
+                    self.borg_env,
+                )
+            )
+        best = {k: min(v) for k, v in times.items()}
+        blob.unlink()
+        return {
+            "pull_ratio_vs_openssh": best["backupd"] / best["openssh"],
+            "pull_ratio_vs_local_borg": best["backupd"] / best["local"],
+            "pull_seconds": {k: [round(x, 2) for x in v] for k, v in times.items()},
+            "pull_bytes": 1_000_000_000,
+        }
+
+    # -- 2. incremental tree ------------------------------------------------------------
+    def incremental(self) -> dict[str, Any]:
+        tree = make_tree(self.work / "tree", total=2_000_000_000, files=10_000)
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", f"{self.droplet.user}:", str(tree)], check=True)
+        first = timed(lambda: self.backupctl("backup", "now", "tree/files"))
+        f1 = self.last_facts()
+        changed = touch_one_percent(tree)
+        second = timed(lambda: self.backupctl("backup", "now", "tree/files"))
+        f2 = self.last_facts()
+        return {
+            "incremental_bytes_fraction": f2["transferred_bytes"] / f1["transferred_bytes"],
+            "incremental_time_fraction": second / first,
+            "incremental_seconds": {"first": round(first, 2), "second": round(second, 2)},
+            "incremental_transferred": {
+                "first": f1["transferred_bytes"],
+                "second": f2["transferred_bytes"],
+            },
+            "incremental_tree": {
+                "files": f1["files"],
+                "bytes": f1["bytes"],
+                "changed_files": changed,
+            },
+        }
+
+    def last_facts(self) -> dict[str, Any]:
+        import sqlite3
+
+        with sqlite3.connect(self.work / "state" / "catalogue.db") as db:
+            (facts,) = db.execute("SELECT facts FROM archives ORDER BY id DESC LIMIT 1").fetchone()
+        return json.loads(facts)  # type: ignore[no-any-return]
+
+    # -- 3. seven days of a changing database ----------------------------------------------
+    def storage(self, days: int = 7) -> dict[str, Any]:
+        seed_lms(self.pg)
+        bindir = postgres_bindir()
+        conn = f"-h {self.pg.socket_dir} -p {self.pg.port} -U postgres"
+        borg = str(BIN / "borg")
+        repos = {name: self.fresh_repo(name) for name in ("fc", "fp")}
+        for day in range(days):
+            if day:
+                work_day(self.pg, day)
+            self.backupctl("backup", "now", "pg/lms")
+            sh(f"{bindir}/pg_dump {conn} -Fc lms | {borg} create --compression lz4 "
+               f"{repos['fc']}::d{day} -", self.borg_env)  # fmt: skip
+            sh(f"{bindir}/pg_dump {conn} -Fp lms | {borg} create --compression {COMPRESSION} "
+               f"{repos['fp']}::d{day} -", self.borg_env)  # fmt: skip
+        sizes = {"backupd_Fc_Z0": du(self.work / "store" / "pg"), "pg_dump_Fc": du(repos["fc"]),
+                 "pg_dump_Fp": du(repos["fp"])}  # fmt: skip
+        return {
+            "storage_7day_ratio": sizes["backupd_Fc_Z0"] / sizes["pg_dump_Fc"],
+            "storage_7day_ratio_plain_vs_Fc": sizes["pg_dump_Fp"] / sizes["pg_dump_Fc"],
+            "storage_7day_bytes": sizes,
+            "storage_db_bytes": int(self.pg.psql("SELECT pg_database_size('lms')")),
+        }
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="backupd-bench-"))
+    work.chmod(0o755)
+    droplet = pg = None
+    started = time.monotonic()
+    try:
+        droplet = start_droplet(work, "bench-droplet")
+        pg = start_postgres(work)
+        bench = Bench(work, droplet, pg)
+        results: dict[str, Any] = {}
+        steps = {"pull": bench.pull, "incremental": bench.incremental, "storage": bench.storage}
+        for name in sys.argv[1:] or list(steps):
+            print(f"bench: {name} ...", flush=True)
+            results.update(steps[name]())
+    finally:
+        for server in (pg, droplet):
+            if server is not None:
+                server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    results["_meta"] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "seconds": round(time.monotonic() - started, 1), "cores": os.cpu_count(),
+                        "machine": platform.machine(), "goals": GOALS}  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{'figure':32} {'measured':>10} {'goal':>8}")
+    for key, goal in GOALS.items():
+        if key not in results:
+            continue
+        verdict = "ok" if results[key] <= goal else "MISSED"
+        print(f"{key:32} {results[key]:10.3f} {goal:8.2f}  {verdict}")
+    print(f"\n(written to {RESULTS / 'latest.json'}; {results['_meta']['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
