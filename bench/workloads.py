@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from pathlib import Path
 
-from tests.harness.postgres import PostgresCluster
+from tests.harness.postgres import PostgresCluster, postgres_bindir
 
 WORDS = [
     "the",
@@ -93,10 +94,6 @@ def seed_lms(pg: PostgresCluster) -> None:
     unrealistically well)."""
     pg.psql("DROP DATABASE IF EXISTS lms")
     pg.createdb("lms")
-    import subprocess
-
-    from tests.harness.postgres import postgres_bindir
-
     subprocess.run([str(postgres_bindir() / "pgbench"), "-i", "-s", "10", "-q", "-h",
                     str(pg.socket_dir), "-p", str(pg.port), "-U", "postgres", "lms"],
                    check=True, capture_output=True)  # fmt: skip
@@ -110,8 +107,29 @@ def seed_lms(pg: PostgresCluster) -> None:
     )
 
 
-def work_day(pg: PostgresCluster, day: int) -> None:
-    """One day of use: 1 % of accounts and posts change, 1 % more posts are written."""
+def lms_day(pg: PostgresCluster, day: int) -> None:
+    """One day of a learning platform: learners active this week (a hot 5 % of accounts)
+    make 10,000 balance changes, 1,500 posts are written, 150 recent posts edited, and
+    10,000 history rows appended. Most of the database is as it was yesterday."""
+    pg.psql(
+        f"SELECT setseed({day / 10});"
+        "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid IN"
+        " (SELECT 1 + floor(random() * 50000)::int FROM generate_series(1, 10000));"
+        "INSERT INTO posts (author, body) SELECT g % 5000, 'new post ' || md5(g::text) ||"
+        " ' about the course' FROM generate_series(1, 1500) g;"
+        "UPDATE posts SET body = body || ' (edited)', edited = now() WHERE id IN"
+        " (SELECT max(id) - floor(random() * 10000)::int FROM posts, generate_series(1, 150)"
+        "  GROUP BY generate_series);"
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)"
+        " SELECT 1 + g % 100, 1 + g % 10, 1 + g % 50000, g % 1000, now()"
+        " FROM generate_series(1, 10000) g;",
+        db="lms",
+    )
+
+
+def churn_day(pg: PostgresCluster, day: int) -> None:
+    """The worst case for deduplication: 1 % of accounts and posts change, spread evenly
+    over every page (every 100th row), so every Borg chunk of the dump changes daily."""
     pg.psql(
         f"UPDATE pgbench_accounts SET abalance = abalance + {day} WHERE aid % 100 = {day};"
         f"UPDATE posts SET body = body || ' (edited)', edited = now() WHERE id % 100 = {day};"
