@@ -13,9 +13,10 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,6 +37,7 @@ HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 _M = TypeVar("_M", bound=BaseModel)
+SECTIONS = ("daemon", "retention", "maintenance")  # optional top-level tables, defaults inside
 
 
 class Model(BaseModel):
@@ -68,6 +70,53 @@ class StoreConfig(Model):
     borg: str = "borg"  # the borg executable; the venv's when left as "borg"
 
 
+def check_cron(value: str) -> str:
+    """A five-field crontab line (minute hour day month weekday), checked by APScheduler."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as e:
+        raise ValueError(f'not a crontab schedule ({e}): expected e.g. "0 2 * * *"') from None
+    return value
+
+
+Cron = Annotated[str, AfterValidator(check_cron)]
+
+
+class RetentionConfig(Model):
+    """Which archives `prune` keeps, per source and item (borg prune's rules, plus two)."""
+
+    keep_last: int = Field(default=3, ge=1)  # the newest N always stay, whatever their dates
+    keep_daily: int = Field(default=7, ge=0)
+    keep_weekly: int = Field(default=4, ge=0)
+    keep_monthly: int = Field(default=6, ge=0)
+    keep_yearly: int = Field(default=0, ge=0)
+    # and never the newest archive that passed a restore drill
+
+
+class DaemonConfig(Model):
+    workers: int = Field(default=2, ge=1)  # jobs at once, over all hosts
+    per_host: int = Field(default=1, ge=1)  # jobs at once on one droplet
+    schedule: Cron = "0 2 * * *"  # sources without their own schedule
+    jitter: Duration = (
+        3600.0  # each firing is delayed by up to this, so droplets are not hit at once
+    )
+    catch_up_delay: Duration = 60.0  # a run missed while down starts this long after start
+    job_deadline: Duration = 12 * 3600.0  # a job still running after this is stopped
+    stop_grace: Duration = 300.0  # on SIGTERM, running jobs get this long to finish
+    retries: int = Field(default=3, ge=0)  # for transient failures only
+    retry_backoff: Duration = 300.0  # first retry delay; doubles each time
+
+
+class MaintenanceConfig(Model):
+    prune: Cron = "30 5 * * *"
+    compact: Cron = "0 6 * * 0"
+    check: Cron = "0 7 * * *"
+    verify_archives: int = Field(default=3, ge=0)  # archives per check read back in full
+    catalogue: Cron = "45 5 * * *"  # a copy of the catalogue into the store
+
+
 class SourceConfig(Model):
     """A thing on a host to back up. ``options`` is validated by the source kind."""
 
@@ -78,6 +127,9 @@ class SourceConfig(Model):
     idle_timeout: Duration = 600.0
     min_bytes: Size = 1
     compression: str | None = None  # Borg compression for this source; the store's if unset
+    schedule: Cron | None = None  # the daemon's default when unset
+    deadline: Duration | None = None  # the daemon's job_deadline when unset
+    retention: RetentionConfig | None = None  # the top-level [retention] when unset
     options: Any = None
 
 
@@ -112,6 +164,9 @@ class Config(Model):
     catalogue_url: str
     store: StoreConfig
     passphrase: PassphraseConfig
+    daemon: DaemonConfig = DaemonConfig()
+    retention: RetentionConfig = RetentionConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
     hosts: Mapping[str, HostConfig]
 
     def source(self, host: str, source: str) -> SourceConfig:
@@ -119,6 +174,15 @@ class Config(Model):
 
     def all_sources(self) -> list[SourceConfig]:
         return [s for h in self.hosts.values() for s in h.sources.values()]
+
+    def schedule_for(self, source: SourceConfig) -> str:
+        return source.schedule or self.daemon.schedule
+
+    def deadline_for(self, source: SourceConfig) -> float:
+        return source.deadline or self.daemon.job_deadline
+
+    def retention_for(self, source: SourceConfig) -> RetentionConfig:
+        return source.retention or self.retention
 
 
 def load_config(path: Path | str | None = None) -> Config:
@@ -158,8 +222,9 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
         "store": _resolve_paths(raw.get("store"), base, ("path",)),
         "passphrase": _resolve_paths(raw.get("passphrase"), base, ("file",)),
         "hosts": hosts,
+        **{k: raw[k] for k in SECTIONS if k in raw},
     }
-    unknown = set(raw) - {"state_dir", "catalogue", "store", "passphrase", "hosts"}
+    unknown = set(raw) - {"state_dir", "catalogue", "store", "passphrase", "hosts", *SECTIONS}
     problems += [f"{file}: {k}: unknown setting" for k in sorted(unknown)]
     config = _validate(Config, top, file, "", problems)
     if problems or config is None:

@@ -1,4 +1,6 @@
-"""The one small interface every source kind implements, and the registry that finds them.
+"""The small interfaces every job implements, and the registries that find them.
+
+Source kinds (``KIND``) say what to pull; maintenance jobs (``JOB``) look after the store.
 
 A kind turns its validated options into *units*: either a ``DumpStream`` (a remote command
 whose stdout is the backup, pulled into its own archive through ``borg create
@@ -17,11 +19,17 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from backupd.ssh import Interactive, RemoteResult
+
+if TYPE_CHECKING:  # config imports this module: no runtime import back
+    from backupd.borg import Borg
+    from backupd.catalogue import Catalogue
+    from backupd.config import Config
 
 
 class Options(BaseModel):
@@ -137,6 +145,50 @@ def registry() -> dict[str, SourceKind[Any]]:
         if kind is not None:
             kinds[kind.name] = kind
     return kinds
+
+
+# -- maintenance jobs -------------------------------------------------------------------
+@dataclass(frozen=True)
+class MaintenanceEnv:
+    """What a maintenance job may touch. ``host``/``repository`` are None for store-wide jobs."""
+
+    config: Config
+    borg: Borg
+    catalogue: Catalogue
+    host: str | None
+    repository: Path | None
+
+
+@dataclass(frozen=True)
+class MaintenanceResult:
+    summary: str  # one line for the catalogue, the log and the weekly report
+    warnings: tuple[str, ...] = ()  # done, but someone should look (recorded as an alert)
+
+
+class MaintenanceJob(Protocol):
+    """A job the daemon runs on a schedule (``[maintenance]`` holds its crontab line).
+
+    ``per_repository`` jobs run once per host repository and count as that repository's
+    writer; the others run once for the whole store. ``run`` raises BackupdError on failure.
+    """
+
+    name: str
+    per_repository: bool
+
+    def run(self, env: MaintenanceEnv) -> MaintenanceResult: ...
+
+
+@cache
+def maintenance_registry() -> dict[str, MaintenanceJob]:
+    """Every maintenance job defined in this package (modules that define ``JOB``)."""
+    import jobs
+
+    found: dict[str, MaintenanceJob] = {}
+    for info in pkgutil.iter_modules(jobs.__path__):
+        job = getattr(importlib.import_module(f"jobs.{info.name}"), "JOB", None)
+        if job is not None:
+            found[job.name] = job
+    return found
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

@@ -96,6 +96,9 @@ class Archive(Base):
     compressed_size: Mapped[int] = mapped_column(BigInteger, default=0)
     deduplicated_size: Mapped[int] = mapped_column(BigInteger, default=0)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # passed a restore drill
+    data_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # borg --verify-data
+    pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # gone from the repository
     run: Mapped[Run | None] = relationship(back_populates="archives")
 
 
@@ -125,3 +128,37 @@ class PendingCleanup(Base):
     argv: Mapped[list[str]] = mapped_column(JSON)
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class MaintenanceRun(Base):
+    """One run of a maintenance job (prune, compact, check, catalogue copy)."""
+
+    __tablename__ = "maintenance_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job: Mapped[str] = mapped_column(String(32), index=True)
+    host: Mapped[str | None] = mapped_column(String(64))  # None: the whole store
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING, index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pid: Mapped[int | None]
+    summary: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    stderr_tail: Mapped[str | None] = mapped_column(Text)
+
+
+class QueuedJob(Base):
+    """The daemon's queue, mirrored for `backupctl status`: rows live while a job waits or runs."""
+
+    __tablename__ = "queued_jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job: Mapped[str] = mapped_column(String(32))  # backup, prune, compact, check, catalogue
+    host: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule, catch-up, retry
+    state: Mapped[str] = mapped_column(String(16))  # queued, running
+    attempt: Mapped[int] = mapped_column(default=1)
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pid: Mapped[int | None]

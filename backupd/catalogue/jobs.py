@@ -1,0 +1,143 @@
+"""Catalogue records of the daemon's work besides backups: maintenance runs, the job queue,
+and what maintenance learns about archives (pruned, data checked)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from backupd.catalogue.models import (
+    Archive,
+    Host,
+    MaintenanceRun,
+    QueuedJob,
+    Run,
+    RunStatus,
+    Source,
+    utcnow,
+)
+
+GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
+
+
+class _HasSession(Protocol):
+    def session(self) -> AbstractContextManager[Session]: ...
+
+
+class JobRecords:
+    """Mixed into Catalogue."""
+
+    # -- maintenance runs -------------------------------------------------------------
+    def start_maintenance(self: _HasSession, job: str, host: str | None, trigger: str) -> int:
+        with self.session() as s:
+            row = MaintenanceRun(job=job, host=host, trigger=trigger, status=RunStatus.RUNNING,
+                                 started_at=utcnow(), pid=os.getpid())  # fmt: skip
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_maintenance(
+        self: _HasSession,
+        run_id: int,
+        status: RunStatus,
+        *,
+        summary: str | None = None,
+        error: str | None = None,
+        stderr_tail: str | None = None,
+    ) -> None:
+        with self.session() as s:
+            row = s.get_one(MaintenanceRun, run_id)
+            row.status, row.finished_at = status, utcnow()
+            row.summary, row.error, row.stderr_tail = summary, error, stderr_tail or None
+
+    def running_maintenance(self: _HasSession) -> list[MaintenanceRun]:
+        with self.session() as s:
+            query = select(MaintenanceRun).where(MaintenanceRun.status == RunStatus.RUNNING)
+            return list(s.scalars(query))
+
+    def maintenance_runs(self: _HasSession, limit: int = 50) -> list[MaintenanceRun]:
+        with self.session() as s:
+            query = select(MaintenanceRun).order_by(MaintenanceRun.id.desc()).limit(limit)
+            return list(s.scalars(query))
+
+    # -- the daemon's queue -------------------------------------------------------------
+    def clear_queue(self: _HasSession) -> None:
+        with self.session() as s:
+            s.execute(delete(QueuedJob))
+
+    def enqueue(
+        self: _HasSession,
+        job: str,
+        host: str | None,
+        source: str | None,
+        trigger: str,
+        attempt: int,
+        not_before: datetime,
+    ) -> int:
+        with self.session() as s:
+            row = QueuedJob(job=job, host=host, source=source, trigger=trigger,
+                            state="queued", attempt=attempt, enqueued_at=utcnow(),
+                            not_before=not_before)  # fmt: skip
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def mark_started(self: _HasSession, queue_id: int, pid: int) -> None:
+        with self.session() as s:
+            s.execute(update(QueuedJob).where(QueuedJob.id == queue_id)
+                      .values(state="running", pid=pid, started_at=utcnow()))  # fmt: skip
+
+    def dequeue(self: _HasSession, queue_id: int) -> None:
+        with self.session() as s:
+            s.execute(delete(QueuedJob).where(QueuedJob.id == queue_id))
+
+    def queued_jobs(self: _HasSession) -> list[QueuedJob]:
+        with self.session() as s:
+            return list(s.scalars(select(QueuedJob).order_by(QueuedJob.not_before)))
+
+    # -- what maintenance needs -----------------------------------------------------
+    def last_success(self: _HasSession, host: str, source: str) -> datetime | None:
+        with self.session() as s:
+            query = (
+                select(Run.started_at)
+                .join(Source, Run.source_id == Source.id)
+                .join(Host, Source.host_id == Host.id)
+                .where(Host.name == host, Source.name == source, Run.status.in_(GOOD))
+                .order_by(Run.started_at.desc())
+                .limit(1)
+            )
+            return s.scalar(query)
+
+    def live_archives(self: _HasSession, repository: str) -> list[Archive]:
+        """Archives of a repository not yet pruned, newest first."""
+        with self.session() as s:
+            query = (
+                select(Archive)
+                .where(Archive.repository == repository, Archive.pruned_at.is_(None))
+                .order_by(Archive.created_at.desc())
+            )
+            return list(s.scalars(query))
+
+    def mark_pruned(self: _HasSession, repository: str, names: Sequence[str]) -> None:
+        _stamp(self, repository, names, pruned_at=utcnow())
+
+    def mark_data_checked(self: _HasSession, repository: str, names: Sequence[str]) -> None:
+        _stamp(self, repository, names, data_checked_at=utcnow())
+
+    def mark_verified(self: _HasSession, repository: str, names: Sequence[str]) -> None:
+        _stamp(self, repository, names, verified_at=utcnow())
+
+
+def _stamp(cat: _HasSession, repository: str, names: Sequence[str], **values: datetime) -> None:
+    if not names:
+        return
+    with cat.session() as s:
+        s.execute(update(Archive)
+                  .where(Archive.repository == repository, Archive.name.in_(list(names)))
+                  .values(**values))  # fmt: skip
