@@ -284,6 +284,9 @@ class Borg:
         archives: list[dict[str, Any]] = data["archives"]
         return archives[0]
 
+    def break_lock(self, repo: Path) -> None:
+        self.run(("break-lock", str(repo)), what="break-lock")
+
     def delete(self, repo: Path, archive: str) -> None:
         self.run(
             ("delete", "--lock-wait", str(LOCK_WAIT_SECONDS), f"{repo}::{archive}"), what="delete"

@@ -16,7 +16,7 @@ from backupd.actions.backup import backup_source
 from backupd.actions.context import Context
 from backupd.actions.reconcile import reconcile
 from backupd.actions.restore import restore_to_dir
-from backupd.actions.status import status_rows
+from backupd.actions.status import queue_rows, status_rows
 from backupd.config import DEFAULT_CONFIG, load_config
 from backupd.errors import BackupdError
 from backupd.logs import setup_logging
@@ -180,6 +180,12 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
     for r in rows:
         if r["last_status"] == "failed":
             click.echo(f"  ! {r['last_error']}")
+    jobs = queue_rows(_context(obj))
+    if jobs:
+        click.echo("\nDaemon queue:")
+        for j in jobs:
+            click.echo(f"  {j['state']:8} {j['job']} {j['target']} ({j['trigger']}, attempt "
+                       f"{j['attempt']}, since {j['since']})")  # fmt: skip
 
 
 def main() -> None:

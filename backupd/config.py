@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from backupd.errors import ConfigError
-from backupd.units import Duration, Size
+from backupd.units import Delay, Duration, Size
 from jobs.base import registry
 
 DEFAULT_CONFIG = Path(os.environ.get("BACKUPD_CONFIG", "/etc/backupd/backupd.toml"))
@@ -71,11 +71,11 @@ class StoreConfig(Model):
 
 
 def check_cron(value: str) -> str:
-    """A five-field crontab line (minute hour day month weekday), checked by APScheduler."""
-    from apscheduler.triggers.cron import CronTrigger
+    """A crontab line ("minute hour day month weekday", optional leading seconds), in UTC."""
+    from backupd.cron import cron_trigger
 
     try:
-        CronTrigger.from_crontab(value, timezone="UTC")
+        cron_trigger(value)
     except ValueError as e:
         raise ValueError(f'not a crontab schedule ({e}): expected e.g. "0 2 * * *"') from None
     return value
@@ -99,10 +99,8 @@ class DaemonConfig(Model):
     workers: int = Field(default=2, ge=1)  # jobs at once, over all hosts
     per_host: int = Field(default=1, ge=1)  # jobs at once on one droplet
     schedule: Cron = "0 2 * * *"  # sources without their own schedule
-    jitter: Duration = (
-        3600.0  # each firing is delayed by up to this, so droplets are not hit at once
-    )
-    catch_up_delay: Duration = 60.0  # a run missed while down starts this long after start
+    jitter: Delay = 3600.0  # each firing is delayed by up to this, so droplets are not hit at once
+    catch_up_delay: Delay = 60.0  # a run missed while down starts this long after start
     job_deadline: Duration = 12 * 3600.0  # a job still running after this is stopped
     stop_grace: Duration = 300.0  # on SIGTERM, running jobs get this long to finish
     retries: int = Field(default=3, ge=0)  # for transient failures only
@@ -197,6 +195,14 @@ def load_config(path: Path | str | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{file}: not valid TOML: {e}"]) from None
     return parse_config(raw, file)
+
+
+def load_config_text(text: str, file: Path) -> Config:
+    """A config read earlier (the daemon's snapshot), resolved as if it were at ``file``."""
+    try:
+        return parse_config(tomllib.loads(text), file)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{file}: not valid TOML: {e}"]) from None
 
 
 def parse_config(raw: dict[str, Any], file: Path) -> Config:

@@ -1,16 +1,26 @@
-"""backupd: the daemon entry point. ``--once`` backs up every configured source and exits."""
+"""backupd: the daemon entry point.
+
+``backupd --config F`` runs the scheduler until SIGTERM (systemd ``Type=notify``);
+``--once`` backs up every source once and exits; ``--unit-failed UNIT`` records that a
+systemd unit failed (``OnFailure=``) so the alert mailer reports it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from backupd.actions.backup import backup_source
 from backupd.actions.context import Context
 from backupd.actions.reconcile import reconcile
-from backupd.config import DEFAULT_CONFIG, load_config
-from backupd.errors import BackupdError
+from backupd.config import DEFAULT_CONFIG, Config, load_config_text
+from backupd.errors import BackupdError, ConfigError, UsageError
 from backupd.logs import setup_logging
 
 log = logging.getLogger("backupd")
@@ -31,19 +41,69 @@ def run_once(ctx: Context) -> int:
     return 1 if failed else 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="backupd", description=__doc__)
-    parser.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="configuration file")
-    parser.add_argument("--once", action="store_true", help="back up every source once, exit")
-    parser.add_argument("--verbose", "-v", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+def record_unit_failure(ctx: Context, unit: str) -> int:
+    message = f"systemd unit {unit} failed; see: journalctl -u {unit}"
+    ctx.catalogue.record_alert("unit_failed", message)
+    log.error("%s", message)
+    return 0
+
+
+@contextmanager
+def single_instance(config: Config) -> Iterator[None]:
+    """One daemon per state directory: two would both write the same repositories."""
+    path = Context.private_dir(config.state_dir) / "backupd.pid"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        ctx = Context(load_config(args.config))
-        if not args.once:
-            log.error("only --once is available in this version; the scheduler is not built yet")
-            sys.exit(2)
-        sys.exit(run_once(ctx))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            where = config.state_dir
+            raise UsageError(f"another backupd (pid {other}) is running on {where}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_config(path: Path) -> tuple[str, Config]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    return text, load_config_text(text, path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="backupd", description=__doc__, formatter_class=raw)
+    parser.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="configuration file")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="back up every source once, exit")
+    mode.add_argument("--unit-failed", metavar="UNIT", help="record that a systemd unit failed")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines")
+    parser.add_argument("--verbose", "-v", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging(args.verbose, json_lines=args.log_json)
+    path = Path(args.config)
+    try:
+        text, config = read_config(path)
+        ctx = Context(config)
+        if args.unit_failed:
+            sys.exit(record_unit_failure(ctx, args.unit_failed))
+        with single_instance(config):
+            if args.once:
+                sys.exit(run_once(ctx))
+            from backupd.service import Service
+
+            sys.exit(Service(path.absolute(), text, config, args.log_json).run())
     except BackupdError as e:
         log.error("%s", e)
         sys.exit(e.exit_code)

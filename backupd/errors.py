@@ -101,3 +101,17 @@ class VerificationError(BackupdError):
     """Restored data does not match what was recorded at backup time."""
 
     exit_code = 10
+
+
+class StoppedError(BackupdError):
+    """A job was stopped before it finished: backupd is shutting down, or went away."""
+
+    exit_code = 11
+    transient = True  # the catch-up at the next start runs it again
+
+
+class DeadlineError(BackupdError):
+    """A job ran past its deadline and was stopped."""
+
+    exit_code = 12
+    transient = True

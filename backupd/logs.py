@@ -1,22 +1,46 @@
-"""Logging set-up: plain lines for people, no second timestamp under journald."""
+"""Logging set-up: plain lines for people, no second timestamp under journald, JSON lines
+for machines (``--log-json``). Secrets never reach a log: commands are masked where they are
+built (backupd.process.mask_argv)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 
 
-def setup_logging(verbose: bool = False, *, quiet: bool = False) -> None:
+class JsonLines(logging.Formatter):
+    """One JSON object per record: time, level, logger, message (and the exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(verbose: bool = False, *, quiet: bool = False, json_lines: bool = False) -> None:
     """INFO for the daemon, WARNING for interactive tools (``quiet``), DEBUG when verbose."""
-    under_journald = bool(os.environ.get("JOURNAL_STREAM"))
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not under_journald:
-        fmt = "%(asctime)s " + fmt
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(JsonLines())
+    else:
+        # journald stamps every line itself; a second timestamp only adds noise
+        under_journald = bool(os.environ.get("JOURNAL_STREAM"))
+        fmt = "%(levelname)s %(name)s: %(message)s"
+        handler.setFormatter(logging.Formatter(fmt if under_journald else "%(asctime)s " + fmt))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
-        format=fmt,
-        stream=sys.stderr,
+        handlers=[handler],
         force=True,
     )
-    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    for noisy in ("paramiko", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Protocol
 
 log = logging.getLogger(__name__)
@@ -176,3 +177,25 @@ def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -
         errfile.seek(0)
         err = errfile.read()
     return ProcessResult(argv, proc.returncode, b"", err, time.monotonic() - started, timed_out)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first found via /proc), for a hard stop."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything it started, even in other sessions (borg, relay)."""
+    for target in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(target, signal.SIGKILL)

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,12 +170,19 @@ def relay(spec: RelaySpec) -> RelayOutcome:
     return judge(spec, result, counter.facts() if counter else None)
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m backupd.relay SPEC.json", file=sys.stderr)
         return 2
     spec = RelaySpec.from_json(Path(args[0]).read_text())
+    # borg's process group gets SIGTERM when a job is stopped: unwind (stopping the remote
+    # command over SSH) instead of dying with the dump still running on the droplet
+    signal.signal(signal.SIGTERM, _stop)
     outcome = relay(spec)
     outcome.write(spec.result)
     if not outcome.ok:

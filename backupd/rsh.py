@@ -15,9 +15,10 @@ import sys
 import threading
 from pathlib import Path
 
+from backupd.channel import READ_SIZE
 from backupd.errors import BackupdError
 from backupd.relay import target_from_json
-from backupd.ssh import READ_SIZE, Connection
+from backupd.ssh import Connection
 
 EXIT_CONNECT = 255  # what ssh returns when it cannot connect; rsync reports it as such
 

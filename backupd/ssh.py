@@ -8,22 +8,19 @@ against the pinned key before authentication: an unknown or changed key is refus
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import logging
 import shlex
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import paramiko
-from paramiko.common import cMSG_CHANNEL_REQUEST
 
+from backupd.channel import Interactive, StderrCollector, pump, terminate
 from backupd.errors import HostKeyError, RemoteError
 from backupd.process import STDERR_TAIL_BYTES, mask_argv, tail_text
 
@@ -37,7 +34,6 @@ PREFERRED_CIPHERS = (
     "aes128-ctr",
     "aes256-ctr",
 )
-READ_SIZE = 1024 * 1024
 MAX_PACKET = 256 * 1024 - 1024  # what sshd may send us in one packet (it caps at 256 KiB)
 POLL_SECONDS = 1.0
 EXIT_STATUS_WAIT = 30.0
@@ -57,7 +53,6 @@ _SCRIPT = (
     'exit "$s"'
 )
 _WRAPPER = f"sh -c {shlex.quote(_SCRIPT)} backupd-wrap "
-TERMINATE_WAIT = 5.0
 
 
 def remote_command_line(argv: Sequence[str]) -> str:
@@ -322,14 +317,18 @@ class Connection:
             raise RemoteError(
                 f"{self.target.label}: cannot start {argv[0]}: {e}", transient=True
             ) from None
-        stderr = _StderrCollector(chan, fact_lines)
+        stderr = StderrCollector(chan, fact_lines)
         try:
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            timed_out = _pump(chan, on_stdout, started + deadline, idle_timeout)
+            try:
+                timed_out = pump(chan, on_stdout, started + deadline, idle_timeout)
+            except BaseException:  # stopped, or our reader went away: stop the droplet side
+                terminate(chan)
+                raise
             if timed_out is not None:
-                _terminate(chan)
+                terminate(chan)
                 status: int | None = None
             elif chan.status_event.wait(EXIT_STATUS_WAIT):
                 status = chan.recv_exit_status()
@@ -342,151 +341,6 @@ class Connection:
         if status == -1:  # paramiko's "closed without an exit status"
             status = None
         return status, stderr.data, time.monotonic() - started, timed_out
-
-
-class Interactive:
-    """A remote command we talk to line by line: send input, read up to a marker."""
-
-    def __init__(self, label: str, name: str, chan: paramiko.Channel) -> None:
-        self.label, self.name, self._chan = label, name, chan
-        self._buf = b""
-
-    def send(self, text: str) -> None:
-        try:
-            self._chan.sendall(text.encode())
-        except (OSError, EOFError, paramiko.SSHException) as e:
-            raise self._failed(f"input refused: {e}") from None
-
-    def read_until(self, marker: bytes, timeout: float) -> bytes:
-        """Everything up to (not including) the first line that is exactly ``marker``."""
-        end = time.monotonic() + timeout
-        needle = b"\n" + marker + b"\n"
-        while needle not in b"\n" + self._buf:
-            if time.monotonic() > end:
-                raise self._failed(f"no answer within {timeout:.0f}s")
-            try:
-                chunk = self._chan.recv(65536)
-            except TimeoutError:
-                continue
-            if not chunk:
-                raise self._failed("ended early")
-            self._buf += chunk
-        before, _, self._buf = (b"\n" + self._buf).partition(needle)
-        return before[1:]
-
-    def _failed(self, what: str) -> RemoteError:
-        err = b""
-        while self._chan.recv_stderr_ready():
-            err += self._chan.recv_stderr(65536)
-        tail = tail_text(err)
-        return RemoteError(f"{self.name} {what}", stderr_tail=tail)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            self._chan.shutdown_write()
-            self._chan.status_event.wait(10)
-        self._chan.close()
-
-
-def send_signal(chan: paramiko.Channel, name: str) -> None:
-    """RFC 4254 6.9 "signal" request; sshd (OpenSSH >= 8.1) passes it to the command.
-    paramiko has no public call for it, so the message is built as its own requests are."""
-    m = paramiko.Message()
-    m.add_byte(cMSG_CHANNEL_REQUEST)
-    m.add_int(chan.remote_chanid)
-    m.add_string("signal")
-    m.add_boolean(False)
-    m.add_string(name)
-    transport: Any = chan.transport
-    if transport is not None:
-        transport._send_user_message(m)
-
-
-def _terminate(chan: paramiko.Channel) -> None:
-    """Stop an overrunning remote command: TERM, then KILL; never leave it running."""
-    for name in ("TERM", "KILL"):
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            send_signal(chan, name)
-        if chan.status_event.wait(TERMINATE_WAIT):
-            return
-
-
-def _pump(
-    chan: paramiko.Channel, on_stdout: Callable[[bytes], None], end: float, idle: float
-) -> str | None:
-    """Copy stdout to on_stdout until EOF; return "deadline"/"idle" if we gave up."""
-    last_data = time.monotonic()
-    while True:
-        now = time.monotonic()
-        if now > end:
-            return "deadline"
-        if now - last_data > idle:
-            return "idle"
-        try:
-            chunk = chan.recv(READ_SIZE)
-        except TimeoutError:
-            continue
-        if not chunk:
-            return None
-        last_data = time.monotonic()
-        on_stdout(chunk)
-
-
-class _StderrCollector:
-    """Drains the channel's stderr in a thread (so it never stalls stdout), keeping a tail."""
-
-    MAX_FACT_LINES = 100_000
-
-    def __init__(self, chan: paramiko.Channel, fact_lines: list[str] | None) -> None:
-        self._chan = chan
-        self._buf = bytearray()
-        self._facts = fact_lines
-        self._line = bytearray()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                chunk = self._chan.recv_stderr(65536)
-            except TimeoutError:
-                if self._chan.closed:
-                    return
-                continue
-            except (OSError, EOFError):
-                return
-            if not chunk:
-                return
-            if self._facts is not None:
-                chunk = self._take_facts(chunk)
-            self._buf.extend(chunk)
-            del self._buf[: max(0, len(self._buf) - 4 * STDERR_TAIL_BYTES)]
-
-    def _take_facts(self, chunk: bytes) -> bytes:
-        """Move "backupd-fact ..." lines into the fact list; return the rest for the tail."""
-        assert self._facts is not None
-        self._line.extend(chunk)
-        *complete, rest = bytes(self._line).split(b"\n")
-        self._line = bytearray(rest)
-        kept = []
-        for line in complete:
-            if line.startswith(b"backupd-fact ") and len(self._facts) < self.MAX_FACT_LINES:
-                self._facts.append(line.decode("utf-8", "replace"))
-            else:
-                kept.append(line + b"\n")
-        return b"".join(kept)
-
-    def flush(self) -> None:
-        if self._line:
-            self._buf.extend(self._line)
-            self._line.clear()
-
-    def join(self) -> None:
-        self._thread.join(timeout=5)
-
-    @property
-    def data(self) -> bytes:
-        return bytes(self._buf)
 
 
 def _reason(e: OSError) -> str:

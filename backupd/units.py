@@ -13,6 +13,13 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 
 
+def parse_delay(value: object) -> float:
+    """Like a duration, but zero ("none") is allowed."""
+    if value == 0 or value == "0":
+        return 0.0
+    return parse_duration(value)
+
+
 def parse_duration(value: object) -> float:
     """Seconds from a number (seconds) or a string like "90s", "15m", "6h", "7d"."""
     if isinstance(value, bool):
@@ -58,4 +65,5 @@ def human_bytes(n: float) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Delay = Annotated[float, BeforeValidator(parse_delay)]  # a Duration that may be zero
 Size = Annotated[int, BeforeValidator(parse_size)]

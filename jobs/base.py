@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from backupd.ssh import Interactive, RemoteResult
+from backupd.channel import Interactive
+from backupd.ssh import RemoteResult
 
 if TYPE_CHECKING:  # config imports this module: no runtime import back
     from backupd.borg import Borg

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import Field
 
+from backupd.channel import Interactive
 from backupd.errors import DumpError, RemoteError
-from backupd.ssh import Interactive
 from backupd.units import Duration
 from jobs.base import DumpStream, ExecOptions, Held, RemoteShell, Unit, list_lines, slug
 

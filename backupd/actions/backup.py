@@ -15,7 +15,7 @@ from backupd.actions.stream import archive_name, pull_stream
 from backupd.actions.tree import pull_tree
 from backupd.catalogue import RunStatus
 from backupd.config import HostConfig, SourceConfig
-from backupd.errors import BackupdError, DumpError
+from backupd.errors import BackupdError, DumpError, StoppedError
 from backupd.process import summarize_stderr
 from backupd.ssh import Connection
 from jobs.base import DumpStream, TreeTransfer, registry
@@ -34,6 +34,7 @@ class BackupOutcome:
     archives: list[str] = field(default_factory=list)
     nbytes: int = 0
     error: str | None = None
+    transient: bool = False  # trying again later may help (the daemon retries)
 
     @property
     def ok(self) -> bool:
@@ -70,6 +71,12 @@ def backup_source(
                 archives.append(pulled.archive)
                 total += pulled.nbytes
                 warnings += pulled.warnings
+    except StoppedError as e:  # a shutdown, not a fault: no alert; the catch-up reruns it
+        error = f"{label}: {e}"
+        cat.finish_run(run_id, RunStatus.INTERRUPTED, nbytes=total, error=error)
+        log.warning("%s", error)
+        return BackupOutcome(host.name, source.name, run_id, RunStatus.INTERRUPTED, archives,
+                             total, error, transient=True)  # fmt: skip
     except BackupdError as e:
         error = f"{label}: {e}"
         tail = getattr(e, "stderr_tail", "")
@@ -77,9 +84,8 @@ def backup_source(
             error += ": " + summarize_stderr(tail)
         cat.finish_run(run_id, RunStatus.FAILED, nbytes=total, error=error, stderr_tail=tail)
         cat.record_alert("backup_failed", error, host=host.name, source=source.name, run_id=run_id)
-        return BackupOutcome(
-            host.name, source.name, run_id, RunStatus.FAILED, archives, total, error
-        )
+        return BackupOutcome(host.name, source.name, run_id, RunStatus.FAILED, archives, total,
+                             error, transient=e.transient)  # fmt: skip
     except BaseException as e:
         cat.finish_run(
             run_id,

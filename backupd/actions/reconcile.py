@@ -1,13 +1,20 @@
 """reconcile: at start, settle what a crash left behind.
 
-- a run still ``running`` whose process is gone becomes ``interrupted`` (and an alert);
-- a droplet cleanup that was owed (``after`` of a snapshot) is run now.
+- a run (or maintenance run) still ``running`` whose process is gone becomes
+  ``interrupted`` (and an alert);
+- a droplet cleanup that was owed (``after`` of a snapshot) is run now;
+- a Borg lock left by our own dead process is broken (never one held by a live process
+  or another machine), then checkpoint archives of cut-off runs are deleted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
+import uuid
+from pathlib import Path
 
 from backupd.actions.context import Context, ssh_target
 from backupd.actions.tree import run_cleanup
@@ -20,6 +27,7 @@ CLEANUP_TIMEOUT = 600.0
 
 
 def process_alive(pid: int | None) -> bool:
+    """Whether ``pid`` runs; a zombie (killed, not yet reaped by its new parent) does not."""
     if pid is None:
         return False
     try:
@@ -28,17 +36,78 @@ def process_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def reconcile(ctx: Context) -> None:
     interrupt_dead_runs(ctx)
     run_owed_cleanups(ctx)
+    for repo in repositories(ctx):
+        try:
+            if break_stale_lock(ctx, repo):
+                delete_checkpoints(ctx, repo)
+        except BackupdError as e:
+            log.error("start-up check of %s failed: %s", repo, e)
+            ctx.catalogue.record_alert("reconcile_failed", f"{repo}: {e}")
+
+
+def repositories(ctx: Context) -> list[Path]:
+    store = ctx.config.store.path
+    names = [*ctx.config.hosts, "_catalogue"]
+    return [store / n for n in names if ctx.borg.is_repository(store / n)]
+
+
+def our_host_ids() -> set[str]:
+    """How Borg names this machine in its lock roster (hostname@MAC-derived node id)."""
+    node = uuid.getnode()
+    return {f"{socket.gethostname()}@{node}", f"{socket.getfqdn()}@{node}"}
+
+
+def break_stale_lock(ctx: Context, repo: Path) -> bool:
+    """True when the repository is free to use (no lock, or a stale one of ours broken)."""
+    if not (repo / "lock.exclusive").exists() and not (repo / "lock.roster").exists():
+        return True
+    try:
+        roster = json.loads((repo / "lock.roster").read_text())
+    except (OSError, ValueError):
+        roster = {}
+    holders = [tuple(h) for kind in ("exclusive", "shared") for h in roster.get(kind, [])]
+    ours = our_host_ids()
+    for host_id, pid, _thread in holders:
+        if host_id not in ours:
+            log.warning("%s: locked by another machine (%s); left alone", repo, host_id)
+            return False
+        if process_alive(pid):
+            log.warning("%s: locked by live process %s; left alone", repo, pid)
+            return False
+    ctx.borg.break_lock(repo)
+    message = f"{repo}: broke a Borg lock left by dead process(es) {[h[1] for h in holders]}"
+    log.warning("%s", message)
+    return True
+
+
+def delete_checkpoints(ctx: Context, repo: Path) -> None:
+    """Checkpoints are what Borg keeps of a cut-off create: never a good backup."""
+    for entry in ctx.borg.list_archives(repo, checkpoints=True):
+        if ".checkpoint" in entry.name:
+            ctx.borg.delete(repo, entry.name)
+            log.warning("%s: deleted checkpoint archive %s of a cut-off run", repo, entry.name)
 
 
 def interrupt_dead_runs(ctx: Context) -> list[int]:
     cat = ctx.catalogue
     settled = []
+    for m in cat.running_maintenance():
+        if not process_alive(m.pid):
+            message = (
+                f"{m.host or 'store'}: {m.job} run {m.id} was interrupted (process {m.pid} gone)"
+            )
+            cat.finish_maintenance(m.id, RunStatus.INTERRUPTED, error=message)
+            log.warning("%s", message)
     for run in cat.running_runs():
         if process_alive(run.pid):
             continue

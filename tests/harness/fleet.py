@@ -40,8 +40,15 @@ def write_passphrase(path: Path) -> Path:
 
 
 def write_fleet_config(
-    path: Path, *, state_dir: Path, store: Path, passphrase_file: Path, hosts: list[HostSpec]
+    path: Path,
+    *,
+    state_dir: Path,
+    store: Path,
+    passphrase_file: Path,
+    hosts: list[HostSpec],
+    extra: str = "",
 ) -> Path:
+    """``extra``: more TOML (e.g. ``[daemon]`` settings), appended as it is."""
     lines = [
         f"state_dir = {toml_value(str(state_dir))}",
         "",
@@ -66,5 +73,5 @@ def write_fleet_config(
         for name, options in host.sources.items():
             lines += ["", f"[hosts.{host.name}.sources.{name}]"]
             lines += [f"{k} = {toml_value(v)}" for k, v in options.items()]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + (f"\n{extra}\n" if extra else ""))
     return path

@@ -1,0 +1,164 @@
+"""Channel-level helpers of the remote seam: pumping stdout, draining stderr (with fact
+lines), stopping a remote command with SSH "signal" requests, interactive sessions."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paramiko
+from paramiko.common import cMSG_CHANNEL_REQUEST
+
+from backupd.errors import RemoteError
+from backupd.process import STDERR_TAIL_BYTES, tail_text
+
+READ_SIZE = 1024 * 1024
+TERMINATE_WAIT = 5.0
+
+
+class Interactive:
+    """A remote command we talk to line by line: send input, read up to a marker."""
+
+    def __init__(self, label: str, name: str, chan: paramiko.Channel) -> None:
+        self.label, self.name, self._chan = label, name, chan
+        self._buf = b""
+
+    def send(self, text: str) -> None:
+        try:
+            self._chan.sendall(text.encode())
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            raise self._failed(f"input refused: {e}") from None
+
+    def read_until(self, marker: bytes, timeout: float) -> bytes:
+        """Everything up to (not including) the first line that is exactly ``marker``."""
+        end = time.monotonic() + timeout
+        needle = b"\n" + marker + b"\n"
+        while needle not in b"\n" + self._buf:
+            if time.monotonic() > end:
+                raise self._failed(f"no answer within {timeout:.0f}s")
+            try:
+                chunk = self._chan.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise self._failed("ended early")
+            self._buf += chunk
+        before, _, self._buf = (b"\n" + self._buf).partition(needle)
+        return before[1:]
+
+    def _failed(self, what: str) -> RemoteError:
+        err = b""
+        while self._chan.recv_stderr_ready():
+            err += self._chan.recv_stderr(65536)
+        tail = tail_text(err)
+        return RemoteError(f"{self.name} {what}", stderr_tail=tail)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self._chan.shutdown_write()
+            self._chan.status_event.wait(10)
+        self._chan.close()
+
+
+def send_signal(chan: paramiko.Channel, name: str) -> None:
+    """RFC 4254 6.9 "signal" request; sshd (OpenSSH >= 8.1) passes it to the command.
+    paramiko has no public call for it, so the message is built as its own requests are."""
+    m = paramiko.Message()
+    m.add_byte(cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string("signal")
+    m.add_boolean(False)
+    m.add_string(name)
+    transport: Any = chan.transport
+    if transport is not None:
+        transport._send_user_message(m)
+
+
+def terminate(chan: paramiko.Channel) -> None:
+    """Stop an overrunning remote command: TERM, then KILL; never leave it running."""
+    for name in ("TERM", "KILL"):
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            send_signal(chan, name)
+        if chan.status_event.wait(TERMINATE_WAIT):
+            return
+
+
+def pump(
+    chan: paramiko.Channel, on_stdout: Callable[[bytes], None], end: float, idle: float
+) -> str | None:
+    """Copy stdout to on_stdout until EOF; return "deadline"/"idle" if we gave up."""
+    last_data = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now > end:
+            return "deadline"
+        if now - last_data > idle:
+            return "idle"
+        try:
+            chunk = chan.recv(READ_SIZE)
+        except TimeoutError:
+            continue
+        if not chunk:
+            return None
+        last_data = time.monotonic()
+        on_stdout(chunk)
+
+
+class StderrCollector:
+    """Drains the channel's stderr in a thread (so it never stalls stdout), keeping a tail."""
+
+    MAX_FACT_LINES = 100_000
+
+    def __init__(self, chan: paramiko.Channel, fact_lines: list[str] | None) -> None:
+        self._chan = chan
+        self._buf = bytearray()
+        self._facts = fact_lines
+        self._line = bytearray()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                chunk = self._chan.recv_stderr(65536)
+            except TimeoutError:
+                if self._chan.closed:
+                    return
+                continue
+            except (OSError, EOFError):
+                return
+            if not chunk:
+                return
+            if self._facts is not None:
+                chunk = self._take_facts(chunk)
+            self._buf.extend(chunk)
+            del self._buf[: max(0, len(self._buf) - 4 * STDERR_TAIL_BYTES)]
+
+    def _take_facts(self, chunk: bytes) -> bytes:
+        """Move "backupd-fact ..." lines into the fact list; return the rest for the tail."""
+        assert self._facts is not None
+        self._line.extend(chunk)
+        *complete, rest = bytes(self._line).split(b"\n")
+        self._line = bytearray(rest)
+        kept = []
+        for line in complete:
+            if line.startswith(b"backupd-fact ") and len(self._facts) < self.MAX_FACT_LINES:
+                self._facts.append(line.decode("utf-8", "replace"))
+            else:
+                kept.append(line + b"\n")
+        return b"".join(kept)
+
+    def flush(self) -> None:
+        if self._line:
+            self._buf.extend(self._line)
+            self._line.clear()
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._buf)

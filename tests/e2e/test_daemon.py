@@ -1,0 +1,242 @@
+"""The real `backupd` daemon process: schedules, limits, retries, signals, crash recovery.
+
+Sources are SQLite databases dumped by a gated stand-in for sqlite3 on the droplet's side,
+so a test can hold a dump mid-way (borg create running, waiting for data) from outside.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backupd.actions.context import Context
+from backupd.config import load_config
+from tests.harness.daemon import DaemonProc, Gate, make_gate, make_sqlite_db, wait_for
+from tests.harness.droplet import Droplet
+from tests.harness.fleet import HostSpec, Value, write_fleet_config, write_passphrase
+
+pytestmark = pytest.mark.e2e
+
+NEVER = "0 0 1 1 *"  # so only catch-ups and explicit schedules fire during a test
+
+
+class Fleet:
+    def __init__(self, root: Path, droplet: Droplet) -> None:
+        self.root, self.droplet = root, droplet
+        self.config = root / "backupd.toml"
+        self.state = root / "state"
+        self.store = root / "store"
+        self.passphrase = write_passphrase(root / "passphrase")
+        self.gate: Gate = make_gate(root)
+        self.daemons: list[DaemonProc] = []
+
+    def source(self, db: str, **extra: Value) -> dict[str, Value]:
+        path = make_sqlite_db(self.root / f"{db}.db")
+        return {"kind": "sqlite", "path": str(path), "sqlite3": str(self.gate.script), **extra}
+
+    def write(self, hosts: dict[str, dict[str, dict[str, Value]]], daemon: str = "",
+              host_overrides: dict[str, HostSpec] | None = None) -> None:  # fmt: skip
+        specs = [HostSpec(name, self.droplet, sources) for name, sources in hosts.items()]
+        specs += list((host_overrides or {}).values())
+        write_fleet_config(self.config, state_dir=self.state, store=self.store,
+                           passphrase_file=self.passphrase, hosts=specs,
+                           extra=f"[daemon]\n{daemon}")  # fmt: skip
+
+    def start(self) -> DaemonProc:
+        d = DaemonProc(self.config, self.root / f"backupd-{len(self.daemons)}.log").start()
+        self.daemons.append(d)
+        return d
+
+    def runs(self) -> list[dict[str, Any]]:
+        db = self.state / "catalogue.db"
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as c:
+            c.row_factory = sqlite3.Row
+            rows = c.execute(
+                "SELECT runs.id, hosts.name AS host, sources.name AS source, status, trigger,"
+                " started_at, finished_at, error FROM runs JOIN sources ON runs.source_id ="
+                " sources.id JOIN hosts ON sources.host_id = hosts.id ORDER BY runs.id"
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def finished(self, host: str, source: str, status: str = "succeeded") -> list[dict[str, Any]]:
+        return [r for r in self.runs()
+                if (r["host"], r["source"], r["status"]) == (host, source, status)]  # fmt: skip
+
+    def archives(self, host: str) -> list[str]:
+        ctx = Context(load_config(self.config))
+        repo = ctx.repository(host)
+        if not ctx.borg.is_repository(repo):
+            return []
+        return [a.name for a in ctx.borg.list_archives(repo, checkpoints=True)]
+
+    def leftovers(self) -> list[str]:
+        """Processes still running that belong to this test's store or state."""
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(self.root) in text and "pytest" not in text:
+                found.append(text)
+        return found
+
+
+@pytest.fixture
+def fleet(servers_dir: Path, droplet: Droplet) -> Iterator[Fleet]:
+    root = Path(tempfile.mkdtemp(prefix="daemon-", dir=servers_dir))
+    root.chmod(0o755)  # the droplet's user reads the databases and the gate here
+    f = Fleet(root, droplet)
+    yield f
+    f.gate.release()
+    for d in f.daemons:
+        d.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def other_host_key(root: Path) -> str:
+    """A real ed25519 key that is not the droplet's: what a changed host would show."""
+    key = root / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    kind, data = key.with_suffix(".pub").read_text().split()[:2]
+    return f"{kind} {data}"
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def max_overlap(runs: list[dict[str, Any]]) -> int:
+    events = sorted([(_time(r["started_at"]), 1) for r in runs]
+                    + [(_time(r["finished_at"]), -1) for r in runs])  # fmt: skip
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def test_schedules_fire_within_limits(fleet: Fleet) -> None:
+    fleet.gate.delay(0.5)
+    sources = {"s1": fleet.source("a1"), "s2": fleet.source("a2")}
+    fleet.write({"a": sources, "b": {"s1": fleet.source("b1"), "s2": fleet.source("b2")}},
+                daemon='workers = 2\nper_host = 2\nschedule = "*/2 * * * * *"\njitter = 0\n'
+                       "catch_up_delay = 0\n")  # fmt: skip
+    daemon = fleet.start()
+    pairs = [(h, s) for h in ("a", "b") for s in ("s1", "s2")]
+    enough = lambda: all(len(fleet.finished(h, s)) >= 2 for h, s in pairs)  # noqa: E731
+    wait_for("two runs of each source", enough, daemon=daemon)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    runs = [r for r in fleet.runs() if r["finished_at"]]
+    assert {r["status"] for r in runs} == {"succeeded"}
+    for host in ("a", "b"):
+        # per_host allows 2: only the one-writer-per-repository rule keeps these apart
+        assert max_overlap([r for r in runs if r["host"] == host]) == 1, host
+    assert max_overlap(runs) == 2  # both hosts at once, never more than `workers`
+    assert {r["trigger"] for r in runs} >= {"catch-up", "schedule"}
+
+
+def test_sighup_reloads_a_good_config_and_keeps_running_on_a_broken_one(fleet: Fleet) -> None:
+    s1 = fleet.source("one", schedule=NEVER)
+    fleet.write({"a": {"s1": s1}}, daemon='catch_up_delay = "1h"\njitter = 0\n')
+    daemon = fleet.start()
+    wait_for("start", lambda: "backupd started" in daemon.log(), daemon=daemon)
+    s2 = fleet.source("two", schedule="*/2 * * * * *")
+    fleet.write({"a": {"s1": s1, "s2": s2}}, daemon='catch_up_delay = "1h"\njitter = 0\n')
+    daemon.signal(signal.SIGHUP)
+    wait_for("a run of the new source", lambda: fleet.finished("a", "s2"), daemon=daemon)
+    assert "configuration reloaded" in daemon.log()
+
+    fleet.config.write_text(fleet.config.read_text() + "\n[daemon.nonsense]\nworkers = 0\n")
+    daemon.signal(signal.SIGHUP)
+    wait_for("the refusal", lambda: "reload refused" in daemon.log(), daemon=daemon)
+    done = len(fleet.finished("a", "s2"))
+    # still scheduling, and its workers use the validated snapshot, not the broken file
+    wait_for("another run after the broken reload",
+             lambda: len(fleet.finished("a", "s2")) > done, daemon=daemon)  # fmt: skip
+    assert not fleet.finished("a", "s2", "failed")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+
+
+def test_sigterm_lets_a_job_finish_within_the_grace_period(fleet: Fleet) -> None:
+    fleet.gate.delay(2)
+    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER)}},
+                daemon='catch_up_delay = 0\nstop_grace = "2m"\n')  # fmt: skip
+    daemon = fleet.start()
+    wait_for("the dump to start", lambda: fleet.gate.started(), daemon=daemon)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    assert [r["status"] for r in fleet.runs()] == ["succeeded"]
+    assert len(fleet.archives("a")) == 1
+
+
+def test_sigterm_mid_job_stops_it_cleanly(fleet: Fleet) -> None:
+    fleet.gate.hold()
+    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER)}},
+                daemon='catch_up_delay = 0\nstop_grace = "1s"\n')  # fmt: skip
+    daemon = fleet.start()
+    wait_for("the dump to start", lambda: fleet.gate.started(), daemon=daemon)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=120) == 0
+    (run,) = fleet.runs()
+    assert run["status"] == "interrupted"
+    assert "stopped before it finished" in run["error"]
+    assert fleet.archives("a") == []  # no archive, not even a checkpoint
+    wait_for("no process left", lambda: not fleet.leftovers() or None, timeout=30,
+                    failing=fleet.leftovers)  # fmt: skip
+
+
+def test_crash_mid_backup_then_restart(fleet: Fleet) -> None:
+    fleet.gate.hold()
+    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER)}}, daemon="catch_up_delay = 0\n")
+    first = fleet.start()
+    wait_for("the dump to start", lambda: fleet.gate.started(), daemon=first)
+    first.stop()  # SIGKILL to the daemon and every process it started, as a crash would
+    assert [r["status"] for r in fleet.runs()] == ["running"]
+
+    fleet.gate.release()
+    second = fleet.start()
+    wait_for("the catch-up to succeed", lambda: fleet.finished("a", "s1"), daemon=second)
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+    crashed, caught_up = fleet.runs()
+    assert crashed["status"] == "interrupted" and "interrupted" in crashed["error"]
+    assert caught_up["status"] == "succeeded" and caught_up["trigger"] == "catch-up"
+    assert "broke a Borg lock left by dead process" in second.log()
+    assert len(fleet.archives("a")) == 1  # the good one; nothing from the crashed run
+
+
+def test_transient_failures_retry_with_backoff_permanent_ones_do_not(
+    fleet: Fleet, droplet: Droplet
+) -> None:
+    down = HostSpec("down", droplet, {"s1": fleet.source("d", schedule=NEVER)})
+    badkey = HostSpec("badkey", droplet, {"s1": fleet.source("k", schedule=NEVER)},
+                      host_key=other_host_key(fleet.root))  # fmt: skip
+    fleet.write({}, daemon='catch_up_delay = 0\nretries = 2\nretry_backoff = "1s"\n',
+                host_overrides={"down": down, "badkey": badkey})  # fmt: skip
+    text = fleet.config.read_text().replace(f"port = {droplet.port}", "port = 1", 1)
+    fleet.config.write_text(text)  # the first host ("down") now points at a closed port
+    daemon = fleet.start()
+    wait_for("three attempts on the unreachable host",
+             lambda: len(fleet.finished("down", "s1", "failed")) == 3, daemon=daemon)  # fmt: skip
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    down_runs = [r for r in fleet.runs() if r["host"] == "down"]
+    assert [r["trigger"] for r in down_runs] == ["catch-up", "retry", "retry"]
+    assert all("cannot connect" in r["error"] for r in down_runs)
+    key_runs = [r for r in fleet.runs() if r["host"] == "badkey"]
+    assert len(key_runs) == 1 and key_runs[0]["status"] == "failed"
+    assert "HOST KEY CHANGED" in key_runs[0]["error"]
