@@ -111,7 +111,6 @@ class StoppedError(BackupdError):
 
 
 class DeadlineError(BackupdError):
-    """A job ran past its deadline and was stopped."""
+    """A job ran past its deadline and was stopped (not retried: it would likely hang again)."""
 
     exit_code = 12
-    transient = True

@@ -80,6 +80,9 @@ class Fleet:
             return []
         return [a.name for a in ctx.borg.list_archives(repo, checkpoints=True)]
 
+    def leftovers_on_droplet(self) -> list[str]:
+        return [c for c in self.leftovers() if "gated-sqlite3" in c]
+
     def leftovers(self) -> list[str]:
         """Processes still running that belong to this test's store or state."""
         found = []
@@ -197,6 +200,24 @@ def test_sigterm_mid_job_stops_it_cleanly(fleet: Fleet) -> None:
     assert fleet.archives("a") == []  # no archive, not even a checkpoint
     wait_for("no process left", lambda: not fleet.leftovers() or None, timeout=30,
                     failing=fleet.leftovers)  # fmt: skip
+
+
+def test_a_hung_job_is_stopped_at_its_deadline(fleet: Fleet) -> None:
+    fleet.gate.hold()
+    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER, deadline="2s")}},
+                daemon="catch_up_delay = 0\nretries = 3\n")  # fmt: skip
+    daemon = fleet.start()
+    wait_for("the run to fail", lambda: fleet.finished("a", "s1", "failed"), daemon=daemon)
+    wait_for("the droplet side to stop", lambda: not fleet.leftovers_on_droplet(),
+             failing=fleet.leftovers_on_droplet)  # fmt: skip
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    (run,) = fleet.runs()  # a deadline is not retried
+    assert "the job deadline of 2s passed" in run["error"]
+    assert fleet.archives("a") == []
+    with sqlite3.connect(fleet.state / "catalogue.db") as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM alert_events")]
+    assert kinds == ["backup_failed"]
 
 
 def test_crash_mid_backup_then_restart(fleet: Fleet) -> None:

@@ -109,3 +109,12 @@ def test_missing_file_and_bad_toml_are_one_line_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[store\n"))
+
+
+def test_the_example_config_is_valid() -> None:
+    from backupd.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / "config" / "backupd.example.toml")
+    assert config.daemon.schedule == "0 2 * * *"
+    assert config.maintenance.verify_archives == 3
