@@ -2,60 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
 from backupd.actions.backup import backup_source
-from backupd.actions.context import Context
 from backupd.actions.reconcile import reconcile
 from backupd.actions.restore import restore_to_dir
-from backupd.actions.status import queue_rows, status_rows
-from backupd.config import DEFAULT_CONFIG, load_config
-from backupd.errors import BackupdError
+from backupd.cli_common import clean_errors, context
+from backupd.config import DEFAULT_CONFIG
 from backupd.logs import setup_logging
-
-log = logging.getLogger("backupctl")
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn a BackupdError into one line on stderr and its exit code, never a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except BackupdError as e:
-            click.echo(f"backupctl: error: {e}", err=True)
-            sys.exit(e.exit_code)
-        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
-            raise
-        except Exception as e:
-            # A bug, not an operator error: one line, the traceback only with --verbose.
-            log.debug("internal error", exc_info=True)
-            click.echo(
-                f"backupctl: internal error: {type(e).__name__}: {e} "
-                "(run with --verbose for the traceback)",
-                err=True,
-            )
-            sys.exit(70)
-
-    return wrapper
-
-
-def _context(obj: dict[str, Any]) -> Context:
-    if "ctx" not in obj:
-        obj["ctx"] = Context(load_config(obj["config"]))
-    ctx: Context = obj["ctx"]
-    return ctx
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,7 +58,7 @@ def backup_now(obj: dict[str, Any], target: str) -> None:
       backupctl backup now web1/maindb
       backupctl backup now web1
     """
-    ctx = _context(obj)
+    ctx = context(obj)
     host, sources = ctx.lookup(target)
     reconcile(ctx)
     failed = 0
@@ -142,50 +100,16 @@ def restore(obj: dict[str, Any], target: str, to: Path, archive: str | None, for
       backupctl restore web1/maindb --to /srv/restore
       backupctl restore web1/maindb --to /srv/restore --archive maindb.app.2026-11-20T03:00:00.000Z
     """
-    ctx = _context(obj)
+    ctx = context(obj)
     host, source = ctx.lookup_one(target)
     for f in restore_to_dir(ctx, host, source, to, archive=archive, force=force):
         click.echo(f"{f.path}  {f.nbytes} bytes  sha256 {f.sha256}  (from {f.archive}, verified)")
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@click.pass_obj
-@clean_errors
-def status(obj: dict[str, Any], as_json: bool) -> None:
-    """Show, per host and source, the last success and the last outcome.
+from backupd.cli_inspect import archives, runs, status  # noqa: E402  (registered below)
 
-    \b
-    Examples:
-      backupctl status
-      backupctl status --json
-    """
-    rows = status_rows(_context(obj))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    header = ("HOST/SOURCE", "KIND", "LAST SUCCESS", "LAST STATUS")
-    table = [header] + [
-        (
-            f"{r['host']}/{r['source']}",
-            r["kind"],
-            r["last_success"] or "never",
-            r["last_status"] or "-",
-        )
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    for r in rows:
-        if r["last_status"] == "failed":
-            click.echo(f"  ! {r['last_error']}")
-    jobs = queue_rows(_context(obj))
-    if jobs:
-        click.echo("\nDaemon queue:")
-        for j in jobs:
-            click.echo(f"  {j['state']:8} {j['job']} {j['target']} ({j['trigger']}, attempt "
-                       f"{j['attempt']}, since {j['since']})")  # fmt: skip
+for command in (status, archives, runs):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""status: per configured source, the last success and the last outcome."""
+"""status: per configured source, is it backed up, how big, when next; plus the queue.
+
+A source is *stale* when its last success is older than twice its schedule's interval
+(or it never succeeded): the one thing ops must see first.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from backupd.actions.context import Context
+from backupd.catalogue.models import utcnow
+from backupd.cron import cron_trigger, interval
+
+STALE_FACTOR = 2
 
 
 def queue_rows(ctx: Context) -> list[dict[str, Any]]:
@@ -25,21 +33,39 @@ def queue_rows(ctx: Context) -> list[dict[str, Any]]:
 
 
 def status_rows(ctx: Context) -> list[dict[str, Any]]:
-    recorded = {(s.host, s.source): s for s in ctx.catalogue.status()}
-    queued = {(q.host, q.source): q.state for q in ctx.catalogue.queued_jobs() if q.source}
+    cat = ctx.catalogue
+    recorded = {(s.host, s.source): s for s in cat.status()}
+    queued = {(q.host, q.source): q.state for q in cat.queued_jobs() if q.source}
+    sizes = cat.sizes()
+    now = utcnow()
     rows = []
     for source in ctx.config.all_sources():
-        st = recorded.get((source.host, source.name))
+        key = (source.host, source.name)
+        st = recorded.get(key)
+        size = sizes.get(key)
+        schedule = ctx.config.schedule_for(source)
+        last_success = st.last_success if st else None
+        age = (now - last_success).total_seconds() if last_success else None
+        stale_after = STALE_FACTOR * interval(schedule, now).total_seconds()
         rows.append(
             {
                 "host": source.host,
                 "source": source.name,
                 "kind": source.kind,
-                "last_success": _iso(st.last_success if st else None),
+                "last_success": _iso(last_success),
+                "age_seconds": round(age) if age is not None else None,
+                "stale": age is None or age > stale_after,
                 "last_status": st.last_status if st else None,
                 "last_run": _iso(st.last_run if st else None),
                 "last_error": st.last_error if st else None,
-                "daemon": queued.get((source.host, source.name)),  # queued, running or None
+                "archives": size.archives if size else 0,
+                "original_bytes": size.original if size else 0,
+                "stored_bytes": size.deduplicated if size else 0,
+                "dedup_ratio": round(size.original / size.deduplicated, 2)
+                if size and size.deduplicated
+                else None,
+                "next_run": _iso(cron_trigger(schedule).get_next_fire_time(None, now)),
+                "daemon": queued.get(key),  # queued, running or None
             }
         )
     return rows

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from backupd.catalogue.history import HistoryQueries
 from backupd.catalogue.jobs import JobRecords
 from backupd.catalogue.models import (
     AlertEvent,
@@ -68,7 +69,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.close()
 
 
-class Catalogue(JobRecords):
+class Catalogue(JobRecords, HistoryQueries):
     def __init__(self, url: str) -> None:
         _private_sqlite_file(url)
         old_umask = os.umask(0o077)  # WAL and SHM files are created private too

@@ -1,0 +1,149 @@
+"""Catalogue questions `backupctl` asks about the past: runs, restore points, sizes."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backupd.catalogue.models import Archive, Host, Run, Source
+
+
+class _HasSession(Protocol):
+    def session(self) -> AbstractContextManager[Session]: ...
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    host: str
+    source: str
+    trigger: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    nbytes: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ArchiveRow:
+    host: str
+    source: str
+    name: str
+    item: str
+    created_at: datetime
+    nbytes: int
+    sha256: str
+    original_size: int
+    deduplicated_size: int
+    run_id: int | None
+    verified_at: datetime | None
+    pruned_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Sizes:
+    archives: int
+    original: int  # what the live archives hold, before compression and deduplication
+    deduplicated: int  # what they added to the repository when each was made
+
+
+class HistoryQueries:
+    """Mixed into Catalogue."""
+
+    def run_history(
+        self: _HasSession,
+        host: str | None = None,
+        source: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[RunRow]:
+        """Runs, newest first, filtered by any of host, source, status, start time."""
+        query = (
+            select(Run, Source.name, Host.name)
+            .join(Source, Run.source_id == Source.id)
+            .join(Host, Source.host_id == Host.id)
+            .order_by(Run.id.desc())
+            .limit(limit)
+        )
+        if host is not None:
+            query = query.where(Host.name == host)
+        if source is not None:
+            query = query.where(Source.name == source)
+        if status is not None:
+            query = query.where(Run.status == status)
+        if since is not None:
+            query = query.where(Run.started_at >= since)
+        with self.session() as s:
+            return [
+                RunRow(
+                    r.id,
+                    h,
+                    src,
+                    r.trigger,
+                    r.status,
+                    r.started_at,
+                    r.finished_at,
+                    r.nbytes,
+                    r.error,
+                )
+                for r, src, h in s.execute(query)
+            ]
+
+    def archive_rows(
+        self: _HasSession, host: str, source: str | None = None, include_pruned: bool = False
+    ) -> list[ArchiveRow]:
+        """Restore points of a host (or one source), newest first."""
+        query = (
+            select(Archive, Source.name)
+            .join(Source, Archive.source_id == Source.id)
+            .join(Host, Source.host_id == Host.id)
+            .where(Host.name == host)
+            .order_by(Archive.created_at.desc(), Archive.id.desc())
+        )
+        if source is not None:
+            query = query.where(Source.name == source)
+        if not include_pruned:
+            query = query.where(Archive.pruned_at.is_(None))
+        with self.session() as s:
+            return [
+                ArchiveRow(
+                    host,
+                    src,
+                    a.name,
+                    a.item,
+                    a.created_at,
+                    a.nbytes,
+                    a.sha256,
+                    a.original_size,
+                    a.deduplicated_size,
+                    a.run_id,
+                    a.verified_at,
+                    a.pruned_at,
+                )
+                for a, src in s.execute(query)
+            ]
+
+    def sizes(self: _HasSession) -> dict[tuple[str, str], Sizes]:
+        """Per (host, source): live archives, their original and deduplicated bytes."""
+        query = (
+            select(
+                Host.name,
+                Source.name,
+                func.count(Archive.id),
+                func.coalesce(func.sum(Archive.original_size), 0),
+                func.coalesce(func.sum(Archive.deduplicated_size), 0),
+            )
+            .join(Source, Archive.source_id == Source.id)
+            .join(Host, Source.host_id == Host.id)
+            .where(Archive.pruned_at.is_(None))
+            .group_by(Host.name, Source.name)
+        )
+        with self.session() as s:
+            return {(h, src): Sizes(n, orig, dedup) for h, src, n, orig, dedup in s.execute(query)}

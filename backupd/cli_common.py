@@ -1,0 +1,81 @@
+"""What every backupctl command shares: clean errors, the context, tables, ages."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from backupd.actions.context import Context
+from backupd.config import load_config
+from backupd.errors import BackupdError
+
+log = logging.getLogger("backupctl")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a BackupdError into one line on stderr and its exit code, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except BackupdError as e:
+            click.echo(f"backupctl: error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            # A bug, not an operator error: one line, the traceback only with --verbose.
+            log.debug("internal error", exc_info=True)
+            click.echo(
+                f"backupctl: internal error: {type(e).__name__}: {e} "
+                "(run with --verbose for the traceback)",
+                err=True,
+            )
+            sys.exit(70)
+
+    return wrapper
+
+
+def context(obj: dict[str, Any]) -> Context:
+    if "ctx" not in obj:
+        obj["ctx"] = Context(load_config(obj["config"]))
+    ctx: Context = obj["ctx"]
+    return ctx
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell; nothing at all but the header when empty."""
+    cells = [list(header)] + [list(r) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def age(seconds: float | None) -> str:
+    """'3h 12m', '2d 4h', 'never': how old, the way a person reads it."""
+    if seconds is None:
+        return "never"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+def short_time(iso: str | datetime | None) -> str:
+    if iso is None:
+        return "-"
+    text = iso.isoformat(timespec="seconds") if isinstance(iso, datetime) else iso
+    return text.replace("+00:00", "Z").replace("T", " ")
