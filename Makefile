@@ -2,7 +2,7 @@
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test lint typecheck unit bench clean
+.PHONY: bootstrap demo test lint typecheck unit bench clean systemd-score
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -25,6 +25,10 @@ bench: bootstrap
 
 unit: bootstrap
 	$(VENV)/pytest -m "not e2e" $(PYTEST_ARGS)
+
+# The hardening score of the daemon's unit (systemd/README.md); needs only systemd-analyze.
+systemd-score:
+	systemd-analyze security --offline=yes systemd/backupd.service | tail -1
 
 clean:
 	rm -rf var/ .pytest_cache .mypy_cache .ruff_cache

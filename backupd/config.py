@@ -29,6 +29,7 @@ from backupd.errors import ConfigError
 from backupd.units import Delay, Duration, Size
 from jobs.base import registry
 
+DEFAULT_STATE_DIR = "/var/lib/backupd"
 DEFAULT_CONFIG = Path(os.environ.get("BACKUPD_CONFIG", "/etc/backupd/backupd.toml"))
 
 # Names end up in repository paths and archive names: keep them boring. Source names
@@ -208,7 +209,7 @@ def load_config_text(text: str, file: Path) -> Config:
 def parse_config(raw: dict[str, Any], file: Path) -> Config:
     problems: list[str] = []
     base = file.resolve().parent
-    state_dir = _resolve_path(base, str(raw.get("state_dir", "/var/lib/backupd")))
+    state_dir = _resolve_path(base, str(raw.get("state_dir", DEFAULT_STATE_DIR)))
     hosts = {}
     raw_hosts = raw.get("hosts", {})
     if not isinstance(raw_hosts, dict) or not raw_hosts:

@@ -19,7 +19,8 @@ from pathlib import Path
 from backupd.actions.backup import backup_source
 from backupd.actions.context import Context
 from backupd.actions.reconcile import reconcile
-from backupd.config import DEFAULT_CONFIG, Config, load_config_text
+from backupd.catalogue import Catalogue
+from backupd.config import DEFAULT_CONFIG, DEFAULT_STATE_DIR, Config, load_config_text
 from backupd.errors import BackupdError, ConfigError, UsageError
 from backupd.logs import setup_logging
 
@@ -46,6 +47,21 @@ def record_unit_failure(ctx: Context, unit: str) -> int:
     ctx.catalogue.record_alert("unit_failed", message)
     log.error("%s", message)
     return 0
+
+
+def unit_failed(path: Path, unit: str) -> int:
+    """OnFailure=: record the alert, even when the failure was an invalid config (then in
+    the default catalogue, if there is one: the mailer reads it once the config is fixed)."""
+    try:
+        return record_unit_failure(Context(read_config(path)[1]), unit)
+    except ConfigError as e:
+        fallback = Path(DEFAULT_STATE_DIR) / "catalogue.db"
+        message = f"systemd unit {unit} failed; its configuration is invalid: {e.problems[0]}"
+        log.error("%s", message)
+        if not fallback.exists():
+            return 1
+        Catalogue(f"sqlite:///{fallback}").record_alert("unit_failed", message)
+        return 0
 
 
 @contextmanager
@@ -94,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.verbose, json_lines=args.log_json)
     path = Path(args.config)
     try:
+        if args.unit_failed:
+            sys.exit(unit_failed(path, args.unit_failed))
         text, config = read_config(path)
         ctx = Context(config)
-        if args.unit_failed:
-            sys.exit(record_unit_failure(ctx, args.unit_failed))
         with single_instance(config):
             if args.once:
                 sys.exit(run_once(ctx))

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import UTC, datetime
+
+from backupd.notify import under_journald
 
 
 class JsonLines(logging.Formatter):
@@ -34,9 +35,8 @@ def setup_logging(verbose: bool = False, *, quiet: bool = False, json_lines: boo
         handler.setFormatter(JsonLines())
     else:
         # journald stamps every line itself; a second timestamp only adds noise
-        under_journald = bool(os.environ.get("JOURNAL_STREAM"))
         fmt = "%(levelname)s %(name)s: %(message)s"
-        handler.setFormatter(logging.Formatter(fmt if under_journald else "%(asctime)s " + fmt))
+        handler.setFormatter(logging.Formatter(fmt if under_journald() else "%(asctime)s " + fmt))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
         handlers=[handler],

@@ -40,7 +40,8 @@ log = logging.getLogger("backupd")
 
 TICK = 1.0
 ABORT_GRACE = 60.0  # after SIGTERM, how long a worker gets to unwind before SIGKILL
-HUNG_SLACK = 300.0  # a worker has its own deadline alarm; past it by this much, kill it
+HUNG_SLACK = 300.0  # a worker stops itself at its deadline; past it by this much: kill
+SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,9 @@ class Service:
             argv.insert(3, "--log-json")
         if p.key.target:
             argv.append(p.key.target)
-        env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        # only the daemon talks to systemd (NotifyAccess=main); workers get none of it
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}
+        env[PARENT_ENV] = str(os.getpid())
         # own session: a Ctrl-C at a terminal reaches the daemon only, which decides
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = self._deadline(p.key)

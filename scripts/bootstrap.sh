@@ -11,6 +11,8 @@ APT_PACKAGES=(
   libacl1-dev liblz4-dev libzstd-dev libxxhash-dev libssl-dev
   # the test and demo "droplets": real sshd and database servers on loopback
   openssh-server openssh-client rsync postgresql mariadb-server sqlite3
+  # systemd-analyze checks the service unit's hardening offline (not started as init)
+  systemd
 )
 
 missing=()
