@@ -105,7 +105,7 @@ def pull_stream(
     dump_facts = {**held.facts, **outcome.facts}
     facts = {**dump_facts, "borg": stats.raw.get("archive", {}).get("stats", {})}
     meta.update(sha256=outcome.sha256, nbytes=outcome.nbytes, finished=utcnow().isoformat(),
-                facts=dump_facts)  # fmt: skip
+                facts=dump_facts, run=run_id, borg=facts["borg"])  # fmt: skip
     ctx.borg.set_comment(repo, name, json.dumps(meta, sort_keys=True))
     record_archive(ctx, run_id, source_id, repo, name, stream.item, stream.filename, started,
                    outcome.nbytes, outcome.sha256, stats, facts)  # fmt: skip

@@ -72,6 +72,9 @@ def pull_tree(
         timeout=source.timeout, files_cache_suffix=f"{host.name}.{source.name}.{slug(unit.item)}",
     )  # fmt: skip
     facts["borg"] = stats.raw.get("archive", {}).get("stats", {})
+    # sealed like a dump's: what a catalogue rebuild needs (the sample comes from the manifest)
+    meta.update(finished=utcnow().isoformat(), run=run_id, borg=facts["borg"])
+    ctx.borg.set_comment(repo, name, json.dumps(meta, sort_keys=True))
     record_archive(ctx, run_id, source_id, repo, name, unit.item, TREE_FILENAME, started,
                    summary["bytes"], summary["manifest_sha256"], stats, facts)  # fmt: skip
     log.info(

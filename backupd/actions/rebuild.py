@@ -1,0 +1,118 @@
+"""catalogue rebuild: a new catalogue from the Borg repositories alone.
+
+Every archive backupd makes carries a JSON comment (decision 0003): host, source, kind,
+item, file name, start time, sha256, size, the facts captured at backup time, Borg's
+sizes and the run it belonged to. That is enough to recreate hosts, sources, one
+succeeded run per original run (same id), and every archive row with the same facts.
+A tree's 200-file sample is not in the comment; it is recomputed from the manifest
+archived with the tree. Failed runs are not in Borg, so they are not rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from backupd.actions.context import Context
+from backupd.actions.tree import TREE_FILENAME
+from backupd.borg import ArchiveEntry
+from backupd.catalogue import Archive, Run, RunStatus
+from backupd.errors import RefusedError
+from backupd.manifest import Manifest, parse_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RebuildSummary:
+    repositories: int
+    archives: int
+    runs: int
+    skipped: list[str]  # archives whose comment is not backupd's
+
+
+def rebuild_catalogue(ctx: Context) -> RebuildSummary:
+    cat = ctx.catalogue
+    with cat.session() as s:
+        existing = s.query(Archive).count()
+    if existing:
+        raise RefusedError(f"the catalogue already lists {existing} archive(s); move "
+                           f"{ctx.config.catalogue_url} away first, then rebuild")  # fmt: skip
+    repos = [p for p in sorted(ctx.config.store.path.iterdir())
+             if not p.name.startswith("_") and ctx.borg.is_repository(p)]  # fmt: skip
+    total, runs, skipped = 0, set(), []
+    for repo in repos:
+        for entry in ctx.borg.list_archives(repo):
+            meta = _metadata(entry)
+            if meta is None:
+                skipped.append(f"{repo.name}::{entry.name}")
+                continue
+            runs.add(_restore_archive(ctx, repo, entry, meta))
+            total += 1
+    log.info("rebuilt %d archive(s) in %d run(s) from %d repositories", total, len(runs),
+             len(repos))  # fmt: skip
+    return RebuildSummary(len(repos), total, len(runs), skipped)
+
+
+def _metadata(entry: ArchiveEntry) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(entry.comment)
+    except ValueError:
+        return None
+    needed = ("backupd", "host", "source", "kind", "item", "filename", "started", "sha256")
+    if not isinstance(meta, dict) or any(k not in meta for k in needed):
+        return None  # not ours, or cut off before it was sealed
+    return meta
+
+
+def _restore_archive(ctx: Context, repo: Path, entry: ArchiveEntry, meta: dict[str, Any]) -> int:
+    cat = ctx.catalogue
+    host = ctx.config.hosts.get(meta["host"])
+    address = host.address if host else "unknown"
+    source_id = cat.ensure_source(meta["host"], address, meta["source"], meta["kind"])
+    started = datetime.fromisoformat(meta["started"])
+    finished = datetime.fromisoformat(meta.get("finished", meta["started"]))
+    run_id = _ensure_run(ctx, meta.get("run"), source_id, started, finished)
+    facts: dict[str, Any] = dict(meta.get("facts") or {})
+    borg = meta.get("borg") or {}
+    if borg:
+        facts["borg"] = borg
+    if meta["filename"] == TREE_FILENAME:
+        facts["sample"] = _tree_sample(ctx, repo, entry.name)
+    cat.add_archive(
+        run_id=run_id, source_id=source_id, repository=str(ctx.repository(meta["host"])),
+        name=entry.name, item=meta["item"], filename=meta["filename"], created_at=started,
+        nbytes=int(meta.get("nbytes", 0)), sha256=meta["sha256"],
+        original_size=int(borg.get("original_size", 0)),
+        compressed_size=int(borg.get("compressed_size", 0)),
+        deduplicated_size=int(borg.get("deduplicated_size", 0)), facts=facts,
+    )  # fmt: skip
+    return run_id
+
+
+def _ensure_run(
+    ctx: Context, original: int | None, source_id: int, started: datetime, finished: datetime
+) -> int:
+    """The archive's original run (same id), widened to cover every archive it made."""
+    with ctx.catalogue.session() as s:
+        run = s.get(Run, original) if original is not None else None
+        if run is None:
+            run = Run(id=original, source_id=source_id, trigger="rebuilt",
+                      status=RunStatus.SUCCEEDED, started_at=started,
+                      finished_at=finished)  # fmt: skip
+            s.add(run)
+            s.flush()
+        run.started_at = min(run.started_at, started)
+        run.finished_at = max(run.finished_at or finished, finished)
+        return run.id
+
+
+def _tree_sample(ctx: Context, repo: Path, archive: str) -> dict[str, Any]:
+    chunks: list[bytes] = []
+    ctx.borg.extract_stream(repo, archive, "manifest.jsonl", chunks.append)
+    entries = parse_manifest(b"".join(chunks))
+    return dict(Manifest(entries, 0).summary()["sample"])
