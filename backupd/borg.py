@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ from backupd.process import (
 LOCK_WAIT_SECONDS = 600
 TRANSIENT_CODES = frozenset({70, 71, 72, 73})  # lock errors / lock timeout
 SHORT_TIMEOUT = 3600.0
+# Borg prints local times in --json and appends a platform report to tracebacks: maintenance
+# wants UTC times (archive names and schedules are UTC) and error tails that end with the error.
+UTC_ENV = {"TZ": "UTC"}
+QUIET_ENV = {"BORG_SHOW_SYSINFO": "no"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,12 @@ class ArchiveEntry:
     name: str
     time: str
     comment: str
+
+
+@dataclass(frozen=True)
+class ArchiveTime:
+    name: str
+    time: datetime  # when the archive was started, aware UTC
 
 
 def find_borg(configured: str) -> str:
@@ -92,6 +103,7 @@ class Borg:
             "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING": "NO",
             "BORG_DELETE_I_KNOW_WHAT_I_AM_DOING": "NO",
             "BORG_DISPLAY_PASSPHRASE": "no",
+            "BORG_SHOW_SYSINFO": "no",  # error tails end with the error, not platform details
         }
 
     @contextmanager
@@ -291,6 +303,55 @@ class Borg:
         self.run(
             ("delete", "--lock-wait", str(LOCK_WAIT_SECONDS), f"{repo}::{archive}"), what="delete"
         )
+
+    # -- maintenance ----------------------------------------------------------------
+    def archive_times(self, repo: Path) -> list[ArchiveTime]:
+        """Every archive's name and start time, in UTC (checkpoints are not listed)."""
+        args: Argv = ("list", "--json", "--lock-wait", str(LOCK_WAIT_SECONDS), str(repo))
+        data = json.loads(self.run(args, what="list", extra_env=UTC_ENV).stdout)
+        return [
+            ArchiveTime(a["name"], datetime.fromisoformat(a["time"]).replace(tzinfo=UTC))
+            for a in data.get("archives", [])
+        ]
+
+    def delete_archives(self, repo: Path, archives: Sequence[str]) -> None:
+        """Delete several archives in one transaction (``borg delete REPO A B ...``).
+
+        A name that is not there makes borg warn (exit 1) after deleting the others.
+        """
+        if not archives:
+            return
+        args: Argv = ("delete", "--lock-wait", str(LOCK_WAIT_SECONDS), str(repo), *archives)
+        self.run(args, what="delete", extra_env=QUIET_ENV)
+
+    def compact(self, repo: Path) -> str:
+        """Free the space of deleted archives; borg's own estimate of what it freed, if any."""
+        args: Argv = ("compact", "--info", "--lock-wait", str(LOCK_WAIT_SECONDS), str(repo))
+        result = self.run(args, timeout=None, what="compact", extra_env=QUIET_ENV)
+        said = [line for line in result.stderr_tail().splitlines() if "freed" in line]
+        return said[-1].strip() if said else ""
+
+    def check_repository(self, repo: Path) -> None:
+        """Read every segment and check its CRCs and the index (no key needed, no decryption)."""
+        args: Argv = ("check", "--repository-only", "--lock-wait", str(LOCK_WAIT_SECONDS),
+                      str(repo))  # fmt: skip
+        self.run(args, timeout=None, what="check --repository-only", extra_env=QUIET_ENV)
+
+    def verify_archive(self, repo: Path, archive: str) -> None:
+        """Read one archive back in full: its metadata, then every chunk decrypted and
+        authenticated.
+
+        Not ``borg check --verify-data REPO::ARCHIVE``: in Borg 1.4 that reads and decrypts
+        every chunk of the *repository*, whatever archive is named. ``extract --dry-run``
+        fetches exactly this archive's chunks through the same decrypt-and-MAC path and
+        compares each file's size with its chunks.
+        """
+        target = f"{repo}::{archive}"
+        wait = ("--lock-wait", str(LOCK_WAIT_SECONDS))
+        self.run(("check", "--archives-only", *wait, target), timeout=None,
+                 what="check --archives-only", extra_env=QUIET_ENV)  # fmt: skip
+        self.run(("extract", "--dry-run", *wait, target), timeout=None,
+                 what="extract --dry-run", extra_env=QUIET_ENV)  # fmt: skip
 
 
 def _create_stats(result: ProcessResult) -> CreateStats:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ import click
 
 from backupd.actions.backup import backup_source
 from backupd.actions.reconcile import reconcile
-from backupd.actions.restore import restore_to_dir
-from backupd.cli_common import clean_errors, context
+from backupd.actions.restore import DirRequest, plan_restore_to_dir, restore_to_dir
+from backupd.actions.tree import TREE_FILENAME
+from backupd.cli_common import clean_errors, context, parse_at
 from backupd.config import DEFAULT_CONFIG
 from backupd.logs import setup_logging
 
@@ -78,31 +80,48 @@ def backup_now(obj: dict[str, Any], target: str) -> None:
 
 @cli.command()
 @click.argument("target", metavar="HOST/SOURCE")
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the dump file(s) or the tree into.")  # fmt: skip
+@click.option("--archive", help="Restore this archive (see: backupctl archives).")
 @click.option(
-    "--to",
-    "to",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory to write the dump file(s) into.",
+    "--at",
+    "at",
+    metavar="TIME",
+    callback=parse_at,
+    help='The newest good backup at or before TIME, e.g. "2026-11-20 03:00" (UTC).',
 )
-@click.option("--archive", help="Restore this archive instead of the newest good one.")
-@click.option("--force", is_flag=True, help="Replace files that already exist in --to.")
+@click.option("--dry-run", is_flag=True, help="Print what would be restored; change nothing.")
+@click.option("--force", is_flag=True, help="Replace what already exists in --to.")
 @click.pass_obj
 @clean_errors
-def restore(obj: dict[str, Any], target: str, to: Path, archive: str | None, force: bool) -> None:
-    """Restore the newest good backup of a source (or --archive NAME) into a directory.
+def restore(obj: dict[str, Any], target: str, to: Path, archive: str | None,
+            at: datetime | None, dry_run: bool, force: bool) -> None:  # fmt: skip
+    """Restore the newest good backup of a source (or --at TIME, or --archive NAME).
 
-    Every file is checked against the sha256 recorded at backup time before it is
-    put in place; nothing existing is overwritten without --force.
+    Every file is checked against what was recorded at backup time (sha256, the tree's
+    manifest) before it is put in place; nothing existing is overwritten without --force.
 
     \b
     Examples:
+      backupctl restore web1/maindb --to /srv/restore --dry-run
       backupctl restore web1/maindb --to /srv/restore
-      backupctl restore web1/maindb --to /srv/restore --archive maindb.app.2026-11-20T03:00:00.000Z
+      backupctl restore web1/maindb --to /srv/restore --at "2026-11-20 03:00"
+      backupctl restore web1/uploads --to /srv/up2 --archive uploads.data.2026-11-20T02:14:09.120Z
     """
+    if archive and at:
+        raise click.UsageError("give --archive or --at, not both")
     ctx = context(obj)
     host, source = ctx.lookup_one(target)
-    for f in restore_to_dir(ctx, host, source, to, archive=archive, force=force):
+    req = DirRequest(to, archive, at, force)
+    if dry_run:
+        chosen = plan_restore_to_dir(ctx, host, source, req)
+        for a in chosen:
+            where = to if a.filename == TREE_FILENAME else to / a.filename
+            click.echo(f"would restore {a.name} ({a.created_at.isoformat(timespec='seconds')}, "
+                       f"{a.nbytes} bytes) -> {where}")  # fmt: skip
+        click.echo("dry run: nothing was changed")
+        return
+    for f in restore_to_dir(ctx, host, source, req):
         click.echo(f"{f.path}  {f.nbytes} bytes  sha256 {f.sha256}  (from {f.archive}, verified)")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -79,3 +79,16 @@ def short_time(iso: str | datetime | None) -> str:
         return "-"
     text = iso.isoformat(timespec="seconds") if isinstance(iso, datetime) else iso
     return text.replace("+00:00", "Z").replace("T", " ")
+
+
+def parse_at(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """A point in time from the command line; without a zone it is UTC, like the catalogue."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f'expected a time like "2026-11-20 03:00", got {value!r}'
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

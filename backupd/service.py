@@ -26,6 +26,7 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from backupd.actions.context import Context
+from backupd.actions.maintain import jobs_for
 from backupd.actions.reconcile import interrupt_dead_runs, reconcile
 from backupd.catalogue.models import utcnow
 from backupd.config import Config
@@ -34,7 +35,6 @@ from backupd.errors import ConfigError
 from backupd.notify import notify, watchdog_interval
 from backupd.process import kill_tree
 from backupd.worker import EXIT_TRANSIENT, PARENT_ENV
-from jobs.base import maintenance_registry
 
 log = logging.getLogger("backupd")
 
@@ -209,10 +209,8 @@ class Service:
     def planned(self) -> list[tuple[JobKey, str]]:
         jobs = [(JobKey("backup", s.host, s.name), self.config.schedule_for(s))
                 for s in self.config.all_sources()]  # fmt: skip
-        for name, job in sorted(maintenance_registry().items()):
-            cron = getattr(self.config.maintenance, name)
-            hosts: list[str | None] = list(self.config.hosts) if job.per_repository else [None]
-            jobs += [(JobKey(name, host), cron) for host in hosts]
+        jobs += [(JobKey(name, host), getattr(self.config.maintenance, name))
+                 for name, host in jobs_for(self.ctx)]  # fmt: skip
         return jobs
 
     def _schedule_all(self) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ from types import FrameType
 
 from backupd.actions.backup import backup_source
 from backupd.actions.context import Context
+from backupd.actions.maintain import run_maintenance
 from backupd.config import load_config, load_config_text
 from backupd.errors import BackupdError, DeadlineError, StoppedError
 from backupd.logs import setup_logging
@@ -81,9 +81,6 @@ def run_backup(ctx: Context, target: str, trigger: str) -> int:
 
 
 def run_maintenance_job(ctx: Context, job: str, host: str | None, trigger: str) -> int:
-    # the maintenance action lands with the jobs in jobs/ (prune, compact, check, catalogue)
-    run_maintenance = importlib.import_module("backupd.actions.maintain").run_maintenance
-
     install_stop_handlers(ctx.config.daemon.job_deadline)
     outcome = run_maintenance(ctx, job, host, trigger)
     if outcome.ok:

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from backupd.actions.context import Context
@@ -31,38 +32,70 @@ class RestoredFile:
 
 
 def choose_archives(
-    ctx: Context, host: HostConfig, source: SourceConfig, archive: str | None
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    archive: str | None,
+    at: datetime | None = None,
 ) -> list[Archive]:
+    """The restore point: a named archive, else the newest good backup (at or before ``at``)."""
     label = f"{host.name}/{source.name}"
     if archive is None:
-        chosen = ctx.catalogue.newest_good_set(host.name, source.name)
-        if not chosen:
+        chosen = ctx.catalogue.newest_good_set(host.name, source.name, at)
+        if chosen:
+            return chosen
+        if at is None:
             raise NotFoundError(f"{label}: no successful backup recorded yet")
-        return chosen
+        first = ctx.catalogue.archives(host.name, source.name)
+        oldest = min((a.created_at for a in first), default=None)
+        since = (
+            f"the first is from {oldest.isoformat(timespec='seconds')}" if oldest else "none yet"
+        )
+        raise NotFoundError(f"{label}: no good backup at or before "
+                            f"{at.isoformat(timespec='seconds')} ({since})")  # fmt: skip
     for a in ctx.catalogue.archives(host.name, source.name):
         if a.name == archive:
             return [a]
     raise NotFoundError(f"{label}: no archive named {archive!r} (see: backupctl archives)")
 
 
+@dataclass(frozen=True)
+class DirRequest:
+    """A restore into a directory: where, which point (archive or time), may it replace."""
+
+    to: Path
+    archive: str | None = None
+    at: datetime | None = None
+    force: bool = False
+
+
 def restore_to_dir(
-    ctx: Context,
-    host: HostConfig,
-    source: SourceConfig,
-    to: Path,
-    *,
-    archive: str | None = None,
-    force: bool = False,
+    ctx: Context, host: HostConfig, source: SourceConfig, req: DirRequest
 ) -> list[RestoredFile]:
-    chosen = choose_archives(ctx, host, source, archive)
+    chosen = plan_restore_to_dir(ctx, host, source, req)
+    to, force = req.to, req.force
     if any(a.filename == TREE_FILENAME for a in chosen):
         return [restore_tree(ctx, a, to, force=force) for a in chosen]
     targets = [(a, to / a.filename) for a in chosen]
-    clashes = [str(t) for _, t in targets if t.exists()]
-    if clashes and not force:
-        raise RefusedError(f"refusing to overwrite {', '.join(clashes)} (use --force to replace)")
     to.mkdir(mode=0o700, parents=True, exist_ok=True)
     return [_extract_one(ctx, a, target) for a, target in targets]
+
+
+def plan_restore_to_dir(
+    ctx: Context, host: HostConfig, source: SourceConfig, req: DirRequest
+) -> list[Archive]:
+    """Choose the restore point and check the target; change nothing (``--dry-run`` stops
+    here). Raises the refusal a real restore would meet."""
+    chosen = choose_archives(ctx, host, source, req.archive, req.at)
+    to, force = req.to, req.force
+    if any(a.filename == TREE_FILENAME for a in chosen):
+        if to.exists() and any(to.iterdir()) and not force:
+            raise RefusedError(f"refusing to restore into {to}: it is not empty (use --force)")
+        return chosen
+    clashes = [str(to / a.filename) for a in chosen if (to / a.filename).exists()]
+    if clashes and not force:
+        raise RefusedError(f"refusing to overwrite {', '.join(clashes)} (use --force to replace)")
+    return chosen
 
 
 def restore_tree(ctx: Context, archive: Archive, to: Path, *, force: bool) -> RestoredFile:

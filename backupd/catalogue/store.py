@@ -166,18 +166,23 @@ class Catalogue(JobRecords, HistoryQueries):
             )
             return list(s.scalars(query))
 
-    def newest_good_set(self, host: str, source: str) -> list[Archive]:
-        """The archives of the newest run that succeeded: one restore point."""
+    def newest_good_set(self, host: str, source: str, at: datetime | None = None) -> list[Archive]:
+        """The archives of the newest run that succeeded (at or before ``at``): one
+        restore point."""
+        query = (
+            select(Run.id)
+            .join(Source, Run.source_id == Source.id)
+            .join(Host, Source.host_id == Host.id)
+            .join(Archive, Archive.run_id == Run.id)
+            .where(Host.name == host, Source.name == source, Run.status.in_(GOOD))
+            .where(Archive.pruned_at.is_(None))
+            .order_by(Run.started_at.desc(), Run.id.desc())
+            .limit(1)
+        )
+        if at is not None:
+            query = query.where(Run.started_at <= at)
         with self.session() as s:
-            run_id = s.scalar(
-                select(Run.id)
-                .join(Source, Run.source_id == Source.id)
-                .join(Host, Source.host_id == Host.id)
-                .join(Archive, Archive.run_id == Run.id)
-                .where(Host.name == host, Source.name == source, Run.status.in_(GOOD))
-                .order_by(Run.started_at.desc(), Run.id.desc())
-                .limit(1)
-            )
+            run_id = s.scalar(query)
             if run_id is None:
                 return []
             return list(

@@ -240,6 +240,33 @@ def test_crash_mid_backup_then_restart(fleet: Fleet) -> None:
     assert len(fleet.archives("a")) == 1  # the good one; nothing from the crashed run
 
 
+def test_maintenance_jobs_run_on_their_schedules(fleet: Fleet) -> None:
+    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER)}},
+                daemon="catch_up_delay = 0\njitter = 0\n")  # fmt: skip
+    every = "*/2 * * * * *"
+    text = fleet.config.read_text()
+    fleet.config.write_text(text + f'\n[maintenance]\nprune = "{every}"\ncheck = "{every}"\n'
+                            f'compact = "{NEVER}"\ncatalogue = "{every}"\n')  # fmt: skip
+    daemon = fleet.start()
+
+    def done() -> set[str]:
+        if not (fleet.state / "catalogue.db").exists():
+            return set()
+        with sqlite3.connect(fleet.state / "catalogue.db") as db:
+            rows = db.execute("SELECT job FROM maintenance_runs WHERE status = 'succeeded'")
+            return {job for (job,) in rows}
+
+    wait_for("prune, check and the catalogue copy",
+             lambda: {"prune", "check", "catalogue"} <= done(), daemon=daemon)  # fmt: skip
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    assert fleet.finished("a", "s1")  # the catch-up backup ran alongside
+    with sqlite3.connect(fleet.state / "catalogue.db") as db:
+        failed = db.execute("SELECT job, error FROM maintenance_runs WHERE status != 'succeeded'"
+                            " AND status != 'interrupted'").fetchall()  # fmt: skip
+    assert failed == []
+
+
 def test_transient_failures_retry_with_backoff_permanent_ones_do_not(
     fleet: Fleet, droplet: Droplet
 ) -> None:

@@ -1,0 +1,107 @@
+"""maintain: run one maintenance job (prune, compact, check, catalogue), recorded.
+
+Same discipline as a backup: the maintenance run row is written first, completed after
+(succeeded / warning / failed, with a one-line reason), failures and warnings become
+alerts, and an unexpected exception still completes the row before it propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from backupd.actions.context import Context
+from backupd.catalogue import RunStatus
+from backupd.errors import BackupdError, StoppedError, UsageError
+from backupd.process import summarize_stderr
+from jobs.base import MaintenanceEnv, MaintenanceJob, MaintenanceResult, maintenance_registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaintenanceOutcome:
+    job: str
+    host: str | None
+    run_id: int
+    status: RunStatus
+    summary: str | None = None
+    error: str | None = None
+    transient: bool = False  # trying again later may help (the daemon retries)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (RunStatus.SUCCEEDED, RunStatus.WARNING)
+
+
+def jobs_for(ctx: Context) -> list[tuple[str, str | None]]:
+    """Every (job, host) the daemon schedules: per-repository jobs once per configured host,
+    store-wide jobs once (host None)."""
+    planned: list[tuple[str, str | None]] = []
+    for name, job in sorted(maintenance_registry().items()):
+        if job.per_repository:
+            planned += [(name, host) for host in sorted(ctx.config.hosts)]
+        else:
+            planned.append((name, None))
+    return planned
+
+
+def lookup_job(ctx: Context, job: str, host: str | None) -> MaintenanceJob:
+    """The job, checked against what it runs on; before any row is written."""
+    found = maintenance_registry().get(job)
+    if found is None:
+        known = ", ".join(sorted(maintenance_registry())) or "none"
+        raise UsageError(f"unknown maintenance job {job!r} (known: {known})")
+    if found.per_repository and host not in ctx.config.hosts:
+        known = ", ".join(sorted(ctx.config.hosts)) or "none"
+        raise UsageError(f"{job} runs on one host's repository: name a host ({known})")
+    if not found.per_repository and host is not None:
+        raise UsageError(f"{job} runs once for the whole store: name no host")
+    return found
+
+
+def run_maintenance(ctx: Context, job: str, host: str | None, trigger: str) -> MaintenanceOutcome:
+    found = lookup_job(ctx, job, host)
+    cat = ctx.catalogue
+    run_id = cat.start_maintenance(job, host, trigger)
+    label = f"{host or 'store'}: {job}"
+    log.info("%s: started (maintenance run %d)", label, run_id)
+    try:
+        result = _run(ctx, found, host)
+    except StoppedError as e:  # a shutdown, not a fault: no alert
+        error = f"{label}: {e}"
+        cat.finish_maintenance(run_id, RunStatus.INTERRUPTED, error=error)
+        log.warning("%s", error)
+        return MaintenanceOutcome(job, host, run_id, RunStatus.INTERRUPTED, error=error,
+                                  transient=True)  # fmt: skip
+    except BackupdError as e:
+        tail = getattr(e, "stderr_tail", "")
+        error = f"{label}: {e}" + (f": {summarize_stderr(tail)}" if tail else "")
+        cat.finish_maintenance(run_id, RunStatus.FAILED, error=error, stderr_tail=tail)
+        cat.record_alert(f"{job}_failed", error, host=host)
+        log.error("%s", error)
+        return MaintenanceOutcome(job, host, run_id, RunStatus.FAILED, error=error,
+                                  transient=e.transient)  # fmt: skip
+    except BaseException as e:
+        error = f"{label}: internal error: {type(e).__name__}: {e}"
+        cat.finish_maintenance(run_id, RunStatus.FAILED, error=error)
+        raise
+    if result.warnings:
+        message = f"{label}: " + "; ".join(result.warnings)
+        cat.finish_maintenance(run_id, RunStatus.WARNING, summary=result.summary, error=message)
+        cat.record_alert(f"{job}_warning", message, host=host)
+        log.warning("%s: %s; %s", label, result.summary, "; ".join(result.warnings))
+        return MaintenanceOutcome(job, host, run_id, RunStatus.WARNING, result.summary, message)
+    cat.finish_maintenance(run_id, RunStatus.SUCCEEDED, summary=result.summary)
+    log.info("%s: %s", label, result.summary)
+    return MaintenanceOutcome(job, host, run_id, RunStatus.SUCCEEDED, result.summary)
+
+
+def _run(ctx: Context, job: MaintenanceJob, host: str | None) -> MaintenanceResult:
+    repository = None
+    if host is not None:
+        repository = ctx.repository(host)
+        if not ctx.borg.is_repository(repository):  # no backup yet: nothing to look after
+            return MaintenanceResult(f"no repository yet at {repository}: nothing to do")
+    env = MaintenanceEnv(ctx.config, ctx.borg, ctx.catalogue, host, repository)
+    return job.run(env)
