@@ -125,10 +125,10 @@ def restore(obj: dict[str, Any], target: str, to: Path, archive: str | None,
         click.echo(f"{f.path}  {f.nbytes} bytes  sha256 {f.sha256}  (from {f.archive}, verified)")
 
 
-from backupd.cli_admin import catalogue  # noqa: E402  (registered below)
+from backupd.cli_admin import catalogue, config_group  # noqa: E402  (registered below)
 from backupd.cli_inspect import archives, runs, status  # noqa: E402
 
-for command in (status, archives, runs, catalogue):
+for command in (status, archives, runs, catalogue, config_group):
     cli.add_command(command)
 
 

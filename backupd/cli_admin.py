@@ -1,11 +1,14 @@
-"""backupctl commands that look after backupd itself: the catalogue, (later) keys, hosts."""
+"""backupctl commands that look after backupd itself: the config, the catalogue."""
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 import click
 
+from backupd.actions.check import check_everything
 from backupd.actions.rebuild import rebuild_catalogue
 from backupd.cli_common import clean_errors, context
 
@@ -36,3 +39,36 @@ def catalogue_rebuild(obj: dict[str, Any]) -> None:
                f"{summary.repositories} repositories")  # fmt: skip
     for name in summary.skipped:
         click.echo(f"  skipped {name}: not a sealed backupd archive", err=True)
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check the configuration."""
+
+
+@config_group.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@clean_errors
+def config_check(obj: dict[str, Any], as_json: bool) -> None:
+    """Check the config, then reach every host and source as tonight's backup would.
+
+    One line per check: the config itself, the store's free space, the Borg passphrase
+    (it must open every existing repository), each host (pinned host key, login) and each
+    source (planned on its droplet, its tools found where they run). Exits 1 if any
+    check failed.
+
+    \b
+    Examples:
+      backupctl config check
+      backupctl --config /etc/backupd/backupd.toml config check --json
+    """
+    checks = list(check_everything(context(obj)))
+    if as_json:
+        click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        for c in checks:
+            verdict = "FAIL" if not c.ok else "warn" if c.warning else "ok"
+            click.echo(f"{verdict:4}  {c.subject}: {c.detail}")
+    if not all(c.ok for c in checks):
+        sys.exit(1)

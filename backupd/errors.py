@@ -114,3 +114,10 @@ class DeadlineError(BackupdError):
     """A job ran past its deadline and was stopped (not retried: it would likely hang again)."""
 
     exit_code = 12
+
+
+class CatalogueError(BackupdError):
+    """The catalogue cannot be opened or its schema migrated (newer than this backupd, not a
+    backupd catalogue, a failed migration): refused without changing it."""
+
+    exit_code = 13

@@ -42,5 +42,5 @@ def setup_logging(verbose: bool = False, *, quiet: bool = False, json_lines: boo
         handlers=[handler],
         force=True,
     )
-    for noisy in ("paramiko", "apscheduler"):
+    for noisy in ("paramiko", "apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

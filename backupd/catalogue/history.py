@@ -146,4 +146,6 @@ class HistoryQueries:
             .group_by(Host.name, Source.name)
         )
         with self.session() as s:
-            return {(h, src): Sizes(n, orig, dedup) for h, src, n, orig, dedup in s.execute(query)}
+            # int(): PostgreSQL sums bigint as numeric (Decimal)
+            return {(h, src): Sizes(int(n), int(orig), int(dedup))
+                    for h, src, n, orig, dedup in s.execute(query)}  # fmt: skip

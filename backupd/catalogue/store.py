@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backupd.catalogue.history import HistoryQueries
 from backupd.catalogue.jobs import JobRecords
+from backupd.catalogue.migrate import upgrade_to_head
 from backupd.catalogue.models import (
     AlertEvent,
     Archive,
-    Base,
     Host,
     PendingCleanup,
     Run,
@@ -63,21 +63,27 @@ def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
+        # the timeout first: switching a new file to WAL waits on another starter's lock
+        cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
 
 class Catalogue(JobRecords, HistoryQueries):
     def __init__(self, url: str) -> None:
         _private_sqlite_file(url)
+        self.engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            _sqlite_pragmas(self.engine)
         old_umask = os.umask(0o077)  # WAL and SHM files are created private too
         try:
-            self.engine = create_engine(url)
-            if self.engine.dialect.name == "sqlite":
-                _sqlite_pragmas(self.engine)
-            Base.metadata.create_all(self.engine)
+            upgrade_to_head(self.engine)  # or refuse: a newer schema, not a catalogue
+            with self.engine.connect():
+                pass  # a SQLite file turns to WAL now, its WAL and SHM created under the umask
+        except BaseException:
+            self.engine.dispose()
+            raise
         finally:
             os.umask(old_umask)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -62,6 +62,8 @@ class Fleet:
             return []
         with sqlite3.connect(db) as c:
             c.row_factory = sqlite3.Row
+            if not c.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
+                return []  # the daemon is still creating the schema
             rows = c.execute(
                 "SELECT runs.id, hosts.name AS host, sources.name AS source, status, trigger,"
                 " started_at, finished_at, error FROM runs JOIN sources ON runs.source_id ="
@@ -253,8 +255,11 @@ def test_maintenance_jobs_run_on_their_schedules(fleet: Fleet) -> None:
         if not (fleet.state / "catalogue.db").exists():
             return set()
         with sqlite3.connect(fleet.state / "catalogue.db") as db:
-            rows = db.execute("SELECT job FROM maintenance_runs WHERE status = 'succeeded'")
-            return {job for (job,) in rows}
+            try:
+                rows = db.execute("SELECT job FROM maintenance_runs WHERE status = 'succeeded'")
+                return {job for (job,) in rows}
+            except sqlite3.OperationalError:  # the schema is still being created
+                return set()
 
     wait_for("prune, check and the catalogue copy",
              lambda: {"prune", "check", "catalogue"} <= done(), daemon=daemon)  # fmt: skip

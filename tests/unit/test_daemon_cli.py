@@ -42,8 +42,9 @@ def test_unit_failed_records_an_alert_and_logs_json(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    (line,) = [json.loads(x) for x in result.stderr.splitlines() if x.strip()]
-    assert line["level"] == "error" and "backupd.service failed" in line["message"]
+    lines = [json.loads(x) for x in result.stderr.splitlines() if x.strip()]  # all JSON
+    (line,) = [x for x in lines if x["level"] == "error"]
+    assert "backupd.service failed" in line["message"]
     with sqlite3.connect(tmp_path / "state" / "catalogue.db") as db:
         rows = db.execute("SELECT kind, message FROM alert_events").fetchall()
     assert rows == [("unit_failed", line["message"])]

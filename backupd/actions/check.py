@@ -1,0 +1,122 @@
+"""config check: is this configuration going to work tonight? One verdict per check.
+
+The config is valid (or loading it already failed with every problem listed); then each
+host is reached (pinned host key, login), each source is planned on its droplet (which
+exercises its access, e.g. listing databases) and its tools looked up there; the Borg
+passphrase must open every existing repository; the store must have room.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from backupd.actions.context import Context, ssh_target
+from backupd.config import HostConfig, SourceConfig
+from backupd.credentials import read_passphrase
+from backupd.errors import BackupdError
+from backupd.ssh import Connection
+from backupd.units import human_bytes
+from jobs.base import DumpStream, ExecOptions, TreeTransfer, registry
+
+LOOKUP_TIMEOUT = 60.0
+MIN_FREE_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class Check:
+    subject: str  # "web1", "web1/maindb", "store", "passphrase"
+    ok: bool
+    detail: str
+    warning: bool = False  # passed, but someone should look
+
+
+def check_everything(ctx: Context) -> Iterator[Check]:
+    yield Check("config", True, f"{ctx.config.path}: valid, {len(ctx.config.hosts)} host(s), "
+                f"{len(ctx.config.all_sources())} source(s)")  # fmt: skip
+    yield from check_store(ctx)
+    yield from check_passphrase(ctx)
+    for host in ctx.config.hosts.values():
+        yield from check_host(ctx, host)
+
+
+def check_store(ctx: Context) -> Iterator[Check]:
+    store = ctx.config.store.path
+    if not store.is_dir():
+        yield Check("store", False, f"{store}: no such directory")
+        return
+    usage = shutil.disk_usage(store)
+    free = usage.free / usage.total if usage.total else 0.0
+    detail = f"{store}: {human_bytes(usage.free)} free of {human_bytes(usage.total)} ({free:.0%})"
+    yield Check("store", True, detail, warning=free < MIN_FREE_FRACTION)
+
+
+def check_passphrase(ctx: Context) -> Iterator[Check]:
+    repos = [ctx.repository(h) for h in ctx.config.hosts]
+    existing = [r for r in repos if ctx.borg.is_repository(r)]
+    try:
+        for repo in existing:
+            ctx.borg.run(("info", "--json", str(repo)), what="info")
+    except BackupdError as e:
+        yield Check("passphrase", False, str(e))
+        return
+    if existing:
+        yield Check("passphrase", True, f"opens {len(existing)} repositories")
+    else:
+        try:
+            read_passphrase(ctx.config.passphrase)  # all we can check before the first backup
+        except BackupdError as e:
+            yield Check("passphrase", False, str(e))
+            return
+        yield Check("passphrase", True, "readable (no repository yet to open)")
+
+
+def check_host(ctx: Context, host: HostConfig) -> Iterator[Check]:
+    try:
+        conn = Connection(ssh_target(host))
+        conn.open()
+    except BackupdError as e:
+        yield Check(host.name, False, str(e))
+        return
+    try:
+        yield Check(host.name, True, f"host key matches, logged in as {host.user}")
+        for source in host.sources.values():
+            yield check_source(conn, host, source)
+    finally:
+        conn.close()
+
+
+def check_source(conn: Connection, host: HostConfig, source: SourceConfig) -> Check:
+    subject = f"{host.name}/{source.name}"
+    try:
+        units = registry()[source.kind].plan(source.options, conn)
+    except BackupdError as e:
+        return Check(subject, False, f"cannot plan: {e}")
+    if not units:
+        return Check(subject, False, f"{source.kind} source found nothing to back up")
+    missing = [p for p in sorted(programs(source.options, units)) if not found(conn, source, p)]
+    if missing:
+        return Check(subject, False, f"not found on the droplet: {', '.join(missing)}")
+    return Check(subject, True, f"{len(units)} item(s): " + ", ".join(u.item for u in units))
+
+
+def programs(options: Any, units: Sequence[DumpStream | TreeTransfer]) -> set[str]:
+    """The programs the units run on the droplet (a kind's option may name its binary)."""
+    names = set()
+    for unit in units:
+        if isinstance(unit, TreeTransfer):
+            names.add("rsync")
+        else:
+            tool = unit.tool.split()[0]
+            configured = getattr(options, tool, None)
+            names.add(configured if isinstance(configured, str) else tool)
+    return names
+
+
+def found(conn: Connection, source: SourceConfig, program: str) -> bool:
+    """``command -v`` where the dump runs: inside the container or as the sudo user."""
+    prefix = source.options.exec_prefix() if isinstance(source.options, ExecOptions) else ()
+    argv = (*prefix, "sh", "-c", 'command -v "$1" >/dev/null', "backupd-check", program)
+    return conn.run(argv, timeout=LOOKUP_TIMEOUT).ok

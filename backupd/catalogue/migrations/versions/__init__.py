@@ -1,0 +1,1 @@
+"""Catalogue schema revisions (Alembic skips this file)."""

@@ -1,0 +1,53 @@
+"""backupctl config check against a real droplet: what passes, what fails, and why."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Deployment
+from tests.e2e.test_daemon import other_host_key
+from tests.harness.droplet import Droplet
+
+pytestmark = pytest.mark.e2e
+
+
+def test_config_check_reports_each_host_and_source(
+    deploy: Callable[..., Deployment], droplet: Droplet
+) -> None:
+    db = droplet.root / "check" / "app.db"
+    db.parent.mkdir(exist_ok=True)
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
+    broken = {"kind": "sqlite", "path": str(db), "sqlite3": "/opt/none/sqlite3"}
+    d = deploy({"app": {"kind": "sqlite", "path": str(db)}, "broken": broken})
+    d.store.mkdir(parents=True, exist_ok=True)
+    result = d.backupctl("config", "check", "--json")
+    assert result.returncode == 1, result.stderr
+    checks = {c["subject"]: c for c in json.loads(result.stdout)}
+    assert checks["config"]["ok"] and checks["store"]["ok"] and checks["passphrase"]["ok"]
+    assert checks["web1"]["ok"] and "host key matches" in checks["web1"]["detail"]
+    assert checks["web1/app"]["ok"] and "app.db" in checks["web1/app"]["detail"]
+    failed = checks["web1/broken"]
+    assert not failed["ok"] and failed["detail"] == "not found on the droplet: /opt/none/sqlite3"
+    text = d.backupctl("config", "check").stdout
+    assert "FAIL  web1/broken: not found on the droplet" in text
+
+
+def test_config_check_refuses_a_changed_host_key(
+    deploy: Callable[..., Deployment], tmp_path: object
+) -> None:
+    d = deploy({"app": {"kind": "sqlite", "path": "/nonexistent.db"}},
+               host_key=other_host_key(Path(str(tmp_path))))  # fmt: skip
+    result = d.backupctl("config", "check")
+    assert result.returncode == 1
+    assert "FAIL  web1: " in result.stdout and "HOST KEY CHANGED" in result.stdout
+    assert "web1/app" not in result.stdout  # nothing is tried on an untrusted host
