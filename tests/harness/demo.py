@@ -1,7 +1,7 @@
 """`make demo`: a sandbox droplet on loopback, backed up by the real backupd into var/.
 
-Starts an OpenSSH droplet with PostgreSQL, MariaDB, a SQLite file and an uploads
-directory (the test harness, reused), writes
+Starts an OpenSSH droplet with PostgreSQL, MariaDB, a SQLite file and an uploads Docker
+volume (a stand-in docker CLI answers for it; the test harness, reused), writes
 config/demo.toml, runs ``backupd --once`` against it, prints ``backupctl status`` and the
 restore command to try next, then stops every server it started.
 """
@@ -80,8 +80,30 @@ def run(*argv: str) -> int:
     return subprocess.run(argv, check=False).returncode
 
 
+DOCKER_STAND_IN = """#!/bin/sh
+# The demo droplet has no Docker engine: this stand-in answers the one question backupd
+# asks about a volume (where it lives) and refuses anything else.
+if [ "$1 $2 $3 $4 $5 $6" = "volume inspect --format {{ .Mountpoint }} -- lms_uploads" ]; then
+  echo "%s"; exit 0
+fi
+echo "demo docker stand-in: unexpected arguments: $*" >&2
+exit 125
+"""
+
+
+def install_docker_stand_in(droplet: Droplet, uploads: Path) -> None:
+    """A Docker named volume "lms_uploads" whose mountpoint is the seeded uploads tree."""
+    script = droplet.bin_dir / "docker"
+    script.write_text(DOCKER_STAND_IN % uploads)
+    script.chmod(0o755)
+
+
 def main() -> int:
     VAR.mkdir(exist_ok=True)
+    # Each demo backs up a fresh sandbox: start from an empty catalogue and store, so a var/
+    # left by an older version (or a crashed demo) never gets in the way.
+    for stale in (VAR / "state", VAR / "store", VAR / "restore", VAR / "uploads"):
+        shutil.rmtree(stale, ignore_errors=True)
     # Servers live in a world-traversable temp dir: PostgreSQL and the droplet user
     # run as other accounts and must reach their sockets.
     sandbox = Path(tempfile.mkdtemp(prefix="backupd-demo-"))
@@ -94,6 +116,7 @@ def main() -> int:
         seed(cluster.psql)
         seed_mariadb(mariadb, VAR / "demo-mariadb-password")
         uploads = seed_files(droplet)
+        install_docker_stand_in(droplet, uploads)
         passphrase = VAR / "demo-passphrase"
         if not passphrase.exists():
             write_passphrase(passphrase)
@@ -113,7 +136,7 @@ def main() -> int:
                 "password_file": str(VAR / "demo-mariadb-password"),
             },
             "sessions": {"kind": "sqlite", "path": str(droplet.root / "srv" / "app.db")},
-            "uploads": {"kind": "directory", "path": str(uploads), "excludes": ["*.tmp"]},
+            "uploads": {"kind": "volume", "volume": "lms_uploads", "excludes": ["*.tmp"]},
         }
         write_fleet_config(
             CONFIG,
