@@ -75,3 +75,14 @@ def test_a_broken_config_is_one_clean_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "daemon.schedule: not a crontab schedule" in result.stderr
     assert "daemon.workers" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_backupctl_offers_shell_completion() -> None:
+    backupctl = str(Path(sys.executable).parent / "backupctl")
+    script = subprocess.run([backupctl], env={**os.environ, "_BACKUPCTL_COMPLETE": "bash_source"},
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "_backupctl_completion" in script
+    env = {**os.environ, "_BACKUPCTL_COMPLETE": "bash_complete", "COMP_WORDS": "backupctl ar",
+           "COMP_CWORD": "1"}  # fmt: skip
+    answer = subprocess.run([backupctl], env=env, capture_output=True, text=True, check=True)
+    assert answer.stdout.split() == ["plain,archives"]
