@@ -62,7 +62,7 @@ def backup_now(obj: dict[str, Any], target: str) -> None:
     """
     ctx = context(obj)
     host, sources = ctx.lookup(target)
-    reconcile(ctx)
+    reconcile(ctx, sweep_repositories=False)  # the daemon sweeps repositories at start
     failed = 0
     for source in sources:
         outcome = backup_source(ctx, host, source, trigger="manual")

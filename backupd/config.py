@@ -187,15 +187,22 @@ class Config(Model):
 def load_config(path: Path | str | None = None) -> Config:
     """Read, validate and resolve a config file; raise ConfigError listing every problem."""
     file = Path(path) if path is not None else DEFAULT_CONFIG
+    return load_config_text(read_config_text(file), file)
+
+
+def read_config(file: Path) -> tuple[str, Config]:
+    """The file's text (the daemon snapshots it for its workers) and the config it holds."""
+    text = read_config_text(file)
+    return text, load_config_text(text, file)
+
+
+def read_config_text(file: Path) -> str:
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        return file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{file}: no such file"]) from None
     except OSError as e:
         raise ConfigError([f"{file}: cannot read: {e.strerror}"]) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{file}: not valid TOML: {e}"]) from None
-    return parse_config(raw, file)
 
 
 def load_config_text(text: str, file: Path) -> Config:

@@ -20,7 +20,7 @@ from backupd.actions.backup import backup_source
 from backupd.actions.context import Context
 from backupd.actions.reconcile import reconcile
 from backupd.catalogue import Catalogue
-from backupd.config import DEFAULT_CONFIG, DEFAULT_STATE_DIR, Config, load_config_text
+from backupd.config import DEFAULT_CONFIG, DEFAULT_STATE_DIR, Config, read_config
 from backupd.errors import BackupdError, ConfigError, UsageError
 from backupd.logs import setup_logging
 
@@ -81,16 +81,6 @@ def single_instance(config: Config) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def read_config(path: Path) -> tuple[str, Config]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
-    return text, load_config_text(text, path)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

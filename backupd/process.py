@@ -179,12 +179,20 @@ def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -
     return ProcessResult(argv, proc.returncode, b"", err, time.monotonic() - started, timed_out)
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name: state, ppid, ...; None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (children first found via /proc), for a hard stop."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+        fields = proc_stat(int(stat.parent.name))
+        if fields and len(fields) > 1 and fields[1].isdigit():
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     found, todo = [], [pid]
     while todo:

@@ -29,7 +29,7 @@ from backupd.actions.context import Context
 from backupd.actions.maintain import jobs_for
 from backupd.actions.reconcile import interrupt_dead_runs, reconcile
 from backupd.catalogue.models import utcnow
-from backupd.config import Config
+from backupd.config import Config, read_config
 from backupd.cron import cron_trigger, interval
 from backupd.errors import ConfigError
 from backupd.notify import notify, watchdog_interval
@@ -158,13 +158,10 @@ class Service:
 
     def reload(self) -> None:
         """SIGHUP: a good config replaces the running one; a bad one changes nothing."""
-        from backupd.config import load_config_text
-
         notify("RELOADING=1")
         try:
-            text = self.config_path.read_text(encoding="utf-8")
-            config = load_config_text(text, self.config_path)
-        except (OSError, ConfigError) as e:
+            text, config = read_config(self.config_path)
+        except ConfigError as e:
             reason = str(e).replace("\n", ";")
             log.error("reload refused, keeping the running configuration: %s", reason)
             notify("READY=1", "STATUS=reload refused: configuration invalid (see the log)")

@@ -74,18 +74,22 @@ def run_backup(ctx: Context, target: str, trigger: str) -> int:
     host, source = ctx.lookup_one(target)
     install_stop_handlers(ctx.config.deadline_for(source))
     outcome = backup_source(ctx, host, source, trigger)
-    if outcome.ok:
-        return 0
-    log.error("%s", outcome.error)
-    return EXIT_TRANSIENT if outcome.transient else 1
+    if not outcome.ok:
+        log.error("%s", outcome.error)
+    return exit_code(outcome.ok, outcome.transient)
 
 
 def run_maintenance_job(ctx: Context, job: str, host: str | None, trigger: str) -> int:
     install_stop_handlers(ctx.config.daemon.job_deadline)
     outcome = run_maintenance(ctx, job, host, trigger)
-    if outcome.ok:
+    return exit_code(outcome.ok, outcome.transient)
+
+
+def exit_code(ok: bool, transient: bool) -> int:
+    """What the daemon reads: 0 done, EXIT_TRANSIENT retry later, 1 failed for good."""
+    if ok:
         return 0
-    return EXIT_TRANSIENT if outcome.transient else 1
+    return EXIT_TRANSIENT if transient else 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_maintenance_job(ctx, args.job, args.target, args.trigger)
     except BackupdError as e:  # before a run row exists (config, lookup): say it, once
         log.error("%s %s: %s", args.job, args.target or "", e)
-        return EXIT_TRANSIENT if e.transient else 1
+        return exit_code(False, e.transient)
     finally:
         signal.alarm(0)
 

@@ -20,6 +20,7 @@ from backupd.actions.context import Context, ssh_target
 from backupd.actions.tree import run_cleanup
 from backupd.catalogue import RunStatus
 from backupd.errors import BackupdError
+from backupd.process import proc_stat
 from backupd.ssh import Connection
 
 log = logging.getLogger(__name__)
@@ -36,16 +37,17 @@ def process_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
+    fields = proc_stat(pid)
+    return not fields or fields[0] not in ("Z", "X")
 
 
-def reconcile(ctx: Context) -> None:
+def reconcile(ctx: Context, *, sweep_repositories: bool = True) -> None:
+    """``sweep_repositories``: also check every repository for stale locks and checkpoints
+    (a borg call or two per repository: the daemon's start, not every manual backup)."""
     interrupt_dead_runs(ctx)
     run_owed_cleanups(ctx)
+    if not sweep_repositories:
+        return
     for repo in repositories(ctx):
         try:
             if break_stale_lock(ctx, repo):

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
+from backupd.catalogue.jobs import HasSession
 from backupd.catalogue.models import Archive, Host, Run, Source
-
-
-class _HasSession(Protocol):
-    def session(self) -> AbstractContextManager[Session]: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +51,7 @@ class HistoryQueries:
     """Mixed into Catalogue."""
 
     def run_history(
-        self: _HasSession,
+        self: HasSession,
         host: str | None = None,
         source: str | None = None,
         status: str | None = None,
@@ -97,7 +91,7 @@ class HistoryQueries:
             ]
 
     def archive_rows(
-        self: _HasSession, host: str, source: str | None = None, include_pruned: bool = False
+        self: HasSession, host: str, source: str | None = None, include_pruned: bool = False
     ) -> list[ArchiveRow]:
         """Restore points of a host (or one source), newest first."""
         query = (
@@ -130,7 +124,7 @@ class HistoryQueries:
                 for a, src in s.execute(query)
             ]
 
-    def sizes(self: _HasSession) -> dict[tuple[str, str], Sizes]:
+    def sizes(self: HasSession) -> dict[tuple[str, str], Sizes]:
         """Per (host, source): live archives, their original and deduplicated bytes."""
         query = (
             select(

@@ -26,7 +26,9 @@ from backupd.catalogue.models import (
 GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
 
 
-class _HasSession(Protocol):
+class HasSession(Protocol):
+    """What the Catalogue mixins need of the Catalogue: transactions."""
+
     def session(self) -> AbstractContextManager[Session]: ...
 
 
@@ -34,7 +36,7 @@ class JobRecords:
     """Mixed into Catalogue."""
 
     # -- maintenance runs -------------------------------------------------------------
-    def start_maintenance(self: _HasSession, job: str, host: str | None, trigger: str) -> int:
+    def start_maintenance(self: HasSession, job: str, host: str | None, trigger: str) -> int:
         with self.session() as s:
             row = MaintenanceRun(job=job, host=host, trigger=trigger, status=RunStatus.RUNNING,
                                  started_at=utcnow(), pid=os.getpid())  # fmt: skip
@@ -43,7 +45,7 @@ class JobRecords:
             return row.id
 
     def finish_maintenance(
-        self: _HasSession,
+        self: HasSession,
         run_id: int,
         status: RunStatus,
         *,
@@ -56,23 +58,23 @@ class JobRecords:
             row.status, row.finished_at = status, utcnow()
             row.summary, row.error, row.stderr_tail = summary, error, stderr_tail or None
 
-    def running_maintenance(self: _HasSession) -> list[MaintenanceRun]:
+    def running_maintenance(self: HasSession) -> list[MaintenanceRun]:
         with self.session() as s:
             query = select(MaintenanceRun).where(MaintenanceRun.status == RunStatus.RUNNING)
             return list(s.scalars(query))
 
-    def maintenance_runs(self: _HasSession, limit: int = 50) -> list[MaintenanceRun]:
+    def maintenance_runs(self: HasSession, limit: int = 50) -> list[MaintenanceRun]:
         with self.session() as s:
             query = select(MaintenanceRun).order_by(MaintenanceRun.id.desc()).limit(limit)
             return list(s.scalars(query))
 
     # -- the daemon's queue -------------------------------------------------------------
-    def clear_queue(self: _HasSession) -> None:
+    def clear_queue(self: HasSession) -> None:
         with self.session() as s:
             s.execute(delete(QueuedJob))
 
     def enqueue(
-        self: _HasSession,
+        self: HasSession,
         job: str,
         host: str | None,
         source: str | None,
@@ -88,21 +90,21 @@ class JobRecords:
             s.flush()
             return row.id
 
-    def mark_started(self: _HasSession, queue_id: int, pid: int) -> None:
+    def mark_started(self: HasSession, queue_id: int, pid: int) -> None:
         with self.session() as s:
             s.execute(update(QueuedJob).where(QueuedJob.id == queue_id)
                       .values(state="running", pid=pid, started_at=utcnow()))  # fmt: skip
 
-    def dequeue(self: _HasSession, queue_id: int) -> None:
+    def dequeue(self: HasSession, queue_id: int) -> None:
         with self.session() as s:
             s.execute(delete(QueuedJob).where(QueuedJob.id == queue_id))
 
-    def queued_jobs(self: _HasSession) -> list[QueuedJob]:
+    def queued_jobs(self: HasSession) -> list[QueuedJob]:
         with self.session() as s:
             return list(s.scalars(select(QueuedJob).order_by(QueuedJob.not_before)))
 
     # -- what maintenance needs -----------------------------------------------------
-    def last_success(self: _HasSession, host: str, source: str) -> datetime | None:
+    def last_success(self: HasSession, host: str, source: str) -> datetime | None:
         with self.session() as s:
             query = (
                 select(Run.started_at)
@@ -114,7 +116,7 @@ class JobRecords:
             )
             return s.scalar(query)
 
-    def live_archives(self: _HasSession, repository: str) -> list[Archive]:
+    def live_archives(self: HasSession, repository: str) -> list[Archive]:
         """Archives of a repository not yet pruned, newest first."""
         with self.session() as s:
             query = (
@@ -124,17 +126,17 @@ class JobRecords:
             )
             return list(s.scalars(query))
 
-    def mark_pruned(self: _HasSession, repository: str, names: Sequence[str]) -> None:
+    def mark_pruned(self: HasSession, repository: str, names: Sequence[str]) -> None:
         _stamp(self, repository, names, pruned_at=utcnow())
 
-    def mark_data_checked(self: _HasSession, repository: str, names: Sequence[str]) -> None:
+    def mark_data_checked(self: HasSession, repository: str, names: Sequence[str]) -> None:
         _stamp(self, repository, names, data_checked_at=utcnow())
 
-    def mark_verified(self: _HasSession, repository: str, names: Sequence[str]) -> None:
+    def mark_verified(self: HasSession, repository: str, names: Sequence[str]) -> None:
         _stamp(self, repository, names, verified_at=utcnow())
 
 
-def _stamp(cat: _HasSession, repository: str, names: Sequence[str], **values: datetime) -> None:
+def _stamp(cat: HasSession, repository: str, names: Sequence[str], **values: datetime) -> None:
     if not names:
         return
     with cat.session() as s:
