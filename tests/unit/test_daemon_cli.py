@@ -86,3 +86,18 @@ def test_backupctl_offers_shell_completion() -> None:
            "COMP_CWORD": "1"}  # fmt: skip
     answer = subprocess.run([backupctl], env=env, capture_output=True, text=True, check=True)
     assert answer.stdout.split() == ["plain,archives"]
+
+
+def test_unit_failed_with_an_invalid_config_still_says_why(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + "\n[daemon]\nworkers = 0\n")
+    result = subprocess.run(
+        [BACKUPD, "--config", str(config), "--unit-failed", "backupd.service"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if Path("/var/lib/backupd/catalogue.db").exists():  # recorded in the default catalogue
+        assert result.returncode == 0
+    else:  # nowhere to record it: the journal line is all there is, and the exit says so
+        assert result.returncode == 1
+    assert "systemd unit backupd.service failed; its configuration is invalid" in result.stderr
+    assert "daemon.workers" in result.stderr and "Traceback" not in result.stderr
