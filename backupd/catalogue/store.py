@@ -7,6 +7,8 @@ so a crash leaves evidence the next start can reconcile.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +48,9 @@ class SourceStatus:
     last_run: datetime | None
 
 
+WAL_SWITCH_WAIT_S = 30.0
+
+
 def _private_sqlite_file(url: str) -> None:
     """Create the SQLite file (and its directory) private before SQLAlchemy touches it."""
     parsed = make_url(url)
@@ -65,9 +70,24 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         # the timeout first: switching a new file to WAL waits on another starter's lock
         cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cur)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """PRAGMA journal_mode=WAL on a file another starter is migrating fails at once with
+    "database is locked" (SQLite skips the busy handler where waiting could deadlock):
+    wait for the migration to commit, then switch."""
+    deadline = time.monotonic() + WAL_SWITCH_WAIT_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class Catalogue(JobRecords, HistoryQueries):
