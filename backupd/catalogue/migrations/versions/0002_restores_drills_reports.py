@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -27,7 +28,7 @@ def _str(name: str, length: int, nullable: bool = False) -> sa.Column[str]:
     return sa.Column(name, sa.String(length), nullable=nullable)
 
 
-def _lifecycle() -> list[sa.Column[object]]:
+def _lifecycle() -> list[sa.Column[Any]]:
     """Columns every row of a started-then-finished action has."""
     return [
         _str("status", 16),
@@ -40,9 +41,7 @@ def _lifecycle() -> list[sa.Column[object]]:
 def upgrade() -> None:
     with op.batch_alter_table("alert_events") as batch:
         batch.add_column(_str("dedup_key", 255, nullable=True))
-        batch.add_column(
-            sa.Column("attempts", sa.Integer(), nullable=False, server_default="0")
-        )
+        batch.add_column(sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("last_error", sa.Text(), nullable=True))
         batch.create_index("ix_alert_events_dedup_key", ["dedup_key"])
     op.create_table(
