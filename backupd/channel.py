@@ -13,7 +13,7 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
 
 from backupd.errors import RemoteError
-from backupd.process import STDERR_TAIL_BYTES, tail_text
+from backupd.process import STDERR_TAIL_BYTES, FeedResult, InputRefused, Produce, tail_text
 
 READ_SIZE = 1024 * 1024
 TERMINATE_WAIT = 5.0
@@ -162,3 +162,93 @@ class StderrCollector:
     @property
     def data(self) -> bytes:
         return bytes(self._buf)
+
+
+class _OutputTail:
+    """Drains stdout in a thread, keeping a tail (a restore tool's chatter, e.g. mariadb)."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self._chan = chan
+        self.data = bytearray()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                chunk = self._chan.recv(65536)
+            except TimeoutError:
+                if self._chan.closed:
+                    return
+                continue
+            except (OSError, EOFError):
+                return
+            if not chunk:
+                return
+            self.data.extend(chunk)
+            del self.data[: max(0, len(self.data) - 2 * STDERR_TAIL_BYTES)]
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+
+def feed_channel(
+    chan: paramiko.Channel, argv: tuple[str, ...], produce: Produce, deadline: float
+) -> FeedResult:
+    """Feed ``produce``'s chunks to the remote command running on ``chan`` (already
+    exec'd, with a short poll timeout set), then wait for its exit status. A command that
+    exits early stops the producer; an error or the deadline stops the remote command
+    too (never left running)."""
+    started = time.monotonic()
+    fed = 0
+    complete = timed_out = False
+    stderr = StderrCollector(chan, None)
+    stdout = _OutputTail(chan)
+
+    def sink(chunk: bytes) -> None:
+        nonlocal fed
+        if time.monotonic() - started > deadline:
+            raise TimeoutError
+        data = chunk
+        while data:  # send() waits for window space at most the channel's poll timeout
+            if chan.exit_status_ready() or chan.closed:
+                raise InputRefused
+            try:
+                sent = chan.send(data)
+            except TimeoutError:
+                if time.monotonic() - started > deadline:
+                    raise
+                continue
+            except (OSError, EOFError, paramiko.SSHException):
+                raise InputRefused from None
+            if sent == 0:
+                raise InputRefused
+            data = data[sent:]
+        fed += len(chunk)
+
+    try:
+        try:
+            produce(sink)
+            complete = True
+            chan.shutdown_write()
+        except InputRefused:
+            pass
+        except TimeoutError:
+            timed_out = True
+            terminate(chan)
+        except BaseException:
+            terminate(chan)
+            raise
+        left = max(1.0, deadline - (time.monotonic() - started))
+        if not chan.status_event.wait(left):
+            timed_out = True
+            terminate(chan)
+        status: int | None = chan.recv_exit_status() if chan.status_event.is_set() else None
+    finally:
+        chan.close()
+        stdout.join()
+        stderr.join()
+    if status == -1:
+        status = None
+    output = bytes(stdout.data) + stderr.data
+    return FeedResult(argv, status, output, time.monotonic() - started, fed, complete, timed_out)

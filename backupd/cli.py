@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,7 @@ import click
 
 from backupd.actions.backup import backup_source
 from backupd.actions.reconcile import reconcile
-from backupd.actions.restore import DirRequest, plan_restore_to_dir, restore_to_dir
-from backupd.actions.tree import TREE_FILENAME
-from backupd.cli_common import clean_errors, context, parse_at
+from backupd.cli_common import clean_errors, context
 from backupd.config import DEFAULT_CONFIG
 from backupd.logs import setup_logging
 
@@ -78,57 +75,11 @@ def backup_now(obj: dict[str, Any], target: str) -> None:
         sys.exit(1)
 
 
-@cli.command()
-@click.argument("target", metavar="HOST/SOURCE")
-@click.option("--to", "to", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write the dump file(s) or the tree into.")  # fmt: skip
-@click.option("--archive", help="Restore this archive (see: backupctl archives).")
-@click.option(
-    "--at",
-    "at",
-    metavar="TIME",
-    callback=parse_at,
-    help='The newest good backup at or before TIME, e.g. "2026-11-20 03:00" (UTC).',
-)
-@click.option("--dry-run", is_flag=True, help="Print what would be restored; change nothing.")
-@click.option("--force", is_flag=True, help="Replace what already exists in --to.")
-@click.pass_obj
-@clean_errors
-def restore(obj: dict[str, Any], target: str, to: Path, archive: str | None,
-            at: datetime | None, dry_run: bool, force: bool) -> None:  # fmt: skip
-    """Restore the newest good backup of a source (or --at TIME, or --archive NAME).
-
-    Every file is checked against what was recorded at backup time (sha256, the tree's
-    manifest) before it is put in place; nothing existing is overwritten without --force.
-
-    \b
-    Examples:
-      backupctl restore web1/maindb --to /srv/restore --dry-run
-      backupctl restore web1/maindb --to /srv/restore
-      backupctl restore web1/maindb --to /srv/restore --at "2026-11-20 03:00"
-      backupctl restore web1/uploads --to /srv/up2 --archive uploads.data.2026-11-20T02:14:09.120Z
-    """
-    if archive and at:
-        raise click.UsageError("give --archive or --at, not both")
-    ctx = context(obj)
-    host, source = ctx.lookup_one(target)
-    req = DirRequest(to, archive, at, force)
-    if dry_run:
-        chosen = plan_restore_to_dir(ctx, host, source, req)
-        for a in chosen:
-            where = to if a.filename == TREE_FILENAME else to / a.filename
-            click.echo(f"would restore {a.name} ({a.created_at.isoformat(timespec='seconds')}, "
-                       f"{a.nbytes} bytes) -> {where}")  # fmt: skip
-        click.echo("dry run: nothing was changed")
-        return
-    for f in restore_to_dir(ctx, host, source, req):
-        click.echo(f"{f.path}  {f.nbytes} bytes  sha256 {f.sha256}  (from {f.archive}, verified)")
-
-
 from backupd.cli_admin import catalogue, config_group  # noqa: E402  (registered below)
 from backupd.cli_inspect import archives, runs, status  # noqa: E402
+from backupd.cli_restore import restore  # noqa: E402
 
-for command in (status, archives, runs, catalogue, config_group):
+for command in (restore, status, archives, runs, catalogue, config_group):
     cli.add_command(command)
 
 

@@ -39,6 +39,7 @@ SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 _M = TypeVar("_M", bound=BaseModel)
 SECTIONS = ("daemon", "retention", "maintenance")  # optional top-level tables, defaults inside
+TOP_LEVEL = ("state_dir", "catalogue", "store", "passphrase", "hosts", "restore_targets")
 
 
 class Model(BaseModel):
@@ -157,6 +158,15 @@ class HostConfig(Model):
         return self
 
 
+class RestoreTarget(Model):
+    """A database server on the backup host that `restore --into-db NAME` restores into.
+    ``options`` are the kind's own connection settings (socket, port, user, sudo...)."""
+
+    name: str
+    kind: str
+    options: Any = None
+
+
 class Config(Model):
     path: Path
     state_dir: Path
@@ -167,6 +177,7 @@ class Config(Model):
     retention: RetentionConfig = RetentionConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     hosts: Mapping[str, HostConfig]
+    restore_targets: Mapping[str, RestoreTarget] = Field(default_factory=dict)
 
     def source(self, host: str, source: str) -> SourceConfig:
         return self.hosts[host].sources[source]
@@ -236,14 +247,43 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
         "store": _resolve_paths(raw.get("store"), base, ("path",)),
         "passphrase": _resolve_paths(raw.get("passphrase"), base, ("file",)),
         "hosts": hosts,
+        "restore_targets": _parse_targets(raw.get("restore_targets", {}), base, file, problems),
         **{k: raw[k] for k in SECTIONS if k in raw},
     }
-    unknown = set(raw) - {"state_dir", "catalogue", "store", "passphrase", "hosts", *SECTIONS}
+    unknown = set(raw) - {*TOP_LEVEL, *SECTIONS}
     problems += [f"{file}: {k}: unknown setting" for k in sorted(unknown)]
     config = _validate(Config, top, file, "", problems)
     if problems or config is None:
         raise ConfigError(problems)
     return config
+
+
+def _parse_targets(
+    raw: object, base: Path, file: Path, problems: list[str]
+) -> dict[str, RestoreTarget]:
+    from jobs.base import database_kinds
+
+    if not isinstance(raw, dict):
+        problems.append(f"{file}: restore_targets: expected tables [restore_targets.NAME]")
+        return {}
+    targets = {}
+    for name, body in raw.items():
+        where = f"restore_targets.{name}"
+        if not SOURCE_NAME.match(name) or not isinstance(body, dict):
+            problems.append(f"{file}: {where}: expected a table named with letters, digits, "
+                            "'_', '-'")  # fmt: skip
+            continue
+        kind = body.get("kind")
+        if kind not in database_kinds():
+            known = ", ".join(sorted(database_kinds()))
+            problems.append(f"{file}: {where}.kind: expected one of {known}, got {kind!r}")
+            continue
+        body = {k: _resolve(base, v) if k == "password_file" else v
+                for k, v in body.items() if k != "kind"}  # fmt: skip
+        options = _validate(registry()[kind].options_model, body, file, where, problems)
+        if options is not None:
+            targets[name] = RestoreTarget(name=name, kind=kind, options=options)
+    return targets
 
 
 def _parse_host(

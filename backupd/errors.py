@@ -7,6 +7,8 @@ whether trying again later can help (a dropped link) or not (a changed host key)
 
 from __future__ import annotations
 
+from backupd.process import summarize_stderr
+
 
 class BackupdError(Exception):
     """Base of every error backupd reports to a person."""
@@ -121,3 +123,17 @@ class CatalogueError(BackupdError):
     backupd catalogue, a failed migration): refused without changing it."""
 
     exit_code = 13
+
+
+class RestoreError(BackupdError):
+    """A restore tool (pg_restore, mariadb, rsync) or its preparation failed."""
+
+    exit_code = 14
+
+    def __init__(self, message: str, *, stderr_tail: str = "") -> None:
+        super().__init__(message)
+        self.stderr_tail = stderr_tail
+
+    def __str__(self) -> str:
+        summary = summarize_stderr(self.stderr_tail)
+        return f"{self.message}: {summary}" if summary else self.message

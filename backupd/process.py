@@ -207,3 +207,85 @@ def kill_tree(pid: int) -> None:
     for target in [pid, *descendants(pid)]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, signal.SIGKILL)
+
+
+Produce = Callable[[Callable[[bytes], object]], object]  # calls its sink with each chunk
+
+
+class InputRefused(Exception):
+    """The consuming command stopped reading its stdin (it exited) before the end."""
+
+
+@dataclass(frozen=True)
+class FeedResult:
+    """A command that read a stream on its stdin (a restore tool), and how it ended."""
+
+    argv: Argv
+    returncode: int | None  # None: no exit status (killed, connection lost)
+    output: bytes  # tail of stdout and stderr, in order
+    seconds: float
+    fed_bytes: int
+    complete: bool  # the whole stream was handed over
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.complete and not self.timed_out
+
+    def output_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
+        return tail_text(self.output, limit)
+
+
+def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
+    """Run ``argv`` with ``produce`` writing its stdin (e.g. ``borg extract --stdout`` into
+    ``pg_restore``): no temporary file, and the producer is stopped if the consumer dies."""
+    log.debug("feed: %s", mask_argv(argv, inv.secrets))
+    started = time.monotonic()
+    fed = 0
+    complete = timed_out = False
+    with tempfile.TemporaryFile() as outfile:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=outfile, stderr=subprocess.STDOUT,
+            env=dict(inv.env) if inv.env is not None else None, pass_fds=inv.pass_fds,
+            cwd=inv.cwd, start_new_session=True,
+        )  # fmt: skip
+        assert proc.stdin is not None
+        stdin = proc.stdin
+
+        def sink(chunk: bytes) -> None:
+            nonlocal fed
+            if inv.timeout is not None and time.monotonic() - started > inv.timeout:
+                raise TimeoutError
+            try:
+                stdin.write(chunk)
+            except (BrokenPipeError, ValueError):
+                raise InputRefused from None
+            fed += len(chunk)
+
+        try:
+            produce(sink)
+            complete = True
+        except InputRefused:
+            pass
+        except TimeoutError:
+            timed_out = True
+            _kill_group(proc)
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        finally:
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                stdin.close()
+        left = None if inv.timeout is None else max(1.0, inv.timeout - (time.monotonic() - started))
+        try:
+            proc.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc)
+            proc.wait()
+        outfile.seek(max(0, outfile.seek(0, os.SEEK_END) - 4 * STDERR_TAIL_BYTES))
+        output = outfile.read()
+    seconds = time.monotonic() - started
+    log.debug("exit %s after %.2fs: %s (%d bytes fed)", proc.returncode, seconds, argv[0], fed)
+    return FeedResult(argv, proc.returncode, output, seconds, fed, complete, timed_out)

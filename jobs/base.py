@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # config imports this module: no runtime import back
     from backupd.borg import Borg
     from backupd.catalogue import Catalogue
     from backupd.config import Config
+    from backupd.shells import CommandShell
 
 
 class Options(BaseModel):
@@ -134,6 +135,66 @@ def nothing_held() -> AbstractContextManager[Held]:
     return nullcontext(Held())
 
 
+class StreamFilter(Protocol):
+    """Rewrites a dump stream on its way to the restore tool (e.g. keep one table)."""
+
+    matched: bool  # what was asked for was in the stream
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class DatabaseRestore:
+    """One dump restored into one database by streaming it into the kind's restore tool."""
+
+    database: str  # the name to restore under (created by prepare_database)
+    table: str | None = None  # one table only (a recorded fact key, see resolve_table)
+    keep_owners: bool = True  # False on a foreign server: objects belong to our login
+    replace: bool = False  # drop what is in the way (the database, or with table: the table)
+
+
+class DatabaseKind(Protocol[O_contra]):
+    """What a kind implements so its dumps restore into a database server (backupctl
+    restore --into-db / --to-host --database, restore drills). ``shell`` runs the client
+    tools on the backup host or on a droplet; ``options`` say how they connect there."""
+
+    def restorable(self, item: str) -> bool:
+        """Whether this item's dump is a database (PostgreSQL's globals are not)."""
+        ...
+
+    def resolve_table(self, table: str, recorded: Sequence[str]) -> str:
+        """The recorded fact key (``facts["rows"]``) for a table named by a person."""
+        ...
+
+    def database_exists(self, options: O_contra, shell: CommandShell, name: str) -> bool: ...
+
+    def prepare_database(
+        self, options: O_contra, shell: CommandShell, req: DatabaseRestore
+    ) -> None:
+        """Create the database (dropping it first if ``req.replace`` and no table)."""
+        ...
+
+    def restore_argv(
+        self, options: O_contra, req: DatabaseRestore, secret_path: str | None
+    ) -> tuple[str, ...]:
+        """The tool that reads the dump on stdin; ``secret_path`` holds restore_secret()."""
+        ...
+
+    def restore_secret(self, options: O_contra) -> bytes:
+        """An option file the restore tool needs (b"": none)."""
+        ...
+
+    def stream_filter(self, table: str | None) -> StreamFilter | None: ...
+
+    def row_counts(
+        self, options: O_contra, shell: CommandShell, name: str, tables: Sequence[str]
+    ) -> dict[str, int]:
+        """Rows now in each of ``tables`` (fact keys) of database ``name``."""
+        ...
+
+
 @cache
 def registry() -> dict[str, SourceKind[Any]]:
     """Every kind defined in this package, by name (modules that define ``KIND``)."""
@@ -146,6 +207,20 @@ def registry() -> dict[str, SourceKind[Any]]:
         if kind is not None:
             kinds[kind.name] = kind
     return kinds
+
+
+@cache
+def database_kinds() -> dict[str, DatabaseKind[Any]]:
+    """Kinds whose dumps restore into a database server (modules that define ``RESTORE``)."""
+    import jobs
+
+    found: dict[str, DatabaseKind[Any]] = {}
+    for info in pkgutil.iter_modules(jobs.__path__):
+        module = importlib.import_module(f"jobs.{info.name}")
+        restore = getattr(module, "RESTORE", None)
+        if restore is not None:
+            found[module.KIND.name] = restore
+    return found
 
 
 # -- maintenance jobs -------------------------------------------------------------------

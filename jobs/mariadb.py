@@ -10,21 +10,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backupd.credentials import read_secret_file
-from backupd.errors import DumpError
+from backupd.dumpfilter import OneTableFilter
+from backupd.errors import DumpError, RestoreError, UsageError
 from jobs.base import (
+    DatabaseRestore,
     DumpStream,
     ExecOptions,
     Held,
     RemoteShell,
+    StreamFilter,
     Unit,
     list_lines,
     nothing_held,
     slug,
 )
 
+if TYPE_CHECKING:
+    from backupd.shells import CommandShell
+
 LIST_TIMEOUT = 60.0
+QUERY_TIMEOUT = 600.0
 SYSTEM_SCHEMAS = frozenset({"information_schema", "performance_schema", "sys", "mysql"})
 
 
@@ -86,11 +94,11 @@ class MariaDB:
         return nothing_held()
 
 
-def _client_args(options: MariaDBOptions) -> tuple[str, ...]:
+def _client_args(options: MariaDBOptions, option_file: str = "/dev/stdin") -> tuple[str, ...]:
     # An option-file flag must come first on the command line.
     argv: tuple[str, ...] = ()
     if options.password_file is not None:
-        argv += ("--defaults-extra-file=/dev/stdin",)
+        argv += (f"--defaults-extra-file={option_file}",)
     elif options.defaults_file:
         argv += (f"--defaults-extra-file={options.defaults_file}",)
     if options.socket:
@@ -109,3 +117,80 @@ def _option_file(options: MariaDBOptions) -> bytes:
 
 
 KIND = MariaDB()
+
+
+# -- restoring (backupctl restore --into-db / --to-host --database, drills) ---------------
+def sql_string(value: str) -> str:
+    """A string literal under MariaDB's default sql_mode (backslash escapes on)."""
+    if "\x00" in value:
+        raise UsageError("a name cannot contain a NUL character")
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def sql_ident(value: str) -> str:
+    if "\x00" in value or not value:
+        raise UsageError(f"not a usable name: {value!r}")
+    return "`" + value.replace("`", "``") + "`"
+
+
+class MariaDBRestore:
+    """Restore side of the kind: the mariadb client reads the SQL dump on stdin."""
+
+    def restorable(self, item: str) -> bool:
+        return True
+
+    def resolve_table(self, table: str, recorded: Sequence[str]) -> str:
+        if table in recorded or not recorded:
+            return table
+        shown = ", ".join(sorted(recorded)[:20])
+        raise UsageError(f"no table {table!r} in this dump (tables: {shown})")
+
+    def database_exists(self, options: MariaDBOptions, shell: CommandShell, name: str) -> bool:
+        where = f"SCHEMA_NAME = {sql_string(name)}"
+        sql = f"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE {where}"  # noqa: S608
+        return self._query(options, shell, sql).strip() != "0"
+
+    def prepare_database(
+        self, options: MariaDBOptions, shell: CommandShell, req: DatabaseRestore
+    ) -> None:
+        db = sql_ident(req.database)
+        if req.table is not None:
+            self._query(options, shell, f"CREATE DATABASE IF NOT EXISTS {db}")
+            return
+        drop = f"DROP DATABASE IF EXISTS {db}; " if req.replace else ""
+        self._query(options, shell, f"{drop}CREATE DATABASE {db}")
+
+    def restore_argv(
+        self, options: MariaDBOptions, req: DatabaseRestore, secret_path: str | None
+    ) -> tuple[str, ...]:
+        # the dump names no database (dumped without --databases): it lands in --database
+        return (*options.exec_prefix(), options.client,
+                *_client_args(options, secret_path or "/dev/null"), "--binary-mode",
+                f"--database={req.database}")  # fmt: skip
+
+    def restore_secret(self, options: MariaDBOptions) -> bytes:
+        return _option_file(options)
+
+    def stream_filter(self, table: str | None) -> StreamFilter | None:
+        return OneTableFilter(table) if table is not None else None
+
+    def row_counts(
+        self, options: MariaDBOptions, shell: CommandShell, name: str, tables: Sequence[str]
+    ) -> dict[str, int]:
+        db = sql_ident(name)
+        sql = "; ".join(f"SELECT COUNT(*) FROM {db}.{sql_ident(t)}" for t in tables)  # noqa: S608
+        out = self._query(options, shell, sql).split() if tables else []
+        return {t: int(n) for t, n in zip(tables, out, strict=True)}
+
+    @staticmethod
+    def _query(options: MariaDBOptions, shell: CommandShell, sql: str) -> str:
+        argv = (*options.exec_prefix(), options.client, *_client_args(options), "--batch",
+                "--skip-column-names", "--execute", sql)  # fmt: skip
+        result = shell.run(argv, timeout=QUERY_TIMEOUT, stdin=_option_file(options) or None)
+        if not result.ok:
+            what = f"{options.client} on {shell.label} failed (exit {result.exit_status})"
+            raise RestoreError(what, stderr_tail=result.stderr_tail())
+        return result.stdout.decode()
+
+
+RESTORE = MariaDBRestore()

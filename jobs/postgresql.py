@@ -8,16 +8,30 @@ from ``pg_dumpall --globals-only`` as a plain SQL stream.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from backupd.channel import Interactive
-from backupd.errors import DumpError, RemoteError
+from backupd.errors import DumpError, RemoteError, RestoreError, UsageError
 from backupd.units import Duration
-from jobs.base import DumpStream, ExecOptions, Held, RemoteShell, Unit, list_lines, slug
+from jobs.base import (
+    DatabaseRestore,
+    DumpStream,
+    ExecOptions,
+    Held,
+    RemoteShell,
+    StreamFilter,
+    Unit,
+    list_lines,
+    slug,
+)
+
+if TYPE_CHECKING:
+    from backupd.shells import CommandShell
 
 LIST_TIMEOUT = 60.0
 GLOBALS_ITEM = "_globals"
@@ -32,6 +46,7 @@ class PostgresOptions(ExecOptions):
     pg_dump: str = "pg_dump"
     pg_dumpall: str = "pg_dumpall"
     psql: str = "psql"
+    pg_restore: str = "pg_restore"  # restores (--into-db, --to-host --database, drills)
     count_rows: bool = True  # exact row counts in the dump's own snapshot (reads every table)
     facts_timeout: Duration = 3600.0
 
@@ -177,3 +192,120 @@ def _connection(options: PostgresOptions) -> tuple[str, ...]:
 
 
 KIND = PostgreSQL()
+
+
+# -- restoring (backupctl restore --into-db / --to-host --database, drills) ---------------
+QUERY_TIMEOUT = 600.0
+# format('%I.%I') as recorded in the facts: safe to use as an identifier in SQL
+_IDENT = r'(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")'
+FACT_TABLE = re.compile(rf"^({_IDENT})\.({_IDENT})$")
+
+
+def split_fact_table(key: str) -> tuple[str, str]:
+    """``"My Schema".t`` -> ("My Schema", "t"); ValueError if not a recorded table key."""
+    m = FACT_TABLE.match(key)
+    if not m:
+        raise ValueError(f"not a schema-qualified table: {key!r}")
+    return _unquote(m.group(1)), _unquote(m.group(2))
+
+
+def _unquote(ident: str) -> str:
+    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident
+
+
+class PostgresRestore:
+    """Restore side of the kind: pg_restore reads the custom-format dump on stdin."""
+
+    def restorable(self, item: str) -> bool:
+        return item != GLOBALS_ITEM
+
+    def resolve_table(self, table: str, recorded: Sequence[str]) -> str:
+        known = {split_fact_table(k): k for k in recorded if FACT_TABLE.match(k)}
+        schema, dot, name = table.partition(".")
+        if dot and (schema, name) in known:
+            return known[(schema, name)]
+        if table in recorded:
+            return table
+        matches = [k for (_s, t), k in known.items() if t == table]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UsageError(f"table {table!r} is in several schemas ({', '.join(matches)}): "
+                             "name it as SCHEMA.TABLE")  # fmt: skip
+        shown = ", ".join(sorted(recorded)[:20]) or "none recorded"
+        raise UsageError(f"no table {table!r} in this dump (tables: {shown})")
+
+    def database_exists(self, options: PostgresOptions, shell: CommandShell, name: str) -> bool:
+        out = self._psql(options, shell, "postgres", {"db": name},
+                         "SELECT count(*) FROM pg_database WHERE datname = :'db';")  # fmt: skip
+        return out.strip() != "0"
+
+    def prepare_database(
+        self, options: PostgresOptions, shell: CommandShell, req: DatabaseRestore
+    ) -> None:
+        if req.table is None:
+            drop = 'DROP DATABASE IF EXISTS :"db" WITH (FORCE);\n' if req.replace else ""
+            self._psql(options, shell, "postgres", {"db": req.database},
+                       f'{drop}CREATE DATABASE :"db";')  # fmt: skip
+            return
+        if not self.database_exists(options, shell, req.database):
+            self._psql(options, shell, "postgres", {"db": req.database},
+                       'CREATE DATABASE :"db";')  # fmt: skip
+        schema, _table = split_fact_table(req.table)
+        self._psql(options, shell, req.database, {"schema": schema},
+                   'CREATE SCHEMA IF NOT EXISTS :"schema";')  # fmt: skip
+
+    def restore_argv(
+        self, options: PostgresOptions, req: DatabaseRestore, secret_path: str | None
+    ) -> tuple[str, ...]:
+        argv = (*options.exec_prefix(), options.pg_restore, *_connection(options),
+                "--no-password", "--exit-on-error", "--single-transaction",
+                "--dbname", req.database)  # fmt: skip
+        if not req.keep_owners:
+            argv += ("--no-owner", "--no-privileges")
+        if req.table is not None:
+            schema, table = split_fact_table(req.table)
+            argv += ("--schema", schema, "--table", table)
+            if req.replace:
+                argv += ("--clean", "--if-exists")
+        return argv
+
+    def restore_secret(self, options: PostgresOptions) -> bytes:
+        return b""
+
+    def stream_filter(self, table: str | None) -> StreamFilter | None:
+        return None  # pg_restore selects the table itself
+
+    def row_counts(
+        self, options: PostgresOptions, shell: CommandShell, name: str, tables: Sequence[str]
+    ) -> dict[str, int]:
+        for key in tables:
+            split_fact_table(key)  # only recorded, %I-quoted names reach the SQL
+        sql = "".join(f"SELECT count(*) FROM {key};\n" for key in tables)  # noqa: S608
+        out = self._psql(options, shell, name, {}, sql).split()
+        return {key: int(n) for key, n in zip(tables, out, strict=True)}
+
+    @staticmethod
+    def _psql(
+        options: PostgresOptions,
+        shell: CommandShell,
+        db: str,
+        variables: dict[str, str],
+        sql: str,
+    ) -> str:
+        """Run SQL given on stdin; values reach it only as psql variables (:'v', :"v")."""
+        argv: tuple[str, ...] = (
+            *options.exec_prefix(), options.psql, *_connection(options), "--no-psqlrc",
+            "--no-align", "--tuples-only", "--quiet", "--no-password", "--set",
+            "ON_ERROR_STOP=1", "--dbname", db,
+        )  # fmt: skip
+        for k, v in variables.items():
+            argv += ("--set", f"{k}={v}")
+        result = shell.run(argv, timeout=QUERY_TIMEOUT, stdin=sql.encode())
+        if not result.ok:
+            raise RestoreError(f"psql on {shell.label} failed (exit {result.exit_status})",
+                               stderr_tail=result.stderr_tail())  # fmt: skip
+        return result.stdout.decode()
+
+
+RESTORE = PostgresRestore()

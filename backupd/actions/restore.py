@@ -9,18 +9,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from backupd.actions.context import Context
 from backupd.actions.tree import TREE_FILENAME
-from backupd.catalogue import Archive
+from backupd.catalogue import Archive, RunStatus
 from backupd.config import HostConfig, SourceConfig
-from backupd.errors import NotFoundError, RefusedError, VerificationError
+from backupd.errors import BackupdError, NotFoundError, RefusedError, VerificationError
 from backupd.manifest import parse_manifest, verify_tree
 
 log = logging.getLogger(__name__)
+Progress = Callable[[int], object]  # told each chunk's size as it is restored
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,11 @@ class DirRequest:
 
 
 def restore_to_dir(
-    ctx: Context, host: HostConfig, source: SourceConfig, req: DirRequest
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    req: DirRequest,
+    progress: Progress | None = None,
 ) -> list[RestoredFile]:
     chosen = plan_restore_to_dir(ctx, host, source, req)
     to, force = req.to, req.force
@@ -78,7 +85,32 @@ def restore_to_dir(
         return [restore_tree(ctx, a, to, force=force) for a in chosen]
     targets = [(a, to / a.filename) for a in chosen]
     to.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return [_extract_one(ctx, a, target) for a, target in targets]
+    return [_extract_one(ctx, a, target, progress) for a, target in targets]
+
+
+def restore_files(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    req: DirRequest,
+    progress: Progress | None = None,
+) -> list[RestoredFile]:
+    """``restore --to DIR``, recorded in the catalogue (before, then with its outcome)."""
+    chosen = plan_restore_to_dir(ctx, host, source, req)
+    rid = ctx.catalogue.start_restore(host.name, source.name, [a.name for a in chosen], "dir",
+                                      str(req.to))  # fmt: skip
+    started = time.monotonic()
+    try:
+        restored = restore_to_dir(ctx, host, source, req, progress)
+    except BackupdError as e:
+        ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),
+                                     seconds=time.monotonic() - started)  # fmt: skip
+        raise
+    checks = [{"check": "sha256" if f.path.is_file() else "manifest", "ok": True,
+               "detail": f"{f.path}: {f.nbytes} bytes as recorded"} for f in restored]  # fmt: skip
+    ctx.catalogue.finish_restore(rid, RunStatus.SUCCEEDED, nbytes=sum(f.nbytes for f in restored),
+                                 seconds=time.monotonic() - started, checks=checks)  # fmt: skip
+    return restored
 
 
 def plan_restore_to_dir(
@@ -122,7 +154,9 @@ def restore_tree(ctx: Context, archive: Archive, to: Path, *, force: bool) -> Re
     return RestoredFile(archive.name, to, archive.nbytes, archive.sha256)
 
 
-def _extract_one(ctx: Context, archive: Archive, target: Path) -> RestoredFile:
+def _extract_one(
+    ctx: Context, archive: Archive, target: Path, progress: Progress | None = None
+) -> RestoredFile:
     partial = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
     count = 0
@@ -135,6 +169,8 @@ def _extract_one(ctx: Context, archive: Archive, target: Path) -> RestoredFile:
                 digest.update(chunk)
                 count += len(chunk)
                 out.write(chunk)
+                if progress:
+                    progress(len(chunk))
 
             ctx.borg.extract_stream(Path(archive.repository), archive.name, archive.filename, write)
         if digest.hexdigest() != archive.sha256 or count != archive.nbytes:

@@ -33,6 +33,7 @@ from backupd.catalogue.models import (
     Source,
     utcnow,
 )
+from backupd.catalogue.restores import RestoreRecords
 
 GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
 
@@ -90,7 +91,7 @@ def _switch_to_wal(cur: Any) -> None:
             time.sleep(0.05)
 
 
-class Catalogue(JobRecords, HistoryQueries):
+class Catalogue(JobRecords, HistoryQueries, RestoreRecords):
     def __init__(self, url: str) -> None:
         _private_sqlite_file(url)
         self.engine = create_engine(url)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness.droplet import Droplet
 from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
+from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster
 
 BIN = Path(sys.executable).parent
@@ -136,3 +137,35 @@ def row_counts(cluster: PostgresCluster, db: str) -> dict[str, int]:
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", db=db
     ).split()
     return {t: int(cluster.psql(f"SELECT count(*) FROM {t}", db=db)) for t in tables}
+
+
+TRICKY = 'it\'s a ),( trap; \\\\ back\\slash "quoted" and\nnew line'
+
+
+@pytest.fixture
+def shop_mariadb(mariadb_server: MariaDBServer) -> Iterator[str]:
+    """A MariaDB database with rows, an odd table name, a tricky string and a trigger."""
+    mariadb_server.sql("DROP DATABASE IF EXISTS shop; CREATE DATABASE shop")
+    mariadb_server.sql(
+        "CREATE TABLE customers (id INT PRIMARY KEY AUTO_INCREMENT, name TEXT, photo BLOB);"
+        "CREATE TABLE orders (id INT PRIMARY KEY AUTO_INCREMENT, customer_id INT,"
+        " total DECIMAL(10,2));"
+        "CREATE TABLE `odd name` (id INT PRIMARY KEY);"
+        "INSERT INTO customers (name, photo) SELECT CONCAT('customer ', seq), UNHEX('00FF27')"
+        " FROM seq_1_to_3000;"
+        f"INSERT INTO customers (name) VALUES ({_sql_str(TRICKY)});"
+        "INSERT INTO orders (customer_id, total) SELECT seq % 3000, seq / 7 FROM seq_1_to_20000;"
+        "CREATE TRIGGER t_orders BEFORE INSERT ON orders FOR EACH ROW SET NEW.total = NEW.total;",
+        db="shop",
+    )
+    yield "shop"
+    mariadb_server.sql("DROP DATABASE IF EXISTS shop; DROP DATABASE IF EXISTS shop_restored")
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def mariadb_counts(server: MariaDBServer, db: str) -> dict[str, int]:
+    tables = server.sql("SHOW TABLES", db=db).splitlines()
+    return {t: int(server.sql(f"SELECT count(*) FROM `{t}`", db=db)) for t in tables}

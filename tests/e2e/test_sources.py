@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment, pg_source, row_counts
+from tests.e2e.conftest import Deployment, mariadb_counts, pg_source, row_counts
 from tests.harness.droplet import Droplet
 from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster
 
 pytestmark = pytest.mark.e2e
-
-TRICKY = 'it\'s a ),( trap; \\\\ back\\slash "quoted" and\nnew line'
 
 
 def archive_facts(d: Deployment) -> dict[str, dict[str, object]]:
@@ -28,39 +26,11 @@ def archive_facts(d: Deployment) -> dict[str, dict[str, object]]:
 
 
 # -- MariaDB -----------------------------------------------------------------------------
-@pytest.fixture
-def shop_mariadb(mariadb_server: MariaDBServer) -> Iterator[str]:
-    mariadb_server.sql("DROP DATABASE IF EXISTS shop; CREATE DATABASE shop")
-    mariadb_server.sql(
-        "CREATE TABLE customers (id INT PRIMARY KEY AUTO_INCREMENT, name TEXT, photo BLOB);"
-        "CREATE TABLE orders (id INT PRIMARY KEY AUTO_INCREMENT, customer_id INT,"
-        " total DECIMAL(10,2));"
-        "CREATE TABLE `odd name` (id INT PRIMARY KEY);"
-        "INSERT INTO customers (name, photo) SELECT CONCAT('customer ', seq), UNHEX('00FF27')"
-        " FROM seq_1_to_3000;"
-        f"INSERT INTO customers (name) VALUES ({_sql_str(TRICKY)});"
-        "INSERT INTO orders (customer_id, total) SELECT seq % 3000, seq / 7 FROM seq_1_to_20000;"
-        "CREATE TRIGGER t_orders BEFORE INSERT ON orders FOR EACH ROW SET NEW.total = NEW.total;",
-        db="shop",
-    )
-    yield "shop"
-    mariadb_server.sql("DROP DATABASE IF EXISTS shop; DROP DATABASE IF EXISTS shop_restored")
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
-
-
 def _secret(tmp_path: Path, value: str) -> Path:
     path = tmp_path / "mariadb-password"
     path.write_text(value + "\n")
     path.chmod(0o600)
     return path
-
-
-def mariadb_counts(server: MariaDBServer, db: str) -> dict[str, int]:
-    tables = server.sql("SHOW TABLES", db=db).splitlines()
-    return {t: int(server.sql(f"SELECT count(*) FROM `{t}`", db=db)) for t in tables}
 
 
 def test_mariadb_backup_restore_with_exact_row_facts(

@@ -1,0 +1,296 @@
+"""restore into a database: stream ``borg extract --stdout`` into the kind's restore tool.
+
+No temporary dump file: the archive's bytes are hashed as they pass (they must match the
+sha256 recorded at backup time), optionally filtered (one table), and fed to pg_restore or
+mariadb, on the backup host (a configured restore target) or on a droplet over SSH. The
+restored database is then checked against the recorded row counts. Every restore is
+recorded in the catalogue before anything is touched, and completed after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from backupd.actions.context import Context, ssh_target
+from backupd.actions.restore import Progress, choose_archives
+from backupd.catalogue import Archive, RunStatus
+from backupd.config import HostConfig, SourceConfig
+from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
+from backupd.shells import CommandShell, DropletShell, LocalShell
+from backupd.ssh import Connection
+from jobs.base import DatabaseKind, DatabaseRestore, Options, database_kinds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DbRequest:
+    """``--into-db TARGET`` (a configured restore target) or ``--to-host HOST`` with
+    ``--database``: which point, under which name, one table or all, may it replace."""
+
+    target: str
+    on_droplet: bool = False  # target names a host: restore onto that droplet's server
+    name: str | None = None  # --as / --database; default: the name it had
+    table: str | None = None
+    item: str | None = None  # which database of a source that dumps several
+    archive: str | None = None
+    at: datetime | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedDb:
+    archive: Archive
+    restore: DatabaseRestore
+    exists: bool
+
+    @property
+    def action(self) -> str:
+        if self.restore.table is not None:
+            verb = "replace table" if self.restore.replace else "restore table"
+            return f"{verb} {self.restore.table} in {self.restore.database}"
+        return f"{'replace' if self.exists else 'create'} database {self.restore.database}"
+
+
+@dataclass(frozen=True)
+class DbPlan:
+    where: str  # "restore target staging (the backup host)" / "droplet web2"
+    databases: list[PlannedDb]
+    skipped: list[str] = field(default_factory=list)  # items that are not databases
+    destructive: bool = False  # something existing gets dropped or overwritten
+
+
+@dataclass(frozen=True)
+class DbRestored:
+    archive: str
+    database: str
+    where: str
+    nbytes: int
+    seconds: float
+    checks: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    kind: DatabaseKind[Any]
+    options: Options
+    where: str
+
+
+def database_kind(source: SourceConfig) -> DatabaseKind[Any]:
+    kind = database_kinds().get(source.kind)
+    if kind is None:
+        raise UsageError(f"{source.host}/{source.name} is a {source.kind} source: it does not "
+                         "restore into a database server; use --to DIR")  # fmt: skip
+    return kind
+
+
+@contextmanager
+def db_shell(ctx: Context, req: DbRequest) -> Iterator[CommandShell]:
+    if not req.on_droplet:
+        yield LocalShell(ctx.run_dir())
+        return
+    host = ctx.config.hosts.get(req.target)
+    if host is None:
+        raise UsageError(f"unknown host {req.target!r} (configured: "
+                         f"{', '.join(sorted(ctx.config.hosts))})")  # fmt: skip
+    with Connection(ssh_target(host)) as conn:
+        yield DropletShell(conn)
+
+
+def _endpoint(ctx: Context, source: SourceConfig, req: DbRequest) -> _Endpoint:
+    kind = database_kind(source)
+    if req.on_droplet:  # the droplet runs the tools as the source says (sudo, container...)
+        return _Endpoint(kind, source.options, f"droplet {req.target}")
+    target = ctx.config.restore_targets.get(req.target)
+    if target is None:
+        known = ", ".join(sorted(ctx.config.restore_targets)) or "none configured"
+        raise UsageError(f"unknown restore target {req.target!r} ({known}); declare it as "
+                         f"[restore_targets.{req.target}] in the config")  # fmt: skip
+    if target.kind != source.kind:
+        raise UsageError(f"restore target {req.target} is a {target.kind} server; "
+                         f"{source.host}/{source.name} is a {source.kind} source")  # fmt: skip
+    return _Endpoint(kind, target.options, f"restore target {req.target}")
+
+
+def plan_db_restore(
+    ctx: Context, host: HostConfig, source: SourceConfig, req: DbRequest, shell: CommandShell
+) -> DbPlan:
+    """What would be restored where; refuses what a real restore would refuse. Asks the
+    server which databases exist, changes nothing (``--dry-run`` stops here)."""
+    ep = _endpoint(ctx, source, req)
+    chosen = choose_archives(ctx, host, source, req.archive, req.at)
+    if req.item is not None:
+        chosen = [a for a in chosen if a.item == req.item]
+        if not chosen:
+            raise UsageError(f"{host.name}/{source.name}: no database {req.item!r} in that "
+                             "backup (see: backupctl archives)")  # fmt: skip
+    databases = [a for a in chosen if ep.kind.restorable(a.item)]
+    skipped = [a.name for a in chosen if not ep.kind.restorable(a.item)]
+    if not databases:
+        raise UsageError(f"{host.name}/{source.name}: that backup holds no database")
+    if len(databases) > 1 and (req.name or req.table):
+        items = ", ".join(a.item for a in databases)
+        raise UsageError(f"this backup holds several databases ({items}): choose one with "
+                         "--item before --as/--database or --table")  # fmt: skip
+    planned = []
+    for a in databases:
+        recorded = list(a.facts.get("rows", {}))
+        table = ep.kind.resolve_table(req.table, recorded) if req.table else None
+        name = req.name or a.item
+        exists = ep.kind.database_exists(ep.options, shell, name)
+        if exists and not req.force:
+            what = f"table {table} in it" if table else "it"
+            raise RefusedError(
+                f"database {name!r} already exists on {ep.where}: refusing to touch it "
+                f"(use --as NEWNAME, or --force to replace {what})"
+            )
+        restore = DatabaseRestore(name, table, keep_owners=req.on_droplet, replace=exists)
+        planned.append(PlannedDb(a, restore, exists))
+    return DbPlan(ep.where, planned, skipped, destructive=any(p.exists for p in planned))
+
+
+def restore_into_db(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    req: DbRequest,
+    confirm: Callable[[DbPlan], bool] = lambda plan: True,
+    progress: Progress | None = None,
+) -> list[DbRestored]:
+    """Plan, ask (``confirm`` sees the plan), then restore each database and check it."""
+    with db_shell(ctx, req) as shell:
+        plan = plan_db_restore(ctx, host, source, req, shell)
+        if not confirm(plan):
+            raise RefusedError("not confirmed: nothing was changed")
+        ep = _endpoint(ctx, source, req)
+        return [_restore_one(ctx, host, source, ep, shell, p, progress) for p in plan.databases]
+
+
+def _restore_one(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    ep: _Endpoint,
+    shell: CommandShell,
+    planned: PlannedDb,
+    progress: Progress | None,
+) -> DbRestored:
+    a, req = planned.archive, planned.restore
+    where = f"{req.database} on {ep.where}"
+    rid = ctx.catalogue.start_restore(host.name, source.name, [a.name],
+                                      "host-db" if ep.where.startswith("droplet") else "database",
+                                      where)  # fmt: skip
+    started = time.monotonic()
+    try:
+        ep.kind.prepare_database(ep.options, shell, req)
+        nbytes = _stream(ctx, ep, shell, a, req, progress)
+        checks = verify_database(ep, shell, a, req)
+    except BackupdError as e:
+        ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),
+                                     seconds=time.monotonic() - started)  # fmt: skip
+        raise
+    seconds = time.monotonic() - started
+    ctx.catalogue.finish_restore(rid, RunStatus.SUCCEEDED, nbytes=nbytes, seconds=seconds,
+                                 checks=checks)  # fmt: skip
+    log.info("restored %s into %s in %.1fs", a.name, where, seconds)
+    return DbRestored(a.name, req.database, ep.where, nbytes, seconds, checks)
+
+
+def _stream(
+    ctx: Context,
+    ep: _Endpoint,
+    shell: CommandShell,
+    a: Archive,
+    req: DatabaseRestore,
+    progress: Progress | None,
+) -> int:
+    digest = hashlib.sha256()
+    count = 0
+    filt = ep.kind.stream_filter(req.table)
+
+    def produce(sink: Callable[[bytes], object]) -> None:
+        def forward(chunk: bytes) -> None:
+            nonlocal count
+            digest.update(chunk)
+            count += len(chunk)
+            sink(filt.feed(chunk) if filt else chunk)
+            if progress:
+                progress(len(chunk))
+
+        ctx.borg.extract_stream(Path(a.repository), a.name, a.filename, forward)
+        if filt and (rest := filt.end()):
+            sink(rest)
+
+    secret = ep.kind.restore_secret(ep.options)
+    with _secret_file(shell, secret) as secret_path:
+        argv = ep.kind.restore_argv(ep.options, req, secret_path)
+        result = shell.feed(argv, produce, timeout=RESTORE_TIMEOUT)
+    tool = Path(_tool_name(argv, ep)).name
+    if result.timed_out:
+        raise RestoreError(
+            f"{tool} into {req.database} on {ep.where} still running after "
+            f"{RESTORE_TIMEOUT:.0f}s: stopped; the database is incomplete"
+        )
+    if not result.ok:
+        raise RestoreError(
+            f"{tool} into {req.database} on {ep.where} failed (exit {result.returncode}); "
+            "the database is incomplete: drop it, or restore again with --force",
+            stderr_tail=result.output_tail(),
+        )
+    if digest.hexdigest() != a.sha256 or count != a.nbytes:
+        raise VerificationError(f"{a.name}: the archived dump does not match the catalogue "
+                                f"(sha256 {digest.hexdigest()[:12]}, {count} bytes; recorded "
+                                f"{a.sha256[:12]}, {a.nbytes} bytes)")  # fmt: skip
+    if filt is not None and not filt.matched:
+        raise RestoreError(f"table {req.table} was not found in {a.name}")
+    return count
+
+
+RESTORE_TIMEOUT = 24 * 3600.0
+
+
+def _tool_name(argv: tuple[str, ...], ep: _Endpoint) -> str:
+    prefix = len(ep.options.exec_prefix()) if hasattr(ep.options, "exec_prefix") else 0
+    return argv[prefix] if len(argv) > prefix else argv[0]
+
+
+@contextmanager
+def _secret_file(shell: CommandShell, secret: bytes) -> Iterator[str | None]:
+    if not secret:
+        yield None
+        return
+    with shell.private_file(secret) as path:
+        yield path
+
+
+def verify_database(
+    ep: _Endpoint, shell: CommandShell, a: Archive, req: DatabaseRestore
+) -> list[dict[str, Any]]:
+    """Row counts now in the database against those recorded at backup time."""
+    checks: list[dict[str, Any]] = [
+        {"check": "sha256", "ok": True, "detail": f"{a.nbytes} bytes, sha256 {a.sha256[:12]}"}
+    ]
+    recorded: dict[str, int] = dict(a.facts.get("rows", {}))
+    if req.table is not None:
+        recorded = {k: v for k, v in recorded.items() if k == req.table}
+    if not recorded:
+        checks.append({"check": "rows", "ok": True, "detail": "no row counts were recorded"})
+        return checks
+    found = ep.kind.row_counts(ep.options, shell, req.database, list(recorded))
+    wrong = [f"{t}: {found[t]} rows, recorded {n}" for t, n in recorded.items() if found[t] != n]
+    if wrong:
+        raise VerificationError(f"{req.database} on {ep.where} differs from the backup in "
+                                f"{len(wrong)} table(s): {'; '.join(wrong[:5])}")  # fmt: skip
+    total = sum(recorded.values())
+    checks.append({"check": "rows", "ok": True,
+                   "detail": f"{len(recorded)} table(s), {total} rows as recorded"})  # fmt: skip
+    return checks

@@ -1,0 +1,169 @@
+"""restore onto a droplet's filesystem (``--to-host HOST --path P``).
+
+The restore point is first extracted and verified on the backup host (as ``--to DIR``
+does: sha256 / manifest), into a private staging directory; rsync then pushes it over
+the pinned SSH connection, and a second rsync pass (``--checksum --dry-run``) proves
+that every file arrived with the same content. Staging is always removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from backupd.actions.context import Context, ssh_target
+from backupd.actions.restore import DirRequest, choose_archives, restore_to_dir
+from backupd.actions.stream import write_private
+from backupd.catalogue import Archive, RunStatus
+from backupd.config import HostConfig, SourceConfig
+from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
+from backupd.process import Invocation, run_local
+from backupd.relay import target_to_json
+from backupd.ssh import Connection
+
+log = logging.getLogger(__name__)
+REMOTE_TIMEOUT = 600.0
+PUSH_TIMEOUT = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    host: str  # the droplet to write to: the source's own, or another
+    path: str  # absolute directory there
+    archive: str | None = None
+    at: datetime | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    archives: list[Archive]
+    where: str
+    not_empty: bool  # the remote directory has files (only with --force)
+
+
+@dataclass(frozen=True)
+class Pushed:
+    where: str
+    files: int
+    nbytes: int
+    seconds: float
+    checks: list[dict[str, Any]]
+
+
+def _destination(ctx: Context, req: PushRequest) -> HostConfig:
+    if not req.path.startswith("/"):
+        raise UsageError(f"--path must be absolute on the droplet, got {req.path!r}")
+    host = ctx.config.hosts.get(req.host)
+    if host is None:
+        raise UsageError(f"unknown host {req.host!r} (configured: "
+                         f"{', '.join(sorted(ctx.config.hosts))})")  # fmt: skip
+    return host
+
+
+def _sudo(source: SourceConfig) -> tuple[str, ...]:
+    return ("sudo", "-n") if getattr(source.options, "sudo", False) else ()
+
+
+def plan_push(ctx: Context, host: HostConfig, source: SourceConfig, req: PushRequest) -> PushPlan:
+    dest = _destination(ctx, req)
+    chosen = choose_archives(ctx, host, source, req.archive, req.at)
+    where = f"{dest.name}:{req.path}"
+    with Connection(ssh_target(dest)) as conn:
+        probe = (*_sudo(source), "find", req.path, "-mindepth", "1", "-maxdepth", "1",
+                 "-print", "-quit")  # fmt: skip
+        not_empty = bool(conn.run(probe, timeout=REMOTE_TIMEOUT).stdout.strip())
+    if not_empty and not req.force:
+        raise RefusedError(f"refusing to restore into {where}: it is not empty (use --force "
+                           "to write over the files there)")  # fmt: skip
+    return PushPlan(chosen, where, not_empty)
+
+
+def restore_to_host_path(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    req: PushRequest,
+    confirm: Callable[[PushPlan], bool] = lambda plan: True,
+) -> Pushed:
+    plan = plan_push(ctx, host, source, req)
+    if not confirm(plan):
+        raise RefusedError("not confirmed: nothing was changed")
+    dest = _destination(ctx, req)
+    rid = ctx.catalogue.start_restore(host.name, source.name, [a.name for a in plan.archives],
+                                      "host-path", plan.where)  # fmt: skip
+    staging = ctx.private_dir(ctx.config.state_dir / "restore" / f"push-{rid}")
+    started = time.monotonic()
+    try:
+        restored = restore_to_dir(ctx, host, source,
+                                  DirRequest(staging, req.archive, req.at, force=True))  # fmt: skip
+        files = sum(1 for p in staging.rglob("*") if p.is_file())
+        nbytes = sum(f.nbytes for f in restored)
+        checks: list[dict[str, Any]] = [{"check": "extract", "ok": True, "detail":
+                                         f"{files} file(s), {nbytes} bytes verified against "
+                                         "the backup before the push"}]  # fmt: skip
+        with Connection(ssh_target(dest)) as conn:
+            mkdir = conn.run(
+                (*_sudo(source), "mkdir", "-p", "--", req.path), timeout=REMOTE_TIMEOUT
+            )
+            if not mkdir.ok:
+                raise RestoreError(f"cannot create {plan.where}", stderr_tail=mkdir.stderr_tail())
+        _rsync(ctx, dest, source, staging, req.path, verify=False)
+        differing = _rsync(ctx, dest, source, staging, req.path, verify=True)
+        if differing:
+            shown = ", ".join(differing[:5])
+            raise VerificationError(
+                f"{plan.where} differs from the backup after the push in "
+                f"{len(differing)} file(s): {shown}"
+            )
+        detail = "rsync --checksum found every file identical on the droplet"
+        checks.append({"check": "pushed", "ok": True, "detail": detail})
+    except BackupdError as e:
+        ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),
+                                     seconds=time.monotonic() - started)  # fmt: skip
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds = time.monotonic() - started
+    ctx.catalogue.finish_restore(rid, RunStatus.SUCCEEDED, nbytes=nbytes, seconds=seconds,
+                                 checks=checks)  # fmt: skip
+    return Pushed(plan.where, files, nbytes, seconds, checks)
+
+
+def _rsync(
+    ctx: Context,
+    dest: HostConfig,
+    source: SourceConfig,
+    staging: Any,
+    path: str,
+    *,
+    verify: bool,
+) -> list[str]:
+    """Push staging to the droplet; with ``verify``, compare contents and list what differs."""
+    spec = ctx.run_dir() / f"rsh-push-{dest.name}-{int(time.time() * 1000)}.json"
+    write_private(spec, json.dumps(target_to_json(ssh_target(dest))))
+    shell = shlex.join((sys.executable, "-m", "backupd.rsh", str(spec)))
+    rsync_path = " ".join((*_sudo(source), getattr(source.options, "rsync", "rsync")))
+    argv: tuple[str, ...] = ("rsync", "--archive", "--hard-links", "--protect-args",
+                             "--rsh", shell, f"--rsync-path={rsync_path}")  # fmt: skip
+    if verify:
+        argv += ("--checksum", "--dry-run", "--itemize-changes")
+    argv += (f"{staging}/", f"{dest.name}:{path.rstrip('/')}/")
+    try:
+        result = run_local(argv, Invocation(timeout=PUSH_TIMEOUT))
+    finally:
+        spec.unlink(missing_ok=True)
+    if not result.ok:
+        raise RestoreError(f"rsync to {dest.name}:{path} failed (exit {result.returncode})",
+                           stderr_tail=result.stderr_tail())  # fmt: skip
+    lines = result.stdout.decode(errors="replace").splitlines()
+    # itemized: ">f..." a file that would be sent again (content or size differs)
+    return [line.split(" ", 1)[-1] for line in lines if line[:2] in (">f", "<f")]

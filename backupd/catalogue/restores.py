@@ -1,0 +1,61 @@
+"""Catalogue records of restores (and the reconciliation of ones a crash cut short)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from backupd.catalogue.jobs import HasSession
+from backupd.catalogue.models import Restore, RunStatus, utcnow
+
+
+def operator_name() -> str:
+    """Who ran the restore: the sudo caller if any, else the login."""
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+class RestoreRecords:
+    """Mixed into Catalogue."""
+
+    def start_restore(
+        self: HasSession,
+        host: str,
+        source: str,
+        archives: Sequence[str],
+        target_kind: str,
+        target: str,
+    ) -> int:
+        with self.session() as s:
+            row = Restore(host=host, source=source, archives=list(archives),
+                          target_kind=target_kind, target=target, status=RunStatus.RUNNING,
+                          started_at=utcnow(), pid=os.getpid(), operator=operator_name(),
+                          nbytes=0, checks=[])  # fmt: skip
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_restore(
+        self: HasSession,
+        restore_id: int,
+        status: RunStatus,
+        *,
+        nbytes: int = 0,
+        seconds: float | None = None,
+        checks: Sequence[dict[str, Any]] = (),
+        error: str | None = None,
+    ) -> None:
+        with self.session() as s:
+            row = s.get_one(Restore, restore_id)
+            row.status, row.finished_at = status, utcnow()
+            row.nbytes, row.seconds, row.checks, row.error = nbytes, seconds, list(checks), error
+
+    def restores(self: HasSession, limit: int = 50) -> list[Restore]:
+        with self.session() as s:
+            return list(s.scalars(select(Restore).order_by(Restore.id.desc()).limit(limit)))
