@@ -62,7 +62,8 @@ def backup_now(obj: dict[str, Any], target: str) -> None:
     reconcile(ctx, sweep_repositories=False)  # the daemon sweeps repositories at start
     failed = 0
     for source in sources:
-        outcome = backup_source(ctx, host, source, trigger="manual")
+        outcome = backup_source(ctx, host, source, trigger="manual",
+                                progress=lambda line: click.echo(line, err=True))  # fmt: skip
         if outcome.ok:
             click.echo(
                 f"{outcome.host}/{outcome.source}: ok, {len(outcome.archives)} "

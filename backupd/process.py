@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -252,24 +253,28 @@ def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
         assert proc.stdin is not None
         stdin = proc.stdin
 
+        def expire() -> None:  # a consumer that stops reading blocks our write: kill it
+            nonlocal timed_out
+            timed_out = True
+            _kill_group(proc)
+
         def sink(chunk: bytes) -> None:
             nonlocal fed
-            if inv.timeout is not None and time.monotonic() - started > inv.timeout:
-                raise TimeoutError
             try:
                 stdin.write(chunk)
             except (BrokenPipeError, ValueError):
                 raise InputRefused from None
             fed += len(chunk)
 
+        timer = threading.Timer(inv.timeout, expire) if inv.timeout is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
             produce(sink)
-            complete = True
+            complete = not timed_out
         except InputRefused:
             pass
-        except TimeoutError:
-            timed_out = True
-            _kill_group(proc)
         except BaseException:
             _kill_group(proc)
             proc.wait()
@@ -277,13 +282,9 @@ def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
         finally:
             with contextlib.suppress(BrokenPipeError, ValueError):
                 stdin.close()
-        left = None if inv.timeout is None else max(1.0, inv.timeout - (time.monotonic() - started))
-        try:
-            proc.wait(timeout=left)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
             proc.wait()
+            if timer is not None:
+                timer.cancel()
         outfile.seek(max(0, outfile.seek(0, os.SEEK_END) - 4 * STDERR_TAIL_BYTES))
         output = outfile.read()
     seconds = time.monotonic() - started

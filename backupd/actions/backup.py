@@ -8,6 +8,8 @@ key checked) before anything touches the store; each dump stream goes through
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backupd.actions.context import Context, ssh_target
@@ -42,8 +44,14 @@ class BackupOutcome:
 
 
 def backup_source(
-    ctx: Context, host: HostConfig, source: SourceConfig, trigger: str
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    trigger: str,
+    progress: Callable[[str], object] | None = None,
 ) -> BackupOutcome:
+    """``progress`` hears one line per step (connected, planned, each unit pulled)."""
+    say = progress or (lambda line: None)
     cat = ctx.catalogue
     source_id = cat.ensure_source(host.name, host.address, source.name, source.kind)
     run_id = cat.start_run(source_id, trigger)
@@ -58,10 +66,13 @@ def backup_source(
             units = kind.plan(source.options, conn)
             if not units:
                 raise DumpError(f"{source.kind} source found nothing to back up")
+            say(f"{label}: {len(units)} item(s) to pull: {', '.join(u.item for u in units)}")
             repo = ctx.repository(host.name)
             if ctx.borg.ensure_repository(repo, ctx.config.store.encryption):
                 log.info("%s: initialised Borg repository %s", label, repo)
             for n, unit in enumerate(units):
+                say(f"{label}: [{n + 1}/{len(units)}] pulling {unit.item} ...")
+                started = time.monotonic()
                 if isinstance(unit, DumpStream):
                     with kind.hold(source.options, unit, conn) as held:
                         pulled = pull_stream(ctx, host, source, source_id, run_id, n, unit,
@@ -70,6 +81,8 @@ def backup_source(
                     pulled = pull_tree(ctx, host, source, source_id, run_id, unit, repo)
                 archives.append(pulled.archive)
                 total += pulled.nbytes
+                say(f"{label}: [{n + 1}/{len(units)}] {unit.item}: {pulled.nbytes} bytes in "
+                    f"{time.monotonic() - started:.1f}s -> {pulled.archive}")  # fmt: skip
                 warnings += pulled.warnings
     except StoppedError as e:  # a shutdown, not a fault: no alert; the catch-up reruns it
         error = f"{label}: {e}"

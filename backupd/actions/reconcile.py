@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import uuid
 from pathlib import Path
@@ -121,7 +122,22 @@ def interrupt_dead_runs(ctx: Context) -> list[int]:
                          source=run.source.name, run_id=run.id)  # fmt: skip
         log.warning("%s", message)
         settled.append(run.id)
+    interrupt_dead_restores(ctx)
     return settled
+
+
+def interrupt_dead_restores(ctx: Context) -> None:
+    """A restore cut short leaves a partial target: say so where ops look, and remove the
+    private staging a push left behind."""
+    for r in ctx.catalogue.running_restores():
+        if process_alive(r.pid):
+            continue
+        message = (f"{r.host}/{r.source}: restore {r.id} into {r.target} was interrupted "
+                   f"(process {r.pid} gone): what it wrote there is incomplete")  # fmt: skip
+        ctx.catalogue.finish_restore(r.id, RunStatus.INTERRUPTED, error=message)
+        ctx.catalogue.record_alert("restore_interrupted", message, host=r.host, source=r.source)
+        shutil.rmtree(ctx.config.state_dir / "restore" / f"push-{r.id}", ignore_errors=True)
+        log.warning("%s", message)
 
 
 def run_owed_cleanups(ctx: Context) -> None:

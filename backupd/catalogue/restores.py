@@ -56,6 +56,10 @@ class RestoreRecords:
             row.status, row.finished_at = status, utcnow()
             row.nbytes, row.seconds, row.checks, row.error = nbytes, seconds, list(checks), error
 
+    def running_restores(self: HasSession) -> list[Restore]:
+        with self.session() as s:
+            return list(s.scalars(select(Restore).where(Restore.status == RunStatus.RUNNING)))
+
     def restores(self: HasSession, limit: int = 50) -> list[Restore]:
         with self.session() as s:
             return list(s.scalars(select(Restore).order_by(Restore.id.desc()).limit(limit)))

@@ -46,7 +46,9 @@ def pg_deployed(
     d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
     add_targets(d, staging={"kind": "postgresql", "socket_dir": str(pg_cluster.socket_dir),
                             "port": pg_cluster.port, "username": "postgres"})  # fmt: skip
-    d.backupctl("backup", "now", "web1/maindb", check=True)
+    backup = d.backupctl("backup", "now", "web1/maindb", check=True)
+    assert "web1/maindb: [1/2] pulling shop ..." in backup.stderr  # progress, step by step
+    assert "web1/maindb: [2/2] _globals: " in backup.stderr
     yield d
     for db in ("shop_copy", "orders_only", "shop_back"):
         pg_cluster.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
