@@ -81,16 +81,16 @@ class ByteProgress:
             self._bar = None
 
 
-def confirm(lines: list[str], destructive: bool, yes: bool) -> bool:
-    """Show the plan; ask before a destructive restore unless --yes (never hang on no TTY)."""
+def confirm(lines: list[str], risk: str | None, yes: bool) -> bool:
+    """Show the plan; ask before a risky restore unless --yes (never hang without a TTY).
+    ``risk`` completes "this restore ..." (None: nothing to ask)."""
     for line in lines:
         click.echo(line)
-    if not destructive or yes:
+    if risk is None or yes:
         return True
     if not sys.stdin.isatty():
         raise RefusedError(
-            "this restore replaces or writes over existing data and needs a "
-            "confirmation: run it in a terminal, or add --yes"
+            f"this restore {risk} and needs a confirmation: run it in a terminal, or add --yes"
         )
     return click.confirm("Go ahead?", default=False, err=True)
 
@@ -101,6 +101,14 @@ def db_plan_lines(plan: DbPlan) -> list[str]:
     lines += [f"skipping {name}: not a database (restore it with --to DIR)"
               for name in plan.skipped]  # fmt: skip
     return lines
+
+
+def db_risk(plan: DbPlan, req: DbRequest) -> str | None:
+    if plan.destructive:
+        return f"replaces existing data on {plan.where}"
+    if req.on_droplet:
+        return f"writes onto {plan.where}"
+    return None
 
 
 def push_plan_lines(plan: PushPlan) -> list[str]:
@@ -240,7 +248,7 @@ def _to_db(ctx: Any, host: Any, source: Any, req: DbRequest, dry_run: bool, yes:
 
     def ask(plan: DbPlan) -> bool:
         progress.total = sum(p.archive.nbytes for p in plan.databases)
-        return confirm(db_plan_lines(plan), plan.destructive or req.on_droplet, yes)
+        return confirm(db_plan_lines(plan), db_risk(plan, req), yes)
 
     for r in restore_into_db(ctx, host, source, req, ask, progress):
         progress.close()
@@ -260,7 +268,11 @@ def _to_host_path(ctx: Any, host: Any, source: Any, req: PushRequest, dry_run: b
         click.echo("dry run: nothing was changed")
         return
     pushed = restore_to_host_path(
-        ctx, host, source, req, lambda plan: confirm(push_plan_lines(plan), True, yes)
+        ctx,
+        host,
+        source,
+        req,
+        lambda plan: confirm(push_plan_lines(plan), f"writes onto droplet {req.host}", yes),
     )
     click.echo(
         f"restored {pushed.files} file(s), {pushed.nbytes} bytes to {pushed.where} "

@@ -13,12 +13,15 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness.droplet import Droplet, start_droplet
 from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
 from tests.harness.mariadb import MariaDBServer, start_mariadb
-from tests.harness.postgres import start_postgres
+from tests.harness.postgres import PostgresCluster, start_postgres
 from tests.harness.procs import is_root
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +101,17 @@ def install_docker_stand_in(droplet: Droplet, uploads: Path) -> None:
     script.chmod(0o755)
 
 
-def main() -> int:
+@dataclass
+class Sandbox:
+    config: Path
+    droplet: Droplet
+    cluster: PostgresCluster
+    mariadb: MariaDBServer
+
+
+@contextmanager
+def sandbox(extra: str = "") -> Iterator[Sandbox]:
+    """The demo droplet with its servers and data, and config/demo.toml; stopped after."""
     VAR.mkdir(exist_ok=True)
     # Each demo backs up a fresh sandbox: start from an empty catalogue and store, so a var/
     # left by an older version (or a crashed demo) never gets in the way.
@@ -106,13 +119,13 @@ def main() -> int:
         shutil.rmtree(stale, ignore_errors=True)
     # Servers live in a world-traversable temp dir: PostgreSQL and the droplet user
     # run as other accounts and must reach their sockets.
-    sandbox = Path(tempfile.mkdtemp(prefix="backupd-demo-"))
-    sandbox.chmod(0o755)
+    root = Path(tempfile.mkdtemp(prefix="backupd-demo-"))
+    root.chmod(0o755)
     droplet = cluster = mariadb = None
     try:
-        droplet = start_droplet(sandbox, "demo-droplet")
-        cluster = start_postgres(sandbox)
-        mariadb = start_mariadb(sandbox)
+        droplet = start_droplet(root, "demo-droplet")
+        cluster = start_postgres(root)
+        mariadb = start_mariadb(root)
         seed(cluster.psql)
         seed_mariadb(mariadb, VAR / "demo-mariadb-password")
         uploads = seed_files(droplet)
@@ -144,17 +157,9 @@ def main() -> int:
             store=VAR / "store",
             passphrase_file=passphrase,
             hosts=[HostSpec("demo", droplet, sources)],
+            extra=extra,
         )
-        print(
-            f"sandbox droplet: {droplet.user}@{droplet.address}:{droplet.port}, "
-            f"host key pinned in {CONFIG.relative_to(ROOT)}"
-        )
-        rc = run(str(BIN / "backupd"), "--config", str(CONFIG), "--once")
-        run(str(BIN / "backupctl"), "--config", str(CONFIG), "status")
-        print("\nTry a restore next (the droplet is gone, the backup is not):")
-        print(f"  {BIN / 'backupctl'} --config {CONFIG} restore demo/appdb --to var/restore")
-        print(f"  {BIN / 'backupctl'} --config {CONFIG} restore demo/uploads --to var/uploads")
-        return rc
+        yield Sandbox(CONFIG, droplet, cluster, mariadb)
     finally:
         if mariadb is not None:
             mariadb.stop()
@@ -162,7 +167,20 @@ def main() -> int:
             cluster.stop()
         if droplet is not None:
             droplet.stop()
-        shutil.rmtree(sandbox, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> int:
+    with sandbox() as box:
+        d = box.droplet
+        print(f"sandbox droplet: {d.user}@{d.address}:{d.port}, "
+              f"host key pinned in {CONFIG.relative_to(ROOT)}")  # fmt: skip
+        rc = run(str(BIN / "backupd"), "--config", str(CONFIG), "--once")
+        run(str(BIN / "backupctl"), "--config", str(CONFIG), "status")
+        print("\nTry a restore next (the droplet is gone, the backup is not):")
+        print(f"  {BIN / 'backupctl'} --config {CONFIG} restore demo/appdb --to var/restore")
+        print(f"  {BIN / 'backupctl'} --config {CONFIG} restore demo/uploads --to var/uploads")
+        return rc
 
 
 if __name__ == "__main__":
