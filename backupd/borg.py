@@ -187,6 +187,12 @@ class Borg:
         self.run(("init", "--encryption", encryption, str(repo)), what="init")
         return True
 
+    def export_key(self, repo: Path, dest: Path, *, paper: bool = False) -> None:
+        """``borg key export [--paper] REPO DEST``: the repository key (still protected by
+        the passphrase), as a file for ``borg key import`` or as text to type back in."""
+        args: Argv = ("key", "export", *(("--paper",) if paper else ()), str(repo), str(dest))
+        self.run(args, what="key export --paper" if paper else "key export")
+
     # -- archives -----------------------------------------------------------------
     def create_from_command(
         self,

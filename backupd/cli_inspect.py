@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from backupd.actions.status import queue_rows, status_rows
+from backupd.actions.status import key_exports_missing, queue_rows, status_rows
 from backupd.catalogue.models import RunStatus, utcnow
 from backupd.cli_common import age, clean_errors, context, short_time, table
 from backupd.units import human_bytes, parse_duration
@@ -33,7 +33,8 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
     """Is everything backed up? One line per source; stale sources stand out.
 
     A source is STALE when it has not succeeded for twice its schedule's interval.
-    Exits 1 when any source is stale, so scripts and monitoring can use it.
+    Exits 1 when any source is stale, so scripts and monitoring can use it. Warns (without
+    changing the exit code) about repositories whose key was never exported.
 
     \b
     Examples:
@@ -41,16 +42,18 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
       backupctl status --json | jq '.sources[] | select(.stale)'
     """
     ctx = context(obj)
-    rows, jobs = status_rows(ctx), queue_rows(ctx)
+    rows, jobs, unexported = status_rows(ctx), queue_rows(ctx), key_exports_missing(ctx)
     if as_json:
-        _dump({"sources": rows, "queue": jobs})
+        _dump({"sources": rows, "queue": jobs, "key_exports_missing": unexported})
     else:
-        _print_status(rows, jobs)
+        _print_status(rows, jobs, unexported)
     if any(r["stale"] for r in rows):
         sys.exit(1)
 
 
-def _print_status(rows: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> None:
+def _print_status(
+    rows: list[dict[str, Any]], jobs: list[dict[str, Any]], unexported: list[dict[str, str]]
+) -> None:
     header = ("HOST/SOURCE", "KIND", "LAST SUCCESS", "AGE", "STORED", "DEDUP", "NEXT RUN",
               "LAST STATUS")  # fmt: skip
     lines = []
@@ -67,6 +70,9 @@ def _print_status(rows: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> Non
         if r["stale"]:
             click.echo(_style(f"  ! {r['host']}/{r['source']}: stale (last success "
                               f"{age(r['age_seconds'])} ago)", True))  # fmt: skip
+    for k in unexported:  # a warning only: exit 1 stays "a source is stale"
+        click.echo(f"warning: the key of repository {k['repository']} (host {k['host']}) has "
+                   "never been exported: backupctl key export DIR")  # fmt: skip
     if jobs:
         click.echo("\nDaemon queue:")
         for j in jobs:

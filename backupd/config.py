@@ -153,8 +153,10 @@ class HostConfig(Model):
 
     @model_validator(mode="after")
     def _pinned(self) -> HostConfig:
-        if (self.host_key is None) == (self.known_hosts is None):
-            raise ValueError("pin the host key: give exactly one of host_key or known_hosts")
+        # Neither is valid: the key is then pinned in <state_dir>/known_hosts by
+        # `backupctl host trust`, and connections are refused until it is.
+        if self.host_key is not None and self.known_hosts is not None:
+            raise ValueError("pin the host key once: give host_key or known_hosts, not both")
         return self
 
 

@@ -79,6 +79,7 @@ def target_from_json(t: dict[str, Any]) -> SSHTarget:
         host_keys=tuple(t["host_keys"]),
         known_hosts=Path(t["known_hosts"]) if t["known_hosts"] else None,
         connect_timeout=float(t["connect_timeout"]),
+        pin_file=bool(t.get("pin_file", False)),
     )
 
 

@@ -34,6 +34,7 @@ PREFERRED_CIPHERS = (
     "aes128-ctr",
     "aes256-ctr",
 )
+PIN_FILE_NAME = "known_hosts"
 MAX_PACKET = 256 * 1024 - 1024  # what sshd may send us in one packet (it caps at 256 KiB)
 POLL_SECONDS = 1.0
 EXIT_STATUS_WAIT = 30.0
@@ -72,6 +73,18 @@ class SSHTarget:
     host_keys: tuple[str, ...] = ()  # pinned "TYPE BASE64" lines
     known_hosts: Path | None = None
     connect_timeout: float = 20.0
+    # known_hosts is backupd's own <state_dir>/known_hosts (`backupctl host trust`): a
+    # missing file pins nothing yet, and a refusal names that command, not a config key.
+    pin_file: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"{self.label} ({self.address}:{self.port})"
+
+    @property
+    def lookup(self) -> str:
+        """The host's name in a known_hosts file, as OpenSSH writes it."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,11 @@ class StreamResult:
         return self.exit_status == 0 and self.timed_out is None
 
 
+def pin_file(state_dir: Path) -> Path:
+    """backupd's own known_hosts: the keys `backupctl host trust` pinned."""
+    return state_dir / PIN_FILE_NAME
+
+
 def fingerprint(key: paramiko.PKey) -> str:
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
@@ -136,64 +154,18 @@ class Connection:
     # -- connecting ---------------------------------------------------------------
     def open(self) -> None:
         t = self.target
-        where = f"{t.label} ({t.address}:{t.port})"
-        pinned = self._pinned_keys()
-        try:
-            sock = socket.create_connection((t.address, t.port), timeout=t.connect_timeout)
-        except OSError as e:
-            raise RemoteError(f"{where}: cannot connect: {_reason(e)}", transient=True) from None
-        transport = paramiko.Transport(sock, default_max_packet_size=MAX_PACKET)
+        pinned = pinned_keys(t)
+        transport = _handshake(t, pinned)
         self._transport = transport
-        opts = transport.get_security_options()
-        opts.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in opts.ciphers) or opts.ciphers
-        offered = tuple(k for k in {line.split()[0] for line in pinned} if k in opts.key_types)
-        if offered:
-            opts.key_types = offered
-        try:
-            transport.start_client(timeout=t.connect_timeout)
-        except (paramiko.SSHException, OSError, EOFError) as e:
-            self.close()
-            raise RemoteError(f"{where}: SSH handshake failed: {e}", transient=True) from None
-        self._check_host_key(transport.get_remote_server_key(), pinned, where)
-        self._authenticate(transport, where)
+        self._check_host_key(transport.get_remote_server_key(), pinned)
+        self._authenticate(transport, t.where)
         transport.set_keepalive(30)
 
-    def _pinned_keys(self) -> tuple[str, ...]:
-        t = self.target
-        if t.known_hosts is None:
-            return t.host_keys
-        lookup = t.address if t.port == 22 else f"[{t.address}]:{t.port}"
-        try:
-            known = paramiko.HostKeys(str(t.known_hosts))
-        except OSError as e:
-            raise HostKeyError(
-                f"{t.label}: cannot read known_hosts {t.known_hosts}: {e.strerror}"
-            ) from None
-        except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError) as e:
-            raise HostKeyError(
-                f"{t.label}: known_hosts {t.known_hosts} has a malformed line: {e}"
-            ) from None
-        entries = known.lookup(lookup)
-        if entries is None:
-            return ()
-        return tuple(f"{kt} {entries[kt].get_base64()}" for kt in entries)
-
-    def _check_host_key(self, key: paramiko.PKey, pinned: Sequence[str], where: str) -> None:
-        offered = f"{key.get_name()} {key.get_base64()}"
-        if any(offered.split()[:2] == line.split()[:2] for line in pinned):
+    def _check_host_key(self, key: paramiko.PKey, pinned: Sequence[str]) -> None:
+        if key_matches(key, pinned):
             return
         self.close()
-        if not pinned:
-            raise HostKeyError(
-                f"{where}: unknown host key {key.get_name()} {fingerprint(key)}: no key is "
-                "pinned for this host; refusing to connect (pin it with host_key or known_hosts)"
-            )
-        expected = ", ".join(fingerprint_line(line) for line in pinned)
-        raise HostKeyError(
-            f"{where}: HOST KEY CHANGED: offered {key.get_name()} {fingerprint(key)}, pinned "
-            f"{expected}; refusing to connect. If the droplet was rebuilt, check the new key "
-            "out of band and update host_key"
-        )
+        raise HostKeyError(refusal(self.target, key, pinned))
 
     def _authenticate(self, transport: paramiko.Transport, where: str) -> None:
         t = self.target
@@ -341,6 +313,92 @@ class Connection:
         if status == -1:  # paramiko's "closed without an exit status"
             status = None
         return status, stderr.data, time.monotonic() - started, timed_out
+
+
+def pinned_keys(t: SSHTarget) -> tuple[str, ...]:
+    """The "TYPE BASE64" keys pinned for the target: its host_key, or its known_hosts entries."""
+    if t.known_hosts is None:
+        return t.host_keys
+    if t.pin_file and not t.known_hosts.exists():
+        return ()  # nothing trusted yet: `backupctl host trust` creates the file
+    try:
+        known = paramiko.HostKeys(str(t.known_hosts))
+    except OSError as e:
+        raise HostKeyError(
+            f"{t.label}: cannot read known_hosts {t.known_hosts}: {e.strerror}"
+        ) from None
+    except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError) as e:
+        raise HostKeyError(
+            f"{t.label}: known_hosts {t.known_hosts} has a malformed line: {e}"
+        ) from None
+    entries = known.lookup(t.lookup)
+    return tuple(f"{kt} {entries[kt].get_base64()}" for kt in entries) if entries else ()
+
+
+def key_matches(key: paramiko.PKey, pinned: Sequence[str]) -> bool:
+    offered = [key.get_name(), key.get_base64()]
+    return any(offered == line.split()[:2] for line in pinned)
+
+
+def refusal(t: SSHTarget, key: paramiko.PKey, pinned: Sequence[str]) -> str:
+    """Why a connection to ``t`` is refused when it offers ``key``: one line, with the way
+    out for where the pin lives (config or backupd's pin file)."""
+    offered = f"{key.get_name()} {fingerprint(key)}"
+    trust = f"backupctl host trust {t.label}"
+    if not pinned:
+        if t.known_hosts is not None and not t.pin_file:
+            return (
+                f"{t.where}: unknown host key {offered}: known_hosts {t.known_hosts} has no "
+                f"key for {t.lookup}; refusing to connect (check the key out of band, then "
+                "add it to that file)"
+            )
+        return (
+            f"{t.where}: unknown host key {offered}: no key is pinned for this host; refusing "
+            f"to connect (check the fingerprint out of band, then pin it: {trust})"
+        )
+    expected = ", ".join(fingerprint_line(line) for line in pinned)
+    if t.pin_file:
+        how = f"run {trust}, which shows both keys and asks before replacing"
+    elif t.known_hosts is not None:
+        how = f"update {t.known_hosts}"
+    else:
+        how = f"update host_key of [hosts.{t.label}] in the config"
+    return (
+        f"{t.where}: HOST KEY CHANGED: offered {offered}, pinned {expected}; refusing to "
+        f"connect. If the droplet was rebuilt, check the new key out of band, then {how}"
+    )
+
+
+def offered_host_key(target: SSHTarget) -> paramiko.PKey:
+    """The host key the droplet offers, without logging in (`backupctl host trust`):
+    negotiated as ``Connection.open`` does, so it is the key a backup would be shown."""
+    transport = _handshake(target, pinned_keys(target))
+    try:
+        return transport.get_remote_server_key()
+    finally:
+        transport.close()
+
+
+def _handshake(t: SSHTarget, pinned: Sequence[str]) -> paramiko.Transport:
+    """A transport past key exchange (the server's key known, nobody logged in yet)."""
+    try:
+        sock = socket.create_connection((t.address, t.port), timeout=t.connect_timeout)
+    except OSError as e:
+        raise RemoteError(f"{t.where}: cannot connect: {_reason(e)}", transient=True) from None
+    transport = paramiko.Transport(sock, default_max_packet_size=MAX_PACKET)
+    opts = transport.get_security_options()
+    opts.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in opts.ciphers) or opts.ciphers
+    # Ask for the pinned key type: a server with several host keys would otherwise offer
+    # the one paramiko prefers, and a correct pin of another type would look changed.
+    offered = tuple(k for k in {line.split()[0] for line in pinned} if k in opts.key_types)
+    if offered:
+        opts.key_types = offered
+    try:
+        transport.start_client(timeout=t.connect_timeout)
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        transport.close()
+        raise RemoteError(f"{t.where}: SSH handshake failed: {e}", transient=True) from None
+    return transport
 
 
 def _reason(e: OSError) -> str:

@@ -62,7 +62,7 @@ def backup_source(
     total = 0
     try:
         kind = registry()[source.kind]
-        with Connection(ssh_target(host)) as conn:
+        with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
             units = kind.plan(source.options, conn)
             if not units:
                 raise DumpError(f"{source.kind} source found nothing to back up")

@@ -75,7 +75,7 @@ def check_passphrase(ctx: Context) -> Iterator[Check]:
 
 def check_host(ctx: Context, host: HostConfig) -> Iterator[Check]:
     try:
-        conn = Connection(ssh_target(host))
+        conn = Connection(ssh_target(host, ctx.config.state_dir))
         conn.open()
     except BackupdError as e:
         yield Check(host.name, False, str(e))

@@ -12,7 +12,7 @@ from backupd.catalogue import Catalogue
 from backupd.config import Config, HostConfig, SourceConfig
 from backupd.credentials import read_passphrase
 from backupd.errors import UsageError
-from backupd.ssh import SSHTarget
+from backupd.ssh import SSHTarget, pin_file
 
 
 @dataclass
@@ -70,7 +70,10 @@ class Context:
         return host, sources[0]
 
 
-def ssh_target(host: HostConfig) -> SSHTarget:
+def ssh_target(host: HostConfig, state_dir: Path) -> SSHTarget:
+    """How to reach ``host``; its key pinned by the config (host_key, known_hosts) or else
+    by backupd's own pin file ``<state_dir>/known_hosts`` (`backupctl host trust`)."""
+    own = host.host_key is None and host.known_hosts is None
     return SSHTarget(
         label=host.name,
         address=host.address,
@@ -78,8 +81,9 @@ def ssh_target(host: HostConfig) -> SSHTarget:
         user=host.user,
         key_path=host.key,
         host_keys=(host.host_key,) if host.host_key else (),
-        known_hosts=host.known_hosts,
+        known_hosts=pin_file(state_dir) if own else host.known_hosts,
         connect_timeout=host.connect_timeout,
+        pin_file=own,
     )
 
 

@@ -148,7 +148,7 @@ def run_owed_cleanups(ctx: Context) -> None:
                       owed.host, " ".join(owed.argv))  # fmt: skip
             continue
         try:
-            with Connection(ssh_target(host)) as conn:
+            with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
                 problem = run_cleanup(ctx, conn, owed.id, owed.argv, CLEANUP_TIMEOUT)
         except BackupdError as e:
             problem = f"cannot reach {owed.host} for an owed cleanup: {e}"

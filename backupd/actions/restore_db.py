@@ -102,7 +102,7 @@ def db_shell(ctx: Context, req: DbRequest) -> Iterator[CommandShell]:
     if host is None:
         raise UsageError(f"unknown host {req.target!r} (configured: "
                          f"{', '.join(sorted(ctx.config.hosts))})")  # fmt: skip
-    with Connection(ssh_target(host)) as conn:
+    with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
         yield DropletShell(conn)
 
 

@@ -77,7 +77,7 @@ def plan_push(ctx: Context, host: HostConfig, source: SourceConfig, req: PushReq
     dest = _destination(ctx, req)
     chosen = choose_archives(ctx, host, source, req.archive, req.at)
     where = f"{dest.name}:{req.path}"
-    with Connection(ssh_target(dest)) as conn:
+    with Connection(ssh_target(dest, ctx.config.state_dir)) as conn:
         probe = (*_sudo(source), "find", req.path, "-mindepth", "1", "-maxdepth", "1",
                  "-print", "-quit")  # fmt: skip
         not_empty = bool(conn.run(probe, timeout=REMOTE_TIMEOUT).stdout.strip())
@@ -110,7 +110,7 @@ def restore_to_host_path(
         checks: list[dict[str, Any]] = [{"check": "extract", "ok": True, "detail":
                                          f"{files} file(s), {nbytes} bytes verified against "
                                          "the backup before the push"}]  # fmt: skip
-        with Connection(ssh_target(dest)) as conn:
+        with Connection(ssh_target(dest, ctx.config.state_dir)) as conn:
             mkdir = conn.run(
                 (*_sudo(source), "mkdir", "-p", "--", req.path), timeout=REMOTE_TIMEOUT
             )
@@ -149,7 +149,7 @@ def _rsync(
 ) -> list[str]:
     """Push staging to the droplet; with ``verify``, compare contents and list what differs."""
     spec = ctx.run_dir() / f"rsh-push-{dest.name}-{int(time.time() * 1000)}.json"
-    write_private(spec, json.dumps(target_to_json(ssh_target(dest))))
+    write_private(spec, json.dumps(target_to_json(ssh_target(dest, ctx.config.state_dir))))
     shell = shlex.join((sys.executable, "-m", "backupd.rsh", str(spec)))
     rsync_path = " ".join((*_sudo(source), getattr(source.options, "rsync", "rsync")))
     argv: tuple[str, ...] = ("rsync", "--archive", "--hard-links", "--protect-args",

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from backupd.actions.context import Context
+from backupd.borg import Borg
 from backupd.catalogue.models import utcnow
 from backupd.cron import cron_trigger, interval
 
@@ -69,6 +70,16 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def key_exports_missing(ctx: Context) -> list[dict[str, str]]:
+    """Existing repositories whose key was never exported (`backupctl key export`): lose
+    the store's copy of the key and every archive in them is lost."""
+    repos = {h: ctx.repository(h) for h in sorted(ctx.config.hosts)}
+    # Borg.is_repository, not ctx.borg's: status must work where no borg binary is found
+    present = [(h, str(r)) for h, r in repos.items() if Borg.is_repository(r)]
+    missing = ctx.catalogue.never_exported(present)
+    return [{"host": h, "repository": str(repos[h])} for h in missing]
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -67,7 +67,7 @@ def pull_stream(
     spec_path = ctx.run_dir() / f"run{run_id}-{n}.json"
     result_path = spec_path.with_suffix(".result")
     spec = RelaySpec(
-        ssh_target(host),
+        ssh_target(host, ctx.config.state_dir),
         stream.argv + held.extra_argv,
         source.timeout,
         source.idle_timeout,

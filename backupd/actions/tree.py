@@ -98,7 +98,7 @@ def rsync_tree(
     run_id: int,
 ) -> dict[str, Any]:
     spec = ctx.run_dir() / f"rsh-{run_id}-{slug(unit.item)}.json"
-    write_private(spec, json.dumps(target_to_json(ssh_target(host))))
+    write_private(spec, json.dumps(target_to_json(ssh_target(host, ctx.config.state_dir))))
     shell = shlex.join((sys.executable, "-m", "backupd.rsh", str(spec)))
     argv = (
         "rsync", "--archive", "--hard-links", "--numeric-ids", "--delete", "--delete-excluded",
@@ -138,7 +138,7 @@ def droplet_hooks(
         return
     cleanup_id = (ctx.catalogue.add_cleanup(host.name, source.name, run_id, list(unit.after))
                   if unit.after else None)  # fmt: skip
-    with Connection(ssh_target(host)) as conn:
+    with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
         try:
             if unit.before is not None:
                 result = conn.run(unit.before, timeout=unit.hook_timeout)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backupd.catalogue.history import HistoryQueries
 from backupd.catalogue.jobs import JobRecords
+from backupd.catalogue.keys import KeyRecords
 from backupd.catalogue.migrate import upgrade_to_head
 from backupd.catalogue.models import (
     AlertEvent,
@@ -91,7 +92,7 @@ def _switch_to_wal(cur: Any) -> None:
             time.sleep(0.05)
 
 
-class Catalogue(JobRecords, HistoryQueries, RestoreRecords):
+class Catalogue(JobRecords, HistoryQueries, RestoreRecords, KeyRecords):
     def __init__(self, url: str) -> None:
         _private_sqlite_file(url)
         self.engine = create_engine(url)

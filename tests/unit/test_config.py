@@ -83,11 +83,16 @@ def test_unknown_kind_lists_the_known_ones(tmp_path: Path) -> None:
     assert "postgresql" in str(exc.value)
 
 
-def test_a_host_key_must_be_pinned(tmp_path: Path) -> None:
+def test_a_host_key_is_pinned_once(tmp_path: Path) -> None:
+    """No pin in the config: the host is valid and its key is pinned in backupd's own pin
+    file by `backupctl host trust` (connections refuse until then). Two pins: an error."""
     text = GOOD.replace('host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx"\n', "")
+    config = load_config(write(tmp_path, text))
+    assert config.hosts["web1"].host_key is None and config.hosts["web1"].known_hosts is None
+    both = GOOD.replace('host_key = "', 'known_hosts = "/etc/backupd/known_hosts"\nhost_key = "')
     with pytest.raises(ConfigError) as exc:
-        load_config(write(tmp_path, text))
-    assert "pin the host key" in str(exc.value)
+        load_config(write(tmp_path, both))
+    assert "pin the host key once: give host_key or known_hosts, not both" in str(exc.value)
 
 
 def test_source_names_cannot_hold_dots_or_shell(tmp_path: Path) -> None:
