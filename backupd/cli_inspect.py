@@ -51,22 +51,32 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
         sys.exit(1)
 
 
+def _drill(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "never"
+    rto = f" {d['rto_seconds']:.0f}s" if d["rto_seconds"] is not None else ""
+    return f"{d['verdict']}{rto} {short_time(d['at'])[:10]}"
+
+
 def _print_status(
     rows: list[dict[str, Any]], jobs: list[dict[str, Any]], unexported: list[dict[str, str]]
 ) -> None:
-    header = ("HOST/SOURCE", "KIND", "LAST SUCCESS", "AGE", "STORED", "DEDUP", "NEXT RUN",
-              "LAST STATUS")  # fmt: skip
+    header = ("HOST/SOURCE", "KIND", "LAST SUCCESS", "AGE", "STORED", "DEDUP", "LAST DRILL",
+              "NEXT RUN", "LAST STATUS")  # fmt: skip
     lines = []
     for r in rows:
         ratio = f"{r['dedup_ratio']:.1f}x" if r["dedup_ratio"] else "-"
         state = "STALE" if r["stale"] else (r["last_status"] or "-")
         lines.append((f"{r['host']}/{r['source']}", r["kind"], short_time(r["last_success"]),
                       age(r["age_seconds"]), human_bytes(r["stored_bytes"]), ratio,
-                      short_time(r["next_run"]), state))  # fmt: skip
+                      _drill(r["last_drill"]), short_time(r["next_run"]), state))  # fmt: skip
     table(header, lines)
     for r in rows:
         if r["last_status"] == "failed":
             click.echo(_style(f"  ! {r['last_error']}", True))
+        elif r["last_failure"]:
+            click.echo(f"  last failure {short_time(r['last_failure'])}: "
+                       f"{r['last_failure_error']}")  # fmt: skip
         if r["stale"]:
             click.echo(_style(f"  ! {r['host']}/{r['source']}: stale (last success "
                               f"{age(r['age_seconds'])} ago)", True))  # fmt: skip

@@ -11,7 +11,7 @@ from typing import Any
 
 from backupd.actions.context import Context
 from backupd.borg import Borg
-from backupd.catalogue.models import utcnow
+from backupd.catalogue.models import Drill, utcnow
 from backupd.cron import cron_trigger, interval
 
 STALE_FACTOR = 2
@@ -38,6 +38,7 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
     recorded = {(s.host, s.source): s for s in cat.status()}
     queued = {(q.host, q.source): q.state for q in cat.queued_jobs() if q.source}
     sizes = cat.sizes()
+    drills = cat.last_drills()
     now = utcnow()
     rows = []
     for source in ctx.config.all_sources():
@@ -59,6 +60,9 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
                 "last_status": st.last_status if st else None,
                 "last_run": _iso(st.last_run if st else None),
                 "last_error": st.last_error if st else None,
+                "last_failure": _iso(st.last_failure if st else None),
+                "last_failure_error": st.last_failure_error if st else None,
+                "last_drill": _drill(drills.get(key)),
                 "archives": size.archives if size else 0,
                 "original_bytes": size.original if size else 0,
                 "stored_bytes": size.deduplicated if size else 0,
@@ -80,6 +84,14 @@ def key_exports_missing(ctx: Context) -> list[dict[str, str]]:
     present = [(h, str(r)) for h, r in repos.items() if Borg.is_repository(r)]
     missing = ctx.catalogue.never_exported(present)
     return [{"host": h, "repository": str(repos[h])} for h in missing]
+
+
+def _drill(d: Drill | None) -> dict[str, Any] | None:
+    """The newest restore drill's verdict: the proof that the source restores."""
+    if d is None:
+        return None
+    return {"verdict": d.status, "at": _iso(d.finished_at), "archive": d.archive,
+            "rto_seconds": d.rto_seconds, "detail": d.detail}  # fmt: skip
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from backupd.catalogue.jobs import HasSession
-from backupd.catalogue.models import Restore, RunStatus, utcnow
+from backupd.catalogue.models import Drill, DrillStatus, Restore, RunStatus, utcnow
 
 
 def operator_name() -> str:
@@ -63,3 +63,13 @@ class RestoreRecords:
     def restores(self: HasSession, limit: int = 50) -> list[Restore]:
         with self.session() as s:
             return list(s.scalars(select(Restore).order_by(Restore.id.desc()).limit(limit)))
+
+    def last_drills(self: HasSession) -> dict[tuple[str, str], Drill]:
+        """The newest finished drill of each source (what `status` shows)."""
+        done = (DrillStatus.PASS, DrillStatus.WARN, DrillStatus.FAIL)
+        newest: dict[tuple[str, str], Drill] = {}
+        with self.session() as s:
+            query = select(Drill).where(Drill.status.in_(done)).order_by(Drill.id)
+            for d in s.scalars(query):
+                newest[(d.host, d.source)] = d
+        return newest

@@ -48,6 +48,8 @@ class SourceStatus:
     last_status: str | None
     last_error: str | None
     last_run: datetime | None
+    last_failure: datetime | None = None
+    last_failure_error: str | None = None
 
 
 WAL_SWITCH_WAIT_S = 30.0
@@ -287,6 +289,12 @@ class Catalogue(JobRecords, HistoryQueries, RestoreRecords, KeyRecords):
                     .order_by(Run.finished_at.desc())
                     .limit(1)
                 )
+                failed = s.scalar(
+                    select(Run)
+                    .where(Run.source_id == src.id, Run.status == RunStatus.FAILED)
+                    .order_by(Run.started_at.desc(), Run.id.desc())
+                    .limit(1)
+                )
                 rows.append(
                     SourceStatus(
                         host=src.host.name,
@@ -296,6 +304,8 @@ class Catalogue(JobRecords, HistoryQueries, RestoreRecords, KeyRecords):
                         last_status=last.status if last else None,
                         last_error=last.error if last else None,
                         last_run=last.started_at if last else None,
+                        last_failure=failed.started_at if failed else None,
+                        last_failure_error=failed.error if failed else None,
                     )
                 )
         return rows

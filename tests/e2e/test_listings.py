@@ -44,6 +44,29 @@ def test_status_flags_what_is_stale_and_exits_1(listed: Deployment) -> None:
     assert data["queue"] == []
     text = listed.backupctl("status").stdout
     assert "STALE" in text and "web1/gone: stale" in text
+    assert ok["last_drill"] is None and "LAST DRILL" in text and "never" in text
+    assert rows["gone"]["last_failure"] and "no such database file" in str(
+        rows["gone"]["last_failure_error"]
+    )
+
+
+def test_status_shows_the_last_drill_verdict(listed: Deployment) -> None:
+    """The newest finished drill per source (drills are recorded by issue 6's drill job)."""
+    with sqlite3.connect(listed.state_dir / "catalogue.db") as db:
+        for status, rto in (("fail", 3.0), ("pass", 12.4), ("running", None)):
+            db.execute(
+                "INSERT INTO drills (host, source, repository, archive, trigger, status, "
+                "started_at, finished_at, rto_seconds, nbytes, checks) VALUES ('web1', 'notes', "
+                "'r', 'a', 'schedule', ?, '2026-11-24 04:00:00', '2026-11-24 04:01:00', ?, 0, "
+                "'[]')",
+                (status, rto),
+            )
+    rows = {
+        r["source"]: r for r in json.loads(listed.backupctl("status", "--json").stdout)["sources"]
+    }
+    assert rows["notes"]["last_drill"]["verdict"] == "pass"
+    assert rows["notes"]["last_drill"]["rto_seconds"] == 12.4
+    assert "pass 12s 2026-11-24" in listed.backupctl("status").stdout
 
 
 def test_archives_lists_the_restore_points(listed: Deployment) -> None:
