@@ -47,23 +47,26 @@ def backup() -> None:
 
 @backup.command("now")
 @click.argument("target", metavar="HOST[/SOURCE]")
+@click.option("--progress/--no-progress", default=None,
+              help="One line per step on stderr (default: when stderr is a terminal).")  # fmt: skip
 @click.pass_obj
 @clean_errors
-def backup_now(obj: dict[str, Any], target: str) -> None:
+def backup_now(obj: dict[str, Any], target: str, progress: bool | None) -> None:
     """Back up one source, or every source of a host, now.
 
     \b
     Examples:
       backupctl backup now web1/maindb
-      backupctl backup now web1
+      backupctl backup now web1 --progress 2>&1 | tee backup.log
     """
+    show = sys.stderr.isatty() if progress is None else progress
+    say = (lambda line: click.echo(line, err=True)) if show else None
     ctx = context(obj)
     host, sources = ctx.lookup(target)
     reconcile(ctx, sweep_repositories=False)  # the daemon sweeps repositories at start
     failed = 0
     for source in sources:
-        outcome = backup_source(ctx, host, source, trigger="manual",
-                                progress=lambda line: click.echo(line, err=True))  # fmt: skip
+        outcome = backup_source(ctx, host, source, trigger="manual", progress=say)
         if outcome.ok:
             click.echo(
                 f"{outcome.host}/{outcome.source}: ok, {len(outcome.archives)} "

@@ -137,3 +137,60 @@ def churn_day(pg: PostgresCluster, day: int) -> None:
         "' about the course' FROM generate_series(1, 1500) g;",
         db="lms",
     )
+
+
+def seed_restore_db(pg: PostgresCluster, name: str, dump_bytes: int) -> dict[str, int]:
+    """A database whose ``pg_dump -Fc -Z0`` is about ``dump_bytes``: learners (numeric,
+    text, a unique email), enrolments (narrow numeric rows, two indexes) and forum posts
+    (text made of 5,000 random sentences, combined per row so nothing repeats at a period
+    Borg would deduplicate), all generated server-side. Returns the row count per table."""
+    rows = {  # share of the dump / bytes a row takes in it (COPY text), measured
+        "learners": max(1000, int(dump_bytes * 0.15 / 86)),
+        "enrolments": max(1000, int(dump_bytes * 0.20 / 59)),
+        "posts": max(1000, int(dump_bytes * 0.65 / 530)),
+    }
+    words = "ARRAY[" + ",".join(f"'{w}'" for w in WORDS) + "]"
+    pick = f"({words})[1 + floor(random() * {len(WORDS)})::int]"
+    pg.psql(f"DROP DATABASE IF EXISTS {name}")
+    pg.createdb(name)
+    pg.psql(
+        "CREATE TEMP TABLE s AS SELECT i, (SELECT string_agg("
+        f"{pick}, ' ') FROM generate_series(1, 6 + i % 15)) AS t"
+        " FROM generate_series(0, 4999) i;"
+        "ANALYZE s;"
+        "CREATE TABLE learners (id int PRIMARY KEY, email text UNIQUE NOT NULL, name text,"
+        " country char(2), joined timestamptz, credits numeric(10, 2));"
+        "INSERT INTO learners SELECT g, 'learner' || g || '@example.org',"
+        f" initcap({pick}) || ' ' || initcap({pick}),"
+        " (ARRAY['NG','KE','IN','BR','DE','US','FR','ID'])[1 + g % 8],"
+        " timestamptz '2020-01-01' + random() * interval '1800 days',"
+        " round((random() * 500)::numeric, 2)"
+        f" FROM generate_series(1, {rows['learners']}) g;"
+        "CREATE TABLE enrolments (id bigint PRIMARY KEY, learner_id int NOT NULL,"
+        " course_id int NOT NULL, progress numeric(5, 2), score numeric(6, 2),"
+        " enrolled timestamptz);"
+        f"INSERT INTO enrolments SELECT g, 1 + floor(random() * {rows['learners']})::int,"
+        " 1 + floor(random() * 400)::int, round((random() * 100)::numeric, 2),"
+        " round((random() * 1000)::numeric, 2),"
+        " timestamptz '2020-01-01' + random() * interval '1800 days'"
+        f" FROM generate_series(1, {rows['enrolments']}) g;"
+        "CREATE INDEX ON enrolments (learner_id);"
+        "CREATE INDEX ON enrolments (course_id);"
+        "CREATE TABLE posts (id bigint PRIMARY KEY, learner_id int NOT NULL, course_id int,"
+        " created timestamptz, title text, body text);"
+        "INSERT INTO posts SELECT k.g, k.learner, 1 + k.g % 400,"
+        " timestamptz '2020-01-01' + k.g * interval '17 seconds', initcap(a.t),"
+        " b.t || '. ' || c.t || '. ' || d.t || '. ' || e.t || '.'"
+        f" FROM (SELECT g, 1 + floor(random() * {rows['learners']})::int AS learner,"
+        " floor(random() * 5000)::int AS ra, floor(random() * 5000)::int AS rb,"
+        " floor(random() * 5000)::int AS rc, floor(random() * 5000)::int AS rd,"
+        " floor(random() * 5000)::int AS re"
+        f" FROM generate_series(1, {rows['posts']}) g) k"
+        " JOIN s a ON a.i = k.ra JOIN s b ON b.i = k.rb JOIN s c ON c.i = k.rc"
+        " JOIN s d ON d.i = k.rd JOIN s e ON e.i = k.re;"
+        "CREATE INDEX ON posts (learner_id);"
+        "CREATE INDEX ON posts (course_id, created);"
+        "ANALYZE;",
+        db=name,
+    )
+    return rows

@@ -46,7 +46,7 @@ def pg_deployed(
     d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
     add_targets(d, staging={"kind": "postgresql", "socket_dir": str(pg_cluster.socket_dir),
                             "port": pg_cluster.port, "username": "postgres"})  # fmt: skip
-    backup = d.backupctl("backup", "now", "web1/maindb", check=True)
+    backup = d.backupctl("backup", "now", "web1/maindb", "--progress", check=True)
     assert "web1/maindb: [1/2] pulling shop ..." in backup.stderr  # progress, step by step
     assert "web1/maindb: [2/2] _globals: " in backup.stderr
     yield d
