@@ -108,12 +108,16 @@ def pump(
 
 
 class StderrCollector:
-    """Drains the channel's stderr in a thread (so it never stalls stdout), keeping a tail."""
+    """Drains the channel's stderr in a thread (so it never stalls stdout), keeping a tail.
+    ``from_stdout``: drain stdout instead (a restore tool's chatter, e.g. mariadb's)."""
 
     MAX_FACT_LINES = 100_000
 
-    def __init__(self, chan: paramiko.Channel, fact_lines: list[str] | None) -> None:
+    def __init__(
+        self, chan: paramiko.Channel, fact_lines: list[str] | None, from_stdout: bool = False
+    ) -> None:
         self._chan = chan
+        self._recv = chan.recv if from_stdout else chan.recv_stderr
         self._buf = bytearray()
         self._facts = fact_lines
         self._line = bytearray()
@@ -123,7 +127,7 @@ class StderrCollector:
     def _drain(self) -> None:
         while True:
             try:
-                chunk = self._chan.recv_stderr(65536)
+                chunk = self._recv(65536)
             except TimeoutError:
                 if self._chan.closed:
                     return
@@ -164,34 +168,6 @@ class StderrCollector:
         return bytes(self._buf)
 
 
-class _OutputTail:
-    """Drains stdout in a thread, keeping a tail (a restore tool's chatter, e.g. mariadb)."""
-
-    def __init__(self, chan: paramiko.Channel) -> None:
-        self._chan = chan
-        self.data = bytearray()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                chunk = self._chan.recv(65536)
-            except TimeoutError:
-                if self._chan.closed:
-                    return
-                continue
-            except (OSError, EOFError):
-                return
-            if not chunk:
-                return
-            self.data.extend(chunk)
-            del self.data[: max(0, len(self.data) - 2 * STDERR_TAIL_BYTES)]
-
-    def join(self) -> None:
-        self._thread.join(timeout=5)
-
-
 def feed_channel(
     chan: paramiko.Channel, argv: tuple[str, ...], produce: Produce, deadline: float
 ) -> FeedResult:
@@ -203,7 +179,7 @@ def feed_channel(
     fed = 0
     complete = timed_out = False
     stderr = StderrCollector(chan, None)
-    stdout = _OutputTail(chan)
+    stdout = StderrCollector(chan, None, from_stdout=True)
 
     def sink(chunk: bytes) -> None:
         nonlocal fed
@@ -250,5 +226,5 @@ def feed_channel(
         stderr.join()
     if status == -1:
         status = None
-    output = bytes(stdout.data) + stderr.data
+    output = stdout.data + stderr.data
     return FeedResult(argv, status, output, time.monotonic() - started, fed, complete, timed_out)

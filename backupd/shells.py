@@ -19,21 +19,13 @@ from backupd.channel import feed_channel
 from backupd.errors import RemoteError
 from backupd.process import FeedResult, Invocation, Produce, feed_local, run_local
 from backupd.ssh import POLL_SECONDS, Connection, RemoteResult, remote_command_line
+from jobs.base import CommandRunner
 
 SECRET_FILE_TIMEOUT = 60.0
 
 
-class CommandShell(Protocol):
+class CommandShell(CommandRunner, Protocol):
     label: str  # for messages: "the backup host", or the droplet's name
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        stdin: bytes | None = None,
-        secrets: Sequence[str] = (),
-    ) -> RemoteResult: ...
 
     def feed(self, argv: Sequence[str], produce: Produce, *, timeout: float) -> FeedResult: ...
 

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -63,8 +64,8 @@ class ExecOptions(Options):
 O_contra = TypeVar("O_contra", bound=Options, contravariant=True)
 
 
-class RemoteShell(Protocol):
-    """What a kind may do on the droplet: run short commands, or hold a conversation."""
+class CommandRunner(Protocol):
+    """Runs short commands to completion: on a droplet, or on the backup host."""
 
     def run(
         self,
@@ -74,6 +75,10 @@ class RemoteShell(Protocol):
         stdin: bytes | None = None,
         secrets: Sequence[str] = (),
     ) -> RemoteResult: ...
+
+
+class RemoteShell(CommandRunner, Protocol):
+    """What a kind may do on the droplet: run short commands, or hold a conversation."""
 
     def interactive(self, argv: Sequence[str]) -> Interactive: ...
 
@@ -195,32 +200,26 @@ class DatabaseKind(Protocol[O_contra]):
         ...
 
 
+def _defined(attribute: str) -> list[tuple[ModuleType, Any]]:
+    """(module, value) for every module of this package that defines ``attribute``."""
+    import jobs
+
+    modules = (
+        importlib.import_module(f"jobs.{i.name}") for i in pkgutil.iter_modules(jobs.__path__)
+    )
+    return [(m, getattr(m, attribute)) for m in modules if hasattr(m, attribute)]
+
+
 @cache
 def registry() -> dict[str, SourceKind[Any]]:
     """Every kind defined in this package, by name (modules that define ``KIND``)."""
-    import jobs
-
-    kinds: dict[str, SourceKind[Any]] = {}
-    for info in pkgutil.iter_modules(jobs.__path__):
-        module = importlib.import_module(f"jobs.{info.name}")
-        kind = getattr(module, "KIND", None)
-        if kind is not None:
-            kinds[kind.name] = kind
-    return kinds
+    return {kind.name: kind for _m, kind in _defined("KIND")}
 
 
 @cache
 def database_kinds() -> dict[str, DatabaseKind[Any]]:
     """Kinds whose dumps restore into a database server (modules that define ``RESTORE``)."""
-    import jobs
-
-    found: dict[str, DatabaseKind[Any]] = {}
-    for info in pkgutil.iter_modules(jobs.__path__):
-        module = importlib.import_module(f"jobs.{info.name}")
-        restore = getattr(module, "RESTORE", None)
-        if restore is not None:
-            found[module.KIND.name] = restore
-    return found
+    return {m.KIND.name: restore for m, restore in _defined("RESTORE")}
 
 
 # -- maintenance jobs -------------------------------------------------------------------
@@ -257,14 +256,7 @@ class MaintenanceJob(Protocol):
 @cache
 def maintenance_registry() -> dict[str, MaintenanceJob]:
     """Every maintenance job defined in this package (modules that define ``JOB``)."""
-    import jobs
-
-    found: dict[str, MaintenanceJob] = {}
-    for info in pkgutil.iter_modules(jobs.__path__):
-        job = getattr(importlib.import_module(f"jobs.{info.name}"), "JOB", None)
-        if job is not None:
-            found[job.name] = job
-    return found
+    return {job.name: job for _m, job in _defined("JOB")}
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
