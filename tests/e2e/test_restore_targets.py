@@ -154,8 +154,15 @@ def test_mariadb_into_db_whole_and_one_table(
         assert mariadb_counts(mariadb_server, "one_table") == {"orders": 20000}
         refused = d.backupctl("restore", "web1/shopdb", "--into-db", "mlocal")
         assert refused.returncode == 9 and "database 'shop' already exists" in refused.stderr
+        back = d.backupctl("restore", "web1/shopdb", "--to-host", "web1", "--database",
+                           "shop_back", "--yes", check=True)  # fmt: skip
+        assert "into database shop_back on droplet web1" in back.stdout
+        assert mariadb_counts(mariadb_server, "shop_back") == mariadb_counts(
+            mariadb_server, shop_mariadb
+        )
     finally:
-        mariadb_server.sql("DROP DATABASE IF EXISTS shop_copy; DROP DATABASE IF EXISTS one_table")
+        for db in ("shop_copy", "one_table", "shop_back"):
+            mariadb_server.sql(f"DROP DATABASE IF EXISTS {db}")
 
 
 def test_files_back_onto_a_droplet_path(
