@@ -13,21 +13,50 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from backupd.config_sections import (
+    Cron,
+    DaemonConfig,
+    DrillsConfig,
+    DrillSql,
+    MailConfig,
+    MaintenanceConfig,
+    Model,
+    PassphraseConfig,
+    RetentionConfig,
+    StoreConfig,
+)
 from backupd.errors import ConfigError
-from backupd.units import Delay, Duration, Size
+from backupd.units import Duration, Size
 from jobs.base import registry
+
+__all__ = [  # the section models live in config_sections; importers find them here
+    "Config",
+    "Cron",
+    "DaemonConfig",
+    "DrillSql",
+    "DrillsConfig",
+    "HostConfig",
+    "MailConfig",
+    "MaintenanceConfig",
+    "PassphraseConfig",
+    "RestoreTarget",
+    "RetentionConfig",
+    "SourceConfig",
+    "StoreConfig",
+    "load_config",
+    "load_config_text",
+    "read_config",
+]
 
 DEFAULT_STATE_DIR = "/var/lib/backupd"
 DEFAULT_CONFIG = Path(os.environ.get("BACKUPD_CONFIG", "/etc/backupd/backupd.toml"))
@@ -38,83 +67,9 @@ HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 _M = TypeVar("_M", bound=BaseModel)
-SECTIONS = ("daemon", "retention", "maintenance")  # optional top-level tables, defaults inside
+SECTIONS = ("daemon", "retention", "maintenance", "drills")  # optional tables, defaults inside
+OPTIONAL = ("mail",)  # optional tables without defaults
 TOP_LEVEL = ("state_dir", "catalogue", "store", "passphrase", "hosts", "restore_targets")
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PassphraseConfig(Model):
-    """Where the Borg passphrase comes from: exactly one of the three."""
-
-    file: Path | None = None
-    credential: str | None = None
-    command: tuple[str, ...] | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> PassphraseConfig:
-        given = [k for k in ("file", "credential", "command") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of file, credential or command")
-        if self.command is not None and not self.command:
-            raise ValueError("command must be a non-empty list of arguments")
-        return self
-
-
-class StoreConfig(Model):
-    path: Path
-    encryption: Literal["repokey-blake2", "keyfile-blake2", "repokey", "keyfile"] = "repokey-blake2"
-    # lz4 probes each chunk; compressible ones get zstd level 3 (text dumps shrink like
-    # pg_dump -Fc's zlib), incompressible ones (media) are stored as they are.
-    compression: str = "auto,zstd,3"
-    borg: str = "borg"  # the borg executable; the venv's when left as "borg"
-
-
-def check_cron(value: str) -> str:
-    """A crontab line ("minute hour day month weekday", optional leading seconds), in UTC."""
-    from backupd.cron import cron_trigger
-
-    try:
-        cron_trigger(value)
-    except ValueError as e:
-        raise ValueError(f'not a crontab schedule ({e}): expected e.g. "0 2 * * *"') from None
-    return value
-
-
-Cron = Annotated[str, AfterValidator(check_cron)]
-
-
-class RetentionConfig(Model):
-    """Which archives `prune` keeps, per source and item (borg prune's rules, plus two)."""
-
-    keep_last: int = Field(default=3, ge=1)  # the newest N always stay, whatever their dates
-    keep_daily: int = Field(default=7, ge=0)
-    keep_weekly: int = Field(default=4, ge=0)
-    keep_monthly: int = Field(default=6, ge=0)
-    keep_yearly: int = Field(default=0, ge=0)
-    # and never the newest archive that passed a restore drill
-
-
-class DaemonConfig(Model):
-    workers: int = Field(default=2, ge=1)  # jobs at once, over all hosts
-    per_host: int = Field(default=1, ge=1)  # jobs at once on one droplet
-    schedule: Cron = "0 2 * * *"  # sources without their own schedule
-    jitter: Delay = 3600.0  # each firing is delayed by up to this, so droplets are not hit at once
-    catch_up_delay: Delay = 60.0  # a run missed while down starts this long after start
-    job_deadline: Duration = 12 * 3600.0  # a job still running after this is stopped
-    stop_grace: Duration = 300.0  # on SIGTERM, running jobs get this long to finish
-    retries: int = Field(default=3, ge=0)  # for transient failures only
-    retry_backoff: Duration = 300.0  # first retry delay; doubles each time
-
-
-class MaintenanceConfig(Model):
-    prune: Cron = "30 5 * * *"
-    compact: Cron = "0 6 * * 0"
-    check: Cron = "0 7 * * *"
-    verify_archives: int = Field(default=3, ge=0)  # archives per check read back in full
-    catalogue: Cron = "45 5 * * *"  # a copy of the catalogue into the store
 
 
 class SourceConfig(Model):
@@ -130,6 +85,8 @@ class SourceConfig(Model):
     schedule: Cron | None = None  # the daemon's default when unset
     deadline: Duration | None = None  # the daemon's job_deadline when unset
     retention: RetentionConfig | None = None  # the top-level [retention] when unset
+    drill_sql: tuple[DrillSql, ...] = ()  # extra drill checks in the restored database
+    drill_paths: tuple[str, ...] = ()  # paths a restored tree must contain (relative)
     options: Any = None
 
 
@@ -178,6 +135,8 @@ class Config(Model):
     daemon: DaemonConfig = DaemonConfig()
     retention: RetentionConfig = RetentionConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    drills: DrillsConfig = DrillsConfig()
+    mail: MailConfig | None = None  # no mail: reports are kept in the catalogue, alerts logged
     hosts: Mapping[str, HostConfig]
     restore_targets: Mapping[str, RestoreTarget] = Field(default_factory=dict)
 
@@ -251,8 +210,9 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
         "hosts": hosts,
         "restore_targets": _parse_targets(raw.get("restore_targets", {}), base, file, problems),
         **{k: raw[k] for k in SECTIONS if k in raw},
+        **{k: _resolve_mail(raw[k], base) for k in OPTIONAL if k in raw},
     }
-    unknown = set(raw) - {*TOP_LEVEL, *SECTIONS}
+    unknown = set(raw) - {*TOP_LEVEL, *SECTIONS, *OPTIONAL}
     problems += [f"{file}: {k}: unknown setting" for k in sorted(unknown)]
     config = _validate(Config, top, file, "", problems)
     if problems or config is None:
@@ -360,6 +320,12 @@ def _resolve(base: Path, value: object) -> object:
 def _resolve_path(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
+
+
+def _resolve_mail(body: object, base: Path) -> object:
+    if isinstance(body, dict) and isinstance(body.get("password"), dict):
+        return {**body, "password": _resolve_paths(body["password"], base, ("file",))}
+    return body
 
 
 def _resolve_paths(body: object, base: Path, keys: tuple[str, ...]) -> object:
