@@ -80,11 +80,22 @@ def backup_now(obj: dict[str, Any], target: str, progress: bool | None) -> None:
 
 
 from backupd.cli_admin import catalogue, config_group  # noqa: E402  (registered below)
+from backupd.cli_drill import drill  # noqa: E402
 from backupd.cli_inspect import archives, runs, status  # noqa: E402
 from backupd.cli_keys import host_group, key_group  # noqa: E402
 from backupd.cli_restore import restore  # noqa: E402
 
-for command in (restore, status, archives, runs, catalogue, config_group, host_group, key_group):
+for command in (
+    restore,
+    drill,
+    status,
+    archives,
+    runs,
+    catalogue,
+    config_group,
+    host_group,
+    key_group,
+):
     cli.add_command(command)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class Invocation:
     pass_fds: tuple[int, ...] = ()
     secrets: tuple[str, ...] = ()
     cwd: str | None = None
+    user: str | None = None  # run as this account (we are root): scratch servers
 
 
 class Runner(Protocol):
@@ -109,16 +111,15 @@ def run_local(argv: Argv, inv: Invocation) -> ProcessResult:
     """
     log.debug("run: %s", mask_argv(argv, inv.secrets))
     started = time.monotonic()
-    env = dict(inv.env) if inv.env is not None else None
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE if inv.stdin is not None else subprocess.DEVNULL,
         stdout=inv.stdout if inv.stdout is not None else subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env,
         pass_fds=inv.pass_fds,
         cwd=inv.cwd,
         start_new_session=True,
+        **_identity(inv.user, inv.env),
     )
     timed_out = False
     try:
@@ -290,3 +291,25 @@ def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
     seconds = time.monotonic() - started
     log.debug("exit %s after %.2fs: %s (%d bytes fed)", proc.returncode, seconds, argv[0], fed)
     return FeedResult(argv, proc.returncode, output, seconds, fed, complete, timed_out)
+
+
+def _identity(user: str | None, env: Mapping[str, str] | None) -> dict[str, Any]:
+    """Popen arguments that run the child as ``user`` (with its HOME), or as we are."""
+    base = dict(env) if env is not None else None
+    if user is None:
+        return {"env": base}
+    entry = pwd.getpwnam(user)
+    login = {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user}
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [],
+            "env": {**(base if base is not None else os.environ), **login}}  # fmt: skip
+
+
+def start_server(argv: Argv, *, log_path: Path, user: str | None) -> subprocess.Popen[bytes]:
+    """Start a long-running server (a drill's scratch database) in its own process group,
+    its output appended to ``log_path``; the caller stops it."""
+    log.debug("start: %s", mask_argv(argv))
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd="/", **_identity(user, None),
+        )  # fmt: skip

@@ -199,6 +199,10 @@ class DatabaseKind(Protocol[O_contra]):
         """Rows now in each of ``tables`` (fact keys) of database ``name``."""
         ...
 
+    def query(self, options: O_contra, shell: CommandShell, name: str, sql: str) -> str:
+        """Run an operator's check query (``drill_sql``) in database ``name``: its output."""
+        ...
+
 
 def _defined(attribute: str) -> list[tuple[ModuleType, Any]]:
     """(module, value) for every module of this package that defines ``attribute``."""

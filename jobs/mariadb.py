@@ -182,6 +182,9 @@ class MariaDBRestore:
         out = self._query(options, shell, sql).split() if tables else []
         return {t: int(n) for t, n in zip(tables, out, strict=True)}
 
+    def query(self, options: MariaDBOptions, shell: CommandShell, name: str, sql: str) -> str:
+        return self._query(options, shell, f"USE {sql_ident(name)}; {sql}")
+
     @staticmethod
     def _query(options: MariaDBOptions, shell: CommandShell, sql: str) -> str:
         argv = (*options.exec_prefix(), options.client, *_client_args(options), "--batch",

@@ -285,6 +285,9 @@ class PostgresRestore:
         out = self._psql(options, shell, name, {}, sql).split()
         return {key: int(n) for key, n in zip(tables, out, strict=True)}
 
+    def query(self, options: PostgresOptions, shell: CommandShell, name: str, sql: str) -> str:
+        return self._psql(options, shell, name, {}, sql)
+
     @staticmethod
     def _psql(
         options: PostgresOptions,

@@ -19,6 +19,13 @@ from backupd.ssh import SSHTarget, pin_file
 class Context:
     config: Config
 
+    @classmethod
+    def sharing(cls, config: Config, catalogue: Catalogue, borg: Borg) -> Context:
+        """A context over a catalogue and Borg adapter already open (a maintenance job's)."""
+        ctx = cls(config)
+        ctx.__dict__.update(catalogue=catalogue, borg=borg)  # what cached_property reads
+        return ctx
+
     @cached_property
     def catalogue(self) -> Catalogue:
         self.private_dir(self.config.state_dir)

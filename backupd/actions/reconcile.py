@@ -20,8 +20,10 @@ from pathlib import Path
 from backupd.actions.context import Context, ssh_target
 from backupd.actions.tree import run_cleanup
 from backupd.catalogue import RunStatus
+from backupd.catalogue.models import DrillStatus
 from backupd.errors import BackupdError
 from backupd.process import proc_stat
+from backupd.scratch import remove_scratch
 from backupd.ssh import Connection
 
 log = logging.getLogger(__name__)
@@ -123,7 +125,25 @@ def interrupt_dead_runs(ctx: Context) -> list[int]:
         log.warning("%s", message)
         settled.append(run.id)
     interrupt_dead_restores(ctx)
+    interrupt_dead_drills(ctx)
     return settled
+
+
+def interrupt_dead_drills(ctx: Context) -> None:
+    """A drill cut short may have left a scratch server running and restored data on disk:
+    stop the server (by its own pid file) and remove its directory."""
+    for d in ctx.catalogue.running_drills():
+        if process_alive(d.pid):
+            continue
+        if d.scratch:
+            remove_scratch(Path(d.scratch))  # stops its server, removes the directory
+        message = (
+            f"{d.host}/{d.source}: drill {d.id} of {d.archive} was interrupted "
+            f"(process {d.pid} gone); its scratch server and files were removed"
+        )
+        ctx.catalogue.finish_drill(d.id, DrillStatus.INTERRUPTED, rto_seconds=None,
+                                   detail=message)  # fmt: skip
+        log.warning("%s", message)
 
 
 def interrupt_dead_restores(ctx: Context) -> None:

@@ -79,7 +79,7 @@ class DbRestored:
 
 
 @dataclass(frozen=True)
-class _Endpoint:
+class Endpoint:
     kind: DatabaseKind[Any]
     options: Options
     where: str
@@ -106,10 +106,10 @@ def db_shell(ctx: Context, req: DbRequest) -> Iterator[CommandShell]:
         yield DropletShell(conn)
 
 
-def _endpoint(ctx: Context, source: SourceConfig, req: DbRequest) -> _Endpoint:
+def _endpoint(ctx: Context, source: SourceConfig, req: DbRequest) -> Endpoint:
     kind = database_kind(source)
     if req.on_droplet:  # the droplet runs the tools as the source says (sudo, container...)
-        return _Endpoint(kind, source.options, f"droplet {req.target}")
+        return Endpoint(kind, source.options, f"droplet {req.target}")
     target = ctx.config.restore_targets.get(req.target)
     if target is None:
         known = ", ".join(sorted(ctx.config.restore_targets)) or "none configured"
@@ -118,7 +118,7 @@ def _endpoint(ctx: Context, source: SourceConfig, req: DbRequest) -> _Endpoint:
     if target.kind != source.kind:
         raise UsageError(f"restore target {req.target} is a {target.kind} server; "
                          f"{source.host}/{source.name} is a {source.kind} source")  # fmt: skip
-    return _Endpoint(kind, target.options, f"restore target {req.target}")
+    return Endpoint(kind, target.options, f"restore target {req.target}")
 
 
 def plan_db_restore(
@@ -179,7 +179,7 @@ def _restore_one(
     ctx: Context,
     host: HostConfig,
     source: SourceConfig,
-    ep: _Endpoint,
+    ep: Endpoint,
     shell: CommandShell,
     planned: PlannedDb,
     progress: Progress | None,
@@ -191,9 +191,7 @@ def _restore_one(
                                       where)  # fmt: skip
     started = time.monotonic()
     try:
-        ep.kind.prepare_database(ep.options, shell, req)
-        nbytes = _stream(ctx, ep, shell, a, req, progress)
-        checks = verify_database(ep, shell, a, req)
+        nbytes, checks = restore_archive(ctx, ep, shell, a, req, progress)
     except BackupdError as e:
         ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),
                                      seconds=time.monotonic() - started)  # fmt: skip
@@ -205,9 +203,23 @@ def _restore_one(
     return DbRestored(a.name, req.database, ep.where, nbytes, seconds, checks)
 
 
+def restore_archive(
+    ctx: Context,
+    ep: Endpoint,
+    shell: CommandShell,
+    a: Archive,
+    req: DatabaseRestore,
+    progress: Progress | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Create the database, stream the dump into it, check it: (bytes, checks passed)."""
+    ep.kind.prepare_database(ep.options, shell, req)
+    nbytes = _stream(ctx, ep, shell, a, req, progress)
+    return nbytes, verify_database(ep, shell, a, req)
+
+
 def _stream(
     ctx: Context,
-    ep: _Endpoint,
+    ep: Endpoint,
     shell: CommandShell,
     a: Archive,
     req: DatabaseRestore,
@@ -258,7 +270,7 @@ def _stream(
 RESTORE_TIMEOUT = 24 * 3600.0
 
 
-def _tool_name(argv: tuple[str, ...], ep: _Endpoint) -> str:
+def _tool_name(argv: tuple[str, ...], ep: Endpoint) -> str:
     prefix = len(ep.options.exec_prefix()) if hasattr(ep.options, "exec_prefix") else 0
     return argv[prefix] if len(argv) > prefix else argv[0]
 
@@ -273,7 +285,7 @@ def _secret_file(shell: CommandShell, secret: bytes) -> Iterator[str | None]:
 
 
 def verify_database(
-    ep: _Endpoint, shell: CommandShell, a: Archive, req: DatabaseRestore
+    ep: Endpoint, shell: CommandShell, a: Archive, req: DatabaseRestore
 ) -> list[dict[str, Any]]:
     """Row counts now in the database against those recorded at backup time."""
     checks: list[dict[str, Any]] = [

@@ -73,3 +73,44 @@ class RestoreRecords:
             for d in s.scalars(query):
                 newest[(d.host, d.source)] = d
         return newest
+
+    # -- restore drills -------------------------------------------------------------------
+    def start_drill(
+        self: HasSession,
+        host: str,
+        source: str,
+        repository: str,
+        archive: str,
+        trigger: str,
+        scratch: str | None,
+    ) -> int:
+        with self.session() as s:
+            row = Drill(host=host, source=source, repository=repository, archive=archive,
+                        trigger=trigger, status=DrillStatus.RUNNING, started_at=utcnow(),
+                        pid=os.getpid(), scratch=scratch, nbytes=0, checks=[])  # fmt: skip
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_drill(
+        self: HasSession,
+        drill_id: int,
+        status: DrillStatus,
+        *,
+        rto_seconds: float | None,
+        nbytes: int = 0,
+        checks: Sequence[dict[str, Any]] = (),
+        detail: str | None = None,
+    ) -> None:
+        with self.session() as s:
+            row = s.get_one(Drill, drill_id)
+            row.status, row.finished_at, row.rto_seconds = status, utcnow(), rto_seconds
+            row.nbytes, row.checks, row.detail = nbytes, list(checks), detail
+
+    def running_drills(self: HasSession) -> list[Drill]:
+        with self.session() as s:
+            return list(s.scalars(select(Drill).where(Drill.status == DrillStatus.RUNNING)))
+
+    def drills(self: HasSession, limit: int = 100) -> list[Drill]:
+        with self.session() as s:
+            return list(s.scalars(select(Drill).order_by(Drill.id.desc()).limit(limit)))

@@ -1,0 +1,210 @@
+"""drill: prove a source restores. Restore its newest archives (and, rotating through the
+history, older ones) into throwaway targets on the backup host, check them against the
+facts recorded at backup time, time it (RTO), record a verdict, clean up.
+
+Databases go into a scratch server backupd starts itself (backupd/scratch.py); dump files
+and trees into a private temporary directory. Every drill row is written before anything
+starts and completed after; the scratch directory is named in the row so a crash can be
+cleaned up at the next start (reconcile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backupd.actions.context import Context
+from backupd.actions.restore import restore_tree
+from backupd.actions.restore_db import Endpoint, restore_archive
+from backupd.actions.tree import TREE_FILENAME
+from backupd.catalogue import Archive
+from backupd.catalogue.models import DrillStatus
+from backupd.config import HostConfig, SourceConfig
+from backupd.errors import BackupdError, NotFoundError, VerificationError
+from backupd.scratch import Scratch, new_scratch_dir, scratch_server
+from backupd.shells import LocalShell
+from jobs.base import DatabaseRestore, database_kinds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DrillResult:
+    host: str
+    source: str
+    archive: str
+    drill_id: int
+    verdict: DrillStatus
+    rto_seconds: float
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    detail: str | None = None
+
+
+def archives_to_drill(ctx: Context, host: str, source: str, older: int) -> list[Archive]:
+    """The newest good backup (every item), then per item up to ``older`` older archives:
+    never drilled first, then the longest ago verified."""
+    newest = ctx.catalogue.newest_good_set(host, source)
+    if not newest:
+        raise NotFoundError(f"{host}/{source}: no successful backup to drill yet")
+    chosen = {a.name for a in newest}
+    live = [a for a in ctx.catalogue.archives(host, source)
+            if a.pruned_at is None and a.name not in chosen and a.run_id is not None]  # fmt: skip
+    picked: list[Archive] = []
+    for item in dict.fromkeys(a.item for a in newest):
+        candidates = [a for a in live if a.item == item]
+        candidates.sort(key=lambda a: (a.verified_at is not None, a.verified_at or a.created_at))
+        picked += candidates[:older]
+    return newest + picked
+
+
+def drill_source(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    trigger: str,
+    archive: str | None = None,
+) -> list[DrillResult]:
+    """Drill one source: one verdict per archive restored (all recorded)."""
+    if archive is not None:
+        chosen = [a for a in ctx.catalogue.archives(host.name, source.name) if a.name == archive]
+        if not chosen:
+            raise NotFoundError(f"{host.name}/{source.name}: no archive named {archive!r}")
+    else:
+        chosen = archives_to_drill(ctx, host.name, source.name, ctx.config.drills.older_archives)
+    root = new_scratch_dir(ctx.config, f"drill-{host.name}-{source.name}")
+    # every row names the scratch directory before a server starts: a crash is cleaned up
+    ids = [ctx.catalogue.start_drill(host.name, source.name, a.repository, a.name, trigger,
+                                     str(root)) for a in chosen]  # fmt: skip
+    try:
+        with _server(ctx, source, root) as scratch:
+            return [_drill_one(ctx, host, source, a, drill_id, root, scratch)
+                    for a, drill_id in zip(chosen, ids, strict=True)]  # fmt: skip
+    except BackupdError as e:  # the scratch server did not start: no archive was tried
+        detail = f"{host.name}/{source.name}: drill could not start: {e}"
+        for drill_id in ids:
+            ctx.catalogue.finish_drill(drill_id, DrillStatus.FAIL, rto_seconds=None,
+                                       detail=detail)  # fmt: skip
+        ctx.catalogue.record_alert("drill_failed", detail, host=host.name, source=source.name)
+        return [DrillResult(host.name, source.name, a.name, i, DrillStatus.FAIL, 0.0, [], detail)
+                for a, i in zip(chosen, ids, strict=True)]  # fmt: skip
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def _server(ctx: Context, source: SourceConfig, root: Path) -> Iterator[Scratch | None]:
+    if source.kind not in database_kinds():
+        yield None
+        return
+    with scratch_server(ctx.config, source.kind, root) as scratch:
+        yield scratch
+
+
+def _drill_one(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    a: Archive,
+    drill_id: int,
+    root: Path,
+    scratch: Scratch | None,
+) -> DrillResult:
+    started = time.monotonic()
+    checks: list[dict[str, Any]] = []
+    try:
+        checks = _restore_and_check(ctx, source, a, root / f"files-{drill_id}", scratch, drill_id)
+    except BackupdError as e:
+        rto = time.monotonic() - started
+        detail = f"{host.name}/{source.name}: drill of {a.name} failed: {e}"
+        ctx.catalogue.finish_drill(drill_id, DrillStatus.FAIL, rto_seconds=rto, checks=checks,
+                                   detail=detail)  # fmt: skip
+        ctx.catalogue.record_alert("drill_failed", detail, host=host.name, source=source.name)
+        log.error("%s", detail)
+        return DrillResult(host.name, source.name, a.name, drill_id, DrillStatus.FAIL, rto,
+                           checks, detail)  # fmt: skip
+    rto = time.monotonic() - started
+    warned = [c for c in checks if c.get("warn")]
+    verdict = DrillStatus.WARN if warned else DrillStatus.PASS
+    note = "; ".join(c["detail"] for c in warned) or None
+    ctx.catalogue.finish_drill(drill_id, verdict, rto_seconds=rto, nbytes=a.nbytes,
+                               checks=checks, detail=note)  # fmt: skip
+    ctx.catalogue.mark_verified(a.repository, [a.name])
+    log.info("%s/%s: drill of %s: %s in %.1fs", host.name, source.name, a.name, verdict, rto)
+    return DrillResult(host.name, source.name, a.name, drill_id, verdict, rto, checks, note)
+
+
+def _restore_and_check(
+    ctx: Context,
+    source: SourceConfig,
+    a: Archive,
+    files: Path,
+    scratch: Scratch | None,
+    drill_id: int,
+) -> list[dict[str, Any]]:
+    if a.filename == TREE_FILENAME:
+        restore_tree(ctx, a, files, force=False)  # every file checked against the manifest
+        checks = [{"check": "files", "ok": True, "detail": f"{a.facts.get('files', '?')} "
+                   f"file(s), {a.nbytes} bytes, every sha256 as recorded"}]  # fmt: skip
+        return checks + _path_checks(source, files)
+    kind = database_kinds().get(source.kind)
+    if scratch is None or kind is None or not kind.restorable(a.item):
+        return [_stream_check(ctx, a)]
+    ep = Endpoint(kind, scratch.options, f"scratch {source.kind}")
+    shell = LocalShell(scratch.root)
+    database = f"drill_{drill_id}"
+    req = DatabaseRestore(database, keep_owners=False)
+    _nbytes, checks = restore_archive(ctx, ep, shell, a, req)
+    if not a.facts.get("rows"):
+        checks.append({"check": "rows", "ok": True, "warn": True,
+                       "detail": "no row counts were recorded at backup time"})  # fmt: skip
+    return checks + _sql_checks(ep, shell, source, database)
+
+
+def _stream_check(ctx: Context, a: Archive) -> dict[str, Any]:
+    """A dump that is not restored into a server (globals, a SQLite copy): read it back
+    in full and compare its sha256 and size."""
+    digest = hashlib.sha256()
+    count = 0
+
+    def take(chunk: bytes) -> None:
+        nonlocal count
+        digest.update(chunk)
+        count += len(chunk)
+
+    ctx.borg.extract_stream(Path(a.repository), a.name, a.filename, take)
+    if digest.hexdigest() != a.sha256 or count != a.nbytes:
+        raise VerificationError(f"{a.name}: read back {count} bytes, sha256 "
+                                f"{digest.hexdigest()[:12]}; recorded {a.nbytes} bytes, "
+                                f"{a.sha256[:12]}")  # fmt: skip
+    return {"check": "sha256", "ok": True, "detail": f"{count} bytes read back as recorded"}
+
+
+def _sql_checks(
+    ep: Endpoint, shell: LocalShell, source: SourceConfig, database: str
+) -> list[dict[str, Any]]:
+    checks = []
+    for check in source.drill_sql:
+        got = ep.kind.query(ep.options, shell, database, check.sql).strip().splitlines()
+        first = got[0].strip() if got else ""
+        if first != check.expect:
+            raise VerificationError(f"drill_sql {check.sql!r} gave {first!r}, expected "
+                                    f"{check.expect!r}")  # fmt: skip
+        checks.append({"check": "sql", "ok": True, "detail": f"{check.sql} = {first}"})
+    return checks
+
+
+def _path_checks(source: SourceConfig, root: Path) -> list[dict[str, Any]]:
+    missing = [p for p in source.drill_paths if not (root / p.lstrip("/")).exists()]
+    if missing:
+        raise VerificationError(f"restored tree lacks {', '.join(missing)} (drill_paths)")
+    if not source.drill_paths:
+        return []
+    return [{"check": "paths", "ok": True,
+             "detail": f"{len(source.drill_paths)} required path(s) present"}]  # fmt: skip

@@ -1,0 +1,165 @@
+"""Restore drills against real servers: PostgreSQL, MariaDB and a volume pass; a damaged
+archive and a dump whose rows differ from the recorded facts fail; nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BIN, Deployment, pg_source
+from tests.harness.droplet import Droplet
+from tests.harness.mariadb import MariaDBServer
+from tests.harness.postgres import PostgresCluster
+from tests.harness.procs import wait_until
+
+pytestmark = pytest.mark.e2e
+SCRATCH_MARKERS = ("backupd-drill-", "/drills/drill-")
+
+
+def scratch_leftovers() -> list[str]:
+    """Processes and directories of scratch servers still around."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in text for m in SCRATCH_MARKERS) and "pytest" not in text:
+            found.append(f"process {cmdline.parent.name}: {text[:120]}")
+    found += [str(p) for p in Path(tempfile.gettempdir()).glob("backupd-drill-*")]
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    assert scratch_leftovers() == []
+    yield
+    assert scratch_leftovers() == [], "a drill left a scratch server or directory behind"
+
+
+def drill(d: Deployment, target: str) -> tuple[int, list[dict[str, object]]]:
+    result = d.backupctl("drill", target, "--json")
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, json.loads(result.stdout or "[]")
+
+
+def test_postgres_drill_restores_newest_and_an_older_point(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, shop_db: str
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    d.backupctl("backup", "now", "web1/maindb", check=True)
+    pg_cluster.psql("INSERT INTO notes (body) VALUES ('after the first backup')", db=shop_db)
+    d.backupctl("backup", "now", "web1/maindb", check=True)
+    rc, results = drill(d, "web1/maindb")
+    assert rc == 0, results
+    assert [r["verdict"] for r in results] == ["pass"] * 4  # shop + globals, newest and older
+    shop = [r for r in results if ".shop." in str(r["archive"])]
+    assert len({r["archive"] for r in shop}) == 2
+    checks = {c["check"]: c["detail"] for c in shop[0]["checks"]}  # type: ignore[attr-defined]
+    assert checks["rows"] == "3 table(s), 17301 rows as recorded"
+    assert all(float(str(r["rto_seconds"])) > 0 for r in results)
+    verified = d.catalogue_rows("SELECT count(*) FROM archives WHERE verified_at IS NOT NULL")
+    assert verified == [(4,)]
+    row = {r["source"]: r for r in d.status()}["maindb"]
+    assert row["last_drill"]["verdict"] == "pass"  # type: ignore[index]
+    assert pg_cluster.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'drill_%'") == "0"
+
+
+def test_mariadb_and_volume_drills_pass(
+    deploy: Callable[..., Deployment],
+    mariadb_server: MariaDBServer,
+    shop_mariadb: str,
+    droplet: Droplet,
+) -> None:
+    tree = droplet.root / "drill-tree"
+    (tree / "docs").mkdir(parents=True, exist_ok=True)
+    for i in range(20):
+        (tree / "docs" / f"f{i}.txt").write_text(f"file {i}\n" * 100)
+    if os.geteuid() == 0:
+        os.system(f"chown -R {droplet.user} {tree}")
+    d = deploy({
+        "shopdb": {"kind": "mariadb", "databases": [shop_mariadb],
+                   "socket": str(mariadb_server.socket), "username": "root"},
+        "files": {"kind": "directory", "path": str(tree), "drill_paths": ["docs/f7.txt"]},
+    })  # fmt: skip
+    d.backupctl("backup", "now", "web1", check=True)
+    rc, results = drill(d, "web1")
+    assert rc == 0, results
+    by_source = {r["source"]: r for r in results}
+    assert by_source["shopdb"]["verdict"] == "pass" and by_source["files"]["verdict"] == "pass"
+    checks = {c["check"]: c["detail"] for c in by_source["files"]["checks"]}  # type: ignore[attr-defined]
+    assert checks["files"].startswith("20 file(s)") and "1 required path(s)" in checks["paths"]
+    shop_checks = {c["check"]: c["detail"] for c in by_source["shopdb"]["checks"]}  # type: ignore[attr-defined]
+    assert shop_checks["rows"] == "3 table(s), 23001 rows as recorded"
+
+
+def corrupt_largest_segment(repo: Path) -> None:
+    """Alter bytes in the middle of the repository's largest segment file (chunk data)."""
+    segment = max((p for p in (repo / "data").rglob("*") if p.is_file() and p.name.isdigit()),
+                  key=lambda p: p.stat().st_size)  # fmt: skip
+    data = bytearray(segment.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    segment.write_bytes(bytes(data))
+
+
+def test_a_damaged_archive_fails_the_drill(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, shop_db: str
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
+    d.backupctl("backup", "now", "web1/maindb", check=True)
+    corrupt_largest_segment(d.store / "web1")
+    rc, results = drill(d, "web1/maindb")
+    assert rc == 1
+    [result] = results
+    assert result["verdict"] == "fail"
+    assert "drill of maindb.shop." in str(result["detail"]) and "failed" in str(result["detail"])
+    [(status, detail)] = d.catalogue_rows("SELECT status, detail FROM drills")
+    assert status == "fail" and "borg extract failed" in str(detail)
+    assert d.catalogue_rows("SELECT kind FROM alert_events") == [("drill_failed",)]
+    assert d.catalogue_rows("SELECT verified_at FROM archives") == [(None,)]
+
+
+def test_rows_that_differ_from_the_recorded_facts_fail_the_drill(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, shop_db: str
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
+    d.backupctl("backup", "now", "web1/maindb", check=True)
+    with sqlite3.connect(d.state_dir / "catalogue.db") as db:
+        [(aid, facts)] = db.execute("SELECT id, facts FROM archives")
+        changed = json.loads(facts)
+        changed["rows"]["public.customers"] = 1999
+        db.execute("UPDATE archives SET facts = ? WHERE id = ?", (json.dumps(changed), aid))
+    rc, [result] = drill(d, "web1/maindb")
+    assert rc == 1 and result["verdict"] == "fail"
+    assert "public.customers: 2000 rows, recorded 1999" in str(result["detail"])
+    text = d.backupctl("status").stdout
+    assert "fail" in text.split("web1/maindb", 1)[1].splitlines()[0]
+
+
+def test_a_drill_killed_mid_way_is_cleaned_up_at_the_next_start(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, shop_db: str
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
+    d.backupctl("backup", "now", "web1/maindb", check=True)
+    proc = subprocess.Popen([str(BIN / "backupctl"), "--config", str(d.config), "drill",
+                             "web1/maindb"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=False)  # fmt: skip
+    try:
+        wait_until(lambda: any("postgres" in p for p in scratch_leftovers()), 60,
+                   "a scratch PostgreSQL")  # fmt: skip
+    finally:
+        proc.kill()  # SIGKILL: no cleanup of its own
+        proc.wait()
+    assert scratch_leftovers()  # the scratch server outlived it
+    d.backupctl("backup", "now", "web1/maindb", check=True)  # any start reconciles
+    assert scratch_leftovers() == []
+    [(status, detail)] = d.catalogue_rows("SELECT status, detail FROM drills")
+    assert status == "interrupted" and "scratch server and files were removed" in str(detail)
