@@ -327,5 +327,6 @@ def test_a_host_without_a_repository_is_skipped_and_jobs_are_planned(store: Stor
     assert outcome.summary is not None and outcome.summary.startswith("no repository yet")
     assert not store.repo.exists()
     assert jobs_for(store.ctx) == [
-        ("catalogue", None), ("check", HOST), ("compact", HOST), ("prune", HOST)
+        ("catalogue", None), ("check", HOST), ("compact", HOST), ("drill", HOST),
+        ("prune", HOST), *([("report", None)] if "report" in maintenance_registry() else []),
     ]  # fmt: skip
