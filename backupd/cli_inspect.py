@@ -54,7 +54,8 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
 def _drill(d: dict[str, Any] | None) -> str:
     if d is None:
         return "never"
-    rto = f" {d['rto_seconds']:.0f}s" if d["rto_seconds"] is not None else ""
+    seconds = d["rto_seconds"]
+    rto = "" if seconds is None else f" {seconds:.1f}s" if seconds < 10 else f" {seconds:.0f}s"
     return f"{d['verdict']}{rto} {short_time(d['at'])[:10]}"
 
 

@@ -3,7 +3,8 @@
 Starts an OpenSSH droplet with PostgreSQL, MariaDB, a SQLite file and an uploads Docker
 volume (a stand-in docker CLI answers for it; the test harness, reused), writes
 config/demo.toml, runs ``backupd --once`` against it, prints ``backupctl status`` and the
-restore command to try next, then stops every server it started.
+restore command to try next, drills every source (restores it into scratch servers and
+checks it), then stops every server it started.
 """
 
 from __future__ import annotations
@@ -176,6 +177,8 @@ def main() -> int:
         print(f"sandbox droplet: {d.user}@{d.address}:{d.port}, "
               f"host key pinned in {CONFIG.relative_to(ROOT)}")  # fmt: skip
         rc = run(str(BIN / "backupd"), "--config", str(CONFIG), "--once")
+        # prove every source restores: scratch servers, checks against the recorded facts
+        rc = rc or run(str(BIN / "backupctl"), "--config", str(CONFIG), "drill", "demo")
         run(str(BIN / "backupctl"), "--config", str(CONFIG), "status")
         print("\nTry a restore next (the droplet is gone, the backup is not):")
         print(f"  {BIN / 'backupctl'} --config {CONFIG} restore demo/appdb --to var/restore")
