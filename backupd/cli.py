@@ -80,14 +80,18 @@ def backup_now(obj: dict[str, Any], target: str, progress: bool | None) -> None:
 
 
 from backupd.cli_admin import catalogue, config_group  # noqa: E402  (registered below)
+from backupd.cli_alerts import alerts  # noqa: E402
 from backupd.cli_drill import drill  # noqa: E402
 from backupd.cli_inspect import archives, runs, status  # noqa: E402
 from backupd.cli_keys import host_group, key_group  # noqa: E402
+from backupd.cli_report import report  # noqa: E402
 from backupd.cli_restore import restore  # noqa: E402
 
 for command in (
     restore,
     drill,
+    report,
+    alerts,
     status,
     archives,
     runs,

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from backupd.config_sections import (
+    AlertsConfig,
     Cron,
     DaemonConfig,
     DrillsConfig,
@@ -67,7 +68,13 @@ HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 _M = TypeVar("_M", bound=BaseModel)
-SECTIONS = ("daemon", "retention", "maintenance", "drills")  # optional tables, defaults inside
+SECTIONS = (
+    "daemon",
+    "retention",
+    "maintenance",
+    "drills",
+    "alerts",
+)  # optional tables, defaults inside
 OPTIONAL = ("mail",)  # optional tables without defaults
 TOP_LEVEL = ("state_dir", "catalogue", "store", "passphrase", "hosts", "restore_targets")
 
@@ -87,6 +94,7 @@ class SourceConfig(Model):
     retention: RetentionConfig | None = None  # the top-level [retention] when unset
     drill_sql: tuple[DrillSql, ...] = ()  # extra drill checks in the restored database
     drill_paths: tuple[str, ...] = ()  # paths a restored tree must contain (relative)
+    ping_url: str | None = None  # dead-man's switch: GET on success, URL + "/fail" on failure
     options: Any = None
 
 
@@ -136,6 +144,7 @@ class Config(Model):
     retention: RetentionConfig = RetentionConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     drills: DrillsConfig = DrillsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     mail: MailConfig | None = None  # no mail: reports are kept in the catalogue, alerts logged
     hosts: Mapping[str, HostConfig]
     restore_targets: Mapping[str, RestoreTarget] = Field(default_factory=dict)

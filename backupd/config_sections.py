@@ -119,3 +119,12 @@ class MailConfig(Model):
     timeout: Duration = 30.0
     retry: Duration = 600.0  # a failed send is retried this often (the mail is queued)
     alert_interval: Duration = 3600.0  # the same alert is mailed at most once per interval
+
+
+class AlertsConfig(Model):
+    """What is watched besides job outcomes; alerts are mailed at once via [mail]."""
+
+    stale_factor: float = Field(default=2.0, gt=1.0)  # no success in factor x the interval
+    disk_warn_percent: float = Field(default=85.0, gt=0, le=100)  # store's file system use
+    disk_critical_percent: float = Field(default=95.0, gt=0, le=100)
+    check_interval: Duration = 60.0  # how often the daemon looks and mails

@@ -65,8 +65,10 @@ def unit_failed(path: Path, unit: str) -> int:
 
 
 @contextmanager
-def single_instance(config: Config) -> Iterator[None]:
-    """One daemon per state directory: two would both write the same repositories."""
+def single_instance(config: Config) -> Iterator[str | None]:
+    """One daemon per state directory: two would both write the same repositories.
+    Yields the pid of a previous daemon that ended without a clean stop (its pid is still
+    in the file: a crash, SIGKILL or power loss), else None."""
     path = Context.private_dir(config.state_dir) / "backupd.pid"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -76,9 +78,11 @@ def single_instance(config: Config) -> Iterator[None]:
             other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             where = config.state_dir
             raise UsageError(f"another backupd (pid {other}) is running on {where}") from None
+        previous = os.pread(fd, 32, 0).decode(errors="replace").strip() or None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        yield previous
+        os.ftruncate(fd, 0)  # a clean stop: the next start finds the file empty
     finally:
         os.close(fd)
 
@@ -104,7 +108,14 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(unit_failed(path, args.unit_failed))
         text, config = read_config(path)
         ctx = Context(config)
-        with single_instance(config):
+        with single_instance(config) as crashed:
+            if crashed is not None:
+                message = (
+                    f"backupd restarted after pid {crashed} ended without a clean stop "
+                    "(crash, kill or power loss); interrupted work is reconciled"
+                )
+                log.error("%s", message)
+                ctx.catalogue.record_alert("daemon_restarted", message)
             if args.once:
                 sys.exit(run_once(ctx))
             from backupd.service import Service

@@ -137,3 +137,10 @@ class RestoreError(BackupdError):
     def __str__(self) -> str:
         summary = summarize_stderr(self.stderr_tail)
         return f"{self.message}: {summary}" if summary else self.message
+
+
+class MailError(BackupdError):
+    """A mail (the weekly report) could not be delivered; it stays queued in the catalogue."""
+
+    exit_code = 15
+    transient = True  # the SMTP server may be back later: the daemon retries the job

@@ -28,6 +28,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from backupd.actions.context import Context
 from backupd.actions.maintain import jobs_for
 from backupd.actions.reconcile import interrupt_dead_runs, reconcile
+from backupd.alerts import AlertLoop
 from backupd.catalogue.models import utcnow
 from backupd.config import Config, read_config
 from backupd.cron import cron_trigger, interval
@@ -111,6 +112,8 @@ class Service:
     def run(self) -> int:
         reconcile(self.ctx)
         self.ctx.catalogue.clear_queue()
+        alerts = AlertLoop(lambda: self.ctx)  # stale sources, disk use; mails every alert
+        alerts.start()
         self._install_signals()
         self._schedule_all()
         self._queue_catch_ups()
@@ -127,6 +130,7 @@ class Service:
                 last_ping = time.monotonic()
             self.wake.wait(min(TICK, watchdog or TICK))
             self.wake.clear()
+        alerts.stop.set()
         self._shutdown()
         return 0
 

@@ -13,6 +13,8 @@ APT_PACKAGES=(
   openssh-server openssh-client rsync postgresql mariadb-server sqlite3
   # systemd-analyze checks the service unit's hardening offline (not started as init)
   systemd
+  # the weekly report's HTML is rendered to a PNG in a test (headless, no display needed)
+  chromium fonts-dejavu-core
 )
 
 missing=()

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from backupd.actions.context import Context, ssh_target
 from backupd.actions.stream import archive_name, pull_stream
 from backupd.actions.tree import pull_tree
+from backupd.alerts import ping
 from backupd.catalogue import RunStatus
 from backupd.config import HostConfig, SourceConfig
-from backupd.errors import BackupdError, DumpError, StoppedError
+from backupd.errors import BackupdError, DumpError, HostKeyError, StoppedError
 from backupd.process import summarize_stderr
 from backupd.ssh import Connection
 from jobs.base import DumpStream, TreeTransfer, registry
@@ -50,7 +51,21 @@ def backup_source(
     trigger: str,
     progress: Callable[[str], object] | None = None,
 ) -> BackupOutcome:
-    """``progress`` hears one line per step (connected, planned, each unit pulled)."""
+    """``progress`` hears one line per step (connected, planned, each unit pulled). The
+    source's ping URL hears the outcome (a dead-man's switch outside backupd)."""
+    outcome = _backup_source(ctx, host, source, trigger, progress)
+    if outcome.status != RunStatus.INTERRUPTED:
+        ping(source.ping_url, outcome.ok)
+    return outcome
+
+
+def _backup_source(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    trigger: str,
+    progress: Callable[[str], object] | None,
+) -> BackupOutcome:
     say = progress or (lambda line: None)
     cat = ctx.catalogue
     source_id = cat.ensure_source(host.name, host.address, source.name, source.kind)
@@ -96,7 +111,8 @@ def backup_source(
         if tail:
             error += ": " + summarize_stderr(tail)
         cat.finish_run(run_id, RunStatus.FAILED, nbytes=total, error=error, stderr_tail=tail)
-        cat.record_alert("backup_failed", error, host=host.name, source=source.name, run_id=run_id)
+        alert = "host_key_changed" if isinstance(e, HostKeyError) else "backup_failed"
+        cat.record_alert(alert, error, host=host.name, source=source.name, run_id=run_id)
         return BackupOutcome(host.name, source.name, run_id, RunStatus.FAILED, archives, total,
                              error, transient=e.transient)  # fmt: skip
     except BaseException as e:

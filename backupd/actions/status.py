@@ -14,8 +14,6 @@ from backupd.borg import Borg
 from backupd.catalogue.models import Drill, utcnow
 from backupd.cron import cron_trigger, interval
 
-STALE_FACTOR = 2
-
 
 def queue_rows(ctx: Context) -> list[dict[str, Any]]:
     """What the daemon has queued or running now (empty when it is not running)."""
@@ -48,7 +46,7 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
         schedule = ctx.config.schedule_for(source)
         last_success = st.last_success if st else None
         age = (now - last_success).total_seconds() if last_success else None
-        stale_after = STALE_FACTOR * interval(schedule, now).total_seconds()
+        stale_after = ctx.config.alerts.stale_factor * interval(schedule, now).total_seconds()
         rows.append(
             {
                 "host": source.host,

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from backupd.catalogue.alerts import AlertRecords
 from backupd.catalogue.history import HistoryQueries
 from backupd.catalogue.jobs import JobRecords
 from backupd.catalogue.keys import KeyRecords
@@ -34,6 +35,7 @@ from backupd.catalogue.models import (
     Source,
     utcnow,
 )
+from backupd.catalogue.reports import ReportRecords
 from backupd.catalogue.restores import RestoreRecords
 
 GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
@@ -94,7 +96,9 @@ def _switch_to_wal(cur: Any) -> None:
             time.sleep(0.05)
 
 
-class Catalogue(JobRecords, HistoryQueries, RestoreRecords, KeyRecords):
+class Catalogue(
+    JobRecords, HistoryQueries, RestoreRecords, KeyRecords, ReportRecords, AlertRecords
+):
     def __init__(self, url: str) -> None:
         _private_sqlite_file(url)
         self.engine = create_engine(url)
@@ -228,7 +232,10 @@ class Catalogue(JobRecords, HistoryQueries, RestoreRecords, KeyRecords):
         host: str | None = None,
         source: str | None = None,
         run_id: int | None = None,
+        dedup_key: str | None = None,
     ) -> int:
+        """``dedup_key``: alerts with the same key are one alert to a person (mailed once
+        per [mail] alert_interval); default: kind, host and source."""
         with self.session() as s:
             event = AlertEvent(
                 kind=kind,
@@ -237,6 +244,8 @@ class Catalogue(JobRecords, HistoryQueries, RestoreRecords, KeyRecords):
                 source=source,
                 run_id=run_id,
                 created_at=utcnow(),
+                dedup_key=dedup_key or f"{kind}:{host or ''}/{source or ''}",
+                attempts=0,
             )
             s.add(event)
             s.flush()

@@ -240,6 +240,10 @@ def test_crash_mid_backup_then_restart(fleet: Fleet) -> None:
     assert caught_up["status"] == "succeeded" and caught_up["trigger"] == "catch-up"
     assert "broke a Borg lock left by dead process" in second.log()
     assert len(fleet.archives("a")) == 1  # the good one; nothing from the crashed run
+    with sqlite3.connect(fleet.state / "catalogue.db") as c:
+        restarted = c.execute("SELECT message FROM alert_events WHERE kind = 'daemon_restarted'")
+        [(message,)] = restarted.fetchall()  # once: the clean stop above left no trace
+    assert "ended without a clean stop (crash, kill or power loss)" in message
 
 
 def test_maintenance_jobs_run_on_their_schedules(fleet: Fleet) -> None:

@@ -3,6 +3,7 @@ archive and a dump whose rows differ from the recorded facts fail; nothing is le
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import sqlite3
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import BIN, Deployment, pg_source
+from tests.e2e.test_report_mail import RED_CELL
 from tests.harness.droplet import Droplet
 from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster
@@ -100,6 +102,13 @@ def test_mariadb_and_volume_drills_pass(
     assert shop_checks["rows"] == "3 table(s), 23001 rows as recorded"
 
 
+def red_in_report(d: Deployment) -> list[str]:
+    """The cells the weekly report shows in red (its HTML preview)."""
+    preview = d.root / "report.html"
+    d.backupctl("report", "--preview", str(preview), check=True)
+    return [html.unescape(c) for c in RED_CELL.findall(preview.read_text())]
+
+
 def corrupt_largest_segment(repo: Path) -> None:
     """Alter bytes in the middle of the repository's largest segment file (chunk data)."""
     segment = max((p for p in (repo / "data").rglob("*") if p.is_file() and p.name.isdigit()),
@@ -125,6 +134,8 @@ def test_a_damaged_archive_fails_the_drill(
     assert status == "fail" and "borg extract failed" in str(detail)
     assert d.catalogue_rows("SELECT kind FROM alert_events") == [("drill_failed",)]
     assert d.catalogue_rows("SELECT verified_at FROM archives") == [(None,)]
+    red = red_in_report(d)
+    assert "FAIL" in red and any("borg extract failed" in c for c in red)
 
 
 def test_rows_that_differ_from_the_recorded_facts_fail_the_drill(
@@ -142,6 +153,8 @@ def test_rows_that_differ_from_the_recorded_facts_fail_the_drill(
     assert "public.customers: 2000 rows, recorded 1999" in str(result["detail"])
     text = d.backupctl("status").stdout
     assert "fail" in text.split("web1/maindb", 1)[1].splitlines()[0]
+    red = red_in_report(d)
+    assert "FAIL" in red and any("public.customers: 2000 rows, recorded 1999" in c for c in red)
 
 
 def test_a_drill_killed_mid_way_is_cleaned_up_at_the_next_start(

@@ -1,0 +1,152 @@
+"""Alerts: what must reach a person at once, mailed deduplicated and rate-limited.
+
+Jobs record alert events in the catalogue (a failed backup after its retries, a failed
+drill, a changed host key...). ``watch`` adds the conditions nobody's job reports: stale
+sources and a filling store. ``dispatch`` mails every unsent event: events with the same
+key go out as one mail, at most once per ``[mail] alert_interval`` (later ones are folded,
+marked as such); a failed send leaves them unsent, tried again at the next look. Without
+``[mail]`` alerts stay recorded (status, report) and are logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+
+from backupd.actions.context import Context
+from backupd.actions.status import status_rows
+from backupd.catalogue.alerts import SUPPRESSED
+from backupd.catalogue.models import AlertEvent, utcnow
+from backupd.errors import BackupdError
+
+log = logging.getLogger(__name__)
+PING_TIMEOUT = 10.0
+
+
+def watch(ctx: Context, now: datetime | None = None) -> list[int]:
+    """Record alerts for stale sources and store disk use (once per alert interval)."""
+    now = now or utcnow()
+    interval = timedelta(seconds=ctx.config.mail.alert_interval if ctx.config.mail else 3600)
+    recorded = []
+
+    def once(kind: str, key: str, message: str, host: str | None = None,
+             source: str | None = None) -> None:  # fmt: skip
+        if not ctx.catalogue.alert_since(key, now - interval):
+            recorded.append(ctx.catalogue.record_alert(kind, message, host=host, source=source,
+                                                       dedup_key=key))  # fmt: skip
+
+    for row in status_rows(ctx):
+        if row["stale"]:
+            label = f"{row['host']}/{row['source']}"
+            since = row["last_success"] or "never"
+            message = f"{label}: stale: no successful backup since {since}"
+            once("source_stale", f"stale:{label}", message, row["host"], row["source"])
+    level, percent = disk_level(ctx)
+    if level is not None:
+        store = ctx.config.store.path
+        once(f"disk_{level}", f"disk:{level}", f"store {store}: file system {percent:.0f}% "
+             f"full ({level} threshold reached)")  # fmt: skip
+    return recorded
+
+
+def disk_level(ctx: Context) -> tuple[str | None, float]:
+    cfg = ctx.config.alerts
+    try:
+        usage = shutil.disk_usage(ctx.config.store.path)
+    except OSError:
+        return None, 0.0
+    percent = 100.0 * usage.used / usage.total if usage.total else 0.0
+    if percent >= cfg.disk_critical_percent:
+        return "critical", percent
+    if percent >= cfg.disk_warn_percent:
+        return "warning", percent
+    return None, percent
+
+
+Sender = Callable[[EmailMessage], None]
+
+
+def dispatch(ctx: Context, send: Sender | None = None, now: datetime | None = None) -> int:
+    """Mail unsent alerts, one mail per key; returns how many mails went out."""
+    mail = ctx.config.mail
+    if mail is None:
+        return 0
+    if send is None:
+        from backupd.mail import send_message
+
+        def send(msg: EmailMessage) -> None:
+            send_message(mail, msg, list(mail.to))
+
+    now = now or utcnow()
+    groups: dict[str, list[AlertEvent]] = {}
+    for event in ctx.catalogue.unsent_alerts():
+        groups.setdefault(event.dedup_key or event.kind, []).append(event)
+    mailed = 0
+    for key, events in groups.items():
+        ids = [e.id for e in events]
+        last = ctx.catalogue.last_mailed(key)
+        if last is not None and now - last < timedelta(seconds=mail.alert_interval):
+            ctx.catalogue.alerts_mailed(ids, now, f"{SUPPRESSED}mailed at {last.isoformat()}")
+            continue
+        try:
+            send(alert_message(mail.sender, list(mail.to), events))
+        except BackupdError as e:
+            ctx.catalogue.alerts_failed(ids, str(e))
+            log.error("alert mail failed (kept, retried later): %s", e)
+            break  # the mail server is down: the rest wait for the next look
+        ctx.catalogue.alerts_mailed(ids, now)
+        mailed += 1
+    return mailed
+
+
+def alert_message(sender: str, to: list[str], events: list[AlertEvent]) -> EmailMessage:
+    first = events[-1]
+    where = "/".join(p for p in (first.host, first.source) if p) or "backupd"
+    msg = EmailMessage()
+    msg["Subject"] = f"[backupd] {first.kind.replace('_', ' ')}: {where}"
+    msg["From"], msg["To"] = sender, ", ".join(to)
+    lines = [f"{e.created_at.isoformat(timespec='seconds')}  {e.message}" for e in events]
+    more = f"\n({len(events)} alerts with the same cause)" if len(events) > 1 else ""
+    msg.set_content("\n".join(lines) + more + "\n\nbackupctl status shows the whole fleet.\n")
+    return msg
+
+
+def ping(url: str | None, ok: bool) -> None:
+    """A dead-man's switch (healthchecks.io style): GET URL on success, URL/fail on
+    failure. Never fails the job: a ping that cannot be sent is logged."""
+    if not url:
+        return
+    target = url if ok else url.rstrip("/") + "/fail"
+    try:
+        with urllib.request.urlopen(target, timeout=PING_TIMEOUT) as answer:  # noqa: S310
+            answer.read(1024)
+    except (OSError, ValueError) as e:
+        log.warning("ping %s failed: %s", target, e)
+
+
+class AlertLoop(threading.Thread):
+    """The daemon's watcher: looks and mails every ``[alerts] check_interval``."""
+
+    def __init__(self, config_of: Callable[[], Context]) -> None:
+        super().__init__(name="alerts", daemon=True)
+        self._ctx_of = config_of
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            ctx = self._ctx_of()
+            try:
+                watch(ctx)
+                dispatch(ctx)
+                if ctx.config.mail is not None:  # queued reports, at their retry times
+                    from backupd.mail import deliver_queued
+
+                    deliver_queued(ctx)
+            except Exception:  # the watcher must outlive any one bad look
+                log.exception("alert check failed")
+            self.stop.wait(ctx.config.alerts.check_interval)

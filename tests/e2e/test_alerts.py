@@ -1,0 +1,86 @@
+"""Alerts mailed through a real SMTP server (aiosmtpd): at once, one mail per cause and
+interval, never lost while the server is down; stale sources and a filling store found."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from tests.e2e.conftest import Deployment
+from tests.harness.procs import free_port
+from tests.harness.smtp import SmtpServer
+
+pytestmark = pytest.mark.e2e
+
+
+def with_mail(d: Deployment, port: int, extra: str = "") -> None:
+    text = d.config.read_text()
+    text = text.split("\n[mail]")[0]  # replace an earlier [mail]
+    d.config.write_text(
+        text
+        + f"""
+[mail]
+to = ["ops@example.org"]
+sender = "backupd@try.example.org"
+host = "127.0.0.1"
+port = {port}
+security = "none"
+timeout = 5
+{extra}"""
+    )
+
+
+def alert_rows(d: Deployment) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = json.loads(d.backupctl("alerts", "--json", check=True).stdout)
+    return rows
+
+
+def test_alerts_are_mailed_once_per_cause_and_kept_while_smtp_is_down(
+    deploy: Callable[..., Deployment], smtp_server: SmtpServer
+) -> None:
+    d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
+    closed = free_port()
+    with_mail(d, closed)
+    assert d.backupctl("backup", "now", "web1/gone").returncode == 1
+    down = d.backupctl("alerts", "--send")
+    assert "0 mail(s) sent" in down.stderr
+    rows = alert_rows(d)
+    kinds = {r["kind"] for r in rows}
+    assert {"backup_failed", "source_stale"} <= kinds
+    assert all(r["mailed"] is None for r in rows)
+    assert any(r["attempts"] == 1 and "127.0.0.1" in str(r["last_error"]) for r in rows)
+
+    before = len(smtp_server.messages)
+    with_mail(d, smtp_server.port)
+    sent = d.backupctl("alerts", "--send", check=True)
+    assert "2 mail(s) sent" in sent.stderr, sent.stderr
+    mails = smtp_server.wait_for_messages(before + 2)[before:]
+    subjects = sorted(str(m.message["Subject"]) for m in mails)
+    assert subjects == ["[backupd] backup failed: web1/gone", "[backupd] source stale: web1/gone"]
+    body = next(m for m in mails if "failed" in str(m.message["Subject"])).message
+    assert "no such database file: /nonexistent/app.db" in body.get_content()
+
+    # the same failure again within the interval: recorded, folded, not mailed again
+    assert d.backupctl("backup", "now", "web1/gone").returncode == 1
+    d.backupctl("alerts", "--send", check=True)
+    assert len(smtp_server.messages) == before + 2
+    newest = alert_rows(d)[0]
+    assert newest["kind"] == "backup_failed" and newest["folded"]
+    assert "folded" in d.backupctl("alerts").stdout
+
+
+def test_a_filling_store_is_an_alert(
+    deploy: Callable[..., Deployment], smtp_server: SmtpServer
+) -> None:
+    d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
+    d.store.mkdir(parents=True, exist_ok=True)
+    with_mail(d, smtp_server.port)
+    with d.config.open("a") as f:
+        f.write("\n[alerts]\ndisk_warn_percent = 0.001\ndisk_critical_percent = 100\n")
+    before = len(smtp_server.messages)
+    d.backupctl("alerts", "--send", check=True)
+    mails = smtp_server.wait_for_messages(before + 2)[before:]
+    disk = [m for m in mails if "disk warning" in str(m.message["Subject"])]
+    assert len(disk) == 1 and "% full (warning threshold reached)" in disk[0].message.get_content()
