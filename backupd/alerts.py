@@ -41,7 +41,9 @@ def watch(ctx: Context, now: datetime | None = None) -> list[int]:
                                                        dedup_key=key))  # fmt: skip
 
     for row in status_rows(ctx):
-        if row["stale"]:
+        # "stopped being backed up": a source that never succeeded is not alerted as stale
+        # (a fresh install would alert everything; its failures alert on their own)
+        if row["stale"] and row["last_success"] is not None:
             label = f"{row['host']}/{row['source']}"
             since = row["last_success"] or "never"
             message = f"{label}: stale: no successful backup since {since}"
