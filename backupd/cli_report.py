@@ -76,7 +76,9 @@ def report(obj: dict[str, Any], preview: Path | None, send: bool, retry: bool,
 def _write(path: Path, text: str) -> None:
     """Written whole or not at all (a half-written preview would look like a short report)."""
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # fleet details: private
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
     os.replace(partial, path)
 
 

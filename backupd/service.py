@@ -277,7 +277,9 @@ class Service:
 
     def _start(self, p: Pending) -> None:
         argv = [sys.executable, "-m", "backupd.worker", "--config", str(self.config_path),
-                "--snapshot", str(self.snapshot), "--trigger", p.trigger, p.key.job]  # fmt: skip
+                "--snapshot", str(self.snapshot), "--trigger", p.trigger,
+                "--retries-left", str(max(0, self.config.daemon.retries - p.attempt + 1)),
+                p.key.job]  # fmt: skip
         if self.log_json:
             argv.insert(3, "--log-json")
         if p.key.target:

@@ -70,10 +70,10 @@ def install_stop_handlers(deadline: float) -> None:
     signal.alarm(max(1, int(deadline)))
 
 
-def run_backup(ctx: Context, target: str, trigger: str) -> int:
+def run_backup(ctx: Context, target: str, trigger: str, retries_left: int = 0) -> int:
     host, source = ctx.lookup_one(target)
     install_stop_handlers(ctx.config.deadline_for(source))
-    outcome = backup_source(ctx, host, source, trigger)
+    outcome = backup_source(ctx, host, source, trigger, retries_left=retries_left)
     if not outcome.ok:
         log.error("%s", outcome.error)
     return exit_code(outcome.ok, outcome.transient)
@@ -97,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", required=True)
     parser.add_argument("--snapshot", help="the daemon's copy of the config it validated")
     parser.add_argument("--trigger", default="schedule")
+    parser.add_argument("--retries-left", type=int, default=0,
+                        help="a transient failure is retried this often: no alert yet")  # fmt: skip
     parser.add_argument("--log-json", action="store_true")
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("job", help="backup, or a maintenance job (prune, compact, ...)")
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ctx = Context(load_config(args.config))
         if args.job == "backup":
-            return run_backup(ctx, args.target or "", args.trigger)
+            return run_backup(ctx, args.target or "", args.trigger, args.retries_left)
         return run_maintenance_job(ctx, args.job, args.target, args.trigger)
     except BackupdError as e:  # before a run row exists (config, lookup): say it, once
         log.error("%s %s: %s", args.job, args.target or "", e)

@@ -50,10 +50,12 @@ def backup_source(
     source: SourceConfig,
     trigger: str,
     progress: Callable[[str], object] | None = None,
+    retries_left: int = 0,
 ) -> BackupOutcome:
     """``progress`` hears one line per step (connected, planned, each unit pulled). The
-    source's ping URL hears the outcome (a dead-man's switch outside backupd)."""
-    outcome = _backup_source(ctx, host, source, trigger, progress)
+    source's ping URL hears the outcome (a dead-man's switch outside backupd). A transient
+    failure with ``retries_left`` is recorded but not alerted: the retry may succeed."""
+    outcome = _backup_source(ctx, host, source, trigger, progress, retries_left)
     if outcome.status != RunStatus.INTERRUPTED:
         ping(source.ping_url, outcome.ok)
     return outcome
@@ -65,6 +67,7 @@ def _backup_source(
     source: SourceConfig,
     trigger: str,
     progress: Callable[[str], object] | None,
+    retries_left: int,
 ) -> BackupOutcome:
     say = progress or (lambda line: None)
     cat = ctx.catalogue
@@ -112,7 +115,10 @@ def _backup_source(
             error += ": " + summarize_stderr(tail)
         cat.finish_run(run_id, RunStatus.FAILED, nbytes=total, error=error, stderr_tail=tail)
         alert = "host_key_changed" if isinstance(e, HostKeyError) else "backup_failed"
-        cat.record_alert(alert, error, host=host.name, source=source.name, run_id=run_id)
+        if e.transient and retries_left > 0:
+            log.warning("%s (transient: %d retries left, no alert yet)", error, retries_left)
+        else:
+            cat.record_alert(alert, error, host=host.name, source=source.name, run_id=run_id)
         return BackupOutcome(host.name, source.name, run_id, RunStatus.FAILED, archives, total,
                              error, transient=e.transient)  # fmt: skip
     except BaseException as e:

@@ -297,3 +297,7 @@ def test_transient_failures_retry_with_backoff_permanent_ones_do_not(
     key_runs = [r for r in fleet.runs() if r["host"] == "badkey"]
     assert len(key_runs) == 1 and key_runs[0]["status"] == "failed"
     assert "HOST KEY CHANGED" in key_runs[0]["error"]
+    with sqlite3.connect(fleet.state / "catalogue.db") as c:
+        alerts = sorted(c.execute("SELECT kind, host FROM alert_events WHERE host IS NOT NULL"))
+    # the unreachable host: one alert, after its last retry; the changed key: at once
+    assert alerts == [("backup_failed", "down"), ("host_key_changed", "badkey")]

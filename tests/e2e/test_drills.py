@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import BIN, Deployment, pg_source
 from tests.e2e.test_report_mail import RED_CELL
+from tests.e2e.test_trees import DOCKER
 from tests.harness.droplet import Droplet
 from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster
@@ -86,12 +87,18 @@ def test_mariadb_and_volume_drills_pass(
         (tree / "docs" / f"f{i}.txt").write_text(f"file {i}\n" * 100)
     if os.geteuid() == 0:
         os.system(f"chown -R {droplet.user} {tree}")
+    docker = droplet.bin_dir / "docker"  # the volume "uploads_data" lives at tree
+    docker.write_text(DOCKER % tree)
+    docker.chmod(0o755)
     d = deploy({
         "shopdb": {"kind": "mariadb", "databases": [shop_mariadb],
                    "socket": str(mariadb_server.socket), "username": "root"},
-        "files": {"kind": "directory", "path": str(tree), "drill_paths": ["docs/f7.txt"]},
+        "files": {"kind": "volume", "volume": "uploads_data", "drill_paths": ["docs/f7.txt"]},
     })  # fmt: skip
-    d.backupctl("backup", "now", "web1", check=True)
+    try:
+        d.backupctl("backup", "now", "web1", check=True)
+    finally:
+        docker.unlink()
     rc, results = drill(d, "web1")
     assert rc == 0, results
     by_source = {r["source"]: r for r in results}

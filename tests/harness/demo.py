@@ -4,7 +4,8 @@ Starts an OpenSSH droplet with PostgreSQL, MariaDB, a SQLite file and an uploads
 volume (a stand-in docker CLI answers for it; the test harness, reused), writes
 config/demo.toml, runs ``backupd --once`` against it, prints ``backupctl status`` and the
 restore command to try next, drills every source (restores it into scratch servers and
-checks it), then stops every server it started.
+checks it), writes the weekly report's preview to var/report-preview.html, then stops every
+server it started.
 """
 
 from __future__ import annotations
@@ -180,6 +181,10 @@ def main() -> int:
         # prove every source restores: scratch servers, checks against the recorded facts
         rc = rc or run(str(BIN / "backupctl"), "--config", str(CONFIG), "drill", "demo")
         run(str(BIN / "backupctl"), "--config", str(CONFIG), "status")
+        report = VAR / "report-preview.html"
+        rc = rc or run(str(BIN / "backupctl"), "--config", str(CONFIG), "report", "--preview",
+                       str(report))  # fmt: skip
+        print(f"\nThe weekly report, as it would be mailed: open {report.relative_to(ROOT)}")
         print("\nTry a restore next (the droplet is gone, the backup is not):")
         print(f"  {BIN / 'backupctl'} --config {CONFIG} restore demo/appdb --to var/restore")
         print(f"  {BIN / 'backupctl'} --config {CONFIG} restore demo/uploads --to var/uploads")
