@@ -14,6 +14,7 @@ import click
 from backupd.actions.context import Context
 from backupd.config import load_config
 from backupd.errors import BackupdError
+from backupd.units import human_age
 
 log = logging.getLogger("backupctl")
 P = ParamSpec("P")
@@ -60,18 +61,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def age(seconds: float | None) -> str:
-    """'3h 12m', '2d 4h', 'never': how old, the way a person reads it."""
-    if seconds is None:
-        return "never"
-    minutes = int(seconds // 60)
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h {minutes}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h"
+age = human_age  # '3h 12m', '2d 4h', 'never'
 
 
 def short_time(iso: str | datetime | None) -> str:

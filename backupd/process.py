@@ -313,3 +313,17 @@ def start_server(argv: Argv, *, log_path: Path, user: str | None) -> subprocess.
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, cwd="/", **_identity(user, None),
         )  # fmt: skip
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether ``pid`` runs; a zombie (killed, not yet reaped by its new parent) does not."""
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = proc_stat(pid)
+    return not fields or fields[0] not in ("Z", "X")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ from backupd.actions.context import Context
 from backupd.actions.status import status_rows
 from backupd.catalogue.models import utcnow
 from backupd.catalogue.reports import ArchivePoint
-from backupd.units import human_bytes
+from backupd.units import human_age, human_bytes
+from jobs.compact import tree_bytes
 
 DEFAULT_PERIOD = timedelta(days=7)
 GROWTH_DAYS = 56  # the store growth chart: eight weeks, one point per day
@@ -142,7 +142,9 @@ def _problems(row: dict[str, object], drill: str | None, reason: str,
     if row["stale"]:
         age = row["age_seconds"]
         since = (
-            f"last backup {_age(age)} ago" if isinstance(age, int | float) else "never backed up"
+            f"last backup {human_age(age)} ago"
+            if isinstance(age, int | float)
+            else "never backed up"
         )
         found.append(("fail", f"STALE: {since}"))
     if row["last_status"] == "failed":
@@ -206,28 +208,8 @@ def _repositories(ctx: Context) -> list[tuple[str, int]]:
     for host in sorted(ctx.config.hosts):
         repo = ctx.repository(host)
         if repo.is_dir():
-            found.append((host, _du(str(repo))))
+            found.append((host, tree_bytes(repo)))
     return found
-
-
-def _du(path: str) -> int:
-    total = 0
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_size
-            except FileNotFoundError:  # compacted away while we walked
-                continue
-    return total
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    hours = int(seconds // 3600)
-    if hours < 48:
-        return f"{hours}h {int(seconds % 3600 // 60)}m"
-    return f"{hours // 24}d {hours % 24}h"
 
 
 def _growth_text(n: int) -> str:
@@ -255,7 +237,7 @@ def render_text(data: ReportData) -> str:
         lines.append("")
     header = ("", "HOST/SOURCE", "LAST BACKUP", "STORED", "GROWTH", "DEDUP", "DRILL", "RTO")
     rows = [(s.level.upper() if s.level != "ok" else "ok", s.name,
-             ("STALE " if s.stale else "") + _age(s.age_seconds), human_bytes(s.stored),
+             ("STALE " if s.stale else "") + human_age(s.age_seconds), human_bytes(s.stored),
              _growth_text(s.growth), f"{s.dedup:.1f}x" if s.dedup else "-",
              (s.drill or "never").upper(), f"{s.rto:.0f}s" if s.rto is not None else "-")
             for s in data.sources]  # fmt: skip
@@ -316,7 +298,7 @@ def render_html(data: ReportData, image_src: Callable[[str], str]) -> str:
                     "RTO"))  # fmt: skip
     rows = "".join(
         "<tr>" + _td(s.name, s.level)
-        + _td(("STALE " if s.stale else "") + _age(s.age_seconds), "fail" if s.stale else "ok")
+        + _td(("STALE " if s.stale else "") + human_age(s.age_seconds), "fail" if s.stale else "ok")
         + _td(human_bytes(s.stored), align="right") + _td(_growth_text(s.growth), align="right")
         + _td(f"{s.dedup:.1f}x" if s.dedup else "-", align="right")
         + _td((s.drill or "never").upper(), "ok" if s.drill == "pass" else

@@ -24,7 +24,7 @@ from typing import Any
 
 from backupd.config import Config
 from backupd.errors import RestoreError
-from backupd.process import Invocation, run_local, start_server
+from backupd.process import Invocation, process_alive, run_local, start_server
 from jobs.base import registry
 
 log = logging.getLogger(__name__)
@@ -174,23 +174,10 @@ def remove_scratch(root: Path) -> None:
             os.kill(pid, signal.SIGINT if (root / "data" / "postmaster.pid").exists()
                     else signal.SIGTERM)  # fmt: skip
             deadline = time.monotonic() + STOP_WAIT
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and process_alive(pid):
                 time.sleep(0.1)
-            if _alive(pid):
+            if process_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
     shutil.rmtree(root, ignore_errors=True)
     if root.exists():
         log.error("could not remove scratch directory %s", root)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    from backupd.process import proc_stat
-
-    fields = proc_stat(pid)
-    return bool(fields) and fields is not None and fields[0] not in ("Z", "X")

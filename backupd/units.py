@@ -67,3 +67,17 @@ def human_bytes(n: float) -> str:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Delay = Annotated[float, BeforeValidator(parse_delay)]  # a Duration that may be zero
 Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def human_age(seconds: float | None) -> str:
+    """'3h 12m', '2d 4h', 'never': how old, the way a person reads it."""
+    if seconds is None:
+        return "never"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"

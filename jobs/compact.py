@@ -14,8 +14,13 @@ from jobs.base import MaintenanceEnv, MaintenanceResult
 
 def segments_size(repo: Path) -> int:
     """Bytes held by the repository's segment files."""
+    return tree_bytes(repo / "data")
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes of the files below ``root`` (a file removed while we walk counts nothing)."""
     total = 0
-    for folder, _dirs, files in os.walk(repo / "data"):
+    for folder, _dirs, files in os.walk(root):
         for name in files:
             try:
                 total += os.lstat(os.path.join(folder, name)).st_size

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import socket
 import uuid
@@ -22,26 +21,12 @@ from backupd.actions.tree import run_cleanup
 from backupd.catalogue import RunStatus
 from backupd.catalogue.models import DrillStatus
 from backupd.errors import BackupdError
-from backupd.process import proc_stat
+from backupd.process import process_alive
 from backupd.scratch import remove_scratch
 from backupd.ssh import Connection
 
 log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 600.0
-
-
-def process_alive(pid: int | None) -> bool:
-    """Whether ``pid`` runs; a zombie (killed, not yet reaped by its new parent) does not."""
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    fields = proc_stat(pid)
-    return not fields or fields[0] not in ("Z", "X")
 
 
 def reconcile(ctx: Context, *, sweep_repositories: bool = True) -> None:
