@@ -199,6 +199,10 @@ class DatabaseKind(Protocol[O_contra]):
         """Rows now in each of ``tables`` (fact keys) of database ``name``."""
         ...
 
+    def tables(self, options: O_contra, shell: CommandShell, name: str) -> set[str]:
+        """The tables now in database ``name``, named as the facts name them."""
+        ...
+
     def query(self, options: O_contra, shell: CommandShell, name: str, sql: str) -> str:
         """Run an operator's check query (``drill_sql``) in database ``name``: its output."""
         ...

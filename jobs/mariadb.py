@@ -182,6 +182,12 @@ class MariaDBRestore:
         out = self._query(options, shell, sql).split() if tables else []
         return {t: int(n) for t, n in zip(tables, out, strict=True)}
 
+    def tables(self, options: MariaDBOptions, shell: CommandShell, name: str) -> set[str]:
+        # base tables only, like the dump's row facts (views have no rows of their own)
+        where = f"TABLE_SCHEMA = {sql_string(name)} AND TABLE_TYPE = 'BASE TABLE'"
+        sql = f"SELECT TABLE_NAME FROM information_schema.TABLES WHERE {where}"  # noqa: S608
+        return set(self._query(options, shell, sql).splitlines())
+
     def query(self, options: MariaDBOptions, shell: CommandShell, name: str, sql: str) -> str:
         return self._query(options, shell, f"USE {sql_ident(name)}; {sql}")
 

@@ -285,6 +285,10 @@ class PostgresRestore:
         out = self._psql(options, shell, name, {}, sql).split()
         return {key: int(n) for key, n in zip(tables, out, strict=True)}
 
+    def tables(self, options: PostgresOptions, shell: CommandShell, name: str) -> set[str]:
+        listing = self._psql(options, shell, name, {}, TABLES_SQL)
+        return {line.rpartition("|")[0] for line in listing.splitlines() if "|" in line}
+
     def query(self, options: PostgresOptions, shell: CommandShell, name: str, sql: str) -> str:
         return self._psql(options, shell, name, {}, sql)
 

@@ -161,6 +161,14 @@ def _restore_and_check(
     database = f"drill_{drill_id}"
     req = DatabaseRestore(database, keep_owners=False)
     _nbytes, checks = restore_archive(ctx, ep, shell, a, req)
+    recorded = set(a.facts.get("rows", {}))
+    if recorded:  # the row check found every recorded table; nothing more may be there
+        extra = sorted(ep.kind.tables(ep.options, shell, database) - recorded)
+        if extra:
+            raise VerificationError(f"the restored database has table(s) the backup did not "
+                                    f"record: {', '.join(extra[:5])}")  # fmt: skip
+        checks.append({"check": "tables", "ok": True,
+                       "detail": f"the same {len(recorded)} table(s) as recorded"})  # fmt: skip
     if not a.facts.get("rows"):
         checks.append({"check": "rows", "ok": True, "warn": True,
                        "detail": "no row counts were recorded at backup time"})  # fmt: skip

@@ -67,6 +67,7 @@ def test_postgres_drill_restores_newest_and_an_older_point(
     assert len({r["archive"] for r in shop}) == 2
     checks = {c["check"]: c["detail"] for c in shop[0]["checks"]}  # type: ignore[attr-defined]
     assert checks["rows"] == "3 table(s), 17301 rows as recorded"
+    assert checks["tables"] == "the same 3 table(s) as recorded"
     assert all(float(str(r["rto_seconds"])) > 0 for r in results)
     verified = d.catalogue_rows("SELECT count(*) FROM archives WHERE verified_at IS NOT NULL")
     assert verified == [(4,)]
@@ -107,6 +108,7 @@ def test_mariadb_and_volume_drills_pass(
     assert checks["files"].startswith("20 file(s)") and "1 required path(s)" in checks["paths"]
     shop_checks = {c["check"]: c["detail"] for c in by_source["shopdb"]["checks"]}  # type: ignore[attr-defined]
     assert shop_checks["rows"] == "3 table(s), 23001 rows as recorded"
+    assert shop_checks["tables"] == "the same 3 table(s) as recorded"
 
 
 def red_in_report(d: Deployment) -> list[str]:
