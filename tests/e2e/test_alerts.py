@@ -3,13 +3,18 @@ interval, never lost while the server is down; stale sources and a filling store
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import sqlite3
-from collections.abc import Callable
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.e2e.conftest import Deployment
+from tests.harness.droplet import Droplet
 from tests.harness.procs import free_port
 from tests.harness.smtp import SmtpServer
 
@@ -91,3 +96,44 @@ def test_a_filling_store_is_an_alert(
     mails = smtp_server.wait_for_messages(before + 1)[before:]
     disk = [m for m in mails if "disk warning" in str(m.message["Subject"])]
     assert len(disk) == 1 and "% full (warning threshold reached)" in disk[0].message.get_content()
+
+
+@pytest.fixture
+def ping_server() -> Iterator[tuple[str, list[str]]]:
+    """A dead-man's-switch endpoint on loopback that records the paths it was asked for."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_ping_urls_hear_success_and_failure(
+    deploy: Callable[..., Deployment], droplet: Droplet, ping_server: tuple[str, list[str]]
+) -> None:
+    base, seen = ping_server
+    db = droplet.root / "ping" / "app.db"
+    db.parent.mkdir(exist_ok=True)
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
+    d = deploy({"good": {"kind": "sqlite", "path": str(db), "ping_url": f"{base}/uuid-good"},
+                "bad": {"kind": "sqlite", "path": "/nonexistent/x.db",
+                        "ping_url": f"{base}/uuid-bad"}})  # fmt: skip
+    d.backupctl("backup", "now", "web1/good", check=True)
+    assert d.backupctl("backup", "now", "web1/bad").returncode == 1
+    assert seen == ["/uuid-good", "/uuid-bad/fail"]
