@@ -7,7 +7,6 @@ against the pinned key before authentication: an unknown or changed key is refus
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import shlex
@@ -15,16 +14,39 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 
 import paramiko
 
 from backupd.channel import Interactive, StderrCollector, pump, terminate
 from backupd.errors import HostKeyError, RemoteError
+from backupd.hostkeys import (
+    SSHTarget,
+    fingerprint,
+    fingerprint_line,
+    key_matches,
+    pin_file,
+    pinned_keys,
+    refusal,
+)
 from backupd.process import STDERR_TAIL_BYTES, mask_argv, tail_text
 
 log = logging.getLogger(__name__)
+# re-exported: callers reach the SSH seam through this module
+__all__ = [
+    "Connection",
+    "RemoteResult",
+    "SSHTarget",
+    "StreamResult",
+    "fingerprint",
+    "fingerprint_line",
+    "key_matches",
+    "offered_host_key",
+    "pin_file",
+    "pinned_keys",
+    "refusal",
+    "remote_command_line",
+]
 
 # Measured on this hardware (docs/benchmarks.md): AES-GCM with 1 MiB reads is the
 # fastest paramiko combination, a larger window was slower.
@@ -34,7 +56,6 @@ PREFERRED_CIPHERS = (
     "aes128-ctr",
     "aes256-ctr",
 )
-PIN_FILE_NAME = "known_hosts"
 MAX_PACKET = 256 * 1024 - 1024  # what sshd may send us in one packet (it caps at 256 KiB)
 POLL_SECONDS = 1.0
 EXIT_STATUS_WAIT = 30.0
@@ -61,30 +82,6 @@ def remote_command_line(argv: Sequence[str]) -> str:
     if not argv:
         raise ValueError("empty remote command")
     return _WRAPPER + shlex.join(argv)
-
-
-@dataclass(frozen=True)
-class SSHTarget:
-    label: str  # the host's name in the config, used in every message
-    address: str
-    port: int
-    user: str
-    key_path: Path
-    host_keys: tuple[str, ...] = ()  # pinned "TYPE BASE64" lines
-    known_hosts: Path | None = None
-    connect_timeout: float = 20.0
-    # known_hosts is backupd's own <state_dir>/known_hosts (`backupctl host trust`): a
-    # missing file pins nothing yet, and a refusal names that command, not a config key.
-    pin_file: bool = False
-
-    @property
-    def where(self) -> str:
-        return f"{self.label} ({self.address}:{self.port})"
-
-    @property
-    def lookup(self) -> str:
-        """The host's name in a known_hosts file, as OpenSSH writes it."""
-        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -118,21 +115,6 @@ class StreamResult:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0 and self.timed_out is None
-
-
-def pin_file(state_dir: Path) -> Path:
-    """backupd's own known_hosts: the keys `backupctl host trust` pinned."""
-    return state_dir / PIN_FILE_NAME
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def fingerprint_line(line: str) -> str:
-    blob = base64.b64decode(line.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 class Connection:
@@ -313,60 +295,6 @@ class Connection:
         if status == -1:  # paramiko's "closed without an exit status"
             status = None
         return status, stderr.data, time.monotonic() - started, timed_out
-
-
-def pinned_keys(t: SSHTarget) -> tuple[str, ...]:
-    """The "TYPE BASE64" keys pinned for the target: its host_key, or its known_hosts entries."""
-    if t.known_hosts is None:
-        return t.host_keys
-    if t.pin_file and not t.known_hosts.exists():
-        return ()  # nothing trusted yet: `backupctl host trust` creates the file
-    try:
-        known = paramiko.HostKeys(str(t.known_hosts))
-    except OSError as e:
-        raise HostKeyError(
-            f"{t.label}: cannot read known_hosts {t.known_hosts}: {e.strerror}"
-        ) from None
-    except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError) as e:
-        raise HostKeyError(
-            f"{t.label}: known_hosts {t.known_hosts} has a malformed line: {e}"
-        ) from None
-    entries = known.lookup(t.lookup)
-    return tuple(f"{kt} {entries[kt].get_base64()}" for kt in entries) if entries else ()
-
-
-def key_matches(key: paramiko.PKey, pinned: Sequence[str]) -> bool:
-    offered = [key.get_name(), key.get_base64()]
-    return any(offered == line.split()[:2] for line in pinned)
-
-
-def refusal(t: SSHTarget, key: paramiko.PKey, pinned: Sequence[str]) -> str:
-    """Why a connection to ``t`` is refused when it offers ``key``: one line, with the way
-    out for where the pin lives (config or backupd's pin file)."""
-    offered = f"{key.get_name()} {fingerprint(key)}"
-    trust = f"backupctl host trust {t.label}"
-    if not pinned:
-        if t.known_hosts is not None and not t.pin_file:
-            return (
-                f"{t.where}: unknown host key {offered}: known_hosts {t.known_hosts} has no "
-                f"key for {t.lookup}; refusing to connect (check the key out of band, then "
-                "add it to that file)"
-            )
-        return (
-            f"{t.where}: unknown host key {offered}: no key is pinned for this host; refusing "
-            f"to connect (check the fingerprint out of band, then pin it: {trust})"
-        )
-    expected = ", ".join(fingerprint_line(line) for line in pinned)
-    if t.pin_file:
-        how = f"run {trust}, which shows both keys and asks before replacing"
-    elif t.known_hosts is not None:
-        how = f"update {t.known_hosts}"
-    else:
-        how = f"update host_key of [hosts.{t.label}] in the config"
-    return (
-        f"{t.where}: HOST KEY CHANGED: offered {offered}, pinned {expected}; refusing to "
-        f"connect. If the droplet was rebuilt, check the new key out of band, then {how}"
-    )
 
 
 def offered_host_key(target: SSHTarget) -> paramiko.PKey:
