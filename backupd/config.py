@@ -332,7 +332,11 @@ def _resolve_path(base: Path, value: str) -> Path:
 
 
 def _resolve_mail(body: object, base: Path) -> object:
-    if isinstance(body, dict) and isinstance(body.get("password"), dict):
+    if not isinstance(body, dict):
+        return body
+    body = _resolve_paths(body, base, ("ca_file",))
+    assert isinstance(body, dict)
+    if isinstance(body.get("password"), dict):
         return {**body, "password": _resolve_paths(body["password"], base, ("file",))}
     return body
 

@@ -116,6 +116,7 @@ class MailConfig(Model):
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
     password: PassphraseConfig | None = None  # file, credential or command, like [passphrase]
+    ca_file: Path | None = None  # trust this CA (PEM) for the server's certificate (own relay)
     timeout: Duration = 30.0
     retry: Duration = 600.0  # a failed send is retried this often (the mail is queued)
     alert_interval: Duration = 3600.0  # the same alert is mailed at most once per interval

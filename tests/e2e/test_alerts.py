@@ -10,18 +10,19 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Deployment
 from tests.harness.droplet import Droplet
 from tests.harness.procs import free_port
-from tests.harness.smtp import SmtpServer
+from tests.harness.smtp import SmtpServer, start_smtp_starttls
 
 pytestmark = pytest.mark.e2e
 
 
-def with_mail(d: Deployment, port: int, extra: str = "") -> None:
+def with_mail(d: Deployment, port: int, extra: str = "", security: str = "none") -> None:
     text = d.config.read_text()
     text = text.split("\n[mail]")[0]  # replace an earlier [mail]
     d.config.write_text(
@@ -32,7 +33,7 @@ to = ["ops@example.org"]
 sender = "backupd@try.example.org"
 host = "127.0.0.1"
 port = {port}
-security = "none"
+security = "{security}"
 timeout = 5
 {extra}"""
     )
@@ -137,3 +138,51 @@ def test_ping_urls_hear_success_and_failure(
     d.backupctl("backup", "now", "web1/good", check=True)
     assert d.backupctl("backup", "now", "web1/bad").returncode == 1
     assert seen == ["/uuid-good", "/uuid-bad/fail"]
+
+
+def test_mail_over_starttls_with_a_login_from_a_credential_file(
+    deploy: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    server, ca = start_smtp_starttls(tmp_path, "backupd", "s3cret pass")
+    try:
+        secret = tmp_path / "smtp-password"
+        secret.write_text("s3cret pass\n")
+        secret.chmod(0o600)
+        d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
+        assert d.backupctl("backup", "now", "web1/gone").returncode == 1
+        login = f'username = "backupd"\nca_file = "{ca}"\n'
+        with_mail(d, server.port, login + '[mail.password]\nfile = "/nonexistent/pw"\n',
+                  security="starttls")  # fmt: skip
+        missing = d.backupctl("alerts", "--send")
+        assert "0 mail(s) sent" in missing.stderr
+        [row] = alert_rows(d)
+        assert "cannot read the password" in str(row["last_error"])
+        with_mail(d, server.port, login + f'[mail.password]\nfile = "{secret}"\n',
+                  security="starttls")  # fmt: skip
+        sent = d.backupctl("alerts", "--send", check=True)
+        assert "1 mail(s) sent" in sent.stderr, sent.stderr
+        [mail] = server.wait_for_messages(1)
+        assert mail.message["Subject"] == "[backupd] backup failed: web1/gone"
+        assert b"s3cret" not in (d.state_dir / "catalogue.db").read_bytes()
+    finally:
+        server.stop()
+
+
+def test_a_wrong_smtp_login_is_one_clear_line(
+    deploy: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    server, ca = start_smtp_starttls(tmp_path, "backupd", "right")
+    try:
+        secret = tmp_path / "smtp-password"
+        secret.write_text("wrong\n")
+        secret.chmod(0o600)
+        d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
+        assert d.backupctl("backup", "now", "web1/gone").returncode == 1
+        with_mail(d, server.port, f'username = "backupd"\nca_file = "{ca}"\n'
+                  f'[mail.password]\nfile = "{secret}"\n', security="starttls")  # fmt: skip
+        d.backupctl("alerts", "--send", check=True)
+        [row] = alert_rows(d)
+        assert row["mailed"] is None and "log in as backupd failed: 535" in str(row["last_error"])
+        assert server.messages == []
+    finally:
+        server.stop()
