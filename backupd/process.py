@@ -8,6 +8,7 @@ comes back as a typed ``ProcessResult``. Unit tests replace ``Runner`` only.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import pwd
@@ -164,6 +165,7 @@ def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -
             start_new_session=True,
         )
         assert proc.stdout is not None
+        widen_pipe(proc.stdout.fileno())
         timed_out = False
         try:
             while chunk := proc.stdout.read(STREAM_CHUNK):
@@ -253,6 +255,7 @@ def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
         )  # fmt: skip
         assert proc.stdin is not None
         stdin = proc.stdin
+        widen_pipe(stdin.fileno())
 
         def expire() -> None:  # a consumer that stops reading blocks our write: kill it
             nonlocal timed_out
@@ -327,3 +330,13 @@ def process_alive(pid: int | None) -> bool:
         return True
     fields = proc_stat(pid)
     return not fields or fields[0] not in ("Z", "X")
+
+
+PIPE_SIZE = 1024 * 1024
+
+
+def widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe instead of 64 KiB: far fewer context switches per GB streamed (a pull
+    into borg, borg extract into us, us into pg_restore). Best effort."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)

@@ -9,8 +9,6 @@ and sent at least ``min_bytes``: otherwise borg creates no archive.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -21,10 +19,10 @@ from typing import Any
 
 from backupd.counters import make_counter, parse_fact_lines
 from backupd.errors import BackupdError
+from backupd.process import widen_pipe
 from backupd.ssh import Connection, SSHTarget, StreamResult
 
 EXIT_REFUSED = 3
-PIPE_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -137,14 +135,8 @@ def judge(
     return RelayOutcome(True, "", **facts)  # type: ignore[arg-type]
 
 
-def _widen_pipe(fd: int) -> None:
-    """A 1 MiB pipe to borg instead of 64 KiB: far fewer context switches per GB."""
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-
-
 def relay(spec: RelaySpec) -> RelayOutcome:
-    _widen_pipe(1)
+    widen_pipe(1)
     out = sys.stdout.buffer
     stdin = sys.stdin.buffer.read(spec.stdin_len) if spec.stdin_len else None
     counter = make_counter(spec.counter)
