@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.conftest import Deployment
 from tests.harness.droplet import Droplet
 from tests.harness.procs import free_port
-from tests.harness.smtp import SmtpServer, start_smtp_starttls
+from tests.harness.smtp import SmtpServer, start_smtp_starttls, start_smtp_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -184,5 +184,24 @@ def test_a_wrong_smtp_login_is_one_clear_line(
         [row] = alert_rows(d)
         assert row["mailed"] is None and "log in as backupd failed: 535" in str(row["last_error"])
         assert server.messages == []
+    finally:
+        server.stop()
+
+
+def test_mail_over_implicit_tls_checks_the_certificate(
+    deploy: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    server, ca = start_smtp_tls(tmp_path)
+    try:
+        d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
+        assert d.backupctl("backup", "now", "web1/gone").returncode == 1
+        with_mail(d, server.port, security="tls")  # the system CAs do not know this server
+        d.backupctl("alerts", "--send", check=True)
+        [row] = alert_rows(d)
+        assert row["mailed"] is None and "CERTIFICATE_VERIFY_FAILED" in str(row["last_error"])
+        with_mail(d, server.port, f'ca_file = "{ca}"\n', security="tls")
+        d.backupctl("alerts", "--send", check=True)
+        [mail] = server.wait_for_messages(1)
+        assert mail.message["Subject"] == "[backupd] backup failed: web1/gone"
     finally:
         server.stop()

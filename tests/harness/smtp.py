@@ -110,3 +110,17 @@ def start_smtp_starttls(directory: Path, login: str, password: str) -> tuple[Smt
     controller.start()
     server._controller = controller
     return server, cert
+
+
+def start_smtp_tls(directory: Path) -> tuple[SmtpServer, Path]:
+    """An SMTP server speaking implicit TLS from the first byte (what port 465 does);
+    returns it and the CA file a client must trust."""
+    cert, key = self_signed(directory)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    server = SmtpServer("127.0.0.1", free_port())
+    controller = Controller(_Handler(server.messages), hostname=server.host, port=server.port,
+                            ssl_context=tls)  # fmt: skip
+    controller.start()
+    server._controller = controller
+    return server, cert
