@@ -149,7 +149,11 @@ def scratch_server(config: Config, kind: str, root: Path) -> Iterator[Scratch]:
         raise RestoreError(f"no scratch server for {kind} sources")
     procs: list[Any] = []
     try:
-        options = starter(config, root, procs)
+        try:
+            options = starter(config, root, procs)
+        except OSError as e:  # a server tool missing or not executable: one clear line
+            raise RestoreError(f"scratch {kind} server: cannot run {e.filename or 'a tool'}: "
+                               f"{e.strerror or e}") from None  # fmt: skip
         yield Scratch(kind, root, options)
     finally:
         remove_scratch(root)

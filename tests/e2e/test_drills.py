@@ -185,3 +185,18 @@ def test_a_drill_killed_mid_way_is_cleaned_up_at_the_next_start(
     assert scratch_leftovers() == []
     [(status, detail)] = d.catalogue_rows("SELECT status, detail FROM drills")
     assert status == "interrupted" and "scratch server and files were removed" in str(detail)
+
+
+def test_a_scratch_server_that_cannot_start_fails_the_drill_clearly(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, shop_db: str
+) -> None:
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
+    with d.config.open("a") as f:
+        f.write('\n[drills]\npostgres_bindir = "/nonexistent/pg/bin"\n')
+    d.backupctl("backup", "now", "web1/maindb", check=True)
+    rc, [result] = drill(d, "web1/maindb")
+    assert rc == 1 and result["verdict"] == "fail"
+    why = "scratch postgresql server: cannot run /nonexistent/pg/bin/initdb: No such file"
+    assert f"drill could not start: {why}" in str(result["detail"])
+    assert d.catalogue_rows("SELECT status FROM drills") == [("fail",)]
+    assert d.catalogue_rows("SELECT kind FROM alert_events") == [("drill_failed",)]

@@ -206,3 +206,50 @@ def test_bad_restore_requests_are_clear_usage_errors(pg_deployed: Deployment) ->
         result = d.backupctl("restore", "web1/maindb", *args)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+FAILING_PG_RESTORE = """#!/bin/sh
+# Stand-in pg_restore: reads a little of the dump, then fails as a real one would.
+head -c 1000 > /dev/null
+echo "pg_restore: error: could not execute query: ERROR:  out of shared memory" >&2
+exit 1
+"""
+
+
+def test_a_failing_restore_tool_is_one_clear_line_and_recorded(
+    pg_deployed: Deployment, pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    tool = tmp_path / "pg_restore"
+    tool.write_text(FAILING_PG_RESTORE)
+    tool.chmod(0o755)
+    add_targets(pg_deployed, broken={"kind": "postgresql", "pg_restore": str(tool),
+                                     "socket_dir": str(pg_cluster.socket_dir),
+                                     "port": pg_cluster.port, "username": "postgres"})  # fmt: skip
+    result = pg_deployed.backupctl("restore", "web1/maindb", "--into-db", "broken", "--as",
+                                   "shop_copy")  # fmt: skip
+    assert result.returncode == 14, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert ("pg_restore into shop_copy on restore target broken failed (exit 1); the database "
+            "is incomplete: drop it, or restore again with --force: pg_restore: error: could "
+            "not execute query: ERROR:  out of shared memory") in line  # fmt: skip
+    [(kind, _target, status, error, _checks)] = restores(pg_deployed)
+    assert (kind, status) == ("database", "failed") and "out of shared memory" in str(error)
+
+
+def test_a_droplet_path_that_cannot_be_made_is_refused_clearly(
+    deploy: Callable[..., Deployment], droplet: Droplet
+) -> None:
+    tree = droplet.root / "push-src2"
+    tree.mkdir(exist_ok=True)
+    (tree / "a.txt").write_text("a\n")
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", droplet.user, str(tree)], check=True)
+    d = deploy({"files": {"kind": "directory", "path": str(tree)}})
+    d.backupctl("backup", "now", "web1/files", check=True)
+    result = d.backupctl("restore", "web1/files", "--to-host", "web1", "--path",
+                         "/proc/backupd-nope/x", "--yes")  # fmt: skip
+    assert result.returncode == 14, result.stderr
+    assert "cannot create web1:/proc/backupd-nope/x" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert restores(d)[-1][2] == "failed"
+    assert not list((d.state_dir / "restore").iterdir())  # staging removed
