@@ -23,6 +23,7 @@ from backupd.actions.status import status_rows
 from backupd.catalogue.alerts import SUPPRESSED
 from backupd.catalogue.models import AlertEvent, utcnow
 from backupd.errors import BackupdError
+from backupd.mail import deliver_queued, send_message
 
 log = logging.getLogger(__name__)
 PING_TIMEOUT = 10.0
@@ -79,7 +80,6 @@ def dispatch(ctx: Context, send: Sender | None = None, now: datetime | None = No
     if mail is None:
         return 0
     if send is None:
-        from backupd.mail import send_message
 
         def send(msg: EmailMessage) -> None:
             send_message(mail, msg, list(mail.to))
@@ -146,8 +146,6 @@ class AlertLoop(threading.Thread):
                 watch(ctx)
                 dispatch(ctx)
                 if ctx.config.mail is not None:  # queued reports, at their retry times
-                    from backupd.mail import deliver_queued
-
                     deliver_queued(ctx)
             except Exception:  # the watcher must outlive any one bad look
                 log.exception("alert check failed")

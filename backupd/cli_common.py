@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -14,7 +14,7 @@ import click
 from backupd.actions.context import Context
 from backupd.config import load_config
 from backupd.errors import BackupdError
-from backupd.units import human_age
+from backupd.units import human_age, parse_duration
 
 log = logging.getLogger("backupctl")
 P = ParamSpec("P")
@@ -82,3 +82,13 @@ def parse_at(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
             f'expected a time like "2026-11-20 03:00", got {value!r}'
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def since_time(value: str | None, option: str = "--since") -> datetime | None:
+    """``--since 7d``: that long before now (UTC), or None."""
+    if not value:
+        return None
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=option) from None

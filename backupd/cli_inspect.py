@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
 from typing import Any
 
 import click
 
 from backupd.actions.status import key_exports_missing, queue_rows, status_rows
-from backupd.catalogue.models import RunStatus, utcnow
-from backupd.cli_common import age, clean_errors, context, short_time, table
-from backupd.units import human_bytes, parse_duration
+from backupd.catalogue.models import RunStatus
+from backupd.cli_common import age, clean_errors, context, short_time, since_time, table
+from backupd.units import human_bytes
 
 STATUSES = [s.value for s in RunStatus]
 
@@ -144,13 +143,7 @@ def runs(obj: dict[str, Any], target: str | None, status_: str | None, since: st
     if target:
         h, sources = ctx.lookup(target)
         host, source = h.name, (sources[0].name if "/" in target else None)
-    start = None
-    if since:
-        try:
-            start = utcnow() - timedelta(seconds=parse_duration(since))
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--since") from None
-    rows = ctx.catalogue.run_history(host, source, status_, start, limit)
+    rows = ctx.catalogue.run_history(host, source, status_, since_time(since), limit)
     if as_json:
         _dump([r.__dict__ for r in rows])
         return

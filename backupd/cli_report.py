@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-from backupd.catalogue.models import utcnow
-from backupd.cli_common import clean_errors, context, short_time, table
+from backupd.cli_common import clean_errors, context, short_time, since_time, table
 from backupd.errors import MailError, UsageError
 from backupd.mail import Delivery, deliver_queued, queue_new_report
 from backupd.report import gather, html_preview
-from backupd.units import parse_duration
 
 
 @click.command()
@@ -51,13 +48,7 @@ def report(obj: dict[str, Any], preview: Path | None, send: bool, retry: bool,
                          "the previous one)")  # fmt: skip
     ctx = context(obj)
     if preview is not None:
-        start = None
-        if since:
-            try:
-                start = utcnow() - timedelta(seconds=parse_duration(since))
-            except ValueError as e:
-                raise click.BadParameter(str(e), param_hint="--since") from None
-        data = gather(ctx, start=start)
+        data = gather(ctx, start=since_time(since))
         _write(preview, html_preview(data))
         click.echo(f"{preview}: {data.headline}, {len(data.sources)} source(s)")
     elif send:

@@ -10,7 +10,6 @@ cleaned up at the next start (reconcile).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context
-from backupd.actions.restore import restore_tree
+from backupd.actions.restore import Tally, choose_archives, restore_tree
 from backupd.actions.restore_db import Endpoint, restore_archive
 from backupd.actions.tree import TREE_FILENAME
 from backupd.catalogue import Archive
@@ -73,9 +72,7 @@ def drill_source(
 ) -> list[DrillResult]:
     """Drill one source: one verdict per archive restored (all recorded)."""
     if archive is not None:
-        chosen = [a for a in ctx.catalogue.archives(host.name, source.name) if a.name == archive]
-        if not chosen:
-            raise NotFoundError(f"{host.name}/{source.name}: no archive named {archive!r}")
+        chosen = choose_archives(ctx, host, source, archive)
     else:
         chosen = archives_to_drill(ctx, host.name, source.name, ctx.config.drills.older_archives)
     root = new_scratch_dir(ctx.config, f"drill-{host.name}-{source.name}")
@@ -178,20 +175,12 @@ def _restore_and_check(
 def _stream_check(ctx: Context, a: Archive) -> dict[str, Any]:
     """A dump that is not restored into a server (globals, a SQLite copy): read it back
     in full and compare its sha256 and size."""
-    digest = hashlib.sha256()
-    count = 0
-
-    def take(chunk: bytes) -> None:
-        nonlocal count
-        digest.update(chunk)
-        count += len(chunk)
-
-    ctx.borg.extract_stream(Path(a.repository), a.name, a.filename, take)
-    if digest.hexdigest() != a.sha256 or count != a.nbytes:
-        raise VerificationError(f"{a.name}: read back {count} bytes, sha256 "
-                                f"{digest.hexdigest()[:12]}; recorded {a.nbytes} bytes, "
-                                f"{a.sha256[:12]}")  # fmt: skip
-    return {"check": "sha256", "ok": True, "detail": f"{count} bytes read back as recorded"}
+    tally = Tally()
+    ctx.borg.extract_stream(Path(a.repository), a.name, a.filename, tally)
+    if (wrong := tally.differs(a)) is not None:
+        raise VerificationError(f"{a.name}: read back, it does not match the catalogue {wrong}")
+    return {"check": "sha256", "ok": True,
+            "detail": f"{tally.nbytes} bytes read back as recorded"}  # fmt: skip
 
 
 def _sql_checks(

@@ -34,6 +34,29 @@ class RestoredFile:
     sha256: str
 
 
+class Tally:
+    """The sha256 and size of an archive's stream as it passes, to compare with the record."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self.nbytes = 0
+
+    def __call__(self, chunk: bytes) -> None:
+        self._digest.update(chunk)
+        self.nbytes += len(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def differs(self, archive: Archive) -> str | None:
+        """None when it matches the catalogue; else "(sha256 ..., N bytes; recorded ...)"."""
+        if self.sha256 == archive.sha256 and self.nbytes == archive.nbytes:
+            return None
+        return (f"(sha256 {self.sha256[:12]}, {self.nbytes} bytes; recorded "
+                f"{archive.sha256[:12]}, {archive.nbytes} bytes)")  # fmt: skip
+
+
 def choose_archives(
     ctx: Context,
     host: HostConfig,
@@ -79,13 +102,17 @@ def restore_to_dir(
     req: DirRequest,
     progress: Progress | None = None,
 ) -> list[RestoredFile]:
-    chosen = plan_restore_to_dir(ctx, host, source, req)
+    return _restore_chosen(ctx, plan_restore_to_dir(ctx, host, source, req), req, progress)
+
+
+def _restore_chosen(
+    ctx: Context, chosen: list[Archive], req: DirRequest, progress: Progress | None
+) -> list[RestoredFile]:
     to, force = req.to, req.force
     if any(a.filename == TREE_FILENAME for a in chosen):
         return [restore_tree(ctx, a, to, force=force) for a in chosen]
-    targets = [(a, to / a.filename) for a in chosen]
     to.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return [_extract_one(ctx, a, target, progress) for a, target in targets]
+    return [_extract_one(ctx, a, to / a.filename, progress) for a in chosen]
 
 
 def restore_files(
@@ -101,7 +128,7 @@ def restore_files(
                                       str(req.to))  # fmt: skip
     started = time.monotonic()
     try:
-        restored = restore_to_dir(ctx, host, source, req, progress)
+        restored = _restore_chosen(ctx, chosen, req, progress)
     except BackupdError as e:
         ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),
                                      seconds=time.monotonic() - started)  # fmt: skip
@@ -158,29 +185,23 @@ def _extract_one(
     ctx: Context, archive: Archive, target: Path, progress: Progress | None = None
 ) -> RestoredFile:
     partial = target.with_name(target.name + ".partial")
-    digest = hashlib.sha256()
-    count = 0
+    tally = Tally()
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
 
             def write(chunk: bytes) -> None:
-                nonlocal count
-                digest.update(chunk)
-                count += len(chunk)
+                tally(chunk)
                 out.write(chunk)
                 if progress:
                     progress(len(chunk))
 
             ctx.borg.extract_stream(Path(archive.repository), archive.name, archive.filename, write)
-        if digest.hexdigest() != archive.sha256 or count != archive.nbytes:
-            raise VerificationError(
-                f"{archive.name}: restored data does not match the catalogue "
-                f"(sha256 {digest.hexdigest()[:12]}, {count} bytes; recorded "
-                f"{archive.sha256[:12]}, {archive.nbytes} bytes); nothing was kept"
-            )
+        if (wrong := tally.differs(archive)) is not None:
+            raise VerificationError(f"{archive.name}: restored data does not match the "
+                                    f"catalogue {wrong}; nothing was kept")  # fmt: skip
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
-    log.info("restored %s to %s (%d bytes, sha256 verified)", archive.name, target, count)
-    return RestoredFile(archive.name, target, count, digest.hexdigest())
+    log.info("restored %s to %s (%d bytes, sha256 verified)", archive.name, target, tally.nbytes)
+    return RestoredFile(archive.name, target, tally.nbytes, tally.sha256)

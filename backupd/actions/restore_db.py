@@ -9,7 +9,6 @@ recorded in the catalogue before anything is touched, and completed after.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context, ssh_target
-from backupd.actions.restore import Progress, choose_archives
+from backupd.actions.restore import Progress, Tally, choose_archives
 from backupd.catalogue import Archive, RunStatus
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
@@ -47,6 +46,13 @@ class DbRequest:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    kind: DatabaseKind[Any]
+    options: Options
+    where: str
+
+
+@dataclass(frozen=True)
 class PlannedDb:
     archive: Archive
     restore: DatabaseRestore
@@ -62,10 +68,14 @@ class PlannedDb:
 
 @dataclass(frozen=True)
 class DbPlan:
-    where: str  # "restore target staging (the backup host)" / "droplet web2"
+    endpoint: Endpoint
     databases: list[PlannedDb]
     skipped: list[str] = field(default_factory=list)  # items that are not databases
     destructive: bool = False  # something existing gets dropped or overwritten
+
+    @property
+    def where(self) -> str:  # "restore target staging" / "droplet web2"
+        return self.endpoint.where
 
 
 @dataclass(frozen=True)
@@ -76,13 +86,6 @@ class DbRestored:
     nbytes: int
     seconds: float
     checks: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    kind: DatabaseKind[Any]
-    options: Options
-    where: str
 
 
 def database_kind(source: SourceConfig) -> DatabaseKind[Any]:
@@ -155,7 +158,7 @@ def plan_db_restore(
             )
         restore = DatabaseRestore(name, table, keep_owners=req.on_droplet, replace=exists)
         planned.append(PlannedDb(a, restore, exists))
-    return DbPlan(ep.where, planned, skipped, destructive=any(p.exists for p in planned))
+    return DbPlan(ep, planned, skipped, destructive=any(p.exists for p in planned))
 
 
 def restore_into_db(
@@ -171,7 +174,7 @@ def restore_into_db(
         plan = plan_db_restore(ctx, host, source, req, shell)
         if not confirm(plan):
             raise RefusedError("not confirmed: nothing was changed")
-        ep = _endpoint(ctx, source, req)
+        ep = plan.endpoint
         return [_restore_one(ctx, host, source, ep, shell, p, progress) for p in plan.databases]
 
 
@@ -225,15 +228,12 @@ def _stream(
     req: DatabaseRestore,
     progress: Progress | None,
 ) -> int:
-    digest = hashlib.sha256()
-    count = 0
+    tally = Tally()
     filt = ep.kind.stream_filter(req.table)
 
     def produce(sink: Callable[[bytes], object]) -> None:
         def forward(chunk: bytes) -> None:
-            nonlocal count
-            digest.update(chunk)
-            count += len(chunk)
+            tally(chunk)
             sink(filt.feed(chunk) if filt else chunk)
             if progress:
                 progress(len(chunk))
@@ -258,13 +258,12 @@ def _stream(
             "the database is incomplete: drop it, or restore again with --force",
             stderr_tail=result.output_tail(),
         )
-    if digest.hexdigest() != a.sha256 or count != a.nbytes:
+    if (wrong := tally.differs(a)) is not None:
         raise VerificationError(f"{a.name}: the archived dump does not match the catalogue "
-                                f"(sha256 {digest.hexdigest()[:12]}, {count} bytes; recorded "
-                                f"{a.sha256[:12]}, {a.nbytes} bytes)")  # fmt: skip
+                                f"{wrong}")  # fmt: skip
     if filt is not None and not filt.matched:
         raise RestoreError(f"table {req.table} was not found in {a.name}")
-    return count
+    return tally.nbytes
 
 
 RESTORE_TIMEOUT = 24 * 3600.0
