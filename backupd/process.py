@@ -340,3 +340,17 @@ def widen_pipe(fd: int) -> None:
     into borg, borg extract into us, us into pg_restore). Best effort."""
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text`` (e.g. a scratch directory: an initdb a
+    crash left running has no pid file to find it by)."""
+    found = []
+    needle = text.encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except (OSError, ValueError):
+            continue
+    return [pid for pid in found if pid != os.getpid()]

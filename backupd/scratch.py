@@ -24,7 +24,13 @@ from typing import Any
 
 from backupd.config import Config
 from backupd.errors import RestoreError
-from backupd.process import Invocation, process_alive, run_local, start_server
+from backupd.process import (
+    Invocation,
+    process_alive,
+    processes_mentioning,
+    run_local,
+    start_server,
+)
 from jobs.base import registry
 
 log = logging.getLogger(__name__)
@@ -182,6 +188,13 @@ def remove_scratch(root: Path) -> None:
                 time.sleep(0.1)
             if process_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
+    stray = processes_mentioning(f"{root}/")  # no pid file yet: initdb, mariadb-install-db
+    for pid in stray:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_WAIT
+    while any(process_alive(p) for p in stray) and time.monotonic() < deadline:
+        time.sleep(0.05)  # they must be gone before their directory is
     shutil.rmtree(root, ignore_errors=True)
     if root.exists():
         log.error("could not remove scratch directory %s", root)
