@@ -87,15 +87,22 @@ def terminate(chan: paramiko.Channel) -> None:
 
 
 def pump(
-    chan: paramiko.Channel, on_stdout: Callable[[bytes], None], end: float, idle: float
+    chan: paramiko.Channel,
+    on_stdout: Callable[[bytes], None],
+    end: float,
+    idle: float,
+    progress: Callable[[], float] | None = None,
 ) -> str | None:
-    """Copy stdout to on_stdout until EOF; return "deadline"/"idle" if we gave up."""
+    """Copy stdout to on_stdout until EOF; return "deadline"/"idle" if we gave up.
+    ``progress``: when the command last reported progress on stderr (a copy phase that
+    writes no stdout yet, e.g. SQLite's VACUUM INTO): that counts as activity too."""
     last_data = time.monotonic()
     while True:
         now = time.monotonic()
         if now > end:
             return "deadline"
-        if now - last_data > idle:
+        active = max(last_data, progress()) if progress is not None else last_data
+        if now - active > idle:
             return "idle"
         try:
             chunk = chan.recv(READ_SIZE)
@@ -112,6 +119,7 @@ class StderrCollector:
     ``from_stdout``: drain stdout instead (a restore tool's chatter, e.g. mariadb's)."""
 
     MAX_FACT_LINES = 100_000
+    PROGRESS = b"backupd-progress "  # "I am still working": resets the idle timer, not kept
 
     def __init__(
         self, chan: paramiko.Channel, fact_lines: list[str] | None, from_stdout: bool = False
@@ -121,6 +129,7 @@ class StderrCollector:
         self._buf = bytearray()
         self._facts = fact_lines
         self._line = bytearray()
+        self.last_progress = 0.0  # monotonic time of the last progress line (0: none yet)
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 
@@ -149,7 +158,9 @@ class StderrCollector:
         self._line = bytearray(rest)
         kept = []
         for line in complete:
-            if line.startswith(b"backupd-fact ") and len(self._facts) < self.MAX_FACT_LINES:
+            if line.startswith(self.PROGRESS):
+                self.last_progress = time.monotonic()
+            elif line.startswith(b"backupd-fact ") and len(self._facts) < self.MAX_FACT_LINES:
                 self._facts.append(line.decode("utf-8", "replace"))
             else:
                 kept.append(line + b"\n")

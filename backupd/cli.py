@@ -10,7 +10,7 @@ import click
 
 from backupd.actions.backup import backup_source
 from backupd.actions.reconcile import reconcile
-from backupd.cli_common import clean_errors, context
+from backupd.cli_common import clean_errors, context, reader_went_away
 from backupd.config import DEFAULT_CONFIG
 from backupd.logs import setup_logging
 
@@ -104,4 +104,7 @@ for command in (
 
 
 def main() -> None:
-    cli(prog_name="backupctl")
+    try:
+        cli(prog_name="backupctl")
+    except BrokenPipeError:  # outside a command (help, usage): the same quiet end
+        reader_went_away()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
@@ -31,6 +33,8 @@ def clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except BackupdError as e:
             click.echo(f"backupctl: error: {e}", err=True)
             sys.exit(e.exit_code)
+        except BrokenPipeError:
+            reader_went_away()
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
         except Exception as e:
@@ -44,6 +48,19 @@ def clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
             sys.exit(70)
 
     return wrapper
+
+
+EXIT_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool killed by SIGPIPE
+
+
+def reader_went_away() -> NoReturn:
+    """Our output's reader closed the pipe (``backupctl archives | head -5``): end quietly,
+    as Unix tools do, with the status a shell shows for SIGPIPE. SIGPIPE itself stays
+    ignored: a restore must see a dead consumer as an error it can record, not die."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush goes nowhere
+    os.close(devnull)
+    sys.exit(EXIT_PIPE)
 
 
 def context(obj: dict[str, Any]) -> Context:

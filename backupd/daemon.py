@@ -11,35 +11,67 @@ import argparse
 import fcntl
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from backupd.actions.backup import backup_source
 from backupd.actions.context import Context
 from backupd.actions.reconcile import reconcile
 from backupd.catalogue import Catalogue
 from backupd.config import DEFAULT_CONFIG, DEFAULT_STATE_DIR, Config, read_config
-from backupd.errors import BackupdError, ConfigError, UsageError
+from backupd.errors import BackupdError, ConfigError, StoppedError, UsageError
 from backupd.logs import setup_logging
 
 log = logging.getLogger("backupd")
 
 
+# How a process may end and still count as a clean stop (the pid file is emptied).
+ORDERLY_ENDS = (SystemExit, KeyboardInterrupt, BackupdError)
+
+
 def run_once(ctx: Context) -> int:
-    """Back up every source once; the exit status says whether all succeeded."""
+    """Back up every source once; the exit status says whether all succeeded.
+
+    SIGTERM or SIGINT (systemd stopping a timer's run, Ctrl-C) stop it cleanly: the source
+    being pulled is recorded as interrupted (no alert: somebody asked), the rest are
+    skipped, and the exit status is 128 + the signal, as a shell reports it."""
+    stop = StopOnSignals()
     reconcile(ctx)
     failed = 0
     for host in ctx.config.hosts.values():
         for source in host.sources.values():
+            if stop.signum is not None:
+                break
             outcome = backup_source(ctx, host, source, trigger="once")
-            if not outcome.ok:
+            if not outcome.ok and stop.signum is None:
                 log.error("%s", outcome.error)
                 failed += 1
+    if stop.signum is not None:
+        log.warning("stopped by signal %d before every source was backed up", stop.signum)
+        return 128 + stop.signum
     total = len(ctx.config.all_sources())
     log.info("run complete: %d of %d source(s) succeeded", total - failed, total)
     return 1 if failed else 0
+
+
+class StopOnSignals:
+    """SIGTERM/SIGINT raise StoppedError once, where the work is: the action unwinds
+    (borg's process group stopped, the run recorded) instead of the process dying."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is not None:
+            return  # unwinding already; let the cleanup finish
+        self.signum = signum
+        raise StoppedError("stopped before it finished: backupd --once was asked to stop")
 
 
 def record_unit_failure(ctx: Context, unit: str) -> int:
@@ -81,7 +113,12 @@ def single_instance(config: Config) -> Iterator[str | None]:
         previous = os.pread(fd, 32, 0).decode(errors="replace").strip() or None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield previous
+        try:
+            yield previous
+        except ORDERLY_ENDS:  # sys.exit (any status), Ctrl-C, an error we reported
+            os.ftruncate(fd, 0)
+            raise
+        # an unexpected exception (a bug) skips this: the next start reports the crash
         os.ftruncate(fd, 0)  # a clean stop: the next start finds the file empty
     finally:
         os.close(fd)

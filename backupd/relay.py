@@ -23,6 +23,7 @@ from backupd.process import widen_pipe
 from backupd.ssh import Connection, SSHTarget, StreamResult
 
 EXIT_REFUSED = 3
+EX_TEMPFAIL = 75
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,9 @@ def judge(
         return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
     if result.exit_status != 0:
         why = f"{command} exited with status {result.exit_status}"
-        return RelayOutcome(False, why, **facts)  # type: ignore[arg-type]
+        # EX_TEMPFAIL: the command says a later try may succeed (a copy that stalled)
+        transient = result.exit_status == EX_TEMPFAIL
+        return RelayOutcome(False, why, transient=transient, **facts)  # type: ignore[arg-type]
     if result.nbytes < spec.min_bytes:
         why = f"{command} produced {result.nbytes} bytes, below min_bytes={spec.min_bytes}"
         return RelayOutcome(False, why, **facts)  # type: ignore[arg-type]

@@ -277,7 +277,8 @@ class Connection:
                 chan.sendall(stdin)
             chan.shutdown_write()
             try:
-                timed_out = pump(chan, on_stdout, started + deadline, idle_timeout)
+                timed_out = pump(chan, on_stdout, started + deadline, idle_timeout,
+                                 lambda: stderr.last_progress)  # fmt: skip
             except BaseException:  # stopped, or our reader went away: stop the droplet side
                 terminate(chan)
                 raise

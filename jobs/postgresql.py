@@ -49,6 +49,12 @@ class PostgresOptions(ExecOptions):
     pg_restore: str = "pg_restore"  # restores (--into-db, --to-host --database, drills)
     count_rows: bool = True  # exact row counts in the dump's own snapshot (reads every table)
     facts_timeout: Duration = 3600.0
+    # a table locked by another session (a migration's ALTER TABLE) fails the dump after
+    # this long, with the reason, instead of waiting out the stream's idle timeout
+    lock_timeout: Duration = Field(default=120.0, ge=1.0)
+
+    def lock_timeout_ms(self) -> int:
+        return int(self.lock_timeout * 1000)
 
 
 class PostgreSQL:
@@ -69,6 +75,7 @@ class PostgreSQL:
                     *_connection(options),
                     "--format=custom",
                     "--compress=0",
+                    f"--lock-wait-timeout={options.lock_timeout_ms()}",
                     "--no-password",
                     "--dbname",
                     db,
@@ -126,8 +133,11 @@ class PostgreSQL:
                 snapshot = self._export_snapshot(session, options)
                 facts = self._facts(session, options)
             except RemoteError as e:
-                raise DumpError(f"{stream.item}: taking a snapshot and facts failed: {e}",
-                                stderr_tail=e.stderr_tail) from None  # fmt: skip
+                locked = "lock timeout" in e.stderr_tail
+                why = (f"a table is locked by another session (waited lock_timeout="
+                       f"{options.lock_timeout:.0f}s)" if locked else str(e))  # fmt: skip
+                raise DumpError(f"{stream.item}: taking a snapshot and facts failed: {why}",
+                                stderr_tail=e.stderr_tail, transient=locked) from None  # fmt: skip
             yield Held(extra_argv=("--snapshot", snapshot), facts=facts)
             session.send("COMMIT;\n\\q\n")
         finally:
@@ -137,6 +147,7 @@ class PostgreSQL:
     def _export_snapshot(session: Interactive, options: PostgresOptions) -> str:
         session.send(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
+            f"SET LOCAL lock_timeout = {options.lock_timeout_ms()};\n"
             "SELECT pg_export_snapshot();\n\\echo backupd-end\n"
         )
         lines = session.read_until(b"backupd-end", options.facts_timeout).decode().split()

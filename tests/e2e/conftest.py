@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.harness.daemon import Fleet
 from tests.harness.droplet import Droplet
 from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
 from tests.harness.mariadb import MariaDBServer
@@ -169,3 +172,15 @@ def _sql_str(text: str) -> str:
 def mariadb_counts(server: MariaDBServer, db: str) -> dict[str, int]:
     tables = server.sql("SHOW TABLES", db=db).splitlines()
     return {t: int(server.sql(f"SELECT count(*) FROM `{t}`", db=db)) for t in tables}
+
+
+@pytest.fixture
+def fleet(servers_dir: Path, droplet: Droplet) -> Iterator[Fleet]:
+    root = Path(tempfile.mkdtemp(prefix="daemon-", dir=servers_dir))
+    root.chmod(0o755)  # the droplet's user reads the databases and the gate here
+    f = Fleet(root, droplet)
+    yield f
+    f.gate.release()
+    for d in f.daemons:
+        d.stop()
+    shutil.rmtree(root, ignore_errors=True)

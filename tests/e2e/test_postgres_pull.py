@@ -318,3 +318,49 @@ def test_row_facts_match_the_dump_exactly_while_the_database_is_written(
     assert restored["public.orders"] > 15000  # the writer's rows made it into both alike
     assert row_counts(pg_cluster, shop_db)["orders"] > restored["public.orders"]
     pg_cluster.psql("DROP DATABASE shop_facts")
+
+
+class TableLock:
+    """Another session holding ACCESS EXCLUSIVE on a table (a migration's ALTER TABLE in an
+    open transaction) until the block ends."""
+
+    def __init__(self, cluster: PostgresCluster, db: str, table: str) -> None:
+        from tests.harness.postgres import postgres_bindir
+
+        self._proc = subprocess.Popen(
+            [str(postgres_bindir() / "psql"), "-XAtq", "-h", str(cluster.socket_dir), "-p",
+             str(cluster.port), "-U", cluster.superuser, "-d", db],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n"
+                               "SELECT 'locked';\n")  # fmt: skip
+        self._proc.stdin.flush()
+        assert self._proc.stdout.readline().strip() == "locked"  # held from here on
+
+    def __enter__(self) -> TableLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()  # psql ends; the transaction rolls back
+        self._proc.wait(timeout=60)
+
+
+def test_a_table_locked_by_another_session_fails_after_lock_timeout_with_the_reason(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, shop_db: str
+) -> None:
+    """The facts session stops waiting after lock_timeout (pg_dump has the same limit as
+    --lock-wait-timeout), not after the stream's 10-minute idle timeout; the run says why."""
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False,
+                                    lock_timeout="2s")})  # fmt: skip
+    with TableLock(pg_cluster, shop_db, "orders"):
+        result = d.backupctl("backup", "now", "web1/maindb")
+    assert result.returncode == 1
+    assert d.archives("web1") == []
+    [(error,)] = d.catalogue_rows("SELECT error FROM runs")
+    assert error == ("web1/maindb: shop: taking a snapshot and facts failed: a table is locked "
+                     "by another session (waited lock_timeout=2s): ERROR:  canceling statement "
+                     "due to lock timeout")  # fmt: skip
+    # once the lock is gone the same source backs up
+    d.backupctl("backup", "now", "web1/maindb", check=True)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -84,72 +81,6 @@ def test_mariadb_wrong_password_fails_clearly_and_leaves_nothing(
     assert "Access denied for user 'backup'" in error
     [(kind, message)] = d.catalogue_rows("SELECT kind, message FROM alert_events")
     assert kind == "backup_failed" and message == error
-
-
-# -- SQLite --------------------------------------------------------------------------------
-@pytest.fixture
-def live_sqlite(droplet: Droplet) -> Iterator[Path]:
-    path = droplet.root / "data" / "app.db"
-    path.parent.mkdir(exist_ok=True)
-    db = sqlite3.connect(path)
-    db.executescript(
-        "PRAGMA journal_mode=WAL;"
-        "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, body TEXT);"
-        'CREATE TABLE IF NOT EXISTS "odd ""name" (x);'
-        "DELETE FROM events;"
-    )
-    db.executemany(
-        "INSERT INTO events (body) VALUES (?)", [(f"event {i}" * 20,) for i in range(20000)]
-    )
-    db.commit()
-    db.close()
-    if os.geteuid() == 0:  # the droplet's login must be able to take read locks
-        subprocess.run(["chown", "-R", droplet.user, str(path.parent)], check=True)
-    yield path
-
-
-def test_sqlite_online_copy_of_a_database_being_written(
-    deploy: Callable[..., Deployment], live_sqlite: Path, tmp_path: Path
-) -> None:
-    d = deploy({"appsqlite": {"kind": "sqlite", "path": str(live_sqlite)}})
-    stop = threading.Event()
-
-    def writer() -> None:
-        db = sqlite3.connect(live_sqlite, timeout=30)
-        while not stop.is_set():
-            db.execute("INSERT INTO events (body) VALUES ('written during the backup')")
-            db.commit()
-        db.close()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        result = d.backupctl("backup", "now", "web1/appsqlite")
-    finally:
-        stop.set()
-        thread.join()
-    assert result.returncode == 0, result.stderr
-    facts = archive_facts(d)["app.db"]
-    out = tmp_path / "restored"
-    [line] = d.backupctl(
-        "restore", "web1/appsqlite", "--to", str(out), check=True
-    ).stdout.splitlines()
-    restored = Path(line.split()[0])
-    db = sqlite3.connect(restored)
-    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    count = db.execute("SELECT count(*) FROM events").fetchone()[0]
-    assert count >= 20000
-    assert facts["rows"] == {"events": count, 'odd "name': 0}
-    assert facts["bytes"] == restored.stat().st_size
-
-
-def test_sqlite_missing_file_is_a_clear_failure(deploy: Callable[..., Deployment]) -> None:
-    d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
-    assert d.backupctl("backup", "now", "web1/gone").returncode == 1
-    [(error,)] = d.catalogue_rows("SELECT error FROM runs")
-    assert "sqlite3 .backup exited with status 66" in error
-    assert "no such database file: /nonexistent/app.db" in error
-    assert d.archives("web1") == []
 
 
 # -- inside a container, PostgreSQL globals ---------------------------------------------------

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backupd.actions.context import Context
+from backupd.config import load_config
 from backupd.process import kill_tree
+from tests.harness.droplet import Droplet
+from tests.harness.fleet import HostSpec, Value, write_fleet_config, write_passphrase
 
 BIN = Path(sys.executable).parent
 
@@ -22,7 +26,7 @@ GATED_SQLITE3 = """#!/bin/sh
 # Stand-in for sqlite3 on the droplet: announces each dump, waits while the test holds the
 # gate, sleeps for the delay the test set, then runs the real sqlite3.
 marks={marks}
-case "$*" in *".backup"*)
+case "$*" in *".backup"*|*"VACUUM INTO"*)
   touch "$marks/started.$$"
   while [ -e "$marks/hold" ]; do sleep 0.1; done
   [ -s "$marks/delay" ] && sleep "$(cat "$marks/delay")"
@@ -130,3 +134,75 @@ def wait_for(
     tail = daemon.log()[-4000:] if daemon is not None else ""
     evidence = f"\n{failing()}" if failing is not None else ""
     raise AssertionError(f"timed out waiting for {what}{evidence}\n{tail}")
+
+
+NEVER = "0 0 1 1 *"  # so only catch-ups and explicit schedules fire during a test
+
+
+class Fleet:
+    def __init__(self, root: Path, droplet: Droplet) -> None:
+        self.root, self.droplet = root, droplet
+        self.config = root / "backupd.toml"
+        self.state = root / "state"
+        self.store = root / "store"
+        self.passphrase = write_passphrase(root / "passphrase")
+        self.gate: Gate = make_gate(root)
+        self.daemons: list[DaemonProc] = []
+
+    def source(self, db: str, **extra: Value) -> dict[str, Value]:
+        path = make_sqlite_db(self.root / f"{db}.db")
+        return {"kind": "sqlite", "path": str(path), "sqlite3": str(self.gate.script), **extra}
+
+    def write(self, hosts: dict[str, dict[str, dict[str, Value]]], daemon: str = "",
+              host_overrides: dict[str, HostSpec] | None = None) -> None:  # fmt: skip
+        specs = [HostSpec(name, self.droplet, sources) for name, sources in hosts.items()]
+        specs += list((host_overrides or {}).values())
+        write_fleet_config(self.config, state_dir=self.state, store=self.store,
+                           passphrase_file=self.passphrase, hosts=specs,
+                           extra=f"[daemon]\n{daemon}")  # fmt: skip
+
+    def start(self) -> DaemonProc:
+        d = DaemonProc(self.config, self.root / f"backupd-{len(self.daemons)}.log").start()
+        self.daemons.append(d)
+        return d
+
+    def runs(self) -> list[dict[str, Any]]:
+        db = self.state / "catalogue.db"
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as c:
+            c.row_factory = sqlite3.Row
+            if not c.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
+                return []  # the daemon is still creating the schema
+            rows = c.execute(
+                "SELECT runs.id, hosts.name AS host, sources.name AS source, status, trigger,"
+                " started_at, finished_at, error FROM runs JOIN sources ON runs.source_id ="
+                " sources.id JOIN hosts ON sources.host_id = hosts.id ORDER BY runs.id"
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def finished(self, host: str, source: str, status: str = "succeeded") -> list[dict[str, Any]]:
+        return [r for r in self.runs()
+                if (r["host"], r["source"], r["status"]) == (host, source, status)]  # fmt: skip
+
+    def archives(self, host: str) -> list[str]:
+        ctx = Context(load_config(self.config))
+        repo = ctx.repository(host)
+        if not ctx.borg.is_repository(repo):
+            return []
+        return [a.name for a in ctx.borg.list_archives(repo, checkpoints=True)]
+
+    def leftovers_on_droplet(self) -> list[str]:
+        return [c for c in self.leftovers() if "gated-sqlite3" in c]
+
+    def leftovers(self) -> list[str]:
+        """Processes still running that belong to this test's store or state."""
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(self.root) in text and "pytest" not in text:
+                found.append(text)
+        return found
