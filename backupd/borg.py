@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backupd.errors import BorgError
+from backupd.errors import BorgError, StoreFullError
 from backupd.process import (
     Argv,
     Invocation,
@@ -28,6 +29,7 @@ from backupd.process import (
     run_local,
     stream_local,
 )
+from backupd.units import human_bytes
 
 LOCK_WAIT_SECONDS = 600
 TRANSIENT_CODES = frozenset({70, 71, 72, 73})  # lock errors / lock timeout
@@ -165,6 +167,9 @@ class Borg:
     def error(result: ProcessResult, what: str) -> BorgError:
         if result.timed_out:
             return BorgError(f"borg {what} timed out", returncode=None, transient=True)
+        full = store_full(result, what)
+        if full is not None:
+            return full
         tail = result.stderr_tail(600).replace("\n", " | ")
         return BorgError(
             f"borg {what} failed (exit {result.returncode}): {tail}",
@@ -358,6 +363,36 @@ class Borg:
                  what="check --archives-only", extra_env=QUIET_ENV)  # fmt: skip
         self.run(("extract", "--dry-run", *wait, target), timeout=None,
                  what="extract --dry-run", extra_env=QUIET_ENV)  # fmt: skip
+
+
+_INSUFFICIENT = re.compile(r"Insufficient free space .*\(required: ([^,]+), available: ([^)]+)\)")
+
+
+def store_full(result: ProcessResult, what: str) -> StoreFullError | None:
+    """One clear line for a full store instead of borg's traceback tail: how much is
+    free where, and what borg says it needs (it reserves room for a whole new segment,
+    about 500 MB, to commit anything: even a comment or a delete)."""
+    err = result.stderr.decode(errors="replace")
+    short = _INSUFFICIENT.search(err)
+    if short is None and "No space left on device" not in err:
+        return None
+    where = _repository_in(result.argv)
+    free = human_bytes(shutil.disk_usage(where).free) if where is not None else "little"
+    place = f" on {where}" if where is not None else ""
+    needs = (f"needs about {short.group(1)} (borg's estimate)" if short
+             else "borg ran out of space writing")  # fmt: skip
+    return StoreFullError(f"store full: {free} free{place}, {needs}; borg {what} stopped, "
+                          "nothing half-written is kept (free space, or prune and compact)",
+                          returncode=result.returncode)  # fmt: skip
+
+
+def _repository_in(argv: Sequence[str]) -> Path | None:
+    """The repository a borg command line names (REPO or REPO::ARCHIVE), if it exists."""
+    for arg in argv[1:]:
+        path = Path(arg.split("::", 1)[0])
+        if path.is_absolute() and Borg.is_repository(path):
+            return path
+    return None
 
 
 def _create_stats(result: ProcessResult) -> CreateStats:

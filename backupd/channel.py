@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paramiko
@@ -49,11 +49,40 @@ class Interactive:
         before, _, self._buf = (b"\n" + self._buf).partition(needle)
         return before[1:]
 
+    @contextlib.contextmanager
+    def pinging(self, every: float, ping: str, marker: bytes) -> Iterator[None]:
+        """While the caller waits elsewhere, send ``ping`` every ``every`` seconds and read
+        its answer (up to the line ``marker``). A session the droplet's server ends when it
+        sits idle (PostgreSQL's idle_in_transaction_session_timeout) so stays alive exactly
+        as long as we do: after a lost connection the server gives its snapshot back."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every):
+                try:
+                    self.send(ping)
+                    self.read_until(marker, max(every, 10.0))
+                except RemoteError:
+                    return  # gone: whoever uses the session next hears why
+
+        thread = threading.Thread(target=loop, name=f"ping {self.label}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     def _failed(self, what: str) -> RemoteError:
         err = b""
         while self._chan.recv_stderr_ready():
             err += self._chan.recv_stderr(65536)
         tail = tail_text(err)
+        transport = self._chan.get_transport()
+        if transport is None or not transport.is_active() or transport.saved_exception:
+            return RemoteError(f"{self.label}: connection lost while {self.name} was running "
+                               "(no answer from the droplet)", stderr_tail=tail,
+                               transient=True)  # fmt: skip
         return RemoteError(f"{self.name} {what}", stderr_tail=tail)
 
     def close(self) -> None:

@@ -24,10 +24,12 @@ def catalogue() -> None:
 def catalogue_rebuild(obj: dict[str, Any]) -> None:
     """Rebuild an empty catalogue from the Borg repositories alone.
 
-    Every archive's comment holds its host, source, item, sha256, size, facts and run:
-    hosts, sources, succeeded runs and archives come back as they were. Failed runs,
-    alerts and drills are not in Borg and do not come back. Refuses a catalogue that
-    already lists archives: move the old one away first.
+    Every archive's comment holds its host, source, item, sha256, size, facts, run and
+    everything that run planned to pull: hosts, sources, runs and archives come back as
+    they were. A run whose planned set the repository does not hold whole comes back as
+    failed (never as a success that would be restored in part). Runs that archived
+    nothing, alerts and drills are not in Borg and do not come back. Refuses a catalogue
+    that already lists archives: move the old one away first.
 
     \b
     Examples:
@@ -37,6 +39,9 @@ def catalogue_rebuild(obj: dict[str, Any]) -> None:
     summary = rebuild_catalogue(context(obj))
     click.echo(f"rebuilt {summary.archives} archive(s) in {summary.runs} run(s) from "
                f"{summary.repositories} repositories")  # fmt: skip
+    if summary.incomplete:
+        click.echo(f"{summary.incomplete} run(s) did not archive their whole set: recorded "
+                   "as failed (backupctl runs --status failed)")  # fmt: skip
     for name in summary.skipped:
         click.echo(f"  skipped {name}: not a sealed backupd archive", err=True)
 

@@ -107,6 +107,8 @@ class HostConfig(Model):
     host_key: str | None = None
     known_hosts: Path | None = None
     connect_timeout: Duration = 20.0
+    # no answer from the droplet for this long: the connection is declared lost (keepalives)
+    dead_peer_timeout: Duration = Field(default=30.0, ge=5.0)
     sources: Mapping[str, SourceConfig] = Field(default_factory=dict)
 
     @field_validator("host_key")

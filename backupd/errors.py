@@ -87,6 +87,10 @@ class BorgError(BackupdError):
         self.transient = transient
 
 
+class StoreFullError(BorgError):
+    """The store's file system has no room for what borg must write (a full disk)."""
+
+
 class NotFoundError(BackupdError):
     """A host, source or archive that was asked for does not exist."""
 

@@ -33,6 +33,9 @@ class SSHTarget:
     # known_hosts is backupd's own <state_dir>/known_hosts (`backupctl host trust`): a
     # missing file pins nothing yet, and a refusal names that command, not a config key.
     pin_file: bool = False
+    # a peer that acknowledges nothing for this long is gone (a cut link, a dead droplet):
+    # TCP keepalives and TCP_USER_TIMEOUT end the connection, SSH keepalives probe it
+    dead_peer_timeout: float = 30.0
 
     @property
     def where(self) -> str:

@@ -28,11 +28,21 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class ForPeople(logging.Formatter):
+    """``warning: message``: what backupctl says besides its output, one line each."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
 def setup_logging(verbose: bool = False, *, quiet: bool = False, json_lines: bool = False) -> None:
     """INFO for the daemon, WARNING for interactive tools (``quiet``), DEBUG when verbose."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JsonLines())
+    elif quiet and not verbose:
+        # an operator at a terminal: "warning: ..." as a command-line tool says it
+        handler.setFormatter(ForPeople())
     else:
         # journald stamps every line itself; a second timestamp only adds noise
         fmt = "%(levelname)s %(name)s: %(message)s"

@@ -8,12 +8,15 @@ comes back as a typed ``ProcessResult``. Unit tests replace ``Runner`` only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
+import functools
 import logging
 import os
 import pwd
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,7 +59,7 @@ def tail_text(data: bytes, limit: int = STDERR_TAIL_BYTES) -> str:
     return text
 
 
-_TELLING = re.compile(r"error|fatal|fail|killed|denied|refused|not found|no such|cannot", re.I)
+_TELLING = re.compile(r"error|fatal|fail|killed|denied|refused|not found|no such|cannot|lost", re.I)
 
 
 def summarize_stderr(tail: str, limit: int = 400) -> str:
@@ -94,6 +97,42 @@ class Invocation:
     user: str | None = None  # run as this account (we are root): scratch servers
 
 
+@functools.cache
+def _setpriv() -> tuple[str, ...]:
+    found = shutil.which("setpriv")  # util-linux: on every Debian and Ubuntu
+    if found is None:
+        log.warning("setpriv not found: a child of backupd may outlive a killed backupd")
+        return ()
+    return (found, "--pdeathsig", "TERM", "--")
+
+
+def dies_with_us(argv: Argv, env: Mapping[str, str] | None = None) -> list[str]:
+    """``argv`` run so that the kernel sends it SIGTERM when the thread that started it
+    ends, however it ends (``setpriv --pdeathsig``): children run in their own session (a
+    timeout kills the whole group), so a ``kill -9`` of backupd's process group would
+    otherwise leave a borg running that commits an archive nobody records. borg answers
+    SIGTERM by rolling back and releasing its lock. A missing program still raises
+    FileNotFoundError here, as Popen would without the prefix."""
+    path = (env or os.environ).get("PATH")
+    if "/" not in argv[0] and shutil.which(argv[0], path=path) is None:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    return [*_setpriv(), *argv]
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def signal_when_parent_dies(signum: int = signal.SIGTERM) -> bool:
+    """Ask the kernel for ``signum`` when our parent ends (for backupd's own helper
+    processes: the relay under borg, rsh under rsync, a worker under the daemon). False
+    where prctl is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 class Runner(Protocol):
     def __call__(self, argv: Argv, inv: Invocation) -> ProcessResult: ...
 
@@ -113,7 +152,7 @@ def run_local(argv: Argv, inv: Invocation) -> ProcessResult:
     log.debug("run: %s", mask_argv(argv, inv.secrets))
     started = time.monotonic()
     proc = subprocess.Popen(
-        argv,
+        dies_with_us(argv, inv.env),
         stdin=subprocess.PIPE if inv.stdin is not None else subprocess.DEVNULL,
         stdout=inv.stdout if inv.stdout is not None else subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -155,7 +194,7 @@ def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -
     started = time.monotonic()
     with tempfile.TemporaryFile() as errfile:
         proc = subprocess.Popen(
-            argv,
+            dies_with_us(argv, inv.env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=errfile,
@@ -249,7 +288,8 @@ def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
     complete = timed_out = False
     with tempfile.TemporaryFile() as outfile:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=outfile, stderr=subprocess.STDOUT,
+            dies_with_us(argv, inv.env), stdin=subprocess.PIPE, stdout=outfile,
+            stderr=subprocess.STDOUT,
             env=dict(inv.env) if inv.env is not None else None, pass_fds=inv.pass_fds,
             cwd=inv.cwd, start_new_session=True,
         )  # fmt: skip
@@ -313,7 +353,7 @@ def start_server(argv: Argv, *, log_path: Path, user: str | None) -> subprocess.
     log.debug("start: %s", mask_argv(argv))
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            dies_with_us(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, cwd="/", **_identity(user, None),
         )  # fmt: skip
 

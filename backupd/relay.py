@@ -19,7 +19,7 @@ from typing import Any
 
 from backupd.counters import make_counter, parse_fact_lines
 from backupd.errors import BackupdError
-from backupd.process import widen_pipe
+from backupd.process import signal_when_parent_dies, widen_pipe
 from backupd.ssh import Connection, SSHTarget, StreamResult
 
 EXIT_REFUSED = 3
@@ -79,6 +79,7 @@ def target_from_json(t: dict[str, Any]) -> SSHTarget:
         known_hosts=Path(t["known_hosts"]) if t["known_hosts"] else None,
         connect_timeout=float(t["connect_timeout"]),
         pin_file=bool(t.get("pin_file", False)),
+        dead_peer_timeout=float(t.get("dead_peer_timeout", 30.0)),
     )
 
 
@@ -123,6 +124,11 @@ def judge(
         return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
     if result.timed_out == "idle":
         why = f"{command} sent nothing for {spec.idle_timeout:.0f}s: stopped"
+        return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
+    if result.timed_out == "lost":
+        t = spec.target
+        why = (f"connection to {t.label} lost while {command} was running: no answer for "
+               f"{t.dead_peer_timeout:.0f}s (link cut or droplet down)")  # fmt: skip
         return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
     if result.exit_status is None:
         why = f"{command}: connection lost or command killed before it finished"
@@ -177,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = RelaySpec.from_json(Path(args[0]).read_text())
     # borg's process group gets SIGTERM when a job is stopped: unwind (stopping the remote
-    # command over SSH) instead of dying with the dump still running on the droplet
+    # command over SSH) instead of dying with the dump still running on the droplet; and
+    # the same when borg itself goes away (killed with backupd)
     signal.signal(signal.SIGTERM, _stop)
+    signal_when_parent_dies(signal.SIGTERM)
     outcome = relay(spec)
     outcome.write(spec.result)
     if not outcome.ok:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from backupd.channel import READ_SIZE
 from backupd.errors import BackupdError
+from backupd.process import signal_when_parent_dies
 from backupd.relay import target_from_json
 from backupd.ssh import Connection
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m backupd.rsh SPEC HOST COMMAND...", file=sys.stderr)
         return 2
     spec, _host, command = args[0], args[1], " ".join(args[2:])
+    signal_when_parent_dies()  # rsync gone (killed with backupd): so are we, and the session
     for fd in (0, 1, 2):
         os.set_blocking(fd, True)
     target = target_from_json(json.loads(Path(spec).read_text()))
@@ -74,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             _write_all(1, data)
         status = chan.recv_exit_status()
         err.join(timeout=5)
+        if not conn.alive():
+            print(f"backupd rsh: connection to {target.label} lost: no answer for "
+                  f"{target.dead_peer_timeout:.0f}s (link cut or droplet down)",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_CONNECT
         return status if status >= 0 else EXIT_CONNECT
     finally:
         conn.close()

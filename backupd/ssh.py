@@ -91,7 +91,8 @@ class RemoteResult:
     stdout: bytes
     stderr: bytes
     seconds: float
-    timed_out: str | None = None  # "deadline" or "idle" when we gave up waiting
+    # "deadline" or "idle" when we gave up waiting; "lost" when the droplet stopped answering
+    timed_out: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -141,7 +142,10 @@ class Connection:
         self._transport = transport
         self._check_host_key(transport.get_remote_server_key(), pinned)
         self._authenticate(transport, t.where)
-        transport.set_keepalive(30)
+        # an SSH keepalive puts bytes on the wire while a command is silent (a snapshot
+        # held, a dump that waits): on a dead link they go unacknowledged, and
+        # TCP_USER_TIMEOUT (set in _handshake) ends the connection within the timeout
+        transport.set_keepalive(max(1, int(t.dead_peer_timeout / 3)))
 
     def _check_host_key(self, key: paramiko.PKey, pinned: Sequence[str]) -> None:
         if key_matches(key, pinned):
@@ -164,6 +168,23 @@ class Connection:
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.close()
             raise RemoteError(f"{where}: login failed: {e}", transient=True) from None
+
+    def alive(self) -> bool:
+        """Whether the connection still stands (False after the droplet stopped answering)."""
+        t = self._transport
+        # saved_exception is set before paramiko closes the channels (then is_active() turns
+        # False): a channel's early end can be told from a dead connection without a race
+        return t is not None and t.is_active() and t.saved_exception is None
+
+    def _exit_status(self, chan: paramiko.Channel) -> int | None:
+        """The command's exit status, waiting a little for it after EOF; None if the
+        connection went away first (then there is nothing to wait for)."""
+        end = time.monotonic() + EXIT_STATUS_WAIT
+        while not chan.status_event.wait(POLL_SECONDS):
+            if not self.alive() or time.monotonic() > end:
+                return None
+        status = chan.recv_exit_status()
+        return None if status == -1 else status  # -1: paramiko's "closed without a status"
 
     def close(self) -> None:
         if self._transport is not None:
@@ -285,17 +306,32 @@ class Connection:
             if timed_out is not None:
                 terminate(chan)
                 status: int | None = None
-            elif chan.status_event.wait(EXIT_STATUS_WAIT):
-                status = chan.recv_exit_status()
             else:
-                status = None
+                status = self._exit_status(chan)
+                if status is None and not self.alive():
+                    timed_out = "lost"
         finally:
             chan.close()
             stderr.join()
             stderr.flush()
-        if status == -1:  # paramiko's "closed without an exit status"
-            status = None
         return status, stderr.data, time.monotonic() - started, timed_out
+
+
+def _keep_alive(sock: socket.socket, dead_after: float) -> None:
+    """Let the kernel find a peer that went away: TCP keepalive probes while idle, and
+    TCP_USER_TIMEOUT for data that stays unacknowledged. Without them a cut link holds a
+    connection (and our side of a dump) for the kernel's retransmission timeout, ~15 min."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    probe = max(1, int(dead_after / 3))
+    options = {
+        "TCP_KEEPIDLE": probe,
+        "TCP_KEEPINTVL": probe,
+        "TCP_KEEPCNT": 3,
+        "TCP_USER_TIMEOUT": int(dead_after * 1000),
+    }
+    for name, value in options.items():
+        if hasattr(socket, name):  # Linux names; elsewhere the kernel's defaults stay
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def offered_host_key(target: SSHTarget) -> paramiko.PKey:
@@ -314,6 +350,7 @@ def _handshake(t: SSHTarget, pinned: Sequence[str]) -> paramiko.Transport:
         sock = socket.create_connection((t.address, t.port), timeout=t.connect_timeout)
     except OSError as e:
         raise RemoteError(f"{t.where}: cannot connect: {_reason(e)}", transient=True) from None
+    _keep_alive(sock, t.dead_peer_timeout)
     transport = paramiko.Transport(sock, default_max_packet_size=MAX_PACKET)
     opts = transport.get_security_options()
     opts.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in opts.ciphers) or opts.ciphers

@@ -16,7 +16,6 @@ down. The worker:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import signal
@@ -30,20 +29,17 @@ from backupd.actions.maintain import run_maintenance
 from backupd.config import load_config, load_config_text
 from backupd.errors import BackupdError, DeadlineError, StoppedError
 from backupd.logs import setup_logging
+from backupd.process import signal_when_parent_dies
 
 log = logging.getLogger("backupd.worker")
 
 EXIT_TRANSIENT = 75  # EX_TEMPFAIL
-PR_SET_PDEATHSIG = 1
 PARENT_ENV = "BACKUPD_DAEMON_PID"
 
 
 def die_with_parent() -> None:
     """SIGTERM when the daemon goes; if it already went, stop now."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
+    if not signal_when_parent_dies(signal.SIGTERM):
         return
     expected = os.environ.get(PARENT_ENV)
     if expected and os.getppid() != int(expected):

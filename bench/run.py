@@ -125,7 +125,7 @@ class Bench:
     # -- 1. streaming pull ------------------------------------------------------------
     def pull(self, rounds: int = 3) -> dict[str, Any]:
         from backupd.actions.context import Context
-        from backupd.actions.stream import pull_stream
+        from backupd.actions.stream import PullRun, pull_stream
         from backupd.config import load_config
         from jobs.base import DumpStream, Held
 
@@ -148,7 +148,7 @@ class Bench:
             ctx.borg.ensure_repository(repo, "repokey-blake2")
             run_id = ctx.catalogue.start_run(sid, "bench")
             start = time.monotonic()
-            pull_stream(ctx, host, source, sid, run_id, 0, stream, repo, Held())
+            pull_stream(ctx, host, source, PullRun(sid, run_id, ("blob",)), 0, stream, repo, Held())
             times["backupd"].append(time.monotonic() - start)
             repo_o = self.fresh_repo("openssh")
             times["openssh"].append(

@@ -101,6 +101,9 @@ class DumpStream:
     tool: str  # the dump tool's name, for messages ("pg_dump exited with status 1")
     stdin: bytes = field(default=b"", repr=False)  # fed first (e.g. an option file); secret
     counter: str | None = None  # a stream fact counter the relay runs (backupd/counters.py)
+    # the smallest output that can be right, when the source's min_bytes (meant for its
+    # databases) cannot apply: cluster globals are a few hundred bytes on a small server
+    min_bytes: int | None = None
 
 
 @dataclass(frozen=True)

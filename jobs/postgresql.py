@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 LIST_TIMEOUT = 60.0
 GLOBALS_ITEM = "_globals"
+GLOBALS_MIN_BYTES = 64  # pg_dumpall's header alone is longer: less is a broken dump
 
 
 class PostgresOptions(ExecOptions):
@@ -52,6 +53,10 @@ class PostgresOptions(ExecOptions):
     # a table locked by another session (a migration's ALTER TABLE) fails the dump after
     # this long, with the reason, instead of waiting out the stream's idle timeout
     lock_timeout: Duration = Field(default=120.0, ge=1.0)
+    # the snapshot session waits in a transaction while pg_dump runs; backupd pings it, and
+    # the server ends it after this long without a ping (backupd gone, link cut), giving
+    # the snapshot back instead of blocking vacuum until the droplet's sshd notices
+    session_timeout: Duration = Field(default=60.0, ge=4.0)
 
     def lock_timeout_ms(self) -> int:
         return int(self.lock_timeout * 1000)
@@ -96,6 +101,7 @@ class PostgreSQL:
                         "--globals-only",
                         "--no-password",
                     ),
+                    min_bytes=GLOBALS_MIN_BYTES,
                 )
             )
         return units
@@ -138,7 +144,8 @@ class PostgreSQL:
                        f"{options.lock_timeout:.0f}s)" if locked else str(e))  # fmt: skip
                 raise DumpError(f"{stream.item}: taking a snapshot and facts failed: {why}",
                                 stderr_tail=e.stderr_tail, transient=locked) from None  # fmt: skip
-            yield Held(extra_argv=("--snapshot", snapshot), facts=facts)
+            with session.pinging(options.session_timeout / 4, PING, b"backupd-ping"):
+                yield Held(extra_argv=("--snapshot", snapshot), facts=facts)
             session.send("COMMIT;\n\\q\n")
         finally:
             session.close()
@@ -148,6 +155,8 @@ class PostgreSQL:
         session.send(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
             f"SET LOCAL lock_timeout = {options.lock_timeout_ms()};\n"
+            "SET LOCAL idle_in_transaction_session_timeout = "
+            f"{int(options.session_timeout * 1000)};\n"
             "SELECT pg_export_snapshot();\n\\echo backupd-end\n"
         )
         lines = session.read_until(b"backupd-end", options.facts_timeout).decode().split()
@@ -183,6 +192,7 @@ class PostgreSQL:
         return facts
 
 
+PING = "SELECT 1;\n\\echo backupd-ping\n"  # keeps the snapshot session from timing out
 TABLES_SQL = (
     "SELECT format('%I.%I', n.nspname, c.relname), pg_total_relation_size(c.oid) "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backupd.actions.context import Context, ssh_target
-from backupd.actions.stream import archive_name, pull_stream
+from backupd.actions.stream import PullRun, archive_name, pull_stream
+from backupd.actions.sweep import mark_clean, mark_dirty, sweep_owed
 from backupd.actions.tree import pull_tree
 from backupd.alerts import ping
 from backupd.catalogue import RunStatus
@@ -72,6 +73,7 @@ def _backup_source(
     say = progress or (lambda line: None)
     cat = ctx.catalogue
     source_id = cat.ensure_source(host.name, host.address, source.name, source.kind)
+    sweep_owed(ctx, host.name)  # what an earlier failed or killed run left in the repository
     run_id = cat.start_run(source_id, trigger)
     label = f"{host.name}/{source.name}"
     log.info("%s: backup started (run %d)", label, run_id)
@@ -85,7 +87,9 @@ def _backup_source(
             if not units:
                 raise DumpError(f"{source.kind} source found nothing to back up")
             say(f"{label}: {len(units)} item(s) to pull: {', '.join(u.item for u in units)}")
+            run = PullRun(source_id, run_id, tuple(u.item for u in units))
             repo = ctx.repository(host.name)
+            mark_dirty(ctx, host.name, run_id)  # swept unless this run ends well
             if ctx.borg.ensure_repository(repo, ctx.config.store.encryption):
                 log.info("%s: initialised Borg repository %s", label, repo)
             for n, unit in enumerate(units):
@@ -93,10 +97,9 @@ def _backup_source(
                 started = time.monotonic()
                 if isinstance(unit, DumpStream):
                     with kind.hold(source.options, unit, conn) as held:
-                        pulled = pull_stream(ctx, host, source, source_id, run_id, n, unit,
-                                             repo, held)  # fmt: skip
+                        pulled = pull_stream(ctx, host, source, run, n, unit, repo, held)
                 elif isinstance(unit, TreeTransfer):
-                    pulled = pull_tree(ctx, host, source, source_id, run_id, unit, repo)
+                    pulled = pull_tree(ctx, host, source, run, unit, repo)
                 archives.append(pulled.archive)
                 total += pulled.nbytes
                 say(f"{label}: [{n + 1}/{len(units)}] {unit.item}: {pulled.nbytes} bytes in "
@@ -130,6 +133,7 @@ def _backup_source(
         )
         raise
     if warnings:
+        mark_clean(ctx, host.name, run_id)
         message = f"{label}: " + "; ".join(warnings)
         cat.finish_run(run_id, RunStatus.WARNING, nbytes=total, error=message)
         cat.record_alert(
@@ -139,6 +143,7 @@ def _backup_source(
         return BackupOutcome(
             host.name, source.name, run_id, RunStatus.WARNING, archives, total, message
         )
+    mark_clean(ctx, host.name, run_id)
     cat.finish_run(run_id, RunStatus.SUCCEEDED, nbytes=total)
     log.info("%s: backup succeeded: %d archive(s), %d bytes", label, len(archives), total)
     return BackupOutcome(host.name, source.name, run_id, RunStatus.SUCCEEDED, archives, total)

@@ -91,6 +91,7 @@ def ssh_target(host: HostConfig, state_dir: Path) -> SSHTarget:
         known_hosts=pin_file(state_dir) if own else host.known_hosts,
         connect_timeout=host.connect_timeout,
         pin_file=own,
+        dead_peer_timeout=host.dead_peer_timeout,
     )
 
 

@@ -2,17 +2,19 @@
 
 Every archive backupd makes carries a JSON comment (decision 0003): host, source, kind,
 item, file name, start time, sha256, size, the facts captured at backup time, Borg's
-sizes and the run it belonged to. That is enough to recreate hosts, sources, one
-succeeded run per original run (same id), and every archive row with the same facts.
+sizes, the run it belonged to and every item that run planned to pull. That is enough to
+recreate hosts, sources, one run per original run (same id: succeeded when the repository
+holds its whole planned set, failed when part of it is missing) and every archive row
+with the same facts.
 A tree's 200-file sample is not in the comment; it is recomputed from the manifest
-archived with the tree. Failed runs are not in Borg, so they are not rebuilt.
+archived with the tree. A run that archived nothing is not in Borg, so it is not rebuilt.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ class RebuildSummary:
     archives: int
     runs: int
     skipped: list[str]  # archives whose comment is not backupd's
+    incomplete: int = 0  # runs whose planned set the repository does not hold whole
 
 
 def rebuild_catalogue(ctx: Context) -> RebuildSummary:
@@ -44,18 +47,54 @@ def rebuild_catalogue(ctx: Context) -> RebuildSummary:
                            f"{ctx.config.catalogue_url} away first, then rebuild")  # fmt: skip
     repos = [p for p in sorted(ctx.config.store.path.iterdir())
              if not p.name.startswith("_") and ctx.borg.is_repository(p)]  # fmt: skip
-    total, runs, skipped = 0, set(), []
+    total, skipped = 0, []
+    runs: dict[int, RunSet] = {}
     for repo in repos:
         for entry in ctx.borg.list_archives(repo):
             meta = _metadata(entry)
             if meta is None:
                 skipped.append(f"{repo.name}::{entry.name}")
                 continue
-            runs.add(_restore_archive(ctx, repo, entry, meta))
+            run_id = _restore_archive(ctx, repo, entry, meta)
+            runs.setdefault(run_id, RunSet()).add(meta)
             total += 1
-    log.info("rebuilt %d archive(s) in %d run(s) from %d repositories", total, len(runs),
-             len(repos))  # fmt: skip
-    return RebuildSummary(len(repos), total, len(runs), skipped)
+    incomplete = [run_id for run_id, got in runs.items() if _judge(ctx, run_id, got)]
+    log.info("rebuilt %d archive(s) in %d run(s) from %d repositories (%d incomplete)", total,
+             len(runs), len(repos), len(incomplete))  # fmt: skip
+    return RebuildSummary(len(repos), total, len(runs), skipped, len(incomplete))
+
+
+@dataclass
+class RunSet:
+    """What a run set out to pull (its plan, in every archive's comment) and what of it
+    the repository holds."""
+
+    plan: set[str] = field(default_factory=set)
+    archived: set[str] = field(default_factory=set)
+    planned: bool = True  # every archive said what its run planned (older ones did not)
+
+    def add(self, meta: dict[str, Any]) -> None:
+        self.archived.add(meta["item"])
+        if isinstance(meta.get("plan"), list):
+            self.plan.update(meta["plan"])
+        else:
+            self.planned = False
+
+
+def _judge(ctx: Context, run_id: int, got: RunSet) -> bool:
+    """Mark a rebuilt run failed when the repository lacks part of its planned set (a
+    night a failure cut short, or pruned since): a rebuild never invents a success. True
+    when it was incomplete."""
+    missing = sorted(got.plan - got.archived) if got.planned else []
+    if not missing:
+        return False
+    error = (f"rebuilt from the repository: incomplete: {len(got.archived)} of "
+             f"{len(got.plan)} planned item(s) archived; missing {', '.join(missing)} "
+             "(failed, interrupted or pruned)")  # fmt: skip
+    with ctx.catalogue.session() as s:
+        run = s.get_one(Run, run_id)
+        run.status, run.error = RunStatus.FAILED, error
+    return True
 
 
 def _metadata(entry: ArchiveEntry) -> dict[str, Any] | None:
@@ -77,21 +116,35 @@ def _restore_archive(ctx: Context, repo: Path, entry: ArchiveEntry, meta: dict[s
     started = datetime.fromisoformat(meta["started"])
     finished = datetime.fromisoformat(meta.get("finished", meta["started"]))
     run_id = _ensure_run(ctx, meta.get("run"), source_id, started, finished)
+    record_from_comment(ctx, repo, entry, meta, run_id, source_id)
+    return run_id
+
+
+def record_from_comment(
+    ctx: Context,
+    repo: Path,
+    entry: ArchiveEntry,
+    meta: dict[str, Any],
+    run_id: int,
+    source_id: int,
+) -> None:
+    """The catalogue row of an archive, from its sealed comment (a rebuild, or a sweep
+    adopting an archive that a killed run sealed but never recorded)."""
     facts: dict[str, Any] = dict(meta.get("facts") or {})
     borg = meta.get("borg") or {}
     if borg:
         facts["borg"] = borg
     if meta["filename"] == TREE_FILENAME:
         facts["sample"] = _tree_sample(ctx, repo, entry.name)
-    cat.add_archive(
+    ctx.catalogue.add_archive(
         run_id=run_id, source_id=source_id, repository=str(ctx.repository(meta["host"])),
-        name=entry.name, item=meta["item"], filename=meta["filename"], created_at=started,
+        name=entry.name, item=meta["item"], filename=meta["filename"],
+        created_at=datetime.fromisoformat(meta["started"]),
         nbytes=int(meta.get("nbytes", 0)), sha256=meta["sha256"],
         original_size=int(borg.get("original_size", 0)),
         compressed_size=int(borg.get("compressed_size", 0)),
         deduplicated_size=int(borg.get("deduplicated_size", 0)), facts=facts,
     )  # fmt: skip
-    return run_id
 
 
 def _ensure_run(

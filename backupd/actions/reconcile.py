@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from backupd.actions.context import Context, ssh_target
+from backupd.actions.sweep import remove_stale_run_files, sweep_owed
 from backupd.actions.tree import run_cleanup
 from backupd.catalogue import RunStatus
 from backupd.catalogue.models import DrillStatus
@@ -34,6 +35,10 @@ def reconcile(ctx: Context, *, sweep_repositories: bool = True) -> None:
     (a borg call or two per repository: the daemon's start, not every manual backup)."""
     interrupt_dead_runs(ctx)
     run_owed_cleanups(ctx)
+    remove_stale_run_files(ctx)
+    for swept in sweep_owed(ctx):  # only repositories a failed or killed run wrote to
+        if swept.problem:
+            ctx.catalogue.record_alert("reconcile_failed", swept.problem, host=swept.host)
     if not sweep_repositories:
         return
     for repo in repositories(ctx):

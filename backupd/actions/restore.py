@@ -69,6 +69,7 @@ def choose_archives(
     if archive is None:
         chosen = ctx.catalogue.newest_good_set(host.name, source.name, at)
         if chosen:
+            _say_what_was_skipped(ctx, label, host, source, chosen, at)
             return chosen
         if at is None:
             raise NotFoundError(f"{label}: no successful backup recorded yet")
@@ -81,8 +82,33 @@ def choose_archives(
                             f"{at.isoformat(timespec='seconds')} ({since})")  # fmt: skip
     for a in ctx.catalogue.archives(host.name, source.name):
         if a.name == archive:
+            run = ctx.catalogue.find_run(a.run_id) if a.run_id is not None else None
+            if run is not None and run.status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+                log.warning("%s: %s is part of an incomplete backup (run %d %s: %s); the "
+                            "other items of that night are missing", label, a.name, run.id,
+                            run.status, run.error or "no reason recorded")  # fmt: skip
             return [a]
     raise NotFoundError(f"{label}: no archive named {archive!r} (see: backupctl archives)")
+
+
+def _say_what_was_skipped(
+    ctx: Context,
+    label: str,
+    host: HostConfig,
+    source: SourceConfig,
+    chosen: list[Archive],
+    at: datetime | None,
+) -> None:
+    """A newer backup that a failure cut short is never restored in part without a word:
+    name it, and say which complete one is restored instead."""
+    first = min(a.created_at for a in chosen)
+    skipped = ctx.catalogue.incomplete_runs(host.name, source.name, first, at)
+    for run in skipped:
+        when = run.started_at.isoformat(timespec="seconds")
+        log.warning("%s: the backup of %s is incomplete (run %d %s: %s): restoring the newest "
+                    "complete one instead, from %s", label, when, run.id, run.status,
+                    run.error or "no reason recorded",
+                    first.isoformat(timespec="seconds"))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,23 @@ from backupd.actions.context import Context, compression_for, ssh_target
 from backupd.borg import CreateStats
 from backupd.catalogue.models import utcnow
 from backupd.config import HostConfig, SourceConfig
-from backupd.errors import BorgError, DumpError
+from backupd.errors import BorgError, DumpError, StoreFullError
 from backupd.relay import RelayOutcome, RelaySpec
 from jobs.base import DumpStream, Held, slug
 
 log = logging.getLogger(__name__)
 BORG_GRACE_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class PullRun:
+    """The run an archive belongs to, as its comment records it."""
+
+    source_id: int
+    run_id: int
+    # every item this run pulls: the repository alone can then tell a complete night's set
+    # from one a failure cut short (a catalogue rebuild must not invent successes)
+    plan: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -36,9 +47,11 @@ def archive_name(source: str, item: str, when: Any) -> str:
 
 
 def base_metadata(
-    host: HostConfig, source: SourceConfig, item: str, filename: str, started: Any
+    host: HostConfig, source: SourceConfig, run: PullRun, item: str, filename: str, started: Any
 ) -> dict[str, Any]:
-    """What every archive's comment says about itself (read back by a catalogue rebuild)."""
+    """What every archive's comment says about itself from the start (read back by a
+    catalogue rebuild, and by a sweep after a crash: the run tells whether it is still
+    being written); sealing adds the sha256, size and facts."""
     return {
         "backupd": __version__,
         "host": host.name,
@@ -47,6 +60,8 @@ def base_metadata(
         "item": item,
         "filename": filename,
         "started": started.isoformat(),
+        "run": run.run_id,
+        "plan": list(run.plan),
     }
 
 
@@ -54,8 +69,7 @@ def pull_stream(
     ctx: Context,
     host: HostConfig,
     source: SourceConfig,
-    source_id: int,
-    run_id: int,
+    run: PullRun,
     n: int,
     stream: DumpStream,
     repo: Path,
@@ -63,15 +77,15 @@ def pull_stream(
 ) -> Pulled:
     started = utcnow()
     name = archive_name(source.name, stream.item, started)
-    meta = base_metadata(host, source, stream.item, stream.filename, started)
-    spec_path = ctx.run_dir() / f"run{run_id}-{n}.json"
+    meta = base_metadata(host, source, run, stream.item, stream.filename, started)
+    spec_path = ctx.run_dir() / f"run{run.run_id}-{n}.json"
     result_path = spec_path.with_suffix(".result")
     spec = RelaySpec(
         ssh_target(host, ctx.config.state_dir),
         stream.argv + held.extra_argv,
         source.timeout,
         source.idle_timeout,
-        source.min_bytes,
+        stream.min_bytes if stream.min_bytes is not None else source.min_bytes,
         result_path,
         len(stream.stdin),
         stream.counter,
@@ -86,10 +100,10 @@ def pull_stream(
             timeout=source.timeout + BORG_GRACE_SECONDS, stdin=stream.stdin or None,
         )  # fmt: skip
         outcome = RelayOutcome.read(result_path)
-    except BorgError:
+    except BorgError as e:
         remove_leftovers(ctx, repo, name)
         outcome = RelayOutcome.read(result_path)
-        if outcome is not None and not outcome.ok:
+        if outcome is not None and not outcome.ok and not isinstance(e, StoreFullError):
             raise DumpError(
                 f"{stream.item}: {outcome.reason}",
                 stderr_tail=outcome.stderr_tail,
@@ -105,10 +119,10 @@ def pull_stream(
     dump_facts = {**held.facts, **outcome.facts}
     facts = {**dump_facts, "borg": stats.raw.get("archive", {}).get("stats", {})}
     meta.update(sha256=outcome.sha256, nbytes=outcome.nbytes, finished=utcnow().isoformat(),
-                facts=dump_facts, run=run_id, borg=facts["borg"])  # fmt: skip
-    ctx.borg.set_comment(repo, name, json.dumps(meta, sort_keys=True))
-    record_archive(ctx, run_id, source_id, repo, name, stream.item, stream.filename, started,
-                   outcome.nbytes, outcome.sha256, stats, facts)  # fmt: skip
+                facts=dump_facts, borg=facts["borg"])  # fmt: skip
+    seal(ctx, repo, name, meta)
+    record_archive(ctx, run.run_id, run.source_id, repo, name, stream.item, stream.filename,
+                   started, outcome.nbytes, outcome.sha256, stats, facts)  # fmt: skip
     log.info(
         "%s/%s: archive %s: %d bytes, sha256 %s",
         host.name,
@@ -142,14 +156,27 @@ def record_archive(
     )  # fmt: skip
 
 
+def seal(ctx: Context, repo: Path, name: str, meta: dict[str, Any]) -> None:
+    """Write the archive's final comment (sha256, facts). If that fails (a full store:
+    borg needs room for a new segment to commit), the unsealed archive and any
+    ``NAME.recreate`` are deleted now if possible, else by the next run's sweep."""
+    try:
+        ctx.borg.set_comment(repo, name, json.dumps(meta, sort_keys=True))
+    except BorgError:
+        remove_leftovers(ctx, repo, name)
+        raise
+
+
 def remove_leftovers(ctx: Context, repo: Path, name: str) -> None:
-    """Delete anything borg may have kept of a failed archive (it should keep nothing)."""
+    """Delete anything borg may have kept of a failed archive (it should keep nothing).
+    Quietly: the run's failure is the one line a person reads; what cannot be deleted now
+    (a full store) is left to the sweep at the next run (its marker stays)."""
     try:
         for entry in ctx.borg.list_archives(repo, f"{name}*", checkpoints=True):
-            log.warning("deleting leftover archive %s of a failed dump", entry.name)
+            log.info("deleting leftover archive %s of a failed dump", entry.name)
             ctx.borg.delete(repo, entry.name)
     except BorgError as e:
-        log.warning("could not check for leftovers of %s: %s", name, e)
+        log.info("leftovers of %s not deleted now, the next run sweeps them: %s", name, e)
 
 
 def write_private(path: Path, text: str) -> None:

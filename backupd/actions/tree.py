@@ -20,9 +20,11 @@ from typing import Any
 from backupd.actions.context import Context, compression_for, ssh_target
 from backupd.actions.stream import (
     Pulled,
+    PullRun,
     archive_name,
     base_metadata,
     record_archive,
+    seal,
     write_private,
 )
 from backupd.catalogue.models import utcnow
@@ -45,8 +47,7 @@ def pull_tree(
     ctx: Context,
     host: HostConfig,
     source: SourceConfig,
-    source_id: int,
-    run_id: int,
+    run: PullRun,
     unit: TreeTransfer,
     repo: Path,
 ) -> Pulled:
@@ -54,8 +55,8 @@ def pull_tree(
                            / slug(unit.item))  # fmt: skip
     started = utcnow()
     warnings: list[str] = []
-    with droplet_hooks(ctx, host, source, run_id, unit, warnings):
-        facts: dict[str, Any] = rsync_tree(ctx, host, source, unit, root / "data", run_id)
+    with droplet_hooks(ctx, host, source, run.run_id, unit, warnings):
+        facts: dict[str, Any] = rsync_tree(ctx, host, source, unit, root / "data", run.run_id)
     if facts["rsync_exit"] == RSYNC_VANISHED:
         warnings.append(f"{unit.item}: some files vanished during the transfer (rsync 24)")
     manifest = build_manifest(root / "data", root / "hash-cache.json")
@@ -63,7 +64,7 @@ def pull_tree(
     summary = manifest.summary()
     facts.update(summary, hashed_bytes=manifest.hashed_bytes)
     name = archive_name(source.name, unit.item, started)
-    meta = base_metadata(host, source, unit.item, TREE_FILENAME, started)
+    meta = base_metadata(host, source, run, unit.item, TREE_FILENAME, started)
     meta.update(sha256=summary["manifest_sha256"], nbytes=summary["bytes"], path=unit.path,
                 facts={k: v for k, v in facts.items() if k != "sample"})  # fmt: skip
     stats = ctx.borg.create_from_paths(
@@ -73,10 +74,11 @@ def pull_tree(
     )  # fmt: skip
     facts["borg"] = stats.raw.get("archive", {}).get("stats", {})
     # sealed like a dump's: what a catalogue rebuild needs (the sample comes from the manifest)
-    meta.update(finished=utcnow().isoformat(), run=run_id, borg=facts["borg"])
-    ctx.borg.set_comment(repo, name, json.dumps(meta, sort_keys=True))
-    record_archive(ctx, run_id, source_id, repo, name, unit.item, TREE_FILENAME, started,
-                   summary["bytes"], summary["manifest_sha256"], stats, facts)  # fmt: skip
+    meta.update(finished=utcnow().isoformat(), borg=facts["borg"])
+    seal(ctx, repo, name, meta)
+    record_archive(ctx, run.run_id, run.source_id, repo, name, unit.item, TREE_FILENAME,
+                   started, summary["bytes"], summary["manifest_sha256"], stats,
+                   facts)  # fmt: skip
     log.info(
         "%s/%s: archive %s: %d files, %d bytes, %d transferred",
         host.name,

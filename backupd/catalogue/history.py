@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from backupd.catalogue.jobs import HasSession
-from backupd.catalogue.models import Archive, Host, Run, Source
+from backupd.catalogue.models import Archive, Host, Run, RunStatus, Source
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,28 @@ class HistoryQueries:
                 )
                 for a, src in s.execute(query)
             ]
+
+    def incomplete_runs(
+        self: HasSession, host: str, source: str, after: datetime | None, until: datetime | None
+    ) -> list[RunRow]:
+        """Runs of a source that failed or were interrupted after archiving part of their
+        set, started in (after, until]: restore points that look newer but are not whole."""
+        query = (
+            select(Run, Source.name, Host.name)
+            .join(Source, Run.source_id == Source.id)
+            .join(Host, Source.host_id == Host.id)
+            .where(Host.name == host, Source.name == source)
+            .where(Run.status.in_((RunStatus.FAILED, RunStatus.INTERRUPTED)))
+            .where(Run.id.in_(select(Archive.run_id).where(Archive.pruned_at.is_(None))))
+            .order_by(Run.started_at.desc())
+        )
+        if after is not None:
+            query = query.where(Run.started_at > after)
+        if until is not None:
+            query = query.where(Run.started_at <= until)
+        with self.session() as s:
+            return [RunRow(r.id, h, src, r.trigger, r.status, r.started_at, r.finished_at,
+                           r.nbytes, r.error) for r, src, h in s.execute(query)]  # fmt: skip
 
     def sizes(self: HasSession) -> dict[tuple[str, str], Sizes]:
         """Per (host, source): live archives, their original and deduplicated bytes."""

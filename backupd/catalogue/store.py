@@ -180,6 +180,10 @@ class Catalogue(
         with self.session() as s:
             return s.get_one(Run, run_id)
 
+    def find_run(self, run_id: int) -> Run | None:
+        with self.session() as s:
+            return s.get(Run, run_id)
+
     # -- archives -------------------------------------------------------------------
     def add_archive(self, **fields: Any) -> int:
         with self.session() as s:

@@ -150,7 +150,8 @@ def test_crash_mid_backup_then_restart(fleet: Fleet) -> None:
     crashed, caught_up = fleet.runs()
     assert crashed["status"] == "interrupted" and "interrupted" in crashed["error"]
     assert caught_up["status"] == "succeeded" and caught_up["trigger"] == "catch-up"
-    assert "broke a Borg lock left by dead process" in second.log()
+    # borg itself died with the daemon (pdeathsig) and released its lock, or a lock left
+    # by a SIGKILLed borg was broken at the start: either way the catch-up got in
     assert len(fleet.archives("a")) == 1  # the good one; nothing from the crashed run
     with sqlite3.connect(fleet.state / "catalogue.db") as c:
         restarted = c.execute("SELECT message FROM alert_events WHERE kind = 'daemon_restarted'")

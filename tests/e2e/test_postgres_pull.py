@@ -364,3 +364,25 @@ def test_a_table_locked_by_another_session_fails_after_lock_timeout_with_the_rea
                      "due to lock timeout")  # fmt: skip
     # once the lock is gone the same source backs up
     d.backupctl("backup", "now", "web1/maindb", check=True)
+
+
+def test_min_bytes_as_the_example_sets_it_applies_to_databases_not_the_globals(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, shop_db: str
+) -> None:
+    """config/backupd.example.toml sets min_bytes = "10KiB" on a PostgreSQL source with
+    globals: the globals (a few hundred bytes here) must not be refused for it, while a
+    database dump below it still is."""
+    pg_cluster.psql("DROP DATABASE IF EXISTS tiny")
+    pg_cluster.createdb("tiny")
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], min_bytes="10KiB"),
+                "tinydb": pg_source(pg_cluster, databases=["tiny"], globals=False,
+                                    min_bytes="10KiB")})  # fmt: skip
+    try:
+        d.backupctl("backup", "now", "web1/maindb", check=True)
+        assert d.backupctl("backup", "now", "web1/tinydb").returncode == 1
+    finally:
+        pg_cluster.psql("DROP DATABASE IF EXISTS tiny")
+    sizes = dict(d.catalogue_rows("SELECT item, nbytes FROM archives"))
+    assert int(sizes["_globals"]) < 10 * 1024 < int(sizes[shop_db])  # type: ignore[call-overload]
+    [(error,)] = d.catalogue_rows("SELECT error FROM runs WHERE status = 'failed'")
+    assert "below min_bytes=10240" in error

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import Deployment, pg_source
 from tests.e2e.test_trees import tree  # noqa: F401  (fixture)
 from tests.harness.droplet import Droplet
+from tests.harness.postgres import PostgresCluster
 
 pytestmark = pytest.mark.e2e
 
@@ -60,3 +61,50 @@ def test_rebuild_gives_back_the_same_archives_and_facts(
     (restored,) = out.iterdir()
     with sqlite3.connect(restored) as c:
         assert c.execute("SELECT count(*) FROM t").fetchone() == (500,)
+
+
+def test_a_rebuilt_catalogue_does_not_invent_successes(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """A night that archived one database of three, then failed, comes back failed; a
+    restore --at inside that night restores the last complete set and says so."""
+    names = ["rb_a", "rb_b", "rb_c"]
+    for name in names:
+        pg_cluster.psql(f"DROP DATABASE IF EXISTS {name}")
+        pg_cluster.createdb(name)
+        pg_cluster.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)", db=name)
+    d = deploy({"db": pg_source(pg_cluster, databases=names, globals=False)})
+    try:
+        d.backupctl("backup", "now", "web1/db", check=True)
+        pg_cluster.psql("DROP DATABASE rb_b")  # the next night fails at its second database
+        assert d.backupctl("backup", "now", "web1/db").returncode == 1
+    finally:
+        for name in names:
+            pg_cluster.psql(f"DROP DATABASE IF EXISTS {name}")
+    partial = [n for (n,) in d.catalogue_rows(
+        "SELECT a.name FROM archives a JOIN runs r ON a.run_id = r.id WHERE r.status = 'failed'"
+    )]  # fmt: skip
+    assert len(partial) == 1 and partial[0].startswith("db.rb_a.")
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{d.state_dir / 'catalogue.db'}{suffix}").unlink(missing_ok=True)
+    result = d.backupctl("catalogue", "rebuild", check=True)
+    assert "1 run(s) did not archive their whole set: recorded as failed" in result.stdout
+    runs = d.catalogue_rows("SELECT status, error FROM runs ORDER BY started_at")
+    assert [status for status, _ in runs] == ["succeeded", "failed"]
+    assert "incomplete: 1 of 3 planned item(s) archived; missing rb_b, rb_c" in str(runs[1][1])
+    [row] = [r for r in d.status() if r["source"] == "db"]
+    assert row["last_status"] == "failed"
+
+    [(bad_started,)] = d.catalogue_rows("SELECT started_at FROM runs WHERE status = 'failed'")
+    inside = str(bad_started)  # in the failed night, as rebuilt (UTC, like the catalogue)
+    out = tmp_path / "restored"
+    restored = d.backupctl("restore", "web1/db", "--to", str(out), "--at", inside, check=True)
+    assert sorted(p.name for p in out.iterdir()) == ["rb_a.pgdump", "rb_b.pgdump", "rb_c.pgdump"]
+    assert "is incomplete (run " in restored.stderr
+    assert "restoring the newest complete one instead" in restored.stderr
+
+    # another member: naming an archive of the incomplete night restores it, with a warning
+    named = d.backupctl("restore", "web1/db", "--archive", partial[0], "--to",
+                        str(tmp_path / "one"), check=True)  # fmt: skip
+    assert "is part of an incomplete backup" in named.stderr

@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.harness.netns import Link, make_link
 from tests.harness.procs import (
     current_user,
     descendants,
@@ -35,6 +36,7 @@ class Droplet:
     root: Path
     bin_dir: Path  # first on PATH in every session: stand-in tools go here
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    link: Link | None = None  # its own network namespace (start_droplet(own_network=True))
 
     @property
     def pid(self) -> int | None:
@@ -68,6 +70,8 @@ class Droplet:
         finally:
             terminate_pinned(sessions)
             self._proc = None
+            if self.link is not None:
+                self.link.delete()
 
 
 def _user_exists(name: str) -> bool:
@@ -108,11 +112,11 @@ def _prepare(root: Path) -> str:
     return " ".join((root / "host_key.pub").read_text().split()[:2])
 
 
-def _write_config(root: Path, port: int, user: str) -> Path:
+def _write_config(root: Path, port: int, user: str, address: str, client_alive: bool) -> Path:
     config = root / "sshd_config"
     lines = [
         f"Port {port}",
-        "ListenAddress 127.0.0.1",
+        f"ListenAddress {address}",
         f"HostKey {root / 'host_key'}",
         f"PidFile {root / 'sshd.pid'}",
         f"AuthorizedKeysFile {root / 'authorized_keys'}",
@@ -125,6 +129,10 @@ def _write_config(root: Path, port: int, user: str) -> Path:
         # SetEnv wins over the PATH sshd sets itself; /etc/profile is not read for
         # commands, and the skeleton ~/.bashrc returns early when not interactive.
         f"SetEnv PATH={root / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        # as docs/droplet-setup.md recommends: sshd ends the sessions of a backup host
+        # that stopped answering (a cut link), so its dumps and snapshots end too
+        f"ClientAliveInterval {5 if client_alive else 0}",
+        "ClientAliveCountMax 3",
         "MaxStartups 100",
         "MaxSessions 100",
         "LogLevel INFO",
@@ -133,9 +141,9 @@ def _write_config(root: Path, port: int, user: str) -> Path:
     return config
 
 
-def _answers_ssh(port: int) -> bool:
+def _answers_ssh(address: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        with socket.create_connection((address, port), timeout=1) as s:
             return s.recv(64).startswith(b"SSH-2.0")
     except OSError:
         return False
@@ -148,7 +156,8 @@ def _log_tail(droplet: Droplet) -> str:
 def _wait_ready(droplet: Droplet, proc: subprocess.Popen[bytes]) -> None:
     """Until the banner answers and an OpenSSH login sees bin_dir first on PATH."""
     what = f"sshd {droplet.name} on port {droplet.port}"
-    wait_until(lambda: _answers_ssh(droplet.port) or proc.poll() is not None, 15, what)
+    wait_until(lambda: _answers_ssh(droplet.address, droplet.port) or proc.poll() is not None,
+               15, what)  # fmt: skip
     if proc.poll() is not None:
         raise RuntimeError(f"sshd {droplet.name} exited:\n{_log_tail(droplet)}")
     probe = subprocess.run(
@@ -165,24 +174,41 @@ def _wait_ready(droplet: Droplet, proc: subprocess.Popen[bytes]) -> None:
         )
 
 
-def start_droplet(base_dir: Path, name: str = "droplet1", port: int | None = None) -> Droplet:
+def start_droplet(
+    base_dir: Path,
+    name: str = "droplet1",
+    port: int | None = None,
+    *,
+    own_network: bool = False,
+    client_alive: bool = True,
+) -> Droplet:
+    """``own_network``: the droplet gets a network namespace and a veth link to us (root
+    only), so a test can cut the link; otherwise it listens on loopback. ``client_alive``:
+    sshd probes the backup host and ends its sessions when it stops answering (as
+    docs/droplet-setup.md recommends); False: an sshd left at OpenSSH's default."""
     sshd = need("/usr/sbin/sshd", "openssh-server")
     need("ssh", "openssh-client")
     need("ssh-keygen", "openssh-client")
     root = base_dir / name
     host_key_line = _prepare(root)
     user = ensure_login_user()
-    port = port or free_port()
-    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key_line}\n")
-    config = _write_config(root, port, user)
+    link = make_link() if own_network else None
+    address = link.droplet_address if link else "127.0.0.1"
+    port = port or (22 if link else free_port())
+    lookup = address if port == 22 else f"[{address}]:{port}"  # as OpenSSH writes it
+    (root / "known_hosts").write_text(f"{lookup} {host_key_line}\n")
+    config = _write_config(root, port, user, address, client_alive)
     if is_root():
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
-    proc = start_process(
-        [sshd, "-D", "-e", "-f", str(config)], user=None, log_path=root / "sshd.log"
-    )
-    droplet = Droplet(
-        name, "127.0.0.1", port, user, root / "client_key", host_key_line, root, root / "bin", proc
-    )
+    argv = [*(link.exec_prefix() if link else []), sshd, "-D", "-e", "-f", str(config)]
+    try:
+        proc = start_process(argv, user=None, log_path=root / "sshd.log")
+    except BaseException:
+        if link is not None:
+            link.delete()
+        raise
+    droplet = Droplet(name, address, port, user, root / "client_key", host_key_line, root,
+                      root / "bin", proc, link)  # fmt: skip
     try:
         _wait_ready(droplet, proc)
     except BaseException:

@@ -20,6 +20,7 @@ class HostSpec:
     droplet: Droplet
     sources: Mapping[str, Mapping[str, Value]] = field(default_factory=dict)
     host_key: str | None = None  # defaults to the droplet's real key
+    settings: Mapping[str, Value] = field(default_factory=dict)  # more [hosts.NAME] keys
 
 
 def toml_value(value: Value) -> str:
@@ -69,6 +70,7 @@ def write_fleet_config(
             f"key = {toml_value(str(d.key_path))}",
             f"host_key = {toml_value(host.host_key or d.host_key_line)}",
             "connect_timeout = 10",
+            *(f"{k} = {toml_value(v)}" for k, v in host.settings.items()),
         ]
         for name, options in host.sources.items():
             lines += ["", f"[hosts.{host.name}.sources.{name}]"]
