@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -10,7 +9,7 @@ import click
 
 from backupd.actions.check import check_everything
 from backupd.actions.rebuild import rebuild_catalogue
-from backupd.cli_common import clean_errors, context
+from backupd.cli_common import clean_errors, context, emit_json
 
 
 @click.group()
@@ -70,7 +69,7 @@ def config_check(obj: dict[str, Any], as_json: bool) -> None:
     """
     checks = list(check_everything(context(obj)))
     if as_json:
-        click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
+        emit_json(checks=checks)
     else:
         for c in checks:
             verdict = "FAIL" if not c.ok else "warn" if c.warning else "ok"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
 from backupd.alerts import dispatch, watch
 from backupd.catalogue.alerts import SUPPRESSED
-from backupd.cli_common import clean_errors, context, short_time, table
+from backupd.cli_common import clean_errors, context, emit_json, short_time, table
 
 
 @click.command()
@@ -28,7 +27,7 @@ def alerts(obj: dict[str, Any], send: bool, limit: int, as_json: bool) -> None:
     Examples:
       backupctl alerts
       backupctl alerts --send
-      backupctl alerts --json | jq '.[] | select(.mailed == null)'
+      backupctl alerts --json | jq '.alerts[] | select(.mailed == null)'
     """
     ctx = context(obj)
     if send:
@@ -37,15 +36,15 @@ def alerts(obj: dict[str, Any], send: bool, limit: int, as_json: bool) -> None:
         click.echo(f"{len(recorded)} new alert(s) found; {mailed} mail(s) sent"
                    + ("" if ctx.config.mail else " (no [mail] configured)"), err=True)  # fmt: skip
     rows: list[dict[str, Any]] = [
-        {"id": a.id, "at": a.created_at.isoformat(timespec="seconds"), "kind": a.kind,
+        {"id": a.id, "at": a.created_at, "kind": a.kind,
          "host": a.host, "source": a.source, "message": a.message,
-         "mailed": a.sent_at.isoformat(timespec="seconds") if a.sent_at else None,
+         "mailed": a.sent_at,
          "folded": bool(a.last_error and a.last_error.startswith(SUPPRESSED)),
          "attempts": a.attempts, "last_error": a.last_error}
         for a in reversed(ctx.catalogue.alerts()[-limit:])
     ]  # fmt: skip
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        emit_json(alerts=rows)
         return
     table(("AT", "KIND", "WHERE", "MAILED", "MESSAGE"), [
         (short_time(r["at"]), r["kind"], "/".join(p for p in (r["host"], r["source"]) if p)

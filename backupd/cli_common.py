@@ -1,7 +1,9 @@
-"""What every backupctl command shares: clean errors, the context, tables, ages."""
+"""What every backupctl command shares: clean errors, the context, tables, ages, JSON."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -9,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import wraps
+from pathlib import PurePath
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
@@ -16,9 +19,12 @@ import click
 from backupd.actions.context import Context
 from backupd.config import load_config
 from backupd.errors import BackupdError
-from backupd.units import human_age, parse_duration
+from backupd.units import human_age, parse_duration, utc_iso
 
 log = logging.getLogger("backupctl")
+# The version of every --json shape (docs/backupctl.md, "JSON output"): fields may be added
+# under it; removing or changing one means 2, and a line in the changelog.
+SCHEMA_VERSION = 1
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -76,6 +82,27 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for row in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def emit_json(**sections: object) -> None:
+    """Print what a ``--json`` option prints: one object, ``{"schema_version": 1, **sections}``
+    (e.g. ``emit_json(archives=rows)``), each shape documented in docs/backupctl.md.
+
+    Times become ISO 8601 UTC strings to the second (units.utc_iso), dataclasses objects,
+    paths strings. Any other type raises TypeError: a value whose shape nobody chose must not
+    reach a script as its ``str()``."""
+    document = {"schema_version": SCHEMA_VERSION, **sections}
+    click.echo(json.dumps(document, indent=2, default=_plain))
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime):
+        return utc_iso(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} has no documented JSON form")
 
 
 age = human_age  # '3h 12m', '2d 4h', 'never'

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
 import click
 
 from backupd.actions.drill import DrillResult, drill_source
-from backupd.cli_common import clean_errors, context
+from backupd.cli_common import clean_errors, context, emit_json
 
 
 @click.command()
@@ -42,7 +42,7 @@ def drill(obj: dict[str, Any], target: str, archive: str | None, as_json: bool) 
     for source in sources:
         results += drill_source(ctx, host, source, "manual", archive)
     if as_json:
-        click.echo(json.dumps([r.__dict__ for r in results], indent=2, default=str))
+        emit_json(drills=[_json_row(r) for r in results])
     else:
         for r in results:
             line = f"{r.verdict.upper():4}  {r.host}/{r.source}  {r.archive}  {r.rto_seconds:.1f}s"
@@ -54,3 +54,9 @@ def drill(obj: dict[str, Any], target: str, archive: str | None, as_json: bool) 
                 click.echo(f"      {r.detail}")
     if any(r.verdict == "fail" for r in results):
         sys.exit(1)
+
+
+def _json_row(result: DrillResult) -> dict[str, Any]:
+    """Every check carries ``warn`` (false unless it warned), so scripts need no default."""
+    checks = [{**c, "warn": bool(c.get("warn"))} for c in result.checks]
+    return {**asdict(result), "checks": checks}

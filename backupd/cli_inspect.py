@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -10,14 +9,18 @@ import click
 
 from backupd.actions.status import key_exports_missing, queue_rows, status_rows
 from backupd.catalogue.models import RunStatus
-from backupd.cli_common import age, clean_errors, context, short_time, since_time, table
+from backupd.cli_common import (
+    age,
+    clean_errors,
+    context,
+    emit_json,
+    short_time,
+    since_time,
+    table,
+)
 from backupd.units import human_bytes
 
 STATUSES = [s.value for s in RunStatus]
-
-
-def _dump(rows: Any) -> None:
-    click.echo(json.dumps(rows, indent=2, default=str))
 
 
 def _style(text: str, bad: bool) -> str:
@@ -43,7 +46,7 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
     ctx = context(obj)
     rows, jobs, unexported = status_rows(ctx), queue_rows(ctx), key_exports_missing(ctx)
     if as_json:
-        _dump({"sources": rows, "queue": jobs, "key_exports_missing": unexported})
+        emit_json(sources=rows, queue=jobs, key_exports_missing=unexported)
     else:
         _print_status(rows, jobs, unexported)
     if any(r["stale"] for r in rows):
@@ -109,7 +112,7 @@ def archives(obj: dict[str, Any], target: str, include_pruned: bool, as_json: bo
     source = sources[0].name if "/" in target else None
     rows = ctx.catalogue.archive_rows(host.name, source, include_pruned=include_pruned)
     if as_json:
-        _dump([r.__dict__ for r in rows])
+        emit_json(archives=rows)
         return
     header = ("ARCHIVE", "CREATED", "SIZE", "ADDED", "SHA256", "VERIFIED")
     table(header, [(r.name, short_time(r.created_at), human_bytes(r.nbytes),
@@ -145,7 +148,7 @@ def runs(obj: dict[str, Any], target: str | None, status_: str | None, since: st
         host, source = h.name, (sources[0].name if "/" in target else None)
     rows = ctx.catalogue.run_history(host, source, status_, since_time(since), limit)
     if as_json:
-        _dump([r.__dict__ for r in rows])
+        emit_json(runs=rows)
         return
     lines = []
     for r in rows:

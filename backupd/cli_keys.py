@@ -3,7 +3,6 @@ keys."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import click
 
 from backupd.actions.keys import export_keys
 from backupd.actions.trust import Offer, inspect_host, record, same_fingerprint
-from backupd.cli_common import clean_errors, context
+from backupd.cli_common import clean_errors, context, emit_json
 from backupd.errors import HostKeyError, RefusedError, UsageError
 
 
@@ -143,7 +142,7 @@ def key_export(obj: dict[str, Any], directory: Path, force: bool, as_json: bool)
     """
     done = export_keys(context(obj), directory, force=force)
     if as_json:
-        click.echo(json.dumps([d.__dict__ for d in done], indent=2))
+        emit_json(exports=done)
     else:
         for d in done:
             click.echo(

@@ -90,6 +90,8 @@ class BorgError(BackupdError):
 class StoreFullError(BorgError):
     """The store's file system has no room for what borg must write (a full disk)."""
 
+    exit_code = 17
+
 
 class NotFoundError(BackupdError):
     """A host, source or archive that was asked for does not exist."""

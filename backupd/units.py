@@ -1,8 +1,10 @@
-"""Parsing of human-friendly durations and sizes in the config ("90s", "6h", "10MiB")."""
+"""Parsing of human-friendly durations and sizes in the config ("90s", "6h", "10MiB"), and
+the few ways backupd writes ages, sizes and times back out."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import BeforeValidator
@@ -81,3 +83,11 @@ def human_age(seconds: float | None) -> str:
         return f"{hours}h {minutes}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours}h"
+
+
+def utc_iso(when: datetime) -> str:
+    """'2026-11-25T02:14:09+00:00': ISO 8601 in UTC to the second, the one time format of
+    every ``--json`` output (docs/backupctl.md). A naive time is taken as UTC, like the
+    catalogue's."""
+    aware = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    return aware.isoformat(timespec="seconds")

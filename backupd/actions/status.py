@@ -13,6 +13,7 @@ from backupd.actions.context import Context
 from backupd.borg import Borg
 from backupd.catalogue.models import Drill, utcnow
 from backupd.cron import cron_trigger, interval
+from backupd.units import utc_iso
 
 
 def queue_rows(ctx: Context) -> list[dict[str, Any]]:
@@ -93,4 +94,4 @@ def _drill(d: Drill | None) -> dict[str, Any] | None:
 
 
 def _iso(when: datetime | None) -> str | None:
-    return when.isoformat(timespec="seconds") if when else None
+    return utc_iso(when) if when else None

@@ -20,6 +20,7 @@ from tests.harness.droplet import Droplet
 from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
 from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster
+from tests.json_contract import conforming
 
 BIN = Path(sys.executable).parent
 
@@ -60,7 +61,7 @@ class Deployment:
     def status(self) -> list[dict[str, object]]:
         result = self.backupctl("status", "--json")  # exits 1 while any source is stale
         assert result.returncode in (0, 1), result.stderr
-        rows: list[dict[str, object]] = json.loads(result.stdout)["sources"]
+        rows: list[dict[str, object]] = conforming("status", result.stdout)["sources"]
         return rows
 
     def catalogue_rows(self, sql: str) -> list[tuple[object, ...]]:

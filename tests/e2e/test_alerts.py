@@ -4,7 +4,6 @@ interval, never lost while the server is down; stale sources and a filling store
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import sqlite3
 import subprocess
@@ -18,6 +17,7 @@ from tests.e2e.conftest import Deployment
 from tests.harness.droplet import Droplet
 from tests.harness.procs import free_port
 from tests.harness.smtp import SmtpServer, start_smtp_starttls, start_smtp_tls
+from tests.json_contract import conforming
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,8 @@ timeout = 5
 
 
 def alert_rows(d: Deployment) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = json.loads(d.backupctl("alerts", "--json", check=True).stdout)
+    output = d.backupctl("alerts", "--json", check=True).stdout
+    rows: list[dict[str, object]] = conforming("alerts", output)["alerts"]
     return rows
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from tests.e2e.conftest import Deployment
 from tests.e2e.test_daemon import other_host_key
 from tests.harness.droplet import Droplet
+from tests.json_contract import conforming
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def test_config_check_reports_each_host_and_source(
     d.store.mkdir(parents=True, exist_ok=True)
     result = d.backupctl("config", "check", "--json")
     assert result.returncode == 1, result.stderr
-    checks = {c["subject"]: c for c in json.loads(result.stdout)}
+    checks = {c["subject"]: c for c in conforming("config check", result.stdout)["checks"]}
     assert checks["config"]["ok"] and checks["store"]["ok"] and checks["passphrase"]["ok"]
     assert checks["web1"]["ok"] and "host key matches" in checks["web1"]["detail"]
     assert checks["web1/app"]["ok"] and "app.db" in checks["web1/app"]["detail"]

@@ -21,6 +21,7 @@ from tests.harness.droplet import Droplet
 from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster
 from tests.harness.procs import wait_until
+from tests.json_contract import conforming
 
 pytestmark = pytest.mark.e2e
 SCRATCH_MARKERS = ("backupd-drill-", "/drills/drill-")
@@ -50,7 +51,8 @@ def nothing_left_behind() -> Iterator[None]:
 def drill(d: Deployment, target: str) -> tuple[int, list[dict[str, object]]]:
     result = d.backupctl("drill", target, "--json")
     assert "Traceback" not in result.stderr, result.stderr
-    return result.returncode, json.loads(result.stdout or "[]")
+    document = conforming("drill", result.stdout) if result.stdout else {"drills": []}
+    return result.returncode, document["drills"]
 
 
 def test_postgres_drill_restores_newest_and_an_older_point(

@@ -20,6 +20,7 @@ from backupd.ssh import fingerprint_line
 from tests.e2e.conftest import BIN, Deployment
 from tests.e2e.test_daemon import other_host_key
 from tests.harness.droplet import Droplet
+from tests.json_contract import conforming
 
 pytestmark = pytest.mark.e2e
 
@@ -226,7 +227,7 @@ def test_key_export_writes_private_files_that_borg_imports_and_status_stops_warn
     nothing = ctl(d, "key", "export", str(keys))
     assert nothing.returncode == 8 and "after the first backup" in nothing.stderr
     assert not keys.exists()
-    assert json.loads(ctl(d, "status", "--json").stdout)["key_exports_missing"] == []
+    assert conforming("status", ctl(d, "status", "--json").stdout)["key_exports_missing"] == []
 
     assert ctl(d, "backup", "now", "web1").returncode == 0
     repo = d.store / "web1"
@@ -234,7 +235,7 @@ def test_key_export_writes_private_files_that_borg_imports_and_status_stops_warn
     assert status.returncode == 0, status.stdout  # a warning, not a failure
     assert (f"warning: the key of repository {repo} (host web1) has never been exported: "
             "backupctl key export DIR") in status.stdout  # fmt: skip
-    data = json.loads(ctl(d, "status", "--json").stdout)
+    data = conforming("status", ctl(d, "status", "--json").stdout)
     assert data["key_exports_missing"] == [{"host": "web1", "repository": str(repo)}]
 
     exported = ctl(d, "key", "export", str(keys))
@@ -255,7 +256,7 @@ def test_key_export_writes_private_files_that_borg_imports_and_status_stops_warn
 
     status = ctl(d, "status")
     assert status.returncode == 0 and "warning:" not in status.stdout
-    assert json.loads(ctl(d, "status", "--json").stdout)["key_exports_missing"] == []
+    assert conforming("status", ctl(d, "status", "--json").stdout)["key_exports_missing"] == []
 
     before = key.stat().st_mtime_ns
     again = ctl(d, "key", "export", str(keys))
@@ -264,7 +265,7 @@ def test_key_export_writes_private_files_that_borg_imports_and_status_stops_warn
     assert key.stat().st_mtime_ns == before
     forced = ctl(d, "key", "export", str(keys), "--force", "--json")
     assert forced.returncode == 0, forced.stderr
-    [row] = json.loads(forced.stdout)
+    [row] = conforming("key export", forced.stdout)["exports"]
     assert row["host"] == "web1" and row["key_sha256"] == digest and row["key_file"] == str(key)
     assert "together with the passphrase" in forced.stderr
     assert len(d.catalogue_rows("SELECT id FROM key_exports")) == 2

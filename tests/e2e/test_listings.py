@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Deployment
 from tests.harness.droplet import Droplet
+from tests.json_contract import conforming
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,7 @@ def listed(deploy: Callable[..., Deployment], droplet: Droplet) -> Deployment:
 def test_status_flags_what_is_stale_and_exits_1(listed: Deployment) -> None:
     result = listed.backupctl("status", "--json")
     assert result.returncode == 1
-    data = json.loads(result.stdout)
+    data = conforming("status", result.stdout)
     rows = {r["source"]: r for r in data["sources"]}
     assert rows["gone"]["stale"] and rows["gone"]["last_status"] == "failed"
     assert "no such database file" in rows["gone"]["last_error"]
@@ -61,16 +62,15 @@ def test_status_shows_the_last_drill_verdict(listed: Deployment) -> None:
                 "'[]')",
                 (status, rto),
             )
-    rows = {
-        r["source"]: r for r in json.loads(listed.backupctl("status", "--json").stdout)["sources"]
-    }
+    rows: dict[str, Any] = {str(r["source"]): r for r in listed.status()}
     assert rows["notes"]["last_drill"]["verdict"] == "pass"
     assert rows["notes"]["last_drill"]["rto_seconds"] == 12.4
     assert "pass 12s 2026-11-24" in listed.backupctl("status").stdout
 
 
 def test_archives_lists_the_restore_points(listed: Deployment) -> None:
-    rows = json.loads(listed.backupctl("archives", "web1/notes", "--json", check=True).stdout)
+    output = listed.backupctl("archives", "web1/notes", "--json", check=True).stdout
+    rows = conforming("archives", output)["archives"]
     assert [r["name"] for r in rows] == listed.archives("web1")
     assert rows[0]["sha256"] and rows[0]["nbytes"] > 0 and rows[0]["pruned_at"] is None
     assert "ARCHIVE" in listed.backupctl("archives", "web1", check=True).stdout
@@ -80,7 +80,8 @@ def test_archives_lists_the_restore_points(listed: Deployment) -> None:
 
 def test_runs_filters_history(listed: Deployment) -> None:
     def runs(*args: str) -> list[dict[str, object]]:
-        return json.loads(listed.backupctl("runs", *args, "--json", check=True).stdout)  # type: ignore[no-any-return]
+        output = listed.backupctl("runs", *args, "--json", check=True).stdout
+        return conforming("runs", output)["runs"]  # type: ignore[no-any-return]
 
     assert {r["source"] for r in runs()} == {"notes", "gone"}
     (failed,) = runs("--status", "failed")

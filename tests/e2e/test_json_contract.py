@@ -1,0 +1,148 @@
+"""Every `--json` output of the real backupctl, over a real deployment that went through a
+daemon crash, failures, drills, a prune and mail, matches its schema in docs/backupctl.md;
+every documented list was seen with entries and every nullable field both null and not."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backupd.actions.context import Context
+from backupd.actions.maintain import run_maintenance
+from backupd.config import load_config
+from tests.e2e.conftest import run_tool
+from tests.e2e.test_daemon import NEVER, Fleet
+from tests.e2e.test_daemon import fleet as daemon_fleet  # noqa: F401  (a fixture, by this name)
+from tests.harness.daemon import wait_for
+from tests.harness.fleet import Value
+from tests.harness.smtp import SmtpServer
+from tests.json_contract import Seen, array_paths, blocks, conforming, nullable_paths
+
+pytestmark = pytest.mark.e2e
+SCHEMAS = blocks("schema")
+# Nullable fields no scenario here can show both ways, and why.
+NOT_BOTH_WAYS = {
+    "status sources[].last_drill.rto_seconds": "null only when a scratch database server "
+    "does not start (tests/e2e/test_drills.py)",
+    "archives archives[].run_id": "null only for archives recorded without a run",
+}
+# One worker: a held dump keeps one backup running and the others queued.
+DAEMON = "workers = 1\nper_host = 1\ncatch_up_delay = 0\njitter = 0\nretries = 0\n"
+# prune keeps the newest archive (and the newest verified one) of each source
+RETENTION = "\n[retention]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n"
+
+
+class Outputs:
+    """Runs ``backupctl COMMAND --json``, validates the output against the command's
+    documented schema, and tallies what it showed."""
+
+    def __init__(self, config: Path) -> None:
+        self.config, self.seen, self.commands = config, Seen(), set[str]()
+
+    def __call__(self, command: str, *args: str, rc: tuple[int, ...] = (0,)) -> Any:
+        result = run_tool("backupctl", "--config", str(self.config), *command.split(), *args,
+                          "--json")  # fmt: skip
+        assert result.returncode in rc, f"{command}: exit {result.returncode}: {result.stderr}"
+        document = conforming(command, result.stdout)
+        self.seen.record(command, document)
+        self.commands.add(command)
+        return document
+
+    def busy(self) -> bool:
+        """The daemon has one backup running and another queued (seen by status)."""
+        queue = self("status", rc=(0, 1))["queue"]
+        return {j["state"] for j in queue} == {"running", "queued"}
+
+
+def ctl(fleet: Fleet, *args: str, rc: int = 0) -> None:
+    result = run_tool("backupctl", "--config", str(fleet.config), *args)
+    assert result.returncode == rc, result.stdout + result.stderr
+
+
+def mail(smtp: SmtpServer) -> str:
+    return (f'\n[mail]\nto = ["ops@example.org"]\nsender = "backupd@try.example.org"\n'
+            f'host = "{smtp.host}"\nport = {smtp.port}\nsecurity = "none"\n'
+            "timeout = 5\n")  # fmt: skip
+
+
+def older_archive(fleet: Fleet, source: str) -> str:
+    with sqlite3.connect(fleet.state / "catalogue.db") as db:
+        [(name,)] = db.execute(
+            "SELECT archives.name FROM archives JOIN sources ON archives.source_id = sources.id"
+            " WHERE sources.name = ? ORDER BY archives.created_at LIMIT 1",
+            (source,),
+        ).fetchall()
+    return str(name)
+
+
+def crash_then_catch_up(fleet: Fleet, out: Outputs) -> None:
+    """A daemon killed while one backup runs and others wait; a second one catches up."""
+    fleet.gate.hold()
+    first = fleet.start()
+    wait_for("the first dump to start", fleet.gate.started, daemon=first)
+    wait_for("one backup running, others queued", out.busy, daemon=first)
+    out("runs")  # the held run: not finished yet
+    first.stop()  # SIGKILL to the daemon and its workers: a crash
+    fleet.gate.release()
+    second = fleet.start()
+    done = lambda: (fleet.finished("a", "one") and fleet.finished("a", "two")  # noqa: E731
+                    and fleet.finished("a", "gone", "failed"))  # fmt: skip
+    wait_for("the catch-ups", done, daemon=second)
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+
+
+def test_every_json_output_matches_its_documented_schema(
+    daemon_fleet: Fleet,  # noqa: F811  (the fixture imported above)
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    fleet = daemon_fleet
+    one = fleet.source("one", schedule=NEVER)
+    gone: dict[str, Value] = {"kind": "sqlite", "path": str(fleet.root / "none.db"),
+                              "schedule": NEVER}  # fmt: skip
+    sources = {"one": one, "two": fleet.source("two", schedule=NEVER), "gone": gone}
+    fleet.write({"a": sources}, daemon=DAEMON + RETENTION)
+    out = Outputs(fleet.config)
+    crash_then_catch_up(fleet, out)
+
+    ctl(fleet, "backup", "now", "a/one")  # a second restore point of one
+    assert out("status", rc=(1,))["key_exports_missing"] != []
+    # the older archive of one no longer matches its recorded sha256: its drill fails
+    with sqlite3.connect(fleet.state / "catalogue.db") as db:
+        db.execute("UPDATE archives SET sha256 = ? WHERE name = ?",
+                   ("0" * 64, older_archive(fleet, "one")))  # fmt: skip
+    assert [d["verdict"] for d in out("drill", "a/one", rc=(1,))["drills"]] == ["pass", "fail"]
+    assert [d["verdict"] for d in out("drill", "a/two")["drills"]] == ["pass"]
+    pruned = run_maintenance(Context(load_config(fleet.config)), "prune", "a", "test")
+    assert pruned.status == "succeeded", pruned
+    assert [a["pruned_at"] is None for a in out("archives", "a/one", "--all")["archives"]] == [
+        True, False]  # fmt: skip
+    out("archives", "a", "--all")
+
+    # mail, and a source that never ran (its tool is missing: config check fails it)
+    later: dict[str, Value] = {"kind": "sqlite", "path": str(one["path"]),
+                               "sqlite3": "/opt/none/sqlite3", "schedule": NEVER}  # fmt: skip
+    fleet.write({"a": {**sources, "later": later}}, daemon=DAEMON + RETENTION + mail(smtp_server))
+    ctl(fleet, "alerts", "--send")
+    ctl(fleet, "backup", "now", "a/gone", rc=1)  # the same cause again
+    out("alerts")  # one not mailed yet
+    ctl(fleet, "alerts", "--send")  # folded into the earlier mail
+    out("alerts")
+    out("runs", "a/gone", "--status", "failed")
+    assert {c["ok"] for c in out("config check", rc=(1,))["checks"]} == {True, False}
+    assert out("key export", str(tmp_path / "keys"))["exports"][0]["host"] == "a"
+    assert out("status", rc=(1,))["key_exports_missing"] == []
+
+    assert out.commands == set(SCHEMAS)
+    for command, schema in SCHEMAS.items():
+        for path in array_paths(schema):
+            assert f"{command} {path}" in out.seen.filled, f"{command}: {path} never had entries"
+        for path in nullable_paths(schema) - {k.split(" ", 1)[1] for k in NOT_BOTH_WAYS
+                                               if k.startswith(f"{command} ")}:  # fmt: skip
+            shown = out.seen.nulls[f"{command} {path}"]
+            assert shown == {"null", "value"}, f"{command}: {path} was only seen as {shown}"
