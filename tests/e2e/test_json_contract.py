@@ -15,9 +15,7 @@ from backupd.actions.context import Context
 from backupd.actions.maintain import run_maintenance
 from backupd.config import load_config
 from tests.e2e.conftest import run_tool
-from tests.e2e.test_daemon import NEVER, Fleet
-from tests.e2e.test_daemon import fleet as daemon_fleet  # noqa: F401  (a fixture, by this name)
-from tests.harness.daemon import wait_for
+from tests.harness.daemon import NEVER, Fleet, wait_for
 from tests.harness.fleet import Value
 from tests.harness.smtp import SmtpServer
 from tests.json_contract import Seen, array_paths, blocks, conforming, nullable_paths
@@ -97,11 +95,10 @@ def crash_then_catch_up(fleet: Fleet, out: Outputs) -> None:
 
 
 def test_every_json_output_matches_its_documented_schema(
-    daemon_fleet: Fleet,  # noqa: F811  (the fixture imported above)
+    fleet: Fleet,
     smtp_server: SmtpServer,
     tmp_path: Path,
 ) -> None:
-    fleet = daemon_fleet
     one = fleet.source("one", schedule=NEVER)
     gone: dict[str, Value] = {"kind": "sqlite", "path": str(fleet.root / "none.db"),
                               "schedule": NEVER}  # fmt: skip
