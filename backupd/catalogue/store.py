@@ -66,7 +66,15 @@ def _private_sqlite_file(url: str) -> None:
         return
     path = Path(parsed.database)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Never open and close an existing catalogue here: closing any descriptor of a file
+        # drops every POSIX lock this process holds on it, SQLite's too. A second Catalogue
+        # in a process would then leave the first one unlocked, and another process ending
+        # its last connection would delete the WAL the first one still writes to (its
+        # commits unseen by others: claims would not exclude anyone).
+        return
     os.close(fd)
 
 
