@@ -1,15 +1,18 @@
 """Claims on a real SQLite catalogue (decision 0012): a queued row is won by one claimant,
-expires after its lease, and is released after a failure."""
+expires after its lease (mail) or with its holder's process (owed cleanups), and is released
+after a failure."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
+from backupd.actions.reconcile import holder_alive
 from backupd.catalogue import Catalogue
 from backupd.catalogue.claims import claim_token, token_holder
 from backupd.catalogue.models import Report, utcnow
@@ -98,3 +101,24 @@ def test_a_sender_claims_only_the_events_nobody_else_holds(cat: Catalogue) -> No
     events = {e.id: e for e in cat.alerts()}
     assert all(events[i].sent_at and events[i].claimed_by is None for i in held)
     assert events[late].claimed_by == "b:2:y" and events[other].claimed_by is None
+
+
+def test_an_owed_cleanup_belongs_to_its_live_run_then_to_one_taker(cat: Catalogue) -> None:
+    owed = cat.add_cleanup("web1", "uploads", None, ["snapshot-drop", "vg0/data"])
+    [row] = cat.pending_cleanups()
+    assert holder_alive(row.claimed_by)  # this process owes it, and lives
+    assert not cat.claim_cleanup(owed, None, "r:1:x")  # not what the taker saw
+    assert cat.claim_cleanup(owed, row.claimed_by, "r:1:x")
+    assert not cat.claim_cleanup(owed, row.claimed_by, "r:2:y")  # the second taker is late
+    cat.cleanup_failed(owed, "unreachable")
+    [row] = cat.pending_cleanups()
+    assert (row.attempts, row.claimed_by) == (1, None)  # released for the next start
+
+
+def test_a_claim_holder_is_alive_while_its_process_runs() -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    host = socket.gethostname()
+    assert not holder_alive(f"{host}:{ended.pid}:x")
+    assert holder_alive("elsewhere.example:1:x")  # another machine's: not ours to judge
+    assert not holder_alive(None) and not holder_alive("garbage")
