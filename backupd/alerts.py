@@ -6,6 +6,10 @@ sources and a filling store. ``dispatch`` mails every unsent event: events with 
 key go out as one mail, at most once per ``[mail] alert_interval`` (later ones are folded,
 marked as such); a failed send leaves them unsent, tried again at the next look. Without
 ``[mail]`` alerts stay recorded (status, report) and are logged.
+
+The daemon's loop and ``backupctl alerts --send`` may dispatch at once: a sender first
+claims a key (only one at a time decides mail or fold for it, so the rate limit holds),
+then that key's unsent events, and mails only the events it won (decision 0012).
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from email.message import EmailMessage
 
 from backupd.actions.context import Context
 from backupd.actions.status import status_rows
-from backupd.catalogue.alerts import SUPPRESSED
+from backupd.catalogue.alerts import SUPPRESSED, group_key
+from backupd.catalogue.claims import claim_token
 from backupd.catalogue.models import AlertEvent, utcnow
+from backupd.config import MailConfig
 from backupd.errors import BackupdError
-from backupd.mail import deliver_queued, send_message
+from backupd.mail import claim_lease, deliver_queued, send_message
 
 log = logging.getLogger(__name__)
 PING_TIMEOUT = 10.0
@@ -75,7 +81,8 @@ Sender = Callable[[EmailMessage], None]
 
 
 def dispatch(ctx: Context, send: Sender | None = None, now: datetime | None = None) -> int:
-    """Mail unsent alerts, one mail per key; returns how many mails went out."""
+    """Mail unsent alerts, one mail per key; returns how many mails went out. A key that
+    another sender holds is left to it (its later events wait for the next look)."""
     mail = ctx.config.mail
     if mail is None:
         return 0
@@ -85,25 +92,44 @@ def dispatch(ctx: Context, send: Sender | None = None, now: datetime | None = No
             send_message(mail, msg, list(mail.to))
 
     now = now or utcnow()
-    groups: dict[str, list[AlertEvent]] = {}
-    for event in ctx.catalogue.unsent_alerts():
-        groups.setdefault(event.dedup_key or event.kind, []).append(event)
+    token = claim_token()
+    keys = dict.fromkeys(group_key(e) for e in ctx.catalogue.unsent_alerts())  # oldest first
     mailed = 0
-    for key, events in groups.items():
-        ids = [e.id for e in events]
-        last = ctx.catalogue.last_mailed(key)
-        if last is not None and now - last < timedelta(seconds=mail.alert_interval):
-            ctx.catalogue.alerts_mailed(ids, now, f"{SUPPRESSED}mailed at {last.isoformat()}")
+    for key in keys:
+        if not ctx.catalogue.claim_alert_key(key, token, claim_lease(mail)):
+            log.info("alerts %s: another sender is mailing them", key)
             continue
         try:
-            send(alert_message(mail.sender, list(mail.to), events))
-        except BackupdError as e:
-            ctx.catalogue.alerts_failed(ids, str(e))
-            log.error("alert mail failed (kept, retried later): %s", e)
+            outcome = _mail_key(ctx, mail, key, token, send, now)
+        finally:
+            ctx.catalogue.release_alert_key(key, token)
+        if outcome is None:
             break  # the mail server is down: the rest wait for the next look
-        ctx.catalogue.alerts_mailed(ids, now)
-        mailed += 1
+        mailed += outcome
     return mailed
+
+
+def _mail_key(
+    ctx: Context, mail: MailConfig, key: str, token: str, send: Sender, now: datetime
+) -> int | None:
+    """With ``key`` held: claim its unsent events, then fold them (mailed within the
+    interval) or mail them. How many mails went out (0 or 1); None if the send failed."""
+    events = ctx.catalogue.claim_alerts(key, token, claim_lease(mail))
+    if not events:
+        return 0  # another sender mailed them between our look and our claim
+    ids = [e.id for e in events]
+    last = ctx.catalogue.last_mailed(key)
+    if last is not None and now - last < timedelta(seconds=mail.alert_interval):
+        ctx.catalogue.alerts_mailed(ids, token, now, f"{SUPPRESSED}mailed at {last.isoformat()}")
+        return 0
+    try:
+        send(alert_message(mail.sender, list(mail.to), events))
+    except BackupdError as e:
+        ctx.catalogue.alerts_failed(ids, token, str(e))
+        log.error("alert mail failed (kept, retried later): %s", e)
+        return None
+    ctx.catalogue.alerts_mailed(ids, token, now)
+    return 1
 
 
 def alert_message(sender: str, to: list[str], events: list[AlertEvent]) -> EmailMessage:

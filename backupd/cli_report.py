@@ -76,7 +76,9 @@ def _write(path: Path, text: str) -> None:
 def _deliver(delivery: Delivery) -> None:
     for report_id in delivery.sent:
         click.echo(f"report {report_id}: sent")
-    if not delivery.sent and not delivery.failed:
+    for report_id in delivery.elsewhere:
+        click.echo(f"report {report_id}: taken by another sender")
+    if not delivery.sent and not delivery.failed and not delivery.elsewhere:
         click.echo("no report queued")
     if delivery.failed:
         ids = ", ".join(str(i) for i, _ in delivery.failed)

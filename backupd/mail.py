@@ -6,6 +6,12 @@ marks it ``sent`` or records the error and when to try again. Without a ``[mail]
 the report is still recorded, as ``unsent``: there is nobody to send it to, and mailing a
 backlog the day mail is configured would bury the current report under old ones.
 
+Several processes deliver the queue (the daemon's alert loop, the report job, ``backupctl
+report --retry``): each *claims* a report (catalogue/claims.py) before any mail leaves, and
+only the winner sends it. Delivery is at least once, not exactly once: a sender that dies
+after the server accepted the message but before it marked the report sent leaves a claim
+that expires after ``claim_lease``; then another sender mails the report again (once).
+
 The SMTP password comes from a credential source (file, systemd credential or command,
 like the Borg passphrase), read at each attempt; it never reaches the log, argv or the
 catalogue.
@@ -17,19 +23,36 @@ import logging
 import smtplib
 import ssl
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import message_from_string, policy
 from email.message import EmailMessage
 
 from backupd.actions.context import Context
-from backupd.catalogue.models import utcnow
+from backupd.catalogue.claims import claim_token
+from backupd.catalogue.models import Report, utcnow
 from backupd.catalogue.reports import QUEUED, UNSENT
 from backupd.config import MailConfig
-from backupd.credentials import read_passphrase
+from backupd.credentials import COMMAND_TIMEOUT, read_passphrase
 from backupd.errors import CredentialError, MailError
 from backupd.report import ReportData, build_message, gather
 
 log = logging.getLogger("backupd.mail")
+NO_MAIL_RETRY = 86400.0  # queued, but [mail] is gone: say so once a day
+# connect, greeting, EHLO, STARTTLS, EHLO again, AUTH (two steps), MAIL, DATA, end of data,
+# QUIT: each may wait up to [mail] timeout (smtplib's socket timeout), RCPT once per recipient
+SMTP_STEPS = 11
+
+
+def claim_lease(mail: MailConfig) -> timedelta:
+    """How long a claim on a queued report or alert holds before another sender may take it.
+
+    It must outlast the slowest send of a live sender, or a slow server would get the mail
+    twice: every SMTP step waiting its full ``timeout``, plus the password command's own
+    limit; doubled for margin. The cost of a long lease is only that a sender that died
+    mid-send delays that one mail by the lease (default ``timeout`` 30 s, one recipient:
+    14 minutes)."""
+    slowest = (SMTP_STEPS + len(mail.to)) * mail.timeout + COMMAND_TIMEOUT
+    return timedelta(seconds=2 * slowest)
 
 
 def send_message(mail: MailConfig, msg: EmailMessage, recipients: list[str]) -> None:
@@ -113,6 +136,7 @@ class Delivery:
     sent: list[int] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)  # (report id, error)
     waiting: list[int] = field(default_factory=list)  # queued, next attempt not due yet
+    elsewhere: list[int] = field(default_factory=list)  # claimed by another sender
 
     @property
     def ok(self) -> bool:
@@ -122,38 +146,58 @@ class Delivery:
         parts = [f"{len(self.sent)} sent"] if self.sent else []
         parts += [f"{len(self.failed)} failed"] if self.failed else []
         parts += [f"{len(self.waiting)} waiting"] if self.waiting else []
+        parts += [f"{len(self.elsewhere)} taken by another sender"] if self.elsewhere else []
         return ", ".join(parts) or "none queued"
 
 
 def deliver_queued(ctx: Context, *, force: bool = False, now: datetime | None = None) -> Delivery:
-    """Send every queued report whose next attempt is due (every one with ``force``).
-    A failure is recorded on its row (attempts, last_error, next_attempt_at = now +
-    ``[mail] retry``, doubling per attempt); the report stays queued."""
+    """Send every queued report whose next attempt is due (every one with ``force``), each
+    only if this sender wins its claim (one held by another sender is left to it). A
+    failure is recorded on its row (attempts, last_error, next_attempt_at = now + ``[mail]
+    retry``, doubling per attempt) and the claim released; the report stays queued."""
     now = now or utcnow()
     cat, mail = ctx.catalogue, ctx.config.mail
     done = Delivery()
-    due = cat.queued_reports(None if force else now)
+    due_at = None if force else now
+    due = cat.queued_reports(due_at)
     done.waiting = [r.id for r in cat.queued_reports() if r.id not in {d.id for d in due}]
-    for row in due:
-        if mail is None:
-            error = "no [mail] table in the configuration"
-            cat.report_failed(row.id, error, 86400.0)
+    if mail is None:  # nothing is sent, so nothing to claim: note why on unclaimed rows
+        error = "no [mail] table in the configuration"
+        for row in due:
+            cat.report_failed(row.id, None, error, NO_MAIL_RETRY)
             done.failed.append((row.id, error))
+        return done
+    token, lease = claim_token(), claim_lease(mail)
+    for row in due:
+        claimed = cat.claim_report(row.id, token, lease, due_at)
+        if claimed is None:
+            log.info("report %d: taken by another sender (or sent meanwhile)", row.id)
+            done.elsewhere.append(row.id)
             continue
-        parsed = message_from_string(row.message, policy=policy.default)
-        assert isinstance(parsed, EmailMessage)  # policy.default builds EmailMessage
-        try:
-            send_message(mail, parsed, list(row.recipients))
-        except MailError as e:
-            later = cat.report_failed(row.id, str(e), mail.retry)
+        _deliver_claimed(ctx, mail, claimed, token, done)
+    return done
+
+
+def _deliver_claimed(
+    ctx: Context, mail: MailConfig, row: Report, token: str, done: Delivery
+) -> None:
+    parsed = message_from_string(row.message, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)  # policy.default builds EmailMessage
+    try:
+        send_message(mail, parsed, list(row.recipients))
+    except MailError as e:
+        later = ctx.catalogue.report_failed(row.id, token, str(e), mail.retry)
+        if later is not None:
             log.info("report %d: not delivered (attempt %d, next at %s): %s", row.id,
                      later.attempts, later.next_attempt_at, e)  # fmt: skip
-            done.failed.append((row.id, str(e)))
-            continue
-        cat.report_sent(row.id)
-        log.info("report %d: sent to %s", row.id, ", ".join(row.recipients))
-        done.sent.append(row.id)
-    return done
+        done.failed.append((row.id, str(e)))
+        return
+    if not ctx.catalogue.report_sent(row.id, token):
+        log.warning("report %d: sent, but its claim had expired and another sender took it: "
+                    "it may have been mailed twice (claim lease %s)", row.id,
+                    claim_lease(mail))  # fmt: skip
+    log.info("report %d: sent to %s", row.id, ", ".join(row.recipients))
+    done.sent.append(row.id)
 
 
 def queue_new_report(ctx: Context, now: datetime | None = None) -> tuple[int, ReportData]:

@@ -34,7 +34,7 @@ class ReportJob:
     per_repository = False
 
     def run(self, env: MaintenanceEnv) -> MaintenanceResult:
-        ctx = Context(env.config)
+        ctx = Context.sharing(env.config, env.catalogue, env.borg)  # one catalogue a process
         now = utcnow()
         newest = ctx.catalogue.newest_report()
         if is_retry(newest, env.config.maintenance.report, now):

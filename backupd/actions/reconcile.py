@@ -20,7 +20,9 @@ from backupd.actions.context import Context, ssh_target
 from backupd.actions.sweep import remove_stale_run_files, sweep_owed
 from backupd.actions.tree import run_cleanup
 from backupd.catalogue import RunStatus
+from backupd.catalogue.claims import claim_token, token_holder
 from backupd.catalogue.models import DrillStatus
+from backupd.config import HostConfig
 from backupd.errors import BackupdError
 from backupd.process import process_alive
 from backupd.scratch import remove_scratch
@@ -151,20 +153,45 @@ def interrupt_dead_restores(ctx: Context) -> None:
 
 
 def run_owed_cleanups(ctx: Context) -> None:
+    """Run every owed cleanup nobody else is running: its owner is gone (a crash) or gave it
+    up (failed), and no other start claimed it first. The live backup that owes one (a
+    snapshot still in use) keeps it: a `backup now` beside a running backup must not drop
+    that backup's snapshot, and two starts at once must not run one cleanup twice."""
+    token = claim_token()
     for owed in ctx.catalogue.pending_cleanups():
         host = ctx.config.hosts.get(owed.host)
         if host is None:
             log.error("owed cleanup %d is for host %s, no longer configured: %s", owed.id,
                       owed.host, " ".join(owed.argv))  # fmt: skip
             continue
-        try:
-            with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
-                problem = run_cleanup(ctx, conn, owed.id, owed.argv, CLEANUP_TIMEOUT)
-        except BackupdError as e:
-            problem = f"cannot reach {owed.host} for an owed cleanup: {e}"
-            ctx.catalogue.cleanup_failed(owed.id, problem)
-        if problem:
-            ctx.catalogue.record_alert("cleanup_failed", f"{owed.host}/{owed.source}: {problem}",
-                                       host=owed.host, source=owed.source)  # fmt: skip
-        else:
-            log.info("%s/%s: owed cleanup done: %s", owed.host, owed.source, " ".join(owed.argv))
+        if holder_alive(owed.claimed_by):
+            log.info("owed cleanup %d: held by %s, still running", owed.id, owed.claimed_by)
+            continue
+        if not ctx.catalogue.claim_cleanup(owed.id, owed.claimed_by, token):
+            continue  # another start took it between our look and our claim
+        _run_owed(ctx, host, owed.id, owed.source, owed.argv)
+
+
+def holder_alive(token: str | None) -> bool:
+    """Whether a claim's holder may still act: its process runs here, or it is on another
+    machine (whose processes we cannot see: left alone, like a Borg lock of another host)."""
+    holder = token_holder(token)
+    if holder is None:
+        return False
+    host, pid = holder
+    return host != socket.gethostname() or process_alive(pid)
+
+
+def _run_owed(ctx: Context, host: HostConfig, cleanup_id: int, source: str,
+              argv: list[str]) -> None:  # fmt: skip
+    try:
+        with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
+            problem = run_cleanup(ctx, conn, cleanup_id, argv, CLEANUP_TIMEOUT)
+    except BackupdError as e:
+        problem = f"cannot reach {host.name} for an owed cleanup: {e}"
+        ctx.catalogue.cleanup_failed(cleanup_id, problem)
+    if problem:
+        ctx.catalogue.record_alert("cleanup_failed", f"{host.name}/{source}: {problem}",
+                                   host=host.name, source=source)  # fmt: skip
+    else:
+        log.info("%s/%s: owed cleanup done: %s", host.name, source, " ".join(argv))

@@ -53,6 +53,17 @@ class Base(DeclarativeBase):
     pass
 
 
+TOKEN_LENGTH = 128  # a claim token: "host:pid:random" (catalogue/claims.py)
+
+
+class Claimed:
+    """A row one sender or worker at a time may act on (decision 0012): ``claimed_by`` is its
+    token, ``claimed_at`` when it took the row (a lease runs from there)."""
+
+    claimed_by: Mapped[str | None] = mapped_column(String(TOKEN_LENGTH))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class Host(Base):
     __tablename__ = "hosts"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -111,7 +122,7 @@ class Archive(Base):
     run: Mapped[Run | None] = relationship(back_populates="archives")
 
 
-class AlertEvent(Base):
+class AlertEvent(Claimed, Base):
     """Something a person must hear about; sent (and deduplicated) by the alerting job."""
 
     __tablename__ = "alert_events"
@@ -128,8 +139,18 @@ class AlertEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
-class PendingCleanup(Base):
-    """A droplet-side cleanup (drop a snapshot, unpause) owed until it has run."""
+class AlertKey(Claimed, Base):
+    """One row per alert dedup key: its claim is held by the one sender deciding, for that
+    key, whether to mail or fold (the rate limit holds only if that decision is made by one
+    sender at a time)."""
+
+    __tablename__ = "alert_keys"
+    dedup_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class PendingCleanup(Claimed, Base):
+    """A droplet-side cleanup (drop a snapshot, unpause) owed until it has run; claimed by
+    the run that owes it while that run lives."""
 
     __tablename__ = "pending_cleanups"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -226,7 +247,7 @@ class Drill(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
 
-class Report(Base):
+class Report(Claimed, Base):
     """A weekly report; the message is kept until it has been delivered."""
 
     __tablename__ = "reports"

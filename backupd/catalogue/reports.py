@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select, update
 
+from backupd.catalogue.claims import RELEASED, changed, claimable, held_by
 from backupd.catalogue.jobs import HasSession
 from backupd.catalogue.models import (
     Archive,
@@ -87,30 +88,71 @@ class ReportRecords:
 
     def queued_reports(self: HasSession, due_at: datetime | None = None) -> list[Report]:
         """Reports waiting for delivery, oldest first; with ``due_at`` only those whose next
-        attempt is due by then."""
+        attempt is due by then. Reading is not a licence to send: claim_report first."""
         query = select(Report).where(Report.status == QUEUED).order_by(Report.id)
         if due_at is not None:
-            query = query.where(
-                or_(Report.next_attempt_at.is_(None), Report.next_attempt_at <= due_at)
-            )
+            query = query.where(_due(due_at))
         with self.session() as s:
             return list(s.scalars(query))
 
-    def report_sent(self: HasSession, report_id: int) -> None:
+    def claim_report(
+        self: HasSession,
+        report_id: int,
+        token: str,
+        lease: timedelta,
+        due_at: datetime | None = None,
+    ) -> Report | None:
+        """Claim a queued report for sending with one conditional UPDATE: still queued, not
+        claimed by anyone whose ``lease`` is still running, and (with ``due_at``) due. The
+        report as claimed if this sender won it; None if another sender holds it, or it was
+        sent or put off meanwhile."""
+        now = utcnow()
+        claim = (
+            update(Report)
+            .where(Report.id == report_id, Report.status == QUEUED)
+            .where(claimable(Report, now - lease))
+            .values(claimed_by=token, claimed_at=now)
+        )
+        if due_at is not None:
+            claim = claim.where(_due(due_at))
         with self.session() as s:
-            row = s.get_one(Report, report_id)
-            row.status, row.sent_at, row.next_attempt_at = SENT, utcnow(), None
-            row.attempts += 1
+            if changed(s, claim) != 1:
+                return None
+        with self.session() as s:
+            return s.get_one(Report, report_id)
 
-    def report_failed(self: HasSession, report_id: int, error: str, retry: float) -> Report:
-        """One more failed attempt: the next one after ``retry`` seconds, doubled per
-        attempt (capped at a day, so a long outage is still retried daily)."""
+    def report_sent(self: HasSession, report_id: int, token: str) -> bool:
+        """Mark a report sent and drop the claim. False if this sender no longer held the
+        claim (it outlived its lease and another sender took it over): the report is marked
+        sent all the same, since it was, and the other sender may have mailed it too."""
+        values = {"status": SENT, "sent_at": utcnow(), "next_attempt_at": None,
+                  "attempts": Report.attempts + 1, **RELEASED}  # fmt: skip
+        mark = update(Report).where(Report.id == report_id, Report.status == QUEUED)
         with self.session() as s:
-            row = s.get_one(Report, report_id)
-            row.attempts += 1
-            delay = min(retry * 2 ** (row.attempts - 1), 86400.0)
-            row.last_error, row.next_attempt_at = error, utcnow() + timedelta(seconds=delay)
-            return row
+            if changed(s, mark.where(held_by(Report, token)).values(values)) == 1:
+                return True
+            changed(s, mark.values(values))
+            return False
+
+    def report_failed(
+        self: HasSession, report_id: int, token: str | None, error: str, retry: float
+    ) -> Report | None:
+        """Release a claimed report after a failed attempt (``token`` None: an unclaimed one):
+        the next attempt after ``retry`` seconds, doubled per attempt (capped at a day, so a
+        long outage is still retried daily). None if this sender no longer held it."""
+        with self.session() as s:
+            attempts = s.scalar(select(Report.attempts).where(Report.id == report_id)) or 0
+            delay = min(retry * 2**attempts, 86400.0)
+            release = (
+                update(Report)
+                .where(Report.id == report_id, held_by(Report, token))
+                .values(attempts=attempts + 1, last_error=error,
+                        next_attempt_at=utcnow() + timedelta(seconds=delay), **RELEASED)
+            )  # fmt: skip
+            if changed(s, release) != 1:
+                return None
+        with self.session() as s:
+            return s.get_one(Report, report_id)
 
     # -- what the report tells ----------------------------------------------------------
     def archive_points(self: HasSession) -> list[ArchivePoint]:
@@ -163,3 +205,7 @@ class ReportRecords:
         )
         with self.session() as s:
             return list(s.scalars(query))
+
+
+def _due(at: datetime) -> ColumnElement[bool]:
+    return or_(Report.next_attempt_at.is_(None), Report.next_attempt_at <= at)

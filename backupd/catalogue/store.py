@@ -16,11 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, delete, event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from backupd.catalogue.alerts import AlertRecords
+from backupd.catalogue.claims import RELEASED, changed, claim_token, held_by
 from backupd.catalogue.history import HistoryQueries
 from backupd.catalogue.jobs import JobRecords
 from backupd.catalogue.keys import KeyRecords
@@ -66,7 +67,15 @@ def _private_sqlite_file(url: str) -> None:
         return
     path = Path(parsed.database)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Never open and close an existing catalogue here: closing any descriptor of a file
+        # drops every POSIX lock this process holds on it, SQLite's too. A second Catalogue
+        # in a process would then leave the first one unlocked, and another process ending
+        # its last connection would delete the WAL the first one still writes to (its
+        # commits unseen by others: claims would not exclude anyone).
+        return
     os.close(fd)
 
 
@@ -260,25 +269,37 @@ class Catalogue(
             return list(s.scalars(select(AlertEvent).order_by(AlertEvent.id)))
 
     def add_cleanup(self, host: str, source: str, run_id: int | None, argv: list[str]) -> int:
+        """Record a cleanup this process owes, claimed by it: nobody else runs it while this
+        process lives (reconcile takes over claims of dead processes)."""
         with self.session() as s:
-            row = PendingCleanup(
-                host=host, source=source, run_id=run_id, argv=argv, created_at=utcnow()
-            )
+            row = PendingCleanup(host=host, source=source, run_id=run_id, argv=argv,
+                                 created_at=utcnow(), claimed_by=claim_token(),
+                                 claimed_at=utcnow())  # fmt: skip
             s.add(row)
             s.flush()
             return row.id
 
+    def claim_cleanup(self, cleanup_id: int, seen: str | None, token: str) -> bool:
+        """Take an owed cleanup whose claim was ``seen`` (None, or a dead holder's token)
+        with one conditional UPDATE; False if someone else changed it first."""
+        claim = (
+            update(PendingCleanup)
+            .where(PendingCleanup.id == cleanup_id, held_by(PendingCleanup, seen))
+            .values(claimed_by=token, claimed_at=utcnow())
+        )
+        with self.session() as s:
+            return changed(s, claim) == 1
+
     def cleanup_done(self, cleanup_id: int) -> None:
         with self.session() as s:
-            row = s.get(PendingCleanup, cleanup_id)
-            if row is not None:
-                s.delete(row)
+            s.execute(delete(PendingCleanup).where(PendingCleanup.id == cleanup_id))
 
     def cleanup_failed(self, cleanup_id: int, error: str) -> None:
+        """Still owed: count the attempt and release the claim for the next start."""
         with self.session() as s:
-            row = s.get_one(PendingCleanup, cleanup_id)
-            row.attempts += 1
-            row.last_error = error
+            s.execute(update(PendingCleanup).where(PendingCleanup.id == cleanup_id)
+                      .values(attempts=PendingCleanup.attempts + 1, last_error=error,
+                              **RELEASED))  # fmt: skip
 
     def pending_cleanups(self) -> list[PendingCleanup]:
         with self.session() as s:

@@ -194,6 +194,41 @@ def test_a_crash_between_before_and_after_is_cleaned_up_at_the_next_start(
     assert "run_interrupted" in kinds
 
 
+def test_a_backup_beside_a_running_one_leaves_its_owed_cleanup_to_it(
+    deploy: Callable[..., Deployment], tree: Path, hooks: Path, droplet: Droplet
+) -> None:
+    """`backup now` settles owed cleanups first: one owed by a backup still running (its
+    snapshot in use) is that backup's, run once by it, never by the neighbour."""
+    tiny = droplet.root / "srv" / "tiny"
+    tiny.mkdir(parents=True, exist_ok=True)
+    (tiny / "one.txt").write_text("one\n")
+    chown_to_droplet(droplet, tiny)
+    d = deploy({"uploads": {"kind": "directory", "path": str(tree),
+                            "before": ["snapshot-take", "vg0/data"],
+                            "after": ["snapshot-drop", "vg0/data"]},
+                "tiny": {"kind": "directory", "path": str(tiny)}})  # fmt: skip
+    # the take hangs until the test lets it go (5 minutes at most, not the fixture's 30 s)
+    (droplet.bin_dir / "snapshot-take").write_text(HOOK.replace("-lt 300", "-lt 3000"))
+    (droplet.bin_dir / "slow").write_text("")
+    running = subprocess.Popen([str(BIN / "backupctl"), "--config", str(d.config), "backup",
+                                "now", "web1/uploads"])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "snapshot-take" not in hooks.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [(owner,)] = d.catalogue_rows("SELECT claimed_by FROM pending_cleanups")
+        assert f":{running.pid}:" in str(owner)
+        d.backupctl("backup", "now", "web1/tiny", check=True)
+        assert hooks.read_text() == "snapshot-take vg0/data\n"  # its snapshot left alone
+        (droplet.bin_dir / "slow").unlink()
+        assert running.wait(timeout=300) == 0
+    finally:
+        running.kill()
+        running.wait()
+    assert hooks.read_text() == "snapshot-take vg0/data\nsnapshot-drop vg0/data\n"
+    assert d.catalogue_rows("SELECT count(*) FROM pending_cleanups") == [(0,)]
+
+
 DOCKER = """#!/bin/sh
 # Stand-in for the Docker CLI: only `docker volume inspect --format {{ .Mountpoint }} -- NAME`.
 if [ "$1 $2 $3 $4 $5" = "volume inspect --format {{ .Mountpoint }} --" ]; then

@@ -1,9 +1,12 @@
-"""A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+"""A real SMTP server (aiosmtpd) on loopback that keeps what it receives; it can hold every
+DATA at a gate (to make senders race for real) or refuse every message."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import ssl
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -28,14 +31,56 @@ class Received:
     message: EmailMessage
 
 
+class DataGate:
+    """Holds every message at the end of DATA (before the server answers) until ``senders``
+    sessions wait there at once, or until ``open()``. With ``senders=3``, three senders
+    each have a message in flight, none of them marked sent: each had read its queue
+    before any could mark a row, the race of two deliverers made real. ``timeout`` is only
+    a safety net: when it runs out the gate opens and ``timed_out`` says so."""
+
+    def __init__(self, senders: int | None = None, timeout: float = 120.0) -> None:
+        self.senders, self.timeout = senders, timeout
+        self.held = threading.Event()  # a message is waiting at the gate
+        self.is_open = False
+        self.timed_out = False
+        self.most_waiting = 0
+        self._waiting = 0
+        self._cond = threading.Condition()
+
+    def open(self) -> None:
+        with self._cond:
+            self.is_open = True
+            self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Called once per message, in a thread of its own (it blocks)."""
+        with self._cond:
+            if self.is_open:
+                return
+            self._waiting += 1
+            self.most_waiting = max(self.most_waiting, self._waiting)
+            self.held.set()
+            if self.senders is not None and self._waiting >= self.senders:
+                self.is_open = True
+                self._cond.notify_all()
+            elif not self._cond.wait_for(lambda: self.is_open, self.timeout):
+                self.timed_out = self.is_open = True
+            self._waiting -= 1
+
+
 class _Handler:
-    def __init__(self, sink: list[Received]) -> None:
-        self.sink = sink
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        gate = self.server.gate
+        if gate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, gate.wait)
+        if self.server.refuse is not None:
+            return self.server.refuse
         msg = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(msg, EmailMessage)
-        self.sink.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))
+        self.server.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))
         return "250 OK"
 
 
@@ -44,6 +89,8 @@ class SmtpServer:
     host: str
     port: int
     messages: list[Received] = field(default_factory=list)
+    gate: DataGate | None = None  # hold messages until senders race (see DataGate)
+    refuse: str | None = None  # answer every message with this reply (e.g. "554 ...")
     _controller: Controller | None = field(default=None, repr=False)
 
     def wait_for_messages(self, n: int, timeout: float = 10) -> list[Received]:
@@ -60,7 +107,7 @@ class SmtpServer:
 
 def start_smtp() -> SmtpServer:
     server = SmtpServer("127.0.0.1", free_port())
-    controller = Controller(_Handler(server.messages), hostname=server.host, port=server.port)
+    controller = Controller(_Handler(server), hostname=server.host, port=server.port)
     controller.start()
     server._controller = controller
     return server
@@ -104,7 +151,7 @@ def start_smtp_starttls(directory: Path, login: str, password: str) -> tuple[Smt
 
     server = SmtpServer("127.0.0.1", free_port())
     controller = Controller(
-        _Handler(server.messages), hostname=server.host, port=server.port, tls_context=tls,
+        _Handler(server), hostname=server.host, port=server.port, tls_context=tls,
         require_starttls=True, authenticator=authenticate, auth_required=True,
     )  # fmt: skip
     controller.start()
@@ -119,7 +166,7 @@ def start_smtp_tls(directory: Path) -> tuple[SmtpServer, Path]:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
     server = SmtpServer("127.0.0.1", free_port())
-    controller = Controller(_Handler(server.messages), hostname=server.host, port=server.port,
+    controller = Controller(_Handler(server), hostname=server.host, port=server.port,
                             ssl_context=tls)  # fmt: skip
     controller.start()
     server._controller = controller

@@ -230,6 +230,34 @@ def test_unreachable_database_is_one_clear_error() -> None:
         Catalogue(bad)
 
 
+CLOSER = """
+import sys
+from backupd.catalogue import Catalogue
+c = Catalogue(sys.argv[1])
+c.record_alert("other_process", "written by another process")
+c.engine.dispose()
+"""
+
+
+def test_a_second_catalogue_in_a_process_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """Opening a catalogue must not close a descriptor of the file: that drops the process's
+    POSIX locks, and the next process to close its last connection deletes the WAL the
+    first catalogue still uses (each then sees its own writes only)."""
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    first = Catalogue(url)
+    assert first.alerts() == []
+    second = Catalogue(url)
+    assert second.alerts() == []
+    subprocess.run([sys.executable, "-c", CLOSER, url], check=True)
+    assert (tmp_path / "catalogue.db-wal").exists() and (tmp_path / "catalogue.db-shm").exists()
+    assert [e.kind for e in first.alerts()] == ["other_process"]
+    first.record_alert("first", "written by the first catalogue")
+    with_a_fresh_one = Catalogue(url)
+    assert [e.kind for e in with_a_fresh_one.alerts()] == ["other_process", "first"]
+    for c in (first, second, with_a_fresh_one):
+        c.engine.dispose()
+
+
 # -- a database behind the code: copy, then migrate ------------------------------------------
 def test_copy_is_written_before_migrating(tmp_path: Path) -> None:
     db = tmp_path / "catalogue.db"
