@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context, ssh_target
-from backupd.actions.restore import Progress, Tally, choose_archives
+from backupd.actions.restore import Progress, Tally, await_repositories, choose_archives
 from backupd.catalogue import Archive, RunStatus
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
@@ -174,6 +174,7 @@ def restore_into_db(
         plan = plan_db_restore(ctx, host, source, req, shell)
         if not confirm(plan):
             raise RefusedError("not confirmed: nothing was changed")
+        await_repositories(ctx, [p.archive for p in plan.databases])  # before any database
         ep = plan.endpoint
         return [_restore_one(ctx, host, source, ep, shell, p, progress) for p in plan.databases]
 
