@@ -362,10 +362,11 @@ class Locks:
 
     def await_free(self, repo: Path, *, exclusive: bool, wait: float) -> None:
         """Before work that ends in a borg command on ``repo``: return once a writer
-        (``exclusive``: the repository and backupd's cache of it) or a reader could take its
-        lock, waiting up to ``wait`` seconds for backupd's own jobs. Raises
+        (``exclusive``) or a reader could take its lock, and backupd's cache's (borg 1.4
+        locks the cache exclusively in every command that reads the manifest, list and
+        extract too), waiting up to ``wait`` seconds for backupd's own jobs. Raises
         RepositoryLockedError at once for any other live holder."""
-        locks = [repository_lock(repo), cache_lock(repo, self.base_dir) if exclusive else None]
+        locks = [repository_lock(repo), cache_lock(repo, self.base_dir)]
         patience = Patience(wait)
         for lock in locks:
             if lock is not None:
