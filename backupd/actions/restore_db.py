@@ -174,7 +174,6 @@ def restore_into_db(
         plan = plan_db_restore(ctx, host, source, req, shell)
         if not confirm(plan):
             raise RefusedError("not confirmed: nothing was changed")
-        await_repositories(ctx, [p.archive for p in plan.databases])  # before any database
         ep = plan.endpoint
         return [_restore_one(ctx, host, source, ep, shell, p, progress) for p in plan.databases]
 
@@ -195,6 +194,7 @@ def _restore_one(
                                       where)  # fmt: skip
     started = time.monotonic()
     try:
+        await_repositories(ctx, [a])  # a lock held by someone else: before the database exists
         nbytes, checks = restore_archive(ctx, ep, shell, a, req, progress)
     except BackupdError as e:
         ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +23,12 @@ import pytest
 
 from backupd.borglock import repository_id
 from backupd.process import kill_tree, process_alive
-from tests.e2e.conftest import BIN, Deployment
+from tests.e2e.conftest import BIN, Deployment, pg_source
+from tests.e2e.test_restore_targets import add_targets, databases
 from tests.harness.daemon import Gate, make_gate, make_sqlite_db, wait_for
 from tests.harness.droplet import Droplet
 from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
+from tests.harness.postgres import PostgresCluster
 
 pytestmark = pytest.mark.e2e
 TARGET = "web1/db"
@@ -59,6 +61,20 @@ class Site:
         env = {**os.environ, "BORG_PASSCOMMAND": f"cat {self.d.passphrase_file}",
                "BORG_BASE_DIR": str(self.d.root / "operator")}  # fmt: skip
         return self.start([str(BIN / "borg"), *args], env)
+
+    def hold(self) -> Running:
+        """An operator's ``borg with-lock REPO sleep 600``, holding the lock on return."""
+        holder = self.operator_borg("with-lock", str(self.repo), "sleep", "600")
+        wait_for("the operator's borg to hold the lock", lambda: self.held_by(holder.proc.pid))
+        return holder
+
+    def stop(self) -> None:
+        """Teardown: nothing the test started keeps running, pass or fail."""
+        self.gate.release()
+        for proc in self.started:
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+            proc.wait(timeout=60)
 
     def lock_files(self, lock: Path | None = None) -> list[str]:
         directory = (lock or self.repo / "lock").with_name("lock.exclusive")
@@ -110,12 +126,22 @@ def site(servers_dir: Path, droplet: Droplet) -> Iterator[Site]:
                                 hosts=[HostSpec("web1", droplet, {"db": source})])  # fmt: skip
     s = Site(Deployment(root, config, root / "state", root / "store", passphrase), gate)
     yield s
-    gate.release()
-    for proc in s.started:
-        if proc.poll() is None:
-            kill_tree(proc.pid)
-        proc.wait(timeout=60)
+    s.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_site(deploy: Callable[..., Deployment], pg_cluster: PostgresCluster,
+            shop_db: str) -> Iterator[Site]:  # fmt: skip
+    """web1/maindb (PostgreSQL) backed up once, and a restore target on the same cluster."""
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    add_targets(d, staging={"kind": "postgresql", "socket_dir": str(pg_cluster.socket_dir),
+                            "port": pg_cluster.port, "username": "postgres"})  # fmt: skip
+    d.backupctl("backup", "now", "web1/maindb", check=True)
+    s = Site(d, make_gate(d.root))
+    yield s
+    s.stop()
+    pg_cluster.psql("DROP DATABASE IF EXISTS shop_locked WITH (FORCE)")
 
 
 def backed_up(s: Site) -> None:
@@ -168,8 +194,7 @@ def one_error_line(stderr: str) -> str:
 
 def test_an_operators_borg_fails_backup_and_restore_at_once_saying_who(site: Site) -> None:
     backed_up(site)
-    holder = site.operator_borg("with-lock", str(site.repo), "sleep", "600")
-    wait_for("the operator's borg to hold the lock", lambda: site.held_by(holder.proc.pid))
+    holder = site.hold()
 
     code, _, err = site.backupctl("backup", "now", TARGET).finish()
     assert code == 1
@@ -256,19 +281,23 @@ def test_a_restore_waits_for_our_own_backup_and_says_so(site: Site) -> None:
     assert site.kinds_of_alerts() == []
 
 
-def test_maintenance_meeting_an_operators_lock_fails_at_once(site: Site) -> None:
+def test_maintenance_and_a_drill_meeting_an_operators_lock_fail_at_once(site: Site) -> None:
     backed_up(site)
-    holder = site.operator_borg("with-lock", str(site.repo), "sleep", "600")
-    wait_for("the operator's borg to hold the lock", lambda: site.held_by(holder.proc.pid))
+    holder = site.hold()
     worker = [str(BIN / "python"), "-m", "backupd.worker", "--config", str(site.d.config)]
     prune = site.start([*worker, "prune", "web1"])
     assert prune.finish()[0] == 75  # transient: the daemon tries again later
-    assert holder.proc.poll() is None
     [(error,)] = site.d.catalogue_rows("SELECT error FROM maintenance_runs")
     assert f"locked by pid {holder.proc.pid}" in str(error) and "borg break-lock" in str(error)
-    assert site.kinds_of_alerts() == ["prune_failed"]
+    code, out, _ = site.backupctl("drill", TARGET).finish()
+    assert code == 1 and "drill could not start: repository " in out
+    assert f"locked by pid {holder.proc.pid}" in out
+    assert holder.proc.poll() is None
+    assert site.kinds_of_alerts() == ["prune_failed", "drill_failed"]
     end(holder)
     assert site.start([*worker, "prune", "web1"]).finish()[0] == 0
+    assert site.backupctl("drill", TARGET).finish()[0] == 0
+    assert site.kinds_of_alerts() == ["prune_failed", "drill_failed"]
 
 
 def test_a_foreign_hold_on_backupds_cache_fails_backup_and_restore(site: Site) -> None:
@@ -294,3 +323,20 @@ def test_a_foreign_hold_on_backupds_cache_fails_backup_and_restore(site: Site) -
     assert site.backupctl("backup", "now", TARGET).finish()[0] == 0
     assert site.backupctl("restore", TARGET, "--to", str(to)).finish()[0] == 0
     assert site.lock_files(cache / "lock") == []
+
+
+def test_a_database_restore_meeting_a_lock_creates_no_database(
+    pg_site: Site, pg_cluster: PostgresCluster
+) -> None:
+    """The lock is judged before the database is created: nothing to drop afterwards."""
+    into = ("restore", "web1/maindb", "--into-db", "staging", "--as", "shop_locked")
+    holder = pg_site.hold()
+    code, _, err = pg_site.backupctl(*into).finish()
+    assert code == 16 and f"locked by pid {holder.proc.pid}" in one_error_line(err)
+    assert "shop_locked" not in databases(pg_cluster)
+    [(status, error)] = pg_site.d.catalogue_rows("SELECT status, error FROM restores")
+    assert status == "failed" and "not backupd's" in str(error)
+    end(holder)
+    code, out, err = pg_site.backupctl(*into).finish()
+    assert code == 0, err
+    assert "into database shop_locked" in out and "shop_locked" in databases(pg_cluster)
