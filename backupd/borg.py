@@ -4,11 +4,8 @@ The passphrase reaches borg only on a pipe (``BORG_PASSPHRASE_FD``), read from t
 credential source for each command: never in argv, the environment or a log line.
 ``BORG_EXIT_CODES=modern`` gives specific exit codes (locking: 70-75).
 
-Locks: every command that takes the repository lock runs with a short ``--lock-wait``; when
-borg cannot get the lock, backupd looks at who holds it (backupd/borglock.py) and waits only
-for its own live jobs (up to ``wait`` seconds), never for an operator's borg or another
-machine: those fail at once with a RepositoryLockedError that says who, since when, and
-how to clear it.
+Locks: borg waits 1 s; backupd then judges the holder (backupd/borglock.py), waits only for
+its own live jobs, and raises RepositoryLockedError at once for anyone else.
 """
 
 from __future__ import annotations
@@ -109,7 +106,9 @@ class Borg:
 
     # -- plumbing -----------------------------------------------------------------
     def environment(self, passphrase_fd: int) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "TZ", "TMPDIR")}
+        # BORG_HOST_ID: where uuid.getnode() is random (OpenVZ) borg's locks need a fixed id
+        names = ("PATH", "HOME", "TZ", "TMPDIR", "BORG_HOST_ID")
+        keep = {k: v for k, v in os.environ.items() if k in names}
         return {
             **keep,
             "LANG": "C.UTF-8",
@@ -341,8 +340,8 @@ class Borg:
         self.run(("break-lock", str(repo)), what="break-lock")
 
     def delete(self, repo: Path, archive: str) -> None:
-        self.run(("delete", f"{repo}::{archive}"), repo=repo, wait=LOCK_WAIT_SECONDS,
-                 what="delete")  # fmt: skip
+        args: Argv = ("delete", f"{repo}::{archive}")
+        self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, what="delete")
 
     # -- maintenance ----------------------------------------------------------------
     def archive_times(self, repo: Path) -> list[ArchiveTime]:

@@ -140,8 +140,9 @@ def repository_id(repo: Path) -> str | None:
 
 @cache
 def this_machine() -> frozenset[str]:
-    """The host ids borg may give this machine: ``FQDN@NODE`` as borg computes FQDN (its
-    patched getfqdn: getaddrinfo's canonical name), and the plain and short hostnames."""
+    """The host ids borg may give this machine: ``$BORG_HOST_ID``, else ``FQDN@NODE`` as
+    borg computes FQDN (its patched getfqdn: getaddrinfo's canonical name), and the plain
+    and short hostnames."""
     name = socket.gethostname()
     names = {name, name.split(".")[0], socket.getfqdn()}
     try:
@@ -153,7 +154,8 @@ def this_machine() -> frozenset[str]:
     except OSError:
         pass
     node = uuid.getnode()
-    return frozenset(f"{n}@{node}" for n in names)
+    own = os.environ.get("BORG_HOST_ID")  # passed on to backupd's borg (Borg.environment)
+    return frozenset({f"{n}@{node}" for n in names} | ({own} if own else set()))
 
 
 def read_holders(lock: BorgLock, base_dir: Path) -> list[Holder]:
