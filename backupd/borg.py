@@ -3,13 +3,15 @@
 The passphrase reaches borg only on a pipe (``BORG_PASSPHRASE_FD``), read from the
 credential source for each command: never in argv, the environment or a log line.
 ``BORG_EXIT_CODES=modern`` gives specific exit codes (locking: 70-75).
+
+Locks: borg waits 1 s; backupd then judges the holder (backupd/borglock.py), waits only for
+its own live jobs, and raises RepositoryLockedError at once for anyone else.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backupd.errors import BorgError, StoreFullError
+from backupd.borg_space import store_full
+from backupd.borglock import JOB_ENV, LOCK_CODES, PID_ENV, Locks
+from backupd.errors import BorgError
 from backupd.process import (
     Argv,
     Invocation,
@@ -29,10 +33,8 @@ from backupd.process import (
     run_local,
     stream_local,
 )
-from backupd.units import human_bytes
 
-LOCK_WAIT_SECONDS = 600
-TRANSIENT_CODES = frozenset({70, 71, 72, 73})  # lock errors / lock timeout
+LOCK_WAIT_SECONDS = 600  # how long a command waits for backupd's own jobs to release a lock
 SHORT_TIMEOUT = 3600.0
 # Borg prints local times in --json and appends a platform report to tracebacks: maintenance
 # wants UTC times (archive names and schedules are UTC) and error tails that end with the error.
@@ -90,10 +92,24 @@ class Borg:
         self.base_dir = base_dir
         self._runner = runner
         self._streamer = streamer
+        self.doing = "a backupd job"  # what the borg it starts is for (BACKUPD_JOB)
+        self.on_wait: Callable[[str], object] | None = None  # hears "waiting up to ..."
+
+    @contextmanager
+    def job(self, label: str) -> Iterator[None]:
+        """Mark the borg commands run inside as ``label`` ("the backup of web1/db"): what
+        another backupd says while it waits for them."""
+        before, self.doing = self.doing, label
+        try:
+            yield
+        finally:
+            self.doing = before
 
     # -- plumbing -----------------------------------------------------------------
     def environment(self, passphrase_fd: int) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "TZ", "TMPDIR")}
+        # BORG_HOST_ID: where uuid.getnode() is random (OpenVZ) borg's locks need a fixed id
+        names = ("PATH", "HOME", "TZ", "TMPDIR", "BORG_HOST_ID")
+        keep = {k: v for k, v in os.environ.items() if k in names}
         return {
             **keep,
             "LANG": "C.UTF-8",
@@ -106,6 +122,8 @@ class Borg:
             "BORG_DELETE_I_KNOW_WHAT_I_AM_DOING": "NO",
             "BORG_DISPLAY_PASSPHRASE": "no",
             "BORG_SHOW_SYSINFO": "no",  # error tails end with the error, not platform details
+            JOB_ENV: self.doing,  # how another backupd tells our borg from an operator's
+            PID_ENV: str(os.getpid()),
         }
 
     @contextmanager
@@ -140,15 +158,23 @@ class Borg:
         self,
         args: Argv,
         *,
+        repo: Path | None = None,
+        wait: float = 0.0,
         timeout: float | None = SHORT_TIMEOUT,
         what: str = "",
         stdin: bytes | None = None,
         cwd: str | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> ProcessResult:
-        """Run ``borg ARGS``; raise BorgError with borg's last words when it fails."""
-        with self._invocation(timeout, stdin, cwd, extra_env) as inv:
-            result = self._runner((self.binary, *args), inv)
+        """Run ``borg ARGS``; raise BorgError with borg's last words when it fails, and
+        RepositoryLockedError when the lock of ``repo`` (or its cache) is held by another
+        (after up to ``wait`` seconds for backupd's own jobs)."""
+
+        def attempt(argv: Argv) -> ProcessResult:
+            with self._invocation(timeout, stdin, cwd, extra_env) as inv:
+                return self._runner((self.binary, *argv), inv)
+
+        result = self.locks.run(args, repo, wait, attempt)
         if result.returncode != 0 or result.timed_out:
             raise self.error(result, what or args[0])
         return result
@@ -156,12 +182,22 @@ class Borg:
     def extract_stream(
         self, repo: Path, archive: str, path: str, sink: Callable[[bytes], object]
     ) -> None:
-        """Stream one file of an archive to ``sink``."""
+        """Stream one file of an archive to ``sink`` (waiting up to LOCK_WAIT_SECONDS for a
+        backup of ours that holds the lock: nothing reaches ``sink`` before borg has it)."""
         args: Argv = ("extract", "--stdout", f"{repo}::{archive}", path)
-        with self._invocation(None) as inv:
-            result = self._streamer((self.binary, *args), inv, sink)
+
+        def attempt(argv: Argv) -> ProcessResult:
+            with self._invocation(None) as inv:
+                return self._streamer((self.binary, *argv), inv, sink)
+
+        result = self.locks.run(args, repo, LOCK_WAIT_SECONDS, attempt)
         if result.returncode != 0 or result.timed_out:
             raise self.error(result, "extract")
+
+    @property
+    def locks(self) -> Locks:
+        """Who holds a lock, and what this Borg does about it (backupd/borglock.py)."""
+        return Locks(self.base_dir, self.break_lock, self.on_wait)
 
     @staticmethod
     def error(result: ProcessResult, what: str) -> BorgError:
@@ -174,7 +210,7 @@ class Borg:
         return BorgError(
             f"borg {what} failed (exit {result.returncode}): {tail}",
             returncode=result.returncode,
-            transient=result.returncode in TRANSIENT_CODES,
+            transient=result.returncode in LOCK_CODES,
         )
 
     # -- repositories -------------------------------------------------------------
@@ -218,8 +254,6 @@ class Borg:
         args: Argv = (
             "create",
             "--json",
-            "--lock-wait",
-            str(LOCK_WAIT_SECONDS),
             "--compression",
             compression,
             "--comment",
@@ -233,7 +267,8 @@ class Borg:
             "--",
             *command,
         )
-        result = self.run(args, timeout=timeout, what="create", stdin=stdin)
+        result = self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=timeout,
+                          what="create", stdin=stdin)  # fmt: skip
         return _create_stats(result)
 
     def create_from_paths(
@@ -254,12 +289,13 @@ class Borg:
         entries of a tree not seen for 20 runs of *other* sources would expire.
         """
         args: Argv = (
-            "create", "--json", "--lock-wait", str(LOCK_WAIT_SECONDS),
-            "--compression", compression, "--comment", borg_literal(comment),
+            "create", "--json", "--compression", compression, "--comment", borg_literal(comment),
             "--numeric-ids", f"{repo}::{archive}", *paths,
         )  # fmt: skip
         result = self.run(
             args,
+            repo=repo,
+            wait=LOCK_WAIT_SECONDS,
             timeout=timeout,
             what="create",
             cwd=str(cwd),
@@ -273,18 +309,14 @@ class Borg:
         """Extract (part of) an archive into ``dest`` with owners, modes and times."""
         args: Argv = ("extract", "--numeric-ids", "--strip-components", str(strip),
                       f"{repo}::{archive}", *paths)  # fmt: skip
-        self.run(args, timeout=None, what="extract", cwd=str(dest))
+        self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None, what="extract",
+                 cwd=str(dest))  # fmt: skip
 
     def set_comment(self, repo: Path, archive: str, comment: str) -> None:
         self.run(
-            (
-                "recreate",
-                "--lock-wait",
-                str(LOCK_WAIT_SECONDS),
-                "--comment",
-                borg_literal(comment),
-                f"{repo}::{archive}",
-            ),
+            ("recreate", "--comment", borg_literal(comment), f"{repo}::{archive}"),
+            repo=repo,
+            wait=LOCK_WAIT_SECONDS,
             what="recreate --comment",
         )
 
@@ -296,14 +328,15 @@ class Borg:
             args += ("--glob-archives", glob)
         if checkpoints:
             args += ("--consider-checkpoints",)
-        data = json.loads(self.run((*args, str(repo)), what="list").stdout)
+        data = json.loads(self.run((*args, str(repo)), repo=repo, what="list").stdout)
         return [
             ArchiveEntry(a["name"], a["time"], a.get("comment", ""))
             for a in data.get("archives", [])
         ]
 
     def info(self, repo: Path, archive: str) -> dict[str, Any]:
-        data = json.loads(self.run(("info", "--json", f"{repo}::{archive}"), what="info").stdout)
+        args: Argv = ("info", "--json", f"{repo}::{archive}")
+        data = json.loads(self.run(args, repo=repo, what="info").stdout)
         archives: list[dict[str, Any]] = data["archives"]
         return archives[0]
 
@@ -311,15 +344,15 @@ class Borg:
         self.run(("break-lock", str(repo)), what="break-lock")
 
     def delete(self, repo: Path, archive: str) -> None:
-        self.run(
-            ("delete", "--lock-wait", str(LOCK_WAIT_SECONDS), f"{repo}::{archive}"), what="delete"
-        )
+        args: Argv = ("delete", f"{repo}::{archive}")
+        self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, what="delete")
 
     # -- maintenance ----------------------------------------------------------------
     def archive_times(self, repo: Path) -> list[ArchiveTime]:
         """Every archive's name and start time, in UTC (checkpoints are not listed)."""
-        args: Argv = ("list", "--json", "--lock-wait", str(LOCK_WAIT_SECONDS), str(repo))
-        data = json.loads(self.run(args, what="list", extra_env=UTC_ENV).stdout)
+        args: Argv = ("list", "--json", str(repo))
+        result = self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, what="list", extra_env=UTC_ENV)
+        data = json.loads(result.stdout)
         return [
             ArchiveTime(a["name"], datetime.fromisoformat(a["time"]).replace(tzinfo=UTC))
             for a in data.get("archives", [])
@@ -332,21 +365,22 @@ class Borg:
         """
         if not archives:
             return
-        args: Argv = ("delete", "--lock-wait", str(LOCK_WAIT_SECONDS), str(repo), *archives)
-        self.run(args, what="delete", extra_env=QUIET_ENV)
+        args: Argv = ("delete", str(repo), *archives)
+        self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, what="delete", extra_env=QUIET_ENV)
 
     def compact(self, repo: Path) -> str:
         """Free the space of deleted archives; borg's own estimate of what it freed, if any."""
-        args: Argv = ("compact", "--info", "--lock-wait", str(LOCK_WAIT_SECONDS), str(repo))
-        result = self.run(args, timeout=None, what="compact", extra_env=QUIET_ENV)
+        args: Argv = ("compact", "--info", str(repo))
+        result = self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None, what="compact",
+                          extra_env=QUIET_ENV)  # fmt: skip
         said = [line for line in result.stderr_tail().splitlines() if "freed" in line]
         return said[-1].strip() if said else ""
 
     def check_repository(self, repo: Path) -> None:
         """Read every segment and check its CRCs and the index (no key needed, no decryption)."""
-        args: Argv = ("check", "--repository-only", "--lock-wait", str(LOCK_WAIT_SECONDS),
-                      str(repo))  # fmt: skip
-        self.run(args, timeout=None, what="check --repository-only", extra_env=QUIET_ENV)
+        args: Argv = ("check", "--repository-only", str(repo))
+        self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None,
+                 what="check --repository-only", extra_env=QUIET_ENV)  # fmt: skip
 
     def verify_archive(self, repo: Path, archive: str) -> None:
         """Read one archive back in full: its metadata, then every chunk decrypted and
@@ -358,41 +392,9 @@ class Borg:
         compares each file's size with its chunks.
         """
         target = f"{repo}::{archive}"
-        wait = ("--lock-wait", str(LOCK_WAIT_SECONDS))
-        self.run(("check", "--archives-only", *wait, target), timeout=None,
-                 what="check --archives-only", extra_env=QUIET_ENV)  # fmt: skip
-        self.run(("extract", "--dry-run", *wait, target), timeout=None,
-                 what="extract --dry-run", extra_env=QUIET_ENV)  # fmt: skip
-
-
-_INSUFFICIENT = re.compile(r"Insufficient free space .*\(required: ([^,]+), available: ([^)]+)\)")
-
-
-def store_full(result: ProcessResult, what: str) -> StoreFullError | None:
-    """One clear line for a full store instead of borg's traceback tail: how much is
-    free where, and what borg says it needs (it reserves room for a whole new segment,
-    about 500 MB, to commit anything: even a comment or a delete)."""
-    err = result.stderr.decode(errors="replace")
-    short = _INSUFFICIENT.search(err)
-    if short is None and "No space left on device" not in err:
-        return None
-    where = _repository_in(result.argv)
-    free = human_bytes(shutil.disk_usage(where).free) if where is not None else "little"
-    place = f" on {where}" if where is not None else ""
-    needs = (f"needs about {short.group(1)} (borg's estimate)" if short
-             else "borg ran out of space writing")  # fmt: skip
-    return StoreFullError(f"store full: {free} free{place}, {needs}; borg {what} stopped, "
-                          "nothing half-written is kept (free space, or prune and compact)",
-                          returncode=result.returncode)  # fmt: skip
-
-
-def _repository_in(argv: Sequence[str]) -> Path | None:
-    """The repository a borg command line names (REPO or REPO::ARCHIVE), if it exists."""
-    for arg in argv[1:]:
-        path = Path(arg.split("::", 1)[0])
-        if path.is_absolute() and Borg.is_repository(path):
-            return path
-    return None
+        for args in (("check", "--archives-only", target), ("extract", "--dry-run", target)):
+            self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None,
+                     what=" ".join(args[:2]), extra_env=QUIET_ENV)  # fmt: skip
 
 
 def _create_stats(result: ProcessResult) -> CreateStats:

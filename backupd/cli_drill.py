@@ -10,6 +10,7 @@ import click
 
 from backupd.actions.drill import DrillResult, drill_source
 from backupd.cli_common import clean_errors, context, emit_json
+from backupd.cli_restore import say_waiting
 
 
 @click.command()
@@ -36,6 +37,8 @@ def drill(obj: dict[str, Any], target: str, archive: str | None, as_json: bool) 
     """
     ctx = context(obj)
     host, sources = ctx.lookup(target)
+    ctx.borg.doing = f"a drill of {target}"
+    ctx.borg.on_wait = say_waiting  # a backup of ours holding the lock: say that we wait
     if archive is not None and len(sources) != 1:
         raise click.UsageError("--archive needs one source: HOST/SOURCE")
     results: list[DrillResult] = []

@@ -195,6 +195,8 @@ def restore(obj: dict[str, Any], target: str, to: Path | None, into_db: str | No
     ctx = context(obj)
     host, source = ctx.lookup_one(target)
     progress = ByteProgress()
+    ctx.borg.doing = f"a restore of {host.name}/{source.name}"  # what a waiting backup says
+    ctx.borg.on_wait = say_waiting  # a backup of ours holding the lock: say that we wait
     try:
         if to is not None:
             _to_dir(ctx, host, source, DirRequest(to, archive, at, force), dry_run, progress)
@@ -216,6 +218,10 @@ def restore(obj: dict[str, Any], target: str, to: Path | None, into_db: str | No
             _to_db(ctx, host, source, req, dry_run, yes, progress)
     finally:
         progress.close()
+
+
+def say_waiting(line: str) -> None:
+    click.echo(f"backupctl: {line}", err=True)
 
 
 def _to_dir(ctx: Any, host: Any, source: Any, req: DirRequest, dry_run: bool,

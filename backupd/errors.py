@@ -87,6 +87,18 @@ class BorgError(BackupdError):
         self.transient = transient
 
 
+class RepositoryLockedError(BorgError):
+    """A Borg lock (a repository's or its cache's) is held by someone backupd does not wait
+    for (an operator's borg, another machine, an orphan), or by its own job for longer than
+    it waits. The message says who, since when, and how to clear it. Transient: the daemon
+    tries again later."""
+
+    exit_code = 16
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
 class StoreFullError(BorgError):
     """The store's file system has no room for what borg must write (a full disk)."""
 

@@ -394,3 +394,41 @@ def processes_mentioning(text: str) -> list[int]:
         except (OSError, ValueError):
             continue
     return [pid for pid in found if pid != os.getpid()]
+
+
+def process_environ(pid: int) -> dict[str, str]:
+    """The process's environment; {} when we may not read it (another user's process)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {k: v for k, _, v in pairs}
+
+
+def process_command(pid: int) -> str:
+    """``borg with-lock ...``: the program (not its interpreter) and its first word."""
+    try:
+        argv = [a.decode(errors="replace") for a in
+                Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]  # fmt: skip
+    except OSError:
+        return "?"
+    if len(argv) > 1 and Path(argv[0]).name.startswith("python"):
+        argv = argv[1:]
+    if not argv:
+        return "?"
+    words = [Path(argv[0]).name, *argv[1:2]]
+    return " ".join(words) + (" ..." if len(argv) > 2 else "")
+
+
+def process_started(pid: int) -> float | None:
+    """When ``pid`` started (epoch seconds): /proc/PID/stat's start time after boot."""
+    fields = proc_stat(pid)
+    if not fields or len(fields) < 20:
+        return None
+    try:
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))  # fmt: skip
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration):
+        return None

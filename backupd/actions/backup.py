@@ -17,6 +17,7 @@ from backupd.actions.stream import PullRun, archive_name, pull_stream
 from backupd.actions.sweep import mark_clean, mark_dirty, sweep_owed
 from backupd.actions.tree import pull_tree
 from backupd.alerts import ping
+from backupd.borg import LOCK_WAIT_SECONDS
 from backupd.catalogue import RunStatus
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BackupdError, DumpError, HostKeyError, StoppedError
@@ -56,7 +57,8 @@ def backup_source(
     """``progress`` hears one line per step (connected, planned, each unit pulled). The
     source's ping URL hears the outcome (a dead-man's switch outside backupd). A transient
     failure with ``retries_left`` is recorded but not alerted: the retry may succeed."""
-    outcome = _backup_source(ctx, host, source, trigger, progress, retries_left)
+    with ctx.borg.job(f"the backup of {host.name}/{source.name}"):
+        outcome = _backup_source(ctx, host, source, trigger, progress, retries_left)
     if outcome.status != RunStatus.INTERRUPTED:
         ping(source.ping_url, outcome.ok)
     return outcome
@@ -92,6 +94,8 @@ def _backup_source(
             mark_dirty(ctx, host.name, run_id)  # swept unless this run ends well
             if ctx.borg.ensure_repository(repo, ctx.config.store.encryption):
                 log.info("%s: initialised Borg repository %s", label, repo)
+            # before any dump or rsync: a lock held by someone else fails now, not in 10 min
+            ctx.borg.locks.await_free(repo, exclusive=True, wait=LOCK_WAIT_SECONDS)
             for n, unit in enumerate(units):
                 say(f"{label}: [{n + 1}/{len(units)}] pulling {unit.item} ...")
                 started = time.monotonic()

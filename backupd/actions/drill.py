@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context
-from backupd.actions.restore import Tally, choose_archives, restore_tree
+from backupd.actions.restore import Tally, await_repositories, choose_archives, restore_tree
 from backupd.actions.restore_db import Endpoint, restore_archive
 from backupd.actions.tree import TREE_FILENAME
 from backupd.catalogue import Archive
@@ -80,6 +80,7 @@ def drill_source(
     ids = [ctx.catalogue.start_drill(host.name, source.name, a.repository, a.name, trigger,
                                      str(root)) for a in chosen]  # fmt: skip
     try:
+        await_repositories(ctx, chosen)  # a foreign lock: the drill cannot start, say why
         with _server(ctx, source, root) as scratch:
             return [_drill_one(ctx, host, source, a, drill_id, root, scratch)
                     for a, drill_id in zip(chosen, ids, strict=True)]  # fmt: skip

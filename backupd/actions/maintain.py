@@ -67,7 +67,8 @@ def run_maintenance(ctx: Context, job: str, host: str | None, trigger: str) -> M
     label = f"{host or 'store'}: {job}"
     log.info("%s: started (maintenance run %d)", label, run_id)
     try:
-        result = _run(ctx, found, host)
+        with ctx.borg.job(f"the {job} job of {host or 'the store'}"):
+            result = _run(ctx, found, host)
     except StoppedError as e:  # a shutdown, not a fault: no alert
         error = f"{label}: {e}"
         cat.finish_maintenance(run_id, RunStatus.INTERRUPTED, error=error)

@@ -9,11 +9,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import socket
-import uuid
 from pathlib import Path
 
 from backupd.actions.context import Context, ssh_target
@@ -58,33 +56,13 @@ def repositories(ctx: Context) -> list[Path]:
     return [store / n for n in names if ctx.borg.is_repository(store / n)]
 
 
-def our_host_ids() -> set[str]:
-    """How Borg names this machine in its lock roster (hostname@MAC-derived node id)."""
-    node = uuid.getnode()
-    return {f"{socket.gethostname()}@{node}", f"{socket.getfqdn()}@{node}"}
-
-
 def break_stale_lock(ctx: Context, repo: Path) -> bool:
-    """True when the repository is free to use (no lock, or a stale one of ours broken)."""
-    if not (repo / "lock.exclusive").exists() and not (repo / "lock.roster").exists():
-        return True
-    try:
-        roster = json.loads((repo / "lock.roster").read_text())
-    except (OSError, ValueError):
-        roster = {}
-    holders = [tuple(h) for kind in ("exclusive", "shared") for h in roster.get(kind, [])]
-    ours = our_host_ids()
-    for host_id, pid, _thread in holders:
-        if host_id not in ours:
-            log.warning("%s: locked by another machine (%s); left alone", repo, host_id)
-            return False
-        if process_alive(pid):
-            log.warning("%s: locked by live process %s; left alone", repo, pid)
-            return False
-    ctx.borg.break_lock(repo)
-    message = f"{repo}: broke a Borg lock left by dead process(es) {[h[1] for h in holders]}"
-    log.warning("%s", message)
-    return True
+    """True when the repository is free to use (no lock, or a stale one of ours broken):
+    backupd/borglock.py judges each holder; a live one or another machine's is left alone."""
+    left = ctx.borg.locks.break_stale(repo)
+    for line in left:
+        log.warning("%s; left alone", line)
+    return not left
 
 
 def delete_checkpoints(ctx: Context, repo: Path) -> None:

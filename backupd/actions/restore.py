@@ -17,6 +17,7 @@ from pathlib import Path
 
 from backupd.actions.context import Context
 from backupd.actions.tree import TREE_FILENAME
+from backupd.borg import LOCK_WAIT_SECONDS
 from backupd.catalogue import Archive, RunStatus
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BackupdError, NotFoundError, RefusedError, VerificationError
@@ -135,6 +136,7 @@ def _restore_chosen(
     ctx: Context, chosen: list[Archive], req: DirRequest, progress: Progress | None
 ) -> list[RestoredFile]:
     to, force = req.to, req.force
+    await_repositories(ctx, chosen)
     if any(a.filename == TREE_FILENAME for a in chosen):
         return [restore_tree(ctx, a, to, force=force) for a in chosen]
     to.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -164,6 +166,13 @@ def restore_files(
     ctx.catalogue.finish_restore(rid, RunStatus.SUCCEEDED, nbytes=sum(f.nbytes for f in restored),
                                  seconds=time.monotonic() - started, checks=checks)  # fmt: skip
     return restored
+
+
+def await_repositories(ctx: Context, chosen: list[Archive]) -> None:
+    """Before anything is written: a repository locked by someone else fails the restore
+    at once (RepositoryLockedError); a backup of ours holding it is waited for (and said)."""
+    for repo in dict.fromkeys(a.repository for a in chosen):
+        ctx.borg.locks.await_free(Path(repo), exclusive=False, wait=LOCK_WAIT_SECONDS)
 
 
 def plan_restore_to_dir(

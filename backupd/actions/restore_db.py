@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context, ssh_target
-from backupd.actions.restore import Progress, Tally, choose_archives
+from backupd.actions.restore import Progress, Tally, await_repositories, choose_archives
 from backupd.catalogue import Archive, RunStatus
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
@@ -194,6 +194,7 @@ def _restore_one(
                                       where)  # fmt: skip
     started = time.monotonic()
     try:
+        await_repositories(ctx, [a])  # a lock held by someone else: before the database exists
         nbytes, checks = restore_archive(ctx, ep, shell, a, req, progress)
     except BackupdError as e:
         ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),

@@ -8,10 +8,15 @@ var/runbook-transcript.md. Paste the parts you change into the runbook.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from tests.harness.demo import BIN, ROOT, VAR, sandbox
+from tests.harness.procs import wait_until
 
 
 def main() -> int:
@@ -26,17 +31,44 @@ def main() -> int:
                        capture_output=True)  # fmt: skip
         pushed = box.droplet.root / "srv" / "uploads-restored"
         for line in COMMANDS:
-            argv = [a.replace("@PUSHED@", str(pushed)) for a in line]
-            result = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, cwd=ROOT,
-                                    capture_output=True, text=True, check=False)  # fmt: skip
-            shown = " ".join(f'"{a}"' if " " in a else a for a in argv)
-            out += ["```", f"$ {shown}", (result.stdout + result.stderr).rstrip()]
-            if result.returncode:
-                out.append(f"$ echo $?\n{result.returncode}")
-            out += ["```", ""]
+            out += transcript([a.replace("@PUSHED@", str(pushed)) for a in line], env)
+        with operator_lock(VAR / "store" / "demo", env):
+            out += transcript(["backupctl", "restore", "demo/appdb", "--to", "var/restore-l"], env)
     (VAR / "runbook-transcript.md").write_text("\n".join(out))
     print(f"wrote {VAR / 'runbook-transcript.md'}")
     return 0
+
+
+def transcript(argv: list[str], env: dict[str, str]) -> list[str]:
+    """One command and its real output as a Markdown block (with the exit code if not 0)."""
+    result = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, cwd=ROOT,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    shown = " ".join(f'"{a}"' if " " in a else a for a in argv)
+    out = ["```", f"$ {shown}", (result.stdout + result.stderr).rstrip()]
+    if result.returncode:
+        out.append(f"$ echo $?\n{result.returncode}")
+    return [*out, "```", ""]
+
+
+@contextmanager
+def operator_lock(repo: Path, env: dict[str, str]) -> Iterator[None]:
+    """A session an operator forgot: ``borg with-lock REPO sleep 600``, ended afterwards."""
+    borg_env = {**env, "BORG_BASE_DIR": str(VAR / "operator-borg"),
+                "BORG_PASSCOMMAND": f"cat {VAR / 'demo-passphrase'}"}  # fmt: skip
+    holder = subprocess.Popen([str(BIN / "borg"), "with-lock", str(repo), "sleep", "600"],
+                              env=borg_env, start_new_session=True)  # fmt: skip
+    try:
+        mine = f".{holder.pid}-0"
+        wait_until(lambda: any(n.endswith(mine) for n in _names(repo / "lock.exclusive")), 60,
+                   "borg with-lock to hold the lock")  # fmt: skip
+        yield
+    finally:
+        os.killpg(holder.pid, signal.SIGTERM)
+        holder.wait(timeout=60)
+
+
+def _names(directory: Path) -> list[str]:
+    return os.listdir(directory) if directory.is_dir() else []
 
 
 def targets_placeholder() -> str:

@@ -1,0 +1,166 @@
+"""Judging who holds a Borg lock (real processes, lock files as borg writes them) and what the
+adapter does about it (through the one fake execution seam: borg's exit status and words)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from backupd.borg import Borg
+from backupd.borglock import JOB_ENV, PID_ENV, Verdict, read_holders, repository_lock, this_machine
+from backupd.errors import BorgError, RepositoryLockedError
+from backupd.process import Argv, Invocation, ProcessResult
+
+HERE = sorted(this_machine())[0]
+FOREIGN = "otherbox@167772161"
+Spawn = Callable[..., int]
+
+
+def write_roster(repo: Path, exclusive: list[tuple[str, int]], shared: list[tuple[str, int]],
+                 age: float = 0) -> None:  # fmt: skip
+    """A lock as borg writes it: writers also hold the directory; the roster lists both."""
+    repo.mkdir(parents=True, exist_ok=True)
+    files = [repo / "lock.roster"]
+    files[0].write_text(json.dumps({"exclusive": [[h, p, 0] for h, p in exclusive],
+                                    "shared": [[h, p, 0] for h, p in shared]}))  # fmt: skip
+    for host, pid in exclusive:
+        (repo / "lock.exclusive").mkdir(exist_ok=True)
+        files.append(repo / "lock.exclusive" / f"{host}.{pid}-0")
+        files[-1].touch()
+    then = time.time() - age
+    for f in files:
+        os.utime(f, (then, then))
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start ``sleep 600`` with extra environment; every one is stopped afterwards."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(**env: str) -> int:
+        procs.append(subprocess.Popen(["sleep", "600"], env={**os.environ, **env}))
+        return procs[-1].pid
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def gone_pid() -> int:
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+def test_whose_lock_it_is(tmp_path: Path, spawn: Spawn) -> None:
+    base = tmp_path / "borg"
+    mark = {JOB_ENV: "the backup of web1/db", "BORG_BASE_DIR": str(base)}
+    ours = spawn(**mark, **{PID_ENV: str(os.getpid())})
+    orphan = spawn(**mark, **{PID_ENV: str(gone_pid())})
+    other = spawn(**{**mark, "BORG_BASE_DIR": "/elsewhere"}, **{PID_ENV: str(os.getpid())})
+    manual = spawn()
+    dead = gone_pid()
+    write_roster(tmp_path / "r", [(HERE, ours)],
+                 [(HERE, p) for p in (orphan, other, manual, dead)] + [(FOREIGN, 7)])  # fmt: skip
+    verdicts = {h.pid: h.verdict for h in read_holders(repository_lock(tmp_path / "r"), base)}
+    assert verdicts == {ours: Verdict.OURS, orphan: Verdict.ORPHAN, other: Verdict.MANUAL,
+                        manual: Verdict.MANUAL, dead: Verdict.STALE,
+                        7: Verdict.ELSEWHERE}  # fmt: skip
+
+
+class LockedRunner:
+    """borg failing as it does when its lock wait runs out (exit 73, the lock named)."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self.calls: list[Argv] = []
+
+    def __call__(self, argv: Argv, inv: Invocation) -> ProcessResult:
+        self.calls.append(argv)
+        said = f"Failed to create/acquire the lock {self.repo}/lock.exclusive (timeout).\n"
+        return ProcessResult(argv, 73, b"", said.encode(), 1.0)
+
+
+def test_a_foreign_holder_fails_at_once_and_borg_waited_one_second(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_roster(repo, [(FOREIGN, 4242)], [], age=41 * 60 + 3)
+    runner = LockedRunner(repo)
+    borg = Borg("borg", lambda: "secret", tmp_path / "base", runner=runner)
+    with pytest.raises(RepositoryLockedError) as exc:
+        borg.archive_times(repo)
+    assert len(runner.calls) == 1  # no retry for someone else
+    assert runner.calls[0][1:4] == ("list", "--lock-wait", "1")
+    message = str(exc.value)
+    assert message.startswith(f"repository {repo} is locked by pid 4242 on another machine "
+                              f"(host id {FOREIGN}) since ")  # fmt: skip
+    assert "(41m ago)" in message and f"borg break-lock {repo}" in message
+    assert exc.value.transient and exc.value.exit_code == 16
+
+
+def test_a_lock_error_nobody_explains_is_retried_then_reported_as_borgs(tmp_path: Path) -> None:
+    runner = LockedRunner(tmp_path / "repo")
+    borg = Borg("borg", lambda: "secret", tmp_path / "base", runner=runner)
+    with pytest.raises(BorgError) as exc:
+        borg.delete(tmp_path / "repo", "a")
+    assert not isinstance(exc.value, RepositoryLockedError)
+    assert len(runner.calls) == 3 and exc.value.transient
+    assert "Failed to create/acquire the lock" in str(exc.value)
+
+
+def test_a_foreign_read_lock_keeps_writers_out_not_readers(tmp_path: Path, spawn: Spawn) -> None:
+    """``borg mount`` (a shared lock) blocks a backup but not a restore."""
+    repo = tmp_path / "repo"
+    reader = spawn()
+    write_roster(repo, [], [(HERE, reader)])
+    locks = Borg("borg", lambda: "", tmp_path / "base").locks
+    locks.await_free(repo, exclusive=False, wait=600)  # returns: readers share
+    with pytest.raises(RepositoryLockedError) as exc:
+        locks.await_free(repo, exclusive=True, wait=600)
+    assert f"is held open (a shared lock) by pid {reader} on this machine (sleep 600, " \
+           "not backupd's)" in str(exc.value)  # fmt: skip
+
+
+def test_our_own_job_is_waited_for_and_said_once(tmp_path: Path, spawn: Spawn) -> None:
+    base = tmp_path / "base"
+    ours = spawn(**{JOB_ENV: "the prune job of web1", PID_ENV: str(os.getpid()),
+                    "BORG_BASE_DIR": str(base)})  # fmt: skip
+    write_roster(tmp_path / "repo", [(HERE, ours)], [])
+    borg = Borg("borg", lambda: "", base)
+    heard: list[str] = []
+    borg.on_wait = heard.append
+    with pytest.raises(RepositoryLockedError) as exc:
+        borg.locks.await_free(tmp_path / "repo", exclusive=False, wait=1)
+    (line,) = heard  # said once, however often it looked again
+    where = re.escape(str(tmp_path / "repo"))
+    assert re.fullmatch(rf"waiting up to \ds for the prune job of web1 \(pid {os.getpid()}\) "
+                        rf"to finish: it holds the lock of repository {where} \.\.\.",
+                        line), line  # fmt: skip
+    assert "is still locked by the prune job of web1" in str(exc.value)
+    assert "gave up after waiting" in str(exc.value)
+    with pytest.raises(RepositoryLockedError, match="it is backupd's own job"):
+        borg.locks.await_free(tmp_path / "repo", exclusive=False, wait=0)  # no patience
+
+
+def test_a_stale_lock_is_broken_only_when_every_holder_is_gone(tmp_path: Path,
+                                                              spawn: Spawn) -> None:  # fmt: skip
+    calls: list[Argv] = []
+
+    def runner(argv: Argv, inv: Invocation) -> ProcessResult:
+        calls.append(argv)
+        return ProcessResult(argv, 0, b"", b"", 0.1)
+
+    locks = Borg("borg", lambda: "", tmp_path / "base", runner=runner).locks
+    repo = tmp_path / "repo"
+    write_roster(repo, [(HERE, gone_pid())], [(HERE, spawn())])
+    assert "not backupd's" in locks.break_stale(repo)[0] and calls == []
+    write_roster(repo, [(HERE, gone_pid())], [])
+    assert locks.break_stale(repo) == []
+    assert [c[1:] for c in calls] == [("break-lock", str(repo))]
