@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import functools
 import logging
@@ -113,9 +114,14 @@ def dies_with_us(argv: Argv, env: Mapping[str, str] | None = None) -> list[str]:
     otherwise leave a borg running that commits an archive nobody records. borg answers
     SIGTERM by rolling back and releasing its lock. A missing program still raises
     FileNotFoundError here, as Popen would without the prefix."""
-    path = (env or os.environ).get("PATH")
-    if "/" not in argv[0] and shutil.which(argv[0], path=path) is None:
-        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    program = argv[0]
+    if "/" in program:
+        if not os.path.exists(program):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+        if not os.access(program, os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied", program)
+    elif shutil.which(program, path=(env or os.environ).get("PATH")) is None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
     return [*_setpriv(), *argv]
 
 

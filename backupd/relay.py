@@ -126,9 +126,8 @@ def judge(
         why = f"{command} sent nothing for {spec.idle_timeout:.0f}s: stopped"
         return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
     if result.timed_out == "lost":
-        t = spec.target
-        why = (f"connection to {t.label} lost while {command} was running: no answer for "
-               f"{t.dead_peer_timeout:.0f}s (link cut or droplet down)")  # fmt: skip
+        why = (f"connection to {spec.target.label} lost while {command} was running: "
+               f"{result.lost_why}")  # fmt: skip
         return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
     if result.exit_status is None:
         why = f"{command}: connection lost or command killed before it finished"

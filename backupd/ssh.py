@@ -7,6 +7,7 @@ against the pinned key before authentication: an unknown or changed key is refus
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import shlex
@@ -112,6 +113,7 @@ class StreamResult:
     seconds: float
     timed_out: str | None = None
     fact_lines: tuple[str, ...] = ()  # "backupd-fact ..." lines the command printed on stderr
+    lost_why: str = ""  # timed_out "lost": why (Connection.why_lost)
 
     @property
     def ok(self) -> bool:
@@ -175,6 +177,19 @@ class Connection:
         # saved_exception is set before paramiko closes the channels (then is_active() turns
         # False): a channel's early end can be told from a dead connection without a race
         return t is not None and t.is_active() and t.saved_exception is None
+
+    def why_lost(self) -> str:
+        """Why the connection ended under us: the droplet stopped answering (keepalives went
+        unacknowledged for dead_peer_timeout) or its side closed it."""
+        t = self._transport
+        e = t.saved_exception if t is not None else None
+        silent = isinstance(e, TimeoutError) or (
+            isinstance(e, OSError) and e.errno in (errno.ETIMEDOUT, errno.EHOSTUNREACH)
+        )
+        if silent:
+            return (f"no answer for {self.target.dead_peer_timeout:.0f}s "
+                    "(link cut or droplet down)")  # fmt: skip
+        return "closed from the droplet's side"
 
     def _exit_status(self, chan: paramiko.Channel) -> int | None:
         """The command's exit status, waiting a little for it after EOF; None if the
@@ -267,6 +282,7 @@ class Connection:
             seconds,
             timed_out,
             tuple(facts),
+            self.why_lost() if timed_out == "lost" else "",
         )
 
     def _exec(
