@@ -7,7 +7,6 @@ against the pinned key before authentication: an unknown or changed key is refus
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import shlex
@@ -126,6 +125,7 @@ class Connection:
     def __init__(self, target: SSHTarget) -> None:
         self.target = target
         self._transport: paramiko.Transport | None = None
+        self.last_heard = 0.0  # monotonic: the last stdout bytes a command sent us
 
     def __enter__(self) -> Connection:
         self.open()
@@ -178,17 +178,14 @@ class Connection:
         # False): a channel's early end can be told from a dead connection without a race
         return t is not None and t.is_active() and t.saved_exception is None
 
-    def why_lost(self) -> str:
-        """Why the connection ended under us: the droplet stopped answering (keepalives went
-        unacknowledged for dead_peer_timeout) or its side closed it."""
-        t = self._transport
-        e = t.saved_exception if t is not None else None
-        silent = isinstance(e, TimeoutError) or (
-            isinstance(e, OSError) and e.errno in (errno.ETIMEDOUT, errno.EHOSTUNREACH)
-        )
-        if silent:
-            return (f"no answer for {self.target.dead_peer_timeout:.0f}s "
-                    "(link cut or droplet down)")  # fmt: skip
+    def why_lost(self, silent_for: float) -> str:
+        """Why the connection ended under us, given how long the droplet had been silent:
+        it stopped answering (the keepalives went unacknowledged for dead_peer_timeout: a
+        cut link, a dead droplet), or its side closed the connection. paramiko reports both
+        as EOFError, so the silence tells them apart."""
+        limit = self.target.dead_peer_timeout
+        if silent_for >= 0.8 * limit:
+            return f"no answer for {limit:.0f}s (link cut or droplet down)"
         return "closed from the droplet's side"
 
     def _exit_status(self, chan: paramiko.Channel) -> int | None:
@@ -282,7 +279,7 @@ class Connection:
             seconds,
             timed_out,
             tuple(facts),
-            self.why_lost() if timed_out == "lost" else "",
+            self.why_lost(time.monotonic() - self.last_heard) if timed_out == "lost" else "",
         )
 
     def _exec(
@@ -309,12 +306,18 @@ class Connection:
                 f"{self.target.label}: cannot start {argv[0]}: {e}", transient=True
             ) from None
         stderr = StderrCollector(chan, fact_lines)
+        self.last_heard = time.monotonic()
+
+        def heard(chunk: bytes) -> None:
+            self.last_heard = time.monotonic()
+            on_stdout(chunk)
+
         try:
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
             try:
-                timed_out = pump(chan, on_stdout, started + deadline, idle_timeout,
+                timed_out = pump(chan, heard, started + deadline, idle_timeout,
                                  lambda: stderr.last_progress)  # fmt: skip
             except BaseException:  # stopped, or our reader went away: stop the droplet side
                 terminate(chan)
