@@ -152,8 +152,10 @@ def _rsync(
     write_private(spec, json.dumps(target_to_json(ssh_target(dest, ctx.config.state_dir))))
     shell = shlex.join((sys.executable, "-m", "backupd.rsh", str(spec)))
     rsync_path = " ".join((*_sudo(source), getattr(source.options, "rsync", "rsync")))
-    argv: tuple[str, ...] = ("rsync", "--archive", "--hard-links", "--protect-args",
-                             "--rsh", shell, f"--rsync-path={rsync_path}")  # fmt: skip
+    # --sparse: holes stay holes on the droplet; --compress: and cost no bandwidth
+    argv: tuple[str, ...] = ("rsync", "--archive", "--hard-links", "--sparse", "--compress",
+                             "--protect-args", "--rsh", shell,
+                             f"--rsync-path={rsync_path}")  # fmt: skip
     if verify:
         argv += ("--checksum", "--dry-run", "--itemize-changes")
     argv += (f"{staging}/", f"{dest.name}:{path.rstrip('/')}/")
