@@ -118,17 +118,21 @@ def how_to_grant(user: str, sudo: bool) -> str:
             "line from docs/droplet-setup.md")  # fmt: skip
 
 
+def _reader(unit: TreeTransfer, user: str) -> str:
+    return "root (sudo)" if unit.sudo else user
+
+
 def warning_text(unit: TreeTransfer, user: str, paths: Unreadable) -> str:
-    return (f"{unit.item}: {len(paths)} path(s) in {unit.path} could not be read by {user} "
-            f"and are not in this backup: {shown(paths)} "
+    return (f"{unit.item}: {len(paths)} path(s) in {unit.path} could not be read by "
+            f"{_reader(unit, user)} and are not in this backup: {shown(paths)} "
             f"({how_to_grant(user, unit.sudo)})")  # fmt: skip
 
 
 def nothing_read(unit: TreeTransfer, user: str, paths: Unreadable) -> DumpError:
     """The failure for a tree of which no file could be read."""
     what = f": {shown(paths)}" if paths else ""
-    return DumpError(f"{unit.item}: {user} could not read {unit.path}{what}; nothing was "
-                     f"archived ({how_to_grant(user, unit.sudo)})")  # fmt: skip
+    return DumpError(f"{unit.item}: {_reader(unit, user)} could not read {unit.path}{what}; "
+                     f"nothing was archived ({how_to_grant(user, unit.sudo)})")  # fmt: skip
 
 
 def facts(paths: Unreadable) -> dict[str, Any]:

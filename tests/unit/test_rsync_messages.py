@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from backupd.actions.unreadable import nothing_read, warning_text
 from backupd.rsyncmsg import itemized_files, relative, sender_errors, unescape
+from jobs.base import TreeTransfer
 
 
 def test_rsync_messages_give_names_back_as_bytes() -> None:
@@ -106,3 +108,16 @@ def test_dropping_from_the_mirror_never_follows_a_symlink_out() -> None:
     finally:
         subprocess.run(["chmod", "-R", "u+rwx", str(work)], check=False)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_the_warning_names_a_few_paths_and_how_to_grant_access() -> None:
+    paths = {b"caf\xe9.key": False, b"private": True, **{b"f%d" % i: False for i in range(6)}}
+    plain = TreeTransfer(item="shared", path="/srv/shared")
+    text = warning_text(plain, "backup", paths)
+    assert text.startswith("shared: 8 path(s) in /srv/shared could not be read by backup ")
+    assert "caf\\xe9.key, private/, f0, f1, f2 and 3 more" in text
+    assert "give backup read permission, or set sudo = true" in text
+    as_root = TreeTransfer(item="shared", path="/srv/shared", sudo=True)
+    text = warning_text(as_root, "backup", paths)
+    assert "could not be read by root (sudo)" in text and "sudo = true" not in text
+    assert "even with sudo" in str(nothing_read(as_root, "backup", {}))
