@@ -306,8 +306,9 @@ class Borg:
     def extract_to(
         self, repo: Path, archive: str, dest: Path, paths: Sequence[str] = (), strip: int = 0
     ) -> None:
-        """Extract (part of) an archive into ``dest`` with owners, modes and times."""
-        args: Argv = ("extract", "--numeric-ids", "--strip-components", str(strip),
+        """Extract (part of) an archive into ``dest`` with owners, modes and times; runs of
+        zeros become holes (``--sparse``), so a sparse file takes no more disk than it did."""
+        args: Argv = ("extract", "--numeric-ids", "--sparse", "--strip-components", str(strip),
                       f"{repo}::{archive}", *paths)  # fmt: skip
         self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None, what="extract",
                  cwd=str(dest))  # fmt: skip

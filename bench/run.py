@@ -12,6 +12,8 @@
   changes: the worst case for deduplication).
 - restore_ratio_vs_hand: ``backupctl restore --into-db`` of a ~1 GB dump vs
   ``borg extract --stdout | pg_restore`` by hand (bench/restore.py).
+- sparse_* / compress_*: a 4 GiB sparse file in a tree (wire, mirror, repository, restore)
+  and what rsync's wire compression costs on ordinary files (bench/trees.py).
 
 Writes bench/results/latest.json and prints a table. Not part of `make test`.
 """
@@ -33,6 +35,7 @@ from typing import Any
 
 from backupd.config import StoreConfig
 from bench.restore import RestoreBench, restore_host, restore_target_toml
+from bench.trees import TreeBench
 from bench.workloads import (
     churn_day,
     lms_day,
@@ -253,7 +256,7 @@ def main() -> int:
         bench = Bench(work, droplet, pg)
         results: dict[str, Any] = {}
         steps = {"pull": bench.pull, "incremental": bench.incremental, "storage": bench.storage,
-                 "restore": RestoreBench(bench).run}  # fmt: skip
+                 "restore": RestoreBench(bench).run, "trees": TreeBench(bench).run}  # fmt: skip
         for name in sys.argv[1:] or list(steps):
             print(f"bench: {name} ...", flush=True)
             results.update(steps[name]())

@@ -114,6 +114,7 @@ class TreeTransfer:
     path: str  # remote directory (absolute)
     excludes: tuple[str, ...] = ()
     rsync_path: str = "rsync"  # remote rsync command, e.g. "sudo -n rsync"
+    sudo: bool = False  # read as root: what the login user may not read is still read
     before: tuple[str, ...] | None = None  # remote argv run first (e.g. take a snapshot)
     after: tuple[str, ...] | None = None  # remote argv always run afterwards (cleanup)
     hook_timeout: float = 600.0

@@ -39,8 +39,8 @@ class TreeOptions(Options):
 
     def transfer(self, item: str, path: str) -> TreeTransfer:
         return TreeTransfer(item=item, path=path, excludes=self.excludes,
-                            rsync_path=self.rsync_path(), before=self.before, after=self.after,
-                            hook_timeout=self.hook_timeout)  # fmt: skip
+                            rsync_path=self.rsync_path(), sudo=self.sudo, before=self.before,
+                            after=self.after, hook_timeout=self.hook_timeout)  # fmt: skip
 
 
 class DirectoryOptions(TreeOptions):

@@ -150,6 +150,10 @@ def _restore_and_check(
         restore_tree(ctx, a, files, force=False)  # every file checked against the manifest
         checks = [{"check": "files", "ok": True, "detail": f"{a.facts.get('files', '?')} "
                    f"file(s), {a.nbytes} bytes, every sha256 as recorded"}]  # fmt: skip
+        if unread := a.facts.get("unreadable_count"):  # decision 0015: left out, reported
+            checks.append({"check": "unreadable", "ok": True, "warn": True,
+                           "detail": f"{unread} path(s) could not be read at backup time "
+                           "and are not in this archive"})  # fmt: skip
         return checks + _path_checks(source, files)
     kind = database_kinds().get(source.kind)
     if scratch is None or kind is None or not kind.restorable(a.item):

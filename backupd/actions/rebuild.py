@@ -164,8 +164,8 @@ def _ensure_run(
         return run.id
 
 
-def _tree_sample(ctx: Context, repo: Path, archive: str) -> dict[str, Any]:
+def _tree_sample(ctx: Context, repo: Path, archive: str) -> list[Any]:
     chunks: list[bytes] = []
     ctx.borg.extract_stream(repo, archive, "manifest.jsonl", chunks.append)
     entries = parse_manifest(b"".join(chunks))
-    return dict(Manifest(entries, 0).summary()["sample"])
+    return list(Manifest(entries, 0).summary()["sample"])

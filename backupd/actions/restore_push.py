@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from backupd import names
 from backupd.actions.context import Context, ssh_target
 from backupd.actions.restore import DirRequest, choose_archives, restore_to_dir
 from backupd.actions.stream import write_private
@@ -27,6 +28,7 @@ from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
 from backupd.process import Invocation, run_local
 from backupd.relay import target_to_json
+from backupd.rsyncmsg import itemized_files
 from backupd.ssh import Connection
 
 log = logging.getLogger(__name__)
@@ -152,8 +154,10 @@ def _rsync(
     write_private(spec, json.dumps(target_to_json(ssh_target(dest, ctx.config.state_dir))))
     shell = shlex.join((sys.executable, "-m", "backupd.rsh", str(spec)))
     rsync_path = " ".join((*_sudo(source), getattr(source.options, "rsync", "rsync")))
-    argv: tuple[str, ...] = ("rsync", "--archive", "--hard-links", "--protect-args",
-                             "--rsh", shell, f"--rsync-path={rsync_path}")  # fmt: skip
+    # --sparse: holes stay holes on the droplet; --compress: and cost no bandwidth
+    argv: tuple[str, ...] = ("rsync", "--archive", "--hard-links", "--sparse", "--compress",
+                             "--protect-args", "--rsh", shell,
+                             f"--rsync-path={rsync_path}")  # fmt: skip
     if verify:
         argv += ("--checksum", "--dry-run", "--itemize-changes")
     argv += (f"{staging}/", f"{dest.name}:{path.rstrip('/')}/")
@@ -164,6 +168,5 @@ def _rsync(
     if not result.ok:
         raise RestoreError(f"rsync to {dest.name}:{path} failed (exit {result.returncode})",
                            stderr_tail=result.stderr_tail())  # fmt: skip
-    lines = result.stdout.decode(errors="replace").splitlines()
     # itemized: ">f..." a file that would be sent again (content or size differs)
-    return [line.split(" ", 1)[-1] for line in lines if line[:2] in (">f", "<f")]
+    return [names.display(name) for name in itemized_files(result.stdout)]

@@ -3,6 +3,9 @@
 Only what changed crosses the network (rsync) and only what changed is read again (Borg's
 files cache, kept per source with BORG_FILES_CACHE_SUFFIX; the manifest's hash cache).
 rsync failing means no archive: the mirror may be half updated, but it is never archived.
+Paths the login user may not read are left out and reported (backupd/actions/unreadable.py,
+decision 0015). Sparse files stay sparse: ``--sparse`` in the mirror, and holes cost no
+bandwidth because the wire is compressed (``--compress``: zstd between rsyncs >= 3.2).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import re
 import shlex
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from backupd.actions import unreadable
 from backupd.actions.context import Context, compression_for, ssh_target
 from backupd.actions.stream import (
     Pulled,
@@ -33,11 +37,13 @@ from backupd.errors import BackupdError, DumpError
 from backupd.manifest import build_manifest
 from backupd.process import Invocation, run_local, summarize_stderr
 from backupd.relay import target_to_json
+from backupd.rsyncmsg import SenderErrors, sender_errors
 from backupd.ssh import Connection
 from jobs.base import TreeTransfer, slug
 
 log = logging.getLogger(__name__)
 TREE_FILENAME = "data/"  # how the catalogue marks a file-level archive
+RSYNC_PARTIAL = 23  # "some files/attrs were not transferred": unreadable paths, or worse
 RSYNC_VANISHED = 24  # "some files vanished before they could be transferred": live trees
 RSYNC_TRANSIENT = frozenset({10, 11, 12, 30, 35, 255})  # socket, I/O, protocol, timeouts
 _RECEIVED = re.compile(rb"Total bytes received: ([\d,.]+)")
@@ -55,14 +61,15 @@ def pull_tree(
                            / slug(unit.item))  # fmt: skip
     started = utcnow()
     warnings: list[str] = []
-    with droplet_hooks(ctx, host, source, run.run_id, unit, warnings):
-        facts: dict[str, Any] = rsync_tree(ctx, host, source, unit, root / "data", run.run_id)
-    if facts["rsync_exit"] == RSYNC_VANISHED:
-        warnings.append(f"{unit.item}: some files vanished during the transfer (rsync 24)")
+    facts, denied = mirror_tree(ctx, host, source, run.run_id, unit, root / "data", warnings)
     manifest = build_manifest(root / "data", root / "hash-cache.json")
     write_private(root / "manifest.jsonl", manifest.to_bytes().decode())
     summary = manifest.summary()
-    facts.update(summary, hashed_bytes=manifest.hashed_bytes)
+    if denied and not summary["files"]:
+        raise unreadable.nothing_read(unit, host.user, denied)
+    if denied:
+        warnings.append(unreadable.warning_text(unit, host.user, denied))
+    facts.update(summary, hashed_bytes=manifest.hashed_bytes, **unreadable.facts(denied))
     name = archive_name(source.name, unit.item, started)
     meta = base_metadata(host, source, run, unit.item, TREE_FILENAME, started)
     meta.update(sha256=summary["manifest_sha256"], nbytes=summary["bytes"], path=unit.path,
@@ -91,6 +98,36 @@ def pull_tree(
     return Pulled(name, summary["bytes"], tuple(warnings))
 
 
+def mirror_tree(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    run_id: int,
+    unit: TreeTransfer,
+    data: Path,
+    warnings: list[str],
+) -> tuple[dict[str, Any], unreadable.Unreadable]:
+    """rsync the tree into the mirror ``data`` (between the droplet hooks), then take out of
+    the mirror every path the login user may not read now: (transfer facts, those paths)."""
+    check = not unit.sudo  # as root, rsync's own errors are the whole story
+    hooks = unit.before is not None or unit.after is not None
+    session = Connection(ssh_target(host, ctx.config.state_dir)) if check or hooks else None
+    with (
+        session if session is not None else nullcontext() as conn,
+        droplet_hooks(ctx, conn, host, source, run_id, unit, warnings),
+    ):
+        facts, errors = rsync_tree(ctx, host, source, unit, data, run_id)
+        denied = dict(errors.denied)
+        if conn is not None and check:  # while a `before` snapshot is still there
+            found = unreadable.find_unreadable(conn, unit, data, source.timeout)
+            denied.update({rel: d for rel, d in found.items() if rel not in denied})
+    if errors.vanished or facts["rsync_exit"] == RSYNC_VANISHED:
+        warnings.append(f"{unit.item}: some files vanished during the transfer (rsync 24)")
+    denied = dict(sorted(denied.items()))
+    unreadable.drop_from_mirror(data, denied)
+    return facts, denied
+
+
 def rsync_tree(
     ctx: Context,
     host: HostConfig,
@@ -98,14 +135,18 @@ def rsync_tree(
     unit: TreeTransfer,
     dest: Path,
     run_id: int,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], SenderErrors]:
+    """One rsync into ``dest``: its facts and the paths it could not read. Raises
+    DumpError for anything else that went wrong (the mirror is then never archived)."""
     spec = ctx.run_dir() / f"rsh-{run_id}-{slug(unit.item)}.json"
     write_private(spec, json.dumps(target_to_json(ssh_target(host, ctx.config.state_dir))))
     shell = shlex.join((sys.executable, "-m", "backupd.rsh", str(spec)))
+    # --ignore-errors: deletions still happen when a path could not be read (rsync skips
+    # them after any I/O error); a run with any other error is never archived anyway.
     argv = (
         "rsync", "--archive", "--hard-links", "--numeric-ids", "--delete", "--delete-excluded",
-        "--protect-args", "--stats", f"--timeout={int(source.idle_timeout)}",
-        "--rsh", shell, f"--rsync-path={unit.rsync_path}",
+        "--ignore-errors", "--sparse", "--compress", "--protect-args", "--stats",
+        f"--timeout={int(source.idle_timeout)}", "--rsh", shell, f"--rsync-path={unit.rsync_path}",
         *(f"--exclude={pattern}" for pattern in unit.excludes),
         f"{host.name}:{unit.path.rstrip('/')}/", f"{dest}/",
     )  # fmt: skip
@@ -116,18 +157,25 @@ def rsync_tree(
     if result.timed_out:
         raise DumpError(f"{unit.item}: rsync still running after its {source.timeout:.0f}s "
                         "deadline: stopped", transient=True)  # fmt: skip
-    if result.returncode not in (0, RSYNC_VANISHED):
+    errors = SenderErrors()
+    if result.returncode == RSYNC_PARTIAL:
+        errors = sender_errors(result.stderr, unit.path)
+        if errors.root_denied:
+            raise unreadable.nothing_read(unit, host.user, {})
+    partial = result.returncode == RSYNC_PARTIAL and errors.denied and not errors.unknown
+    if result.returncode not in (0, RSYNC_VANISHED) and not partial:
         raise DumpError(f"{unit.item}: rsync of {unit.path} exited with status "
                         f"{result.returncode}", stderr_tail=result.stderr_tail(),
                         transient=result.returncode in RSYNC_TRANSIENT)  # fmt: skip
     received = _RECEIVED.search(result.stdout)
     transferred = int(re.sub(rb"[,.]", b"", received.group(1))) if received else 0
-    return {"rsync_exit": result.returncode, "transferred_bytes": transferred}
+    return {"rsync_exit": result.returncode, "transferred_bytes": transferred}, errors
 
 
 @contextmanager
 def droplet_hooks(
     ctx: Context,
+    conn: Connection | None,
     host: HostConfig,
     source: SourceConfig,
     run_id: int,
@@ -135,25 +183,24 @@ def droplet_hooks(
     warnings: list[str],
 ) -> Iterator[None]:
     """Run ``before``; always run ``after``. The owed cleanup is in the catalogue first."""
-    if unit.before is None and unit.after is None:
+    if conn is None or (unit.before is None and unit.after is None):
         yield
         return
     cleanup_id = (ctx.catalogue.add_cleanup(host.name, source.name, run_id, list(unit.after))
                   if unit.after else None)  # fmt: skip
-    with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
-        try:
-            if unit.before is not None:
-                result = conn.run(unit.before, timeout=unit.hook_timeout)
-                if not result.ok:
-                    raise DumpError(f"{unit.item}: before command {unit.before[0]} exited with "
-                                    f"status {result.exit_status}",
-                                    stderr_tail=result.stderr_tail())  # fmt: skip
-            yield
-        finally:
-            if unit.after is not None and cleanup_id is not None:
-                problem = run_cleanup(ctx, conn, cleanup_id, unit.after, unit.hook_timeout)
-                if problem:
-                    warnings.append(problem)
+    try:
+        if unit.before is not None:
+            result = conn.run(unit.before, timeout=unit.hook_timeout)
+            if not result.ok:
+                raise DumpError(f"{unit.item}: before command {unit.before[0]} exited with "
+                                f"status {result.exit_status}",
+                                stderr_tail=result.stderr_tail())  # fmt: skip
+        yield
+    finally:
+        if unit.after is not None and cleanup_id is not None:
+            problem = run_cleanup(ctx, conn, cleanup_id, unit.after, unit.hook_timeout)
+            if problem:
+                warnings.append(problem)
 
 
 def run_cleanup(
