@@ -16,25 +16,31 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**
 
 
 def parse_delay(value: object) -> float:
-    """Like a duration, but zero ("none") is allowed."""
-    if value == 0 or value == "0":
-        return 0.0
-    return parse_duration(value)
+    """Like a duration, but zero ("0", "0s", "0m": none) is allowed."""
+    seconds = _seconds(value)
+    if seconds < 0:
+        raise ValueError("a delay cannot be negative")
+    return seconds
 
 
 def parse_duration(value: object) -> float:
     """Seconds from a number (seconds) or a string like "90s", "15m", "6h", "7d"."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 15m or 6h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    else:
-        raise ValueError("expected a duration such as 30s, 15m or 6h")
+    seconds = _seconds(value)
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 15m or 6h")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if value == "0":
+        return 0.0
+    raise ValueError("expected a duration such as 30s, 15m or 6h")
 
 
 def parse_size(value: object) -> int:

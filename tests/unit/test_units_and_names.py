@@ -7,7 +7,7 @@ import pytest
 from backupd.actions.backup import archive_name
 from backupd.borg import borg_literal
 from backupd.process import mask_argv
-from backupd.units import parse_duration, parse_size
+from backupd.units import parse_delay, parse_duration, parse_size
 from jobs.base import slug
 
 
@@ -23,6 +23,19 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [(0, 0.0), ("0", 0.0), ("0s", 0.0), ("0m", 0.0),
+                                               ("1h", 3600.0)])  # fmt: skip
+def test_delays_may_be_zero_written_any_way(text: object, seconds: float) -> None:
+    """`jitter = "0s"` is how a person writes "no jitter" (it was refused as not positive)."""
+    assert parse_delay(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["-1s", "soon", True])
+def test_bad_delays(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_delay(text)
 
 
 @pytest.mark.parametrize(
