@@ -10,8 +10,10 @@ bootstrap:
 demo: bootstrap
 	$(VENV)/python -m tests.harness.demo
 
+# Two workers on two cores: most of a test's time is waiting on servers and processes.
+# --dist loadfile keeps a module's tests (and their module fixtures) in one worker.
 test: bootstrap lint typecheck
-	$(VENV)/pytest $(PYTEST_ARGS)
+	$(VENV)/pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 lint:
 	$(VENV)/ruff check backupd jobs bench tests

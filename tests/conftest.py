@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -24,15 +25,32 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """A SIGTERM (a CI job cancelled, `timeout`) ends the run like Ctrl-C does, so the
-    fixtures' teardown still stops every server. Only when nobody else handles SIGTERM."""
+    fixtures' teardown still stops every server. Only when nobody else handles SIGTERM.
+
+    Under pytest-xdist each worker gets a temporary directory of its own (TMPDIR, inherited
+    by backupctl, backupd and their scratch servers), so a check for leftovers sees its own
+    run's, never a concurrent worker's."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        own = Path(tempfile.mkdtemp(prefix=f"backupd-{worker}-", dir="/tmp"))
+        own.chmod(0o1777)  # like /tmp: the droplet's and servers' accounts work in it too
+        os.environ["TMPDIR"] = str(own)
+        tempfile.tempdir = None  # gettempdir() looks again
+        config.stash[OWN_TMP] = own
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGTERM) is _interrupt:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    own = config.stash.get(OWN_TMP, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+OWN_TMP = pytest.StashKey[Path]()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from tests.e2e.test_trees import DOCKER
 from tests.harness.droplet import Droplet
 from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster
-from tests.harness.procs import wait_until
+from tests.harness.procs import ours, wait_until
 from tests.json_contract import conforming
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,7 @@ def scratch_leftovers() -> list[str]:
             text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(m in text for m in SCRATCH_MARKERS) and "pytest" not in text:
+        if ours(text) and any(m in text for m in SCRATCH_MARKERS) and "pytest" not in text:
             found.append(f"process {cmdline.parent.name}: {text[:120]}")
     found += [str(p) for p in Path(tempfile.gettempdir()).glob("backupd-drill-*")]
     return found

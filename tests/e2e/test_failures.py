@@ -46,8 +46,9 @@ def still_running(droplet: Droplet, name: str, wait: float = 8.0) -> list[str]:
     """PIDs of ``name`` still running on the droplet after up to ``wait`` seconds."""
     deadline = time.monotonic() + wait
     while True:
-        found = subprocess.run(["pgrep", "-u", droplet.user, "-f", name], capture_output=True,
-                               text=True, check=False).stdout.split()  # fmt: skip
+        pattern = str(droplet.bin_dir / name)  # this droplet's tool, not a concurrent run's
+        argv = ["pgrep", "-u", droplet.user, "-f", pattern]
+        found = subprocess.run(argv, capture_output=True, text=True, check=False).stdout.split()
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
@@ -153,5 +154,5 @@ def _sshd_sessions(listener: int) -> list[int]:
 
 
 def _running(droplet: Droplet, name: str) -> bool:
-    return bool(subprocess.run(["pgrep", "-u", droplet.user, "-f", name], capture_output=True,
-                               check=False).stdout.split())  # fmt: skip
+    return bool(subprocess.run(["pgrep", "-u", droplet.user, "-f", str(droplet.bin_dir / name)],
+                               capture_output=True, check=False).stdout.split())  # fmt: skip

@@ -16,6 +16,7 @@ import pytest
 from tests.e2e.conftest import Deployment, pg_source, row_counts
 from tests.harness.droplet import Droplet
 from tests.harness.postgres import PostgresCluster
+from tests.harness.procs import descendants
 
 pytestmark = pytest.mark.e2e
 
@@ -194,7 +195,8 @@ def _pg_dump_pid(droplet: Droplet, min_written: int) -> int | None:
     out = subprocess.run(
         ["pgrep", "-u", droplet.user, "-x", "pg_dump"], capture_output=True, text=True, check=False
     ).stdout.split()
-    for pid in out:
+    ours = set(descendants(droplet.pid or 0))  # this droplet's, not a concurrent run's
+    for pid in (p for p in out if int(p) in ours):
         try:
             io = Path(f"/proc/{pid}/io").read_text()
         except OSError:

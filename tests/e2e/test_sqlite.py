@@ -81,9 +81,10 @@ class Writer:
 @pytest.fixture
 def no_leftovers(droplet: Droplet) -> Iterator[None]:
     """The droplet keeps no copy and no sqlite3 process of ours after a run, pass or fail."""
-    before = set(Path("/tmp").glob("backupd-sqlite.*"))
+    tmp = droplet.root / "tmp"  # the droplet's TMPDIR
+    before = set(tmp.glob("backupd-sqlite.*"))
     yield
-    assert set(Path("/tmp").glob("backupd-sqlite.*")) - before == set()
+    assert set(tmp.glob("backupd-sqlite.*")) - before == set()
     assert processes_mentioning(str(droplet.root / "data")) == []
 
 

@@ -123,7 +123,7 @@ def test_odd_names_back_up_restore_and_drill_byte_for_byte(
 
     drill = d.backupctl("drill", "web1/odd", "--json")
     assert drill.returncode == 0, drill.stdout + drill.stderr
-    [verdict] = json.loads(drill.stdout)
+    [verdict] = json.loads(drill.stdout)["drills"]
     assert verdict["verdict"] == "pass"
     assert verdict["checks"][0]["detail"].startswith(f"{len(NAMES) + 1} file(s)")
 

@@ -190,7 +190,7 @@ def test_other_kinds_of_unreadable_and_a_fifo(
     assert stat.S_ISFIFO((out / "pipe").lstat().st_mode)
     assert snapshot(out) == snapshot(tree, leave_out=("caf\udce9.key", "listed-only"))
     drill = d.backupctl("drill", "web1/shared", "--json")
-    [verdict] = json.loads(drill.stdout)
+    [verdict] = json.loads(drill.stdout)["drills"]
     assert drill.returncode == 0 and verdict["verdict"] == "warn"  # restores; incomplete
     assert verdict["detail"] == ("2 path(s) could not be read at backup time and are not in "
                                  "this archive")  # fmt: skip

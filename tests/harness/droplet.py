@@ -105,6 +105,8 @@ def _prepare(root: Path) -> str:
     for directory in (root, root / "bin"):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o755)  # the login user (another account when root) reads here
+    (root / "tmp").mkdir(exist_ok=True)
+    (root / "tmp").chmod(0o1777)  # the droplet's own /tmp: what a test finds there is its own
     _keygen(root / "host_key")
     _keygen(root / "client_key")
     shutil.copy(root / "client_key.pub", root / "authorized_keys")
@@ -128,7 +130,7 @@ def _write_config(root: Path, port: int, user: str, address: str, client_alive: 
         f"AllowUsers {user}",
         # SetEnv wins over the PATH sshd sets itself; /etc/profile is not read for
         # commands, and the skeleton ~/.bashrc returns early when not interactive.
-        f"SetEnv PATH={root / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        f"SetEnv PATH={root / 'bin'}:/usr/local/bin:/usr/bin:/bin TMPDIR={root / 'tmp'}",
         # as docs/droplet-setup.md recommends: sshd ends the sessions of a backup host
         # that stopped answering (a cut link), so its dumps and snapshots end too
         f"ClientAliveInterval {5 if client_alive else 0}",

@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import select
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -37,10 +39,30 @@ def current_user() -> str:
 
 
 def free_port() -> int:
+    """A port nobody listens on. Each xdist worker draws from a range of its own, below the
+    kernel's ephemeral ports: two workers never pick the same port between checking it and
+    starting their server."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and int(worker[2:]) < 8:
+        low = 20000 + 1500 * int(worker[2:])
+        for port in random.sample(range(low, low + 1500), 1500):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        found: int = s.getsockname()[1]
+        return found
+
+
+def ours(text: str) -> bool:
+    """Whether a command line or path belongs to this test process's own temporary areas
+    (each xdist worker has its own TMPDIR and basetemp), not to a concurrent run's."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return tempfile.gettempdir() in text or (worker is not None and f"popen-{worker}" in text)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
