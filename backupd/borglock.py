@@ -43,11 +43,8 @@ from backupd.errors import RepositoryLockedError
 from backupd.process import (
     Argv,
     ProcessResult,
-    process_alive,
-    process_command,
-    process_environ,
-    process_started,
 )
+from backupd.procfs import process_alive, process_command, process_environ, process_started
 from backupd.units import human_age
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ import click
 
 from backupd.actions.backup import backup_source
 from backupd.actions.reconcile import reconcile
+from backupd.catalogue import RunStatus
 from backupd.cli_common import clean_errors, context, reader_went_away
 from backupd.config import DEFAULT_CONFIG
 from backupd.logs import setup_logging
@@ -68,8 +69,10 @@ def backup_now(obj: dict[str, Any], target: str, progress: bool | None) -> None:
     for source in sources:
         outcome = backup_source(ctx, host, source, trigger="manual", progress=say)
         if outcome.ok:
+            # a warning's text is on stderr already (the action logs it, as "warning: ...")
+            said = "warning" if outcome.status == RunStatus.WARNING else "ok"
             click.echo(
-                f"{outcome.host}/{outcome.source}: ok, {len(outcome.archives)} "
+                f"{outcome.host}/{outcome.source}: {said}, {len(outcome.archives)} "
                 f"archive(s), {outcome.nbytes} bytes (run {outcome.run_id})"
             )
         else:

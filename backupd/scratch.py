@@ -26,11 +26,10 @@ from backupd.config import Config
 from backupd.errors import RestoreError
 from backupd.process import (
     Invocation,
-    process_alive,
-    processes_mentioning,
     run_local,
     start_server,
 )
+from backupd.procfs import process_alive, processes_mentioning
 from jobs.base import registry
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from backupd.config import Config, read_config
 from backupd.cron import cron_trigger, interval
 from backupd.errors import ConfigError
 from backupd.notify import notify, watchdog_interval
-from backupd.process import kill_tree
+from backupd.procfs import kill_tree
 from backupd.worker import EXIT_TRANSIENT, PARENT_ENV
 
 log = logging.getLogger("backupd")

@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 
 from pydantic import Field
 
+from backupd.errors import DumpError
 from backupd.units import Duration
 from jobs.base import DumpStream, ExecOptions, Held, RemoteShell, Unit, nothing_held, slug
 
@@ -120,6 +121,11 @@ class SQLite:
     options_model = SQLiteOptions
 
     def plan(self, options: SQLiteOptions, remote: RemoteShell) -> Sequence[Unit]:
+        """One stream; the file is looked for first, so `config check` (which plans) does
+        not pass a source whose database is not there."""
+        look = remote.run((*options.exec_prefix(), "test", "-f", options.path), timeout=60.0)
+        if look.exit_status == 1:
+            raise DumpError(f"no such database file: {options.path} (on the droplet)")
         stem = PurePosixPath(options.path).name
         return [
             DumpStream(

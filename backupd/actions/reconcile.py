@@ -22,7 +22,7 @@ from backupd.catalogue.claims import claim_token, token_holder
 from backupd.catalogue.models import DrillStatus
 from backupd.config import HostConfig
 from backupd.errors import BackupdError
-from backupd.process import process_alive
+from backupd.procfs import process_alive
 from backupd.scratch import remove_scratch
 from backupd.ssh import Connection
 

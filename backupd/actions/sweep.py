@@ -32,7 +32,7 @@ from backupd.actions.rebuild import record_from_comment
 from backupd.borg import ArchiveEntry
 from backupd.catalogue import RunStatus
 from backupd.errors import BackupdError
-from backupd.process import process_alive
+from backupd.procfs import process_alive
 
 log = logging.getLogger(__name__)
 LEFTOVER = re.compile(r"\.(checkpoint(\.\d+)?|recreate)$")

@@ -28,7 +28,8 @@ def test_config_check_reports_each_host_and_source(
     if os.geteuid() == 0:
         subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
     broken = {"kind": "sqlite", "path": str(db), "sqlite3": "/opt/none/sqlite3"}
-    d = deploy({"app": {"kind": "sqlite", "path": str(db)}, "broken": broken})
+    gone = {"kind": "sqlite", "path": str(db.parent / "gone.db")}  # tonight's dump would fail
+    d = deploy({"app": {"kind": "sqlite", "path": str(db)}, "broken": broken, "gone": gone})
     d.store.mkdir(parents=True, exist_ok=True)
     result = d.backupctl("config", "check", "--json")
     assert result.returncode == 1, result.stderr
@@ -38,6 +39,8 @@ def test_config_check_reports_each_host_and_source(
     assert checks["web1/app"]["ok"] and "app.db" in checks["web1/app"]["detail"]
     failed = checks["web1/broken"]
     assert not failed["ok"] and failed["detail"] == "not found on the droplet: /opt/none/sqlite3"
+    missing = checks["web1/gone"]
+    assert not missing["ok"] and "no such database file: " in missing["detail"]
     text = d.backupctl("config", "check").stdout
     assert "FAIL  web1/broken: not found on the droplet" in text
 

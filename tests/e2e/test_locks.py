@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from backupd.borglock import repository_id
-from backupd.process import kill_tree, process_alive
+from backupd.procfs import kill_tree, process_alive
 from tests.e2e.conftest import BIN, Deployment, pg_source
 from tests.e2e.test_restore_targets import add_targets, databases
 from tests.harness.daemon import Gate, make_gate, make_sqlite_db, wait_for

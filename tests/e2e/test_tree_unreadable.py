@@ -92,6 +92,9 @@ def test_unreadable_paths_are_left_out_and_named_in_one_warning(
     [(kind, message)] = alerts
     assert status == "warning" and kind == "backup_warning" and message == error
     assert isinstance(message, str)
+    # the operator at the terminal hears it too, not just "ok"
+    assert result.stdout.startswith("web1/shared: warning, 1 archive(s)")
+    assert result.stderr.strip() == f"warning: {message}"
     assert "2 path(s)" in message and "private/, secret.key" in message
     assert f"could not be read by {droplet.user}" in message
     assert "sudo = true" in message and "docs/droplet-setup.md" in message

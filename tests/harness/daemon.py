@@ -16,7 +16,7 @@ from typing import Any
 
 from backupd.actions.context import Context
 from backupd.config import load_config
-from backupd.process import kill_tree
+from backupd.procfs import kill_tree
 from tests.harness.droplet import Droplet
 from tests.harness.fleet import HostSpec, Value, write_fleet_config, write_passphrase
 
