@@ -92,7 +92,9 @@ def make_archive(d: Deployment, name: str, comment: dict[str, object] | None) ->
 def test_a_sweep_settles_what_a_failed_or_killed_run_left(
     deploy: Callable[..., Deployment], sqlite_source: Callable[..., dict[str, object]]
 ) -> None:
-    d = deploy({"app": sqlite_source("app"), "gone": {"kind": "sqlite", "path": "/nope.db"}})
+    broken = Path(str(sqlite_source("broken")["path"]))
+    broken.write_bytes(b"not a database")  # the dump fails after the run began writing
+    d = deploy({"app": sqlite_source("app"), "gone": {"kind": "sqlite", "path": str(broken)}})
     d.backupctl("backup", "now", "web1/app", check=True)
     assert not any(d.state_dir.glob("sweep/web1/*"))  # a good run leaves no marker
     assert d.backupctl("backup", "now", "web1/gone").returncode == 1

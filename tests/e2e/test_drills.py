@@ -20,7 +20,7 @@ from tests.e2e.test_trees import DOCKER
 from tests.harness.droplet import Droplet
 from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster
-from tests.harness.procs import ours, wait_until
+from tests.harness.procs import command_lines, ours, wait_until
 from tests.json_contract import conforming
 
 pytestmark = pytest.mark.e2e
@@ -29,14 +29,9 @@ SCRATCH_MARKERS = ("backupd-drill-", "/drills/drill-")
 
 def scratch_leftovers() -> list[str]:
     """Processes and directories of scratch servers still around."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if ours(text) and any(m in text for m in SCRATCH_MARKERS) and "pytest" not in text:
-            found.append(f"process {cmdline.parent.name}: {text[:120]}")
+    found = [f"process {pid}: {text[:120]}" for pid, text in command_lines()
+             if ours(text) and any(m in text for m in SCRATCH_MARKERS)
+             and "pytest" not in text]  # fmt: skip
     found += [str(p) for p in Path(tempfile.gettempdir()).glob("backupd-drill-*")]
     return found
 

@@ -31,7 +31,7 @@ from tests.harness.droplet import Droplet, start_droplet
 from tests.harness.fleet import write_passphrase
 from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster
-from tests.harness.procs import is_root
+from tests.harness.procs import is_root, processes_naming
 from tests.harness.smtp import SmtpServer
 from tests.harness.week import MARIA_DB, MARIA_PASSWORD, PG_DATABASES, Fleet, Gate
 
@@ -246,16 +246,7 @@ class Week:
 
 
 def processes_under(root: Path) -> list[str]:
-    found = []
-    needle = str(root).encode()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes()
-        except OSError:
-            continue
-        if needle in text and b"pytest" not in text and b"sshd" not in text:
-            found.append(text.replace(b"\0", b" ").decode(errors="replace"))
-    return found
+    return processes_naming(str(root), besides=("pytest", "sshd"))
 
 
 def sessions(fleet: Fleet) -> list[str]:
@@ -299,15 +290,7 @@ def test_a_week_in_the_life(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Pat
         week.check(night, GOOD, UNREADABLE)
         week.good_shop[number] = number
 
-    # night 3: the scheduling daemon, stopped cleanly afterwards
-    schedule, _at = in_seconds(8)
-    night = week.begin(3, schedule)
-    daemon = week.daemon("daemon-3")
-    wait_for("night 3", lambda: finished(week, night, ALL), timeout=600, daemon=daemon)
-    daemon.signal(signal.SIGTERM)
-    assert daemon.wait() == 0
-    week.check(night, GOOD, UNREADABLE)
-    week.good_shop[3] = 3
+    ordinary_daemon_night(week, 3)  # the scheduling daemon, stopped cleanly afterwards
 
     # night 4: the whole process tree is killed while maindb is mid-dump
     fleet.gate.hold()
@@ -356,18 +339,22 @@ def test_a_week_in_the_life(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Pat
     week.check(night, GOOD, UNREADABLE)  # a transient failure its retry mended: no alert
     week.good_shop[5] = 5
 
-    # night 6: an ordinary night after the faults
-    schedule, _at = in_seconds(8)
-    night = week.begin(6, schedule)
-    daemon = week.daemon("daemon-6")
-    wait_for("night 6", lambda: finished(week, night, ALL), timeout=600, daemon=daemon)
-    daemon.signal(signal.SIGTERM)
-    assert daemon.wait() == 0
-    week.check(night, GOOD, UNREADABLE)
-    week.good_shop[6] = 6
+    ordinary_daemon_night(week, 6)  # after the faults
 
     check_a_random_night(week, tmp_path)
     check_drills(week)
+
+
+def ordinary_daemon_night(week: Week, number: int) -> None:
+    """The scheduling daemon fires every source once, then is stopped cleanly."""
+    schedule, _at = in_seconds(8)
+    night = week.begin(number, schedule)
+    daemon = week.daemon(f"daemon-{number}")
+    wait_for(f"night {number}", lambda: finished(week, night, ALL), timeout=600, daemon=daemon)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    week.check(night, GOOD, UNREADABLE)
+    week.good_shop[number] = number
 
 
 def check_a_random_night(week: Week, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from backupd.config import load_config
 from backupd.procfs import kill_tree
 from tests.harness.droplet import Droplet
 from tests.harness.fleet import HostSpec, Value, write_fleet_config, write_passphrase
+from tests.harness.procs import processes_naming
 
 BIN = Path(sys.executable).parent
 
@@ -197,12 +198,4 @@ class Fleet:
 
     def leftovers(self) -> list[str]:
         """Processes still running that belong to this test's store or state."""
-        found = []
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            try:
-                text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(self.root) in text and "pytest" not in text:
-                found.append(text)
-        return found
+        return processes_naming(str(self.root))

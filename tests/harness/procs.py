@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +234,19 @@ def run_as(
             f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def command_lines() -> Iterator[tuple[int, str]]:
+    """(pid, command line) of every process we may look at, arguments joined by spaces."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        yield int(cmdline.parent.name), text
+
+
+def processes_naming(needle: str, *, besides: tuple[str, ...] = ("pytest",)) -> list[str]:
+    """Command lines that contain ``needle`` (a test's own directory), other than ours."""
+    return [text for _pid, text in command_lines()
+            if needle in text and not any(b in text for b in besides)]  # fmt: skip
