@@ -80,6 +80,11 @@ def _print_status(
         elif r["last_failure"]:
             click.echo(f"  last failure {short_time(r['last_failure'])}: "
                        f"{r['last_failure_error']}")  # fmt: skip
+        if r["last_status"] in ("failed", "interrupted") and r["items"]:
+            # each archived item is a restore point of its own, whatever the night's outcome
+            points = ", ".join(f"{i['item']} {short_time(i['last_archive_at'])}"
+                               for i in r["items"])  # fmt: skip
+            click.echo(f"  newest restore point per item: {points}")
         if r["stale"]:
             click.echo(_style(f"  ! {r['host']}/{r['source']}: stale (last success "
                               f"{age(r['age_seconds'])} ago)", True))  # fmt: skip

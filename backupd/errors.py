@@ -76,6 +76,16 @@ class DumpError(BackupdError):
         self.transient = transient
 
 
+class ItemsFailed(DumpError):
+    """Some items of a source could not be pulled; the others were archived, each a good
+    restore point of its own (restore --item). Permanent: the failures were not transient."""
+
+    def __init__(self, failed: list[str], archived: list[str]) -> None:
+        kept = f"archived: {', '.join(archived)}" if archived else "nothing archived"
+        super().__init__(f"{len(failed)} item(s) not backed up ({kept}): {'; '.join(failed)}")
+        self.failed, self.archived = failed, archived
+
+
 class BorgError(BackupdError):
     """A borg command failed."""
 

@@ -140,12 +140,14 @@ def _problems(row: dict[str, object], drill: str | None, reason: str,
               failed_in_period: bool) -> list[tuple[str, str]]:  # fmt: skip
     found = []
     if row["stale"]:
-        age = row["age_seconds"]
-        since = (
-            f"last backup {human_age(age)} ago"
-            if isinstance(age, int | float)
-            else "never backed up"
-        )
+        age, items = row["age_seconds"], row["items"]
+        if isinstance(age, int | float):
+            since = f"last complete backup {human_age(age)} ago"
+        elif isinstance(items, list) and items:  # never "never" while good archives exist
+            newest = ", ".join(f"{i['item']} {human_age(i['age_seconds'])} ago" for i in items)
+            since = f"no complete backup yet; newest per item: {newest}"
+        else:
+            since = "never backed up"
         found.append(("fail", f"STALE: {since}"))
     if row["last_status"] == "failed":
         key = (str(row["host"]), str(row["source"]))

@@ -139,6 +139,12 @@ class SourceKind(Protocol[O_contra]):
         """Held open around the pull of ``stream``; most kinds hold nothing (NOTHING_HELD)."""
         ...
 
+    def vanished(self, options: O_contra, unit: Unit, remote: RemoteShell) -> bool:
+        """After ``unit`` failed: whether its item is gone from the droplet since the plan
+        (a database dropped, a file removed). That is a warning naming it, and the other
+        items of the night are kept; any other failure of an item fails the run."""
+        ...
+
 
 def nothing_held() -> AbstractContextManager[Held]:
     return nullcontext(Held())
@@ -280,6 +286,11 @@ def slug(item: str) -> str:
     if cleaned == item:
         return item
     return f"{cleaned}-{hashlib.sha256(item.encode()).hexdigest()[:8]}"
+
+
+def path_gone(remote: RemoteShell, prefix: tuple[str, ...], path: str) -> bool:
+    """Whether ``path`` no longer exists on the droplet (``test -e`` says so, exit 1)."""
+    return remote.run((*prefix, "test", "-e", path), timeout=60.0).exit_status == 1
 
 
 def list_lines(result: RemoteResult) -> list[str]:

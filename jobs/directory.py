@@ -16,7 +16,16 @@ from pathlib import PurePosixPath
 from pydantic import field_validator
 
 from backupd.units import Duration
-from jobs.base import DumpStream, Held, Options, RemoteShell, TreeTransfer, Unit, nothing_held
+from jobs.base import (
+    DumpStream,
+    Held,
+    Options,
+    RemoteShell,
+    TreeTransfer,
+    Unit,
+    nothing_held,
+    path_gone,
+)
 
 
 class TreeOptions(Options):
@@ -65,6 +74,9 @@ class Directory:
         self, options: DirectoryOptions, stream: DumpStream, remote: RemoteShell
     ) -> AbstractContextManager[Held]:
         return nothing_held()
+
+    def vanished(self, options: DirectoryOptions, unit: Unit, remote: RemoteShell) -> bool:
+        return path_gone(remote, ("sudo", "-n") if options.sudo else (), options.path)
 
 
 KIND = Directory()

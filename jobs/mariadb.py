@@ -93,6 +93,10 @@ class MariaDB:
     ) -> AbstractContextManager[Held]:
         return nothing_held()
 
+    def vanished(self, options: MariaDBOptions, unit: Unit, remote: RemoteShell) -> bool:
+        """A database dropped since the plan."""
+        return unit.item not in self._list(options, remote, _option_file(options))
+
 
 def _client_args(options: MariaDBOptions, option_file: str = "/dev/stdin") -> tuple[str, ...]:
     # An option-file flag must come first on the command line.

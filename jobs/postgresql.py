@@ -191,6 +191,12 @@ class PostgreSQL:
             facts["rows"] = dict(sorted(rows.items()))
         return facts
 
+    def vanished(self, options: PostgresOptions, unit: Unit, remote: RemoteShell) -> bool:
+        """A database dropped since the plan (the globals cannot vanish)."""
+        if unit.item == GLOBALS_ITEM:
+            return False
+        return unit.item not in self._list_databases(options, remote)
+
 
 PING = "SELECT 1;\n\\echo backupd-ping\n"  # keeps the snapshot session from timing out
 TABLES_SQL = (

@@ -22,7 +22,16 @@ from pydantic import Field
 
 from backupd.errors import DumpError
 from backupd.units import Duration
-from jobs.base import DumpStream, ExecOptions, Held, RemoteShell, Unit, nothing_held, slug
+from jobs.base import (
+    DumpStream,
+    ExecOptions,
+    Held,
+    RemoteShell,
+    Unit,
+    nothing_held,
+    path_gone,
+    slug,
+)
 
 EXIT_STALLED = 75  # EX_TEMPFAIL: the copy made no progress; a later try may succeed
 
@@ -149,6 +158,9 @@ class SQLite:
         self, options: SQLiteOptions, stream: DumpStream, remote: RemoteShell
     ) -> AbstractContextManager[Held]:
         return nothing_held()
+
+    def vanished(self, options: SQLiteOptions, unit: Unit, remote: RemoteShell) -> bool:
+        return path_gone(remote, options.exec_prefix(), options.path)
 
 
 KIND = SQLite()

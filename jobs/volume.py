@@ -49,5 +49,12 @@ class Volume:
     ) -> AbstractContextManager[Held]:
         return nothing_held()
 
+    def vanished(self, options: VolumeOptions, unit: Unit, remote: RemoteShell) -> bool:
+        """The volume was removed since the plan (``docker volume rm``)."""
+        prefix = ("sudo", "-n") if options.sudo else ()
+        argv = (*prefix, options.docker, "volume", "inspect", "--", options.volume)
+        result = remote.run(argv, timeout=60)
+        return not result.ok and b"no such volume" in result.stderr.lower()
+
 
 KIND = Volume()

@@ -11,16 +11,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from backupd.actions.context import Context, ssh_target
-from backupd.actions.stream import PullRun, archive_name, pull_stream
+from backupd.actions.stream import Pulled, PullRun, archive_name, pull_stream
 from backupd.actions.sweep import mark_clean, mark_dirty, sweep_owed
 from backupd.actions.tree import pull_tree
 from backupd.alerts import ping
 from backupd.borg import LOCK_WAIT_SECONDS
 from backupd.catalogue import RunStatus
 from backupd.config import HostConfig, SourceConfig
-from backupd.errors import BackupdError, DumpError, HostKeyError, StoppedError
+from backupd.errors import BackupdError, DumpError, HostKeyError, ItemsFailed, StoppedError
 from backupd.process import summarize_stderr
 from backupd.ssh import Connection
 from jobs.base import DumpStream, TreeTransfer, registry
@@ -64,6 +65,76 @@ def backup_source(
     return outcome
 
 
+@dataclass
+class Night:
+    """What one run of a source got: each archived item is a good restore point of its own."""
+
+    archives: list[str] = field(default_factory=list)
+    archived: list[str] = field(default_factory=list)  # items
+    failed: list[str] = field(default_factory=list)  # "item: why"
+    warnings: list[str] = field(default_factory=list)
+    total: int = 0
+
+    def outcome(self, host: HostConfig, source: SourceConfig, run_id: int, status: RunStatus,
+                error: str | None = None, transient: bool = False) -> BackupOutcome:  # fmt: skip
+        return BackupOutcome(host.name, source.name, run_id, status, self.archives, self.total,
+                             error, transient)  # fmt: skip
+
+
+def _pull_item(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    run: PullRun,
+    n: int,
+    unit: DumpStream | TreeTransfer,
+    repo: Path,
+    conn: Connection,
+    night: Night,
+) -> Pulled | None:
+    """Pull one item. A failure of the item alone (its dump failed, it was dropped since
+    the plan) is noted and the night goes on with the next item; a failure the next items
+    would meet too (a lost link, a stall, the store) ends the run."""
+    try:
+        pulled = _pull(ctx, host, source, run, n, unit, repo, conn)
+    except DumpError as e:
+        if e.transient or len(run.plan) == 1:
+            raise
+        if registry()[source.kind].vanished(source.options, unit, conn):
+            run.gone.append(unit.item)
+            night.warnings.append(f"{unit.item}: gone from the droplet since the night's plan "
+                                  "(dropped or removed): not in this backup")  # fmt: skip
+        else:
+            night.failed.append(_with_tail(e))  # its message names the item already
+        return None
+    night.archived.append(unit.item)
+    night.archives.append(pulled.archive)
+    night.total += pulled.nbytes
+    night.warnings += pulled.warnings
+    return pulled
+
+
+def _pull(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    run: PullRun,
+    n: int,
+    unit: DumpStream | TreeTransfer,
+    repo: Path,
+    conn: Connection,
+) -> Pulled:
+    if isinstance(unit, DumpStream):
+        with registry()[source.kind].hold(source.options, unit, conn) as held:
+            return pull_stream(ctx, host, source, run, n, unit, repo, held)
+    return pull_tree(ctx, host, source, run, unit, repo)
+
+
+def _with_tail(e: BackupdError) -> str:
+    tail = getattr(e, "stderr_tail", "")
+    return f"{e}: {summarize_stderr(tail)}" if tail else str(e)
+
+
 def _backup_source(
     ctx: Context,
     host: HostConfig,
@@ -79,9 +150,7 @@ def _backup_source(
     run_id = cat.start_run(source_id, trigger)
     label = f"{host.name}/{source.name}"
     log.info("%s: backup started (run %d)", label, run_id)
-    archives: list[str] = []
-    warnings: list[str] = []
-    total = 0
+    night = Night()
     try:
         kind = registry()[source.kind]
         with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
@@ -99,55 +168,41 @@ def _backup_source(
             for n, unit in enumerate(units):
                 say(f"{label}: [{n + 1}/{len(units)}] pulling {unit.item} ...")
                 started = time.monotonic()
-                if isinstance(unit, DumpStream):
-                    with kind.hold(source.options, unit, conn) as held:
-                        pulled = pull_stream(ctx, host, source, run, n, unit, repo, held)
-                elif isinstance(unit, TreeTransfer):
-                    pulled = pull_tree(ctx, host, source, run, unit, repo)
-                archives.append(pulled.archive)
-                total += pulled.nbytes
-                say(f"{label}: [{n + 1}/{len(units)}] {unit.item}: {pulled.nbytes} bytes in "
-                    f"{time.monotonic() - started:.1f}s -> {pulled.archive}")  # fmt: skip
-                warnings += pulled.warnings
+                pulled = _pull_item(ctx, host, source, run, n, unit, repo, conn, night)
+                if pulled is not None:
+                    say(f"{label}: [{n + 1}/{len(units)}] {unit.item}: {pulled.nbytes} bytes "
+                        f"in {time.monotonic() - started:.1f}s -> {pulled.archive}")  # fmt: skip
+            if night.failed or not night.archived:
+                raise ItemsFailed(night.failed + ([] if night.archived else night.warnings),
+                                  night.archived)  # fmt: skip
     except StoppedError as e:  # a shutdown, not a fault: no alert; the catch-up reruns it
         error = f"{label}: {e}"
-        cat.finish_run(run_id, RunStatus.INTERRUPTED, nbytes=total, error=error)
+        cat.finish_run(run_id, RunStatus.INTERRUPTED, nbytes=night.total, error=error)
         log.warning("%s", error)
-        return BackupOutcome(host.name, source.name, run_id, RunStatus.INTERRUPTED, archives,
-                             total, error, transient=True)  # fmt: skip
+        return night.outcome(host, source, run_id, RunStatus.INTERRUPTED, error, transient=True)
     except BackupdError as e:
-        error = f"{label}: {e}"
+        error = f"{label}: {_with_tail(e)}"
         tail = getattr(e, "stderr_tail", "")
-        if tail:
-            error += ": " + summarize_stderr(tail)
-        cat.finish_run(run_id, RunStatus.FAILED, nbytes=total, error=error, stderr_tail=tail)
+        cat.finish_run(run_id, RunStatus.FAILED, nbytes=night.total, error=error, stderr_tail=tail)
         alert = "host_key_changed" if isinstance(e, HostKeyError) else "backup_failed"
         if e.transient and retries_left > 0:
             log.warning("%s (transient: %d retries left, no alert yet)", error, retries_left)
         else:
             cat.record_alert(alert, error, host=host.name, source=source.name, run_id=run_id)
-        return BackupOutcome(host.name, source.name, run_id, RunStatus.FAILED, archives, total,
-                             error, transient=e.transient)  # fmt: skip
+        return night.outcome(host, source, run_id, RunStatus.FAILED, error, e.transient)
     except BaseException as e:
-        cat.finish_run(
-            run_id,
-            RunStatus.FAILED,
-            nbytes=total,
-            error=f"{label}: internal error: {type(e).__name__}: {e}",
-        )
+        error = f"{label}: internal error: {type(e).__name__}: {e}"
+        cat.finish_run(run_id, RunStatus.FAILED, nbytes=night.total, error=error)
         raise
-    if warnings:
-        mark_clean(ctx, host.name, run_id)
-        message = f"{label}: " + "; ".join(warnings)
-        cat.finish_run(run_id, RunStatus.WARNING, nbytes=total, error=message)
-        cat.record_alert(
-            "backup_warning", message, host=host.name, source=source.name, run_id=run_id
-        )
-        log.warning("%s", message)
-        return BackupOutcome(
-            host.name, source.name, run_id, RunStatus.WARNING, archives, total, message
-        )
     mark_clean(ctx, host.name, run_id)
-    cat.finish_run(run_id, RunStatus.SUCCEEDED, nbytes=total)
-    log.info("%s: backup succeeded: %d archive(s), %d bytes", label, len(archives), total)
-    return BackupOutcome(host.name, source.name, run_id, RunStatus.SUCCEEDED, archives, total)
+    if night.warnings:
+        message = f"{label}: " + "; ".join(night.warnings)
+        cat.finish_run(run_id, RunStatus.WARNING, nbytes=night.total, error=message)
+        cat.record_alert("backup_warning", message, host=host.name, source=source.name,
+                         run_id=run_id)  # fmt: skip
+        log.warning("%s", message)
+        return night.outcome(host, source, run_id, RunStatus.WARNING, message)
+    cat.finish_run(run_id, RunStatus.SUCCEEDED, nbytes=night.total)
+    log.info("%s: backup succeeded: %d archive(s), %d bytes", label, len(night.archives),
+             night.total)  # fmt: skip
+    return night.outcome(host, source, run_id, RunStatus.SUCCEEDED)

@@ -79,6 +79,7 @@ class RunSet:
             self.plan.update(meta["plan"])
         else:
             self.planned = False
+        self.plan.difference_update(meta.get("gone") or [])  # dropped since: not missing
 
 
 def _judge(ctx: Context, run_id: int, got: RunSet) -> bool:

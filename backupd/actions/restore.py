@@ -64,9 +64,21 @@ def choose_archives(
     source: SourceConfig,
     archive: str | None,
     at: datetime | None = None,
+    item: str | None = None,
 ) -> list[Archive]:
-    """The restore point: a named archive, else the newest good backup (at or before ``at``)."""
+    """The restore point: a named archive; else with ``item`` that item's newest archive
+    (whatever the rest of its night did: an archived item is a good restore point of its
+    own); else the newest good backup's whole set (at or before ``at``)."""
     label = f"{host.name}/{source.name}"
+    if archive is None and item is not None:
+        newest = [a for a in ctx.catalogue.archives(host.name, source.name)
+                  if a.item == item and a.pruned_at is None
+                  and (at is None or a.created_at <= at)]  # fmt: skip
+        if newest:
+            return newest[:1]
+        raise NotFoundError(f"{label}: no archive of {item!r}"
+                            + (f" at or before {at.isoformat(timespec='seconds')}" if at else "")
+                            + " (see: backupctl archives)")  # fmt: skip
     if archive is None:
         chosen = ctx.catalogue.newest_good_set(host.name, source.name, at)
         if chosen:

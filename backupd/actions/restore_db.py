@@ -130,7 +130,7 @@ def plan_db_restore(
     """What would be restored where; refuses what a real restore would refuse. Asks the
     server which databases exist, changes nothing (``--dry-run`` stops here)."""
     ep = _endpoint(ctx, source, req)
-    chosen = choose_archives(ctx, host, source, req.archive, req.at)
+    chosen = choose_archives(ctx, host, source, req.archive, req.at, req.item)
     if req.item is not None:
         chosen = [a for a in chosen if a.item == req.item]
         if not chosen:

@@ -38,6 +38,7 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
     queued = {(q.host, q.source): q.state for q in cat.queued_jobs() if q.source}
     sizes = cat.sizes()
     drills = cat.last_drills()
+    items = cat.newest_per_item()
     now = utcnow()
     rows = []
     for source in ctx.config.all_sources():
@@ -70,6 +71,16 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
                 else None,
                 "next_run": _iso(cron_trigger(schedule).get_next_fire_time(None, now)),
                 "daemon": queued.get(key),  # queued, running or None
+                "items": [
+                    {
+                        "item": i.item,
+                        "last_archive": i.archive,
+                        "last_archive_at": _iso(i.created_at),
+                        "age_seconds": round((now - i.created_at).total_seconds()),
+                        "archives": i.archives,
+                    }
+                    for i in items.get(key, [])
+                ],
             }
         )
     return rows

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class PullRun:
     # every item this run pulls: the repository alone can then tell a complete night's set
     # from one a failure cut short (a catalogue rebuild must not invent successes)
     plan: tuple[str, ...]
+    gone: list[str] = field(default_factory=list)  # items dropped on the droplet since the plan
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ def base_metadata(
         "started": started.isoformat(),
         "run": run.run_id,
         "plan": list(run.plan),
+        "gone": list(run.gone),  # so far: a rebuild does not count these as missing
     }
 
 

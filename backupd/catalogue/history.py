@@ -41,6 +41,16 @@ class ArchiveRow:
 
 
 @dataclass(frozen=True)
+class ItemPoint:
+    """An item's newest restore point."""
+
+    item: str
+    archive: str
+    created_at: datetime
+    archives: int  # live archives of this item
+
+
+@dataclass(frozen=True)
 class Sizes:
     archives: int
     original: int  # what the live archives hold, before compression and deduplication
@@ -145,6 +155,32 @@ class HistoryQueries:
         with self.session() as s:
             return [RunRow(r.id, h, src, r.trigger, r.status, r.started_at, r.finished_at,
                            r.nbytes, r.error) for r, src, h in s.execute(query)]  # fmt: skip
+
+    def newest_per_item(self: HasSession) -> dict[tuple[str, str], list[ItemPoint]]:
+        """Per (host, source): each item's newest live archive, whatever its run's outcome
+        (every archive is sealed and checked on restore: a good restore point of its item).
+        One query for the whole fleet."""
+        newest = (
+            select(Archive.source_id, Archive.item, func.max(Archive.created_at).label("at"),
+                   func.count(Archive.id).label("n"))
+            .where(Archive.pruned_at.is_(None))
+            .group_by(Archive.source_id, Archive.item)
+            .subquery()
+        )  # fmt: skip
+        query = (
+            select(Host.name, Source.name, newest.c.item, Archive.created_at, newest.c.n,
+                   Archive.name)
+            .join(Source, Source.id == newest.c.source_id)
+            .join(Host, Source.host_id == Host.id)
+            .join(Archive, (Archive.source_id == newest.c.source_id)
+                  & (Archive.item == newest.c.item) & (Archive.created_at == newest.c.at))
+            .order_by(Host.name, Source.name, newest.c.item)
+        )  # fmt: skip
+        found: dict[tuple[str, str], list[ItemPoint]] = {}
+        with self.session() as s:
+            for h, src, item, at, n, name in s.execute(query):
+                found.setdefault((h, src), []).append(ItemPoint(item, name, at, int(n)))
+        return found
 
     def sizes(self: HasSession) -> dict[tuple[str, str], Sizes]:
         """Per (host, source): live archives, their original and deduplicated bytes."""

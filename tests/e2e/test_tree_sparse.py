@@ -23,6 +23,10 @@ MiB = 1 << 20
 # borg extract --sparse makes holes of all-zero chunks: a chunk holding any data (up to
 # 8 MiB with borg's default chunker) is written whole, zeros included
 CHUNK_MAX = 8 * MiB
+# borg extract --sparse leaves a hole for each all-zero chunk: a run of data costs the
+# chunks that hold it, and the repository's own chunker seed decides whether a short run
+# falls in one chunk or straddles two (seen: 4 runs in 32 MiB + 8 KiB)
+RUN_MAX = 2 * CHUNK_MAX
 
 
 def allocated(path: Path) -> int:
@@ -81,7 +85,7 @@ def test_a_sparse_file_costs_its_data_not_its_apparent_size(
 
     out = tmp_path / "restored"
     d.backupctl("restore", "web1/log", "--to", str(out), check=True)  # sha256 checked too
-    assert (out / "lastlog").stat().st_size == GiB and allocated(out / "lastlog") <= CHUNK_MAX
+    assert (out / "lastlog").stat().st_size == GiB and allocated(out / "lastlog") <= RUN_MAX
     assert sha256(out / "lastlog") == expected
 
     with pushed_back(d, droplet, "web1/log") as back:  # rsync --sparse onto the droplet
@@ -121,7 +125,7 @@ def test_a_file_with_several_holes_in_a_docker_volume(
     assert allocated(mirrored) < MiB and sha256(mirrored) == expected
     out = tmp_path / "restored"
     d.backupctl("restore", "web1/disk", "--to", str(out), check=True)
-    assert allocated(out / "disk.img") <= 4 * CHUNK_MAX  # 4 runs of data
+    assert allocated(out / "disk.img") <= 4 * RUN_MAX  # 4 runs of data
     assert sha256(out / "disk.img") == expected
     drill = d.backupctl("drill", "web1/disk")
     assert drill.returncode == 0, drill.stdout + drill.stderr
