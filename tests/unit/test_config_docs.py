@@ -20,7 +20,7 @@ DOCUMENTED = set(re.findall(r"`([a-z_][a-z0-9_]*)`", DOCS)) | set(
 
 
 def keys(model: type[BaseModel], skip: Collection[str] = ()) -> set[str]:
-    return set(model.model_fields) - skip
+    return set(model.model_fields) - set(skip)
 
 
 def test_every_source_kind_option_is_documented() -> None:
