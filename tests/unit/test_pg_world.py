@@ -5,12 +5,15 @@ a function default, serial and identity columns, a policy and a foreign key)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
-from backupd.errors import RestoreError, UsageError
+from backupd.errors import RestoreError, UsageError, VerificationError
+from backupd.ssh import RemoteResult
 from jobs.base import DatabaseRestore, slug
-from jobs.pg_common import dbname_arg, split_fact_table, world_facts
-from jobs.pg_restore import LOCK_BUDGET, single_transaction
+from jobs.pg_common import PostgresOptions, dbname_arg, split_fact_table, world_facts
+from jobs.pg_restore import LOCK_BUDGET, PostgresRestore, single_transaction
 from jobs.pg_roles import create_roles_sql, needed_roles, parse_globals, statements
 from jobs.pg_toc import checkable, find_table, parse_toc, select_table
 
@@ -200,3 +203,45 @@ def test_many_objects_to_lock_are_not_restored_in_one_transaction() -> None:
     many = {"large_objects": LOCK_BUDGET, "relations": 1}
     assert not single_transaction(DatabaseRestore("d", facts=many))
     assert single_transaction(DatabaseRestore("d", table="public.t", facts=many))
+
+
+class ServerSays:
+    """The one execution seam: a shell whose psql prints ``answer``."""
+
+    label = "the backup host"
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.sql: list[bytes] = []
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        secrets: Sequence[str] = (),
+    ) -> RemoteResult:
+        self.sql.append(stdin or b"")
+        return RemoteResult(tuple(argv), 0, self.answer.encode(), b"", 0.1)
+
+
+RESTORED = ('{"database": {"encoding": "%s", "datcollate": "C", "datctype": "C", '
+            '"datlocprovider": "c"}, "large_objects": %d}')  # fmt: skip
+LEGACY = {"database": {"encoding": "SQL_ASCII", "lc_collate": "C", "lc_ctype": "C",
+                       "locale_provider": "libc"}, "large_objects": 3}  # fmt: skip
+
+
+def check(answer: str, table: str | None = None) -> list[dict[str, object]]:
+    req = DatabaseRestore("copy", table=table, facts=LEGACY)
+    return PostgresRestore().extra_checks(PostgresOptions(), ServerSays(answer), req)  # type: ignore[arg-type]
+
+
+def test_a_restored_database_is_checked_against_its_recorded_properties() -> None:
+    assert [c["detail"] for c in check(RESTORED % ("SQL_ASCII", 3))] == [
+        "encoding SQL_ASCII, collate C, ctype C as recorded", "3 as recorded"]  # fmt: skip
+    with pytest.raises(VerificationError, match="encoding UTF8, recorded SQL_ASCII"):
+        check(RESTORED % ("UTF8", 3))
+    with pytest.raises(VerificationError, match="has 2 large object"):
+        check(RESTORED % ("SQL_ASCII", 2))
+    assert check(RESTORED % ("UTF8", 0), table="public.t") == []  # one table: not its database
