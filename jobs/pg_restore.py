@@ -32,7 +32,7 @@ from jobs.pg_common import (
     world_facts,
 )
 from jobs.pg_roles import create_roles_sql, needed_roles, parse_globals
-from jobs.pg_toc import checkable, find_table, parse_toc, select_table
+from jobs.pg_toc import SESSION_KINDS, checkable, find_table, parse_toc, select_table
 
 if TYPE_CHECKING:
     from backupd.shells import CommandShell
@@ -221,8 +221,9 @@ class PostgresRestore:
         table = find_table(entries, schema, name)
         present = self._existing(options, shell, req.database, checkable(entries, table))
         chosen = select_table(entries, table, present)
+        brought = [e for e in chosen.entries if e.kind not in SESSION_KINDS and e is not table]
         checks: list[dict[str, Any]] = [{"check": "table", "ok": True, "detail": (
-            f"{req.table} with {len(chosen.entries) - 4} object(s) it needs or owns")}]  # fmt: skip
+            f"{req.table} with {len(brought)} object(s) it needs or owns")}]  # fmt: skip
         if chosen.left_out:
             checks.append({"check": "left out", "ok": True, "detail": "needs what is not "
                            "restored: " + "; ".join(e.label for e in chosen.left_out)})  # fmt: skip

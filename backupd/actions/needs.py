@@ -56,13 +56,15 @@ def provide(
 
 def companions(ctx: Context, host: str, source: str, ep: Endpoint, a: Archive) -> dict[str, bytes]:
     """The kind's companion dumps (item -> bytes) from the same backup run as ``a``, each
-    read back whole and checked against its recorded sha256."""
+    read back whole and checked against its recorded sha256. One that is not there (not
+    pulled, pruned) is left out: the kind says what it could not take from it."""
     wanted = set(ep.kind.companion_items())
     if not wanted or a.run_id is None:
         return {}
     found: dict[str, bytes] = {}
     for other in ctx.catalogue.archives(host, source):
-        if other.run_id != a.run_id or other.item not in wanted or other.item in found:
+        if (other.run_id != a.run_id or other.item not in wanted or other.item in found
+                or other.pruned_at is not None):  # fmt: skip
             continue
         tally, parts = Tally(), list[bytes]()
 
