@@ -13,7 +13,7 @@ from backupd.errors import RestoreError, UsageError, VerificationError
 from backupd.ssh import RemoteResult
 from jobs.base import DatabaseRestore, slug
 from jobs.pg_common import PostgresOptions, dbname_arg, split_fact_table, world_facts
-from jobs.pg_restore import LOCK_BUDGET, PostgresRestore, single_transaction
+from jobs.pg_restore import LARGE_OBJECT_BUDGET, PostgresRestore, single_transaction
 from jobs.pg_roles import create_roles_sql, needed_roles, parse_globals, statements
 from jobs.pg_toc import checkable, find_table, parse_toc, select_table
 
@@ -198,9 +198,10 @@ def test_world_facts_of_postgres_15_and_17() -> None:
 
 
 def test_many_objects_to_lock_are_not_restored_in_one_transaction() -> None:
-    assert single_transaction(DatabaseRestore("d", facts={"relations": 10}))
+    assert single_transaction(DatabaseRestore("d", facts={"relations": 10_000}))
     assert single_transaction(DatabaseRestore("d"))  # an older backup: as before
-    many = {"large_objects": LOCK_BUDGET, "relations": 1}
+    assert single_transaction(DatabaseRestore("d", facts={"large_objects": LARGE_OBJECT_BUDGET}))
+    many = {"large_objects": LARGE_OBJECT_BUDGET + 1, "relations": 1}
     assert not single_transaction(DatabaseRestore("d", facts=many))
     assert single_transaction(DatabaseRestore("d", table="public.t", facts=many))
 
