@@ -153,6 +153,12 @@ def push_plan_lines(plan: PushPlan) -> list[str]:
 )
 @click.option("--table", metavar="TABLE", help="Only this table (SCHEMA.TABLE for PostgreSQL).")
 @click.option("--item", metavar="ITEM", help="One database of a source that dumps several.")
+@click.option(
+    "--create-roles",
+    is_flag=True,
+    help="Create the roles the database needs that the server lacks (NOLOGIN, no password; "
+    "from the backup's globals) and keep owners and privileges (PostgreSQL).",
+)
 @click.option("--archive", help="Restore this archive (see: backupctl archives).")
 @click.option(
     "--at",
@@ -168,8 +174,8 @@ def push_plan_lines(plan: PushPlan) -> list[str]:
 @clean_errors
 def restore(obj: dict[str, Any], target: str, to: Path | None, into_db: str | None,
             to_host: str | None, path: str | None, database: str | None, as_name: str | None,
-            table: str | None, item: str | None, archive: str | None, at: datetime | None,
-            dry_run: bool, force: bool, yes: bool) -> None:  # fmt: skip
+            table: str | None, item: str | None, create_roles: bool, archive: str | None,
+            at: datetime | None, dry_run: bool, force: bool, yes: bool) -> None:  # fmt: skip
     """Restore the newest good backup of a source (or --at TIME, or --archive NAME).
 
     Where to: --to DIR (the files, or the dump file), --into-db TARGET (a database server
@@ -192,6 +198,8 @@ def restore(obj: dict[str, Any], target: str, to: Path | None, into_db: str | No
         raise click.UsageError("give --archive or --at, not both")
     where = Where(to, into_db, to_host, path, database, as_name, table)
     where.check()
+    if create_roles and into_db is None and database is None:
+        raise click.UsageError("--create-roles goes with --into-db or --to-host --database")
     ctx = context(obj)
     host, source = ctx.lookup_one(target)
     progress = ByteProgress()
@@ -214,6 +222,7 @@ def restore(obj: dict[str, Any], target: str, to: Path | None, into_db: str | No
                 archive=archive,
                 at=at,
                 force=force,
+                create_roles=create_roles,
             )
             _to_db(ctx, host, source, req, dry_run, yes, progress)
     finally:

@@ -15,7 +15,7 @@ import hashlib
 import importlib
 import pkgutil
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from backupd.channel import Interactive
+from backupd.process import FeedResult
 from backupd.ssh import RemoteResult
 
 if TYPE_CHECKING:  # config imports this module: no runtime import back
@@ -168,6 +169,29 @@ class DatabaseRestore:
     table: str | None = None  # one table only (a recorded fact key, see resolve_table)
     keep_owners: bool = True  # False on a foreign server: objects belong to our login
     replace: bool = False  # drop what is in the way (the database, or with table: the table)
+    # the archive's recorded facts: what the database was (encoding...) and needs (roles...)
+    facts: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Lack:
+    """Something a dump needs from the target server outside the database itself."""
+
+    what: str  # "role app_reader", "extension postgis"
+    creatable: bool  # backupd can create it (restore --create-roles; drills always do)
+    how: str  # how a person gets it, one sentence ("HOST/SOURCE" is filled in)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a kind readied before the dump is streamed (e.g. the list of entries to restore)."""
+
+    extra_argv: tuple[str, ...] = ()  # appended to restore_argv
+    checks: tuple[dict[str, Any], ...] = ()  # reported with the restore's checks
+
+
+# runs argv with the archive's dump fed on its stdin (it may stop reading early)
+Peek = Callable[[tuple[str, ...]], FeedResult]
 
 
 class DatabaseKind(Protocol[O_contra]):
@@ -216,6 +240,63 @@ class DatabaseKind(Protocol[O_contra]):
     def query(self, options: O_contra, shell: CommandShell, name: str, sql: str) -> str:
         """Run an operator's check query (``drill_sql``) in database ``name``: its output."""
         ...
+
+    # -- what a dump needs beyond itself (issue 12); NoServerNeeds: the kinds that need none
+    def companion_items(self) -> tuple[str, ...]:
+        """Items of the same backup that ``provide`` reads (PostgreSQL: the globals)."""
+        ...
+
+    def lacks(self, options: O_contra, shell: CommandShell, req: DatabaseRestore) -> list[Lack]:
+        """What the target server lacks for this restore (asked before anything changes)."""
+        ...
+
+    def provide(
+        self,
+        options: O_contra,
+        shell: CommandShell,
+        req: DatabaseRestore,
+        companions: Mapping[str, bytes],
+    ) -> list[dict[str, Any]]:
+        """Create the creatable ``lacks`` on the target (from ``companions``: item -> dump);
+        checks saying what was created."""
+        ...
+
+    def restore_setup(
+        self, options: O_contra, shell: CommandShell, req: DatabaseRestore, peek: Peek
+    ) -> AbstractContextManager[Setup]:
+        """Held around the stream into ``restore_argv`` (may read the dump first with
+        ``peek``); raises RestoreError when the request cannot be met."""
+        ...
+
+    def extra_checks(
+        self, options: O_contra, shell: CommandShell, req: DatabaseRestore
+    ) -> list[dict[str, Any]]:
+        """Checks beyond row counts of the restored database against ``req.facts``
+        (VerificationError when it differs)."""
+        ...
+
+
+class NoServerNeeds:
+    """DatabaseKind's needs-methods for a kind whose dumps need nothing beyond themselves."""
+
+    def companion_items(self) -> tuple[str, ...]:
+        return ()
+
+    def lacks(self, options: Any, shell: Any, req: DatabaseRestore) -> list[Lack]:
+        return []
+
+    def provide(
+        self, options: Any, shell: Any, req: DatabaseRestore, companions: Mapping[str, bytes]
+    ) -> list[dict[str, Any]]:
+        return []
+
+    def restore_setup(
+        self, options: Any, shell: Any, req: DatabaseRestore, peek: Peek
+    ) -> AbstractContextManager[Setup]:
+        return nullcontext(Setup())
+
+    def extra_checks(self, options: Any, shell: Any, req: DatabaseRestore) -> list[dict[str, Any]]:
+        return []
 
 
 def _defined(attribute: str) -> list[tuple[ModuleType, Any]]:
@@ -282,7 +363,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 def slug(item: str) -> str:
     """A name safe for archive names and file names; unique even when characters were lost."""
-    cleaned = _UNSAFE.sub("_", item).strip("_")[:48] or "item"
+    # never a leading "-": borg (and most tools) would read the name as an option
+    cleaned = _UNSAFE.sub("_", item).strip("_").lstrip("-")[:48] or "item"
     if cleaned == item:
         return item
     return f"{cleaned}-{hashlib.sha256(item.encode()).hexdigest()[:8]}"

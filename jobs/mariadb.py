@@ -20,6 +20,7 @@ from jobs.base import (
     DumpStream,
     ExecOptions,
     Held,
+    NoServerNeeds,
     RemoteShell,
     StreamFilter,
     Unit,
@@ -137,7 +138,7 @@ def sql_ident(value: str) -> str:
     return "`" + value.replace("`", "``") + "`"
 
 
-class MariaDBRestore:
+class MariaDBRestore(NoServerNeeds):
     """Restore side of the kind: the mariadb client reads the SQL dump on stdin."""
 
     def restorable(self, item: str) -> bool:

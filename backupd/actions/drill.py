@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context
+from backupd.actions.needs import provide, refuse_lacking
 from backupd.actions.restore import Tally, await_repositories, choose_archives, restore_tree
 from backupd.actions.restore_db import Endpoint, restore_archive
 from backupd.actions.tree import TREE_FILENAME
@@ -117,7 +118,8 @@ def _drill_one(
     started = time.monotonic()
     checks: list[dict[str, Any]] = []
     try:
-        checks = _restore_and_check(ctx, source, a, root / f"files-{drill_id}", scratch, drill_id)
+        checks = _restore_and_check(ctx, host, source, a, root / f"files-{drill_id}", scratch,
+                                    drill_id)  # fmt: skip
     except BackupdError as e:
         rto = time.monotonic() - started
         detail = f"{host.name}/{source.name}: drill of {a.name} failed: {e}"
@@ -140,6 +142,7 @@ def _drill_one(
 
 def _restore_and_check(
     ctx: Context,
+    host: HostConfig,
     source: SourceConfig,
     a: Archive,
     files: Path,
@@ -161,8 +164,13 @@ def _restore_and_check(
     ep = Endpoint(kind, scratch.options, f"scratch {source.kind}")
     shell = LocalShell(scratch.root)
     database = f"drill_{drill_id}"
-    req = DatabaseRestore(database, keep_owners=False)
+    # as onto a fresh server: what the dump needs from outside first (roles from the
+    # globals), then the dump with its owners and privileges (decision 0016)
+    req = DatabaseRestore(database, keep_owners=True, facts=a.facts)
+    refuse_lacking(ep, shell, a, req, True, f"{host.name}/{source.name}")
+    made = provide(ctx, host.name, source.name, ep, shell, a, req)
     _nbytes, checks = restore_archive(ctx, ep, shell, a, req)
+    checks = made + checks
     recorded = set(a.facts.get("rows", {}))
     if recorded:  # the row check found every recorded table; nothing more may be there
         extra = sorted(ep.kind.tables(ep.options, shell, database) - recorded)

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context, ssh_target
+from backupd.actions.needs import provide, refuse_lacking
 from backupd.actions.restore import Progress, Tally, await_repositories, choose_archives
 from backupd.catalogue import Archive, RunStatus
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
+from backupd.process import FeedResult
 from backupd.shells import CommandShell, DropletShell, LocalShell
 from backupd.ssh import Connection
-from jobs.base import DatabaseKind, DatabaseRestore, Options, database_kinds
+from jobs.base import DatabaseKind, DatabaseRestore, Lack, Options, Peek, database_kinds
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class DbRequest:
     archive: str | None = None
     at: datetime | None = None
     force: bool = False
+    create_roles: bool = False  # create the roles the target lacks; keep owners, privileges
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,15 @@ class PlannedDb:
     archive: Archive
     restore: DatabaseRestore
     exists: bool
+    creates: tuple[Lack, ...] = ()  # what the target lacks and is created first
 
     @property
     def action(self) -> str:
+        first = f"create {', '.join(x.what for x in self.creates)}, then " if self.creates else ""
         if self.restore.table is not None:
             verb = "replace table" if self.restore.replace else "restore table"
-            return f"{verb} {self.restore.table} in {self.restore.database}"
-        return f"{'replace' if self.exists else 'create'} database {self.restore.database}"
+            return f"{first}{verb} {self.restore.table} in {self.restore.database}"
+        return f"{first}{'replace' if self.exists else 'create'} database {self.restore.database}"
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,11 @@ def plan_db_restore(
                 f"database {name!r} already exists on {ep.where}: refusing to touch it "
                 f"(use --as NEWNAME, or --force to replace {what})"
             )
-        restore = DatabaseRestore(name, table, keep_owners=req.on_droplet, replace=exists)
-        planned.append(PlannedDb(a, restore, exists))
+        restore = DatabaseRestore(name, table, keep_owners=req.on_droplet or req.create_roles,
+                                  replace=exists, facts=a.facts)  # fmt: skip
+        creates = refuse_lacking(ep, shell, a, restore, req.create_roles,
+                                 f"{host.name}/{source.name}")  # fmt: skip
+        planned.append(PlannedDb(a, restore, exists, creates))
     return DbPlan(ep, planned, skipped, destructive=any(p.exists for p in planned))
 
 
@@ -195,7 +203,9 @@ def _restore_one(
     started = time.monotonic()
     try:
         await_repositories(ctx, [a])  # a lock held by someone else: before the database exists
+        made = provide(ctx, host.name, source.name, ep, shell, a, req) if planned.creates else []
         nbytes, checks = restore_archive(ctx, ep, shell, a, req, progress)
+        checks = made + checks
     except BackupdError as e:
         ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),
                                      seconds=time.monotonic() - started)  # fmt: skip
@@ -217,8 +227,21 @@ def restore_archive(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Create the database, stream the dump into it, check it: (bytes, checks passed)."""
     ep.kind.prepare_database(ep.options, shell, req)
-    nbytes = _stream(ctx, ep, shell, a, req, progress)
-    return nbytes, verify_database(ep, shell, a, req)
+    with ep.kind.restore_setup(ep.options, shell, req, _peek(ctx, shell, a)) as setup:
+        nbytes = _stream(ctx, ep, shell, a, req, progress, setup.extra_argv)
+    return nbytes, verify_database(ep, shell, a, req) + list(setup.checks)
+
+
+def _peek(ctx: Context, shell: CommandShell, a: Archive) -> Peek:
+    """Feed the archive's dump to a command that may stop reading early (a listing)."""
+
+    def peek(argv: tuple[str, ...]) -> FeedResult:
+        def produce(sink: Callable[[bytes], object]) -> None:
+            ctx.borg.extract_stream(Path(a.repository), a.name, a.filename, sink)
+
+        return shell.feed(argv, produce, timeout=RESTORE_TIMEOUT)
+
+    return peek
 
 
 def _stream(
@@ -228,6 +251,7 @@ def _stream(
     a: Archive,
     req: DatabaseRestore,
     progress: Progress | None,
+    extra_argv: tuple[str, ...] = (),
 ) -> int:
     tally = Tally()
     filt = ep.kind.stream_filter(req.table)
@@ -245,7 +269,7 @@ def _stream(
 
     secret = ep.kind.restore_secret(ep.options)
     with _secret_file(shell, secret) as secret_path:
-        argv = ep.kind.restore_argv(ep.options, req, secret_path)
+        argv = ep.kind.restore_argv(ep.options, req, secret_path) + extra_argv
         result = shell.feed(argv, produce, timeout=RESTORE_TIMEOUT)
     tool = Path(_tool_name(argv, ep)).name
     if result.timed_out:
@@ -287,7 +311,8 @@ def _secret_file(shell: CommandShell, secret: bytes) -> Iterator[str | None]:
 def verify_database(
     ep: Endpoint, shell: CommandShell, a: Archive, req: DatabaseRestore
 ) -> list[dict[str, Any]]:
-    """Row counts now in the database against those recorded at backup time."""
+    """Row counts now in the database against those recorded at backup time, then the
+    kind's own checks (PostgreSQL: encoding and locale, large objects)."""
     checks: list[dict[str, Any]] = [
         {"check": "sha256", "ok": True, "detail": f"{a.nbytes} bytes, sha256 {a.sha256[:12]}"}
     ]
@@ -296,7 +321,7 @@ def verify_database(
         recorded = {k: v for k, v in recorded.items() if k == req.table}
     if not recorded:
         checks.append({"check": "rows", "ok": True, "detail": "no row counts were recorded"})
-        return checks
+        return checks + ep.kind.extra_checks(ep.options, shell, req)
     found = ep.kind.row_counts(ep.options, shell, req.database, list(recorded))
     wrong = [f"{t}: {found[t]} rows, recorded {n}" for t, n in recorded.items() if found[t] != n]
     if wrong:
@@ -305,4 +330,4 @@ def verify_database(
     total = sum(recorded.values())
     checks.append({"check": "rows", "ok": True,
                    "detail": f"{len(recorded)} table(s), {total} rows as recorded"})  # fmt: skip
-    return checks
+    return checks + ep.kind.extra_checks(ep.options, shell, req)

@@ -1,0 +1,80 @@
+"""What a database dump needs from the server beyond itself (roles, extensions).
+
+Asked before a restore changes anything: what the target lacks is refused with what is
+missing and how to get it, unless backupd may create it (``--create-roles``). Drills
+always create it in their scratch server, from the same backup's companion dumps (the
+PostgreSQL globals), as a person restoring onto a fresh server would. Decision 0016.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from backupd.actions.context import Context
+from backupd.actions.restore import Tally
+from backupd.catalogue import Archive
+from backupd.errors import RefusedError, VerificationError
+from backupd.shells import CommandShell
+from jobs.base import DatabaseRestore, Lack
+
+if TYPE_CHECKING:
+    from backupd.actions.restore_db import Endpoint
+
+
+def refuse_lacking(
+    ep: Endpoint,
+    shell: CommandShell,
+    a: Archive,
+    req: DatabaseRestore,
+    create: bool,
+    label: str,
+) -> tuple[Lack, ...]:
+    """What the target lacks that backupd will create (``create``); RefusedError naming
+    everything else it lacks, and how to get it. ``label`` is HOST/SOURCE."""
+    lacks = ep.kind.lacks(ep.options, shell, req)
+    refused = [x for x in lacks if not x.creatable or not create]
+    if refused:
+        hows = "; ".join(dict.fromkeys(x.how for x in refused)).replace("HOST/SOURCE", label)
+        raise RefusedError(f"{ep.where} lacks what {a.item!r} needs from outside the database: "
+                           f"{', '.join(x.what for x in refused)}; {hows}")  # fmt: skip
+    return tuple(lacks)
+
+
+def provide(
+    ctx: Context,
+    host: str,
+    source: str,
+    ep: Endpoint,
+    shell: CommandShell,
+    a: Archive,
+    req: DatabaseRestore,
+) -> list[dict[str, Any]]:
+    """Create on the target what the dump needs and backupd may create: checks saying what."""
+    return ep.kind.provide(ep.options, shell, req, companions(ctx, host, source, ep, a))
+
+
+def companions(ctx: Context, host: str, source: str, ep: Endpoint, a: Archive) -> dict[str, bytes]:
+    """The kind's companion dumps (item -> bytes) from the same backup run as ``a``, each
+    read back whole and checked against its recorded sha256. One that is not there (not
+    pulled, pruned) is left out: the kind says what it could not take from it."""
+    wanted = set(ep.kind.companion_items())
+    if not wanted or a.run_id is None:
+        return {}
+    found: dict[str, bytes] = {}
+    for other in ctx.catalogue.archives(host, source):
+        if (other.run_id != a.run_id or other.item not in wanted or other.item in found
+                or other.pruned_at is not None):  # fmt: skip
+            continue
+        tally, parts = Tally(), list[bytes]()
+
+        def keep(chunk: bytes, tally: Tally = tally, parts: list[bytes] = parts) -> None:
+            tally(chunk)
+            parts.append(chunk)
+
+        ctx.borg.extract_stream(Path(other.repository), other.name, other.filename, keep)
+        if (wrong := tally.differs(other)) is not None:
+            raise VerificationError(f"{other.name}: read back, it does not match the catalogue "
+                                    f"{wrong}")  # fmt: skip
+        found[other.item] = b"".join(parts)
+    return found
