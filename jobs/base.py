@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -212,6 +212,36 @@ class DatabaseKind(Protocol[O_contra]):
         ...
 
 
+class LoadRewrite(Protocol):
+    """Rewrites a dump on its way into the restore tool so it loads on that server under
+    the restore's name (MariaDB: definers the server lacks, the database's own name)."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def notes(self) -> list[str]:
+        """What was changed, one line each (shown with the restore's checks)."""
+        ...
+
+
+@runtime_checkable
+class RewritingKind(Protocol):
+    """A DatabaseKind whose dumps must be rewritten to load elsewhere (MariaDB)."""
+
+    def load_rewrite(
+        self,
+        options: Any,
+        shell: CommandShell,
+        source: str,
+        tables: Sequence[str],
+        req: DatabaseRestore,
+    ) -> LoadRewrite | None:
+        """For the dump of database ``source`` (its ``tables`` as recorded) restored as
+        ``req``: the rewrite, or None when it loads as it is."""
+        ...
+
+
 def _defined(attribute: str) -> list[tuple[ModuleType, Any]]:
     """(module, value) for every module of this package that defines ``attribute``."""
     import jobs
@@ -275,8 +305,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def slug(item: str) -> str:
-    """A name safe for archive names and file names; unique even when characters were lost."""
-    cleaned = _UNSAFE.sub("_", item).strip("_")[:48] or "item"
+    """A name safe for archive names and file names (never a leading dash a tool would
+    read as an option); unique even when characters were lost."""
+    cleaned = _UNSAFE.sub("_", item).strip("_").lstrip("-")[:48] or "item"
     if cleaned == item:
         return item
     return f"{cleaned}-{hashlib.sha256(item.encode()).hexdigest()[:8]}"
