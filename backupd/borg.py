@@ -258,8 +258,7 @@ class Borg:
             compression,
             "--comment",
             borg_literal(comment),
-            "--stdin-name",
-            stdin_name,
+            f"--stdin-name={stdin_name}",  # one word: a name is never read as an option
             "--stdin-mode",
             "0600",
             "--content-from-command",

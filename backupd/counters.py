@@ -1,20 +1,14 @@
-"""Facts counted from a dump stream as it passes through the relay.
+"""Facts about a dump: counted from its stream as it passes through the relay (a
+``Counter`` a kind names in ``DumpStream.counter``), or printed by the remote command
+on its stderr as ``backupd-fact`` lines.
 
-``sql-inserts`` counts rows per table in mariadb-dump/mysqldump output: each extended
-INSERT is one line (the dump escapes newlines inside strings); string literals are
-removed with one C-speed regex before the row separators ``),(`` are counted, so a
-string containing "),(" cannot skew the count.
+No kind counts rows from the dump's text any more: parsing SQL text miscounted every
+INSERT form it did not expect (docs/decisions/0017); rows are counted by the server.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Protocol
-
-_STRING = re.compile(rb"'(?:[^'\\]|\\.)*'", re.DOTALL)
-_INSERT = b"INSERT INTO `"
-_CREATE = b"CREATE TABLE `"
-_VALUES = b"` VALUES"
 
 
 class Counter(Protocol):
@@ -23,65 +17,8 @@ class Counter(Protocol):
     def facts(self) -> dict[str, object]: ...
 
 
-class SqlInsertCounter:
-    """Rows per table, for both layouts mariadb-dump writes: a whole extended INSERT on
-    one line (MySQL, older MariaDB) or ``INSERT INTO `t` VALUES`` followed by one tuple
-    per line (MariaDB 10.11+)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, int] = {}
-        self._partial = b""
-        self._table: str | None = None  # inside a multi-line INSERT for this table
-
-    def feed(self, chunk: bytes) -> None:
-        if b"\n" not in chunk:
-            self._partial += chunk
-            return
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            self._line(line)
-
-    def _line(self, line: bytes) -> None:
-        if self._table is not None:
-            self._add(self._table, line)
-            if line.endswith(b";"):
-                self._table = None
-        elif line.startswith(_INSERT):
-            end = line.find(_VALUES, len(_INSERT))
-            if end < 0:
-                return
-            table = _name(line[len(_INSERT) : end])
-            self.rows.setdefault(table, 0)
-            rest = line[end + len(_VALUES) :].strip()
-            if rest:
-                self._add(table, rest)
-            else:
-                self._table = table
-        elif line.startswith(_CREATE):
-            end = line.find(b"`", len(_CREATE))
-            while end >= 0 and line[end : end + 2] == b"``":
-                end = line.find(b"`", end + 2)
-            if end > 0:
-                self.rows.setdefault(_name(line[len(_CREATE) : end]), 0)
-
-    def _add(self, table: str, values: bytes) -> None:
-        body = _STRING.sub(b"''", values).strip()
-        if body.startswith(b"("):
-            self.rows[table] += body.count(b"),(") + 1
-
-    def facts(self) -> dict[str, object]:
-        if self._partial:
-            self._line(self._partial)
-            self._partial = b""
-        return {"rows": dict(sorted(self.rows.items()))}
-
-
-def _name(raw: bytes) -> str:
-    return raw.replace(b"``", b"`").decode("utf-8", "replace")
-
-
-COUNTERS: dict[str, type[SqlInsertCounter]] = {"sql-inserts": SqlInsertCounter}
+# stream counters a kind may ask the relay to run, by name (none today)
+COUNTERS: dict[str, type[Counter]] = {}
 
 
 def make_counter(name: str | None) -> Counter | None:
@@ -89,17 +26,49 @@ def make_counter(name: str | None) -> Counter | None:
 
 
 def parse_fact_lines(lines: list[str]) -> dict[str, object]:
-    """Facts a remote script printed on stderr: ``backupd-fact rows N TABLE`` and
-    ``backupd-fact KEY VALUE``."""
+    """Facts a remote script printed on stderr, one per line:
+
+    - ``backupd-fact rows N TABLE``: rows in a table (the name to the end of the line);
+    - ``backupd-fact rows-hex N HEX``: the same, the name hex-encoded UTF-8 (any name,
+      a newline too);
+    - ``backupd-fact rows-outside-hex N HEX``: a table whose rows are not in the dump's
+      snapshot (an engine without transactions): also listed in ``rows_outside_snapshot``;
+    - ``backupd-fact warning TEXT``: something a person should look at (``warnings``);
+    - ``backupd-fact KEY VALUE``: anything else (an int when VALUE is digits).
+    """
     facts: dict[str, object] = {}
     rows: dict[str, int] = {}
+    outside: list[str] = []
+    warnings: list[str] = []
     for line in lines:
         parts = line.split(" ", 3)
         if len(parts) == 4 and parts[1] == "rows" and parts[2].isdigit():
             rows[parts[3]] = int(parts[2])
+        elif len(parts) == 4 and parts[1] in _HEX_ROWS and parts[2].isdigit():
+            name = _unhex(parts[3])
+            if name is not None:
+                rows[name] = int(parts[2])
+                if parts[1] == "rows-outside-hex":
+                    outside.append(name)
+        elif len(parts) >= 3 and parts[1] == "warning":
+            warnings.append(line.split(" ", 2)[2])
         elif len(parts) >= 3:
             value = " ".join(parts[2:])
             facts[parts[1]] = int(value) if value.isdigit() else value
     if rows:
         facts["rows"] = dict(sorted(rows.items()))
+    if outside:
+        facts["rows_outside_snapshot"] = sorted(outside)
+    if warnings:
+        facts["warnings"] = warnings
     return facts
+
+
+_HEX_ROWS = ("rows-hex", "rows-outside-hex")
+
+
+def _unhex(text: str) -> str | None:
+    try:
+        return bytes.fromhex(text.strip()).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None

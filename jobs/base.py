@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -297,6 +297,36 @@ class NoServerNeeds:
 
     def extra_checks(self, options: Any, shell: Any, req: DatabaseRestore) -> list[dict[str, Any]]:
         return []
+
+
+class LoadRewrite(Protocol):
+    """Rewrites a dump on its way into the restore tool so it loads on that server under
+    the restore's name (MariaDB: definers the server lacks, the database's own name)."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def notes(self) -> list[str]:
+        """What was changed, one line each (shown with the restore's checks)."""
+        ...
+
+
+@runtime_checkable
+class RewritingKind(Protocol):
+    """A DatabaseKind whose dumps must be rewritten to load elsewhere (MariaDB)."""
+
+    def load_rewrite(
+        self,
+        options: Any,
+        shell: CommandShell,
+        source: str,
+        tables: Sequence[str],
+        req: DatabaseRestore,
+    ) -> LoadRewrite | None:
+        """For the dump of database ``source`` (its ``tables`` as recorded) restored as
+        ``req``: the rewrite, or None when it loads as it is."""
+        ...
 
 
 def _defined(attribute: str) -> list[tuple[ModuleType, Any]]:

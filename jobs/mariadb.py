@@ -1,8 +1,11 @@
-"""MariaDB/MySQL: one ``mariadb-dump --single-transaction`` stream per database.
+"""MariaDB/MySQL: one ``mariadb-dump --single-transaction`` stream per database, with
+each table's rows counted by the server inside the dump's own snapshot
+(jobs/mariadb_snapshot.py, docs/decisions/0017).
 
 Credentials never appear on a command line: either an option file already on the
-droplet (``defaults_file``), or a password read here from a credential file and sent as
-an option file on the dump's stdin (``--defaults-extra-file=/dev/stdin``).
+droplet (``defaults_file``), or a password read here from a credential file and sent on
+stdin, which the droplet side keeps in a private option file while the tools run.
+Names are data: databases are listed hex-encoded and reach SQL as hex literals.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
 from backupd.credentials import read_secret_file
 from backupd.dumpfilter import OneTableFilter
+from backupd.dumprewrite import Account, PortableLoad
 from backupd.errors import DumpError, RestoreError, UsageError
+from backupd.units import Duration
 from jobs.base import (
     DatabaseRestore,
     DumpStream,
@@ -24,9 +31,17 @@ from jobs.base import (
     RemoteShell,
     StreamFilter,
     Unit,
-    list_lines,
     nothing_held,
     slug,
+)
+from jobs.mariadb_snapshot import (
+    SCRIPT,
+    SNAPSHOT_SQL,
+    TABLE_TYPES,
+    block_sql,
+    counts_sql,
+    definers_sql,
+    hex_literal,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +60,11 @@ class MariaDBOptions(ExecOptions):
     password_file: Path | None = None  # on the backup host, mode 0600: sent over stdin
     dump: str = "mariadb-dump"  # or mysqldump
     client: str = "mariadb"  # or mysql
+    count_rows: bool = True  # exact row counts in the dump's own snapshot (needs RELOAD)
+    # the longest commits are blocked while the dump and the count session take their
+    # snapshots (BACKUP STAGE BLOCK_COMMIT); the server lifts it after this even if
+    # backupd is gone. A dump slower to start: no counts, a warning.
+    commit_block_timeout: Duration = Field(default=10.0, ge=1.0, le=600.0)
 
 
 class MariaDB:
@@ -59,35 +79,25 @@ class MariaDB:
                 item=db,
                 filename=f"{slug(db)}.sql",
                 tool=options.dump,
-                argv=(
-                    *options.exec_prefix(),
-                    options.dump,
-                    *_client_args(options),
-                    "--single-transaction",
-                    "--routines",
-                    "--events",
-                    "--triggers",
-                    "--hex-blob",
-                    "--default-character-set=utf8mb4",
-                    "--",
-                    db,
-                ),
+                argv=(*options.exec_prefix(), *_dump_script(options, db)),
                 stdin=stdin,
-                counter="sql-inserts",
             )
             for db in databases
         ]
 
     def _list(self, options: MariaDBOptions, remote: RemoteShell, stdin: bytes) -> list[str]:
+        # hex: --batch would hand back a tab, a newline or a backslash escaped
+        sql = "SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA ORDER BY 1"
         argv = (*options.exec_prefix(), options.client, *_client_args(options), "--batch",
-                "--skip-column-names", "--execute", "SHOW DATABASES")  # fmt: skip
+                "--skip-column-names", "--execute", sql)  # fmt: skip
         result = remote.run(argv, timeout=LIST_TIMEOUT, stdin=stdin or None)
         if not result.ok:
             raise DumpError(
                 f"listing databases with {options.client} failed (exit {result.exit_status})",
                 stderr_tail=result.stderr_tail(),
             )
-        return [db for db in list_lines(result) if db not in SYSTEM_SCHEMAS]
+        names = (bytes.fromhex(h).decode() for h in result.stdout.decode().split())
+        return sorted(db for db in names if db not in SYSTEM_SCHEMAS)
 
     def hold(
         self, options: MariaDBOptions, stream: DumpStream, remote: RemoteShell
@@ -99,18 +109,34 @@ class MariaDB:
         return unit.item not in self._list(options, remote, _option_file(options))
 
 
-def _client_args(options: MariaDBOptions, option_file: str = "/dev/stdin") -> tuple[str, ...]:
+def _client_args(
+    options: MariaDBOptions, option_file: str | None = "/dev/stdin"
+) -> tuple[str, ...]:
+    """Connection options; ``option_file`` holds the password (None: added later)."""
     # An option-file flag must come first on the command line.
     argv: tuple[str, ...] = ()
     if options.password_file is not None:
-        argv += (f"--defaults-extra-file={option_file}",)
+        if option_file is not None:
+            argv += (f"--defaults-extra-file={option_file}",)
     elif options.defaults_file:
         argv += (f"--defaults-extra-file={options.defaults_file}",)
     if options.socket:
         argv += (f"--socket={options.socket}",)
     if options.username:
         argv += (f"--user={options.username}",)
-    return argv
+    # names in SQL text and --database travel in the connection's character set: the
+    # client's default follows the locale (latin1 in a bare shell), which mangles them
+    return (*argv, "--default-character-set=utf8mb4")
+
+
+def _dump_script(options: MariaDBOptions, db: str) -> tuple[str, ...]:
+    """``sh -c SCRIPT`` with its parameters: the dump of ``db`` with counts and checks."""
+    wait = int(options.commit_block_timeout)
+    secret = options.password_file is not None  # the script keeps it in a private file
+    return ("sh", "-c", SCRIPT, "backupd-mariadb", options.client, options.dump, db, str(wait),
+            "count" if options.count_rows else "skip", "1" if secret else "0",
+            definers_sql(db), block_sql(wait), SNAPSHOT_SQL, counts_sql(db),
+            *_client_args(options, None))  # fmt: skip
 
 
 def _option_file(options: MariaDBOptions) -> bytes:
@@ -125,17 +151,14 @@ KIND = MariaDB()
 
 
 # -- restoring (backupctl restore --into-db / --to-host --database, drills) ---------------
-def sql_string(value: str) -> str:
-    """A string literal under MariaDB's default sql_mode (backslash escapes on)."""
-    if "\x00" in value:
-        raise UsageError("a name cannot contain a NUL character")
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
 def sql_ident(value: str) -> str:
     if "\x00" in value or not value:
         raise UsageError(f"not a usable name: {value!r}")
     return "`" + value.replace("`", "``") + "`"
+
+
+def _unhex_lines(out: str) -> list[str]:
+    return [bytes.fromhex(h).decode() for h in out.split()]
 
 
 class MariaDBRestore(NoServerNeeds):
@@ -151,7 +174,7 @@ class MariaDBRestore(NoServerNeeds):
         raise UsageError(f"no table {table!r} in this dump (tables: {shown})")
 
     def database_exists(self, options: MariaDBOptions, shell: CommandShell, name: str) -> bool:
-        where = f"SCHEMA_NAME = {sql_string(name)}"
+        where = f"SCHEMA_NAME = {hex_literal(name)}"
         sql = f"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE {where}"  # noqa: S608
         return self._query(options, shell, sql).strip() != "0"
 
@@ -188,10 +211,43 @@ class MariaDBRestore(NoServerNeeds):
         return {t: int(n) for t, n in zip(tables, out, strict=True)}
 
     def tables(self, options: MariaDBOptions, shell: CommandShell, name: str) -> set[str]:
-        # base tables only, like the dump's row facts (views have no rows of their own)
-        where = f"TABLE_SCHEMA = {sql_string(name)} AND TABLE_TYPE = 'BASE TABLE'"
-        sql = f"SELECT TABLE_NAME FROM information_schema.TABLES WHERE {where}"  # noqa: S608
-        return set(self._query(options, shell, sql).splitlines())
+        # tables with rows, like the dump's row facts (views have none of their own)
+        where = f"TABLE_SCHEMA = {hex_literal(name)} AND TABLE_TYPE IN {TABLE_TYPES}"
+        sql = f"SELECT HEX(TABLE_NAME) FROM information_schema.TABLES WHERE {where}"  # noqa: S608
+        return set(_unhex_lines(self._query(options, shell, sql)))
+
+    def load_rewrite(
+        self,
+        options: MariaDBOptions,
+        shell: CommandShell,
+        source: str,
+        tables: Sequence[str],
+        req: DatabaseRestore,
+    ) -> PortableLoad:
+        """Definers this server lacks become the restoring login; the database's own
+        name becomes ``req.database`` (backupd/dumprewrite.py)."""
+        kept = self._definers_kept(options, shell)
+        return PortableLoad(source, req.database, tables, lambda u, h: (u, h) in kept)
+
+    def _definers_kept(self, options: MariaDBOptions, shell: CommandShell) -> frozenset[Account]:
+        """The accounts that may stay definers here: the login itself, and every account
+        of the server when the login may name others (SUPER or SET USER)."""
+        me = _unhex_lines(self._query(options, shell, "SELECT HEX(CURRENT_USER())"))[0]
+        user, _, host = me.rpartition("@")
+        kept: set[Account] = {(user, host)}
+        grantee = hex_literal(f"'{user}'@'{host}'")
+        where = f"GRANTEE = {grantee} AND PRIVILEGE_TYPE IN ('SUPER', 'SET USER')"
+        may_name = f"SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE {where}"  # noqa: S608
+        try:
+            if self._query(options, shell, may_name).strip() != "0":
+                listing = self._query(options, shell, "SELECT HEX(User), HEX(Host), 'x' "
+                                      "FROM mysql.user")  # fmt: skip
+                for line in listing.splitlines():
+                    u, h, _x = line.split("\t")
+                    kept.add((bytes.fromhex(u).decode(), bytes.fromhex(h).decode() or None))
+        except RestoreError:
+            pass  # the login cannot tell: only itself stays a definer
+        return frozenset(kept)
 
     def query(self, options: MariaDBOptions, shell: CommandShell, name: str, sql: str) -> str:
         return self._query(options, shell, f"USE {sql_ident(name)}; {sql}")

@@ -16,6 +16,7 @@ from backupd.borg import CreateStats
 from backupd.catalogue.models import utcnow
 from backupd.config import HostConfig, SourceConfig
 from backupd.errors import BorgError, DumpError, StoreFullError
+from backupd.names import display
 from backupd.relay import RelayOutcome, RelaySpec
 from jobs.base import DumpStream, Held, slug
 
@@ -107,7 +108,7 @@ def pull_stream(
         outcome = RelayOutcome.read(result_path)
         if outcome is not None and not outcome.ok and not isinstance(e, StoreFullError):
             raise DumpError(
-                f"{stream.item}: {outcome.reason}",
+                f"{display(stream.item)}: {outcome.reason}",
                 stderr_tail=outcome.stderr_tail,
                 transient=outcome.transient,
             ) from None
@@ -117,7 +118,7 @@ def pull_stream(
         result_path.unlink(missing_ok=True)
     if outcome is None or not outcome.ok:  # borg said yes but the relay did not: never keep it
         remove_leftovers(ctx, repo, name)
-        raise DumpError(f"{stream.item}: the relay left no verdict; archive discarded")
+        raise DumpError(f"{display(stream.item)}: the relay left no verdict; archive discarded")
     dump_facts = {**held.facts, **outcome.facts}
     facts = {**dump_facts, "borg": stats.raw.get("archive", {}).get("stats", {})}
     meta.update(sha256=outcome.sha256, nbytes=outcome.nbytes, finished=utcnow().isoformat(),
@@ -133,7 +134,9 @@ def pull_stream(
         outcome.nbytes,
         outcome.sha256[:12],
     )
-    return Pulled(name, outcome.nbytes)
+    # what the droplet side said a person should look at (e.g. an object whose definer is gone)
+    said = dump_facts.get("warnings", [])
+    return Pulled(name, outcome.nbytes, tuple(f"{display(stream.item)}: {w}" for w in said))
 
 
 def record_archive(

@@ -58,6 +58,8 @@ def test_slug_keeps_safe_names_and_disambiguates_unsafe_ones() -> None:
     odd = slug("my db; rm -rf /")
     assert odd.startswith("my_db_rm_-rf-") and len(odd.split("-")[-1]) == 8
     assert slug("a b") != slug("a_b")
+    dash = slug("-dash")  # file and archive names a tool must not read as an option
+    assert dash.startswith("dash-") and dash != slug("dash") and not slug("--").startswith("-")
 
 
 def test_archive_names_sort_by_time_and_keep_milliseconds() -> None:
