@@ -138,6 +138,14 @@ class _Graph:
             stack.extend(self.by_id[i].deps)
         return seen
 
+    def table_of(self, e: TocEntry) -> int | None:
+        """The relation a constraint, trigger or policy is on: pg_dump names it "TABLE
+        NAME" and lists dependencies by id, not the table first."""
+        on = [self.by_id[d] for d in e.deps if d in self.by_id]
+        tables = [t for t in on if t.kind in RELATION_KINDS and t.schema == e.schema
+                  and e.name.startswith(t.name + " ")]  # fmt: skip
+        return max(tables, key=lambda t: len(t.name)).id if tables else None
+
 
 def select_table(entries: Sequence[TocEntry], table: TocEntry, present: Iterable[int]) -> Selection:
     """The entries that restore ``table`` with what it needs and what belongs to it."""
@@ -158,7 +166,7 @@ def select_table(entries: Sequence[TocEntry], table: TocEntry, present: Iterable
             foreign = [x for x in extra - {e.id} if graph.by_id[x].kind in RELATION_KINDS
                        or graph.by_id[x].kind in DATA_KINDS]  # fmt: skip
             if foreign:
-                if e.deps[0] in own:  # its own (a foreign key lists its table first)
+                if graph.table_of(e) in own:  # its own constraint, needing another table
                     left[e.id] = e
                 continue
             chosen |= extra

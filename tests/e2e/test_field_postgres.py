@@ -127,7 +127,7 @@ def hexed(cluster: PostgresCluster, db: str) -> str:
 
 def properties(cluster: PostgresCluster, db: str) -> str:
     return cluster.psql("SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || "
-                        "datlocprovider || ' ' || coalesce(daticulocale, '-') FROM pg_database "
+                        "datlocprovider::text || ' ' || coalesce(daticulocale, '-') FROM pg_database "
                         f"WHERE datname = {literal(db)}")  # fmt: skip
 
 

@@ -71,7 +71,7 @@ def test_postgres_into_db_streams_checks_and_records(
     [(kind, target, status, error, checks)] = restores(d)
     assert (kind, status, error) == ("database", "succeeded", None)
     assert target == "shop_copy on restore target staging"
-    assert [c["check"] for c in json.loads(str(checks))] == ["sha256", "rows"]
+    assert [c["check"] for c in json.loads(str(checks))] == ["sha256", "rows", "database"]
 
     # an existing database: refused, untouched; --force without a terminal: refused too
     pg_cluster.psql("CREATE TABLE marker (x int)", db="shop_copy")

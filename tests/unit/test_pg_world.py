@@ -73,7 +73,7 @@ TOC = """;
 3218; 1259 16419 INDEX public people_m_idx app_owner
 ;	depends on: 217
 3223; 2606 16414 FK CONSTRAINT public tickets tickets_person_fkey postgres
-;	depends on: 219 217 3220
+;	depends on: 217 219 3220
 3367; 3256 16420 POLICY public people p app_owner
 ;	depends on: 217
 3366; 0 16399 ROW SECURITY public people app_owner
@@ -109,7 +109,21 @@ def test_an_identity_table_leaves_out_its_foreign_key_and_says_so() -> None:
     assert "sequence public.tickets_id_seq" in labels(chosen.entries)  # the identity
     assert "sequence set public.tickets_id_seq" in labels(chosen.entries)
     assert "table public.people" not in labels(chosen.entries)
+    # pg_restore lists dependencies by id (the referenced table may come first): the
+    # constraint's own table is the one its name begins with
     assert labels(chosen.left_out) == ["fk constraint public.tickets tickets_person_fkey"]
+
+
+def test_a_foreign_key_between_tables_whose_names_share_a_prefix_belongs_to_its_own() -> None:
+    toc = TOC.replace("TABLE public tickets postgres", "TABLE public people x postgres")
+    toc = toc.replace("TABLE DATA public tickets", "TABLE DATA public people x")
+    toc = toc.replace("FK CONSTRAINT public tickets tickets_person_fkey",
+                      "FK CONSTRAINT public people x fk")  # fmt: skip
+    entries = parse_toc(toc)
+    chosen = select_table(entries, find_table(entries, "public", "people x"), present=())
+    assert labels(chosen.left_out) == ["fk constraint public.people x fk"]
+    people = select_table(entries, find_table(entries, "public", "people"), present=())
+    assert people.left_out == []
 
 
 def test_what_the_target_has_is_not_restored_again() -> None:
