@@ -10,23 +10,25 @@ Names are data: databases are listed hex-encoded and reach SQL as hex literals.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from backupd.credentials import read_secret_file
 from backupd.dumpfilter import OneTableFilter
 from backupd.dumprewrite import Account, PortableLoad
-from backupd.errors import DumpError, RestoreError, UsageError
+from backupd.errors import DumpError, RestoreError, UsageError, VerificationError
 from backupd.units import Duration
 from jobs.base import (
     DatabaseRestore,
     DumpStream,
     ExecOptions,
     Held,
+    Lack,
     NoServerNeeds,
     RemoteShell,
     StreamFilter,
@@ -38,9 +40,9 @@ from jobs.mariadb_snapshot import (
     SCRIPT,
     SNAPSHOT_SQL,
     TABLE_TYPES,
+    before_dump_sql,
     block_sql,
     counts_sql,
-    definers_sql,
     hex_literal,
 )
 
@@ -135,7 +137,7 @@ def _dump_script(options: MariaDBOptions, db: str) -> tuple[str, ...]:
     secret = options.password_file is not None  # the script keeps it in a private file
     return ("sh", "-c", SCRIPT, "backupd-mariadb", options.client, options.dump, db, str(wait),
             "count" if options.count_rows else "skip", "1" if secret else "0",
-            definers_sql(db), block_sql(wait), SNAPSHOT_SQL, counts_sql(db),
+            before_dump_sql(db), block_sql(wait), SNAPSHOT_SQL, counts_sql(db),
             *_client_args(options, None))  # fmt: skip
 
 
@@ -155,6 +157,21 @@ def sql_ident(value: str) -> str:
     if "\x00" in value or not value:
         raise UsageError(f"not a usable name: {value!r}")
     return "`" + value.replace("`", "``") + "`"
+
+
+_CHARSET_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def _recorded_properties(req: DatabaseRestore) -> tuple[str, str] | None:
+    """(character set, collation) recorded at backup; None for an older archive. They
+    reach SQL bare, so only names MariaDB could have given pass."""
+    cs, co = req.facts.get("database_charset"), req.facts.get("database_collation")
+    if not (isinstance(cs, str) and isinstance(co, str)):
+        return None
+    if not (_CHARSET_NAME.fullmatch(cs) and _CHARSET_NAME.fullmatch(co)):
+        raise RestoreError(f"the recorded character set {cs!r} or collation {co!r} is not "
+                           "a name MariaDB gives")  # fmt: skip
+    return cs, co
 
 
 def _unhex_lines(out: str) -> list[str]:
@@ -186,7 +203,45 @@ class MariaDBRestore(NoServerNeeds):
             self._query(options, shell, f"CREATE DATABASE IF NOT EXISTS {db}")
             return
         drop = f"DROP DATABASE IF EXISTS {db}; " if req.replace else ""
-        self._query(options, shell, f"{drop}CREATE DATABASE {db}")
+        spec = ""
+        if (props := _recorded_properties(req)) is not None:  # as it was (decision 0017)
+            spec = f" CHARACTER SET {props[0]} COLLATE {props[1]}"
+        self._query(options, shell, f"{drop}CREATE DATABASE {db}{spec}")
+
+    def lacks(
+        self, options: MariaDBOptions, shell: CommandShell, req: DatabaseRestore
+    ) -> list[Lack]:
+        """The recorded collation, when this server does not have it (asked first)."""
+        props = _recorded_properties(req)
+        if props is None or req.table is not None:
+            return []
+        sql = ("SELECT COUNT(*) FROM information_schema.COLLATIONS "  # noqa: S608
+               f"WHERE COLLATION_NAME = {hex_literal(props[1])}")  # fmt: skip
+        if self._query(options, shell, sql).strip() != "0":
+            return []
+        how = ("restore onto a server that has it (a MariaDB as new as the droplet's), or "
+               "restore --to DIR and load the dump by hand")  # fmt: skip
+        return [Lack(f"collation {props[1]} (character set {props[0]})", False, how)]
+
+    def extra_checks(
+        self, options: MariaDBOptions, shell: CommandShell, req: DatabaseRestore
+    ) -> list[dict[str, Any]]:
+        """A whole database: its character set and collation, as recorded."""
+        props = _recorded_properties(req)
+        if props is None or req.table is not None:
+            return []
+        sql = (
+            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM "  # noqa: S608
+            f"information_schema.SCHEMATA WHERE SCHEMA_NAME = {hex_literal(req.database)}"
+        )
+        now = tuple(self._query(options, shell, sql).split())
+        if now != props:
+            raise VerificationError(
+                f"{req.database} on {shell.label} has character set and collation "
+                f"{' '.join(now) or '(none)'}, recorded {' '.join(props)}"
+            )
+        detail = f"character set {props[0]}, collation {props[1]} as recorded"
+        return [{"check": "database", "ok": True, "detail": detail}]
 
     def restore_argv(
         self, options: MariaDBOptions, req: DatabaseRestore, secret_path: str | None

@@ -50,9 +50,12 @@ if [ "$secret" = 1 ]; then
   (umask 077 && cat >"$dir/client.cnf")
   set -- "--defaults-extra-file=$dir/client.cnf" "$@"
 fi
-# objects whose definer is gone: said now, loaded as the restoring login later
+# the database's character set and collation (facts), then objects whose definer is
+# gone (said now, loaded as the restoring login later)
 "$client" "$@" --batch --skip-column-names -e "$definers" </dev/null 2>/dev/null |
-  while IFS= read -r line; do warn "$line"; done
+  while IFS= read -r line; do
+    case $line in "backupd-fact "*) printf '%s\n' "$line" >&2;; *) warn "$line";; esac
+  done
 session=0
 if [ "$mode" = count ]; then
   mkfifo "$dir/lock" "$dir/in" "$dir/out"
@@ -177,6 +180,21 @@ def hex_literal(text: str) -> str:
 def _ident_expr(name: str) -> str:
     """A SQL expression whose value is ``name`` quoted as an identifier (for dynamic SQL)."""
     return f"CONCAT('`', REPLACE(CONVERT({hex_literal(name)} USING utf8mb4), '`', '``'), '`')"
+
+
+def properties_sql(db: str) -> str:
+    """``backupd-fact database_charset CS`` and ``database_collation CO`` lines: the
+    database's defaults, which a restore recreates (tables carry their own in the dump)."""
+    where = f"FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {hex_literal(db)}"
+    return (f"SELECT CONCAT('backupd-fact database_charset ', DEFAULT_CHARACTER_SET_NAME) "
+            f"{where} UNION ALL SELECT CONCAT('backupd-fact database_collation ', "
+            f"DEFAULT_COLLATION_NAME) {where}")  # fmt: skip
+
+
+def before_dump_sql(db: str) -> str:
+    """Asked before the dump: the database's properties first (a login that cannot read
+    mysql.user fails the definers query, and the client stops at the first error)."""
+    return f"{properties_sql(db)}; {definers_sql(db)}"
 
 
 def definers_sql(db: str) -> str:

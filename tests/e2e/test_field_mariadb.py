@@ -5,7 +5,8 @@ Case 1: names are data (a backslash, a tab, a newline, a backtick, a leading das
 utf8mb4) from the listing to every restore. Case 2: rows are counted by the server in
 the dump's own snapshot (INVISIBLE, VIRTUAL/PERSISTENT, system-versioned, MyISAM, a
 table written during the dump). Case 6: a view, trigger and procedure whose definer was
-dropped, and bodies that name their own database.
+dropped, and bodies that name their own database. Case 4: the database's character set
+and collation are recreated and checked, or refused before anything changes.
 """
 
 from __future__ import annotations
@@ -297,6 +298,80 @@ def test_rows_not_counted_without_reload_warn_and_count_rows_false_is_silent(
 
     d.backupctl("backup", "now", "web1/quiet", check=True)
     assert last_run(d) == ("succeeded", None)  # counting turned off: nothing to say
+
+
+# -- case 4: the database's character set and collation survive ----------------------------
+LEGACY = "legacy_l1"
+LEGACY_COPIES = ("legacy_copy", "legacy_back", "legacy_none")
+
+
+def defaults_of(server: MariaDBServer, db: str) -> str:
+    where = f"SCHEMA_NAME = {sql_string(db)}"
+    return server.sql("SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM "
+                      f"information_schema.SCHEMATA WHERE {where}")  # fmt: skip
+
+
+@pytest.fixture
+def latin1_database(mariadb_server: MariaDBServer) -> Iterator[None]:
+    drop(mariadb_server, LEGACY, *LEGACY_COPIES)
+    mariadb_server.sql(
+        f"CREATE DATABASE {LEGACY} CHARACTER SET latin1 COLLATE latin1_german1_ci; "
+        f"USE {LEGACY}; CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20)); "
+        "INSERT INTO t VALUES (1, X'636166e9')"  # 'café' in latin1
+    )
+    yield
+    drop(mariadb_server, LEGACY, *LEGACY_COPIES)
+
+
+def test_a_databases_character_set_and_collation_are_recreated_and_checked(
+    source: Callable[..., Deployment], mariadb_server: MariaDBServer, latin1_database: None
+) -> None:
+    d = source(legacy={"databases": [LEGACY]})
+    d.backupctl("backup", "now", "web1/legacy", check=True)
+    facts = facts_by_item(d)[LEGACY]
+    assert (facts["database_charset"], facts["database_collation"]) == (
+        "latin1", "latin1_german1_ci")  # fmt: skip
+
+    copy = d.backupctl("restore", "web1/legacy", "--into-db", "mlocal", "--as", "legacy_copy",
+                       check=True)  # fmt: skip
+    assert "database: character set latin1, collation latin1_german1_ci as recorded" in copy.stdout
+    d.backupctl("restore", "web1/legacy", "--to-host", "web1", "--database", "legacy_back",
+                "--yes", check=True)  # fmt: skip
+    for db in ("legacy_copy", "legacy_back"):
+        assert defaults_of(mariadb_server, db) == "latin1\tlatin1_german1_ci"
+        assert mariadb_server.sql("SELECT HEX(name) FROM t", db=db) == "636166E9"
+        # a table made later takes the database's defaults, as it would have on the droplet
+        mariadb_server.sql("CREATE TABLE later (x VARCHAR(5))", db=db)
+        where = f"TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'later'"
+        made = mariadb_server.sql(
+            f"SELECT TABLE_COLLATION FROM information_schema.TABLES WHERE {where}"
+        )
+        assert made == "latin1_german1_ci"
+
+    [result] = drill(d, "web1/legacy")
+    assert result["verdict"] == "pass", result
+    assert checks(result)["database"] == (
+        "character set latin1, collation latin1_german1_ci as recorded")  # fmt: skip
+
+
+def test_a_collation_the_target_lacks_is_refused_before_anything_changes(
+    source: Callable[..., Deployment], mariadb_server: MariaDBServer, latin1_database: None
+) -> None:
+    """The droplet's server newer than the target (a collation it does not have): said
+    before the restore creates anything, with what to do instead."""
+    d = source(legacy={"databases": [LEGACY]})
+    d.backupctl("backup", "now", "web1/legacy", check=True)
+    d.catalogue_rows("UPDATE archives SET facts = json_set(facts, '$.database_collation', "
+                     f"'latin1_nowhere_ci') WHERE item = '{LEGACY}'")  # fmt: skip
+    refused = d.backupctl("restore", "web1/legacy", "--into-db", "mlocal", "--as", "legacy_none")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "collation latin1_nowhere_ci (character set latin1)" in refused.stderr
+    assert "restore --to DIR and load the dump by hand" in refused.stderr
+    assert "legacy_none" not in database_names(mariadb_server)
+
+    [result] = drill(d, "web1/legacy")
+    assert result["verdict"] == "fail"
+    assert "collation latin1_nowhere_ci" in str(result["detail"])
 
 
 # -- case 6: objects that dump fine but load elsewhere only when rewritten ------------------

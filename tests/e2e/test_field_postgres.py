@@ -127,8 +127,8 @@ def hexed(cluster: PostgresCluster, db: str) -> str:
 
 def properties(cluster: PostgresCluster, db: str) -> str:
     return cluster.psql("SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || "
-                        "datlocprovider::text || ' ' || coalesce(daticulocale, '-') FROM pg_database "
-                        f"WHERE datname = {literal(db)}")  # fmt: skip
+                        "datlocprovider::text || ' ' || coalesce(daticulocale, '-') "
+                        f"FROM pg_database WHERE datname = {literal(db)}")  # fmt: skip
 
 
 # -- case 1: names are data, never syntax ------------------------------------------------
