@@ -186,15 +186,21 @@ OWNED = "SELECT count(*) FROM pg_tables WHERE tablename = 't' AND tableowner <> 
 POLICED = "SELECT count(*) FROM pg_policies WHERE roles <> '{f12_reader}'"
 
 
+def rls_database(made: Made) -> None:
+    """Database f12_rls: a table owned by a role, with a policy for another, and default
+    privileges granted to a third."""
+    for role in ("f12_owner", "f12_reader", "f12_auditor"):
+        made.role(role)
+    made.database("f12_rls", RLS_SQL)
+
+
 def test_roles_a_database_needs_are_named_before_and_created_on_request(
     deploy: Callable[..., Deployment],
     pg_cluster: PostgresCluster,
     bare_cluster: PostgresCluster,
     made: Made,
 ) -> None:
-    for role in ("f12_owner", "f12_reader", "f12_auditor"):
-        made.role(role)
-    made.database("f12_rls", RLS_SQL)
+    rls_database(made)
     made.database("f12_plain", "CREATE TABLE n (x int); INSERT INTO n VALUES (1);")
     d = deployed(deploy, pg_cluster, bare_cluster, {OWNED: "0", POLICED: "0"},
                  databases=["f12_rls", "f12_plain"])  # fmt: skip
@@ -240,9 +246,7 @@ def test_roles_missing_from_the_backup_are_created_by_name_and_extensions_are_na
     bare_cluster: PostgresCluster,
     made: Made,
 ) -> None:
-    for role in ("f12_owner", "f12_reader", "f12_auditor"):
-        made.role(role)
-    made.database("f12_rls", RLS_SQL)
+    rls_database(made)
     d = deployed(deploy, pg_cluster, bare_cluster, databases=["f12_rls"], globals=False)
     checks = drill_passes(d)  # no globals archive: the roles are known by name only
     assert checks["roles"].endswith("not in the backup's globals, created by name only: "
