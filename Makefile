@@ -1,6 +1,8 @@
 # The two commands of the README: `make demo` and `make test`. Each installs what it needs.
 VENV := .venv/bin
 PYTEST_ARGS ?=
+# pytest-xdist workers: auto is one per core
+WORKERS ?= auto
 
 .PHONY: bootstrap demo test lint typecheck unit bench clean systemd-score
 
@@ -13,7 +15,7 @@ demo: bootstrap
 # Two workers on two cores: most of a test's time is waiting on servers and processes.
 # --dist loadfile keeps a module's tests (and their module fixtures) in one worker.
 test: bootstrap lint typecheck
-	$(VENV)/pytest -n auto --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/pytest -n $(WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 lint:
 	$(VENV)/ruff check backupd jobs bench tests
