@@ -1,8 +1,10 @@
 # The two commands of the README: `make demo` and `make test`. Each installs what it needs.
 VENV := .venv/bin
 PYTEST_ARGS ?=
-# pytest-xdist workers: auto is one per core
-WORKERS ?= auto
+# pytest-xdist workers. Most of a test's time is waiting on servers and processes: on
+# 2 cores, 3 workers ran the suite in 13:27, 2 workers in 15:34 (that run had a heavier
+# partitions test, about 40 s of one worker more).
+WORKERS ?= 3
 
 .PHONY: bootstrap demo test lint typecheck unit bench clean systemd-score
 
@@ -12,7 +14,6 @@ bootstrap:
 demo: bootstrap
 	$(VENV)/python -m tests.harness.demo
 
-# Two workers on two cores: most of a test's time is waiting on servers and processes.
 # --dist loadfile keeps a module's tests (and their module fixtures) in one worker.
 test: bootstrap lint typecheck
 	$(VENV)/pytest -n $(WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
