@@ -21,6 +21,7 @@ test: bootstrap lint typecheck
 lint:
 	$(VENV)/ruff check backupd jobs bench tests
 	$(VENV)/ruff format --check backupd jobs bench tests
+	$(VENV)/lint-imports
 
 typecheck:
 	$(VENV)/mypy

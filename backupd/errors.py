@@ -7,7 +7,7 @@ whether trying again later can help (a dropped link) or not (a changed host key)
 
 from __future__ import annotations
 
-from backupd.process import summarize_stderr
+from backupd.local.process import summarize_stderr
 
 
 class BackupdError(Exception):

@@ -139,8 +139,8 @@ class RestoreBench:
     def python_pipe(self) -> float:
         """backupd's stream (borg extract -> sha256 in Python -> a pipe) into cat, no DB."""
         from backupd.actions.context import Context
-        from backupd.config import load_config
-        from backupd.process import Invocation, feed_local
+        from backupd.local.process import Invocation, feed_local
+        from jobs.registry import load_config
 
         ctx = Context(load_config(self.bench.config))
         d = self.dump

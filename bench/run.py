@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backupd.config import StoreConfig
+from backupd.config.load import StoreConfig
 from bench.restore import RestoreBench, restore_host, restore_target_toml
 from bench.trees import TreeBench
 from bench.workloads import (
@@ -129,8 +129,8 @@ class Bench:
     def pull(self, rounds: int = 3) -> dict[str, Any]:
         from backupd.actions.context import Context
         from backupd.actions.stream import PullRun, pull_stream
-        from backupd.config import load_config
         from jobs.base import DumpStream, Held
+        from jobs.registry import load_config
 
         blob = make_stream_file(self.droplet.root / "dump.bin", PULL_BYTES)
         ctx = Context(load_config(self.config))

@@ -6,7 +6,7 @@
   the time of ``backupctl backup now``, then ``backupctl restore --to``'s time and the
   restored file's allocated bytes.
 - compress_*: what ``rsync --compress`` (zstd, negotiated by rsync >= 3.2) costs on
-  ordinary data: the same rsync over backupd's SSH seam (``backupd.rsh``) into a fresh
+  ordinary data: the same rsync over backupd's SSH seam (``backupd.remote.rsh``) into a fresh
   mirror, without compression, with ``--compress`` (backupd's choice) and with lz4, on a
   tree of random (incompressible) files and on a tree of text-like files; the rounds
   (BENCH_TREE_ROUNDS, default 3) interleave the variants, and each one's best counts.
@@ -146,8 +146,8 @@ class TreeBench:
     def rsync(self, tree: Path, flags: tuple[str, ...]) -> tuple[float, int]:
         """One full pull of ``tree`` into an empty mirror, as backupd's rsync does it."""
         from backupd.actions.context import ssh_target
-        from backupd.config import load_config
-        from backupd.relay import target_to_json
+        from backupd.remote.relay import target_to_json
+        from jobs.registry import load_config
 
         config = load_config(self.config)
         spec = self.work / "rsh.json"
@@ -155,7 +155,7 @@ class TreeBench:
                                                              config.state_dir))))  # fmt: skip
         dest = self.work / "mirror"
         shutil.rmtree(dest, ignore_errors=True)
-        shell = shlex.join((sys.executable, "-m", "backupd.rsh", str(spec)))
+        shell = shlex.join((sys.executable, "-m", "backupd.remote.rsh", str(spec)))
         argv = ["rsync", "--archive", "--hard-links", "--numeric-ids", "--delete", "--sparse",
                 "--protect-args", "--stats", "--rsh", shell, *flags,
                 f"sparse:{tree}/", f"{dest}/"]  # fmt: skip

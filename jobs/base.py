@@ -1,4 +1,4 @@
-"""The small interfaces every job implements, and the registries that find them.
+"""The small interfaces every job implements (the registries that find them: registry.py).
 
 Source kinds (``KIND``) say what to pull; maintenance jobs (``JOB``) look after the store.
 
@@ -12,28 +12,24 @@ Adding a kind is adding one module here that defines ``KIND``.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import pkgutil
 import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from backupd.channel import Interactive
-from backupd.process import FeedResult
-from backupd.ssh import RemoteResult
+from backupd.local.process import FeedResult
+from backupd.remote.channel import Interactive
+from backupd.remote.shells import CommandRunner, CommandShell
+from backupd.remote.ssh import RemoteResult
 
 if TYPE_CHECKING:  # config imports this module: no runtime import back
-    from backupd.borg import Borg
+    from backupd.borg.adapter import Borg
     from backupd.catalogue import Catalogue
-    from backupd.config import Config
-    from backupd.shells import CommandShell
+    from backupd.config.load import Config
 
 
 class Options(BaseModel):
@@ -65,19 +61,6 @@ class ExecOptions(Options):
 O_contra = TypeVar("O_contra", bound=Options, contravariant=True)
 
 
-class CommandRunner(Protocol):
-    """Runs short commands to completion: on a droplet, or on the backup host."""
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        stdin: bytes | None = None,
-        secrets: Sequence[str] = (),
-    ) -> RemoteResult: ...
-
-
 class RemoteShell(CommandRunner, Protocol):
     """What a kind may do on the droplet: run short commands, or hold a conversation."""
 
@@ -101,7 +84,7 @@ class DumpStream:
     argv: tuple[str, ...]  # remote command that writes the dump to stdout
     tool: str  # the dump tool's name, for messages ("pg_dump exited with status 1")
     stdin: bytes = field(default=b"", repr=False)  # fed first (e.g. an option file); secret
-    counter: str | None = None  # a stream fact counter the relay runs (backupd/counters.py)
+    counter: str | None = None  # a stream fact counter the relay runs (backupd/remote/counters.py)
     # the smallest output that can be right, when the source's min_bytes (meant for its
     # databases) cannot apply: cluster globals are a few hundred bytes on a small server
     min_bytes: int | None = None
@@ -329,28 +312,6 @@ class RewritingKind(Protocol):
         ...
 
 
-def _defined(attribute: str) -> list[tuple[ModuleType, Any]]:
-    """(module, value) for every module of this package that defines ``attribute``."""
-    import jobs
-
-    modules = (
-        importlib.import_module(f"jobs.{i.name}") for i in pkgutil.iter_modules(jobs.__path__)
-    )
-    return [(m, getattr(m, attribute)) for m in modules if hasattr(m, attribute)]
-
-
-@cache
-def registry() -> dict[str, SourceKind[Any]]:
-    """Every kind defined in this package, by name (modules that define ``KIND``)."""
-    return {kind.name: kind for _m, kind in _defined("KIND")}
-
-
-@cache
-def database_kinds() -> dict[str, DatabaseKind[Any]]:
-    """Kinds whose dumps restore into a database server (modules that define ``RESTORE``)."""
-    return {m.KIND.name: restore for m, restore in _defined("RESTORE")}
-
-
 # -- maintenance jobs -------------------------------------------------------------------
 @dataclass(frozen=True)
 class MaintenanceEnv:
@@ -380,12 +341,6 @@ class MaintenanceJob(Protocol):
     per_repository: bool
 
     def run(self, env: MaintenanceEnv) -> MaintenanceResult: ...
-
-
-@cache
-def maintenance_registry() -> dict[str, MaintenanceJob]:
-    """Every maintenance job defined in this package (modules that define ``JOB``)."""
-    return {job.name: job for _m, job in _defined("JOB")}
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

@@ -1,6 +1,6 @@
 """Directories: a remote tree mirrored incrementally with rsync, archived file by file.
 
-rsync over backupd's own SSH seam (``backupd/rsh.py``) updates a private mirror on the
+rsync over backupd's own SSH seam (``backupd/remote/rsh.py``) updates a private mirror on the
 store host; Borg then archives the mirror with its files cache, so a second pull moves
 and reads only what changed. Optional ``before``/``after`` commands on the droplet (an
 LVM/btrfs snapshot, ``docker pause``) bracket the transfer; ``after`` always runs, and a
@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 
 from pydantic import field_validator
 
-from backupd.units import Duration
+from backupd.config.units import Duration
 from jobs.base import (
     DumpStream,
     Held,

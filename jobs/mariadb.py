@@ -18,11 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from backupd.credentials import read_secret_file
-from backupd.dumpfilter import OneTableFilter
-from backupd.dumprewrite import Account, PortableLoad
+from backupd.config.credentials import read_secret_file
+from backupd.config.units import Duration
 from backupd.errors import DumpError, RestoreError, UsageError, VerificationError
-from backupd.units import Duration
 from jobs.base import (
     DatabaseRestore,
     DumpStream,
@@ -36,6 +34,7 @@ from jobs.base import (
     nothing_held,
     slug,
 )
+from jobs.mariadb_rewrite import Account, PortableLoad
 from jobs.mariadb_snapshot import (
     SCRIPT,
     SNAPSHOT_SQL,
@@ -45,9 +44,10 @@ from jobs.mariadb_snapshot import (
     counts_sql,
     hex_literal,
 )
+from jobs.sqlfilter import OneTableFilter
 
 if TYPE_CHECKING:
-    from backupd.shells import CommandShell
+    from backupd.remote.shells import CommandShell
 
 LIST_TIMEOUT = 60.0
 QUERY_TIMEOUT = 600.0
@@ -280,7 +280,7 @@ class MariaDBRestore(NoServerNeeds):
         req: DatabaseRestore,
     ) -> PortableLoad:
         """Definers this server lacks become the restoring login; the database's own
-        name becomes ``req.database`` (backupd/dumprewrite.py)."""
+        name becomes ``req.database`` (jobs/mariadb_rewrite.py)."""
         kept = self._definers_kept(options, shell)
         return PortableLoad(source, req.database, tables, lambda u, h: (u, h) in kept)
 

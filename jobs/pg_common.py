@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import Field
 
+from backupd.config.units import Duration
 from backupd.errors import UsageError
-from backupd.units import Duration
 from jobs.base import ExecOptions
 
 GLOBALS_ITEM = "_globals"

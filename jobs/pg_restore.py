@@ -35,7 +35,7 @@ from jobs.pg_roles import create_roles_sql, needed_roles, parse_globals
 from jobs.pg_toc import SESSION_KINDS, checkable, find_table, parse_toc, select_table
 
 if TYPE_CHECKING:
-    from backupd.shells import CommandShell
+    from backupd.remote.shells import CommandShell
 
 QUERY_TIMEOUT = 600.0
 FILE_TIMEOUT = 60.0

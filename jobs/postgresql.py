@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from backupd.channel import Interactive
 from backupd.errors import DumpError, RemoteError
+from backupd.remote.channel import Interactive
 from jobs.base import DumpStream, Held, RemoteShell, Unit, slug
 from jobs.pg_common import (
     GLOBALS_ITEM,

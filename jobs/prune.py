@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from backupd.config import RetentionConfig
+from backupd.config.load import RetentionConfig
 from backupd.errors import BorgError
 from jobs.base import MaintenanceEnv, MaintenanceResult
 

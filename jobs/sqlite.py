@@ -20,8 +20,8 @@ from pathlib import PurePosixPath
 
 from pydantic import Field
 
+from backupd.config.units import Duration
 from backupd.errors import DumpError
-from backupd.units import Duration
 from jobs.base import (
     DumpStream,
     ExecOptions,

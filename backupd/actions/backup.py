@@ -17,14 +17,15 @@ from backupd.actions.context import Context, ssh_target
 from backupd.actions.stream import Pulled, PullRun, archive_name, pull_stream
 from backupd.actions.sweep import mark_clean, mark_dirty, sweep_owed
 from backupd.actions.tree import pull_tree
-from backupd.alerts import ping
-from backupd.borg import LOCK_WAIT_SECONDS
+from backupd.borg.adapter import LOCK_WAIT_SECONDS
 from backupd.catalogue import RunStatus
-from backupd.config import HostConfig, SourceConfig
+from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BackupdError, DumpError, HostKeyError, ItemsFailed, StoppedError
-from backupd.process import summarize_stderr
-from backupd.ssh import Connection
-from jobs.base import DumpStream, TreeTransfer, registry
+from backupd.local.process import summarize_stderr
+from backupd.notify.ping import ping
+from backupd.remote.ssh import Connection
+from jobs.base import DumpStream, TreeTransfer
+from jobs.registry import registry
 
 __all__ = ["BackupOutcome", "archive_name", "backup_source"]
 

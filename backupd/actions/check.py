@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from backupd.actions.context import Context, ssh_target
-from backupd.config import HostConfig, SourceConfig
-from backupd.credentials import read_passphrase
+from backupd.config.credentials import read_passphrase
+from backupd.config.load import HostConfig, SourceConfig
+from backupd.config.units import human_bytes
 from backupd.errors import BackupdError
-from backupd.ssh import Connection
-from backupd.units import human_bytes
-from jobs.base import DumpStream, ExecOptions, TreeTransfer, registry
+from backupd.remote.ssh import Connection
+from jobs.base import DumpStream, ExecOptions, TreeTransfer
+from jobs.registry import registry
 
 LOOKUP_TIMEOUT = 60.0
 MIN_FREE_FRACTION = 0.10

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from backupd.borg import Borg, find_borg
+from backupd.borg.adapter import Borg, find_borg
 from backupd.catalogue import Catalogue
-from backupd.config import Config, HostConfig, SourceConfig
-from backupd.credentials import read_passphrase
+from backupd.config.credentials import read_passphrase
+from backupd.config.load import Config, HostConfig, SourceConfig
 from backupd.errors import UsageError
-from backupd.ssh import SSHTarget, pin_file
+from backupd.remote.ssh import SSHTarget, pin_file
 
 
 @dataclass

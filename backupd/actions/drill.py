@@ -2,7 +2,7 @@
 history, older ones) into throwaway targets on the backup host, check them against the
 facts recorded at backup time, time it (RTO), record a verdict, clean up.
 
-Databases go into a scratch server backupd starts itself (backupd/scratch.py); dump files
+Databases go into a scratch server backupd starts itself (backupd/actions/scratch.py); dump files
 and trees into a private temporary directory. Every drill row is written before anything
 starts and completed after; the scratch directory is named in the row so a crash can be
 cleaned up at the next start (reconcile).
@@ -20,17 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context
-from backupd.actions.needs import provide, refuse_lacking
+from backupd.actions.needs import Endpoint, provide, refuse_lacking
 from backupd.actions.restore import Tally, await_repositories, choose_archives, restore_tree
-from backupd.actions.restore_db import Endpoint, restore_archive
+from backupd.actions.restore_db import restore_archive
+from backupd.actions.scratch import Scratch, new_scratch_dir, scratch_server
 from backupd.actions.tree import TREE_FILENAME
 from backupd.catalogue import Archive
 from backupd.catalogue.models import DrillStatus
-from backupd.config import HostConfig, SourceConfig
+from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BackupdError, NotFoundError, VerificationError
-from backupd.scratch import Scratch, new_scratch_dir, scratch_server
-from backupd.shells import LocalShell
-from jobs.base import DatabaseRestore, database_kinds
+from backupd.remote.shells import LocalShell
+from jobs.base import DatabaseRestore
+from jobs.registry import database_kinds
 
 log = logging.getLogger(__name__)
 

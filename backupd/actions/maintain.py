@@ -1,4 +1,7 @@
-"""maintain: run one maintenance job (prune, compact, check, catalogue), recorded.
+"""maintain: run one maintenance job (prune, compact, check, catalogue, drill, report).
+
+The store jobs live in ``jobs/`` (found by ``maintenance_registry``); the scheduled verbs
+(drill, report) are actions and join them here, so nothing below imports a verb.
 
 Same discipline as a backup: the maintenance run row is written first, completed after
 (succeeded / warning / failed, with a one-line reason), failures and warnings become
@@ -11,12 +14,20 @@ import logging
 from dataclasses import dataclass
 
 from backupd.actions.context import Context
+from backupd.actions.drill_job import JOB as DRILL
+from backupd.actions.report import JOB as REPORT
 from backupd.catalogue import RunStatus
 from backupd.errors import BackupdError, StoppedError, UsageError
-from backupd.process import summarize_stderr
-from jobs.base import MaintenanceEnv, MaintenanceJob, MaintenanceResult, maintenance_registry
+from backupd.local.process import summarize_stderr
+from jobs.base import MaintenanceEnv, MaintenanceJob, MaintenanceResult
+from jobs.registry import maintenance_registry
 
 log = logging.getLogger(__name__)
+
+
+def maintenance_jobs() -> dict[str, MaintenanceJob]:
+    """Every job the daemon schedules, by name: the store jobs and the scheduled verbs."""
+    return {**maintenance_registry(), DRILL.name: DRILL, REPORT.name: REPORT}
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,7 @@ def jobs_for(ctx: Context) -> list[tuple[str, str | None]]:
     """Every (job, host) the daemon schedules: per-repository jobs once per configured host,
     store-wide jobs once (host None)."""
     planned: list[tuple[str, str | None]] = []
-    for name, job in sorted(maintenance_registry().items()):
+    for name, job in sorted(maintenance_jobs().items()):
         if job.per_repository:
             planned += [(name, host) for host in sorted(ctx.config.hosts)]
         else:
@@ -48,9 +59,9 @@ def jobs_for(ctx: Context) -> list[tuple[str, str | None]]:
 
 def lookup_job(ctx: Context, job: str, host: str | None) -> MaintenanceJob:
     """The job, checked against what it runs on; before any row is written."""
-    found = maintenance_registry().get(job)
+    found = maintenance_jobs().get(job)
     if found is None:
-        known = ", ".join(sorted(maintenance_registry())) or "none"
+        known = ", ".join(sorted(maintenance_jobs())) or "none"
         raise UsageError(f"unknown maintenance job {job!r} (known: {known})")
     if found.per_repository and host not in ctx.config.hosts:
         known = ", ".join(sorted(ctx.config.hosts)) or "none"

@@ -8,18 +8,26 @@ PostgreSQL globals), as a person restoring onto a fresh server would. Decision 0
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from backupd.actions.context import Context
 from backupd.actions.restore import Tally
 from backupd.catalogue import Archive
 from backupd.errors import RefusedError, VerificationError
-from backupd.shells import CommandShell
-from jobs.base import DatabaseRestore, Lack
+from backupd.remote.shells import CommandShell
+from jobs.base import DatabaseKind, DatabaseRestore, Lack, Options
 
-if TYPE_CHECKING:
-    from backupd.actions.restore_db import Endpoint
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a database restore goes: the kind that restores it, its options, and a name
+    for messages ("restore target staging", "web1")."""
+
+    kind: DatabaseKind[Any]
+    options: Options
+    where: str
 
 
 def refuse_lacking(

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context
+from backupd.actions.manifest import Manifest, parse_manifest
 from backupd.actions.tree import TREE_FILENAME
-from backupd.borg import ArchiveEntry
+from backupd.borg.adapter import ArchiveEntry
 from backupd.catalogue import Archive, Run, RunStatus
 from backupd.errors import RefusedError
-from backupd.manifest import Manifest, parse_manifest
 
 log = logging.getLogger(__name__)
 

@@ -15,16 +15,16 @@ import socket
 from pathlib import Path
 
 from backupd.actions.context import Context, ssh_target
+from backupd.actions.scratch import remove_scratch
 from backupd.actions.sweep import remove_stale_run_files, sweep_owed
 from backupd.actions.tree import run_cleanup
 from backupd.catalogue import RunStatus
 from backupd.catalogue.claims import claim_token, token_holder
 from backupd.catalogue.models import DrillStatus
-from backupd.config import HostConfig
+from backupd.config.load import HostConfig
 from backupd.errors import BackupdError
-from backupd.procfs import process_alive
-from backupd.scratch import remove_scratch
-from backupd.ssh import Connection
+from backupd.local.procfs import process_alive
+from backupd.remote.ssh import Connection
 
 log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 600.0
@@ -58,7 +58,7 @@ def repositories(ctx: Context) -> list[Path]:
 
 def break_stale_lock(ctx: Context, repo: Path) -> bool:
     """True when the repository is free to use (no lock, or a stale one of ours broken):
-    backupd/borglock.py judges each holder; a live one or another machine's is left alone."""
+    backupd/borg/lock.py judges each holder; a live one or another machine's is left alone."""
     left = ctx.borg.locks.break_stale(repo)
     for line in left:
         log.warning("%s; left alone", line)

@@ -16,12 +16,12 @@ from datetime import datetime
 from pathlib import Path
 
 from backupd.actions.context import Context
+from backupd.actions.manifest import parse_manifest, verify_tree
 from backupd.actions.tree import TREE_FILENAME
-from backupd.borg import LOCK_WAIT_SECONDS
+from backupd.borg.adapter import LOCK_WAIT_SECONDS
 from backupd.catalogue import Archive, RunStatus
-from backupd.config import HostConfig, SourceConfig
+from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BackupdError, NotFoundError, RefusedError, VerificationError
-from backupd.manifest import parse_manifest, verify_tree
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], object]  # told each chunk's size as it is restored

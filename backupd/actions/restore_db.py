@@ -19,24 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context, ssh_target
-from backupd.actions.needs import provide, refuse_lacking
+from backupd.actions.needs import Endpoint, provide, refuse_lacking
 from backupd.actions.restore import Progress, Tally, await_repositories, choose_archives
 from backupd.catalogue import Archive, RunStatus
-from backupd.config import HostConfig, SourceConfig
+from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
-from backupd.process import FeedResult
-from backupd.shells import CommandShell, DropletShell, LocalShell
-from backupd.ssh import Connection
-from jobs.base import (
-    DatabaseKind,
-    DatabaseRestore,
-    Lack,
-    LoadRewrite,
-    Options,
-    Peek,
-    RewritingKind,
-    database_kinds,
-)
+from backupd.local.process import FeedResult
+from backupd.remote.shells import CommandShell, DropletShell, LocalShell
+from backupd.remote.ssh import Connection
+from jobs.base import DatabaseKind, DatabaseRestore, Lack, LoadRewrite, Peek, RewritingKind
+from jobs.registry import database_kinds
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +47,6 @@ class DbRequest:
     at: datetime | None = None
     force: bool = False
     create_roles: bool = False  # create the roles the target lacks; keep owners, privileges
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    kind: DatabaseKind[Any]
-    options: Options
-    where: str
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from backupd import names
+from backupd.actions import names
 from backupd.actions.context import Context, ssh_target
 from backupd.actions.restore import DirRequest, choose_archives, restore_to_dir
 from backupd.actions.stream import write_private
 from backupd.catalogue import Archive, RunStatus
-from backupd.config import HostConfig, SourceConfig
+from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
-from backupd.process import Invocation, run_local
-from backupd.relay import target_to_json
-from backupd.rsyncmsg import itemized_files
-from backupd.ssh import Connection
+from backupd.local.process import Invocation, run_local
+from backupd.remote.relay import target_to_json
+from backupd.remote.rsyncmsg import itemized_files
+from backupd.remote.ssh import Connection
 
 log = logging.getLogger(__name__)
 REMOTE_TIMEOUT = 600.0
@@ -152,7 +152,7 @@ def _rsync(
     """Push staging to the droplet; with ``verify``, compare contents and list what differs."""
     spec = ctx.run_dir() / f"rsh-push-{dest.name}-{int(time.time() * 1000)}.json"
     write_private(spec, json.dumps(target_to_json(ssh_target(dest, ctx.config.state_dir))))
-    shell = shlex.join((sys.executable, "-m", "backupd.rsh", str(spec)))
+    shell = shlex.join((sys.executable, "-m", "backupd.remote.rsh", str(spec)))
     rsync_path = " ".join((*_sudo(source), getattr(source.options, "rsync", "rsync")))
     # --sparse: holes stay holes on the droplet; --compress: and cost no bandwidth
     argv: tuple[str, ...] = ("rsync", "--archive", "--hard-links", "--sparse", "--compress",

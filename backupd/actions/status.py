@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from backupd.actions.context import Context
-from backupd.borg import Borg
+from backupd.borg.adapter import Borg
 from backupd.catalogue.models import Drill, utcnow
-from backupd.cron import cron_trigger, interval
-from backupd.units import utc_iso
+from backupd.config.cron import cron_trigger, interval
+from backupd.config.units import utc_iso
 
 
 def queue_rows(ctx: Context) -> list[dict[str, Any]]:

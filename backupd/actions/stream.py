@@ -12,12 +12,12 @@ from typing import Any
 
 from backupd import __version__
 from backupd.actions.context import Context, compression_for, ssh_target
-from backupd.borg import CreateStats
+from backupd.actions.names import display
+from backupd.borg.adapter import CreateStats
 from backupd.catalogue.models import utcnow
-from backupd.config import HostConfig, SourceConfig
+from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BorgError, DumpError, StoreFullError
-from backupd.names import display
-from backupd.relay import RelayOutcome, RelaySpec
+from backupd.remote.relay import RelayOutcome, RelaySpec
 from jobs.base import DumpStream, Held, slug
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def pull_stream(
     try:
         stats = ctx.borg.create_from_command(
             repo, name, stdin_name=stream.filename,
-            command=(sys.executable, "-m", "backupd.relay", str(spec_path)),
+            command=(sys.executable, "-m", "backupd.remote.relay", str(spec_path)),
             comment=json.dumps(meta, sort_keys=True), compression=compression_for(ctx, source),
             timeout=source.timeout + BORG_GRACE_SECONDS, stdin=stream.stdin or None,
         )  # fmt: skip

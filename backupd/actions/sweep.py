@@ -29,10 +29,10 @@ from typing import Any
 
 from backupd.actions.context import Context
 from backupd.actions.rebuild import record_from_comment
-from backupd.borg import ArchiveEntry
+from backupd.borg.adapter import ArchiveEntry
 from backupd.catalogue import RunStatus
 from backupd.errors import BackupdError
-from backupd.procfs import process_alive
+from backupd.local.procfs import process_alive
 
 log = logging.getLogger(__name__)
 LEFTOVER = re.compile(r"\.(checkpoint(\.\d+)?|recreate)$")

@@ -22,6 +22,7 @@ from typing import Any
 
 from backupd.actions import unreadable
 from backupd.actions.context import Context, compression_for, ssh_target
+from backupd.actions.manifest import build_manifest
 from backupd.actions.stream import (
     Pulled,
     PullRun,
@@ -32,13 +33,12 @@ from backupd.actions.stream import (
     write_private,
 )
 from backupd.catalogue.models import utcnow
-from backupd.config import HostConfig, SourceConfig
+from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BackupdError, DumpError
-from backupd.manifest import build_manifest
-from backupd.process import Invocation, run_local, summarize_stderr
-from backupd.relay import target_to_json
-from backupd.rsyncmsg import SenderErrors, sender_errors
-from backupd.ssh import Connection
+from backupd.local.process import Invocation, run_local, summarize_stderr
+from backupd.remote.relay import target_to_json
+from backupd.remote.rsyncmsg import SenderErrors, sender_errors
+from backupd.remote.ssh import Connection
 from jobs.base import TreeTransfer, slug
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def rsync_tree(
     DumpError for anything else that went wrong (the mirror is then never archived)."""
     spec = ctx.run_dir() / f"rsh-{run_id}-{slug(unit.item)}.json"
     write_private(spec, json.dumps(target_to_json(ssh_target(host, ctx.config.state_dir))))
-    shell = shlex.join((sys.executable, "-m", "backupd.rsh", str(spec)))
+    shell = shlex.join((sys.executable, "-m", "backupd.remote.rsh", str(spec)))
     # --ignore-errors: deletions still happen when a path could not be read (rsync skips
     # them after any I/O error); a run with any other error is never archived anyway.
     argv = (

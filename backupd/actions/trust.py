@@ -19,9 +19,9 @@ from pathlib import Path
 import paramiko
 
 from backupd.actions.context import Context, ssh_target
-from backupd.config import HostConfig
+from backupd.config.load import HostConfig
 from backupd.errors import HostKeyError
-from backupd.ssh import (
+from backupd.remote.ssh import (
     SSHTarget,
     fingerprint,
     fingerprint_line,

@@ -5,7 +5,7 @@ naming the paths and how to grant access; the facts list them. A tree whose root
 every file, cannot be read is a failure.
 
 Two sources of "unreadable": rsync's own errors (EACCES when it opened a file or listed a
-directory: backupd/rsyncmsg.py), and ``find -type f ! -readable`` on the droplet, because
+directory: backupd/remote/rsyncmsg.py), and ``find -type f ! -readable`` on the droplet, because
 rsync opens only files that changed: a file made unreadable by a chmod or chown alone (its
 size and mtime unchanged) would otherwise stay in the mirror with the content read while
 it was readable and be archived as if read today. Every such path is removed from the
@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from backupd import names
+from backupd.actions import names
 from backupd.errors import DumpError
-from backupd.rsyncmsg import relative
-from backupd.ssh import Connection
+from backupd.remote.rsyncmsg import relative
+from backupd.remote.ssh import Connection
 from jobs.base import TreeTransfer
 
 SHOWN = 5  # paths named in the message

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from backupd.procfs import processes_mentioning
+from backupd.local.procfs import processes_mentioning
 from tests.e2e.conftest import BIN, Deployment, pg_source
 from tests.harness.daemon import wait_for
 from tests.harness.droplet import Droplet, start_droplet

@@ -13,7 +13,7 @@ import pytest
 
 from backupd.actions.context import Context
 from backupd.actions.maintain import run_maintenance
-from backupd.config import load_config
+from jobs.registry import load_config
 from tests.e2e.conftest import run_tool
 from tests.harness.daemon import NEVER, Fleet, wait_for
 from tests.harness.fleet import Value

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from backupd.ssh import fingerprint_line
+from backupd.remote.ssh import fingerprint_line
 from tests.e2e.conftest import BIN, Deployment
 from tests.e2e.test_daemon import other_host_key
 from tests.harness.droplet import Droplet

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from backupd.borglock import repository_id
-from backupd.procfs import kill_tree, process_alive
+from backupd.borg.lock import repository_id
+from backupd.local.procfs import kill_tree, process_alive
 from tests.e2e.conftest import BIN, Deployment, pg_source
 from tests.e2e.test_restore_targets import add_targets, databases
 from tests.harness.daemon import Gate, make_gate, make_sqlite_db, wait_for
@@ -289,7 +289,7 @@ def test_a_restore_waits_for_our_own_backup_and_says_so(site: Site) -> None:
 def test_maintenance_and_a_drill_meeting_an_operators_lock_fail_at_once(site: Site) -> None:
     backed_up(site)
     holder = site.hold()
-    worker = [str(BIN / "python"), "-m", "backupd.worker", "--config", str(site.d.config)]
+    worker = [str(BIN / "python"), "-m", "backupd.daemon.worker", "--config", str(site.d.config)]
     prune = site.start([*worker, "prune", "web1"])
     assert prune.finish()[0] == 75  # transient: the daemon tries again later
     [(error,)] = site.d.catalogue_rows("SELECT error FROM maintenance_runs")

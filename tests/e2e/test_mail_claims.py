@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import select, update
 
+from backupd.actions.alerts import dispatch
 from backupd.actions.context import Context
-from backupd.alerts import dispatch
+from backupd.actions.report import deliver_queued, queue_report
 from backupd.catalogue.alerts import SUPPRESSED
 from backupd.catalogue.models import AlertEvent, AlertKey, Report, utcnow
-from backupd.config import load_config
-from backupd.mail import claim_lease, deliver_queued, queue_report
+from backupd.notify.mail import claim_lease
+from jobs.registry import load_config
 from tests.e2e.conftest import BIN, run_tool
 from tests.harness.example_report import write_config
 from tests.harness.smtp import DataGate, SmtpServer, start_smtp

@@ -19,7 +19,7 @@ import pytest
 
 from backupd.actions.context import Context
 from backupd.catalogue.models import Drill, utcnow
-from backupd.config import load_config
+from jobs.registry import load_config
 from tests.e2e.conftest import Deployment
 from tests.harness.droplet import Droplet
 from tests.harness.smtp import SmtpServer
@@ -162,7 +162,7 @@ def test_smtp_down_keeps_the_report_queued_until_it_is_back(
 
 def worker(d: Deployment) -> subprocess.CompletedProcess[str]:
     """The report job as the daemon runs it (scheduled from [maintenance] report)."""
-    argv = [sys.executable, "-m", "backupd.worker", "--config", str(d.config), "report"]
+    argv = [sys.executable, "-m", "backupd.daemon.worker", "--config", str(d.config), "report"]
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
 
 

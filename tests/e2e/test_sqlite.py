@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backupd.procfs import processes_mentioning
+from backupd.local.procfs import processes_mentioning
 from tests.e2e.conftest import Deployment
 from tests.harness.droplet import Droplet
 

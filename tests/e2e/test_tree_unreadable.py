@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backupd import names
+from backupd.actions import names
 from tests.e2e.conftest import Deployment
 from tests.e2e.test_trees import OLD, chown_to_droplet, facts_of
 from tests.harness.droplet import Droplet

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from backupd.procfs import kill_tree
+from backupd.local.procfs import kill_tree
 from tests.e2e.conftest import Deployment
 from tests.harness.daemon import DaemonProc, wait_for
 from tests.harness.droplet import Droplet, start_droplet

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context
-from backupd.config import load_config
-from backupd.procfs import kill_tree
+from backupd.local.procfs import kill_tree
+from jobs.registry import load_config
 from tests.harness.droplet import Droplet
 from tests.harness.fleet import HostSpec, Value, write_fleet_config, write_passphrase
 from tests.harness.procs import processes_naming

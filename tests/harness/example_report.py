@@ -21,9 +21,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backupd.actions.context import Context
+from backupd.actions.report import gather
 from backupd.catalogue.models import Archive, Drill, Host, Run, Source, utcnow
-from backupd.config import load_config
-from backupd.report import gather, html_preview
+from backupd.render.report import html_preview
+from jobs.registry import load_config
 
 DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "example-report.png"
 GiB, MiB = 1 << 30, 1 << 20

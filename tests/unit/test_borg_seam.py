@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from backupd.borg import Borg
+from backupd.borg.adapter import Borg
 from backupd.errors import BorgError
-from backupd.process import Argv, Invocation, ProcessResult
+from backupd.local.process import Argv, Invocation, ProcessResult
 
 SECRET = "correct horse battery staple"
 

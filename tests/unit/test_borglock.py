@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from backupd.borg import Borg
-from backupd.borglock import JOB_ENV, PID_ENV, Verdict, read_holders, repository_lock, this_machine
+from backupd.borg.adapter import Borg
+from backupd.borg.lock import JOB_ENV, PID_ENV, Verdict, read_holders, repository_lock, this_machine
 from backupd.errors import BorgError, RepositoryLockedError
-from backupd.process import Argv, Invocation, ProcessResult
+from backupd.local.process import Argv, Invocation, ProcessResult
 
 HERE = sorted(this_machine())[0]
 FOREIGN = "otherbox@167772161"

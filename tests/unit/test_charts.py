@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from backupd import charts
+from backupd.render import charts
 
 
 def decode(png: bytes) -> tuple[int, int, list[bytes]]:

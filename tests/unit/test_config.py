@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from backupd.config import load_config
 from backupd.errors import ConfigError
+from jobs.registry import load_config
 
 GOOD = """
 state_dir = "state"
@@ -117,7 +117,7 @@ def test_missing_file_and_bad_toml_are_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_the_example_config_is_valid() -> None:
-    from backupd.config import load_config
+    from jobs.registry import load_config
 
     root = Path(__file__).resolve().parents[2]
     config = load_config(root / "config" / "backupd.example.toml")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from backupd.config import Config, HostConfig, SourceConfig
-from jobs.base import registry
+from backupd.config.load import Config, HostConfig, SourceConfig
+from jobs.registry import registry
 
 DOCS = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
 # a key in a table or in the text (`key`), a section in a heading ([section])

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from backupd.counters import make_counter, parse_fact_lines
+from backupd.remote.counters import make_counter, parse_fact_lines
 
 
 def test_fact_lines_from_remote_stderr() -> None:

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from backupd.config import PassphraseConfig
-from backupd.credentials import read_passphrase
+from backupd.config.credentials import read_passphrase
+from backupd.config.load import PassphraseConfig
 from backupd.errors import CredentialError
-from backupd.relay import RelaySpec, judge
-from backupd.ssh import SSHTarget, StreamResult
+from backupd.remote.relay import RelaySpec, judge
+from backupd.remote.ssh import SSHTarget, StreamResult
 
 
 def test_passphrase_file_must_be_private(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from backupd.cli import cli
+from backupd.cli.main import cli
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -4,8 +4,8 @@ filter on a name that holds a newline. (Loading for real: tests/e2e/test_field_m
 
 from __future__ import annotations
 
-from backupd.dumpfilter import OneTableFilter
-from backupd.dumprewrite import PortableLoad
+from jobs.mariadb_rewrite import PortableLoad
+from jobs.sqlfilter import OneTableFilter
 
 # the shapes mariadb-dump 10.11 writes (seen on a real server), trimmed
 DUMP = b"""-- Host: localhost    Database: shop

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from backupd import errors
-from backupd.cli_common import EXIT_PIPE
+from backupd.cli.common import EXIT_PIPE
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^\| (\d+) \| (.+) \|$", re.M)
@@ -34,7 +34,7 @@ def error_codes() -> dict[int, list[str]]:
 def literal_exits() -> set[int]:
     """Codes backupctl's modules pass to sys.exit themselves (1 for a stale source, 70 for a
     bug)."""
-    text = "".join(p.read_text() for p in (ROOT / "backupd").glob("cli*.py"))
+    text = "".join(p.read_text() for p in (ROOT / "backupd" / "cli").glob("*.py"))
     return {int(n) for n in re.findall(r"sys\.exit\((\d+)\)", text)}
 
 

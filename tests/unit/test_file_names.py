@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from backupd import names
-from backupd.manifest import build_manifest, parse_manifest, verify_tree
+from backupd.actions import names
+from backupd.actions.manifest import build_manifest, parse_manifest, verify_tree
 
 ODD = [
     b"caf\xe9.txt",  # Latin-1, not UTF-8

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 
-from jobs.base import Options, registry
+from jobs.base import Options
+from jobs.registry import registry
 
 
 def test_every_kind_implements_the_interface() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backupd.notify import notify, under_journald, watchdog_interval
+from backupd.local.systemd import notify, under_journald, watchdog_interval
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_nobody_listening_does_not_raise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
-    caplog.set_level("DEBUG", logger="backupd.notify")
+    caplog.set_level("DEBUG", logger="backupd.local.systemd")
     assert notify("WATCHDOG=1") is False
     assert "sd_notify" in caplog.text
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from backupd.errors import RestoreError, UsageError, VerificationError
-from backupd.ssh import RemoteResult
+from backupd.remote.ssh import RemoteResult
 from jobs.base import DatabaseRestore, slug
 from jobs.pg_common import PostgresOptions, dbname_arg, split_fact_table, world_facts
 from jobs.pg_restore import LARGE_OBJECT_BUDGET, PostgresRestore, single_transaction

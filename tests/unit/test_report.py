@@ -14,18 +14,17 @@ import pytest
 
 from backupd.actions.context import Context
 from backupd.actions.maintain import jobs_for, run_maintenance
-from backupd.catalogue.models import RunStatus, utcnow
-from backupd.config import load_config
-from backupd.mail import deliver_queued, queue_new_report
-from backupd.report import (
-    build_message,
+from backupd.actions.report import (
     default_period,
+    deliver_queued,
     gather,
-    html_preview,
-    render_html,
-    render_text,
+    is_retry,
+    queue_new_report,
+    report_message,
 )
-from jobs.report import is_retry
+from backupd.catalogue.models import RunStatus, utcnow
+from backupd.render.report import html_preview, render_html, render_text
+from jobs.registry import load_config
 from tests.harness.example_report import MiB, drill, run, source, write_config
 
 FLEET = {"web1": {"maindb": "postgresql", "files": "directory"}, "web2": {"app": "sqlite"}}
@@ -125,7 +124,7 @@ def test_all_good_is_green(tmp_path: Path) -> None:
 
 
 def test_the_message_is_text_and_html_with_the_charts_as_related_images(ctx: Context) -> None:
-    msg = build_message(ctx, gather(ctx))
+    msg = report_message(ctx, gather(ctx))
     parsed = message_from_string(msg.as_string(), policy=policy.default)
     assert isinstance(parsed, EmailMessage)
     assert parsed.get_content_type() == "multipart/alternative"

@@ -10,9 +10,9 @@ from pathlib import Path
 from backupd.actions.context import Context
 from backupd.actions.reconcile import interrupt_dead_restores
 from backupd.catalogue.models import Restore
-from backupd.config import load_config
-from backupd.dumpfilter import OneTableFilter
-from backupd.process import Invocation, feed_local
+from backupd.local.process import Invocation, feed_local
+from jobs.registry import load_config
+from jobs.sqlfilter import OneTableFilter
 
 DUMP = b"""/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;
 /*!40103 SET @OLD_TIME_ZONE=@@TIME_ZONE */;

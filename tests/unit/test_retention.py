@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import pytest
 
-from backupd.config import RetentionConfig
+from backupd.config.load import RetentionConfig
 from jobs.prune import Verdict, parse_archive_name, plan, retain
 
 

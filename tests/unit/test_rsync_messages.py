@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backupd.actions.unreadable import nothing_read, warning_text
-from backupd.rsyncmsg import itemized_files, relative, sender_errors, unescape
+from backupd.remote.rsyncmsg import itemized_files, relative, sender_errors, unescape
 from jobs.base import TreeTransfer
 
 

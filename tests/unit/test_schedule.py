@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from backupd.config import parse_config
-from backupd.cron import cron_trigger, interval
+from backupd.config.cron import cron_trigger, interval
+from backupd.config.load import parse_config
+from backupd.daemon.service import JobKey, blocked
 from backupd.errors import ConfigError
-from backupd.service import JobKey, blocked
+from jobs.registry import kind_models
 
 WEDNESDAY = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -47,7 +48,7 @@ def test_bad_schedules_are_config_errors_with_their_key() -> None:
                                           "schedule": "61 * * * *"}}}},
     }  # fmt: skip
     with pytest.raises(ConfigError) as e:
-        parse_config(raw, Path("/etc/backupd/backupd.toml"))
+        parse_config(raw, Path("/etc/backupd/backupd.toml"), kinds=kind_models())
     keys = [p.split(": ")[1] for p in e.value.problems]
     assert keys == ["hosts.h.sources.s.schedule", "daemon.schedule"]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from backupd.config import DaemonConfig
-from backupd.service import ABORT_GRACE, TICK
+from backupd.config.load import DaemonConfig
+from backupd.daemon.service import ABORT_GRACE, TICK
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "systemd"
@@ -199,7 +199,7 @@ def test_failure_unit_reports_the_failed_unit() -> None:
 
 
 def test_backupd_knows_unit_failed() -> None:
-    from backupd.daemon import parse_args
+    from backupd.daemon.main import parse_args
 
     assert parse_args(["--unit-failed", "backupd.service"]).unit_failed == "backupd.service"
 

@@ -11,12 +11,12 @@ import pytest
 
 from backupd.actions.context import ssh_target
 from backupd.actions.trust import Offer, _without_host, same_fingerprint, write_atomically
-from backupd.borg import Borg
+from backupd.borg.adapter import Borg
 from backupd.catalogue import Catalogue
-from backupd.config import load_config
 from backupd.errors import ConfigError, HostKeyError
-from backupd.process import Argv, Invocation, ProcessResult
-from backupd.ssh import SSHTarget, pinned_keys
+from backupd.local.process import Argv, Invocation, ProcessResult
+from backupd.remote.ssh import SSHTarget, pinned_keys
+from jobs.registry import load_config
 
 CONFIG = """
 state_dir = "state"

@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 import pytest
 
 from backupd.actions.backup import archive_name
-from backupd.borg import borg_literal
-from backupd.process import mask_argv
-from backupd.units import parse_delay, parse_duration, parse_size
+from backupd.borg.adapter import borg_literal
+from backupd.config.units import parse_delay, parse_duration, parse_size
+from backupd.local.process import mask_argv
 from jobs.base import slug
 
 
@@ -74,7 +74,7 @@ def test_borg_literal_doubles_braces() -> None:
 def test_remote_command_line_survives_hostile_names() -> None:
     import subprocess
 
-    from backupd.ssh import remote_command_line
+    from backupd.remote.ssh import remote_command_line
 
     hostile = ["printf", "%s|", "a b", "x;touch /tmp/pwned", "$(id)", "'q'", "`id`"]
     line = remote_command_line(hostile)
@@ -85,7 +85,7 @@ def test_remote_command_line_survives_hostile_names() -> None:
 def test_remote_command_line_reports_a_killing_signal() -> None:
     import subprocess
 
-    from backupd.ssh import remote_command_line
+    from backupd.remote.ssh import remote_command_line
 
     line = remote_command_line(["sh", "-c", "kill -9 $$"])
     out = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=False)
@@ -94,7 +94,7 @@ def test_remote_command_line_reports_a_killing_signal() -> None:
 
 
 def test_stderr_summary_prefers_the_lines_that_say_what_went_wrong() -> None:
-    from backupd.process import summarize_stderr
+    from backupd.local.process import summarize_stderr
 
     tail = (
         'pg_dump: error: Dumping the contents of table "blob" failed: PQgetCopyData() failed.\n'
@@ -113,7 +113,7 @@ def test_stderr_summary_prefers_the_lines_that_say_what_went_wrong() -> None:
 def test_remote_command_line_keeps_stdin_for_the_command() -> None:
     import subprocess
 
-    from backupd.ssh import remote_command_line
+    from backupd.remote.ssh import remote_command_line
 
     line = remote_command_line(["cat"])
     out = subprocess.run(["sh", "-c", line], input="to the command", capture_output=True,
@@ -127,7 +127,7 @@ def test_remote_command_line_passes_term_on_to_the_command() -> None:
     import subprocess
     import time
 
-    from backupd.ssh import remote_command_line
+    from backupd.remote.ssh import remote_command_line
 
     # sshd's shell execs a single command, so the wrapper itself receives the signal
     argv = shlex.split(remote_command_line(["sleep", "30"]))

@@ -1,0 +1,162 @@
+"""File manifests of a mirrored tree: what a directory backup held, file by file.
+
+A manifest lists every regular file (path, size, mode, owner, mtime, sha256) and every
+symlink and directory. It is archived with the files and summarised in the catalogue, so
+a restore can be checked file by file. Hashing is incremental: a file whose size, mtime,
+ctime and inode are unchanged since the last manifest keeps its hash (rsync replaces a
+changed file by a new inode), so a second pull hashes only what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backupd.actions import names
+
+CHUNK = 1024 * 1024
+SAMPLE_SIZE = 200
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``entries``: [type, name, size, mode, uid, gid, mtime_s, sha256 or target], the name
+    (relative, ``/``-separated) and a symlink's target as bytes; type "f", "d" or "l"."""
+
+    entries: list[list[Any]]
+    hashed_bytes: int  # bytes actually read to hash (the rest came from the cache)
+
+    def to_bytes(self) -> bytes:
+        """JSON lines; names in their JSON form (backupd/actions/names.py)."""
+        return b"".join(json.dumps(_to_json(e), ensure_ascii=False).encode() + b"\n"
+                        for e in self.entries)  # fmt: skip
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, bytes, the manifest's sha256 and a sample: [[name (JSON form), sha256],
+        ...] of up to SAMPLE_SIZE files, chosen by the hash of their name."""
+        files = [e for e in self.entries if e[0] == "f"]
+        sample = sorted(files, key=lambda e: hashlib.sha256(e[1]).digest())
+        return {
+            "files": len(files),
+            "bytes": sum(e[2] for e in files),
+            "dirs": sum(1 for e in self.entries if e[0] == "d"),
+            "symlinks": sum(1 for e in self.entries if e[0] == "l"),
+            "manifest_sha256": hashlib.sha256(self.to_bytes()).hexdigest(),
+            "sample": [[names.to_json(e[1]), e[7]] for e in sample[:SAMPLE_SIZE]],
+        }
+
+
+def _to_json(entry: list[Any]) -> list[Any]:
+    kind, name, *rest, extra = entry
+    return [kind, names.to_json(name), *rest, names.to_json(extra) if kind == "l" else extra]
+
+
+def parse_manifest(data: bytes) -> list[list[Any]]:
+    """Entries of a manifest written by any backupd (names back to bytes); ValueError if
+    a line is not one."""
+    entries = []
+    for line in data.splitlines():
+        if line.strip():
+            kind, name, *rest, extra = json.loads(line)
+            target = names.from_json(extra) if kind == "l" else extra
+            entries.append([kind, names.from_json(name), *rest, target])
+    return entries
+
+
+def _walk(root: bytes) -> Iterator[tuple[bytes, os.stat_result, str]]:
+    """(relative name, lstat, kind) for everything below root, in a stable order."""
+    stack = [b""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(root, rel) if rel else root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            path = rel + b"/" + entry.name if rel else entry.name
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                yield path, st, "d"
+                stack.append(path)
+            elif stat.S_ISLNK(st.st_mode):
+                yield path, st, "l"
+            elif stat.S_ISREG(st.st_mode):
+                yield path, st, "f"
+
+
+def sha256_file(path: Path | bytes) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(root: Path, cache_file: Path) -> Manifest:
+    """Manifest of ``root``; ``cache_file`` keeps hashes between runs (private; its keys
+    are names as Python's surrogate-escaped str, which JSON round-trips exactly)."""
+    try:
+        cache: dict[str, list[Any]] = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    new_cache: dict[str, list[Any]] = {}
+    entries: list[list[Any]] = []
+    hashed = 0
+    base = os.fsencode(root)
+    for rel, st, kind in _walk(base):
+        common = [kind, rel, st.st_size if kind == "f" else 0, stat.S_IMODE(st.st_mode),
+                  st.st_uid, st.st_gid, int(st.st_mtime)]  # fmt: skip
+        if kind == "f":
+            key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            cache_key = rel.decode("utf-8", "surrogateescape")
+            cached = cache.get(cache_key)
+            if cached is not None and cached[:4] == key:
+                digest = cached[4]
+            else:
+                digest = sha256_file(os.path.join(base, rel))
+                hashed += st.st_size
+            new_cache[cache_key] = [*key, digest]
+            entries.append([*common, digest])
+        elif kind == "l":
+            entries.append([*common, os.readlink(os.path.join(base, rel))])
+        else:
+            entries.append([*common, ""])
+    fd = os.open(cache_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(new_cache, f)
+    return Manifest(entries, hashed)
+
+
+def verify_tree(root: Path, expected: list[list[Any]]) -> list[str]:
+    """Differences between a restored tree and its manifest (empty: identical); each
+    names the path in its display form."""
+    problems: list[str] = []
+    seen: set[bytes] = set()
+    base = os.fsencode(root)
+    for kind, rel, size, mode, uid, gid, mtime, extra in expected:
+        seen.add(rel)
+        path = os.path.join(base, rel)
+        shown = names.display(rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            problems.append(f"missing: {shown}")
+            continue
+        if kind == "f" and (not stat.S_ISREG(st.st_mode) or st.st_size != size
+                            or sha256_file(path) != extra):  # fmt: skip
+            problems.append(f"content differs: {shown}")
+        elif kind == "l" and (not stat.S_ISLNK(st.st_mode) or os.readlink(path) != extra):
+            problems.append(f"symlink differs: {shown}")
+        if kind != "l" and stat.S_IMODE(st.st_mode) != mode:
+            problems.append(f"mode differs: {shown}")
+        if kind == "f" and int(st.st_mtime) != mtime:
+            problems.append(f"mtime differs: {shown}")
+        if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (uid, gid):
+            problems.append(f"owner differs: {shown}")
+    extra_paths = [rel for rel, _st, _k in _walk(base) if rel not in seen]
+    problems += [f"unexpected: {names.display(rel)}" for rel in extra_paths[:20]]
+    return problems

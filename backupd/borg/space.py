@@ -1,0 +1,41 @@
+"""A full store, said in one line: how much is free where, and what borg needs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from backupd.config.units import human_bytes
+from backupd.errors import StoreFullError
+from backupd.local.process import ProcessResult
+
+_INSUFFICIENT = re.compile(r"Insufficient free space .*\(required: ([^,]+), available: ([^)]+)\)")
+
+
+def store_full(result: ProcessResult, what: str) -> StoreFullError | None:
+    """One clear line for a full store instead of borg's traceback tail: how much is
+    free where, and what borg says it needs (it reserves room for a whole new segment,
+    about 500 MB, to commit anything: even a comment or a delete)."""
+    err = result.stderr.decode(errors="replace")
+    short = _INSUFFICIENT.search(err)
+    if short is None and "No space left on device" not in err:
+        return None
+    where = _repository_in(result.argv)
+    free = human_bytes(shutil.disk_usage(where).free) if where is not None else "little"
+    place = f" on {where}" if where is not None else ""
+    needs = (f"needs about {short.group(1)} (borg's estimate)" if short
+             else "borg ran out of space writing")  # fmt: skip
+    return StoreFullError(f"store full: {free} free{place}, {needs}; borg {what} stopped, "
+                          "nothing half-written is kept (free space, or prune and compact)",
+                          returncode=result.returncode)  # fmt: skip
+
+
+def _repository_in(argv: Sequence[str]) -> Path | None:
+    """The repository a borg command line names (REPO or REPO::ARCHIVE), if it exists."""
+    for arg in argv[1:]:
+        path = Path(arg.split("::", 1)[0])
+        if path.is_absolute() and (path / "config").is_file():
+            return path
+    return None

@@ -1,0 +1,131 @@
+"""The top-level tables of the configuration besides hosts: store, passphrase, retention,
+daemon, maintenance, drills, mail. Validated by backupd.config.load, which re-exports them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from backupd.config.units import Delay, Duration
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PassphraseConfig(Model):
+    """Where the Borg passphrase comes from: exactly one of the three."""
+
+    file: Path | None = None
+    credential: str | None = None
+    command: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PassphraseConfig:
+        given = [k for k in ("file", "credential", "command") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of file, credential or command")
+        if self.command is not None and not self.command:
+            raise ValueError("command must be a non-empty list of arguments")
+        return self
+
+
+class StoreConfig(Model):
+    path: Path
+    encryption: Literal["repokey-blake2", "keyfile-blake2", "repokey", "keyfile"] = "repokey-blake2"
+    # lz4 probes each chunk; compressible ones get zstd level 3 (text dumps shrink like
+    # pg_dump -Fc's zlib), incompressible ones (media) are stored as they are.
+    compression: str = "auto,zstd,3"
+    borg: str = "borg"  # the borg executable; the venv's when left as "borg"
+
+
+def check_cron(value: str) -> str:
+    """A crontab line ("minute hour day month weekday", optional leading seconds), in UTC."""
+    from backupd.config.cron import cron_trigger
+
+    try:
+        cron_trigger(value)
+    except ValueError as e:
+        raise ValueError(f'not a crontab schedule ({e}): expected e.g. "0 2 * * *"') from None
+    return value
+
+
+Cron = Annotated[str, AfterValidator(check_cron)]
+
+
+class RetentionConfig(Model):
+    """Which archives `prune` keeps, per source and item (borg prune's rules, plus two)."""
+
+    keep_last: int = Field(default=3, ge=1)  # the newest N always stay, whatever their dates
+    keep_daily: int = Field(default=7, ge=0)
+    keep_weekly: int = Field(default=4, ge=0)
+    keep_monthly: int = Field(default=6, ge=0)
+    keep_yearly: int = Field(default=0, ge=0)
+    # and never the newest archive that passed a restore drill
+
+
+class DaemonConfig(Model):
+    workers: int = Field(default=2, ge=1)  # jobs at once, over all hosts
+    per_host: int = Field(default=1, ge=1)  # jobs at once on one droplet
+    schedule: Cron = "0 2 * * *"  # sources without their own schedule
+    jitter: Delay = 3600.0  # each firing is delayed by up to this, so droplets are not hit at once
+    catch_up_delay: Delay = 60.0  # a run missed while down starts this long after start
+    job_deadline: Duration = 12 * 3600.0  # a job still running after this is stopped
+    stop_grace: Duration = 300.0  # on SIGTERM, running jobs get this long to finish
+    retries: int = Field(default=3, ge=0)  # for transient failures only
+    retry_backoff: Duration = 300.0  # first retry delay; doubles each time
+
+
+class MaintenanceConfig(Model):
+    prune: Cron = "30 5 * * *"
+    compact: Cron = "0 6 * * 0"
+    check: Cron = "0 7 * * *"
+    verify_archives: int = Field(default=3, ge=0)  # archives per check read back in full
+    catalogue: Cron = "45 5 * * *"  # a copy of the catalogue into the store
+    drill: Cron = "0 4 * * 6"  # restore drills of every source (weekly)
+    report: Cron = "0 8 * * 1"  # the weekly report (Monday morning)
+
+
+class DrillsConfig(Model):
+    """Restore drills: scratch servers backupd starts itself, unix socket only."""
+
+    scratch_user: str = "nobody"  # runs scratch PostgreSQL/MariaDB when backupd runs as root
+    postgres_bindir: Path | None = None  # default: the newest /usr/lib/postgresql/N/bin
+    mariadbd: str = "mariadbd"
+    mariadb_install_db: str = "mariadb-install-db"
+    older_archives: int = Field(default=1, ge=0)  # older restore points drilled per run
+    timeout: Duration = 4 * 3600.0
+
+
+class DrillSql(Model):
+    """A query run in the restored database; its first line of output must equal expect."""
+
+    sql: str
+    expect: str
+
+
+class MailConfig(Model):
+    """Where the weekly report and alerts go (SMTP with STARTTLS or TLS)."""
+
+    to: tuple[str, ...]
+    sender: str = "backupd@localhost"
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: PassphraseConfig | None = None  # file, credential or command, like [passphrase]
+    ca_file: Path | None = None  # trust this CA (PEM) for the server's certificate (own relay)
+    timeout: Duration = 30.0
+    retry: Duration = 600.0  # a failed send is retried this often (the mail is queued)
+    alert_interval: Duration = 3600.0  # the same alert is mailed at most once per interval
+
+
+class AlertsConfig(Model):
+    """What is watched besides job outcomes; alerts are mailed at once via [mail]."""
+
+    stale_factor: float = Field(default=2.0, gt=1.0)  # no success in factor x the interval
+    disk_warn_percent: float = Field(default=85.0, gt=0, le=100)  # store's file system use
+    disk_critical_percent: float = Field(default=95.0, gt=0, le=100)
+    check_interval: Duration = 60.0  # how often the daemon looks and mails

@@ -1,0 +1,356 @@
+"""The one seam through which backupd runs local processes.
+
+Commands are built as data (tuples of str) and handed here; nothing goes through a
+shell. Every command is logged with its secrets masked, runs under a timeout and
+comes back as a typed ``ProcessResult``. Unit tests replace ``Runner`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
+import logging
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+log = logging.getLogger(__name__)
+
+Argv = tuple[str, ...]
+STDERR_TAIL_BYTES = 2000
+MASK = "***"
+STREAM_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    argv: Argv
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    def stderr_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
+        return tail_text(self.stderr, limit)
+
+
+def tail_text(data: bytes, limit: int = STDERR_TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of ``data`` as text, trimmed to whole lines where possible."""
+    text = data[-limit:].decode("utf-8", errors="replace").strip()
+    return text
+
+
+_TELLING = re.compile(r"error|fatal|fail|killed|denied|refused|not found|no such|cannot|lost", re.I)
+
+
+def summarize_stderr(tail: str, limit: int = 400) -> str:
+    """One line from a stderr tail for a person: the lines that say what went wrong."""
+    lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    telling = [line for line in lines if _TELLING.search(line)] or lines[-1:]
+    summary = " | ".join(dict.fromkeys(telling[-3:]))
+    return summary if len(summary) <= limit else summary[: limit - 1] + "…"
+
+
+def mask_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> str:
+    """The argv as one loggable string, with each secret replaced by ***."""
+    hidden = [s for s in secrets if s]
+    shown = []
+    for arg in argv:
+        for secret in hidden:
+            arg = arg.replace(secret, MASK)
+        shown.append(arg)
+    return " ".join(shlex.quote(a) for a in shown)
+
+
+@dataclass
+class Invocation:
+    """Everything about one local command except its argv."""
+
+    timeout: float | None = None
+    env: Mapping[str, str] | None = None
+    stdin: bytes | None = None
+    stdout: IO[bytes] | int | None = None  # None: capture
+    pass_fds: tuple[int, ...] = ()
+    secrets: tuple[str, ...] = ()
+    cwd: str | None = None
+    user: str | None = None  # run as this account (we are root): scratch servers
+
+
+@functools.cache
+def _setpriv() -> tuple[str, ...]:
+    found = shutil.which("setpriv")  # util-linux: on every Debian and Ubuntu
+    if found is None:
+        log.warning("setpriv not found: a child of backupd may outlive a killed backupd")
+        return ()
+    return (found, "--pdeathsig", "TERM", "--")
+
+
+def dies_with_us(argv: Argv, env: Mapping[str, str] | None = None) -> list[str]:
+    """``argv`` run so that the kernel sends it SIGTERM when the thread that started it
+    ends, however it ends (``setpriv --pdeathsig``): children run in their own session (a
+    timeout kills the whole group), so a ``kill -9`` of backupd's process group would
+    otherwise leave a borg running that commits an archive nobody records. borg answers
+    SIGTERM by rolling back and releasing its lock. A missing program still raises
+    FileNotFoundError here, as Popen would without the prefix."""
+    program = argv[0]
+    if "/" in program:
+        if not os.path.exists(program):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+        if not os.access(program, os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied", program)
+    elif shutil.which(program, path=(env or os.environ).get("PATH")) is None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+    return [*_setpriv(), *argv]
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def signal_when_parent_dies(signum: int = signal.SIGTERM) -> bool:
+    """Ask the kernel for ``signum`` when our parent ends (for backupd's own helper
+    processes: the relay under borg, rsh under rsync, a worker under the daemon). False
+    where prctl is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class Runner(Protocol):
+    def __call__(self, argv: Argv, inv: Invocation) -> ProcessResult: ...
+
+
+class Streamer(Protocol):
+    def __call__(
+        self, argv: Argv, inv: Invocation, sink: Callable[[bytes], object]
+    ) -> ProcessResult: ...
+
+
+def run_local(argv: Argv, inv: Invocation) -> ProcessResult:
+    """Run ``argv`` to completion and return its result; never raises on a non-zero exit.
+
+    On timeout the whole process group is killed (a borg child and its relay go too),
+    and the result says ``timed_out``.
+    """
+    log.debug("run: %s", mask_argv(argv, inv.secrets))
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        dies_with_us(argv, inv.env),
+        stdin=subprocess.PIPE if inv.stdin is not None else subprocess.DEVNULL,
+        stdout=inv.stdout if inv.stdout is not None else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=inv.pass_fds,
+        cwd=inv.cwd,
+        start_new_session=True,
+        **_identity(inv.user, inv.env),
+    )
+    timed_out = False
+    try:
+        out, err = proc.communicate(inv.stdin, timeout=inv.timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        out, err = proc.communicate()
+    except BaseException:
+        # KeyboardInterrupt / SystemExit: never leave an orphaned borg behind.
+        _kill_group(proc)
+        proc.wait()
+        raise
+    seconds = time.monotonic() - started
+    result = ProcessResult(argv, proc.returncode, out or b"", err or b"", seconds, timed_out)
+    log.debug("exit %s after %.2fs: %s", result.returncode, seconds, argv[0])
+    return result
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -> ProcessResult:
+    """Run ``argv`` handing its stdout to ``sink`` in chunks (for large outputs)."""
+    log.debug("stream: %s", mask_argv(argv, inv.secrets))
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as errfile:
+        proc = subprocess.Popen(
+            dies_with_us(argv, inv.env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errfile,
+            env=dict(inv.env) if inv.env is not None else None,
+            pass_fds=inv.pass_fds,
+            cwd=inv.cwd,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        widen_pipe(proc.stdout.fileno())
+        timed_out = False
+        try:
+            while chunk := proc.stdout.read(STREAM_CHUNK):
+                sink(chunk)
+                if inv.timeout is not None and time.monotonic() - started > inv.timeout:
+                    timed_out = True
+                    break
+        finally:
+            if timed_out or (proc.poll() is None and sys.exc_info()[0] is not None):
+                _kill_group(proc)
+            proc.stdout.close()
+            proc.wait()
+        errfile.seek(0)
+        err = errfile.read()
+    return ProcessResult(argv, proc.returncode, b"", err, time.monotonic() - started, timed_out)
+
+
+Produce = Callable[[Callable[[bytes], object]], object]  # calls its sink with each chunk
+
+
+class InputRefused(Exception):
+    """The consuming command stopped reading its stdin (it exited) before the end."""
+
+
+@dataclass(frozen=True)
+class FeedResult:
+    """A command that read a stream on its stdin (a restore tool), and how it ended."""
+
+    argv: Argv
+    returncode: int | None  # None: no exit status (killed, connection lost)
+    output: bytes  # tail of stdout and stderr, in order
+    seconds: float
+    fed_bytes: int
+    complete: bool  # the whole stream was handed over
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.complete and not self.timed_out
+
+    def output_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
+        return tail_text(self.output, limit)
+
+
+def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
+    """Run ``argv`` with ``produce`` writing its stdin (e.g. ``borg extract --stdout`` into
+    ``pg_restore``): no temporary file, and the producer is stopped if the consumer dies."""
+    log.debug("feed: %s", mask_argv(argv, inv.secrets))
+    started = time.monotonic()
+    fed = 0
+    complete = timed_out = False
+    with tempfile.TemporaryFile() as outfile:
+        proc = subprocess.Popen(
+            dies_with_us(argv, inv.env), stdin=subprocess.PIPE, stdout=outfile,
+            stderr=subprocess.STDOUT,
+            env=dict(inv.env) if inv.env is not None else None, pass_fds=inv.pass_fds,
+            cwd=inv.cwd, start_new_session=True,
+        )  # fmt: skip
+        assert proc.stdin is not None
+        stdin = proc.stdin
+        widen_pipe(stdin.fileno())
+
+        def expire() -> None:  # a consumer that stops reading blocks our write: kill it
+            nonlocal timed_out
+            timed_out = True
+            _kill_group(proc)
+
+        def sink(chunk: bytes) -> None:
+            nonlocal fed
+            try:
+                stdin.write(chunk)
+            except (BrokenPipeError, ValueError):
+                raise InputRefused from None
+            fed += len(chunk)
+
+        timer = threading.Timer(inv.timeout, expire) if inv.timeout is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            produce(sink)
+            complete = not timed_out
+        except InputRefused:
+            pass
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        finally:
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                stdin.close()
+            proc.wait()
+            if timer is not None:
+                timer.cancel()
+        outfile.seek(max(0, outfile.seek(0, os.SEEK_END) - 4 * STDERR_TAIL_BYTES))
+        output = outfile.read()
+    seconds = time.monotonic() - started
+    log.debug("exit %s after %.2fs: %s (%d bytes fed)", proc.returncode, seconds, argv[0], fed)
+    return FeedResult(argv, proc.returncode, output, seconds, fed, complete, timed_out)
+
+
+def _identity(user: str | None, env: Mapping[str, str] | None) -> dict[str, Any]:
+    """Popen arguments that run the child as ``user`` (with its HOME), or as we are."""
+    base = dict(env) if env is not None else None
+    if user is None:
+        return {"env": base}
+    entry = pwd.getpwnam(user)
+    login = {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user}
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [],
+            "env": {**(base if base is not None else os.environ), **login}}  # fmt: skip
+
+
+def start_server(argv: Argv, *, log_path: Path, user: str | None) -> subprocess.Popen[bytes]:
+    """Start a long-running server (a drill's scratch database) in its own process group,
+    its output appended to ``log_path``; the caller stops it."""
+    log.debug("start: %s", mask_argv(argv))
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            dies_with_us(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd="/", **_identity(user, None),
+        )  # fmt: skip
+
+
+Child = subprocess.Popen[bytes]  # a started process, for callers that wait for it
+
+
+def start_child(argv: Argv, *, env: Mapping[str, str]) -> Child:
+    """Start a process that runs on its own (a daemon's worker): its own session, so a
+    Ctrl-C at a terminal reaches the daemon only; no stdin; output to ours. The caller
+    waits for it."""
+    log.debug("start: %s", mask_argv(argv))
+    return subprocess.Popen(dies_with_us(argv, env), env=dict(env), stdin=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+
+
+PIPE_SIZE = 1024 * 1024
+
+
+def widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe instead of 64 KiB: far fewer context switches per GB streamed (a pull
+    into borg, borg extract into us, us into pg_restore). Best effort."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
