@@ -1,6 +1,5 @@
-"""report: the weekly report gathered from the catalogue, recorded, and mailed.
-
-Sending mail over SMTP, and the catalogue-backed queue that never loses a report.
+"""report: the weekly report gathered from the catalogue, recorded, and mailed (the
+catalogue-backed queue that never loses a report; SMTP itself: backupd/notify/mail.py).
 
 A report is written to the catalogue (``reports``, status ``queued``) *before* the first
 attempt to send it, so a crash or an SMTP outage leaves it there; every attempt either
