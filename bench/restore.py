@@ -53,18 +53,28 @@ PG_RESTORE_FLAGS = "--exit-on-error --single-transaction --no-owner --no-privile
 
 def restore_host(droplet: Droplet, pg: PostgresCluster) -> HostSpec:
     """The droplet again, as host ``db`` whose source ``big`` dumps the bench database."""
-    source: dict[str, Value] = {"kind": "postgresql", "databases": [DATABASE], "globals": False,
-                                "socket_dir": str(pg.socket_dir), "port": pg.port,
-                                "username": "postgres"}  # fmt: skip
+    source: dict[str, Value] = {
+        "kind": "postgresql",
+        "databases": [DATABASE],
+        "globals": False,
+        "socket_dir": str(pg.socket_dir),
+        "port": pg.port,
+        "username": "postgres",
+    }
     return HostSpec(HOST, droplet, {SOURCE: source})
 
 
 def restore_target_toml(pg: PostgresCluster) -> str:
     """The ``[restore_targets.staging]`` table: the bench's cluster, on this host."""
-    options: dict[str, Value] = {"kind": "postgresql", "socket_dir": str(pg.socket_dir),
-                                 "port": pg.port, "username": "postgres"}  # fmt: skip
-    return "\n".join([f"[restore_targets.{TARGET}]",
-                      *(f"{k} = {toml_value(v)}" for k, v in options.items())])  # fmt: skip
+    options: dict[str, Value] = {
+        "kind": "postgresql",
+        "socket_dir": str(pg.socket_dir),
+        "port": pg.port,
+        "username": "postgres",
+    }
+    return "\n".join(
+        [f"[restore_targets.{TARGET}]", *(f"{k} = {toml_value(v)}" for k, v in options.items())]
+    )
 
 
 @dataclass(frozen=True)
@@ -89,14 +99,17 @@ def latest_dump(state_dir: Path) -> Dump:
 class RestoreBench:
     def __init__(self, bench: Bench) -> None:
         self.bench, self.pg = bench, bench.pg
-        self.conn = (f"-h {shlex.quote(str(self.pg.socket_dir))} -p {self.pg.port} "
-                     "-U postgres")  # fmt: skip
+        self.conn = f"-h {shlex.quote(str(self.pg.socket_dir))} -p {self.pg.port} -U postgres"
         self.dump = Dump("", "", "", 0, [])
 
     def sh(self, cmd: str) -> float:
         start = time.monotonic()
-        subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True,
-                       env=self.bench.borg_env, stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            ["bash", "-o", "pipefail", "-c", cmd],
+            check=True,
+            env=self.bench.borg_env,
+            stdout=subprocess.DEVNULL,
+        )
         return time.monotonic() - start
 
     def drop(self, *names: str) -> None:
@@ -106,17 +119,32 @@ class RestoreBench:
 
     def extract(self) -> str:
         d = self.dump
-        return (f"{BIN / 'borg'} extract --stdout {shlex.quote(f'{d.repository}::{d.name}')} "
-                f"{shlex.quote(d.filename)}")  # fmt: skip
+        return (
+            f"{BIN / 'borg'} extract --stdout {shlex.quote(f'{d.repository}::{d.name}')} "
+            f"{shlex.quote(d.filename)}"
+        )
 
     def ours(self) -> tuple[float, float]:
         """backupctl restore: wall seconds, and the seconds it reports for its own work."""
         start = time.monotonic()
         out = subprocess.run(
-            [str(BIN / "backupctl"), "--config", str(self.bench.config), "restore",
-             f"{HOST}/{SOURCE}", "--into-db", TARGET, "--as", OURS, "--item", DATABASE],
-            check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
+            [
+                str(BIN / "backupctl"),
+                "--config",
+                str(self.bench.config),
+                "restore",
+                f"{HOST}/{SOURCE}",
+                "--into-db",
+                TARGET,
+                "--as",
+                OURS,
+                "--item",
+                DATABASE,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         wall = time.monotonic() - start
         reported = re.search(r"bytes in ([0-9.]+)s", out)
         if reported is None or "ok  rows:" not in out:
@@ -124,16 +152,23 @@ class RestoreBench:
         return wall, float(reported.group(1))
 
     def by_hand(self) -> float:
-        return self.sh(f"psql {self.conn} -XAtq -c 'CREATE DATABASE {HAND}' && "
-                       f"{self.extract()} | pg_restore {self.conn} {PG_RESTORE_FLAGS} "
-                       f"-d {HAND}")  # fmt: skip
+        return self.sh(
+            f"psql {self.conn} -XAtq -c 'CREATE DATABASE {HAND}' && "
+            f"{self.extract()} | pg_restore {self.conn} {PG_RESTORE_FLAGS} "
+            f"-d {HAND}"
+        )
 
     def counts(self, db: str) -> tuple[float, str]:
         """The row-count check backupd runs (one count(*) per recorded table, one psql)."""
         sql = "".join(f"SELECT count(*) FROM {t};\n" for t in self.dump.tables)
         start = time.monotonic()
-        out = subprocess.run(["psql", *shlex.split(self.conn), "-XAtq", "-d", db], input=sql,
-                             check=True, capture_output=True, text=True).stdout  # fmt: skip
+        out = subprocess.run(
+            ["psql", *shlex.split(self.conn), "-XAtq", "-d", db],
+            input=sql,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return time.monotonic() - start, out
 
     def python_pipe(self) -> float:
@@ -164,17 +199,22 @@ class RestoreBench:
         rows = seed_restore_db(self.pg, DATABASE, RESTORE_BYTES)
         self.bench.backupctl("backup", "now", f"{HOST}/{SOURCE}")
         self.dump = latest_dump(self.bench.work / "state")
-        pipes: dict[str, list[float]] = {"borg_to_devnull": [], "borg_pipe_cat": [],
-                                         "backupd_pipe_cat": []}  # fmt: skip
+        pipes: dict[str, list[float]] = {
+            "borg_to_devnull": [],
+            "borg_pipe_cat": [],
+            "backupd_pipe_cat": [],
+        }
         for _ in range(2):  # also warms the page cache and borg's security dir for both sides
             pipes["borg_to_devnull"].append(self.sh(f"{self.extract()} > /dev/null"))
             pipes["borg_pipe_cat"].append(self.sh(f"{self.extract()} | cat > /dev/null"))
             pipes["backupd_pipe_cat"].append(self.python_pipe())
         dry = min(
-            self.sh(f"{BIN / 'backupctl'} --config {self.bench.config} restore {HOST}/{SOURCE} "
-                    f"--into-db {TARGET} --as {OURS} --item {DATABASE} --dry-run")
+            self.sh(
+                f"{BIN / 'backupctl'} --config {self.bench.config} restore {HOST}/{SOURCE} "
+                f"--into-db {TARGET} --as {OURS} --item {DATABASE} --dry-run"
+            )
             for _ in range(3)
-        )  # fmt: skip
+        )
         times: dict[str, list[float]] = {"backupctl": [], "by_hand": []}
         reported: list[float] = []
         verify: list[float] = []
@@ -188,8 +228,11 @@ class RestoreBench:
                     verify.append(self.counts(OURS)[0])
                 else:
                     times[side].append(self.by_hand())
-            print(f"  round {r + 1}: backupctl {times['backupctl'][-1]:.2f} s, "
-                  f"by hand {times['by_hand'][-1]:.2f} s", flush=True)  # fmt: skip
+            print(
+                f"  round {r + 1}: backupctl {times['backupctl'][-1]:.2f} s, "
+                f"by hand {times['by_hand'][-1]:.2f} s",
+                flush=True,
+            )
         if self.counts(OURS)[1] != self.counts(HAND)[1]:
             raise RuntimeError("the two restored databases differ in row counts")
         db_bytes = int(self.pg.psql(f"SELECT pg_database_size('{OURS}')"))

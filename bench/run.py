@@ -85,34 +85,57 @@ def timed_sh(cmd: str, env: dict[str, str]) -> float:
 
 
 def sh(cmd: str, env: dict[str, str] | None = None) -> None:
-    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, env=env,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], check=True, env=env, stdout=subprocess.DEVNULL
+    )
 
 
 class Bench:
     def __init__(self, work: Path, droplet: Droplet, pg: PostgresCluster) -> None:
         self.work, self.droplet, self.pg = work, droplet, pg
         self.passphrase = write_passphrase(work / "passphrase")
-        pg_source: dict[str, Value] = {"kind": "postgresql", "databases": ["lms"], "globals": False,
-                     "socket_dir": str(pg.socket_dir), "port": pg.port, "username": "postgres",
-                     **({"compression": os.environ["BENCH_PG_COMPRESSION"]}
-                        if "BENCH_PG_COMPRESSION" in os.environ else {})}  # fmt: skip
-        self.borg_env = {**os.environ, "BORG_PASSCOMMAND": f"cat {self.passphrase}",
-                         "BORG_BASE_DIR": str(work / "borg-base")}  # fmt: skip
+        pg_source: dict[str, Value] = {
+            "kind": "postgresql",
+            "databases": ["lms"],
+            "globals": False,
+            "socket_dir": str(pg.socket_dir),
+            "port": pg.port,
+            "username": "postgres",
+            **(
+                {"compression": os.environ["BENCH_PG_COMPRESSION"]}
+                if "BENCH_PG_COMPRESSION" in os.environ
+                else {}
+            ),
+        }
+        self.borg_env = {
+            **os.environ,
+            "BORG_PASSCOMMAND": f"cat {self.passphrase}",
+            "BORG_BASE_DIR": str(work / "borg-base"),
+        }
         self.config = write_fleet_config(
-            work / "bench.toml", state_dir=work / "state", store=work / "store",
+            work / "bench.toml",
+            state_dir=work / "state",
+            store=work / "store",
             passphrase_file=self.passphrase,
-            hosts=[HostSpec("pull", droplet, {"blob": {"kind": "directory", "path": "/tmp"}}),
-                   HostSpec("tree", droplet, {"files": {"kind": "directory",
-                                                        "path": str(work / "tree")}}),
-                   *(HostSpec(name, droplet, {"lms": pg_source}) for name in ("pg", "pg-churn")),
-                   restore_host(droplet, pg)],
+            hosts=[
+                HostSpec("pull", droplet, {"blob": {"kind": "directory", "path": "/tmp"}}),
+                HostSpec(
+                    "tree", droplet, {"files": {"kind": "directory", "path": str(work / "tree")}}
+                ),
+                *(HostSpec(name, droplet, {"lms": pg_source}) for name in ("pg", "pg-churn")),
+                restore_host(droplet, pg),
+            ],
             extra=restore_target_toml(pg),
-        )  # fmt: skip
+        )
 
     def borg(self, *args: str) -> str:
-        return subprocess.run([str(BIN / "borg"), *args], env=self.borg_env, check=True,
-                              capture_output=True, text=True).stdout  # fmt: skip
+        return subprocess.run(
+            [str(BIN / "borg"), *args],
+            env=self.borg_env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def fresh_repo(self, name: str) -> Path:
         repo = self.work / "repos" / name
@@ -122,8 +145,11 @@ class Bench:
         return repo
 
     def backupctl(self, *args: str) -> None:
-        subprocess.run([str(BIN / "backupctl"), "--config", str(self.config), *args],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [str(BIN / "backupctl"), "--config", str(self.config), *args],
+            check=True,
+            capture_output=True,
+        )
 
     # -- 1. streaming pull ------------------------------------------------------------
     def pull(self, rounds: int = 3) -> dict[str, Any]:
@@ -140,9 +166,23 @@ class Bench:
         stream = DumpStream("blob", "blob.bin", ("cat", str(blob)), tool="cat")
         d = self.droplet
         known = f"UserKnownHostsFile={d.root / 'known_hosts'}"
-        ssh = shlex.join(["ssh", "-F", "/dev/null", "-p", str(d.port), "-i", str(d.key_path),
-                          "-o", "BatchMode=yes", "-o", known, f"{d.user}@{d.address}",
-                          f"cat {shlex.quote(str(blob))}"])  # fmt: skip
+        ssh = shlex.join(
+            [
+                "ssh",
+                "-F",
+                "/dev/null",
+                "-p",
+                str(d.port),
+                "-i",
+                str(d.key_path),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                known,
+                f"{d.user}@{d.address}",
+                f"cat {shlex.quote(str(blob))}",
+            ]
+        )
         borg = str(BIN / "borg")
         times: dict[str, list[float]] = {"backupd": [], "openssh": [], "local": []}
         for r in range(rounds):
@@ -221,8 +261,9 @@ class Bench:
             "storage_db_bytes": int(self.pg.psql("SELECT pg_database_size('lms')")),
         }
 
-    def seven_days(self, host: str, work_day: Callable[[PostgresCluster, int], None],
-                   days: int = 7) -> dict[str, int]:  # fmt: skip
+    def seven_days(
+        self, host: str, work_day: Callable[[PostgresCluster, int], None], days: int = 7
+    ) -> dict[str, int]:
         """backupd's PostgreSQL source and the two baselines, once a day for `days` days."""
         seed_lms(self.pg)
         bindir = postgres_bindir()
@@ -233,12 +274,21 @@ class Bench:
             if day:
                 work_day(self.pg, day)
             self.backupctl("backup", "now", f"{host}/lms")
-            sh(f"{bindir}/pg_dump {conn} -Fc lms | {borg} create --compression lz4 "
-               f"{repos['fc']}::d{day} -", self.borg_env)  # fmt: skip
-            sh(f"{bindir}/pg_dump {conn} -Fp lms | {borg} create --compression {COMPRESSION} "
-               f"{repos['fp']}::d{day} -", self.borg_env)  # fmt: skip
-        return {"backupd_Fc_Z0": du(self.work / "store" / host), "pg_dump_Fc": du(repos["fc"]),
-                "pg_dump_Fp": du(repos["fp"])}  # fmt: skip
+            sh(
+                f"{bindir}/pg_dump {conn} -Fc lms | {borg} create --compression lz4 "
+                f"{repos['fc']}::d{day} -",
+                self.borg_env,
+            )
+            sh(
+                f"{bindir}/pg_dump {conn} -Fp lms | {borg} create --compression {COMPRESSION} "
+                f"{repos['fp']}::d{day} -",
+                self.borg_env,
+            )
+        return {
+            "backupd_Fc_Z0": du(self.work / "store" / host),
+            "pg_dump_Fc": du(repos["fc"]),
+            "pg_dump_Fp": du(repos["fp"]),
+        }
 
 
 def du(path: Path) -> int:
@@ -255,8 +305,13 @@ def main() -> int:
         pg = start_postgres(work)
         bench = Bench(work, droplet, pg)
         results: dict[str, Any] = {}
-        steps = {"pull": bench.pull, "incremental": bench.incremental, "storage": bench.storage,
-                 "restore": RestoreBench(bench).run, "trees": TreeBench(bench).run}  # fmt: skip
+        steps = {
+            "pull": bench.pull,
+            "incremental": bench.incremental,
+            "storage": bench.storage,
+            "restore": RestoreBench(bench).run,
+            "trees": TreeBench(bench).run,
+        }
         for name in sys.argv[1:] or list(steps):
             print(f"bench: {name} ...", flush=True)
             results.update(steps[name]())
@@ -265,9 +320,13 @@ def main() -> int:
             if server is not None:
                 server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    results["_meta"] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "seconds": round(time.monotonic() - started, 1), "cores": os.cpu_count(),
-                        "machine": platform.machine(), "goals": GOALS}  # fmt: skip
+    results["_meta"] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.monotonic() - started, 1),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "goals": GOALS,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\n{'figure':40} {'measured':>10} {'goal':>8}")

@@ -78,19 +78,27 @@ class TreeBench:
         self.work.chmod(0o755)
         self.tree = self.work / "sparse-tree"
         self.config = write_fleet_config(
-            self.work / "trees.toml", state_dir=self.work / "state", store=self.work / "store",
+            self.work / "trees.toml",
+            state_dir=self.work / "state",
+            store=self.work / "store",
             passphrase_file=bench.passphrase,
-            hosts=[HostSpec("sparse", self.droplet, {"files": {"kind": "directory",
-                                                               "path": str(self.tree)}})],
-        )  # fmt: skip
+            hosts=[
+                HostSpec(
+                    "sparse", self.droplet, {"files": {"kind": "directory", "path": str(self.tree)}}
+                )
+            ],
+        )
 
     def run(self) -> dict[str, Any]:
         return {**self.sparse(), **self.compression()}
 
     def backupctl(self, *args: str) -> float:
         start = time.monotonic()
-        subprocess.run([str(BIN / "backupctl"), "--config", str(self.config), *args],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [str(BIN / "backupctl"), "--config", str(self.config), *args],
+            check=True,
+            capture_output=True,
+        )
         return time.monotonic() - start
 
     def chown(self, path: Path) -> None:
@@ -125,8 +133,10 @@ class TreeBench:
         return result
 
     def compression(self) -> dict[str, Any]:
-        trees = {"random": make_tree(self.work / "plain-random", PLAIN_BYTES, 500),
-                 "text": make_text_tree(self.work / "plain-text", PLAIN_BYTES, 500)}  # fmt: skip
+        trees = {
+            "random": make_tree(self.work / "plain-random", PLAIN_BYTES, 500),
+            "text": make_text_tree(self.work / "plain-text", PLAIN_BYTES, 500),
+        }
         result: dict[str, Any] = {}
         for kind, tree in trees.items():
             self.chown(tree)
@@ -151,14 +161,27 @@ class TreeBench:
 
         config = load_config(self.config)
         spec = self.work / "rsh.json"
-        spec.write_text(json.dumps(target_to_json(ssh_target(config.hosts["sparse"],
-                                                             config.state_dir))))  # fmt: skip
+        spec.write_text(
+            json.dumps(target_to_json(ssh_target(config.hosts["sparse"], config.state_dir)))
+        )
         dest = self.work / "mirror"
         shutil.rmtree(dest, ignore_errors=True)
         shell = shlex.join((sys.executable, "-m", "backupd.remote.rsh", str(spec)))
-        argv = ["rsync", "--archive", "--hard-links", "--numeric-ids", "--delete", "--sparse",
-                "--protect-args", "--stats", "--rsh", shell, *flags,
-                f"sparse:{tree}/", f"{dest}/"]  # fmt: skip
+        argv = [
+            "rsync",
+            "--archive",
+            "--hard-links",
+            "--numeric-ids",
+            "--delete",
+            "--sparse",
+            "--protect-args",
+            "--stats",
+            "--rsh",
+            shell,
+            *flags,
+            f"sparse:{tree}/",
+            f"{dest}/",
+        ]
         start = time.monotonic()
         out = subprocess.run(argv, check=True, capture_output=True).stdout
         seconds = time.monotonic() - start

@@ -94,9 +94,24 @@ def seed_lms(pg: PostgresCluster) -> None:
     unrealistically well)."""
     pg.psql("DROP DATABASE IF EXISTS lms")
     pg.createdb("lms")
-    subprocess.run([str(postgres_bindir() / "pgbench"), "-i", "-s", "10", "-q", "-h",
-                    str(pg.socket_dir), "-p", str(pg.port), "-U", "postgres", "lms"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(postgres_bindir() / "pgbench"),
+            "-i",
+            "-s",
+            "10",
+            "-q",
+            "-h",
+            str(pg.socket_dir),
+            "-p",
+            str(pg.port),
+            "-U",
+            "postgres",
+            "lms",
+        ],
+        check=True,
+        capture_output=True,
+    )
     words = "ARRAY[" + ",".join(f"'{w}'" for w in WORDS) + "]"
     pg.psql(
         "CREATE TABLE posts (id serial PRIMARY KEY, author int, body text, edited timestamptz);"

@@ -83,8 +83,10 @@ class CatalogueCopyJob:
         source = sqlite_path(env.config.catalogue_url)
         if source is None:
             backend = make_url(env.config.catalogue_url).get_backend_name()
-            warning = (f"the catalogue is in {backend}: back it up with its own tools "
-                       "(e.g. pg_dump); backupd copies only SQLite catalogues")  # fmt: skip
+            warning = (
+                f"the catalogue is in {backend}: back it up with its own tools "
+                "(e.g. pg_dump); backupd copies only SQLite catalogues"
+            )
             return MaintenanceResult("not copied: the catalogue is not SQLite", (warning,))
         repo = env.config.store.path / REPOSITORY
         if env.borg.ensure_repository(repo, env.config.store.encryption):
@@ -107,13 +109,24 @@ class CatalogueCopyJob:
             size = copy.stat().st_size
             started = utcnow()
             name = f"catalogue.{archive_stamp(started)}"
-            meta = {"backupd": __version__, "kind": "catalogue", "filename": FILENAME,
-                    "started": started.isoformat(), "nbytes": size, "tables": counts}  # fmt: skip
+            meta = {
+                "backupd": __version__,
+                "kind": "catalogue",
+                "filename": FILENAME,
+                "started": started.isoformat(),
+                "nbytes": size,
+                "tables": counts,
+            }
             env.borg.create_from_paths(
-                repo, name, cwd=workdir, paths=(FILENAME,),
-                comment=json.dumps(meta, sort_keys=True), compression=env.config.store.compression,
-                timeout=CREATE_TIMEOUT, files_cache_suffix=REPOSITORY,
-            )  # fmt: skip
+                repo,
+                name,
+                cwd=workdir,
+                paths=(FILENAME,),
+                comment=json.dumps(meta, sort_keys=True),
+                compression=env.config.store.compression,
+                timeout=CREATE_TIMEOUT,
+                files_cache_suffix=REPOSITORY,
+            )
             return name, counts, size
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -121,8 +134,11 @@ class CatalogueCopyJob:
     @staticmethod
     def _thin_out(env: MaintenanceEnv, repo: Path) -> tuple[int, int]:
         """Nothing else prunes this repository: the top-level [retention] rules apply."""
-        copies = [(a.name, a.time) for a in env.borg.archive_times(repo)
-                  if a.name.startswith("catalogue.")]  # fmt: skip
+        copies = [
+            (a.name, a.time)
+            for a in env.borg.archive_times(repo)
+            if a.name.startswith("catalogue.")
+        ]
         verdicts = retain(copies, env.config.retention)
         doomed = [v.name for v in verdicts if not v.keep]
         env.borg.delete_archives(repo, doomed)

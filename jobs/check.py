@@ -58,8 +58,10 @@ class CheckJob:
         read_now = {a.name for a in chosen}
         never = sum(1 for a in there if a.data_checked_at is None and a.name not in read_now)
         names = f" ({', '.join(a.name for a in chosen)})" if chosen else ""
-        summary = (f"repository ok ({repo_seconds:.1f}s); read back {len(chosen)} archive(s) "
-                   f"in {read_seconds:.1f}s{names}; {never} never read back yet")  # fmt: skip
+        summary = (
+            f"repository ok ({repo_seconds:.1f}s); read back {len(chosen)} archive(s) "
+            f"in {read_seconds:.1f}s{names}; {never} never read back yet"
+        )
         warnings = (missing_warning(missing),) if missing else ()
         return MaintenanceResult(summary, warnings)
 
@@ -72,8 +74,9 @@ def read_back(env: MaintenanceEnv, chosen: Sequence[Archive]) -> float:
         try:
             env.borg.verify_archive(env.repository, archive.name)
         except BorgError as e:
-            raise BorgError(f"archive {archive.name}: {e}", returncode=e.returncode,
-                            transient=e.transient) from e  # fmt: skip
+            raise BorgError(
+                f"archive {archive.name}: {e}", returncode=e.returncode, transient=e.transient
+            ) from e
         env.catalogue.mark_data_checked(str(env.repository), [archive.name])
         log.debug("%s: read back %s", env.host, archive.name)
     return time.monotonic() - started
@@ -81,8 +84,10 @@ def read_back(env: MaintenanceEnv, chosen: Sequence[Archive]) -> float:
 
 def missing_warning(names: Sequence[str]) -> str:
     shown = ", ".join(names[:SHOWN]) + (", ..." if len(names) > SHOWN else "")
-    return (f"{len(names)} archive(s) in the catalogue are missing from the repository "
-            f"(deleted outside backupd?): {shown}")  # fmt: skip
+    return (
+        f"{len(names)} archive(s) in the catalogue are missing from the repository "
+        f"(deleted outside backupd?): {shown}"
+    )
 
 
 JOB = CheckJob()

@@ -47,9 +47,16 @@ class TreeOptions(Options):
         return f"sudo -n {self.rsync}" if self.sudo else self.rsync
 
     def transfer(self, item: str, path: str) -> TreeTransfer:
-        return TreeTransfer(item=item, path=path, excludes=self.excludes,
-                            rsync_path=self.rsync_path(), sudo=self.sudo, before=self.before,
-                            after=self.after, hook_timeout=self.hook_timeout)  # fmt: skip
+        return TreeTransfer(
+            item=item,
+            path=path,
+            excludes=self.excludes,
+            rsync_path=self.rsync_path(),
+            sudo=self.sudo,
+            before=self.before,
+            after=self.after,
+            hook_timeout=self.hook_timeout,
+        )
 
 
 class DirectoryOptions(TreeOptions):

@@ -90,8 +90,15 @@ class MariaDB:
     def _list(self, options: MariaDBOptions, remote: RemoteShell, stdin: bytes) -> list[str]:
         # hex: --batch would hand back a tab, a newline or a backslash escaped
         sql = "SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA ORDER BY 1"
-        argv = (*options.exec_prefix(), options.client, *_client_args(options), "--batch",
-                "--skip-column-names", "--execute", sql)  # fmt: skip
+        argv = (
+            *options.exec_prefix(),
+            options.client,
+            *_client_args(options),
+            "--batch",
+            "--skip-column-names",
+            "--execute",
+            sql,
+        )
         result = remote.run(argv, timeout=LIST_TIMEOUT, stdin=stdin or None)
         if not result.ok:
             raise DumpError(
@@ -135,10 +142,23 @@ def _dump_script(options: MariaDBOptions, db: str) -> tuple[str, ...]:
     """``sh -c SCRIPT`` with its parameters: the dump of ``db`` with counts and checks."""
     wait = int(options.commit_block_timeout)
     secret = options.password_file is not None  # the script keeps it in a private file
-    return ("sh", "-c", SCRIPT, "backupd-mariadb", options.client, options.dump, db, str(wait),
-            "count" if options.count_rows else "skip", "1" if secret else "0",
-            before_dump_sql(db), block_sql(wait), SNAPSHOT_SQL, counts_sql(db),
-            *_client_args(options, None))  # fmt: skip
+    return (
+        "sh",
+        "-c",
+        SCRIPT,
+        "backupd-mariadb",
+        options.client,
+        options.dump,
+        db,
+        str(wait),
+        "count" if options.count_rows else "skip",
+        "1" if secret else "0",
+        before_dump_sql(db),
+        block_sql(wait),
+        SNAPSHOT_SQL,
+        counts_sql(db),
+        *_client_args(options, None),
+    )
 
 
 def _option_file(options: MariaDBOptions) -> bytes:
@@ -169,8 +189,9 @@ def _recorded_properties(req: DatabaseRestore) -> tuple[str, str] | None:
     if not (isinstance(cs, str) and isinstance(co, str)):
         return None
     if not (_CHARSET_NAME.fullmatch(cs) and _CHARSET_NAME.fullmatch(co)):
-        raise RestoreError(f"the recorded character set {cs!r} or collation {co!r} is not "
-                           "a name MariaDB gives")  # fmt: skip
+        raise RestoreError(
+            f"the recorded character set {cs!r} or collation {co!r} is not a name MariaDB gives"
+        )
     return cs, co
 
 
@@ -215,12 +236,16 @@ class MariaDBRestore(NoServerNeeds):
         props = _recorded_properties(req)
         if props is None or req.table is not None:
             return []
-        sql = ("SELECT COUNT(*) FROM information_schema.COLLATIONS "  # noqa: S608
-               f"WHERE COLLATION_NAME = {hex_literal(props[1])}")  # fmt: skip
+        sql = (
+            "SELECT COUNT(*) FROM information_schema.COLLATIONS "  # noqa: S608
+            f"WHERE COLLATION_NAME = {hex_literal(props[1])}"
+        )
         if self._query(options, shell, sql).strip() != "0":
             return []
-        how = ("restore onto a server that has it (a MariaDB as new as the droplet's), or "
-               "restore --to DIR and load the dump by hand")  # fmt: skip
+        how = (
+            "restore onto a server that has it (a MariaDB as new as the droplet's), or "
+            "restore --to DIR and load the dump by hand"
+        )
         return [Lack(f"collation {props[1]} (character set {props[0]})", False, how)]
 
     def extra_checks(
@@ -247,9 +272,13 @@ class MariaDBRestore(NoServerNeeds):
         self, options: MariaDBOptions, req: DatabaseRestore, secret_path: str | None
     ) -> tuple[str, ...]:
         # the dump names no database (dumped without --databases): it lands in --database
-        return (*options.exec_prefix(), options.client,
-                *_client_args(options, secret_path or "/dev/null"), "--binary-mode",
-                f"--database={req.database}")  # fmt: skip
+        return (
+            *options.exec_prefix(),
+            options.client,
+            *_client_args(options, secret_path or "/dev/null"),
+            "--binary-mode",
+            f"--database={req.database}",
+        )
 
     def restore_secret(self, options: MariaDBOptions) -> bytes:
         return _option_file(options)
@@ -295,8 +324,9 @@ class MariaDBRestore(NoServerNeeds):
         may_name = f"SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE {where}"  # noqa: S608
         try:
             if self._query(options, shell, may_name).strip() != "0":
-                listing = self._query(options, shell, "SELECT HEX(User), HEX(Host), 'x' "
-                                      "FROM mysql.user")  # fmt: skip
+                listing = self._query(
+                    options, shell, "SELECT HEX(User), HEX(Host), 'x' FROM mysql.user"
+                )
                 for line in listing.splitlines():
                     u, h, _x = line.split("\t")
                     kept.add((bytes.fromhex(u).decode(), bytes.fromhex(h).decode() or None))
@@ -309,8 +339,15 @@ class MariaDBRestore(NoServerNeeds):
 
     @staticmethod
     def _query(options: MariaDBOptions, shell: CommandShell, sql: str) -> str:
-        argv = (*options.exec_prefix(), options.client, *_client_args(options), "--batch",
-                "--skip-column-names", "--execute", sql)  # fmt: skip
+        argv = (
+            *options.exec_prefix(),
+            options.client,
+            *_client_args(options),
+            "--batch",
+            "--skip-column-names",
+            "--execute",
+            sql,
+        )
         result = shell.run(argv, timeout=QUERY_TIMEOUT, stdin=_option_file(options) or None)
         if not result.ok:
             what = f"{options.client} on {shell.label} failed (exit {result.exit_status})"

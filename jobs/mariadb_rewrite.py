@@ -124,12 +124,16 @@ class PortableLoad:
         said = []
         if self.replaced:
             who = ", ".join(sorted(self.replaced))
-            said.append(f"{sum(self.replaced.values())} object(s) defined by {who} (no such "
-                        "account here, or not one this login may name) loaded with the "
-                        "restoring login as definer")  # fmt: skip
+            said.append(
+                f"{sum(self.replaced.values())} object(s) defined by {who} (no such "
+                "account here, or not one this login may name) loaded with the "
+                "restoring login as definer"
+            )
         if self.renamed:
-            said.append(f"{self.renamed} reference(s) to database {self._old.decode()!r} "
-                        f"renamed to {_unquote(self._new)!r}")  # fmt: skip
+            said.append(
+                f"{self.renamed} reference(s) to database {self._old.decode()!r} "
+                f"renamed to {_unquote(self._new)!r}"
+            )
         return said
 
     def _line(self, line: bytes) -> bytes:

@@ -186,9 +186,11 @@ def properties_sql(db: str) -> str:
     """``backupd-fact database_charset CS`` and ``database_collation CO`` lines: the
     database's defaults, which a restore recreates (tables carry their own in the dump)."""
     where = f"FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {hex_literal(db)}"
-    return (f"SELECT CONCAT('backupd-fact database_charset ', DEFAULT_CHARACTER_SET_NAME) "
-            f"{where} UNION ALL SELECT CONCAT('backupd-fact database_collation ', "
-            f"DEFAULT_COLLATION_NAME) {where}")  # fmt: skip
+    return (
+        f"SELECT CONCAT('backupd-fact database_charset ', DEFAULT_CHARACTER_SET_NAME) "
+        f"{where} UNION ALL SELECT CONCAT('backupd-fact database_collation ', "
+        f"DEFAULT_COLLATION_NAME) {where}"
+    )
 
 
 def before_dump_sql(db: str) -> str:

@@ -75,9 +75,20 @@ def dbname_arg(name: str) -> str:
 
 def psql_argv(options: PostgresOptions, db: str, *extra: str) -> tuple[str, ...]:
     """psql, unaligned, tuples only, no psqlrc, stopping at the first error."""
-    return (*options.exec_prefix(), options.psql, *connection(options), "--no-psqlrc",
-            "--no-align", "--tuples-only", "--quiet", "--no-password", "--set",
-            "ON_ERROR_STOP=1", dbname_arg(db), *extra)  # fmt: skip
+    return (
+        *options.exec_prefix(),
+        options.psql,
+        *connection(options),
+        "--no-psqlrc",
+        "--no-align",
+        "--tuples-only",
+        "--quiet",
+        "--no-password",
+        "--set",
+        "ON_ERROR_STOP=1",
+        dbname_arg(db),
+        *extra,
+    )
 
 
 # Tables as one JSON object {"schema.table" (format('%I.%I')): total bytes}: one line

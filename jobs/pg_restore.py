@@ -47,10 +47,12 @@ TOC_TIMEOUT = 3600.0
 # (decision 0016). Relations are not counted: 5,000 partitions and 2,000 tables with serial
 # keys restored in one transaction here, and 5-13 times faster than in many.
 LARGE_OBJECT_BUDGET = 5000
-ROLES_HOW = ("create them first: `backupctl restore HOST/SOURCE --to DIR` writes the "
-             "backup's globals.sql (`psql -f DIR/globals.sql` creates every role of the source, "
-             "with its password), or add --create-roles to create just these (NOLOGIN, no "
-             "password)")  # fmt: skip
+ROLES_HOW = (
+    "create them first: `backupctl restore HOST/SOURCE --to DIR` writes the "
+    "backup's globals.sql (`psql -f DIR/globals.sql` creates every role of the source, "
+    "with its password), or add --create-roles to create just these (NOLOGIN, no "
+    "password)"
+)
 DB_PROPERTIES = ("encoding", "lc_collate", "lc_ctype", "locale_provider", "icu_locale")
 
 
@@ -63,8 +65,11 @@ def single_transaction(req: DatabaseRestore) -> bool:
 
 def describe(database: Mapping[str, Any]) -> str:
     """ "encoding SQL_ASCII, collate C, ctype C" (and the ICU locale when there is one)."""
-    words = [f"encoding {database.get('encoding')}", f"collate {database.get('lc_collate')}",
-             f"ctype {database.get('lc_ctype')}"]  # fmt: skip
+    words = [
+        f"encoding {database.get('encoding')}",
+        f"collate {database.get('lc_collate')}",
+        f"ctype {database.get('lc_ctype')}",
+    ]
     if database.get("locale_provider") not in (None, "libc"):
         words.append(f"{database['locale_provider']} locale {database.get('icu_locale')}")
     return ", ".join(words)
@@ -114,14 +119,21 @@ class PostgresRestore:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise UsageError(f"table {table!r} is in several schemas ({', '.join(matches)}): "
-                             "name it as SCHEMA.TABLE")  # fmt: skip
+            raise UsageError(
+                f"table {table!r} is in several schemas ({', '.join(matches)}): "
+                "name it as SCHEMA.TABLE"
+            )
         shown = ", ".join(sorted(recorded)[:20]) or "none recorded"
         raise UsageError(f"no table {table!r} in this dump (tables: {shown})")
 
     def database_exists(self, options: PostgresOptions, shell: CommandShell, name: str) -> bool:
-        out = self._psql(options, shell, "postgres", {"db": name},
-                         "SELECT count(*) FROM pg_database WHERE datname = :'db';")  # fmt: skip
+        out = self._psql(
+            options,
+            shell,
+            "postgres",
+            {"db": name},
+            "SELECT count(*) FROM pg_database WHERE datname = :'db';",
+        )
         return out.strip() != "0"
 
     def prepare_database(
@@ -142,14 +154,21 @@ class PostgresRestore:
                 f"cannot create database {req.database} on {shell.label} as it was backed up "
                 f"({describe(req.facts['database'])}): that server lacks the locale or cannot "
                 "use that encoding with it; install the locale there, or restore onto a server "
-                "that has it", stderr_tail=e.stderr_tail,
-            ) from None  # fmt: skip
+                "that has it",
+                stderr_tail=e.stderr_tail,
+            ) from None
 
     def restore_argv(
         self, options: PostgresOptions, req: DatabaseRestore, secret_path: str | None
     ) -> tuple[str, ...]:
-        argv = (*options.exec_prefix(), options.pg_restore, *connection(options),
-                "--no-password", "--exit-on-error", dbname_arg(req.database))  # fmt: skip
+        argv = (
+            *options.exec_prefix(),
+            options.pg_restore,
+            *connection(options),
+            "--no-password",
+            "--exit-on-error",
+            dbname_arg(req.database),
+        )
         if single_transaction(req):
             argv += ("--single-transaction",)
         if not req.keep_owners:
@@ -172,9 +191,16 @@ class PostgresRestore:
         extensions = sorted(req.facts.get("extensions") or {})
         have = self._present(options, shell, roles, extensions)
         lacks = [Lack(f"role {r}", True, ROLES_HOW) for r in roles if r not in have["roles"]]
-        lacks += [Lack(f"extension {x}", False, "install the package that provides it on that "
-                       "server (it is not in pg_available_extensions)")
-                  for x in extensions if x not in have["extensions"]]  # fmt: skip
+        lacks += [
+            Lack(
+                f"extension {x}",
+                False,
+                "install the package that provides it on that "
+                "server (it is not in pg_available_extensions)",
+            )
+            for x in extensions
+            if x not in have["extensions"]
+        ]
         return lacks
 
     def _present(
@@ -201,8 +227,10 @@ class PostgresRestore:
         if not missing:
             return []
         self._psql(options, shell, "postgres", {}, create_roles_sql(missing, known))
-        detail = (f"created {len(missing)} role(s) the database needs (NOLOGIN, no password): "
-                  f"{', '.join(missing)}")  # fmt: skip
+        detail = (
+            f"created {len(missing)} role(s) the database needs (NOLOGIN, no password): "
+            f"{', '.join(missing)}"
+        )
         if unknown := [r for r in missing if r not in known.inherit]:
             detail += f"; not in the backup's globals, created by name only: {', '.join(unknown)}"
         return [{"check": "roles", "ok": True, "detail": detail}]
@@ -223,27 +251,45 @@ class PostgresRestore:
         present = self._existing(options, shell, req.database, checkable(entries, table))
         chosen = select_table(entries, table, present)
         brought = [e for e in chosen.entries if e.kind not in SESSION_KINDS and e is not table]
-        checks: list[dict[str, Any]] = [{"check": "table", "ok": True, "detail": (
-            f"{req.table} with {len(brought)} object(s) it needs or owns")}]  # fmt: skip
+        checks: list[dict[str, Any]] = [
+            {
+                "check": "table",
+                "ok": True,
+                "detail": (f"{req.table} with {len(brought)} object(s) it needs or owns"),
+            }
+        ]
         if chosen.left_out:
-            checks.append({"check": "left out", "ok": True, "detail": "needs what is not "
-                           "restored: " + "; ".join(e.label for e in chosen.left_out)})  # fmt: skip
+            checks.append(
+                {
+                    "check": "left out",
+                    "ok": True,
+                    "detail": "needs what is not "
+                    "restored: " + "; ".join(e.label for e in chosen.left_out),
+                }
+            )
         with _tool_file(options, shell, chosen.use_list()) as path:
             yield Setup(("--use-list", path), tuple(checks))
 
     def _read_toc(self, options: PostgresOptions, shell: CommandShell, peek: Peek) -> str:
         with _tool_file(options, shell, b"") as out:
-            argv = (*options.exec_prefix(), options.pg_restore, "--list", "--verbose",
-                    f"--file={out}")  # fmt: skip
+            argv = (
+                *options.exec_prefix(),
+                options.pg_restore,
+                "--list",
+                "--verbose",
+                f"--file={out}",
+            )
             result = peek(argv)  # pg_restore stops reading after the table of contents
             if result.returncode != 0:
-                raise RestoreError(f"pg_restore --list on {shell.label} failed "
-                                   f"(exit {result.returncode})",
-                                   stderr_tail=result.output_tail())  # fmt: skip
+                raise RestoreError(
+                    f"pg_restore --list on {shell.label} failed (exit {result.returncode})",
+                    stderr_tail=result.output_tail(),
+                )
             read = shell.run((*options.exec_prefix(), "cat", "--", out), timeout=FILE_TIMEOUT)
         if not read.ok:
-            raise RestoreError(f"cannot read pg_restore's listing on {shell.label}",
-                               stderr_tail=read.stderr_tail())  # fmt: skip
+            raise RestoreError(
+                f"cannot read pg_restore's listing on {shell.label}", stderr_tail=read.stderr_tail()
+            )
         return read.stdout.decode(errors="replace")
 
     def _existing(
@@ -253,8 +299,10 @@ class PostgresRestore:
         names are formatted as pg_dump formatted them)."""
         if not entries:
             return set()
-        rows = ",\n".join(f"({e.id}, {sql_literal(e.kind)}, {sql_literal(e.schema)}, "
-                          f"{sql_literal(e.name)})" for e in entries)  # fmt: skip
+        rows = ",\n".join(
+            f"({e.id}, {sql_literal(e.kind)}, {sql_literal(e.schema)}, {sql_literal(e.name)})"
+            for e in entries
+        )
         sql = f"SET standard_conforming_strings = on;\nSET search_path = '';\n{EXISTING_SQL % rows}"
         return {int(x) for x in self._psql(options, shell, db, {}, sql).split()}
 
@@ -266,18 +314,26 @@ class PostgresRestore:
         if req.table is not None or not recorded.get("encoding"):
             return []
         now = world_facts(self._psql(options, shell, req.database, {}, WORLD_SQL).strip())
-        wrong = [f"{k} {now['database'].get(k)}, recorded {recorded.get(k)}"
-                 for k in DB_PROPERTIES if now["database"].get(k) != recorded.get(k)]  # fmt: skip
+        wrong = [
+            f"{k} {now['database'].get(k)}, recorded {recorded.get(k)}"
+            for k in DB_PROPERTIES
+            if now["database"].get(k) != recorded.get(k)
+        ]
         if wrong:
-            raise VerificationError(f"{req.database} on {shell.label} is not the database that "
-                                    f"was backed up: {'; '.join(wrong)}")  # fmt: skip
+            raise VerificationError(
+                f"{req.database} on {shell.label} is not the database that "
+                f"was backed up: {'; '.join(wrong)}"
+            )
         checks = [{"check": "database", "ok": True, "detail": f"{describe(recorded)} as recorded"}]
         if (objects := int(req.facts.get("large_objects", 0))) != now["large_objects"]:
-            raise VerificationError(f"{req.database} on {shell.label} has {now['large_objects']} "
-                                    f"large object(s), recorded {objects}")  # fmt: skip
+            raise VerificationError(
+                f"{req.database} on {shell.label} has {now['large_objects']} "
+                f"large object(s), recorded {objects}"
+            )
         if objects:
-            checks.append({"check": "large objects", "ok": True,
-                           "detail": f"{objects} as recorded"})  # fmt: skip
+            checks.append(
+                {"check": "large objects", "ok": True, "detail": f"{objects} as recorded"}
+            )
         return checks
 
     # -- reading the restored database ---------------------------------------------------
@@ -307,8 +363,10 @@ class PostgresRestore:
             argv += ("--set", f"{k}={v}")
         result = shell.run(argv, timeout=QUERY_TIMEOUT, stdin=sql.encode())
         if not result.ok:
-            raise RestoreError(f"psql on {shell.label} failed (exit {result.exit_status})",
-                               stderr_tail=result.stderr_tail())  # fmt: skip
+            raise RestoreError(
+                f"psql on {shell.label} failed (exit {result.exit_status})",
+                stderr_tail=result.stderr_tail(),
+            )
         return result.stdout.decode(errors="replace")
 
 
@@ -343,8 +401,10 @@ def _tool_file(options: PostgresOptions, shell: CommandShell, content: bytes) ->
     made = shell.run(make, timeout=FILE_TIMEOUT, stdin=content)
     path = made.stdout.decode().strip()
     if not made.ok or not path.startswith("/"):
-        raise RestoreError(f"{shell.label}: cannot create a temporary file for pg_restore",
-                           stderr_tail=made.stderr_tail())  # fmt: skip
+        raise RestoreError(
+            f"{shell.label}: cannot create a temporary file for pg_restore",
+            stderr_tail=made.stderr_tail(),
+        )
     try:
         yield path
     finally:

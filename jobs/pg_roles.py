@@ -105,6 +105,9 @@ def create_roles_sql(names: Sequence[str], known: GlobalRoles) -> str:
     the memberships among them that the globals record."""
     made = set(names)
     lines = [f"CREATE ROLE {quote_ident(n)} NOLOGIN{_inherit(known, n)};" for n in names]
-    lines += [f"GRANT {quote_ident(role)} TO {quote_ident(member)};"
-              for role, member in known.memberships if role in made and member in made]  # fmt: skip
+    lines += [
+        f"GRANT {quote_ident(role)} TO {quote_ident(member)};"
+        for role, member in known.memberships
+        if role in made and member in made
+    ]
     return "\n".join(lines) + "\n"

@@ -23,25 +23,68 @@ from backupd.errors import RestoreError
 # pg_restore prints each entry as "ID; TABLEOID OID DESC SCHEMA NAME OWNER"; DESC may
 # have several words, NAME may hold spaces (a newline shows as a space), OWNER is last.
 _DESCS = sorted(
-    ("MATERIALIZED VIEW DATA", "SEQUENCE OWNED BY", "DEFAULT ACL", "FK CONSTRAINT",
-     "CHECK CONSTRAINT", "TABLE DATA", "TABLE ATTACH", "INDEX ATTACH", "SEQUENCE SET",
-     "ROW SECURITY", "MATERIALIZED VIEW", "FOREIGN TABLE", "FOREIGN DATA WRAPPER", "SERVER",
-     "FOREIGN SERVER", "USER MAPPING", "EVENT TRIGGER", "SECURITY LABEL", "OPERATOR CLASS",
-     "OPERATOR FAMILY", "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY",
-     "TEXT SEARCH PARSER", "TEXT SEARCH TEMPLATE", "BLOB METADATA", "LARGE OBJECT",
-     "PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA", "ACCESS METHOD",
-     "PROCEDURAL LANGUAGE"),
-    key=len, reverse=True,
-)  # fmt: skip
+    (
+        "MATERIALIZED VIEW DATA",
+        "SEQUENCE OWNED BY",
+        "DEFAULT ACL",
+        "FK CONSTRAINT",
+        "CHECK CONSTRAINT",
+        "TABLE DATA",
+        "TABLE ATTACH",
+        "INDEX ATTACH",
+        "SEQUENCE SET",
+        "ROW SECURITY",
+        "MATERIALIZED VIEW",
+        "FOREIGN TABLE",
+        "FOREIGN DATA WRAPPER",
+        "SERVER",
+        "FOREIGN SERVER",
+        "USER MAPPING",
+        "EVENT TRIGGER",
+        "SECURITY LABEL",
+        "OPERATOR CLASS",
+        "OPERATOR FAMILY",
+        "TEXT SEARCH CONFIGURATION",
+        "TEXT SEARCH DICTIONARY",
+        "TEXT SEARCH PARSER",
+        "TEXT SEARCH TEMPLATE",
+        "BLOB METADATA",
+        "LARGE OBJECT",
+        "PUBLICATION TABLE",
+        "PUBLICATION TABLES IN SCHEMA",
+        "ACCESS METHOD",
+        "PROCEDURAL LANGUAGE",
+    ),
+    key=len,
+    reverse=True,
+)
 _ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 _DEPENDS = re.compile(r"^;\s*depends on:((?: \d+)+)\s*$")
 
 # what belongs to the table (entries that depend on it directly)
-OWN_KINDS = frozenset({
-    "TABLE DATA", "DEFAULT", "CONSTRAINT", "CHECK CONSTRAINT", "FK CONSTRAINT", "INDEX",
-    "TRIGGER", "POLICY", "ROW SECURITY", "COMMENT", "ACL", "SECURITY LABEL", "SEQUENCE",
-    "SEQUENCE OWNED BY", "SEQUENCE SET", "RULE", "STATISTICS", "TABLE ATTACH", "INDEX ATTACH",
-})  # fmt: skip
+OWN_KINDS = frozenset(
+    {
+        "TABLE DATA",
+        "DEFAULT",
+        "CONSTRAINT",
+        "CHECK CONSTRAINT",
+        "FK CONSTRAINT",
+        "INDEX",
+        "TRIGGER",
+        "POLICY",
+        "ROW SECURITY",
+        "COMMENT",
+        "ACL",
+        "SECURITY LABEL",
+        "SEQUENCE",
+        "SEQUENCE OWNED BY",
+        "SEQUENCE SET",
+        "RULE",
+        "STATISTICS",
+        "TABLE ATTACH",
+        "INDEX ATTACH",
+    }
+)
 # what comes along with anything restored (its comment, privileges, a sequence's value)
 DECORATION_KINDS = frozenset(
     {"COMMENT", "ACL", "SECURITY LABEL", "SEQUENCE SET", "SEQUENCE OWNED BY"}
@@ -50,8 +93,19 @@ RELATION_KINDS = frozenset({"TABLE", "VIEW", "MATERIALIZED VIEW", "FOREIGN TABLE
 DATA_KINDS = frozenset({"TABLE DATA", "MATERIALIZED VIEW DATA", "BLOBS", "BLOB", "LARGE OBJECT"})
 SESSION_KINDS = frozenset({"ENCODING", "STDSTRINGS", "SEARCHPATH"})
 # dependencies the target database may already have (checked there, then not restored)
-CHECKABLE_KINDS = frozenset({"SCHEMA", "TYPE", "DOMAIN", "FUNCTION", "PROCEDURE", "AGGREGATE",
-                             "SEQUENCE", "COLLATION", "EXTENSION"})  # fmt: skip
+CHECKABLE_KINDS = frozenset(
+    {
+        "SCHEMA",
+        "TYPE",
+        "DOMAIN",
+        "FUNCTION",
+        "PROCEDURE",
+        "AGGREGATE",
+        "SEQUENCE",
+        "COLLATION",
+        "EXTENSION",
+    }
+)
 
 
 @dataclass
@@ -94,16 +148,23 @@ def find_table(entries: Sequence[TocEntry], schema: str, table: str) -> TocEntry
     """The TABLE entry of ``schema.table`` (RestoreError when absent or ambiguous)."""
     shown = " ".join(table.splitlines()) if "\n" in table or "\r" in table else table
     shown = shown.replace("\r", " ")
-    found = [e for e in entries if e.kind in RELATION_KINDS - {"VIEW"} and e.schema == schema
-             and e.rest.startswith(shown + " ")]  # fmt: skip
+    found = [
+        e
+        for e in entries
+        if e.kind in RELATION_KINDS - {"VIEW"}
+        and e.schema == schema
+        and e.rest.startswith(shown + " ")
+    ]
     exact = [e for e in found if e.rest.count(" ") == shown.count(" ") + 1]
     if len(exact) == 1:
         return exact[0]
     if not found:
         raise RestoreError(f"table {schema}.{table} is not in this dump's table of contents")
-    raise RestoreError(f"table {schema}.{table}: several entries of the dump's table of "
-                       "contents could be it; restore the dump with --to DIR and choose by "
-                       "hand (pg_restore --list)")  # fmt: skip
+    raise RestoreError(
+        f"table {schema}.{table}: several entries of the dump's table of "
+        "contents could be it; restore the dump with --to DIR and choose by "
+        "hand (pg_restore --list)"
+    )
 
 
 def checkable(entries: Sequence[TocEntry], table: TocEntry) -> list[TocEntry]:
@@ -142,8 +203,11 @@ class _Graph:
         """The relation a constraint, trigger or policy is on: pg_dump names it "TABLE
         NAME" and lists dependencies by id, not the table first."""
         on = [self.by_id[d] for d in e.deps if d in self.by_id]
-        tables = [t for t in on if t.kind in RELATION_KINDS and t.schema == e.schema
-                  and e.name.startswith(t.name + " ")]  # fmt: skip
+        tables = [
+            t
+            for t in on
+            if t.kind in RELATION_KINDS and t.schema == e.schema and e.name.startswith(t.name + " ")
+        ]
         return max(tables, key=lambda t: len(t.name)).id if tables else None
 
 
@@ -163,8 +227,11 @@ def select_table(entries: Sequence[TocEntry], table: TocEntry, present: Iterable
             if not (e.kind in OWN_KINDS and belongs) and e.kind not in DECORATION_KINDS:
                 continue
             extra = graph.needs(e.id) - chosen
-            foreign = [x for x in extra - {e.id} if graph.by_id[x].kind in RELATION_KINDS
-                       or graph.by_id[x].kind in DATA_KINDS]  # fmt: skip
+            foreign = [
+                x
+                for x in extra - {e.id}
+                if graph.by_id[x].kind in RELATION_KINDS or graph.by_id[x].kind in DATA_KINDS
+            ]
             if foreign:
                 if graph.table_of(e) in own:  # its own constraint, needing another table
                     left[e.id] = e

@@ -106,10 +106,17 @@ class PostgreSQL:
                 facts = self._facts(session, options)
             except RemoteError as e:
                 locked = "lock timeout" in e.stderr_tail
-                why = (f"a table is locked by another session (waited lock_timeout="
-                       f"{options.lock_timeout:.0f}s)" if locked else str(e))  # fmt: skip
-                raise DumpError(f"{stream.item}: taking a snapshot and facts failed: {why}",
-                                stderr_tail=e.stderr_tail, transient=locked) from None  # fmt: skip
+                why = (
+                    f"a table is locked by another session (waited lock_timeout="
+                    f"{options.lock_timeout:.0f}s)"
+                    if locked
+                    else str(e)
+                )
+                raise DumpError(
+                    f"{stream.item}: taking a snapshot and facts failed: {why}",
+                    stderr_tail=e.stderr_tail,
+                    transient=locked,
+                ) from None
             with session.pinging(options.session_timeout / 4, PING, b"backupd-ping"):
                 yield Held(extra_argv=("--snapshot", snapshot), facts=facts)
             session.send("COMMIT;\n\\q\n")

@@ -199,8 +199,10 @@ def summarize(decided: Plan) -> str:
     else:
         why = Counter((v.reason or "").split()[0] for v in kept)
         reasons = ", ".join(f"{rule} {n}" for rule, n in sorted(why.items()))
-        text = (f"kept {len(kept)}, pruned {len(pruned)} of {len(kept) + len(pruned)} archives "
-                f"in {len(decided.series)} series (kept by {reasons})")  # fmt: skip
+        text = (
+            f"kept {len(kept)}, pruned {len(pruned)} of {len(kept) + len(pruned)} archives "
+            f"in {len(decided.series)} series (kept by {reasons})"
+        )
     if decided.foreign:
         text += f"; {len(decided.foreign)} foreign archive(s) left alone"
     return text
@@ -208,8 +210,10 @@ def summarize(decided: Plan) -> str:
 
 def foreign_warning(names: Sequence[str]) -> str:
     shown = ", ".join(sorted(names)[:SHOWN]) + (", ..." if len(names) > SHOWN else "")
-    return (f"{len(names)} archive(s) not of a source configured on this host were left alone "
-            f"(delete them by hand, or configure the source): {shown}")  # fmt: skip
+    return (
+        f"{len(names)} archive(s) not of a source configured on this host were left alone "
+        f"(delete them by hand, or configure the source): {shown}"
+    )
 
 
 JOB = PruneJob()

@@ -33,8 +33,16 @@ class Volume:
 
     def plan(self, options: VolumeOptions, remote: RemoteShell) -> Sequence[Unit]:
         prefix = ("sudo", "-n") if options.sudo else ()
-        argv = (*prefix, options.docker, "volume", "inspect", "--format",
-                "{{ .Mountpoint }}", "--", options.volume)  # fmt: skip
+        argv = (
+            *prefix,
+            options.docker,
+            "volume",
+            "inspect",
+            "--format",
+            "{{ .Mountpoint }}",
+            "--",
+            options.volume,
+        )
         result = remote.run(argv, timeout=60)
         mountpoint = result.stdout.decode().strip()
         if not result.ok or not mountpoint.startswith("/"):

@@ -40,8 +40,10 @@ def blocks(kind: str) -> dict[str, Any]:
 def problems(schema: dict[str, Any], document: object) -> list[str]:
     """Every way ``document`` breaks ``schema``, one line each (empty: it conforms)."""
     validator = Draft202012Validator(schema)
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
-            for e in validator.iter_errors(document)]  # fmt: skip
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
 
 
 def nullable_paths(schema: dict[str, Any]) -> set[str]:

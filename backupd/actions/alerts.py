@@ -38,11 +38,13 @@ def watch(ctx: Context, now: datetime | None = None) -> list[int]:
     interval = timedelta(seconds=ctx.config.mail.alert_interval if ctx.config.mail else 3600)
     recorded = []
 
-    def once(kind: str, key: str, message: str, host: str | None = None,
-             source: str | None = None) -> None:  # fmt: skip
+    def once(
+        kind: str, key: str, message: str, host: str | None = None, source: str | None = None
+    ) -> None:
         if not ctx.catalogue.alert_since(key, now - interval):
-            recorded.append(ctx.catalogue.record_alert(kind, message, host=host, source=source,
-                                                       dedup_key=key))  # fmt: skip
+            recorded.append(
+                ctx.catalogue.record_alert(kind, message, host=host, source=source, dedup_key=key)
+            )
 
     for row in status_rows(ctx):
         # "stopped being backed up": a source that never succeeded is not alerted as stale
@@ -55,8 +57,11 @@ def watch(ctx: Context, now: datetime | None = None) -> list[int]:
     level, percent = disk_level(ctx)
     if level is not None:
         store = ctx.config.store.path
-        once(f"disk_{level}", f"disk:{level}", f"store {store}: file system {percent:.0f}% "
-             f"full ({level} threshold reached)")  # fmt: skip
+        once(
+            f"disk_{level}",
+            f"disk:{level}",
+            f"store {store}: file system {percent:.0f}% full ({level} threshold reached)",
+        )
     return recorded
 
 

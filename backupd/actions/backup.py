@@ -76,10 +76,18 @@ class Night:
     warnings: list[str] = field(default_factory=list)
     total: int = 0
 
-    def outcome(self, host: HostConfig, source: SourceConfig, run_id: int, status: RunStatus,
-                error: str | None = None, transient: bool = False) -> BackupOutcome:  # fmt: skip
-        return BackupOutcome(host.name, source.name, run_id, status, self.archives, self.total,
-                             error, transient)  # fmt: skip
+    def outcome(
+        self,
+        host: HostConfig,
+        source: SourceConfig,
+        run_id: int,
+        status: RunStatus,
+        error: str | None = None,
+        transient: bool = False,
+    ) -> BackupOutcome:
+        return BackupOutcome(
+            host.name, source.name, run_id, status, self.archives, self.total, error, transient
+        )
 
 
 def _pull_item(
@@ -103,8 +111,10 @@ def _pull_item(
             raise
         if registry()[source.kind].vanished(source.options, unit, conn):
             run.gone.append(unit.item)
-            night.warnings.append(f"{unit.item}: gone from the droplet since the night's plan "
-                                  "(dropped or removed): not in this backup")  # fmt: skip
+            night.warnings.append(
+                f"{unit.item}: gone from the droplet since the night's plan "
+                "(dropped or removed): not in this backup"
+            )
         else:
             night.failed.append(_with_tail(e))  # its message names the item already
         return None
@@ -171,11 +181,14 @@ def _backup_source(
                 started = time.monotonic()
                 pulled = _pull_item(ctx, host, source, run, n, unit, repo, conn, night)
                 if pulled is not None:
-                    say(f"{label}: [{n + 1}/{len(units)}] {unit.item}: {pulled.nbytes} bytes "
-                        f"in {time.monotonic() - started:.1f}s -> {pulled.archive}")  # fmt: skip
+                    say(
+                        f"{label}: [{n + 1}/{len(units)}] {unit.item}: {pulled.nbytes} bytes "
+                        f"in {time.monotonic() - started:.1f}s -> {pulled.archive}"
+                    )
             if night.failed or not night.archived:
-                raise ItemsFailed(night.failed + ([] if night.archived else night.warnings),
-                                  night.archived)  # fmt: skip
+                raise ItemsFailed(
+                    night.failed + ([] if night.archived else night.warnings), night.archived
+                )
     except StoppedError as e:  # a shutdown, not a fault: no alert; the catch-up reruns it
         error = f"{label}: {e}"
         cat.finish_run(run_id, RunStatus.INTERRUPTED, nbytes=night.total, error=error)
@@ -199,11 +212,13 @@ def _backup_source(
     if night.warnings:
         message = f"{label}: " + "; ".join(night.warnings)
         cat.finish_run(run_id, RunStatus.WARNING, nbytes=night.total, error=message)
-        cat.record_alert("backup_warning", message, host=host.name, source=source.name,
-                         run_id=run_id)  # fmt: skip
+        cat.record_alert(
+            "backup_warning", message, host=host.name, source=source.name, run_id=run_id
+        )
         log.warning("%s", message)
         return night.outcome(host, source, run_id, RunStatus.WARNING, message)
     cat.finish_run(run_id, RunStatus.SUCCEEDED, nbytes=night.total)
-    log.info("%s: backup succeeded: %d archive(s), %d bytes", label, len(night.archives),
-             night.total)  # fmt: skip
+    log.info(
+        "%s: backup succeeded: %d archive(s), %d bytes", label, len(night.archives), night.total
+    )
     return night.outcome(host, source, run_id, RunStatus.SUCCEEDED)

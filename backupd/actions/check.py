@@ -35,8 +35,12 @@ class Check:
 
 
 def check_everything(ctx: Context) -> Iterator[Check]:
-    yield Check("config", True, f"{ctx.config.path}: valid, {len(ctx.config.hosts)} host(s), "
-                f"{len(ctx.config.all_sources())} source(s)")  # fmt: skip
+    yield Check(
+        "config",
+        True,
+        f"{ctx.config.path}: valid, {len(ctx.config.hosts)} host(s), "
+        f"{len(ctx.config.all_sources())} source(s)",
+    )
     yield from check_store(ctx)
     yield from check_passphrase(ctx)
     for host in ctx.config.hosts.values():

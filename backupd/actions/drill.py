@@ -55,8 +55,11 @@ def archives_to_drill(ctx: Context, host: str, source: str, older: int) -> list[
     if not newest:
         raise NotFoundError(f"{host}/{source}: no successful backup to drill yet")
     chosen = {a.name for a in newest}
-    live = [a for a in ctx.catalogue.archives(host, source)
-            if a.pruned_at is None and a.name not in chosen and a.run_id is not None]  # fmt: skip
+    live = [
+        a
+        for a in ctx.catalogue.archives(host, source)
+        if a.pruned_at is None and a.name not in chosen and a.run_id is not None
+    ]
     picked: list[Archive] = []
     for item in dict.fromkeys(a.item for a in newest):
         candidates = [a for a in live if a.item == item]
@@ -79,21 +82,26 @@ def drill_source(
         chosen = archives_to_drill(ctx, host.name, source.name, ctx.config.drills.older_archives)
     root = new_scratch_dir(ctx.config, f"drill-{host.name}-{source.name}")
     # every row names the scratch directory before a server starts: a crash is cleaned up
-    ids = [ctx.catalogue.start_drill(host.name, source.name, a.repository, a.name, trigger,
-                                     str(root)) for a in chosen]  # fmt: skip
+    ids = [
+        ctx.catalogue.start_drill(host.name, source.name, a.repository, a.name, trigger, str(root))
+        for a in chosen
+    ]
     try:
         await_repositories(ctx, chosen)  # a foreign lock: the drill cannot start, say why
         with _server(ctx, source, root) as scratch:
-            return [_drill_one(ctx, host, source, a, drill_id, root, scratch)
-                    for a, drill_id in zip(chosen, ids, strict=True)]  # fmt: skip
+            return [
+                _drill_one(ctx, host, source, a, drill_id, root, scratch)
+                for a, drill_id in zip(chosen, ids, strict=True)
+            ]
     except BackupdError as e:  # the scratch server did not start: no archive was tried
         detail = f"{host.name}/{source.name}: drill could not start: {e}"
         for drill_id in ids:
-            ctx.catalogue.finish_drill(drill_id, DrillStatus.FAIL, rto_seconds=None,
-                                       detail=detail)  # fmt: skip
+            ctx.catalogue.finish_drill(drill_id, DrillStatus.FAIL, rto_seconds=None, detail=detail)
         ctx.catalogue.record_alert("drill_failed", detail, host=host.name, source=source.name)
-        return [DrillResult(host.name, source.name, a.name, i, DrillStatus.FAIL, 0.0, [], detail)
-                for a, i in zip(chosen, ids, strict=True)]  # fmt: skip
+        return [
+            DrillResult(host.name, source.name, a.name, i, DrillStatus.FAIL, 0.0, [], detail)
+            for a, i in zip(chosen, ids, strict=True)
+        ]
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -119,23 +127,27 @@ def _drill_one(
     started = time.monotonic()
     checks: list[dict[str, Any]] = []
     try:
-        checks = _restore_and_check(ctx, host, source, a, root / f"files-{drill_id}", scratch,
-                                    drill_id)  # fmt: skip
+        checks = _restore_and_check(
+            ctx, host, source, a, root / f"files-{drill_id}", scratch, drill_id
+        )
     except BackupdError as e:
         rto = time.monotonic() - started
         detail = f"{host.name}/{source.name}: drill of {a.name} failed: {e}"
-        ctx.catalogue.finish_drill(drill_id, DrillStatus.FAIL, rto_seconds=rto, checks=checks,
-                                   detail=detail)  # fmt: skip
+        ctx.catalogue.finish_drill(
+            drill_id, DrillStatus.FAIL, rto_seconds=rto, checks=checks, detail=detail
+        )
         ctx.catalogue.record_alert("drill_failed", detail, host=host.name, source=source.name)
         log.error("%s", detail)
-        return DrillResult(host.name, source.name, a.name, drill_id, DrillStatus.FAIL, rto,
-                           checks, detail)  # fmt: skip
+        return DrillResult(
+            host.name, source.name, a.name, drill_id, DrillStatus.FAIL, rto, checks, detail
+        )
     rto = time.monotonic() - started
     warned = [c for c in checks if c.get("warn")]
     verdict = DrillStatus.WARN if warned else DrillStatus.PASS
     note = "; ".join(c["detail"] for c in warned) or None
-    ctx.catalogue.finish_drill(drill_id, verdict, rto_seconds=rto, nbytes=a.nbytes,
-                               checks=checks, detail=note)  # fmt: skip
+    ctx.catalogue.finish_drill(
+        drill_id, verdict, rto_seconds=rto, nbytes=a.nbytes, checks=checks, detail=note
+    )
     ctx.catalogue.mark_verified(a.repository, [a.name])
     log.info("%s/%s: drill of %s: %s in %.1fs", host.name, source.name, a.name, verdict, rto)
     return DrillResult(host.name, source.name, a.name, drill_id, verdict, rto, checks, note)
@@ -152,12 +164,24 @@ def _restore_and_check(
 ) -> list[dict[str, Any]]:
     if a.filename == TREE_FILENAME:
         restore_tree(ctx, a, files, force=False)  # every file checked against the manifest
-        checks = [{"check": "files", "ok": True, "detail": f"{a.facts.get('files', '?')} "
-                   f"file(s), {a.nbytes} bytes, every sha256 as recorded"}]  # fmt: skip
+        checks = [
+            {
+                "check": "files",
+                "ok": True,
+                "detail": f"{a.facts.get('files', '?')} "
+                f"file(s), {a.nbytes} bytes, every sha256 as recorded",
+            }
+        ]
         if unread := a.facts.get("unreadable_count"):  # decision 0015: left out, reported
-            checks.append({"check": "unreadable", "ok": True, "warn": True,
-                           "detail": f"{unread} path(s) could not be read at backup time "
-                           "and are not in this archive"})  # fmt: skip
+            checks.append(
+                {
+                    "check": "unreadable",
+                    "ok": True,
+                    "warn": True,
+                    "detail": f"{unread} path(s) could not be read at backup time "
+                    "and are not in this archive",
+                }
+            )
         return checks + _path_checks(source, files)
     kind = database_kinds().get(source.kind)
     if scratch is None or kind is None or not kind.restorable(a.item):
@@ -176,13 +200,26 @@ def _restore_and_check(
     if recorded:  # the row check found every recorded table; nothing more may be there
         extra = sorted(ep.kind.tables(ep.options, shell, database) - recorded)
         if extra:
-            raise VerificationError(f"the restored database has table(s) the backup did not "
-                                    f"record: {', '.join(extra[:5])}")  # fmt: skip
-        checks.append({"check": "tables", "ok": True,
-                       "detail": f"the same {len(recorded)} table(s) as recorded"})  # fmt: skip
+            raise VerificationError(
+                f"the restored database has table(s) the backup did not "
+                f"record: {', '.join(extra[:5])}"
+            )
+        checks.append(
+            {
+                "check": "tables",
+                "ok": True,
+                "detail": f"the same {len(recorded)} table(s) as recorded",
+            }
+        )
     if not a.facts.get("rows"):
-        checks.append({"check": "rows", "ok": True, "warn": True,
-                       "detail": "no row counts were recorded at backup time"})  # fmt: skip
+        checks.append(
+            {
+                "check": "rows",
+                "ok": True,
+                "warn": True,
+                "detail": "no row counts were recorded at backup time",
+            }
+        )
     return checks + _sql_checks(ep, shell, source, database)
 
 
@@ -193,8 +230,7 @@ def _stream_check(ctx: Context, a: Archive) -> dict[str, Any]:
     ctx.borg.extract_stream(Path(a.repository), a.name, a.filename, tally)
     if (wrong := tally.differs(a)) is not None:
         raise VerificationError(f"{a.name}: read back, it does not match the catalogue {wrong}")
-    return {"check": "sha256", "ok": True,
-            "detail": f"{tally.nbytes} bytes read back as recorded"}  # fmt: skip
+    return {"check": "sha256", "ok": True, "detail": f"{tally.nbytes} bytes read back as recorded"}
 
 
 def _sql_checks(
@@ -205,8 +241,9 @@ def _sql_checks(
         got = ep.kind.query(ep.options, shell, database, check.sql).strip().splitlines()
         first = got[0].strip() if got else ""
         if first != check.expect:
-            raise VerificationError(f"drill_sql {check.sql!r} gave {first!r}, expected "
-                                    f"{check.expect!r}")  # fmt: skip
+            raise VerificationError(
+                f"drill_sql {check.sql!r} gave {first!r}, expected {check.expect!r}"
+            )
         checks.append({"check": "sql", "ok": True, "detail": f"{check.sql} = {first}"})
     return checks
 
@@ -217,5 +254,10 @@ def _path_checks(source: SourceConfig, root: Path) -> list[dict[str, Any]]:
         raise VerificationError(f"restored tree lacks {', '.join(missing)} (drill_paths)")
     if not source.drill_paths:
         return []
-    return [{"check": "paths", "ok": True,
-             "detail": f"{len(source.drill_paths)} required path(s) present"}]  # fmt: skip
+    return [
+        {
+            "check": "paths",
+            "ok": True,
+            "detail": f"{len(source.drill_paths)} required path(s) present",
+        }
+    ]

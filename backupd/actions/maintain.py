@@ -84,16 +84,18 @@ def run_maintenance(ctx: Context, job: str, host: str | None, trigger: str) -> M
         error = f"{label}: {e}"
         cat.finish_maintenance(run_id, RunStatus.INTERRUPTED, error=error)
         log.warning("%s", error)
-        return MaintenanceOutcome(job, host, run_id, RunStatus.INTERRUPTED, error=error,
-                                  transient=True)  # fmt: skip
+        return MaintenanceOutcome(
+            job, host, run_id, RunStatus.INTERRUPTED, error=error, transient=True
+        )
     except BackupdError as e:
         tail = getattr(e, "stderr_tail", "")
         error = f"{label}: {e}" + (f": {summarize_stderr(tail)}" if tail else "")
         cat.finish_maintenance(run_id, RunStatus.FAILED, error=error, stderr_tail=tail)
         cat.record_alert(f"{job}_failed", error, host=host)
         log.error("%s", error)
-        return MaintenanceOutcome(job, host, run_id, RunStatus.FAILED, error=error,
-                                  transient=e.transient)  # fmt: skip
+        return MaintenanceOutcome(
+            job, host, run_id, RunStatus.FAILED, error=error, transient=e.transient
+        )
     except BaseException as e:
         error = f"{label}: internal error: {type(e).__name__}: {e}"
         cat.finish_maintenance(run_id, RunStatus.FAILED, error=error)

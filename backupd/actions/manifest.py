@@ -34,8 +34,9 @@ class Manifest:
 
     def to_bytes(self) -> bytes:
         """JSON lines; names in their JSON form (backupd/actions/names.py)."""
-        return b"".join(json.dumps(_to_json(e), ensure_ascii=False).encode() + b"\n"
-                        for e in self.entries)  # fmt: skip
+        return b"".join(
+            json.dumps(_to_json(e), ensure_ascii=False).encode() + b"\n" for e in self.entries
+        )
 
     def summary(self) -> dict[str, Any]:
         """Counts, bytes, the manifest's sha256 and a sample: [[name (JSON form), sha256],
@@ -108,8 +109,15 @@ def build_manifest(root: Path, cache_file: Path) -> Manifest:
     hashed = 0
     base = os.fsencode(root)
     for rel, st, kind in _walk(base):
-        common = [kind, rel, st.st_size if kind == "f" else 0, stat.S_IMODE(st.st_mode),
-                  st.st_uid, st.st_gid, int(st.st_mtime)]  # fmt: skip
+        common = [
+            kind,
+            rel,
+            st.st_size if kind == "f" else 0,
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            int(st.st_mtime),
+        ]
         if kind == "f":
             key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
             cache_key = rel.decode("utf-8", "surrogateescape")
@@ -146,8 +154,9 @@ def verify_tree(root: Path, expected: list[list[Any]]) -> list[str]:
         except FileNotFoundError:
             problems.append(f"missing: {shown}")
             continue
-        if kind == "f" and (not stat.S_ISREG(st.st_mode) or st.st_size != size
-                            or sha256_file(path) != extra):  # fmt: skip
+        if kind == "f" and (
+            not stat.S_ISREG(st.st_mode) or st.st_size != size or sha256_file(path) != extra
+        ):
             problems.append(f"content differs: {shown}")
         elif kind == "l" and (not stat.S_ISLNK(st.st_mode) or os.readlink(path) != extra):
             problems.append(f"symlink differs: {shown}")

@@ -44,8 +44,10 @@ def refuse_lacking(
     refused = [x for x in lacks if not x.creatable or not create]
     if refused:
         hows = "; ".join(dict.fromkeys(x.how for x in refused)).replace("HOST/SOURCE", label)
-        raise RefusedError(f"{ep.where} lacks what {a.item!r} needs from outside the database: "
-                           f"{', '.join(x.what for x in refused)}; {hows}")  # fmt: skip
+        raise RefusedError(
+            f"{ep.where} lacks what {a.item!r} needs from outside the database: "
+            f"{', '.join(x.what for x in refused)}; {hows}"
+        )
     return tuple(lacks)
 
 
@@ -71,8 +73,12 @@ def companions(ctx: Context, host: str, source: str, ep: Endpoint, a: Archive) -
         return {}
     found: dict[str, bytes] = {}
     for other in ctx.catalogue.archives(host, source):
-        if (other.run_id != a.run_id or other.item not in wanted or other.item in found
-                or other.pruned_at is not None):  # fmt: skip
+        if (
+            other.run_id != a.run_id
+            or other.item not in wanted
+            or other.item in found
+            or other.pruned_at is not None
+        ):
             continue
         tally, parts = Tally(), list[bytes]()
 
@@ -82,7 +88,8 @@ def companions(ctx: Context, host: str, source: str, ep: Endpoint, a: Archive) -
 
         ctx.borg.extract_stream(Path(other.repository), other.name, other.filename, keep)
         if (wrong := tally.differs(other)) is not None:
-            raise VerificationError(f"{other.name}: read back, it does not match the catalogue "
-                                    f"{wrong}")  # fmt: skip
+            raise VerificationError(
+                f"{other.name}: read back, it does not match the catalogue {wrong}"
+            )
         found[other.item] = b"".join(parts)
     return found

@@ -43,10 +43,15 @@ def rebuild_catalogue(ctx: Context) -> RebuildSummary:
     with cat.session() as s:
         existing = s.query(Archive).count()
     if existing:
-        raise RefusedError(f"the catalogue already lists {existing} archive(s); move "
-                           f"{ctx.config.catalogue_url} away first, then rebuild")  # fmt: skip
-    repos = [p for p in sorted(ctx.config.store.path.iterdir())
-             if not p.name.startswith("_") and ctx.borg.is_repository(p)]  # fmt: skip
+        raise RefusedError(
+            f"the catalogue already lists {existing} archive(s); move "
+            f"{ctx.config.catalogue_url} away first, then rebuild"
+        )
+    repos = [
+        p
+        for p in sorted(ctx.config.store.path.iterdir())
+        if not p.name.startswith("_") and ctx.borg.is_repository(p)
+    ]
     total, skipped = 0, []
     runs: dict[int, RunSet] = {}
     for repo in repos:
@@ -59,8 +64,13 @@ def rebuild_catalogue(ctx: Context) -> RebuildSummary:
             runs.setdefault(run_id, RunSet()).add(meta)
             total += 1
     incomplete = [run_id for run_id, got in runs.items() if _judge(ctx, run_id, got)]
-    log.info("rebuilt %d archive(s) in %d run(s) from %d repositories (%d incomplete)", total,
-             len(runs), len(repos), len(incomplete))  # fmt: skip
+    log.info(
+        "rebuilt %d archive(s) in %d run(s) from %d repositories (%d incomplete)",
+        total,
+        len(runs),
+        len(repos),
+        len(incomplete),
+    )
     return RebuildSummary(len(repos), total, len(runs), skipped, len(incomplete))
 
 
@@ -89,9 +99,11 @@ def _judge(ctx: Context, run_id: int, got: RunSet) -> bool:
     missing = sorted(got.plan - got.archived) if got.planned else []
     if not missing:
         return False
-    error = (f"rebuilt from the repository: incomplete: {len(got.archived)} of "
-             f"{len(got.plan)} planned item(s) archived; missing {', '.join(missing)} "
-             "(failed, interrupted or pruned)")  # fmt: skip
+    error = (
+        f"rebuilt from the repository: incomplete: {len(got.archived)} of "
+        f"{len(got.plan)} planned item(s) archived; missing {', '.join(missing)} "
+        "(failed, interrupted or pruned)"
+    )
     with ctx.catalogue.session() as s:
         run = s.get_one(Run, run_id)
         run.status, run.error = RunStatus.FAILED, error
@@ -138,14 +150,20 @@ def record_from_comment(
     if meta["filename"] == TREE_FILENAME:
         facts["sample"] = _tree_sample(ctx, repo, entry.name)
     ctx.catalogue.add_archive(
-        run_id=run_id, source_id=source_id, repository=str(ctx.repository(meta["host"])),
-        name=entry.name, item=meta["item"], filename=meta["filename"],
+        run_id=run_id,
+        source_id=source_id,
+        repository=str(ctx.repository(meta["host"])),
+        name=entry.name,
+        item=meta["item"],
+        filename=meta["filename"],
         created_at=datetime.fromisoformat(meta["started"]),
-        nbytes=int(meta.get("nbytes", 0)), sha256=meta["sha256"],
+        nbytes=int(meta.get("nbytes", 0)),
+        sha256=meta["sha256"],
         original_size=int(borg.get("original_size", 0)),
         compressed_size=int(borg.get("compressed_size", 0)),
-        deduplicated_size=int(borg.get("deduplicated_size", 0)), facts=facts,
-    )  # fmt: skip
+        deduplicated_size=int(borg.get("deduplicated_size", 0)),
+        facts=facts,
+    )
 
 
 def _ensure_run(
@@ -155,9 +173,14 @@ def _ensure_run(
     with ctx.catalogue.session() as s:
         run = s.get(Run, original) if original is not None else None
         if run is None:
-            run = Run(id=original, source_id=source_id, trigger="rebuilt",
-                      status=RunStatus.SUCCEEDED, started_at=started,
-                      finished_at=finished)  # fmt: skip
+            run = Run(
+                id=original,
+                source_id=source_id,
+                trigger="rebuilt",
+                status=RunStatus.SUCCEEDED,
+                started_at=started,
+                finished_at=finished,
+            )
             s.add(run)
             s.flush()
         run.started_at = min(run.started_at, started)

@@ -87,11 +87,18 @@ def interrupt_dead_runs(ctx: Context) -> list[int]:
         if process_alive(run.pid):
             continue
         label = f"{run.source.host.name}/{run.source.name}"
-        message = (f"{label}: run {run.id} was interrupted: process {run.pid} ended before it "
-                   "finished (crash, kill or reboot)")  # fmt: skip
+        message = (
+            f"{label}: run {run.id} was interrupted: process {run.pid} ended before it "
+            "finished (crash, kill or reboot)"
+        )
         cat.finish_run(run.id, RunStatus.INTERRUPTED, error=message)
-        cat.record_alert("run_interrupted", message, host=run.source.host.name,
-                         source=run.source.name, run_id=run.id)  # fmt: skip
+        cat.record_alert(
+            "run_interrupted",
+            message,
+            host=run.source.host.name,
+            source=run.source.name,
+            run_id=run.id,
+        )
         log.warning("%s", message)
         settled.append(run.id)
     interrupt_dead_restores(ctx)
@@ -111,8 +118,7 @@ def interrupt_dead_drills(ctx: Context) -> None:
             f"{d.host}/{d.source}: drill {d.id} of {d.archive} was interrupted "
             f"(process {d.pid} gone); its scratch server and files were removed"
         )
-        ctx.catalogue.finish_drill(d.id, DrillStatus.INTERRUPTED, rto_seconds=None,
-                                   detail=message)  # fmt: skip
+        ctx.catalogue.finish_drill(d.id, DrillStatus.INTERRUPTED, rto_seconds=None, detail=message)
         log.warning("%s", message)
 
 
@@ -122,8 +128,10 @@ def interrupt_dead_restores(ctx: Context) -> None:
     for r in ctx.catalogue.running_restores():
         if process_alive(r.pid):
             continue
-        message = (f"{r.host}/{r.source}: restore {r.id} into {r.target} was interrupted "
-                   f"(process {r.pid} gone): what it wrote there is incomplete")  # fmt: skip
+        message = (
+            f"{r.host}/{r.source}: restore {r.id} into {r.target} was interrupted "
+            f"(process {r.pid} gone): what it wrote there is incomplete"
+        )
         ctx.catalogue.finish_restore(r.id, RunStatus.INTERRUPTED, error=message)
         ctx.catalogue.record_alert("restore_interrupted", message, host=r.host, source=r.source)
         shutil.rmtree(ctx.config.state_dir / "restore" / f"push-{r.id}", ignore_errors=True)
@@ -139,8 +147,12 @@ def run_owed_cleanups(ctx: Context) -> None:
     for owed in ctx.catalogue.pending_cleanups():
         host = ctx.config.hosts.get(owed.host)
         if host is None:
-            log.error("owed cleanup %d is for host %s, no longer configured: %s", owed.id,
-                      owed.host, " ".join(owed.argv))  # fmt: skip
+            log.error(
+                "owed cleanup %d is for host %s, no longer configured: %s",
+                owed.id,
+                owed.host,
+                " ".join(owed.argv),
+            )
             continue
         if holder_alive(owed.claimed_by):
             log.info("owed cleanup %d: held by %s, still running", owed.id, owed.claimed_by)
@@ -160,8 +172,9 @@ def holder_alive(token: str | None) -> bool:
     return host != socket.gethostname() or process_alive(pid)
 
 
-def _run_owed(ctx: Context, host: HostConfig, cleanup_id: int, source: str,
-              argv: list[str]) -> None:  # fmt: skip
+def _run_owed(
+    ctx: Context, host: HostConfig, cleanup_id: int, source: str, argv: list[str]
+) -> None:
     try:
         with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
             problem = run_cleanup(ctx, conn, cleanup_id, argv, CLEANUP_TIMEOUT)
@@ -169,7 +182,8 @@ def _run_owed(ctx: Context, host: HostConfig, cleanup_id: int, source: str,
         problem = f"cannot reach {host.name} for an owed cleanup: {e}"
         ctx.catalogue.cleanup_failed(cleanup_id, problem)
     if problem:
-        ctx.catalogue.record_alert("cleanup_failed", f"{host.name}/{source}: {problem}",
-                                   host=host.name, source=source)  # fmt: skip
+        ctx.catalogue.record_alert(
+            "cleanup_failed", f"{host.name}/{source}: {problem}", host=host.name, source=source
+        )
     else:
         log.info("%s/%s: owed cleanup done: %s", host.name, source, " ".join(argv))

@@ -80,31 +80,60 @@ def gather(ctx: Context, now: datetime | None = None, start: datetime | None = N
         key = (row["host"], row["source"])
         mine = [a for a in points if (a.host, a.source) == key]
         last = drills.get(key)
-        failed = [f"{f.at:%a %d %H:%M}Z backup {f.status}: {_unprefixed(f.error, key)}"
-                  for f in failures if (f.host, f.source) == key]  # fmt: skip
-        failed += [f"{d.finished_at:%a %d %H:%M}Z drill FAIL: "
-                   f"{_drill_reason(d.detail, d.checks)}" for d in period_drills
-                   if (d.host, d.source) == key and d.status == "fail"]  # fmt: skip
+        failed = [
+            f"{f.at:%a %d %H:%M}Z backup {f.status}: {_unprefixed(f.error, key)}"
+            for f in failures
+            if (f.host, f.source) == key
+        ]
+        failed += [
+            f"{d.finished_at:%a %d %H:%M}Z drill FAIL: {_drill_reason(d.detail, d.checks)}"
+            for d in period_drills
+            if (d.host, d.source) == key and d.status == "fail"
+        ]
         verdict = last.status if last else None
-        problems = _problems(row, verdict, _drill_reason(last.detail, last.checks) if last else "",
-                             bool(failed))  # fmt: skip
-        sources.append(SourceLine(
-            row["host"], row["source"], row["kind"],
-            max((lvl for lvl, _ in problems), key=ORDER.__getitem__, default="ok"),
-            row["age_seconds"], row["stale"], row["stored_bytes"],
-            _stored_at(mine, end) - _stored_at(mine, start), row["dedup_ratio"], verdict,
-            last.rto_seconds if last else None, tuple(failed), tuple(problems),
-        ))  # fmt: skip
-    maintenance = [("fail" if m.status != "warning" else "warn",
-                    f"{m.host or 'store'}: {m.job} {m.status}: {m.error or m.summary or ''}")
-                   for m in cat.maintenance_problems(start, end)]  # fmt: skip
-    return ReportData(start, end, sources, maintenance, str(ctx.config.store.path),
-                      _disk(ctx), _repositories(ctx), _growth(points, end),
-                      _rto_series(ctx, end))  # fmt: skip
+        problems = _problems(
+            row, verdict, _drill_reason(last.detail, last.checks) if last else "", bool(failed)
+        )
+        sources.append(
+            SourceLine(
+                row["host"],
+                row["source"],
+                row["kind"],
+                max((lvl for lvl, _ in problems), key=ORDER.__getitem__, default="ok"),
+                row["age_seconds"],
+                row["stale"],
+                row["stored_bytes"],
+                _stored_at(mine, end) - _stored_at(mine, start),
+                row["dedup_ratio"],
+                verdict,
+                last.rto_seconds if last else None,
+                tuple(failed),
+                tuple(problems),
+            )
+        )
+    maintenance = [
+        (
+            "fail" if m.status != "warning" else "warn",
+            f"{m.host or 'store'}: {m.job} {m.status}: {m.error or m.summary or ''}",
+        )
+        for m in cat.maintenance_problems(start, end)
+    ]
+    return ReportData(
+        start,
+        end,
+        sources,
+        maintenance,
+        str(ctx.config.store.path),
+        _disk(ctx),
+        _repositories(ctx),
+        _growth(points, end),
+        _rto_series(ctx, end),
+    )
 
 
-def _problems(row: dict[str, object], drill: str | None, reason: str,
-              failed_in_period: bool) -> list[tuple[str, str]]:  # fmt: skip
+def _problems(
+    row: dict[str, object], drill: str | None, reason: str, failed_in_period: bool
+) -> list[tuple[str, str]]:
     found = []
     if row["stale"]:
         age, items = row["age_seconds"], row["items"]
@@ -143,8 +172,11 @@ def _drill_reason(detail: str | None, checks: Sequence[dict[str, object]]) -> st
 
 def _stored_at(points: Sequence[ArchivePoint], when: datetime) -> int:
     """Bytes the archives alive at ``when`` had added to their repository."""
-    return sum(a.deduplicated for a in points
-               if a.created_at <= when and (a.pruned_at is None or a.pruned_at > when))  # fmt: skip
+    return sum(
+        a.deduplicated
+        for a in points
+        if a.created_at <= when and (a.pruned_at is None or a.pruned_at > when)
+    )
 
 
 def _growth(points: Sequence[ArchivePoint], end: datetime) -> list[float]:
@@ -261,14 +293,22 @@ def _deliver_claimed(
     except MailError as e:
         later = ctx.catalogue.report_failed(row.id, token, str(e), mail.retry)
         if later is not None:
-            log.info("report %d: not delivered (attempt %d, next at %s): %s", row.id,
-                     later.attempts, later.next_attempt_at, e)  # fmt: skip
+            log.info(
+                "report %d: not delivered (attempt %d, next at %s): %s",
+                row.id,
+                later.attempts,
+                later.next_attempt_at,
+                e,
+            )
         done.failed.append((row.id, str(e)))
         return
     if not ctx.catalogue.report_sent(row.id, token):
-        log.warning("report %d: sent, but its claim had expired and another sender took it: "
-                    "it may have been mailed twice (claim lease %s)", row.id,
-                    claim_lease(mail))  # fmt: skip
+        log.warning(
+            "report %d: sent, but its claim had expired and another sender took it: "
+            "it may have been mailed twice (claim lease %s)",
+            row.id,
+            claim_lease(mail),
+        )
     log.info("report %d: sent to %s", row.id, ", ".join(row.recipients))
     done.sent.append(row.id)
 
@@ -285,8 +325,9 @@ def queue_new_report(ctx: Context, now: datetime | None = None) -> tuple[int, Re
     unsent without [mail]); nothing is sent yet."""
     data = gather(ctx, now)
     msg = report_message(ctx, data)
-    report_id = queue_report(ctx, msg, period_start=data.start, period_end=data.end,
-                             verdict=data.verdict)  # fmt: skip
+    report_id = queue_report(
+        ctx, msg, period_start=data.start, period_end=data.end, verdict=data.verdict
+    )
     return report_id, data
 
 
@@ -313,13 +354,15 @@ class ReportJob:
             report_id, data = queue_new_report(ctx, now)
             made = f"report {report_id} ({data.headline})"
         if env.config.mail is None:
-            return MaintenanceResult(f"{made} recorded, not mailed: no [mail] table in the "
-                                     "configuration")  # fmt: skip
+            return MaintenanceResult(
+                f"{made} recorded, not mailed: no [mail] table in the configuration"
+            )
         delivery = deliver_queued(ctx, force=True)  # weekly (and retries): try every one
         if delivery.failed:
             ids = ", ".join(str(i) for i, _ in delivery.failed)
-            raise MailError(f"{made}; report(s) {ids} queued, not delivered: "
-                            f"{delivery.failed[-1][1]}")  # fmt: skip
+            raise MailError(
+                f"{made}; report(s) {ids} queued, not delivered: {delivery.failed[-1][1]}"
+            )
         return MaintenanceResult(f"{made}; mail: {delivery.summary()}")
 
 

@@ -54,8 +54,10 @@ class Tally:
         """None when it matches the catalogue; else "(sha256 ..., N bytes; recorded ...)"."""
         if self.sha256 == archive.sha256 and self.nbytes == archive.nbytes:
             return None
-        return (f"(sha256 {self.sha256[:12]}, {self.nbytes} bytes; recorded "
-                f"{archive.sha256[:12]}, {archive.nbytes} bytes)")  # fmt: skip
+        return (
+            f"(sha256 {self.sha256[:12]}, {self.nbytes} bytes; recorded "
+            f"{archive.sha256[:12]}, {archive.nbytes} bytes)"
+        )
 
 
 def choose_archives(
@@ -71,14 +73,18 @@ def choose_archives(
     own); else the newest good backup's whole set (at or before ``at``)."""
     label = f"{host.name}/{source.name}"
     if archive is None and item is not None:
-        newest = [a for a in ctx.catalogue.archives(host.name, source.name)
-                  if a.item == item and a.pruned_at is None
-                  and (at is None or a.created_at <= at)]  # fmt: skip
+        newest = [
+            a
+            for a in ctx.catalogue.archives(host.name, source.name)
+            if a.item == item and a.pruned_at is None and (at is None or a.created_at <= at)
+        ]
         if newest:
             return newest[:1]
-        raise NotFoundError(f"{label}: no archive of {item!r}"
-                            + (f" at or before {at.isoformat(timespec='seconds')}" if at else "")
-                            + " (see: backupctl archives)")  # fmt: skip
+        raise NotFoundError(
+            f"{label}: no archive of {item!r}"
+            + (f" at or before {at.isoformat(timespec='seconds')}" if at else "")
+            + " (see: backupctl archives)"
+        )
     if archive is None:
         chosen = ctx.catalogue.newest_good_set(host.name, source.name, at)
         if chosen:
@@ -91,15 +97,22 @@ def choose_archives(
         since = (
             f"the first is from {oldest.isoformat(timespec='seconds')}" if oldest else "none yet"
         )
-        raise NotFoundError(f"{label}: no good backup at or before "
-                            f"{at.isoformat(timespec='seconds')} ({since})")  # fmt: skip
+        raise NotFoundError(
+            f"{label}: no good backup at or before {at.isoformat(timespec='seconds')} ({since})"
+        )
     for a in ctx.catalogue.archives(host.name, source.name):
         if a.name == archive:
             run = ctx.catalogue.find_run(a.run_id) if a.run_id is not None else None
             if run is not None and run.status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
-                log.warning("%s: %s is part of an incomplete backup (run %d %s: %s); the "
-                            "other items of that night are missing", label, a.name, run.id,
-                            run.status, run.error or "no reason recorded")  # fmt: skip
+                log.warning(
+                    "%s: %s is part of an incomplete backup (run %d %s: %s); the "
+                    "other items of that night are missing",
+                    label,
+                    a.name,
+                    run.id,
+                    run.status,
+                    run.error or "no reason recorded",
+                )
             return [a]
     raise NotFoundError(f"{label}: no archive named {archive!r} (see: backupctl archives)")
 
@@ -118,10 +131,16 @@ def _say_what_was_skipped(
     skipped = ctx.catalogue.incomplete_runs(host.name, source.name, first, at)
     for run in skipped:
         when = run.started_at.isoformat(timespec="seconds")
-        log.warning("%s: the backup of %s is incomplete (run %d %s: %s): restoring the newest "
-                    "complete one instead, from %s", label, when, run.id, run.status,
-                    run.error or "no reason recorded",
-                    first.isoformat(timespec="seconds"))  # fmt: skip
+        log.warning(
+            "%s: the backup of %s is incomplete (run %d %s: %s): restoring the newest "
+            "complete one instead, from %s",
+            label,
+            when,
+            run.id,
+            run.status,
+            run.error or "no reason recorded",
+            first.isoformat(timespec="seconds"),
+        )
 
 
 @dataclass(frozen=True)
@@ -164,19 +183,32 @@ def restore_files(
 ) -> list[RestoredFile]:
     """``restore --to DIR``, recorded in the catalogue (before, then with its outcome)."""
     chosen = plan_restore_to_dir(ctx, host, source, req)
-    rid = ctx.catalogue.start_restore(host.name, source.name, [a.name for a in chosen], "dir",
-                                      str(req.to))  # fmt: skip
+    rid = ctx.catalogue.start_restore(
+        host.name, source.name, [a.name for a in chosen], "dir", str(req.to)
+    )
     started = time.monotonic()
     try:
         restored = _restore_chosen(ctx, chosen, req, progress)
     except BackupdError as e:
-        ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),
-                                     seconds=time.monotonic() - started)  # fmt: skip
+        ctx.catalogue.finish_restore(
+            rid, RunStatus.FAILED, error=str(e), seconds=time.monotonic() - started
+        )
         raise
-    checks = [{"check": "sha256" if f.path.is_file() else "manifest", "ok": True,
-               "detail": f"{f.path}: {f.nbytes} bytes as recorded"} for f in restored]  # fmt: skip
-    ctx.catalogue.finish_restore(rid, RunStatus.SUCCEEDED, nbytes=sum(f.nbytes for f in restored),
-                                 seconds=time.monotonic() - started, checks=checks)  # fmt: skip
+    checks = [
+        {
+            "check": "sha256" if f.path.is_file() else "manifest",
+            "ok": True,
+            "detail": f"{f.path}: {f.nbytes} bytes as recorded",
+        }
+        for f in restored
+    ]
+    ctx.catalogue.finish_restore(
+        rid,
+        RunStatus.SUCCEEDED,
+        nbytes=sum(f.nbytes for f in restored),
+        seconds=time.monotonic() - started,
+        checks=checks,
+    )
     return restored
 
 
@@ -213,8 +245,10 @@ def restore_tree(ctx: Context, archive: Archive, to: Path, *, force: bool) -> Re
     manifest = bytearray()
     ctx.borg.extract_stream(repo, archive.name, "manifest.jsonl", manifest.extend)
     if hashlib.sha256(manifest).hexdigest() != archive.sha256:
-        raise VerificationError(f"{archive.name}: the archived manifest does not match the "
-                                "catalogue; nothing was extracted")  # fmt: skip
+        raise VerificationError(
+            f"{archive.name}: the archived manifest does not match the "
+            "catalogue; nothing was extracted"
+        )
     ctx.borg.extract_to(repo, archive.name, to, paths=("data",), strip=1)
     problems = verify_tree(to, parse_manifest(bytes(manifest)))
     if problems:
@@ -223,8 +257,9 @@ def restore_tree(ctx: Context, archive: Archive, to: Path, *, force: bool) -> Re
             f"{archive.name}: restored tree differs from its manifest in {len(problems)} "
             f"place(s): {shown}"
         )
-    log.info("restored %s into %s (%d bytes, every file verified)", archive.name, to,
-             archive.nbytes)  # fmt: skip
+    log.info(
+        "restored %s into %s (%d bytes, every file verified)", archive.name, to, archive.nbytes
+    )
     return RestoredFile(archive.name, to, archive.nbytes, archive.sha256)
 
 
@@ -245,8 +280,10 @@ def _extract_one(
 
             ctx.borg.extract_stream(Path(archive.repository), archive.name, archive.filename, write)
         if (wrong := tally.differs(archive)) is not None:
-            raise VerificationError(f"{archive.name}: restored data does not match the "
-                                    f"catalogue {wrong}; nothing was kept")  # fmt: skip
+            raise VerificationError(
+                f"{archive.name}: restored data does not match the "
+                f"catalogue {wrong}; nothing was kept"
+            )
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

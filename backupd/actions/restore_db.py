@@ -90,8 +90,10 @@ class DbRestored:
 def database_kind(source: SourceConfig) -> DatabaseKind[Any]:
     kind = database_kinds().get(source.kind)
     if kind is None:
-        raise UsageError(f"{source.host}/{source.name} is a {source.kind} source: it does not "
-                         "restore into a database server; use --to DIR")  # fmt: skip
+        raise UsageError(
+            f"{source.host}/{source.name} is a {source.kind} source: it does not "
+            "restore into a database server; use --to DIR"
+        )
     return kind
 
 
@@ -102,8 +104,9 @@ def db_shell(ctx: Context, req: DbRequest) -> Iterator[CommandShell]:
         return
     host = ctx.config.hosts.get(req.target)
     if host is None:
-        raise UsageError(f"unknown host {req.target!r} (configured: "
-                         f"{', '.join(sorted(ctx.config.hosts))})")  # fmt: skip
+        raise UsageError(
+            f"unknown host {req.target!r} (configured: {', '.join(sorted(ctx.config.hosts))})"
+        )
     with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
         yield DropletShell(conn)
 
@@ -115,11 +118,15 @@ def _endpoint(ctx: Context, source: SourceConfig, req: DbRequest) -> Endpoint:
     target = ctx.config.restore_targets.get(req.target)
     if target is None:
         known = ", ".join(sorted(ctx.config.restore_targets)) or "none configured"
-        raise UsageError(f"unknown restore target {req.target!r} ({known}); declare it as "
-                         f"[restore_targets.{req.target}] in the config")  # fmt: skip
+        raise UsageError(
+            f"unknown restore target {req.target!r} ({known}); declare it as "
+            f"[restore_targets.{req.target}] in the config"
+        )
     if target.kind != source.kind:
-        raise UsageError(f"restore target {req.target} is a {target.kind} server; "
-                         f"{source.host}/{source.name} is a {source.kind} source")  # fmt: skip
+        raise UsageError(
+            f"restore target {req.target} is a {target.kind} server; "
+            f"{source.host}/{source.name} is a {source.kind} source"
+        )
     return Endpoint(kind, target.options, f"restore target {req.target}")
 
 
@@ -133,16 +140,20 @@ def plan_db_restore(
     if req.item is not None:
         chosen = [a for a in chosen if a.item == req.item]
         if not chosen:
-            raise UsageError(f"{host.name}/{source.name}: no database {req.item!r} in that "
-                             "backup (see: backupctl archives)")  # fmt: skip
+            raise UsageError(
+                f"{host.name}/{source.name}: no database {req.item!r} in that "
+                "backup (see: backupctl archives)"
+            )
     databases = [a for a in chosen if ep.kind.restorable(a.item)]
     skipped = [a.name for a in chosen if not ep.kind.restorable(a.item)]
     if not databases:
         raise UsageError(f"{host.name}/{source.name}: that backup holds no database")
     if len(databases) > 1 and (req.name or req.table):
         items = ", ".join(a.item for a in databases)
-        raise UsageError(f"this backup holds several databases ({items}): choose one with "
-                         "--item before --as/--database or --table")  # fmt: skip
+        raise UsageError(
+            f"this backup holds several databases ({items}): choose one with "
+            "--item before --as/--database or --table"
+        )
     planned = []
     for a in databases:
         recorded = list(a.facts.get("rows", {}))
@@ -155,10 +166,16 @@ def plan_db_restore(
                 f"database {name!r} already exists on {ep.where}: refusing to touch it "
                 f"(use --as NEWNAME, or --force to replace {what})"
             )
-        restore = DatabaseRestore(name, table, keep_owners=req.on_droplet or req.create_roles,
-                                  replace=exists, facts=a.facts)  # fmt: skip
-        creates = refuse_lacking(ep, shell, a, restore, req.create_roles,
-                                 f"{host.name}/{source.name}")  # fmt: skip
+        restore = DatabaseRestore(
+            name,
+            table,
+            keep_owners=req.on_droplet or req.create_roles,
+            replace=exists,
+            facts=a.facts,
+        )
+        creates = refuse_lacking(
+            ep, shell, a, restore, req.create_roles, f"{host.name}/{source.name}"
+        )
         planned.append(PlannedDb(a, restore, exists, creates))
     return DbPlan(ep, planned, skipped, destructive=any(p.exists for p in planned))
 
@@ -191,9 +208,13 @@ def _restore_one(
 ) -> DbRestored:
     a, req = planned.archive, planned.restore
     where = f"{req.database} on {ep.where}"
-    rid = ctx.catalogue.start_restore(host.name, source.name, [a.name],
-                                      "host-db" if ep.where.startswith("droplet") else "database",
-                                      where)  # fmt: skip
+    rid = ctx.catalogue.start_restore(
+        host.name,
+        source.name,
+        [a.name],
+        "host-db" if ep.where.startswith("droplet") else "database",
+        where,
+    )
     started = time.monotonic()
     try:
         await_repositories(ctx, [a])  # a lock held by someone else: before the database exists
@@ -201,12 +222,14 @@ def _restore_one(
         nbytes, checks = restore_archive(ctx, ep, shell, a, req, progress)
         checks = made + checks
     except BackupdError as e:
-        ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),
-                                     seconds=time.monotonic() - started)  # fmt: skip
+        ctx.catalogue.finish_restore(
+            rid, RunStatus.FAILED, error=str(e), seconds=time.monotonic() - started
+        )
         raise
     seconds = time.monotonic() - started
-    ctx.catalogue.finish_restore(rid, RunStatus.SUCCEEDED, nbytes=nbytes, seconds=seconds,
-                                 checks=checks)  # fmt: skip
+    ctx.catalogue.finish_restore(
+        rid, RunStatus.SUCCEEDED, nbytes=nbytes, seconds=seconds, checks=checks
+    )
     log.info("restored %s into %s in %.1fs", a.name, where, seconds)
     return DbRestored(a.name, req.database, ep.where, nbytes, seconds, checks)
 
@@ -284,8 +307,7 @@ def _stream(
             stderr_tail=result.output_tail(),
         )
     if (wrong := tally.differs(a)) is not None:
-        raise VerificationError(f"{a.name}: the archived dump does not match the catalogue "
-                                f"{wrong}")  # fmt: skip
+        raise VerificationError(f"{a.name}: the archived dump does not match the catalogue {wrong}")
     if filt is not None and not filt.matched:
         raise RestoreError(f"table {req.table} was not found in {a.name}")
     return tally.nbytes, rewrite.notes() if rewrite else []
@@ -339,11 +361,15 @@ def verify_database(
     compared = {t: n for t, n in recorded.items() if t not in outside}
     wrong = [f"{t}: {found[t]} rows, recorded {n}" for t, n in compared.items() if found[t] != n]
     if wrong:
-        raise VerificationError(f"{req.database} on {ep.where} differs from the backup in "
-                                f"{len(wrong)} table(s): {'; '.join(wrong[:5])}")  # fmt: skip
+        raise VerificationError(
+            f"{req.database} on {ep.where} differs from the backup in "
+            f"{len(wrong)} table(s): {'; '.join(wrong[:5])}"
+        )
     detail = f"{len(compared)} table(s), {sum(compared.values())} rows as recorded"
     if outside:
-        detail += (f"; {len(outside)} table(s) present whose engine has no snapshot "
-                   f"(rows not compared): {', '.join(sorted(outside)[:5])}")  # fmt: skip
+        detail += (
+            f"; {len(outside)} table(s) present whose engine has no snapshot "
+            f"(rows not compared): {', '.join(sorted(outside)[:5])}"
+        )
     checks.append({"check": "rows", "ok": True, "detail": detail})
     return checks + ep.kind.extra_checks(ep.options, shell, req)

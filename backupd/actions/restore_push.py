@@ -66,8 +66,9 @@ def _destination(ctx: Context, req: PushRequest) -> HostConfig:
         raise UsageError(f"--path must be absolute on the droplet, got {req.path!r}")
     host = ctx.config.hosts.get(req.host)
     if host is None:
-        raise UsageError(f"unknown host {req.host!r} (configured: "
-                         f"{', '.join(sorted(ctx.config.hosts))})")  # fmt: skip
+        raise UsageError(
+            f"unknown host {req.host!r} (configured: {', '.join(sorted(ctx.config.hosts))})"
+        )
     return host
 
 
@@ -80,12 +81,23 @@ def plan_push(ctx: Context, host: HostConfig, source: SourceConfig, req: PushReq
     chosen = choose_archives(ctx, host, source, req.archive, req.at)
     where = f"{dest.name}:{req.path}"
     with Connection(ssh_target(dest, ctx.config.state_dir)) as conn:
-        probe = (*_sudo(source), "find", req.path, "-mindepth", "1", "-maxdepth", "1",
-                 "-print", "-quit")  # fmt: skip
+        probe = (
+            *_sudo(source),
+            "find",
+            req.path,
+            "-mindepth",
+            "1",
+            "-maxdepth",
+            "1",
+            "-print",
+            "-quit",
+        )
         not_empty = bool(conn.run(probe, timeout=REMOTE_TIMEOUT).stdout.strip())
     if not_empty and not req.force:
-        raise RefusedError(f"refusing to restore into {where}: it is not empty (use --force "
-                           "to write over the files there)")  # fmt: skip
+        raise RefusedError(
+            f"refusing to restore into {where}: it is not empty (use --force "
+            "to write over the files there)"
+        )
     return PushPlan(chosen, where, not_empty)
 
 
@@ -100,18 +112,25 @@ def restore_to_host_path(
     if not confirm(plan):
         raise RefusedError("not confirmed: nothing was changed")
     dest = _destination(ctx, req)
-    rid = ctx.catalogue.start_restore(host.name, source.name, [a.name for a in plan.archives],
-                                      "host-path", plan.where)  # fmt: skip
+    rid = ctx.catalogue.start_restore(
+        host.name, source.name, [a.name for a in plan.archives], "host-path", plan.where
+    )
     staging = ctx.private_dir(ctx.config.state_dir / "restore" / f"push-{rid}")
     started = time.monotonic()
     try:
-        restored = restore_to_dir(ctx, host, source,
-                                  DirRequest(staging, req.archive, req.at, force=True))  # fmt: skip
+        restored = restore_to_dir(
+            ctx, host, source, DirRequest(staging, req.archive, req.at, force=True)
+        )
         files = sum(1 for p in staging.rglob("*") if p.is_file())
         nbytes = sum(f.nbytes for f in restored)
-        checks: list[dict[str, Any]] = [{"check": "extract", "ok": True, "detail":
-                                         f"{files} file(s), {nbytes} bytes verified against "
-                                         "the backup before the push"}]  # fmt: skip
+        checks: list[dict[str, Any]] = [
+            {
+                "check": "extract",
+                "ok": True,
+                "detail": f"{files} file(s), {nbytes} bytes verified against "
+                "the backup before the push",
+            }
+        ]
         with Connection(ssh_target(dest, ctx.config.state_dir)) as conn:
             mkdir = conn.run(
                 (*_sudo(source), "mkdir", "-p", "--", req.path), timeout=REMOTE_TIMEOUT
@@ -129,14 +148,16 @@ def restore_to_host_path(
         detail = "rsync --checksum found every file identical on the droplet"
         checks.append({"check": "pushed", "ok": True, "detail": detail})
     except BackupdError as e:
-        ctx.catalogue.finish_restore(rid, RunStatus.FAILED, error=str(e),
-                                     seconds=time.monotonic() - started)  # fmt: skip
+        ctx.catalogue.finish_restore(
+            rid, RunStatus.FAILED, error=str(e), seconds=time.monotonic() - started
+        )
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     seconds = time.monotonic() - started
-    ctx.catalogue.finish_restore(rid, RunStatus.SUCCEEDED, nbytes=nbytes, seconds=seconds,
-                                 checks=checks)  # fmt: skip
+    ctx.catalogue.finish_restore(
+        rid, RunStatus.SUCCEEDED, nbytes=nbytes, seconds=seconds, checks=checks
+    )
     return Pushed(plan.where, files, nbytes, seconds, checks)
 
 
@@ -155,9 +176,17 @@ def _rsync(
     shell = shlex.join((sys.executable, "-m", "backupd.remote.rsh", str(spec)))
     rsync_path = " ".join((*_sudo(source), getattr(source.options, "rsync", "rsync")))
     # --sparse: holes stay holes on the droplet; --compress: and cost no bandwidth
-    argv: tuple[str, ...] = ("rsync", "--archive", "--hard-links", "--sparse", "--compress",
-                             "--protect-args", "--rsh", shell,
-                             f"--rsync-path={rsync_path}")  # fmt: skip
+    argv: tuple[str, ...] = (
+        "rsync",
+        "--archive",
+        "--hard-links",
+        "--sparse",
+        "--compress",
+        "--protect-args",
+        "--rsh",
+        shell,
+        f"--rsync-path={rsync_path}",
+    )
     if verify:
         argv += ("--checksum", "--dry-run", "--itemize-changes")
     argv += (f"{staging}/", f"{dest.name}:{path.rstrip('/')}/")
@@ -166,7 +195,9 @@ def _rsync(
     finally:
         spec.unlink(missing_ok=True)
     if not result.ok:
-        raise RestoreError(f"rsync to {dest.name}:{path} failed (exit {result.returncode})",
-                           stderr_tail=result.stderr_tail())  # fmt: skip
+        raise RestoreError(
+            f"rsync to {dest.name}:{path} failed (exit {result.returncode})",
+            stderr_tail=result.stderr_tail(),
+        )
     # itemized: ">f..." a file that would be sent again (content or size differs)
     return [names.display(name) for name in itemized_files(result.stdout)]

@@ -68,17 +68,23 @@ def _user(config: Config) -> str | None:
 def _run(config: Config, argv: tuple[str, ...], what: str) -> None:
     result = run_local(argv, Invocation(timeout=300.0, user=_user(config), cwd="/"))
     if not result.ok:
-        raise RestoreError(f"scratch server: {what} failed (exit {result.returncode})",
-                           stderr_tail=result.stderr_tail() + result.stdout[-500:].decode(
-                               errors="replace"))  # fmt: skip
+        raise RestoreError(
+            f"scratch server: {what} failed (exit {result.returncode})",
+            stderr_tail=result.stderr_tail() + result.stdout[-500:].decode(errors="replace"),
+        )
 
 
 def postgres_bindir(config: Config) -> Path:
     if config.drills.postgres_bindir is not None:
         return config.drills.postgres_bindir
-    found = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin")
-                    if p.parent.name.isdigit() and (p / "postgres").exists()),
-                   key=lambda p: int(p.parent.name))  # fmt: skip
+    found = sorted(
+        (
+            p
+            for p in Path("/usr/lib/postgresql").glob("*/bin")
+            if p.parent.name.isdigit() and (p / "postgres").exists()
+        ),
+        key=lambda p: int(p.parent.name),
+    )
     if not found:
         raise RestoreError(
             "scratch server: no PostgreSQL server installed on the backup host "
@@ -93,21 +99,49 @@ def _start_postgres(config: Config, root: Path, procs: list[Any]) -> Any:
     if _user(config):
         entry = pwd.getpwnam(config.drills.scratch_user)
         os.chown(root / "sock", entry.pw_uid, entry.pw_gid)
-    initdb = (str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "--no-sync",
-              "-E", "UTF8", "--locale", "C.UTF-8", "-D", str(root / "data"))  # fmt: skip
+    initdb = (
+        str(bindir / "initdb"),
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+        "--no-sync",
+        "-E",
+        "UTF8",
+        "--locale",
+        "C.UTF-8",
+        "-D",
+        str(root / "data"),
+    )
     _run(config, initdb, "initdb")
     proc = start_server(
-        (str(bindir / "postgres"), "-D", str(root / "data"), "-k", str(root / "sock"),
-         "-p", str(PORT), "-c", "listen_addresses=", "-c", "fsync=off",
-         "-c", "full_page_writes=off", "-c", "synchronous_commit=off"),
-        log_path=root / "server.log", user=_user(config),
-    )  # fmt: skip
+        (
+            str(bindir / "postgres"),
+            "-D",
+            str(root / "data"),
+            "-k",
+            str(root / "sock"),
+            "-p",
+            str(PORT),
+            "-c",
+            "listen_addresses=",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "synchronous_commit=off",
+        ),
+        log_path=root / "server.log",
+        user=_user(config),
+    )
     procs.append(proc)
     probe = (str(bindir / "pg_isready"), "-q", "-h", str(root / "sock"), "-p", str(PORT))
     _wait(root, proc, lambda: run_local(probe, Invocation(timeout=10)).ok, "PostgreSQL")
     model = registry()["postgresql"].options_model
-    return model.model_validate({"socket_dir": str(root / "sock"), "port": PORT,
-                                 "username": "postgres"})  # fmt: skip
+    return model.model_validate(
+        {"socket_dir": str(root / "sock"), "port": PORT, "username": "postgres"}
+    )
 
 
 def _start_mariadb(config: Config, root: Path, procs: list[Any]) -> Any:
@@ -115,17 +149,34 @@ def _start_mariadb(config: Config, root: Path, procs: list[Any]) -> Any:
     if _user(config):
         entry = pwd.getpwnam(config.drills.scratch_user)
         os.chown(root / "tmp", entry.pw_uid, entry.pw_gid)
-    _run(config, (config.drills.mariadb_install_db, "--no-defaults", f"--datadir={root / 'data'}",
-                  "--auth-root-authentication-method=normal", "--skip-test-db"),
-         "mariadb-install-db")  # fmt: skip
+    _run(
+        config,
+        (
+            config.drills.mariadb_install_db,
+            "--no-defaults",
+            f"--datadir={root / 'data'}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ),
+        "mariadb-install-db",
+    )
     socket = root / "mysqld.sock"
     proc = start_server(
-        (config.drills.mariadbd, "--no-defaults", f"--datadir={root / 'data'}",
-         f"--socket={socket}", "--skip-networking", f"--pid-file={root / 'mysqld.pid'}",
-         f"--log-error={root / 'server.log'}", f"--tmpdir={root / 'tmp'}",
-         "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=0"),
-        log_path=root / "stdout.log", user=_user(config),
-    )  # fmt: skip
+        (
+            config.drills.mariadbd,
+            "--no-defaults",
+            f"--datadir={root / 'data'}",
+            f"--socket={socket}",
+            "--skip-networking",
+            f"--pid-file={root / 'mysqld.pid'}",
+            f"--log-error={root / 'server.log'}",
+            f"--tmpdir={root / 'tmp'}",
+            "--innodb-buffer-pool-size=128M",
+            "--innodb-flush-log-at-trx-commit=0",
+        ),
+        log_path=root / "stdout.log",
+        user=_user(config),
+    )
     procs.append(proc)
     ping = ("mariadb-admin", "--no-defaults", f"--socket={socket}", "-uroot", "ping")
     _wait(root, proc, lambda: run_local(ping, Invocation(timeout=10)).ok, "MariaDB")
@@ -140,8 +191,9 @@ def _wait(root: Path, proc: Any, ready: Any, what: str) -> None:
     deadline = time.monotonic() + READY_WAIT
     while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
-            logs = "".join(p.read_text(errors="replace")[-1500:]
-                           for p in root.glob("*.log") if p.is_file())  # fmt: skip
+            logs = "".join(
+                p.read_text(errors="replace")[-1500:] for p in root.glob("*.log") if p.is_file()
+            )
             raise RestoreError(f"scratch {what} did not start", stderr_tail=logs)
         time.sleep(0.2)
 
@@ -157,8 +209,9 @@ def scratch_server(config: Config, kind: str, root: Path) -> Iterator[Scratch]:
         try:
             options = starter(config, root, procs)
         except OSError as e:  # a server tool missing or not executable: one clear line
-            raise RestoreError(f"scratch {kind} server: cannot run {e.filename or 'a tool'}: "
-                               f"{e.strerror or e}") from None  # fmt: skip
+            raise RestoreError(
+                f"scratch {kind} server: cannot run {e.filename or 'a tool'}: {e.strerror or e}"
+            ) from None
         yield Scratch(kind, root, options)
     finally:
         remove_scratch(root)
@@ -180,8 +233,10 @@ def remove_scratch(root: Path) -> None:
     remove its directory. Never fails: a drill's verdict must not depend on it."""
     for pid in _server_pids(root):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGINT if (root / "data" / "postmaster.pid").exists()
-                    else signal.SIGTERM)  # fmt: skip
+            os.kill(
+                pid,
+                signal.SIGINT if (root / "data" / "postmaster.pid").exists() else signal.SIGTERM,
+            )
             deadline = time.monotonic() + STOP_WAIT
             while time.monotonic() < deadline and process_alive(pid):
                 time.sleep(0.1)

@@ -100,8 +100,13 @@ def _drill(d: Drill | None) -> dict[str, Any] | None:
     """The newest restore drill's verdict: the proof that the source restores."""
     if d is None:
         return None
-    return {"verdict": d.status, "at": _iso(d.finished_at), "archive": d.archive,
-            "rto_seconds": d.rto_seconds, "detail": d.detail}  # fmt: skip
+    return {
+        "verdict": d.status,
+        "at": _iso(d.finished_at),
+        "archive": d.archive,
+        "rto_seconds": d.rto_seconds,
+        "detail": d.detail,
+    }
 
 
 def _iso(when: datetime | None) -> str | None:

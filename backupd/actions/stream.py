@@ -97,11 +97,15 @@ def pull_stream(
     write_private(spec_path, spec.to_json())
     try:
         stats = ctx.borg.create_from_command(
-            repo, name, stdin_name=stream.filename,
+            repo,
+            name,
+            stdin_name=stream.filename,
             command=(sys.executable, "-m", "backupd.remote.relay", str(spec_path)),
-            comment=json.dumps(meta, sort_keys=True), compression=compression_for(ctx, source),
-            timeout=source.timeout + BORG_GRACE_SECONDS, stdin=stream.stdin or None,
-        )  # fmt: skip
+            comment=json.dumps(meta, sort_keys=True),
+            compression=compression_for(ctx, source),
+            timeout=source.timeout + BORG_GRACE_SECONDS,
+            stdin=stream.stdin or None,
+        )
         outcome = RelayOutcome.read(result_path)
     except BorgError as e:
         remove_leftovers(ctx, repo, name)
@@ -121,11 +125,28 @@ def pull_stream(
         raise DumpError(f"{display(stream.item)}: the relay left no verdict; archive discarded")
     dump_facts = {**held.facts, **outcome.facts}
     facts = {**dump_facts, "borg": stats.raw.get("archive", {}).get("stats", {})}
-    meta.update(sha256=outcome.sha256, nbytes=outcome.nbytes, finished=utcnow().isoformat(),
-                facts=dump_facts, borg=facts["borg"])  # fmt: skip
+    meta.update(
+        sha256=outcome.sha256,
+        nbytes=outcome.nbytes,
+        finished=utcnow().isoformat(),
+        facts=dump_facts,
+        borg=facts["borg"],
+    )
     seal(ctx, repo, name, meta)
-    record_archive(ctx, run.run_id, run.source_id, repo, name, stream.item, stream.filename,
-                   started, outcome.nbytes, outcome.sha256, stats, facts)  # fmt: skip
+    record_archive(
+        ctx,
+        run.run_id,
+        run.source_id,
+        repo,
+        name,
+        stream.item,
+        stream.filename,
+        started,
+        outcome.nbytes,
+        outcome.sha256,
+        stats,
+        facts,
+    )
     log.info(
         "%s/%s: archive %s: %d bytes, sha256 %s",
         host.name,
@@ -154,11 +175,20 @@ def record_archive(
     facts: dict[str, Any],
 ) -> None:
     ctx.catalogue.add_archive(
-        run_id=run_id, source_id=source_id, repository=str(repo), name=name, item=item,
-        filename=filename, created_at=created_at, nbytes=nbytes, sha256=sha256,
-        original_size=stats.original_size, compressed_size=stats.compressed_size,
-        deduplicated_size=stats.deduplicated_size, facts=facts,
-    )  # fmt: skip
+        run_id=run_id,
+        source_id=source_id,
+        repository=str(repo),
+        name=name,
+        item=item,
+        filename=filename,
+        created_at=created_at,
+        nbytes=nbytes,
+        sha256=sha256,
+        original_size=stats.original_size,
+        compressed_size=stats.compressed_size,
+        deduplicated_size=stats.deduplicated_size,
+        facts=facts,
+    )
 
 
 def seal(ctx: Context, repo: Path, name: str, meta: dict[str, Any]) -> None:

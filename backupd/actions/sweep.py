@@ -116,13 +116,18 @@ def _settle(ctx: Context, repo: Path, entry: ArchiveEntry, swept: Swept) -> None
     if meta is not None and "sha256" in meta and run is not None and not leftover:
         record_from_comment(ctx, repo, entry, meta, run.id, run.source_id)
         swept.adopted.append(entry.name)
-        log.warning("%s: adopted archive %s of interrupted run %d into the catalogue",
-                    repo, entry.name, run.id)  # fmt: skip
+        log.warning(
+            "%s: adopted archive %s of interrupted run %d into the catalogue",
+            repo,
+            entry.name,
+            run.id,
+        )
         return
     ctx.borg.delete(repo, entry.name)
     swept.deleted.append(entry.name)
-    log.warning("%s: deleted %s: left by a run that did not finish (never checked)",
-                repo, entry.name)  # fmt: skip
+    log.warning(
+        "%s: deleted %s: left by a run that did not finish (never checked)", repo, entry.name
+    )
 
 
 def _metadata(comment: str) -> dict[str, Any] | None:
@@ -140,11 +145,14 @@ def _report(ctx: Context, repo: Path, swept: Swept) -> None:
     if not swept.foreign:
         return
     shown = ", ".join(swept.foreign[:5]) + (" ..." if len(swept.foreign) > 5 else "")
-    message = (f"{repo}: {len(swept.foreign)} archive(s) not made by backupd, left alone: "
-               f"{shown} (delete them with borg delete, or keep them knowingly)")  # fmt: skip
+    message = (
+        f"{repo}: {len(swept.foreign)} archive(s) not made by backupd, left alone: "
+        f"{shown} (delete them with borg delete, or keep them knowingly)"
+    )
     log.warning("%s", message)
-    ctx.catalogue.record_alert("foreign_archives", message, host=swept.host,
-                               dedup_key=f"foreign:{repo}")  # fmt: skip
+    ctx.catalogue.record_alert(
+        "foreign_archives", message, host=swept.host, dedup_key=f"foreign:{repo}"
+    )
 
 
 def remove_stale_run_files(ctx: Context) -> list[str]:

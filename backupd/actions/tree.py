@@ -57,8 +57,9 @@ def pull_tree(
     unit: TreeTransfer,
     repo: Path,
 ) -> Pulled:
-    root = ctx.private_dir(ctx.config.state_dir / "mirrors" / host.name / source.name
-                           / slug(unit.item))  # fmt: skip
+    root = ctx.private_dir(
+        ctx.config.state_dir / "mirrors" / host.name / source.name / slug(unit.item)
+    )
     started = utcnow()
     warnings: list[str] = []
     facts, denied = mirror_tree(ctx, host, source, run.run_id, unit, root / "data", warnings)
@@ -72,20 +73,40 @@ def pull_tree(
     facts.update(summary, hashed_bytes=manifest.hashed_bytes, **unreadable.facts(denied))
     name = archive_name(source.name, unit.item, started)
     meta = base_metadata(host, source, run, unit.item, TREE_FILENAME, started)
-    meta.update(sha256=summary["manifest_sha256"], nbytes=summary["bytes"], path=unit.path,
-                facts={k: v for k, v in facts.items() if k != "sample"})  # fmt: skip
+    meta.update(
+        sha256=summary["manifest_sha256"],
+        nbytes=summary["bytes"],
+        path=unit.path,
+        facts={k: v for k, v in facts.items() if k != "sample"},
+    )
     stats = ctx.borg.create_from_paths(
-        repo, name, cwd=root, paths=("data", "manifest.jsonl"),
-        comment=json.dumps(meta, sort_keys=True), compression=compression_for(ctx, source),
-        timeout=source.timeout, files_cache_suffix=f"{host.name}.{source.name}.{slug(unit.item)}",
-    )  # fmt: skip
+        repo,
+        name,
+        cwd=root,
+        paths=("data", "manifest.jsonl"),
+        comment=json.dumps(meta, sort_keys=True),
+        compression=compression_for(ctx, source),
+        timeout=source.timeout,
+        files_cache_suffix=f"{host.name}.{source.name}.{slug(unit.item)}",
+    )
     facts["borg"] = stats.raw.get("archive", {}).get("stats", {})
     # sealed like a dump's: what a catalogue rebuild needs (the sample comes from the manifest)
     meta.update(finished=utcnow().isoformat(), borg=facts["borg"])
     seal(ctx, repo, name, meta)
-    record_archive(ctx, run.run_id, run.source_id, repo, name, unit.item, TREE_FILENAME,
-                   started, summary["bytes"], summary["manifest_sha256"], stats,
-                   facts)  # fmt: skip
+    record_archive(
+        ctx,
+        run.run_id,
+        run.source_id,
+        repo,
+        name,
+        unit.item,
+        TREE_FILENAME,
+        started,
+        summary["bytes"],
+        summary["manifest_sha256"],
+        stats,
+        facts,
+    )
     log.info(
         "%s/%s: archive %s: %d files, %d bytes, %d transferred",
         host.name,
@@ -144,19 +165,34 @@ def rsync_tree(
     # --ignore-errors: deletions still happen when a path could not be read (rsync skips
     # them after any I/O error); a run with any other error is never archived anyway.
     argv = (
-        "rsync", "--archive", "--hard-links", "--numeric-ids", "--delete", "--delete-excluded",
-        "--ignore-errors", "--sparse", "--compress", "--protect-args", "--stats",
-        f"--timeout={int(source.idle_timeout)}", "--rsh", shell, f"--rsync-path={unit.rsync_path}",
+        "rsync",
+        "--archive",
+        "--hard-links",
+        "--numeric-ids",
+        "--delete",
+        "--delete-excluded",
+        "--ignore-errors",
+        "--sparse",
+        "--compress",
+        "--protect-args",
+        "--stats",
+        f"--timeout={int(source.idle_timeout)}",
+        "--rsh",
+        shell,
+        f"--rsync-path={unit.rsync_path}",
         *(f"--exclude={pattern}" for pattern in unit.excludes),
-        f"{host.name}:{unit.path.rstrip('/')}/", f"{dest}/",
-    )  # fmt: skip
+        f"{host.name}:{unit.path.rstrip('/')}/",
+        f"{dest}/",
+    )
     try:
         result = run_local(argv, Invocation(timeout=source.timeout))
     finally:
         spec.unlink(missing_ok=True)
     if result.timed_out:
-        raise DumpError(f"{unit.item}: rsync still running after its {source.timeout:.0f}s "
-                        "deadline: stopped", transient=True)  # fmt: skip
+        raise DumpError(
+            f"{unit.item}: rsync still running after its {source.timeout:.0f}s deadline: stopped",
+            transient=True,
+        )
     errors = SenderErrors()
     if result.returncode == RSYNC_PARTIAL:
         errors = sender_errors(result.stderr, unit.path)
@@ -164,9 +200,11 @@ def rsync_tree(
             raise unreadable.nothing_read(unit, host.user, {})
     partial = result.returncode == RSYNC_PARTIAL and errors.denied and not errors.unknown
     if result.returncode not in (0, RSYNC_VANISHED) and not partial:
-        raise DumpError(f"{unit.item}: rsync of {unit.path} exited with status "
-                        f"{result.returncode}", stderr_tail=result.stderr_tail(),
-                        transient=result.returncode in RSYNC_TRANSIENT)  # fmt: skip
+        raise DumpError(
+            f"{unit.item}: rsync of {unit.path} exited with status {result.returncode}",
+            stderr_tail=result.stderr_tail(),
+            transient=result.returncode in RSYNC_TRANSIENT,
+        )
     received = _RECEIVED.search(result.stdout)
     transferred = int(re.sub(rb"[,.]", b"", received.group(1))) if received else 0
     return {"rsync_exit": result.returncode, "transferred_bytes": transferred}, errors
@@ -186,15 +224,20 @@ def droplet_hooks(
     if conn is None or (unit.before is None and unit.after is None):
         yield
         return
-    cleanup_id = (ctx.catalogue.add_cleanup(host.name, source.name, run_id, list(unit.after))
-                  if unit.after else None)  # fmt: skip
+    cleanup_id = (
+        ctx.catalogue.add_cleanup(host.name, source.name, run_id, list(unit.after))
+        if unit.after
+        else None
+    )
     try:
         if unit.before is not None:
             result = conn.run(unit.before, timeout=unit.hook_timeout)
             if not result.ok:
-                raise DumpError(f"{unit.item}: before command {unit.before[0]} exited with "
-                                f"status {result.exit_status}",
-                                stderr_tail=result.stderr_tail())  # fmt: skip
+                raise DumpError(
+                    f"{unit.item}: before command {unit.before[0]} exited with "
+                    f"status {result.exit_status}",
+                    stderr_tail=result.stderr_tail(),
+                )
         yield
     finally:
         if unit.after is not None and cleanup_id is not None:
@@ -219,8 +262,10 @@ def run_cleanup(
         if result.ok:
             ctx.catalogue.cleanup_done(cleanup_id)
             return None
-        problem = (f"after command {argv[0]} exited with status {result.exit_status}: "
-                   f"{summarize_stderr(result.stderr_tail())}")  # fmt: skip
+        problem = (
+            f"after command {argv[0]} exited with status {result.exit_status}: "
+            f"{summarize_stderr(result.stderr_tail())}"
+        )
     ctx.catalogue.cleanup_failed(cleanup_id, problem)
     log.error("%s (kept for the next start)", problem)
     return problem

@@ -40,9 +40,12 @@ def find_unreadable(conn: Connection, unit: TreeTransfer, data: Path, timeout: f
     argv = ("find", "-P", top, "-type", "f", "!", "-readable", "-print0")
     result = conn.run(argv, timeout=timeout)
     if result.exit_status not in (0, 1):  # 1: some directory could not be listed
-        raise DumpError(f"{unit.item}: cannot check which files {unit.path} holds that the "
-                        f"login user may not read: find exited with status "
-                        f"{result.exit_status}", stderr_tail=result.stderr_tail())  # fmt: skip
+        raise DumpError(
+            f"{unit.item}: cannot check which files {unit.path} holds that the "
+            f"login user may not read: find exited with status "
+            f"{result.exit_status}",
+            stderr_tail=result.stderr_tail(),
+        )
     base = os.fsencode(data)
     found: Unreadable = {}
     for path in result.stdout.split(b"\0"):
@@ -105,8 +108,9 @@ def _rmtree(path: bytes) -> None:
 
 def shown(paths: Unreadable) -> str:
     """The first few paths for people (a directory with a trailing /), and how many more."""
-    first = [names.display(rel) + ("/" if is_dir else "") for rel, is_dir in
-             list(paths.items())[:SHOWN]]  # fmt: skip
+    first = [
+        names.display(rel) + ("/" if is_dir else "") for rel, is_dir in list(paths.items())[:SHOWN]
+    ]
     more = f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else ""
     return ", ".join(first) + more
 
@@ -114,8 +118,10 @@ def shown(paths: Unreadable) -> str:
 def how_to_grant(user: str, sudo: bool) -> str:
     if sudo:
         return "unreadable even with sudo (a FUSE or NFS mount may refuse root): check the droplet"
-    return (f"give {user} read permission, or set sudo = true on the source with the sudoers "
-            "line from docs/droplet-setup.md")  # fmt: skip
+    return (
+        f"give {user} read permission, or set sudo = true on the source with the sudoers "
+        "line from docs/droplet-setup.md"
+    )
 
 
 def _reader(unit: TreeTransfer, user: str) -> str:
@@ -123,21 +129,27 @@ def _reader(unit: TreeTransfer, user: str) -> str:
 
 
 def warning_text(unit: TreeTransfer, user: str, paths: Unreadable) -> str:
-    return (f"{unit.item}: {len(paths)} path(s) in {unit.path} could not be read by "
-            f"{_reader(unit, user)} and are not in this backup: {shown(paths)} "
-            f"({how_to_grant(user, unit.sudo)})")  # fmt: skip
+    return (
+        f"{unit.item}: {len(paths)} path(s) in {unit.path} could not be read by "
+        f"{_reader(unit, user)} and are not in this backup: {shown(paths)} "
+        f"({how_to_grant(user, unit.sudo)})"
+    )
 
 
 def nothing_read(unit: TreeTransfer, user: str, paths: Unreadable) -> DumpError:
     """The failure for a tree of which no file could be read."""
     what = f": {shown(paths)}" if paths else ""
-    return DumpError(f"{unit.item}: {_reader(unit, user)} could not read {unit.path}{what}; "
-                     f"nothing was archived ({how_to_grant(user, unit.sudo)})")  # fmt: skip
+    return DumpError(
+        f"{unit.item}: {_reader(unit, user)} could not read {unit.path}{what}; "
+        f"nothing was archived ({how_to_grant(user, unit.sudo)})"
+    )
 
 
 def facts(paths: Unreadable) -> dict[str, Any]:
     """``unreadable``: up to IN_FACTS names in their JSON form (a directory ends in /);
     ``unreadable_count``: how many there were."""
-    listed = [names.to_json(rel + (b"/" if is_dir else b"")) for rel, is_dir in
-              list(paths.items())[:IN_FACTS]]  # fmt: skip
+    listed = [
+        names.to_json(rel + (b"/" if is_dir else b""))
+        for rel, is_dir in list(paths.items())[:IN_FACTS]
+    ]
     return {"unreadable": listed, "unreadable_count": len(paths)}

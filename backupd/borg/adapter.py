@@ -266,8 +266,9 @@ class Borg:
             "--",
             *command,
         )
-        result = self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=timeout,
-                          what="create", stdin=stdin)  # fmt: skip
+        result = self.run(
+            args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=timeout, what="create", stdin=stdin
+        )
         return _create_stats(result)
 
     def create_from_paths(
@@ -288,9 +289,16 @@ class Borg:
         entries of a tree not seen for 20 runs of *other* sources would expire.
         """
         args: Argv = (
-            "create", "--json", "--compression", compression, "--comment", borg_literal(comment),
-            "--numeric-ids", f"{repo}::{archive}", *paths,
-        )  # fmt: skip
+            "create",
+            "--json",
+            "--compression",
+            compression,
+            "--comment",
+            borg_literal(comment),
+            "--numeric-ids",
+            f"{repo}::{archive}",
+            *paths,
+        )
         result = self.run(
             args,
             repo=repo,
@@ -307,10 +315,18 @@ class Borg:
     ) -> None:
         """Extract (part of) an archive into ``dest`` with owners, modes and times; runs of
         zeros become holes (``--sparse``), so a sparse file takes no more disk than it did."""
-        args: Argv = ("extract", "--numeric-ids", "--sparse", "--strip-components", str(strip),
-                      f"{repo}::{archive}", *paths)  # fmt: skip
-        self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None, what="extract",
-                 cwd=str(dest))  # fmt: skip
+        args: Argv = (
+            "extract",
+            "--numeric-ids",
+            "--sparse",
+            "--strip-components",
+            str(strip),
+            f"{repo}::{archive}",
+            *paths,
+        )
+        self.run(
+            args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None, what="extract", cwd=str(dest)
+        )
 
     def set_comment(self, repo: Path, archive: str, comment: str) -> None:
         self.run(
@@ -371,16 +387,28 @@ class Borg:
     def compact(self, repo: Path) -> str:
         """Free the space of deleted archives; borg's own estimate of what it freed, if any."""
         args: Argv = ("compact", "--info", str(repo))
-        result = self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None, what="compact",
-                          extra_env=QUIET_ENV)  # fmt: skip
+        result = self.run(
+            args,
+            repo=repo,
+            wait=LOCK_WAIT_SECONDS,
+            timeout=None,
+            what="compact",
+            extra_env=QUIET_ENV,
+        )
         said = [line for line in result.stderr_tail().splitlines() if "freed" in line]
         return said[-1].strip() if said else ""
 
     def check_repository(self, repo: Path) -> None:
         """Read every segment and check its CRCs and the index (no key needed, no decryption)."""
         args: Argv = ("check", "--repository-only", str(repo))
-        self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None,
-                 what="check --repository-only", extra_env=QUIET_ENV)  # fmt: skip
+        self.run(
+            args,
+            repo=repo,
+            wait=LOCK_WAIT_SECONDS,
+            timeout=None,
+            what="check --repository-only",
+            extra_env=QUIET_ENV,
+        )
 
     def verify_archive(self, repo: Path, archive: str) -> None:
         """Read one archive back in full: its metadata, then every chunk decrypted and
@@ -393,8 +421,14 @@ class Borg:
         """
         target = f"{repo}::{archive}"
         for args in (("check", "--archives-only", target), ("extract", "--dry-run", target)):
-            self.run(args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None,
-                     what=" ".join(args[:2]), extra_env=QUIET_ENV)  # fmt: skip
+            self.run(
+                args,
+                repo=repo,
+                wait=LOCK_WAIT_SECONDS,
+                timeout=None,
+                what=" ".join(args[:2]),
+                extra_env=QUIET_ENV,
+            )
 
 
 def _create_stats(result: ProcessResult) -> CreateStats:

@@ -109,10 +109,10 @@ def cache_lock(repo: Path, base_dir: Path, cache_dir: Path | None = None) -> Bor
         if repo_id is None:
             return None
         cache_dir = base_dir / ".cache" / "borg" / repo_id
-    clear = (f"BORG_BASE_DIR={shlex.quote(str(base_dir))} borg break-lock "
-             f"{shlex.quote(str(repo))}")  # fmt: skip
-    return BorgLock(cache_dir / "lock", f"the Borg cache of repository {repo} ({cache_dir})",
-                    clear, cache=True)  # fmt: skip
+    clear = f"BORG_BASE_DIR={shlex.quote(str(base_dir))} borg break-lock {shlex.quote(str(repo))}"
+    return BorgLock(
+        cache_dir / "lock", f"the Borg cache of repository {repo} ({cache_dir})", clear, cache=True
+    )
 
 
 def named_lock(path: Path, repo: Path | None, base_dir: Path) -> BorgLock:
@@ -143,8 +143,9 @@ def this_machine() -> frozenset[str]:
     name = socket.gethostname()
     names = {name, name.split(".")[0], socket.getfqdn()}
     try:
-        for *_, canonical, _addr in socket.getaddrinfo(name, None, 0, socket.SOCK_DGRAM, 0,
-                                                       socket.AI_CANONNAME):  # fmt: skip
+        for *_, canonical, _addr in socket.getaddrinfo(
+            name, None, 0, socket.SOCK_DGRAM, 0, socket.AI_CANONNAME
+        ):
             if canonical:
                 names.add(canonical)
                 break
@@ -209,8 +210,9 @@ def _parse_name(name: str) -> tuple[str, int, int] | None:
         return None
 
 
-def judge(key: tuple[str, int, int], exclusive: bool, since: datetime | None,
-          base_dir: Path) -> Holder:  # fmt: skip
+def judge(
+    key: tuple[str, int, int], exclusive: bool, since: datetime | None, base_dir: Path
+) -> Holder:
     host_id, pid, thread = key
     if host_id not in this_machine():
         return Holder(host_id, pid, thread, exclusive, since, Verdict.ELSEWHERE)
@@ -218,8 +220,9 @@ def judge(key: tuple[str, int, int], exclusive: bool, since: datetime | None,
         return Holder(host_id, pid, thread, exclusive, since, Verdict.STALE)
     started = process_started(pid)
     if since is not None and started is not None and started > since.timestamp() + REUSE_SLACK:
-        return Holder(host_id, pid, thread, exclusive, since, Verdict.STALE, process_command(pid),
-                      reused=True)  # fmt: skip
+        return Holder(
+            host_id, pid, thread, exclusive, since, Verdict.STALE, process_command(pid), reused=True
+        )
     env = process_environ(pid)
     job, marker = env.get(JOB_ENV), env.get(PID_ENV, "")
     holder = Holder(host_id, pid, thread, exclusive, since, Verdict.MANUAL, process_command(pid))
@@ -227,8 +230,9 @@ def judge(key: tuple[str, int, int], exclusive: bool, since: datetime | None,
         return holder
     backupd_pid = int(marker) if marker.isdigit() else None
     if env.get("BORG_BASE_DIR") != str(base_dir):
-        return replace(holder, job=job, backupd_pid=backupd_pid,
-                       other_base=env.get("BORG_BASE_DIR", "?"))  # fmt: skip
+        return replace(
+            holder, job=job, backupd_pid=backupd_pid, other_base=env.get("BORG_BASE_DIR", "?")
+        )
     verdict = Verdict.OURS if process_alive(backupd_pid) else Verdict.ORPHAN
     return replace(holder, verdict=verdict, job=job, backupd_pid=backupd_pid)
 
@@ -249,8 +253,10 @@ def since_text(since: datetime | None, now: datetime) -> str:
 
 def _who(h: Holder) -> str:
     if h.verdict is Verdict.ORPHAN:
-        return (f"{h.command}, left running by {h.job or 'a backupd job'}, whose backupd "
-                f"process {h.backupd_pid} is gone")  # fmt: skip
+        return (
+            f"{h.command}, left running by {h.job or 'a backupd job'}, whose backupd "
+            f"process {h.backupd_pid} is gone"
+        )
     if h.other_base is not None:
         return f"{h.command}, {h.job} of another backupd (BORG_BASE_DIR {h.other_base})"
     return f"{h.command}, not backupd's"
@@ -261,18 +267,26 @@ def blocked(lock: BorgLock, h: Holder, now: datetime) -> str:
     held = "locked" if h.exclusive or lock.cache else "held open (a shared lock)"
     when = since_text(h.since, now)
     if h.verdict is Verdict.ELSEWHERE:
-        return (f"{lock.what} is {held} by pid {h.pid} on another machine (host id "
-                f"{h.host_id}){when}; backupd cannot tell whether it is stale from here. If "
-                f"nothing runs there any more, clear the lock with: {lock.clear}")  # fmt: skip
+        return (
+            f"{lock.what} is {held} by pid {h.pid} on another machine (host id "
+            f"{h.host_id}){when}; backupd cannot tell whether it is stale from here. If "
+            f"nothing runs there any more, clear the lock with: {lock.clear}"
+        )
     if h.verdict is Verdict.OURS:
-        return (f"{lock.what} is {held} by {ours(h)} on this machine{when}; it is backupd's "
-                "own job: try again when it has finished")  # fmt: skip
+        return (
+            f"{lock.what} is {held} by {ours(h)} on this machine{when}; it is backupd's "
+            "own job: try again when it has finished"
+        )
     if h.verdict is Verdict.STALE:
-        return (f"{lock.what} has a stale lock of pid {h.pid} on this machine{when} (that pid "
-                f"is now {h.command or 'gone'}); clear it with: {lock.clear}")  # fmt: skip
-    return (f"{lock.what} is {held} by pid {h.pid} on this machine ({_who(h)}){when}; it is "
-            "alive, so backupd will not break it. If nobody is using it: stop that process, "
-            f"or clear the lock with: {lock.clear}")  # fmt: skip
+        return (
+            f"{lock.what} has a stale lock of pid {h.pid} on this machine{when} (that pid "
+            f"is now {h.command or 'gone'}); clear it with: {lock.clear}"
+        )
+    return (
+        f"{lock.what} is {held} by pid {h.pid} on this machine ({_who(h)}){when}; it is "
+        "alive, so backupd will not break it. If nobody is using it: stop that process, "
+        f"or clear the lock with: {lock.clear}"
+    )
 
 
 def ours(h: Holder) -> str:
@@ -280,14 +294,18 @@ def ours(h: Holder) -> str:
 
 
 def waiting(lock: BorgLock, h: Holder, seconds: float) -> str:
-    return (f"waiting up to {seconds:.0f}s for {ours(h)} to finish: it holds the lock of "
-            f"{lock.what} ...")  # fmt: skip
+    return (
+        f"waiting up to {seconds:.0f}s for {ours(h)} to finish: it holds the lock of "
+        f"{lock.what} ..."
+    )
 
 
 def gave_up(lock: BorgLock, h: Holder, waited: float, now: datetime) -> str:
-    return (f"{lock.what} is still locked by {ours(h)} on this machine"
-            f"{since_text(h.since, now)}; gave up after waiting {waited:.0f}s: try again when "
-            "it has finished")  # fmt: skip
+    return (
+        f"{lock.what} is still locked by {ours(h)} on this machine"
+        f"{since_text(h.since, now)}; gave up after waiting {waited:.0f}s: try again when "
+        "it has finished"
+    )
 
 
 # -- meeting a held lock ----------------------------------------------------------------------
@@ -314,8 +332,9 @@ class Locks:
     break_lock: Callable[[Path], None]  # ``borg break-lock REPO``
     notify: Callable[[str], object] | None = None  # e.g. a line on stderr; else the log
 
-    def run(self, args: Argv, repo: Path | None, wait: float,
-            attempt: Callable[[Argv], ProcessResult]) -> ProcessResult:  # fmt: skip
+    def run(
+        self, args: Argv, repo: Path | None, wait: float, attempt: Callable[[Argv], ProcessResult]
+    ) -> ProcessResult:
         """Run a borg command (``attempt(argv)``) that takes a lock with a short --lock-wait;
         on a lock error settle with whoever holds the lock borg named, and try again."""
         if args[0] not in WRITERS | READERS:
@@ -386,13 +405,18 @@ class Locks:
         if holders and not lock.cache and all(h.verdict is Verdict.STALE for h in holders):
             self.break_lock(lock.base.parent)
             reuse = " (pid reused since)" if any(h.reused for h in holders) else ""
-            log.warning("%s: broke a Borg lock left by dead process(es) %s%s", lock.base.parent,
-                        [h.pid for h in holders], reuse)  # fmt: skip
+            log.warning(
+                "%s: broke a Borg lock left by dead process(es) %s%s",
+                lock.base.parent,
+                [h.pid for h in holders],
+                reuse,
+            )
         elif reused:  # borg would wait on it for ever, and backupd may not break it here
             raise RepositoryLockedError(blocked(lock, reused[0], datetime.now(UTC)))
 
-    def _wait_for(self, lock: BorgLock, h: Holder, exclusive: bool, patience: Patience,
-                  now: datetime) -> None:  # fmt: skip
+    def _wait_for(
+        self, lock: BorgLock, h: Holder, exclusive: bool, patience: Patience, now: datetime
+    ) -> None:
         left = patience.seconds - patience.waited()
         if patience.seconds <= 0:
             raise RepositoryLockedError(blocked(lock, h, now))

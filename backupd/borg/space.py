@@ -25,11 +25,16 @@ def store_full(result: ProcessResult, what: str) -> StoreFullError | None:
     where = _repository_in(result.argv)
     free = human_bytes(shutil.disk_usage(where).free) if where is not None else "little"
     place = f" on {where}" if where is not None else ""
-    needs = (f"needs about {short.group(1)} (borg's estimate)" if short
-             else "borg ran out of space writing")  # fmt: skip
-    return StoreFullError(f"store full: {free} free{place}, {needs}; borg {what} stopped, "
-                          "nothing half-written is kept (free space, or prune and compact)",
-                          returncode=result.returncode)  # fmt: skip
+    needs = (
+        f"needs about {short.group(1)} (borg's estimate)"
+        if short
+        else "borg ran out of space writing"
+    )
+    return StoreFullError(
+        f"store full: {free} free{place}, {needs}; borg {what} stopped, "
+        "nothing half-written is kept (free space, or prune and compact)",
+        returncode=result.returncode,
+    )
 
 
 def _repository_in(argv: Sequence[str]) -> Path | None:

@@ -72,8 +72,12 @@ class AlertRecords:
 
     def release_alert_key(self: HasSession, key: str, token: str) -> None:
         with self.session() as s:
-            changed(s, update(AlertKey).where(AlertKey.dedup_key == key, held_by(AlertKey, token))
-                    .values(RELEASED))  # fmt: skip
+            changed(
+                s,
+                update(AlertKey)
+                .where(AlertKey.dedup_key == key, held_by(AlertKey, token))
+                .values(RELEASED),
+            )
 
     def claim_alerts(self: HasSession, key: str, token: str, lease: timedelta) -> list[AlertEvent]:
         """Claim ``key``'s unsent events with one conditional UPDATE (those not claimed by a
@@ -88,8 +92,9 @@ class AlertRecords:
         )
         with self.session() as s:
             changed(s, claim)
-        won = select(AlertEvent).where(held_by(AlertEvent, token), _in_group(key),
-                                       AlertEvent.sent_at.is_(None))  # fmt: skip
+        won = select(AlertEvent).where(
+            held_by(AlertEvent, token), _in_group(key), AlertEvent.sent_at.is_(None)
+        )
         with self.session() as s:
             return list(s.scalars(won.order_by(AlertEvent.id)))
 
@@ -102,17 +107,20 @@ class AlertRecords:
     ) -> None:
         """Mark claimed events sent at ``when`` (``note``: folded, not mailed) and release."""
         with self.session() as s:
-            s.execute(update(AlertEvent)
-                      .where(AlertEvent.id.in_(ids), held_by(AlertEvent, token))
-                      .values(sent_at=when, last_error=note, **RELEASED))  # fmt: skip
+            s.execute(
+                update(AlertEvent)
+                .where(AlertEvent.id.in_(ids), held_by(AlertEvent, token))
+                .values(sent_at=when, last_error=note, **RELEASED)
+            )
 
     def alerts_failed(self: HasSession, ids: Sequence[int], token: str, error: str) -> None:
         """Release claimed events after a failed send: unsent, tried again at the next look."""
         with self.session() as s:
-            s.execute(update(AlertEvent)
-                      .where(AlertEvent.id.in_(ids), held_by(AlertEvent, token))
-                      .values(attempts=AlertEvent.attempts + 1, last_error=error,
-                              **RELEASED))  # fmt: skip
+            s.execute(
+                update(AlertEvent)
+                .where(AlertEvent.id.in_(ids), held_by(AlertEvent, token))
+                .values(attempts=AlertEvent.attempts + 1, last_error=error, **RELEASED)
+            )
 
 
 def _ensure_key(cat: HasSession, key: str) -> None:

@@ -56,8 +56,9 @@ def held_by(table: type[Claimed], token: str | None) -> ColumnElement[bool]:
 
 def changed(s: Session, statement: Update) -> int:
     """Run a conditional UPDATE; how many rows it changed (what decides a claim)."""
-    result = cast(CursorResult[Any], s.execute(statement, execution_options={
-        "synchronize_session": False}))  # fmt: skip
+    result = cast(
+        CursorResult[Any], s.execute(statement, execution_options={"synchronize_session": False})
+    )
     return result.rowcount
 
 

@@ -153,29 +153,50 @@ class HistoryQueries:
         if until is not None:
             query = query.where(Run.started_at <= until)
         with self.session() as s:
-            return [RunRow(r.id, h, src, r.trigger, r.status, r.started_at, r.finished_at,
-                           r.nbytes, r.error) for r, src, h in s.execute(query)]  # fmt: skip
+            return [
+                RunRow(
+                    r.id,
+                    h,
+                    src,
+                    r.trigger,
+                    r.status,
+                    r.started_at,
+                    r.finished_at,
+                    r.nbytes,
+                    r.error,
+                )
+                for r, src, h in s.execute(query)
+            ]
 
     def newest_per_item(self: HasSession) -> dict[tuple[str, str], list[ItemPoint]]:
         """Per (host, source): each item's newest live archive, whatever its run's outcome
         (every archive is sealed and checked on restore: a good restore point of its item).
         One query for the whole fleet."""
         newest = (
-            select(Archive.source_id, Archive.item, func.max(Archive.created_at).label("at"),
-                   func.count(Archive.id).label("n"))
+            select(
+                Archive.source_id,
+                Archive.item,
+                func.max(Archive.created_at).label("at"),
+                func.count(Archive.id).label("n"),
+            )
             .where(Archive.pruned_at.is_(None))
             .group_by(Archive.source_id, Archive.item)
             .subquery()
-        )  # fmt: skip
+        )
         query = (
-            select(Host.name, Source.name, newest.c.item, Archive.created_at, newest.c.n,
-                   Archive.name)
+            select(
+                Host.name, Source.name, newest.c.item, Archive.created_at, newest.c.n, Archive.name
+            )
             .join(Source, Source.id == newest.c.source_id)
             .join(Host, Source.host_id == Host.id)
-            .join(Archive, (Archive.source_id == newest.c.source_id)
-                  & (Archive.item == newest.c.item) & (Archive.created_at == newest.c.at))
+            .join(
+                Archive,
+                (Archive.source_id == newest.c.source_id)
+                & (Archive.item == newest.c.item)
+                & (Archive.created_at == newest.c.at),
+            )
             .order_by(Host.name, Source.name, newest.c.item)
-        )  # fmt: skip
+        )
         found: dict[tuple[str, str], list[ItemPoint]] = {}
         with self.session() as s:
             for h, src, item, at, n, name in s.execute(query):
@@ -199,5 +220,7 @@ class HistoryQueries:
         )
         with self.session() as s:
             # int(): PostgreSQL sums bigint as numeric (Decimal)
-            return {(h, src): Sizes(int(n), int(orig), int(dedup))
-                    for h, src, n, orig, dedup in s.execute(query)}  # fmt: skip
+            return {
+                (h, src): Sizes(int(n), int(orig), int(dedup))
+                for h, src, n, orig, dedup in s.execute(query)
+            }

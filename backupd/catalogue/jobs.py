@@ -38,8 +38,14 @@ class JobRecords:
     # -- maintenance runs -------------------------------------------------------------
     def start_maintenance(self: HasSession, job: str, host: str | None, trigger: str) -> int:
         with self.session() as s:
-            row = MaintenanceRun(job=job, host=host, trigger=trigger, status=RunStatus.RUNNING,
-                                 started_at=utcnow(), pid=os.getpid())  # fmt: skip
+            row = MaintenanceRun(
+                job=job,
+                host=host,
+                trigger=trigger,
+                status=RunStatus.RUNNING,
+                started_at=utcnow(),
+                pid=os.getpid(),
+            )
             s.add(row)
             s.flush()
             return row.id
@@ -83,17 +89,27 @@ class JobRecords:
         not_before: datetime,
     ) -> int:
         with self.session() as s:
-            row = QueuedJob(job=job, host=host, source=source, trigger=trigger,
-                            state="queued", attempt=attempt, enqueued_at=utcnow(),
-                            not_before=not_before)  # fmt: skip
+            row = QueuedJob(
+                job=job,
+                host=host,
+                source=source,
+                trigger=trigger,
+                state="queued",
+                attempt=attempt,
+                enqueued_at=utcnow(),
+                not_before=not_before,
+            )
             s.add(row)
             s.flush()
             return row.id
 
     def mark_started(self: HasSession, queue_id: int, pid: int) -> None:
         with self.session() as s:
-            s.execute(update(QueuedJob).where(QueuedJob.id == queue_id)
-                      .values(state="running", pid=pid, started_at=utcnow()))  # fmt: skip
+            s.execute(
+                update(QueuedJob)
+                .where(QueuedJob.id == queue_id)
+                .values(state="running", pid=pid, started_at=utcnow())
+            )
 
     def dequeue(self: HasSession, queue_id: int) -> None:
         with self.session() as s:
@@ -140,6 +156,8 @@ def _stamp(cat: HasSession, repository: str, names: Sequence[str], **values: dat
     if not names:
         return
     with cat.session() as s:
-        s.execute(update(Archive)
-                  .where(Archive.repository == repository, Archive.name.in_(list(names)))
-                  .values(**values))  # fmt: skip
+        s.execute(
+            update(Archive)
+            .where(Archive.repository == repository, Archive.name.in_(list(names)))
+            .values(**values)
+        )

@@ -67,9 +67,17 @@ class ReportRecords:
         status: str,
     ) -> int:
         with self.session() as s:
-            row = Report(created_at=utcnow(), period_start=period_start, period_end=period_end,
-                         verdict=verdict, subject=subject, recipients=recipients, status=status,
-                         attempts=0, message=message)  # fmt: skip
+            row = Report(
+                created_at=utcnow(),
+                period_start=period_start,
+                period_end=period_end,
+                verdict=verdict,
+                subject=subject,
+                recipients=recipients,
+                status=status,
+                attempts=0,
+                message=message,
+            )
             s.add(row)
             s.flush()
             return row.id
@@ -125,8 +133,13 @@ class ReportRecords:
         """Mark a report sent and drop the claim. False if this sender no longer held the
         claim (it outlived its lease and another sender took it over): the report is marked
         sent all the same, since it was, and the other sender may have mailed it too."""
-        values = {"status": SENT, "sent_at": utcnow(), "next_attempt_at": None,
-                  "attempts": Report.attempts + 1, **RELEASED}  # fmt: skip
+        values = {
+            "status": SENT,
+            "sent_at": utcnow(),
+            "next_attempt_at": None,
+            "attempts": Report.attempts + 1,
+            **RELEASED,
+        }
         mark = update(Report).where(Report.id == report_id, Report.status == QUEUED)
         with self.session() as s:
             if changed(s, mark.where(held_by(Report, token)).values(values)) == 1:
@@ -146,9 +159,13 @@ class ReportRecords:
             release = (
                 update(Report)
                 .where(Report.id == report_id, held_by(Report, token))
-                .values(attempts=attempts + 1, last_error=error,
-                        next_attempt_at=utcnow() + timedelta(seconds=delay), **RELEASED)
-            )  # fmt: skip
+                .values(
+                    attempts=attempts + 1,
+                    last_error=error,
+                    next_attempt_at=utcnow() + timedelta(seconds=delay),
+                    **RELEASED,
+                )
+            )
             if changed(s, release) != 1:
                 return None
         with self.session() as s:
@@ -164,9 +181,18 @@ class ReportRecords:
             .order_by(Archive.created_at)
         )
         with self.session() as s:
-            return [ArchivePoint(h, src, a.repository, a.created_at, a.original_size,
-                                 a.deduplicated_size, a.pruned_at)
-                    for a, src, h in s.execute(query)]  # fmt: skip
+            return [
+                ArchivePoint(
+                    h,
+                    src,
+                    a.repository,
+                    a.created_at,
+                    a.original_size,
+                    a.deduplicated_size,
+                    a.pruned_at,
+                )
+                for a, src, h in s.execute(query)
+            ]
 
     def failures_between(self: HasSession, start: datetime, end: datetime) -> list[Failure]:
         """Backup runs that failed or were interrupted in [start, end), oldest first."""
@@ -178,8 +204,9 @@ class ReportRecords:
             .order_by(Run.started_at, Run.id)
         )
         with self.session() as s:
-            return [Failure(h, src, r.started_at, r.status, r.error)
-                    for r, src, h in s.execute(query)]  # fmt: skip
+            return [
+                Failure(h, src, r.started_at, r.status, r.error) for r, src, h in s.execute(query)
+            ]
 
     def drills_between(self: HasSession, start: datetime, end: datetime) -> list[Drill]:
         """Finished restore drills that ended in [start, end), oldest first."""

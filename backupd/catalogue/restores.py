@@ -33,10 +33,19 @@ class RestoreRecords:
         target: str,
     ) -> int:
         with self.session() as s:
-            row = Restore(host=host, source=source, archives=list(archives),
-                          target_kind=target_kind, target=target, status=RunStatus.RUNNING,
-                          started_at=utcnow(), pid=os.getpid(), operator=operator_name(),
-                          nbytes=0, checks=[])  # fmt: skip
+            row = Restore(
+                host=host,
+                source=source,
+                archives=list(archives),
+                target_kind=target_kind,
+                target=target,
+                status=RunStatus.RUNNING,
+                started_at=utcnow(),
+                pid=os.getpid(),
+                operator=operator_name(),
+                nbytes=0,
+                checks=[],
+            )
             s.add(row)
             s.flush()
             return row.id
@@ -85,9 +94,19 @@ class RestoreRecords:
         scratch: str | None,
     ) -> int:
         with self.session() as s:
-            row = Drill(host=host, source=source, repository=repository, archive=archive,
-                        trigger=trigger, status=DrillStatus.RUNNING, started_at=utcnow(),
-                        pid=os.getpid(), scratch=scratch, nbytes=0, checks=[])  # fmt: skip
+            row = Drill(
+                host=host,
+                source=source,
+                repository=repository,
+                archive=archive,
+                trigger=trigger,
+                status=DrillStatus.RUNNING,
+                started_at=utcnow(),
+                pid=os.getpid(),
+                scratch=scratch,
+                nbytes=0,
+                checks=[],
+            )
             s.add(row)
             s.flush()
             return row.id

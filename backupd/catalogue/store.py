@@ -272,9 +272,15 @@ class Catalogue(
         """Record a cleanup this process owes, claimed by it: nobody else runs it while this
         process lives (reconcile takes over claims of dead processes)."""
         with self.session() as s:
-            row = PendingCleanup(host=host, source=source, run_id=run_id, argv=argv,
-                                 created_at=utcnow(), claimed_by=claim_token(),
-                                 claimed_at=utcnow())  # fmt: skip
+            row = PendingCleanup(
+                host=host,
+                source=source,
+                run_id=run_id,
+                argv=argv,
+                created_at=utcnow(),
+                claimed_by=claim_token(),
+                claimed_at=utcnow(),
+            )
             s.add(row)
             s.flush()
             return row.id
@@ -297,9 +303,11 @@ class Catalogue(
     def cleanup_failed(self, cleanup_id: int, error: str) -> None:
         """Still owed: count the attempt and release the claim for the next start."""
         with self.session() as s:
-            s.execute(update(PendingCleanup).where(PendingCleanup.id == cleanup_id)
-                      .values(attempts=PendingCleanup.attempts + 1, last_error=error,
-                              **RELEASED))  # fmt: skip
+            s.execute(
+                update(PendingCleanup)
+                .where(PendingCleanup.id == cleanup_id)
+                .values(attempts=PendingCleanup.attempts + 1, last_error=error, **RELEASED)
+            )
 
     def pending_cleanups(self) -> list[PendingCleanup]:
         with self.session() as s:

@@ -36,11 +36,15 @@ def catalogue_rebuild(obj: dict[str, Any]) -> None:
       backupctl catalogue rebuild
     """
     summary = rebuild_catalogue(context(obj))
-    click.echo(f"rebuilt {summary.archives} archive(s) in {summary.runs} run(s) from "
-               f"{summary.repositories} repositories")  # fmt: skip
+    click.echo(
+        f"rebuilt {summary.archives} archive(s) in {summary.runs} run(s) from "
+        f"{summary.repositories} repositories"
+    )
     if summary.incomplete:
-        click.echo(f"{summary.incomplete} run(s) did not archive their whole set: recorded "
-                   "as failed (backupctl runs --status failed)")  # fmt: skip
+        click.echo(
+            f"{summary.incomplete} run(s) did not archive their whole set: recorded "
+            "as failed (backupctl runs --status failed)"
+        )
     for name in summary.skipped:
         click.echo(f"  skipped {name}: not a sealed backupd archive", err=True)
 

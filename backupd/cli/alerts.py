@@ -12,8 +12,12 @@ from backupd.cli.common import clean_errors, context, emit_json, short_time, tab
 
 
 @click.command()
-@click.option("--send", is_flag=True, help="Look for stale sources and disk use, then mail "
-              "every unsent alert now (the daemon does this every minute).")  # fmt: skip
+@click.option(
+    "--send",
+    is_flag=True,
+    help="Look for stale sources and disk use, then mail "
+    "every unsent alert now (the daemon does this every minute).",
+)
 @click.option("--limit", default=30, show_default=True, help="Newest N alerts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
@@ -33,22 +37,45 @@ def alerts(obj: dict[str, Any], send: bool, limit: int, as_json: bool) -> None:
     if send:
         recorded = watch(ctx)
         mailed = dispatch(ctx)
-        click.echo(f"{len(recorded)} new alert(s) found; {mailed} mail(s) sent"
-                   + ("" if ctx.config.mail else " (no [mail] configured)"), err=True)  # fmt: skip
+        click.echo(
+            f"{len(recorded)} new alert(s) found; {mailed} mail(s) sent"
+            + ("" if ctx.config.mail else " (no [mail] configured)"),
+            err=True,
+        )
     rows: list[dict[str, Any]] = [
-        {"id": a.id, "at": a.created_at, "kind": a.kind,
-         "host": a.host, "source": a.source, "message": a.message,
-         "mailed": a.sent_at,
-         "folded": bool(a.last_error and a.last_error.startswith(SUPPRESSED)),
-         "attempts": a.attempts, "last_error": a.last_error}
+        {
+            "id": a.id,
+            "at": a.created_at,
+            "kind": a.kind,
+            "host": a.host,
+            "source": a.source,
+            "message": a.message,
+            "mailed": a.sent_at,
+            "folded": bool(a.last_error and a.last_error.startswith(SUPPRESSED)),
+            "attempts": a.attempts,
+            "last_error": a.last_error,
+        }
         for a in reversed(ctx.catalogue.alerts()[-limit:])
-    ]  # fmt: skip
+    ]
     if as_json:
         emit_json(alerts=rows)
         return
-    table(("AT", "KIND", "WHERE", "MAILED", "MESSAGE"), [
-        (short_time(r["at"]), r["kind"], "/".join(p for p in (r["host"], r["source"]) if p)
-         or "-", "folded" if r["folded"] else short_time(r["mailed"]) if r["mailed"]
-         else f"no ({r['attempts']} tries)" if r["attempts"] else "not yet",
-         str(r["message"])[:90]) for r in rows
-    ])  # fmt: skip
+    table(
+        ("AT", "KIND", "WHERE", "MAILED", "MESSAGE"),
+        [
+            (
+                short_time(r["at"]),
+                r["kind"],
+                "/".join(p for p in (r["host"], r["source"]) if p) or "-",
+                "folded"
+                if r["folded"]
+                else short_time(r["mailed"])
+                if r["mailed"]
+                else f"no ({r['attempts']} tries)"
+                if r["attempts"]
+                else "not yet",
+                str(r["message"])[:90],
+            )
+            for r in rows
+        ],
+    )

@@ -49,8 +49,11 @@ def drill(obj: dict[str, Any], target: str, archive: str | None, as_json: bool) 
     else:
         for r in results:
             line = f"{r.verdict.upper():4}  {r.host}/{r.source}  {r.archive}  {r.rto_seconds:.1f}s"
-            click.echo(click.style(line, fg="red", bold=True) if r.verdict == "fail"
-                       and sys.stdout.isatty() else line)  # fmt: skip
+            click.echo(
+                click.style(line, fg="red", bold=True)
+                if r.verdict == "fail" and sys.stdout.isatty()
+                else line
+            )
             for c in r.checks:
                 click.echo(f"      {c['check']}: {c['detail']}")
             if r.detail:

@@ -64,38 +64,66 @@ def _drill(d: dict[str, Any] | None) -> str:
 def _print_status(
     rows: list[dict[str, Any]], jobs: list[dict[str, Any]], unexported: list[dict[str, str]]
 ) -> None:
-    header = ("HOST/SOURCE", "KIND", "LAST SUCCESS", "AGE", "STORED", "DEDUP", "LAST DRILL",
-              "NEXT RUN", "LAST STATUS")  # fmt: skip
+    header = (
+        "HOST/SOURCE",
+        "KIND",
+        "LAST SUCCESS",
+        "AGE",
+        "STORED",
+        "DEDUP",
+        "LAST DRILL",
+        "NEXT RUN",
+        "LAST STATUS",
+    )
     lines = []
     for r in rows:
         ratio = f"{r['dedup_ratio']:.1f}x" if r["dedup_ratio"] else "-"
         state = "STALE" if r["stale"] else (r["last_status"] or "-")
-        lines.append((f"{r['host']}/{r['source']}", r["kind"], short_time(r["last_success"]),
-                      age(r["age_seconds"]), human_bytes(r["stored_bytes"]), ratio,
-                      _drill(r["last_drill"]), short_time(r["next_run"]), state))  # fmt: skip
+        lines.append(
+            (
+                f"{r['host']}/{r['source']}",
+                r["kind"],
+                short_time(r["last_success"]),
+                age(r["age_seconds"]),
+                human_bytes(r["stored_bytes"]),
+                ratio,
+                _drill(r["last_drill"]),
+                short_time(r["next_run"]),
+                state,
+            )
+        )
     table(header, lines)
     for r in rows:
         if r["last_status"] == "failed":
             click.echo(_style(f"  ! {r['last_error']}", True))
         elif r["last_failure"]:
-            click.echo(f"  last failure {short_time(r['last_failure'])}: "
-                       f"{r['last_failure_error']}")  # fmt: skip
+            click.echo(f"  last failure {short_time(r['last_failure'])}: {r['last_failure_error']}")
         if r["last_status"] in ("failed", "interrupted") and r["items"]:
             # each archived item is a restore point of its own, whatever the night's outcome
-            points = ", ".join(f"{i['item']} {short_time(i['last_archive_at'])}"
-                               for i in r["items"])  # fmt: skip
+            points = ", ".join(
+                f"{i['item']} {short_time(i['last_archive_at'])}" for i in r["items"]
+            )
             click.echo(f"  newest restore point per item: {points}")
         if r["stale"]:
-            click.echo(_style(f"  ! {r['host']}/{r['source']}: stale (last success "
-                              f"{age(r['age_seconds'])} ago)", True))  # fmt: skip
+            click.echo(
+                _style(
+                    f"  ! {r['host']}/{r['source']}: stale (last success "
+                    f"{age(r['age_seconds'])} ago)",
+                    True,
+                )
+            )
     for k in unexported:  # a warning only: exit 1 stays "a source is stale"
-        click.echo(f"warning: the key of repository {k['repository']} (host {k['host']}) has "
-                   "never been exported: backupctl key export DIR")  # fmt: skip
+        click.echo(
+            f"warning: the key of repository {k['repository']} (host {k['host']}) has "
+            "never been exported: backupctl key export DIR"
+        )
     if jobs:
         click.echo("\nDaemon queue:")
         for j in jobs:
-            click.echo(f"  {j['state']:8} {j['job']} {j['target']} ({j['trigger']}, attempt "
-                       f"{j['attempt']}, since {j['since']})")  # fmt: skip
+            click.echo(
+                f"  {j['state']:8} {j['job']} {j['target']} ({j['trigger']}, attempt "
+                f"{j['attempt']}, since {j['since']})"
+            )
 
 
 @click.command()
@@ -120,10 +148,20 @@ def archives(obj: dict[str, Any], target: str, include_pruned: bool, as_json: bo
         emit_json(archives=rows)
         return
     header = ("ARCHIVE", "CREATED", "SIZE", "ADDED", "SHA256", "VERIFIED")
-    table(header, [(r.name, short_time(r.created_at), human_bytes(r.nbytes),
-                     human_bytes(r.deduplicated_size), r.sha256[:12] or "-",
-                     "pruned" if r.pruned_at else short_time(r.verified_at))
-                    for r in rows])  # fmt: skip
+    table(
+        header,
+        [
+            (
+                r.name,
+                short_time(r.created_at),
+                human_bytes(r.nbytes),
+                human_bytes(r.deduplicated_size),
+                r.sha256[:12] or "-",
+                "pruned" if r.pruned_at else short_time(r.verified_at),
+            )
+            for r in rows
+        ],
+    )
 
 
 @click.command()
@@ -136,8 +174,14 @@ def archives(obj: dict[str, Any], target: str, include_pruned: bool, as_json: bo
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 @clean_errors
-def runs(obj: dict[str, Any], target: str | None, status_: str | None, since: str | None,
-         limit: int, as_json: bool) -> None:  # fmt: skip
+def runs(
+    obj: dict[str, Any],
+    target: str | None,
+    status_: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Show backup run history, newest first, with filters.
 
     \b
@@ -158,8 +202,16 @@ def runs(obj: dict[str, Any], target: str | None, status_: str | None, since: st
     lines = []
     for r in rows:
         took = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
-        lines.append((str(r.id), f"{r.host}/{r.source}", r.trigger,
-                      _style(r.status, r.status in ("failed", "interrupted")),
-                      short_time(r.started_at), f"{took:.0f}s" if took is not None else "-",
-                      human_bytes(r.nbytes), (r.error or "")[:80]))  # fmt: skip
+        lines.append(
+            (
+                str(r.id),
+                f"{r.host}/{r.source}",
+                r.trigger,
+                _style(r.status, r.status in ("failed", "interrupted")),
+                short_time(r.started_at),
+                f"{took:.0f}s" if took is not None else "-",
+                human_bytes(r.nbytes),
+                (r.error or "")[:80],
+            )
+        )
     table(("RUN", "HOST/SOURCE", "TRIGGER", "STATUS", "STARTED", "TOOK", "BYTES", "ERROR"), lines)

@@ -48,8 +48,11 @@ def backup() -> None:
 
 @backup.command("now")
 @click.argument("target", metavar="HOST[/SOURCE]")
-@click.option("--progress/--no-progress", default=None,
-              help="One line per step on stderr (default: when stderr is a terminal).")  # fmt: skip
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="One line per step on stderr (default: when stderr is a terminal).",
+)
 @click.pass_obj
 @clean_errors
 def backup_now(obj: dict[str, Any], target: str, progress: bool | None) -> None:

@@ -15,16 +15,24 @@ from backupd.render.report import html_preview
 
 
 @click.command()
-@click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.html",
-              help="Write the report as HTML, charts inlined; nothing is sent.")  # fmt: skip
+@click.option(
+    "--preview",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.html",
+    help="Write the report as HTML, charts inlined; nothing is sent.",
+)
 @click.option("--send", is_flag=True, help="Build the report, queue it and deliver it now.")
 @click.option("--retry", is_flag=True, help="Deliver every queued report now.")
-@click.option("--since", metavar="DURATION",
-              help="Preview: cover this long (e.g. 7d), not since the last report.")  # fmt: skip
+@click.option(
+    "--since",
+    metavar="DURATION",
+    help="Preview: cover this long (e.g. 7d), not since the last report.",
+)
 @click.pass_obj
 @clean_errors
-def report(obj: dict[str, Any], preview: Path | None, send: bool, retry: bool,
-           since: str | None) -> None:  # fmt: skip
+def report(
+    obj: dict[str, Any], preview: Path | None, send: bool, retry: bool, since: str | None
+) -> None:
     """The weekly report: preview it, send it now, or deliver queued ones.
 
     The report covers the time since the previous report (else 7 days): an overall verdict
@@ -44,8 +52,9 @@ def report(obj: dict[str, Any], preview: Path | None, send: bool, retry: bool,
     if sum(map(bool, (preview, send, retry))) > 1:
         raise UsageError("give one of --preview, --send, --retry")
     if since and not preview:
-        raise UsageError("--since goes with --preview (a sent report covers the time since "
-                         "the previous one)")  # fmt: skip
+        raise UsageError(
+            "--since goes with --preview (a sent report covers the time since the previous one)"
+        )
     ctx = context(obj)
     if preview is not None:
         data = gather(ctx, start=since_time(since))
@@ -53,8 +62,10 @@ def report(obj: dict[str, Any], preview: Path | None, send: bool, retry: bool,
         click.echo(f"{preview}: {data.headline}, {len(data.sources)} source(s)")
     elif send:
         if ctx.config.mail is None:
-            raise UsageError("no [mail] table in the configuration: nowhere to send the report "
-                             "(backupctl report --preview FILE.html shows it)")  # fmt: skip
+            raise UsageError(
+                "no [mail] table in the configuration: nowhere to send the report "
+                "(backupctl report --preview FILE.html shows it)"
+            )
         report_id, data = queue_new_report(ctx)
         click.echo(f"report {report_id}: {data.headline}, queued")
         _deliver(deliver_queued(ctx, force=True))
@@ -87,6 +98,18 @@ def _deliver(delivery: Delivery) -> None:
 
 def _list(obj: dict[str, Any]) -> None:
     rows = context(obj).catalogue.reports(limit=20)
-    table(("REPORT", "CREATED", "VERDICT", "STATUS", "ATTEMPTS", "SENT", "LAST ERROR"),
-          [(str(r.id), short_time(r.created_at), r.verdict, r.status, str(r.attempts),
-            short_time(r.sent_at), (r.last_error or "")[:80]) for r in rows])  # fmt: skip
+    table(
+        ("REPORT", "CREATED", "VERDICT", "STATUS", "ATTEMPTS", "SENT", "LAST ERROR"),
+        [
+            (
+                str(r.id),
+                short_time(r.created_at),
+                r.verdict,
+                r.status,
+                str(r.attempts),
+                short_time(r.sent_at),
+                (r.last_error or "")[:80],
+            )
+            for r in rows
+        ],
+    )

@@ -38,8 +38,15 @@ class Where:
     table: str | None
 
     def check(self) -> None:
-        chosen = [o for o, v in (("--to", self.to), ("--into-db", self.into_db),
-                                 ("--to-host", self.to_host)) if v is not None]  # fmt: skip
+        chosen = [
+            o
+            for o, v in (
+                ("--to", self.to),
+                ("--into-db", self.into_db),
+                ("--to-host", self.to_host),
+            )
+            if v is not None
+        ]
         if len(chosen) != 1:
             raise click.UsageError(
                 "say where to restore: exactly one of --to DIR, --into-db TARGET or --to-host HOST"
@@ -96,10 +103,13 @@ def confirm(lines: list[str], risk: str | None, yes: bool) -> bool:
 
 
 def db_plan_lines(plan: DbPlan) -> list[str]:
-    lines = [f"{p.action} on {plan.where} from {p.archive.name} "
-             f"({p.archive.nbytes} bytes)" for p in plan.databases]  # fmt: skip
-    lines += [f"skipping {name}: not a database (restore it with --to DIR)"
-              for name in plan.skipped]  # fmt: skip
+    lines = [
+        f"{p.action} on {plan.where} from {p.archive.name} ({p.archive.nbytes} bytes)"
+        for p in plan.databases
+    ]
+    lines += [
+        f"skipping {name}: not a database (restore it with --to DIR)" for name in plan.skipped
+    ]
     return lines
 
 
@@ -172,10 +182,24 @@ def push_plan_lines(plan: PushPlan) -> list[str]:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before replacing or pushing.")
 @click.pass_obj
 @clean_errors
-def restore(obj: dict[str, Any], target: str, to: Path | None, into_db: str | None,
-            to_host: str | None, path: str | None, database: str | None, as_name: str | None,
-            table: str | None, item: str | None, create_roles: bool, archive: str | None,
-            at: datetime | None, dry_run: bool, force: bool, yes: bool) -> None:  # fmt: skip
+def restore(
+    obj: dict[str, Any],
+    target: str,
+    to: Path | None,
+    into_db: str | None,
+    to_host: str | None,
+    path: str | None,
+    database: str | None,
+    as_name: str | None,
+    table: str | None,
+    item: str | None,
+    create_roles: bool,
+    archive: str | None,
+    at: datetime | None,
+    dry_run: bool,
+    force: bool,
+    yes: bool,
+) -> None:
     """Restore the newest good backup of a source (or --at TIME, or --archive NAME).
 
     Where to: --to DIR (the files, or the dump file), --into-db TARGET (a database server
@@ -233,8 +257,9 @@ def say_waiting(line: str) -> None:
     click.echo(f"backupctl: {line}", err=True)
 
 
-def _to_dir(ctx: Any, host: Any, source: Any, req: DirRequest, dry_run: bool,
-            progress: ByteProgress) -> None:  # fmt: skip
+def _to_dir(
+    ctx: Any, host: Any, source: Any, req: DirRequest, dry_run: bool, progress: ByteProgress
+) -> None:
     chosen = plan_restore_to_dir(ctx, host, source, req)
     if dry_run:
         for a in chosen:
@@ -251,8 +276,15 @@ def _to_dir(ctx: Any, host: Any, source: Any, req: DirRequest, dry_run: bool,
         click.echo(f"{f.path}  {f.nbytes} bytes  sha256 {f.sha256}  (from {f.archive}, verified)")
 
 
-def _to_db(ctx: Any, host: Any, source: Any, req: DbRequest, dry_run: bool, yes: bool,
-           progress: ByteProgress) -> None:  # fmt: skip
+def _to_db(
+    ctx: Any,
+    host: Any,
+    source: Any,
+    req: DbRequest,
+    dry_run: bool,
+    yes: bool,
+    progress: ByteProgress,
+) -> None:
     if dry_run:
         with db_shell(ctx, req) as shell:
             plan = plan_db_restore(ctx, host, source, req, shell)
@@ -275,8 +307,9 @@ def _to_db(ctx: Any, host: Any, source: Any, req: DbRequest, dry_run: bool, yes:
             click.echo(f"  ok  {c['check']}: {c['detail']}")
 
 
-def _to_host_path(ctx: Any, host: Any, source: Any, req: PushRequest, dry_run: bool,
-                  yes: bool) -> None:  # fmt: skip
+def _to_host_path(
+    ctx: Any, host: Any, source: Any, req: PushRequest, dry_run: bool, yes: bool
+) -> None:
     if dry_run:
         for line in push_plan_lines(plan_push(ctx, host, source, req)):
             click.echo(f"would {line}")

@@ -82,8 +82,9 @@ def _from_command(argv: tuple[str, ...]) -> str:
     except OSError as e:  # not there, not executable
         raise CredentialError(f"passphrase command {argv[0]!r} failed: {e}") from None
     if done.timed_out:
-        raise CredentialError(f"passphrase command {argv[0]!r} failed: still running after "
-                              f"{COMMAND_TIMEOUT:.0f}s")  # fmt: skip
+        raise CredentialError(
+            f"passphrase command {argv[0]!r} failed: still running after {COMMAND_TIMEOUT:.0f}s"
+        )
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip()[-300:]
         raise CredentialError(f"passphrase command {argv[0]!r} exited {done.returncode}: {tail}")

@@ -28,9 +28,16 @@ def cron_trigger(expr: str, jitter: float = 0.0) -> CronTrigger:
         raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
     second = fields.pop(0) if len(fields) == 6 else "0"
     minute, hour, day, month, weekday = fields
-    return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
-                       day_of_week=crontab_weekdays(weekday), timezone=UTC,
-                       jitter=int(jitter) or None)  # fmt: skip
+    return CronTrigger(
+        second=second,
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=crontab_weekdays(weekday),
+        timezone=UTC,
+        jitter=int(jitter) or None,
+    )
 
 
 def interval(expr: str, now: datetime) -> timedelta:

@@ -253,16 +253,20 @@ def _parse_targets(
     for name, body in raw.items():
         where = f"restore_targets.{name}"
         if not SOURCE_NAME.match(name) or not isinstance(body, dict):
-            problems.append(f"{file}: {where}: expected a table named with letters, digits, "
-                            "'_', '-'")  # fmt: skip
+            problems.append(
+                f"{file}: {where}: expected a table named with letters, digits, '_', '-'"
+            )
             continue
         kind = body.get("kind")
         if kind not in kinds.databases:
             known = ", ".join(sorted(kinds.databases))
             problems.append(f"{file}: {where}.kind: expected one of {known}, got {kind!r}")
             continue
-        body = {k: _resolve(base, v) if k == "password_file" else v
-                for k, v in body.items() if k != "kind"}  # fmt: skip
+        body = {
+            k: _resolve(base, v) if k == "password_file" else v
+            for k, v in body.items()
+            if k != "kind"
+        }
         options = _validate(kinds.options[kind], body, file, where, problems)
         if options is not None:
             targets[name] = RestoreTarget(name=name, kind=kind, options=options)

@@ -120,8 +120,11 @@ class Service:
         self._queue_catch_ups()
         self.scheduler.start()
         notify("READY=1", f"STATUS={self._status_line()}")
-        log.info("backupd started: %d source(s), %d scheduled job(s)",
-                 len(self.config.all_sources()), len(self.scheduler.get_jobs()))  # fmt: skip
+        log.info(
+            "backupd started: %d source(s), %d scheduled job(s)",
+            len(self.config.all_sources()),
+            len(self.scheduler.get_jobs()),
+        )
         watchdog = watchdog_interval()
         last_ping = 0.0
         while not self.stopping:
@@ -209,18 +212,29 @@ class Service:
 
     # -- scheduling ---------------------------------------------------------------------
     def planned(self) -> list[tuple[JobKey, str]]:
-        jobs = [(JobKey("backup", s.host, s.name), self.config.schedule_for(s))
-                for s in self.config.all_sources()]  # fmt: skip
-        jobs += [(JobKey(name, host), getattr(self.config.maintenance, name))
-                 for name, host in jobs_for(self.ctx)]  # fmt: skip
+        jobs = [
+            (JobKey("backup", s.host, s.name), self.config.schedule_for(s))
+            for s in self.config.all_sources()
+        ]
+        jobs += [
+            (JobKey(name, host), getattr(self.config.maintenance, name))
+            for name, host in jobs_for(self.ctx)
+        ]
         return jobs
 
     def _schedule_all(self) -> None:
         jitter = self.config.daemon.jitter
         for key, cron in self.planned():
-            self.scheduler.add_job(self._fire, cron_trigger(cron, jitter), args=(key,),
-                                   id=str(key), replace_existing=True, coalesce=True,
-                                   max_instances=1, misfire_grace_time=3600)  # fmt: skip
+            self.scheduler.add_job(
+                self._fire,
+                cron_trigger(cron, jitter),
+                args=(key,),
+                id=str(key),
+                replace_existing=True,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=3600,
+            )
 
     def _fire(self, key: JobKey) -> None:  # APScheduler's thread: hand over, nothing else
         self.inbox.put((key, "schedule"))
@@ -236,8 +250,12 @@ class Service:
             every = interval(self.config.schedule_for(source), now)
             if last is None or now - last > every:
                 seen = last.isoformat(timespec="seconds") if last else "never"
-                log.info("%s/%s: missed a run (last success %s): catch-up queued",
-                         source.host, source.name, seen)  # fmt: skip
+                log.info(
+                    "%s/%s: missed a run (last success %s): catch-up queued",
+                    source.host,
+                    source.name,
+                    seen,
+                )
                 self._enqueue(JobKey("backup", source.host, source.name), "catch-up", 1, when)
 
     def _drain_inbox(self) -> None:
@@ -258,8 +276,9 @@ class Service:
 
     def _enqueue(self, key: JobKey, trigger: str, attempt: int, not_before: datetime) -> None:
         p = Pending(key, trigger, attempt, not_before)
-        p.queue_id = self.ctx.catalogue.enqueue(key.job, key.host, key.source, trigger, attempt,
-                                                not_before)  # fmt: skip
+        p.queue_id = self.ctx.catalogue.enqueue(
+            key.job, key.host, key.source, trigger, attempt, not_before
+        )
         self.pending.append(p)
 
     # -- dispatching and supervising ------------------------------------------------------
@@ -277,10 +296,20 @@ class Service:
         return blocked(key, keys, self.config.daemon.per_host)
 
     def _start(self, p: Pending) -> None:
-        argv = [sys.executable, "-m", "backupd.daemon.worker", "--config", str(self.config_path),
-                "--snapshot", str(self.snapshot), "--trigger", p.trigger,
-                "--retries-left", str(max(0, self.config.daemon.retries - p.attempt + 1)),
-                p.key.job]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "backupd.daemon.worker",
+            "--config",
+            str(self.config_path),
+            "--snapshot",
+            str(self.snapshot),
+            "--trigger",
+            p.trigger,
+            "--retries-left",
+            str(max(0, self.config.daemon.retries - p.attempt + 1)),
+            p.key.job,
+        ]
         if self.log_json:
             argv.insert(3, "--log-json")
         if p.key.target:

@@ -94,8 +94,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", required=True)
     parser.add_argument("--snapshot", help="the daemon's copy of the config it validated")
     parser.add_argument("--trigger", default="schedule")
-    parser.add_argument("--retries-left", type=int, default=0,
-                        help="a transient failure is retried this often: no alert yet")  # fmt: skip
+    parser.add_argument(
+        "--retries-left",
+        type=int,
+        default=0,
+        help="a transient failure is retried this often: no alert yet",
+    )
     parser.add_argument("--log-json", action="store_true")
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("job", help="backup, or a maintenance job (prune, compact, ...)")

@@ -264,11 +264,15 @@ def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
     complete = timed_out = False
     with tempfile.TemporaryFile() as outfile:
         proc = subprocess.Popen(
-            dies_with_us(argv, inv.env), stdin=subprocess.PIPE, stdout=outfile,
+            dies_with_us(argv, inv.env),
+            stdin=subprocess.PIPE,
+            stdout=outfile,
             stderr=subprocess.STDOUT,
-            env=dict(inv.env) if inv.env is not None else None, pass_fds=inv.pass_fds,
-            cwd=inv.cwd, start_new_session=True,
-        )  # fmt: skip
+            env=dict(inv.env) if inv.env is not None else None,
+            pass_fds=inv.pass_fds,
+            cwd=inv.cwd,
+            start_new_session=True,
+        )
         assert proc.stdin is not None
         stdin = proc.stdin
         widen_pipe(stdin.fileno())
@@ -319,8 +323,12 @@ def _identity(user: str | None, env: Mapping[str, str] | None) -> dict[str, Any]
         return {"env": base}
     entry = pwd.getpwnam(user)
     login = {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user}
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [],
-            "env": {**(base if base is not None else os.environ), **login}}  # fmt: skip
+    return {
+        "user": entry.pw_uid,
+        "group": entry.pw_gid,
+        "extra_groups": [],
+        "env": {**(base if base is not None else os.environ), **login},
+    }
 
 
 def start_server(argv: Argv, *, log_path: Path, user: str | None) -> subprocess.Popen[bytes]:
@@ -329,9 +337,14 @@ def start_server(argv: Argv, *, log_path: Path, user: str | None) -> subprocess.
     log.debug("start: %s", mask_argv(argv))
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            dies_with_us(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd="/", **_identity(user, None),
-        )  # fmt: skip
+            dies_with_us(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd="/",
+            **_identity(user, None),
+        )
 
 
 Child = subprocess.Popen[bytes]  # a started process, for callers that wait for it
@@ -342,8 +355,9 @@ def start_child(argv: Argv, *, env: Mapping[str, str]) -> Child:
     Ctrl-C at a terminal reaches the daemon only; no stdin; output to ours. The caller
     waits for it."""
     log.debug("start: %s", mask_argv(argv))
-    return subprocess.Popen(dies_with_us(argv, env), env=dict(env), stdin=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        dies_with_us(argv, env), env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 PIPE_SIZE = 1024 * 1024

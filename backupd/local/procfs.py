@@ -83,8 +83,11 @@ def process_environ(pid: int) -> dict[str, str]:
 def process_command(pid: int) -> str:
     """``borg with-lock ...``: the program (not its interpreter) and its first word."""
     try:
-        argv = [a.decode(errors="replace") for a in
-                Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]  # fmt: skip
+        argv = [
+            a.decode(errors="replace")
+            for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if a
+        ]
     except OSError:
         return "?"
     if len(argv) > 1 and Path(argv[0]).name.startswith("python"):
@@ -101,8 +104,11 @@ def process_started(pid: int) -> float | None:
     if not fields or len(fields) < 20:
         return None
     try:
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))  # fmt: skip
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
         return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, StopIteration):
         return None

@@ -80,9 +80,12 @@ class Interactive:
         tail = tail_text(err)
         transport = self._chan.get_transport()
         if transport is None or not transport.is_active() or transport.saved_exception:
-            return RemoteError(f"{self.label}: connection lost while {self.name} was running "
-                               "(no answer from the droplet)", stderr_tail=tail,
-                               transient=True)  # fmt: skip
+            return RemoteError(
+                f"{self.label}: connection lost while {self.name} was running "
+                "(no answer from the droplet)",
+                stderr_tail=tail,
+                transient=True,
+            )
         return RemoteError(f"{self.name} {what}", stderr_tail=tail)
 
     def close(self) -> None:

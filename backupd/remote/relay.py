@@ -126,8 +126,9 @@ def judge(
         why = f"{command} sent nothing for {spec.idle_timeout:.0f}s: stopped"
         return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
     if result.timed_out == "lost":
-        why = (f"connection to {spec.target.label} lost while {command} was running: "
-               f"{result.lost_why}")  # fmt: skip
+        why = (
+            f"connection to {spec.target.label} lost while {command} was running: {result.lost_why}"
+        )
         return RelayOutcome(False, why, transient=True, **facts)  # type: ignore[arg-type]
     if result.exit_status is None:
         why = f"{command}: connection lost or command killed before it finished"

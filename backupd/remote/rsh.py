@@ -77,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         status = chan.recv_exit_status()
         err.join(timeout=5)
         if not conn.alive():
-            print(f"backupd rsh: connection to {target.label} lost (no answer within "
-                  f"{target.dead_peer_timeout:.0f}s, or closed from the droplet's side)",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"backupd rsh: connection to {target.label} lost (no answer within "
+                f"{target.dead_peer_timeout:.0f}s, or closed from the droplet's side)",
+                file=sys.stderr,
+            )
             return EXIT_CONNECT
         return status if status >= 0 else EXIT_CONNECT
     finally:

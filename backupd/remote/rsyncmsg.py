@@ -90,5 +90,8 @@ def relative(path: bytes, root: str) -> bytes | None:
 def itemized_files(stdout: bytes) -> list[bytes]:
     """Files in an ``--itemize-changes`` listing that rsync would send (``>f``/``<f``):
     their names as raw bytes."""
-    return [unescape(line.split(b" ", 1)[-1]) for line in stdout.splitlines()
-            if line[:2] in (b">f", b"<f")]  # fmt: skip
+    return [
+        unescape(line.split(b" ", 1)[-1])
+        for line in stdout.splitlines()
+        if line[:2] in (b">f", b"<f")
+    ]

@@ -61,8 +61,9 @@ class LocalShell:
         secrets: Sequence[str] = (),
     ) -> RemoteResult:
         try:
-            r = run_local(tuple(argv), Invocation(timeout=timeout, stdin=stdin,
-                                                  secrets=tuple(secrets)))  # fmt: skip
+            r = run_local(
+                tuple(argv), Invocation(timeout=timeout, stdin=stdin, secrets=tuple(secrets))
+            )
         except FileNotFoundError:
             raise RemoteError(f"{argv[0]}: not found on the backup host") from None
         status = None if r.timed_out else r.returncode
@@ -112,8 +113,10 @@ class DropletShell:
         made = self._conn.run(make, timeout=SECRET_FILE_TIMEOUT, stdin=content)
         path = made.stdout.decode().strip()
         if not made.ok or not path.startswith("/"):
-            raise RemoteError(f"{self.label}: cannot create a private temporary file",
-                              stderr_tail=made.stderr_tail())  # fmt: skip
+            raise RemoteError(
+                f"{self.label}: cannot create a private temporary file",
+                stderr_tail=made.stderr_tail(),
+            )
         try:
             yield path
         finally:

@@ -317,8 +317,9 @@ class Connection:
                 chan.sendall(stdin)
             chan.shutdown_write()
             try:
-                timed_out = pump(chan, heard, started + deadline, idle_timeout,
-                                 lambda: stderr.last_progress)  # fmt: skip
+                timed_out = pump(
+                    chan, heard, started + deadline, idle_timeout, lambda: stderr.last_progress
+                )
             except BaseException:  # stopped, or our reader went away: stop the droplet side
                 terminate(chan)
                 raise

@@ -103,18 +103,29 @@ def chart_images(data: ReportData) -> dict[str, bytes]:
 
 
 def render_text(data: ReportData) -> str:
-    lines = [f"{data.headline} - backupd weekly report",
-             f"Period: {data.start:%Y-%m-%d %H:%M}Z to {data.end:%Y-%m-%d %H:%M}Z", ""]  # fmt: skip
+    lines = [
+        f"{data.headline} - backupd weekly report",
+        f"Period: {data.start:%Y-%m-%d %H:%M}Z to {data.end:%Y-%m-%d %H:%M}Z",
+        "",
+    ]
     for level, why in data.problems:
         lines.append(f"  {level.upper():5} {why}")
     if data.problems:
         lines.append("")
     header = ("", "HOST/SOURCE", "LAST BACKUP", "STORED", "GROWTH", "DEDUP", "DRILL", "RTO")
-    rows = [(s.level.upper() if s.level != "ok" else "ok", s.name,
-             ("STALE " if s.stale else "") + human_age(s.age_seconds), human_bytes(s.stored),
-             _growth_text(s.growth), f"{s.dedup:.1f}x" if s.dedup else "-",
-             (s.drill or "never").upper(), f"{s.rto:.0f}s" if s.rto is not None else "-")
-            for s in data.sources]  # fmt: skip
+    rows = [
+        (
+            s.level.upper() if s.level != "ok" else "ok",
+            s.name,
+            ("STALE " if s.stale else "") + human_age(s.age_seconds),
+            human_bytes(s.stored),
+            _growth_text(s.growth),
+            f"{s.dedup:.1f}x" if s.dedup else "-",
+            (s.drill or "never").upper(),
+            f"{s.rto:.0f}s" if s.rto is not None else "-",
+        )
+        for s in data.sources
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -132,8 +143,10 @@ def _store_line(data: ReportData) -> str:
     if data.disk is None:
         return f"Store {data.store_path}: not created yet"
     total, used, free = data.disk
-    return (f"Store {data.store_path}: {human_bytes(used)} used of {human_bytes(total)} "
-            f"({100 * used / total:.0f}%), {human_bytes(free)} free")  # fmt: skip
+    return (
+        f"Store {data.store_path}: {human_bytes(used)} used of {human_bytes(total)} "
+        f"({100 * used / total:.0f}%), {human_bytes(free)} free"
+    )
 
 
 FOOTER = "<code>backupctl status</code>, <code>backupctl runs --status failed</code>."
@@ -146,87 +159,124 @@ def _td(text: str, level: str = "ok", align: str = "left") -> str:
     style = f"{TD};text-align:{align}"
     if level == "ok":
         return f'<td style="{style}">{html.escape(text)}</td>'
-    return (f'<td class="{level}" style="color:{COLORS[level]};font-weight:bold;{style}">'
-            f"{html.escape(text)}</td>")  # fmt: skip
+    return (
+        f'<td class="{level}" style="color:{COLORS[level]};font-weight:bold;{style}">'
+        f"{html.escape(text)}</td>"
+    )
 
 
 def render_html(data: ReportData, image_src: Callable[[str], str]) -> str:
     """``image_src(name)`` gives each chart's ``src`` (a cid: or a data: URI)."""
     color, e = COLORS[data.verdict], html.escape
-    out = ['<!DOCTYPE html><html><head><meta charset="utf-8"><title>' + e(data.subject) +
-           '</title></head><body style="margin:0;padding:16px;background:#f3f4f6;'
-           'font-family:Arial,Helvetica,sans-serif;color:#111827">'
-           '<table role="presentation" width="720" cellpadding="0" cellspacing="0" '
-           'style="margin:0 auto;background:#ffffff;border:1px solid #e5e7eb">',
-           f'<tr><td style="background:{color};color:#ffffff;padding:14px 18px">'
-           f'<div style="font-size:22px;font-weight:bold">{e(data.headline)}</div>'
-           f'<div style="font-size:13px">backupd weekly report, {data.start:%Y-%m-%d %H:%M}Z '
-           f"to {data.end:%Y-%m-%d %H:%M}Z</div></td></tr>"]  # fmt: skip
+    out = [
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>'
+        + e(data.subject)
+        + '</title></head><body style="margin:0;padding:16px;background:#f3f4f6;'
+        'font-family:Arial,Helvetica,sans-serif;color:#111827">'
+        '<table role="presentation" width="720" cellpadding="0" cellspacing="0" '
+        'style="margin:0 auto;background:#ffffff;border:1px solid #e5e7eb">',
+        f'<tr><td style="background:{color};color:#ffffff;padding:14px 18px">'
+        f'<div style="font-size:22px;font-weight:bold">{e(data.headline)}</div>'
+        f'<div style="font-size:13px">backupd weekly report, {data.start:%Y-%m-%d %H:%M}Z '
+        f"to {data.end:%Y-%m-%d %H:%M}Z</div></td></tr>",
+    ]
     if data.problems:
-        items = "".join(f'<li style="color:{COLORS[lvl]};margin:2px 0">{e(why)}</li>'
-                        for lvl, why in data.problems)  # fmt: skip
-        out.append(f'<tr><td style="padding:10px 18px;font-size:13px"><ul '
-                   f'style="margin:0;padding-left:18px">{items}</ul></td></tr>')  # fmt: skip
-    head = "".join(f'<th style="{TD};text-align:left;background:#f9fafb">{h}</th>' for h in
-                   ("Host/source", "Last backup", "Stored", "Growth", "Dedup", "Last drill",
-                    "RTO"))  # fmt: skip
+        items = "".join(
+            f'<li style="color:{COLORS[lvl]};margin:2px 0">{e(why)}</li>'
+            for lvl, why in data.problems
+        )
+        out.append(
+            f'<tr><td style="padding:10px 18px;font-size:13px"><ul '
+            f'style="margin:0;padding-left:18px">{items}</ul></td></tr>'
+        )
+    head = "".join(
+        f'<th style="{TD};text-align:left;background:#f9fafb">{h}</th>'
+        for h in ("Host/source", "Last backup", "Stored", "Growth", "Dedup", "Last drill", "RTO")
+    )
     rows = "".join(
-        "<tr>" + _td(s.name, s.level)
+        "<tr>"
+        + _td(s.name, s.level)
         + _td(("STALE " if s.stale else "") + human_age(s.age_seconds), "fail" if s.stale else "ok")
-        + _td(human_bytes(s.stored), align="right") + _td(_growth_text(s.growth), align="right")
+        + _td(human_bytes(s.stored), align="right")
+        + _td(_growth_text(s.growth), align="right")
         + _td(f"{s.dedup:.1f}x" if s.dedup else "-", align="right")
-        + _td((s.drill or "never").upper(), "ok" if s.drill == "pass" else
-              ("fail" if s.drill == "fail" else "warn"))
-        + _td(f"{s.rto:.0f} s" if s.rto is not None else "-", align="right") + "</tr>"
-        for s in data.sources)  # fmt: skip
+        + _td(
+            (s.drill or "never").upper(),
+            "ok" if s.drill == "pass" else ("fail" if s.drill == "fail" else "warn"),
+        )
+        + _td(f"{s.rto:.0f} s" if s.rto is not None else "-", align="right")
+        + "</tr>"
+        for s in data.sources
+    )
     out.append(_section("Sources", _table(f"<tr>{head}</tr>{rows}")))
     failed = [(s.name, f) for s in data.sources for f in s.failures]
     if failed or data.maintenance:
         items = "".join(f"<tr>{_td(n, 'fail')}{_td(f, 'fail')}</tr>" for n, f in failed)
-        items += "".join(f"<tr>{_td('maintenance', lvl)}{_td(m, lvl)}</tr>"
-                         for lvl, m in data.maintenance)  # fmt: skip
+        items += "".join(
+            f"<tr>{_td('maintenance', lvl)}{_td(m, lvl)}</tr>" for lvl, m in data.maintenance
+        )
         out.append(_section("Failures in the period", _table(items)))
-    repos = "".join(f"<tr>{_td(h)}{_td(human_bytes(n), align='right')}</tr>"
-                    for h, n in data.repositories)  # fmt: skip
-    out.append(_section("Store", f'<div style="font-size:13px;margin-bottom:6px">'
-                        f"{e(_store_line(data))}</div>{_table(repos, 'auto')}"))  # fmt: skip
+    repos = "".join(
+        f"<tr>{_td(h)}{_td(human_bytes(n), align='right')}</tr>" for h, n in data.repositories
+    )
+    out.append(
+        _section(
+            "Store",
+            f'<div style="font-size:13px;margin-bottom:6px">'
+            f"{e(_store_line(data))}</div>{_table(repos, 'auto')}",
+        )
+    )
     out += _chart_sections(data, image_src)
-    out.append('<tr><td style="padding:12px 18px;font-size:11px;color:#6b7280">Generated by '
-               f"backupd at {data.end:%Y-%m-%d %H:%M}Z. Details: {FOOTER}</td></tr>"
-               "</table></body></html>")  # fmt: skip
+    out.append(
+        '<tr><td style="padding:12px 18px;font-size:11px;color:#6b7280">Generated by '
+        f"backupd at {data.end:%Y-%m-%d %H:%M}Z. Details: {FOOTER}</td></tr>"
+        "</table></body></html>"
+    )
     return "".join(out)
 
 
 def _table(rows: str, width: str = "100%") -> str:
-    return (f'<table role="presentation" width="{width}" cellpadding="0" cellspacing="0">'
-            f"{rows}</table>")  # fmt: skip
+    return (
+        f'<table role="presentation" width="{width}" cellpadding="0" cellspacing="0">{rows}</table>'
+    )
 
 
 def _section(title: str, body: str) -> str:
-    return (f'<tr><td style="padding:12px 18px 4px 18px"><div style="font-size:15px;'
-            f'font-weight:bold;margin-bottom:6px">{html.escape(title)}</div>{body}'
-            "</td></tr>")  # fmt: skip
+    return (
+        f'<tr><td style="padding:12px 18px 4px 18px"><div style="font-size:15px;'
+        f'font-weight:bold;margin-bottom:6px">{html.escape(title)}</div>{body}'
+        "</td></tr>"
+    )
 
 
 def _chart_sections(data: ReportData, image_src: Callable[[str], str]) -> list[str]:
     out, images = [], chart_images(data)
     if "store-growth" in images:
         first, last = data.growth[0], data.growth[-1]
-        caption = (f"Stored bytes, last {GROWTH_DAYS} days: {human_bytes(first)} to "
-                   f"{human_bytes(last)} (peak {human_bytes(max(data.growth))});"
-                   " axis from 0.")  # fmt: skip
-        out.append(_section("Store growth", _img(image_src("store-growth"), "store growth")
-                            + _caption(caption)))  # fmt: skip
+        caption = (
+            f"Stored bytes, last {GROWTH_DAYS} days: {human_bytes(first)} to "
+            f"{human_bytes(last)} (peak {human_bytes(max(data.growth))});"
+            " axis from 0."
+        )
+        out.append(
+            _section(
+                "Store growth", _img(image_src("store-growth"), "store growth") + _caption(caption)
+            )
+        )
     if "rto" in images:
         legend = " ".join(
             f'<span style="color:{charts.hex_color(charts.PALETTE[n % len(charts.PALETTE)])};'
             f'font-weight:bold">&#9632;</span> {html.escape(name)} (last '
             f"{pts[-1][1]:.0f} s, max {max(y for _, y in pts):.0f} s)"
-            for n, (name, pts) in enumerate(data.rto))  # fmt: skip
+            for n, (name, pts) in enumerate(data.rto)
+        )
         weeks = RTO_WINDOW.days // 7
-        out.append(_section(f"Restore time (RTO) per drill, last {weeks} weeks",
-                            _img(image_src("rto"), "restore time per drill")
-                            + _caption(legend, escape=False)))  # fmt: skip
+        out.append(
+            _section(
+                f"Restore time (RTO) per drill, last {weeks} weeks",
+                _img(image_src("rto"), "restore time per drill") + _caption(legend, escape=False),
+            )
+        )
     return out
 
 
@@ -245,8 +295,9 @@ def _caption(text: str, escape: bool = True) -> str:
 def html_preview(data: ReportData) -> str:
     """The HTML part with the charts inlined as data: URIs, for a browser."""
     images = chart_images(data)
-    return render_html(data, lambda name: "data:image/png;base64,"
-                       + base64.b64encode(images[name]).decode())  # fmt: skip
+    return render_html(
+        data, lambda name: "data:image/png;base64," + base64.b64encode(images[name]).decode()
+    )
 
 
 def build_message(data: ReportData, sender: str, to: Sequence[str]) -> EmailMessage:
@@ -262,10 +313,15 @@ def build_message(data: ReportData, sender: str, to: Sequence[str]) -> EmailMess
     images = chart_images(data)
     cids = {name: make_msgid(name, domain=domain) for name in images}
     msg.set_content(render_text(data))
-    msg.add_alternative(render_html(data, lambda name: "cid:" + cids[name][1:-1]),
-                        subtype="html")  # fmt: skip
+    msg.add_alternative(render_html(data, lambda name: "cid:" + cids[name][1:-1]), subtype="html")
     html_part = next(p for p in msg.iter_parts() if p.get_content_type() == "text/html")
     for name, png in images.items():
-        html_part.add_related(png, maintype="image", subtype="png", cid=cids[name],
-                              filename=f"{name}.png", disposition="inline")  # fmt: skip
+        html_part.add_related(
+            png,
+            maintype="image",
+            subtype="png",
+            cid=cids[name],
+            filename=f"{name}.png",
+            disposition="inline",
+        )
     return msg

@@ -53,8 +53,10 @@ def test_alerts_are_mailed_once_per_cause_and_kept_while_smtp_is_down(
     with_mail(d, closed)
     assert d.backupctl("backup", "now", "web1/gone").returncode == 1
     with sqlite3.connect(d.state_dir / "catalogue.db") as db:  # it used to work, weeks ago
-        db.execute("UPDATE runs SET status = 'succeeded', error = NULL, "
-                   "finished_at = '2026-10-01 02:00:00'")  # fmt: skip
+        db.execute(
+            "UPDATE runs SET status = 'succeeded', error = NULL, "
+            "finished_at = '2026-10-01 02:00:00'"
+        )
     assert d.backupctl("backup", "now", "web1/gone").returncode == 1
     down = d.backupctl("alerts", "--send")
     assert "0 mail(s) sent" in down.stderr
@@ -133,9 +135,12 @@ def test_ping_urls_hear_success_and_failure(
         c.execute("CREATE TABLE IF NOT EXISTS t (x)")
     if os.geteuid() == 0:
         subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
-    d = deploy({"good": {"kind": "sqlite", "path": str(db), "ping_url": f"{base}/uuid-good"},
-                "bad": {"kind": "sqlite", "path": "/nonexistent/x.db",
-                        "ping_url": f"{base}/uuid-bad"}})  # fmt: skip
+    d = deploy(
+        {
+            "good": {"kind": "sqlite", "path": str(db), "ping_url": f"{base}/uuid-good"},
+            "bad": {"kind": "sqlite", "path": "/nonexistent/x.db", "ping_url": f"{base}/uuid-bad"},
+        }
+    )
     d.backupctl("backup", "now", "web1/good", check=True)
     assert d.backupctl("backup", "now", "web1/bad").returncode == 1
     assert seen == ["/uuid-good", "/uuid-bad/fail"]
@@ -152,14 +157,19 @@ def test_mail_over_starttls_with_a_login_from_a_credential_file(
         d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
         assert d.backupctl("backup", "now", "web1/gone").returncode == 1
         login = f'username = "backupd"\nca_file = "{ca}"\n'
-        with_mail(d, server.port, login + '[mail.password]\nfile = "/nonexistent/pw"\n',
-                  security="starttls")  # fmt: skip
+        with_mail(
+            d,
+            server.port,
+            login + '[mail.password]\nfile = "/nonexistent/pw"\n',
+            security="starttls",
+        )
         missing = d.backupctl("alerts", "--send")
         assert "0 mail(s) sent" in missing.stderr
         [row] = alert_rows(d)
         assert "cannot read the password" in str(row["last_error"])
-        with_mail(d, server.port, login + f'[mail.password]\nfile = "{secret}"\n',
-                  security="starttls")  # fmt: skip
+        with_mail(
+            d, server.port, login + f'[mail.password]\nfile = "{secret}"\n', security="starttls"
+        )
         sent = d.backupctl("alerts", "--send", check=True)
         assert "1 mail(s) sent" in sent.stderr, sent.stderr
         [mail] = server.wait_for_messages(1)
@@ -179,8 +189,12 @@ def test_a_wrong_smtp_login_is_one_clear_line(
         secret.chmod(0o600)
         d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
         assert d.backupctl("backup", "now", "web1/gone").returncode == 1
-        with_mail(d, server.port, f'username = "backupd"\nca_file = "{ca}"\n'
-                  f'[mail.password]\nfile = "{secret}"\n', security="starttls")  # fmt: skip
+        with_mail(
+            d,
+            server.port,
+            f'username = "backupd"\nca_file = "{ca}"\n[mail.password]\nfile = "{secret}"\n',
+            security="starttls",
+        )
         d.backupctl("alerts", "--send", check=True)
         [row] = alert_rows(d)
         assert row["mailed"] is None and "log in as backupd failed: 535" in str(row["last_error"])

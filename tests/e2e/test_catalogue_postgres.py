@@ -65,10 +65,17 @@ def test_catalogue_calls_round_trip_utc(pg_url: str, pg_cluster: PostgresCluster
     run = cat.start_run(src, "manual")
     made = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=CHATHAM)
     cat.add_archive(
-        run_id=run, source_id=src, repository="/store/web1", name="maindb.app.1",
-        item="app", filename="app.pgdump", created_at=made, nbytes=5_000_000_000,
-        sha256="ab" * 32, facts={"tables": {"orders": 15000}},
-    )  # fmt: skip
+        run_id=run,
+        source_id=src,
+        repository="/store/web1",
+        name="maindb.app.1",
+        item="app",
+        filename="app.pgdump",
+        created_at=made,
+        nbytes=5_000_000_000,
+        sha256="ab" * 32,
+        facts={"tables": {"orders": 15000}},
+    )
     cat.finish_run(run, RunStatus.SUCCEEDED, nbytes=5_000_000_000)
 
     [status] = cat.status()

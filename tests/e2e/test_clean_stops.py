@@ -40,8 +40,14 @@ def test_once_and_daemon_stops_leave_no_crash_alert(fleet: Fleet) -> None:
     assert pid_file(fleet) == ""
 
     # exit 1: a source failed; still a clean stop (the failure is alerted on its own)
-    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER),
-                       "bad": {"kind": "sqlite", "path": "/nonexistent.db"}}})  # fmt: skip
+    fleet.write(
+        {
+            "a": {
+                "s1": fleet.source("one", schedule=NEVER),
+                "bad": {"kind": "sqlite", "path": "/nonexistent.db"},
+            }
+        }
+    )
     assert once(fleet).wait(timeout=300) == 1
     assert pid_file(fleet) == ""
 
@@ -61,8 +67,14 @@ def test_once_and_daemon_stops_leave_no_crash_alert(fleet: Fleet) -> None:
 def test_once_stopped_mid_dump_is_interrupted_quietly(fleet: Fleet, sig: signal.Signals) -> None:
     """systemd stopping a timer's run, or Ctrl-C: the run is interrupted, nothing left
     running, no alert now or at the next start."""
-    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER),
-                       "s2": fleet.source("two", schedule=NEVER)}})  # fmt: skip
+    fleet.write(
+        {
+            "a": {
+                "s1": fleet.source("one", schedule=NEVER),
+                "s2": fleet.source("two", schedule=NEVER),
+            }
+        }
+    )
     fleet.gate.hold()
     run = once(fleet)
     wait_for("the dump to start", lambda: fleet.gate.started(), daemon=run)

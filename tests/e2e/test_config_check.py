@@ -48,8 +48,10 @@ def test_config_check_reports_each_host_and_source(
 def test_config_check_refuses_a_changed_host_key(
     deploy: Callable[..., Deployment], tmp_path: object
 ) -> None:
-    d = deploy({"app": {"kind": "sqlite", "path": "/nonexistent.db"}},
-               host_key=other_host_key(Path(str(tmp_path))))  # fmt: skip
+    d = deploy(
+        {"app": {"kind": "sqlite", "path": "/nonexistent.db"}},
+        host_key=other_host_key(Path(str(tmp_path))),
+    )
     result = d.backupctl("config", "check")
     assert result.returncode == 1
     assert "FAIL  web1: " in result.stdout and "HOST KEY CHANGED" in result.stdout

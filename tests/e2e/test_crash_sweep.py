@@ -40,8 +40,12 @@ def test_kill_9_of_the_process_group_leaves_nothing_running_and_no_unknown_archi
     os.killpg(run.pid, signal.SIGKILL)  # backupd's group; borg runs in a session of its own
     run.wait()
     fleet.gate.release()  # the dump could now finish, if anything were left to take it
-    wait_for("everything backupd started to end", lambda: not fleet.leftovers(), timeout=60,
-             failing=fleet.leftovers)  # fmt: skip
+    wait_for(
+        "everything backupd started to end",
+        lambda: not fleet.leftovers(),
+        timeout=60,
+        failing=fleet.leftovers,
+    )
     assert fleet.archives("a") == []  # borg was stopped before it committed anything
     assert any(fleet.state.glob("sweep/a/*"))  # the run's marker: it never ended well
     assert any(fleet.state.glob("run/run*-0.json"))  # the relay's spec, left by the kill
@@ -82,11 +86,18 @@ def make_archive(d: Deployment, name: str, comment: dict[str, object] | None) ->
     if comment is not None:
         text = json.dumps(comment).replace("{", "{{").replace("}", "}}")
         args += ["--comment", text]
-    env = {**os.environ, "BORG_PASSCOMMAND": f"cat {d.passphrase_file}",
-           "BORG_BASE_DIR": str(d.root / "borg-test")}  # fmt: skip
-    subprocess.run([str(Path(os.sys.executable).parent / "borg"), *args,
-                    f"{d.store / 'web1'}::{name}", "-"], input=b"data", env=env,
-                   check=True, capture_output=True)  # fmt: skip
+    env = {
+        **os.environ,
+        "BORG_PASSCOMMAND": f"cat {d.passphrase_file}",
+        "BORG_BASE_DIR": str(d.root / "borg-test"),
+    }
+    subprocess.run(
+        [str(Path(os.sys.executable).parent / "borg"), *args, f"{d.store / 'web1'}::{name}", "-"],
+        input=b"data",
+        env=env,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_a_sweep_settles_what_a_failed_or_killed_run_left(
@@ -99,14 +110,27 @@ def test_a_sweep_settles_what_a_failed_or_killed_run_left(
     assert not any(d.state_dir.glob("sweep/web1/*"))  # a good run leaves no marker
     assert d.backupctl("backup", "now", "web1/gone").returncode == 1
     [(failed,)] = d.catalogue_rows("SELECT id FROM runs WHERE status = 'failed'")
-    base = {"backupd": "0.1.0", "host": "web1", "source": "gone", "kind": "sqlite",
-            "item": "nope.db", "filename": "nope.sqlite", "started": "2026-11-29T03:00:00+00:00",
-            "run": failed, "plan": ["nope.db"]}  # fmt: skip
+    base = {
+        "backupd": "0.1.0",
+        "host": "web1",
+        "source": "gone",
+        "kind": "sqlite",
+        "item": "nope.db",
+        "filename": "nope.sqlite",
+        "started": "2026-11-29T03:00:00+00:00",
+        "run": failed,
+        "plan": ["nope.db"],
+    }
     make_archive(d, "gone.unsealed.2026-11-29T03:00:00.000Z", base)
     make_archive(d, "gone.unsealed.2026-11-29T03:00:00.000Z.recreate", base)
     make_archive(d, "gone.half.2026-11-29T03:00:01.000Z.checkpoint", base)
-    sealed = {**base, "sha256": "ab" * 32, "nbytes": 4, "facts": {"rows": {"t": 1}},
-              "finished": "2026-11-29T03:00:02+00:00"}  # fmt: skip
+    sealed = {
+        **base,
+        "sha256": "ab" * 32,
+        "nbytes": 4,
+        "facts": {"rows": {"t": 1}},
+        "finished": "2026-11-29T03:00:02+00:00",
+    }
     make_archive(d, "gone.sealed.2026-11-29T03:00:02.000Z", sealed)
     make_archive(d, "by-hand", None)
     assert any(d.state_dir.glob(f"sweep/web1/{failed}"))  # the failed run left its marker
@@ -139,8 +163,9 @@ def small_store(deploy: Callable[..., Deployment]) -> Iterator[Callable[..., Dep
     def make(sources: dict[str, dict[str, object]]) -> Deployment:
         d = deploy(sources)
         d.store.mkdir(mode=0o700)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs",
-                        str(d.store)], check=True)  # fmt: skip
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(d.store)], check=True
+        )
         mounted.append(d.store)
         return d
 

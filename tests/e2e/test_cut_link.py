@@ -93,25 +93,34 @@ def deployment(root: Path, droplet: Droplet, sources: dict[str, dict[str, object
     root.mkdir()
     passphrase = write_passphrase(root / "passphrase")
     spec = HostSpec("web1", droplet, sources, settings={"dead_peer_timeout": "10s"})  # type: ignore[arg-type]
-    config = write_fleet_config(root / "backupd.toml", state_dir=root / "state",
-                                store=root / "store", passphrase_file=passphrase,
-                                hosts=[spec])  # fmt: skip
+    config = write_fleet_config(
+        root / "backupd.toml",
+        state_dir=root / "state",
+        store=root / "store",
+        passphrase_file=passphrase,
+        hosts=[spec],
+    )
     return Deployment(root, config, root / "state", root / "store", passphrase)
 
 
 def sessions(cluster: PostgresCluster, db: str) -> list[str]:
     """Sessions on ``db`` other than the one asking: "state application" per line."""
-    sql = (f"SELECT state || ' ' || application_name FROM pg_stat_activity WHERE datname = "
-           f"'{db}' AND pid <> pg_backend_pid()")  # fmt: skip
+    sql = (
+        f"SELECT state || ' ' || application_name FROM pg_stat_activity WHERE datname = "
+        f"'{db}' AND pid <> pg_backend_pid()"
+    )
     return [line for line in cluster.psql(sql).splitlines() if line]
 
 
 def run_cut(d: Deployment, held: HeldDump, island: Droplet) -> str:
     """Start a backup, cut the link once the held tool is midway, return stderr."""
     held.hold()
-    backup = subprocess.Popen([str(BIN / "backupctl"), "--config", str(d.config), "backup",
-                               "now", "web1/maindb"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    backup = subprocess.Popen(
+        [str(BIN / "backupctl"), "--config", str(d.config), "backup", "now", "web1/maindb"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for("the held tool to be midway", held.midway, timeout=120)
         assert island.link is not None
@@ -143,20 +152,31 @@ def test_link_cut_mid_dump(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    source = pg_source(pg_cluster, databases=[shop_db], globals=False, session_timeout="8s",
-                       pg_dump=str(held.script))  # fmt: skip
+    source = pg_source(
+        pg_cluster,
+        databases=[shop_db],
+        globals=False,
+        session_timeout="8s",
+        pg_dump=str(held.script),
+    )
     d = deployment(tmp_path / "backupd", island, {"maindb": source})
     client_alive = "sshd-client-alive" in request.node.name
     err = run_cut(d, held, island)
     [(status, error)] = d.catalogue_rows("SELECT status, error FROM runs")
     assert status == "failed"
-    assert ("web1/maindb: shop: connection to web1 lost while pg_dump was running: no answer "
-            "for 10s (link cut or droplet down)") in error  # fmt: skip
+    assert (
+        "web1/maindb: shop: connection to web1 lost while pg_dump was running: no answer "
+        "for 10s (link cut or droplet down)"
+    ) in error
     assert err.strip().splitlines() == [error]
     assert d.archives("web1") == []
     assert processes_mentioning(str(d.root)) == []  # no borg, relay or rsh of ours left
-    wait_for("the droplet's sessions to end", lambda: settled(pg_cluster, shop_db, client_alive),
-             timeout=120, failing=lambda: sessions(pg_cluster, shop_db))  # fmt: skip
+    wait_for(
+        "the droplet's sessions to end",
+        lambda: settled(pg_cluster, shop_db, client_alive),
+        timeout=120,
+        failing=lambda: sessions(pg_cluster, shop_db),
+    )
     if client_alive:
         assert island.link is not None
         island.link.restore()
@@ -174,8 +194,9 @@ def test_link_cut_while_the_snapshot_session_opens(
 ) -> None:
     """Another member: the cut comes while psql is starting; the facts wait (up to an
     hour of facts_timeout) ends as soon as the connection is known to be dead."""
-    source = pg_source(pg_cluster, databases=[shop_db], globals=False, session_timeout="8s",
-                       psql=str(held.psql))  # fmt: skip
+    source = pg_source(
+        pg_cluster, databases=[shop_db], globals=False, session_timeout="8s", psql=str(held.psql)
+    )
     d = deployment(tmp_path / "backupd", island, {"maindb": source})
     run_cut(d, held, island)
     [(error,)] = d.catalogue_rows("SELECT error FROM runs")
@@ -185,5 +206,9 @@ def test_link_cut_while_the_snapshot_session_opens(
     ) in error
     assert d.archives("web1") == []
     client_alive = "sshd-client-alive" in request.node.name
-    wait_for("the droplet's sessions to end", lambda: settled(pg_cluster, shop_db, client_alive),
-             timeout=120, failing=lambda: sessions(pg_cluster, shop_db))  # fmt: skip
+    wait_for(
+        "the droplet's sessions to end",
+        lambda: settled(pg_cluster, shop_db, client_alive),
+        timeout=120,
+        failing=lambda: sessions(pg_cluster, shop_db),
+    )

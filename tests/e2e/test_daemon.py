@@ -35,8 +35,9 @@ def _time(value: str) -> datetime:
 
 
 def max_overlap(runs: list[dict[str, Any]]) -> int:
-    events = sorted([(_time(r["started_at"]), 1) for r in runs]
-                    + [(_time(r["finished_at"]), -1) for r in runs])  # fmt: skip
+    events = sorted(
+        [(_time(r["started_at"]), 1) for r in runs] + [(_time(r["finished_at"]), -1) for r in runs]
+    )
     level = peak = 0
     for _, step in events:
         level += step
@@ -47,9 +48,11 @@ def max_overlap(runs: list[dict[str, Any]]) -> int:
 def test_schedules_fire_within_limits(fleet: Fleet) -> None:
     fleet.gate.delay(0.5)
     sources = {"s1": fleet.source("a1"), "s2": fleet.source("a2")}
-    fleet.write({"a": sources, "b": {"s1": fleet.source("b1"), "s2": fleet.source("b2")}},
-                daemon='workers = 2\nper_host = 2\nschedule = "*/2 * * * * *"\njitter = 0\n'
-                       "catch_up_delay = 0\n")  # fmt: skip
+    fleet.write(
+        {"a": sources, "b": {"s1": fleet.source("b1"), "s2": fleet.source("b2")}},
+        daemon='workers = 2\nper_host = 2\nschedule = "*/2 * * * * *"\njitter = 0\n'
+        "catch_up_delay = 0\n",
+    )
     daemon = fleet.start()
     pairs = [(h, s) for h in ("a", "b") for s in ("s1", "s2")]
     enough = lambda: all(len(fleet.finished(h, s)) >= 2 for h, s in pairs)  # noqa: E731
@@ -81,8 +84,11 @@ def test_sighup_reloads_a_good_config_and_keeps_running_on_a_broken_one(fleet: F
     wait_for("the refusal", lambda: "reload refused" in daemon.log(), daemon=daemon)
     done = len(fleet.finished("a", "s2"))
     # still scheduling, and its workers use the validated snapshot, not the broken file
-    wait_for("another run after the broken reload",
-             lambda: len(fleet.finished("a", "s2")) > done, daemon=daemon)  # fmt: skip
+    wait_for(
+        "another run after the broken reload",
+        lambda: len(fleet.finished("a", "s2")) > done,
+        daemon=daemon,
+    )
     assert not fleet.finished("a", "s2", "failed")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
@@ -90,8 +96,10 @@ def test_sighup_reloads_a_good_config_and_keeps_running_on_a_broken_one(fleet: F
 
 def test_sigterm_lets_a_job_finish_within_the_grace_period(fleet: Fleet) -> None:
     fleet.gate.delay(2)
-    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER)}},
-                daemon='catch_up_delay = 0\nstop_grace = "2m"\n')  # fmt: skip
+    fleet.write(
+        {"a": {"s1": fleet.source("one", schedule=NEVER)}},
+        daemon='catch_up_delay = 0\nstop_grace = "2m"\n',
+    )
     daemon = fleet.start()
     wait_for("the dump to start", lambda: fleet.gate.started(), daemon=daemon)
     daemon.signal(signal.SIGTERM)
@@ -102,8 +110,10 @@ def test_sigterm_lets_a_job_finish_within_the_grace_period(fleet: Fleet) -> None
 
 def test_sigterm_mid_job_stops_it_cleanly(fleet: Fleet) -> None:
     fleet.gate.hold()
-    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER)}},
-                daemon='catch_up_delay = 0\nstop_grace = "1s"\n')  # fmt: skip
+    fleet.write(
+        {"a": {"s1": fleet.source("one", schedule=NEVER)}},
+        daemon='catch_up_delay = 0\nstop_grace = "1s"\n',
+    )
     daemon = fleet.start()
     wait_for("the dump to start", lambda: fleet.gate.started(), daemon=daemon)
     daemon.signal(signal.SIGTERM)
@@ -112,18 +122,27 @@ def test_sigterm_mid_job_stops_it_cleanly(fleet: Fleet) -> None:
     assert run["status"] == "interrupted"
     assert "stopped before it finished" in run["error"]
     assert fleet.archives("a") == []  # no archive, not even a checkpoint
-    wait_for("no process left", lambda: not fleet.leftovers() or None, timeout=30,
-                    failing=fleet.leftovers)  # fmt: skip
+    wait_for(
+        "no process left",
+        lambda: not fleet.leftovers() or None,
+        timeout=30,
+        failing=fleet.leftovers,
+    )
 
 
 def test_a_hung_job_is_stopped_at_its_deadline(fleet: Fleet) -> None:
     fleet.gate.hold()
-    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER, deadline="2s")}},
-                daemon="catch_up_delay = 0\nretries = 3\n")  # fmt: skip
+    fleet.write(
+        {"a": {"s1": fleet.source("one", schedule=NEVER, deadline="2s")}},
+        daemon="catch_up_delay = 0\nretries = 3\n",
+    )
     daemon = fleet.start()
     wait_for("the run to fail", lambda: fleet.finished("a", "s1", "failed"), daemon=daemon)
-    wait_for("the droplet side to stop", lambda: not fleet.leftovers_on_droplet(),
-             failing=fleet.leftovers_on_droplet)  # fmt: skip
+    wait_for(
+        "the droplet side to stop",
+        lambda: not fleet.leftovers_on_droplet(),
+        failing=fleet.leftovers_on_droplet,
+    )
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
     (run,) = fleet.runs()  # a deadline is not retried
@@ -160,12 +179,16 @@ def test_crash_mid_backup_then_restart(fleet: Fleet) -> None:
 
 
 def test_maintenance_jobs_run_on_their_schedules(fleet: Fleet) -> None:
-    fleet.write({"a": {"s1": fleet.source("one", schedule=NEVER)}},
-                daemon="catch_up_delay = 0\njitter = 0\n")  # fmt: skip
+    fleet.write(
+        {"a": {"s1": fleet.source("one", schedule=NEVER)}},
+        daemon="catch_up_delay = 0\njitter = 0\n",
+    )
     every = "*/2 * * * * *"
     text = fleet.config.read_text()
-    fleet.config.write_text(text + f'\n[maintenance]\nprune = "{every}"\ncheck = "{every}"\n'
-                            f'compact = "{NEVER}"\ncatalogue = "{every}"\n')  # fmt: skip
+    fleet.config.write_text(
+        text + f'\n[maintenance]\nprune = "{every}"\ncheck = "{every}"\n'
+        f'compact = "{NEVER}"\ncatalogue = "{every}"\n'
+    )
     daemon = fleet.start()
 
     def done() -> set[str]:
@@ -178,14 +201,19 @@ def test_maintenance_jobs_run_on_their_schedules(fleet: Fleet) -> None:
             except sqlite3.OperationalError:  # the schema is still being created
                 return set()
 
-    wait_for("prune, check and the catalogue copy",
-             lambda: {"prune", "check", "catalogue"} <= done(), daemon=daemon)  # fmt: skip
+    wait_for(
+        "prune, check and the catalogue copy",
+        lambda: {"prune", "check", "catalogue"} <= done(),
+        daemon=daemon,
+    )
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
     assert fleet.finished("a", "s1")  # the catch-up backup ran alongside
     with sqlite3.connect(fleet.state / "catalogue.db") as db:
-        failed = db.execute("SELECT job, error FROM maintenance_runs WHERE status != 'succeeded'"
-                            " AND status != 'interrupted'").fetchall()  # fmt: skip
+        failed = db.execute(
+            "SELECT job, error FROM maintenance_runs WHERE status != 'succeeded'"
+            " AND status != 'interrupted'"
+        ).fetchall()
     assert failed == []
 
 
@@ -193,15 +221,25 @@ def test_transient_failures_retry_with_backoff_permanent_ones_do_not(
     fleet: Fleet, droplet: Droplet
 ) -> None:
     down = HostSpec("down", droplet, {"s1": fleet.source("d", schedule=NEVER)})
-    badkey = HostSpec("badkey", droplet, {"s1": fleet.source("k", schedule=NEVER)},
-                      host_key=other_host_key(fleet.root))  # fmt: skip
-    fleet.write({}, daemon='catch_up_delay = 0\nretries = 2\nretry_backoff = "1s"\n',
-                host_overrides={"down": down, "badkey": badkey})  # fmt: skip
+    badkey = HostSpec(
+        "badkey",
+        droplet,
+        {"s1": fleet.source("k", schedule=NEVER)},
+        host_key=other_host_key(fleet.root),
+    )
+    fleet.write(
+        {},
+        daemon='catch_up_delay = 0\nretries = 2\nretry_backoff = "1s"\n',
+        host_overrides={"down": down, "badkey": badkey},
+    )
     text = fleet.config.read_text().replace(f"port = {droplet.port}", "port = 1", 1)
     fleet.config.write_text(text)  # the first host ("down") now points at a closed port
     daemon = fleet.start()
-    wait_for("three attempts on the unreachable host",
-             lambda: len(fleet.finished("down", "s1", "failed")) == 3, daemon=daemon)  # fmt: skip
+    wait_for(
+        "three attempts on the unreachable host",
+        lambda: len(fleet.finished("down", "s1", "failed")) == 3,
+        daemon=daemon,
+    )
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
     down_runs = [r for r in fleet.runs() if r["host"] == "down"]

@@ -29,9 +29,11 @@ SCRATCH_MARKERS = ("backupd-drill-", "/drills/drill-")
 
 def scratch_leftovers() -> list[str]:
     """Processes and directories of scratch servers still around."""
-    found = [f"process {pid}: {text[:120]}" for pid, text in command_lines()
-             if ours(text) and any(m in text for m in SCRATCH_MARKERS)
-             and "pytest" not in text]  # fmt: skip
+    found = [
+        f"process {pid}: {text[:120]}"
+        for pid, text in command_lines()
+        if ours(text) and any(m in text for m in SCRATCH_MARKERS) and "pytest" not in text
+    ]
     found += [str(p) for p in Path(tempfile.gettempdir()).glob("backupd-drill-*")]
     return found
 
@@ -88,11 +90,17 @@ def test_mariadb_and_volume_drills_pass(
     docker = droplet.bin_dir / "docker"  # the volume "uploads_data" lives at tree
     docker.write_text(DOCKER % tree)
     docker.chmod(0o755)
-    d = deploy({
-        "shopdb": {"kind": "mariadb", "databases": [shop_mariadb],
-                   "socket": str(mariadb_server.socket), "username": "root"},
-        "files": {"kind": "volume", "volume": "uploads_data", "drill_paths": ["docs/f7.txt"]},
-    })  # fmt: skip
+    d = deploy(
+        {
+            "shopdb": {
+                "kind": "mariadb",
+                "databases": [shop_mariadb],
+                "socket": str(mariadb_server.socket),
+                "username": "root",
+            },
+            "files": {"kind": "volume", "volume": "uploads_data", "drill_paths": ["docs/f7.txt"]},
+        }
+    )
     try:
         d.backupctl("backup", "now", "web1", check=True)
     finally:
@@ -117,8 +125,10 @@ def red_in_report(d: Deployment) -> list[str]:
 
 def corrupt_largest_segment(repo: Path) -> None:
     """Alter bytes in the middle of the repository's largest segment file (chunk data)."""
-    segment = max((p for p in (repo / "data").rglob("*") if p.is_file() and p.name.isdigit()),
-                  key=lambda p: p.stat().st_size)  # fmt: skip
+    segment = max(
+        (p for p in (repo / "data").rglob("*") if p.is_file() and p.name.isdigit()),
+        key=lambda p: p.stat().st_size,
+    )
     data = bytearray(segment.read_bytes())
     middle = len(data) // 2
     data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
@@ -168,12 +178,16 @@ def test_a_drill_killed_mid_way_is_cleaned_up_at_the_next_start(
 ) -> None:
     d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
     d.backupctl("backup", "now", "web1/maindb", check=True)
-    proc = subprocess.Popen([str(BIN / "backupctl"), "--config", str(d.config), "drill",
-                             "web1/maindb"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=False)  # fmt: skip
+    proc = subprocess.Popen(
+        [str(BIN / "backupctl"), "--config", str(d.config), "drill", "web1/maindb"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=False,
+    )
     try:
-        wait_until(lambda: any("postgres" in p for p in scratch_leftovers()), 60,
-                   "a scratch PostgreSQL")  # fmt: skip
+        wait_until(
+            lambda: any("postgres" in p for p in scratch_leftovers()), 60, "a scratch PostgreSQL"
+        )
     finally:
         proc.kill()  # SIGKILL: no cleanup of its own
         proc.wait()

@@ -71,8 +71,17 @@ def test_a_dump_that_goes_silent_is_stopped_and_killed_on_the_droplet(
     droplet: Droplet,
     tools: None,
 ) -> None:
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False,
-                                    pg_dump="hang-dump", idle_timeout="2s")})  # fmt: skip
+    d = deploy(
+        {
+            "maindb": pg_source(
+                pg_cluster,
+                databases=[shop_db],
+                globals=False,
+                pg_dump="hang-dump",
+                idle_timeout="2s",
+            )
+        }
+    )
     error = failed_run(d, "web1/maindb")
     assert "web1/maindb: shop: pg_dump sent nothing for 2s: stopped" in error
     assert still_running(droplet, "hang-dump") == []
@@ -85,8 +94,13 @@ def test_a_dump_past_its_deadline_is_stopped_and_killed_on_the_droplet(
     droplet: Droplet,
     tools: None,
 ) -> None:
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False,
-                                    pg_dump="crawl-dump", timeout="3s")})  # fmt: skip
+    d = deploy(
+        {
+            "maindb": pg_source(
+                pg_cluster, databases=[shop_db], globals=False, pg_dump="crawl-dump", timeout="3s"
+            )
+        }
+    )
     error = failed_run(d, "web1/maindb")
     assert "web1/maindb: shop: pg_dump still running after its 3s deadline: stopped" in error
     assert still_running(droplet, "crawl-dump") == []
@@ -95,8 +109,9 @@ def test_a_dump_past_its_deadline_is_stopped_and_killed_on_the_droplet(
 def test_an_empty_dump_is_refused(
     deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster, tools: None
 ) -> None:
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False,
-                                    pg_dump="empty-dump")})  # fmt: skip
+    d = deploy(
+        {"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False, pg_dump="empty-dump")}
+    )
     error = failed_run(d, "web1/maindb")
     assert "pg_dump produced 0 bytes, below min_bytes=1" in error
 
@@ -109,8 +124,13 @@ def test_a_cut_connection_mid_stream_fails_the_run(
     tools: None,
 ) -> None:
     # the deadline is only a safety net so the test cannot hang; the cut must fail first
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False,
-                                    pg_dump="crawl-dump", timeout="90s")})  # fmt: skip
+    d = deploy(
+        {
+            "maindb": pg_source(
+                pg_cluster, databases=[shop_db], globals=False, pg_dump="crawl-dump", timeout="90s"
+            )
+        }
+    )
     results: list[subprocess.CompletedProcess[str]] = []
     worker = threading.Thread(
         target=lambda: results.append(d.backupctl("backup", "now", "web1/maindb"))
@@ -130,15 +150,18 @@ def test_a_cut_connection_mid_stream_fails_the_run(
     assert d.archives("web1") == []
     [(status, error)] = d.catalogue_rows("SELECT status, error FROM runs")
     assert status == "failed"
-    assert ("web1/maindb: shop: connection to web1 lost while pg_dump was running: closed from "
-            "the droplet's side") in error  # fmt: skip
+    assert (
+        "web1/maindb: shop: connection to web1 lost while pg_dump was running: closed from "
+        "the droplet's side"
+    ) in error
     assert still_running(droplet, "crawl-dump") == []  # SIGPIPE ends it once the link is gone
 
 
 def _sshd_sessions(listener: int) -> list[int]:
     """The sshd processes below a listener: per-connection monitors and their children."""
-    table = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,comm="], capture_output=True,
-                           text=True, check=True).stdout.split("\n")  # fmt: skip
+    table = subprocess.run(
+        ["ps", "-e", "-o", "pid=,ppid=,comm="], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     children: dict[int, list[tuple[int, str]]] = {}
     for line in table:
         if line.strip():
@@ -154,5 +177,10 @@ def _sshd_sessions(listener: int) -> list[int]:
 
 
 def _running(droplet: Droplet, name: str) -> bool:
-    return bool(subprocess.run(["pgrep", "-u", droplet.user, "-f", str(droplet.bin_dir / name)],
-                               capture_output=True, check=False).stdout.split())  # fmt: skip
+    return bool(
+        subprocess.run(
+            ["pgrep", "-u", droplet.user, "-f", str(droplet.bin_dir / name)],
+            capture_output=True,
+            check=False,
+        ).stdout.split()
+    )

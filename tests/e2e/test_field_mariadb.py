@@ -77,8 +77,10 @@ def drilled(
 
 
 def tables(server: MariaDBServer, db: str) -> set[str]:
-    out = server.sql("SELECT HEX(TABLE_NAME) FROM information_schema.TABLES WHERE "
-                     f"TABLE_SCHEMA = {sql_string(db)}")  # fmt: skip
+    out = server.sql(
+        "SELECT HEX(TABLE_NAME) FROM information_schema.TABLES WHERE "
+        f"TABLE_SCHEMA = {sql_string(db)}"
+    )
     return {bytes.fromhex(h).decode() for h in out.split()}
 
 
@@ -98,11 +100,16 @@ def source(
     secret.chmod(0o600)
 
     def make(**sources: dict[str, object]) -> Deployment:
-        base = {"kind": "mariadb", "socket": str(mariadb_server.socket),
-                "username": "backup", "password_file": str(secret)}  # fmt: skip
+        base = {
+            "kind": "mariadb",
+            "socket": str(mariadb_server.socket),
+            "username": "backup",
+            "password_file": str(secret),
+        }
         d = deploy({name: {**base, **options} for name, options in sources.items()})
-        add_targets(d, mlocal={"kind": "mariadb", "socket": str(mariadb_server.socket),
-                               "username": "root"})  # fmt: skip
+        add_targets(
+            d, mlocal={"kind": "mariadb", "socket": str(mariadb_server.socket), "username": "root"}
+        )
         return d
 
     return make
@@ -130,9 +137,11 @@ def odd_names(mariadb_server: MariaDBServer) -> Iterator[None]:
 
 
 def test_names_are_data_from_the_listing_to_every_restore_path(
-    source: Callable[..., Deployment], mariadb_server: MariaDBServer, odd_names: None,
+    source: Callable[..., Deployment],
+    mariadb_server: MariaDBServer,
+    odd_names: None,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     with pytest.raises(RuntimeError, match="Invalid utf8mb3 character string"):
         mariadb_server.sql("CREATE DATABASE `emoji😀`")  # 4-byte names cannot exist at all
     d = source(names={})  # `databases` empty: the listing decides
@@ -150,22 +159,44 @@ def test_names_are_data_from_the_listing_to_every_restore_path(
     assert f"CREATE TABLE {q(ODD_TABLE)}".encode() in dump
 
     copy = "odd copy `1`\tx"
-    d.backupctl("restore", "web1/names", "--item", ODD, "--into-db", "mlocal", "--as", copy,
-                check=True)  # fmt: skip
+    d.backupctl(
+        "restore", "web1/names", "--item", ODD, "--into-db", "mlocal", "--as", copy, check=True
+    )
     assert rows(mariadb_server, copy, "t") == 30 and rows(mariadb_server, copy, ODD_TABLE) == 5
     assert rows(mariadb_server, copy, "v`iew") == 5
     note = mariadb_server.sql(f"SELECT HEX(note) FROM {q(copy)}.t LIMIT 1")
     assert bytes.fromhex(note).decode() == "smile 😀 3"  # utf8mb4 (4 bytes) came back
-    one = d.backupctl("restore", "web1/names", "--item", ODD, "--into-db", "mlocal", "--as",
-                      "one\ttable", "--table", ODD_TABLE, check=True)  # fmt: skip
+    one = d.backupctl(
+        "restore",
+        "web1/names",
+        "--item",
+        ODD,
+        "--into-db",
+        "mlocal",
+        "--as",
+        "one\ttable",
+        "--table",
+        ODD_TABLE,
+        check=True,
+    )
     assert "1 table(s), 5 rows as recorded" in one.stdout
     assert rows(mariadb_server, "one\ttable", ODD_TABLE) == 5
     assert tables(mariadb_server, "one\ttable") == {ODD_TABLE}
     trigger = mariadb_server.sql(f"USE {q('one' + chr(9) + 'table')}; SHOW TRIGGERS")
     assert trigger.split("\t")[0] == "tr"  # the table's trigger came along
 
-    d.backupctl("restore", "web1/names", "--item", A_B, "--to-host", "web1", "--database",
-                "a\\b back", "--yes", check=True)  # fmt: skip
+    d.backupctl(
+        "restore",
+        "web1/names",
+        "--item",
+        A_B,
+        "--to-host",
+        "web1",
+        "--database",
+        "a\\b back",
+        "--yes",
+        check=True,
+    )
     assert rows(mariadb_server, "a\\b back", "t") == 10
     drop(mariadb_server, TAB)  # gone: back under its own name, no --as
     d.backupctl("restore", "web1/names", "--item", TAB, "--into-db", "mlocal", check=True)
@@ -174,8 +205,10 @@ def test_names_are_data_from_the_listing_to_every_restore_path(
     ours = drilled(d, drill(d, "web1/names"), A_B, TAB, ODD)
     assert len(ours) == 3 and all(r["verdict"] == "pass" for r in ours), ours
     assert {checks(r)["rows"] for r in ours} == {
-        "1 table(s), 10 rows as recorded", "1 table(s), 20 rows as recorded",
-        "2 table(s), 35 rows as recorded"}  # fmt: skip
+        "1 table(s), 10 rows as recorded",
+        "1 table(s), 20 rows as recorded",
+        "2 table(s), 35 rows as recorded",
+    }
 
 
 # -- case 2: rows are counted by the server, in the dump's snapshot -----------------------
@@ -204,9 +237,10 @@ def tricky_tables(mariadb_server: MariaDBServer) -> Iterator[dict[str, int]]:
 
 
 def test_rows_are_counted_by_the_server_whatever_the_dump_text_looks_like(
-    source: Callable[..., Deployment], mariadb_server: MariaDBServer,
+    source: Callable[..., Deployment],
+    mariadb_server: MariaDBServer,
     tricky_tables: dict[str, int],
-) -> None:  # fmt: skip
+) -> None:
     d = source(counted={"databases": [COUNTED]})
     d.backupctl("backup", "now", "web1/counted", check=True)
     assert last_run(d) == ("succeeded", None)  # nothing to warn about: no warning
@@ -215,8 +249,9 @@ def test_rows_are_counted_by_the_server_whatever_the_dump_text_looks_like(
     assert facts["rows_outside_snapshot"] == ["legacy"]  # MyISAM: no snapshot
     assert isinstance(facts["commit_block_ms"], int)
 
-    whole = d.backupctl("restore", "web1/counted", "--into-db", "mlocal", "--as",
-                        "counted_copy", check=True)  # fmt: skip
+    whole = d.backupctl(
+        "restore", "web1/counted", "--into-db", "mlocal", "--as", "counted_copy", check=True
+    )
     assert (
         "rows: 3 table(s), 585 rows as recorded; 1 table(s) present whose engine has no "
         "snapshot (rows not compared): legacy" in whole.stdout
@@ -224,11 +259,28 @@ def test_rows_are_counted_by_the_server_whatever_the_dump_text_looks_like(
     assert rows(mariadb_server, "counted_copy", "inv") == 300
     assert mariadb_server.sql("SELECT SUM(flag) FROM counted_copy.inv") == "2100"
     assert mariadb_server.sql("SELECT SUM(p) - SUM(v) FROM counted_copy.gen") == str(31375)
-    one = d.backupctl("restore", "web1/counted", "--into-db", "mlocal", "--as", "counted_inv",
-                      "--table", "inv", check=True)  # fmt: skip
+    one = d.backupctl(
+        "restore",
+        "web1/counted",
+        "--into-db",
+        "mlocal",
+        "--as",
+        "counted_inv",
+        "--table",
+        "inv",
+        check=True,
+    )
     assert "1 table(s), 300 rows as recorded" in one.stdout
-    d.backupctl("restore", "web1/counted", "--to-host", "web1", "--database", "counted_back",
-                "--yes", check=True)  # fmt: skip
+    d.backupctl(
+        "restore",
+        "web1/counted",
+        "--to-host",
+        "web1",
+        "--database",
+        "counted_back",
+        "--yes",
+        check=True,
+    )
     assert rows(mariadb_server, "counted_back", "hist") == 35
     mariadb_server.sql("CALL add_two()", db="counted_back")  # the procedure came back too
     assert rows(mariadb_server, "counted_back", "inv") == 302
@@ -252,8 +304,10 @@ def test_a_table_written_during_the_dump_restores_exactly_the_recorded_rows(
 
     def write() -> None:  # +1 row per commit, every commit counted
         while not stop.is_set():
-            mariadb_server.sql("INSERT INTO busy.w (pad) VALUES ('a'), ('b');"
-                               "DELETE FROM busy.w ORDER BY id LIMIT 1")  # fmt: skip
+            mariadb_server.sql(
+                "INSERT INTO busy.w (pad) VALUES ('a'), ('b');"
+                "DELETE FROM busy.w ORDER BY id LIMIT 1"
+            )
             commits.release()
 
     writer = threading.Thread(target=write)
@@ -270,8 +324,9 @@ def test_a_table_written_during_the_dump_restores_exactly_the_recorded_rows(
         writer.join(timeout=120)
     recorded = facts_by_item(d)["busy"]["rows"]["w"]  # type: ignore[index]
     assert before <= recorded < rows(mariadb_server, "busy", "w")
-    restored = d.backupctl("restore", "web1/busy", "--into-db", "mlocal", "--as", "busy_copy",
-                           check=True)  # fmt: skip
+    restored = d.backupctl(
+        "restore", "web1/busy", "--into-db", "mlocal", "--as", "busy_copy", check=True
+    )
     assert f"1 table(s), {recorded} rows as recorded" in restored.stdout
     assert rows(mariadb_server, "busy_copy", "w") == recorded
     [result] = drill(d, "web1/busy")
@@ -280,12 +335,14 @@ def test_a_table_written_during_the_dump_restores_exactly_the_recorded_rows(
 
 
 def test_rows_not_counted_without_reload_warn_and_count_rows_false_is_silent(
-    source: Callable[..., Deployment], mariadb_server: MariaDBServer,
+    source: Callable[..., Deployment],
+    mariadb_server: MariaDBServer,
     tricky_tables: dict[str, int],
-) -> None:  # fmt: skip
+) -> None:
     mariadb_server.sql("REVOKE RELOAD ON *.* FROM 'backup'@'localhost'")
-    d = source(nocount={"databases": [COUNTED]},
-               quiet={"databases": [COUNTED], "count_rows": False})  # fmt: skip
+    d = source(
+        nocount={"databases": [COUNTED]}, quiet={"databases": [COUNTED], "count_rows": False}
+    )
     d.backupctl("backup", "now", "web1/nocount", check=True)
     status, error = last_run(d)
     assert status == "warning" and error is not None
@@ -307,8 +364,10 @@ LEGACY_COPIES = ("legacy_copy", "legacy_back", "legacy_none")
 
 def defaults_of(server: MariaDBServer, db: str) -> str:
     where = f"SCHEMA_NAME = {sql_string(db)}"
-    return server.sql("SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM "
-                      f"information_schema.SCHEMATA WHERE {where}")  # fmt: skip
+    return server.sql(
+        "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM "
+        f"information_schema.SCHEMATA WHERE {where}"
+    )
 
 
 @pytest.fixture
@@ -330,13 +389,24 @@ def test_a_databases_character_set_and_collation_are_recreated_and_checked(
     d.backupctl("backup", "now", "web1/legacy", check=True)
     facts = facts_by_item(d)[LEGACY]
     assert (facts["database_charset"], facts["database_collation"]) == (
-        "latin1", "latin1_german1_ci")  # fmt: skip
+        "latin1",
+        "latin1_german1_ci",
+    )
 
-    copy = d.backupctl("restore", "web1/legacy", "--into-db", "mlocal", "--as", "legacy_copy",
-                       check=True)  # fmt: skip
+    copy = d.backupctl(
+        "restore", "web1/legacy", "--into-db", "mlocal", "--as", "legacy_copy", check=True
+    )
     assert "database: character set latin1, collation latin1_german1_ci as recorded" in copy.stdout
-    d.backupctl("restore", "web1/legacy", "--to-host", "web1", "--database", "legacy_back",
-                "--yes", check=True)  # fmt: skip
+    d.backupctl(
+        "restore",
+        "web1/legacy",
+        "--to-host",
+        "web1",
+        "--database",
+        "legacy_back",
+        "--yes",
+        check=True,
+    )
     for db in ("legacy_copy", "legacy_back"):
         assert defaults_of(mariadb_server, db) == "latin1\tlatin1_german1_ci"
         assert mariadb_server.sql("SELECT HEX(name) FROM t", db=db) == "636166E9"
@@ -351,7 +421,8 @@ def test_a_databases_character_set_and_collation_are_recreated_and_checked(
     [result] = drill(d, "web1/legacy")
     assert result["verdict"] == "pass", result
     assert checks(result)["database"] == (
-        "character set latin1, collation latin1_german1_ci as recorded")  # fmt: skip
+        "character set latin1, collation latin1_german1_ci as recorded"
+    )
 
 
 def test_a_collation_the_target_lacks_is_refused_before_anything_changes(
@@ -361,8 +432,10 @@ def test_a_collation_the_target_lacks_is_refused_before_anything_changes(
     before the restore creates anything, with what to do instead."""
     d = source(legacy={"databases": [LEGACY]})
     d.backupctl("backup", "now", "web1/legacy", check=True)
-    d.catalogue_rows("UPDATE archives SET facts = json_set(facts, '$.database_collation', "
-                     f"'latin1_nowhere_ci') WHERE item = '{LEGACY}'")  # fmt: skip
+    d.catalogue_rows(
+        "UPDATE archives SET facts = json_set(facts, '$.database_collation', "
+        f"'latin1_nowhere_ci') WHERE item = '{LEGACY}'"
+    )
     refused = d.backupctl("restore", "web1/legacy", "--into-db", "mlocal", "--as", "legacy_none")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "collation latin1_nowhere_ci (character set latin1)" in refused.stderr
@@ -391,12 +464,24 @@ def orphaned_definer(mariadb_server: MariaDBServer) -> Iterator[None]:
         "INSERT INTO reports.audit VALUES (NEW.id)"
     )
     mariadb_server.create_user("reporter", "r")
-    reporter = ["mariadb", "--no-defaults", f"--socket={mariadb_server.socket}", "-ureporter",
-                "-pr", REPORTS, "-e"]  # fmt: skip
-    subprocess.run([*reporter, "CREATE VIEW v AS SELECT id FROM t;"
-                    "CREATE TRIGGER bump BEFORE INSERT ON t FOR EACH ROW SET NEW.v = NEW.v + 1;"
-                    "CREATE PROCEDURE tally() SELECT COUNT(*) FROM reports.t"],
-                   check=True)  # fmt: skip
+    reporter = [
+        "mariadb",
+        "--no-defaults",
+        f"--socket={mariadb_server.socket}",
+        "-ureporter",
+        "-pr",
+        REPORTS,
+        "-e",
+    ]
+    subprocess.run(
+        [
+            *reporter,
+            "CREATE VIEW v AS SELECT id FROM t;"
+            "CREATE TRIGGER bump BEFORE INSERT ON t FOR EACH ROW SET NEW.v = NEW.v + 1;"
+            "CREATE PROCEDURE tally() SELECT COUNT(*) FROM reports.t",
+        ],
+        check=True,
+    )
     mariadb_server.sql("DROP USER 'reporter'@'localhost'")
     yield
     drop(mariadb_server, REPORTS, *copies)
@@ -409,24 +494,44 @@ def test_a_view_whose_definer_was_dropped_warns_and_restores_everywhere(
     d.backupctl("backup", "now", "web1/reports", check=True)
     status, error = last_run(d)
     assert status == "warning" and error is not None
-    assert ("web1/reports: reports: procedure tally, trigger bump, view v: definer "
-            "reporter@localhost does not exist on the server") in error  # fmt: skip
+    assert (
+        "web1/reports: reports: procedure tally, trigger bump, view v: definer "
+        "reporter@localhost does not exist on the server"
+    ) in error
 
-    copy = d.backupctl("restore", "web1/reports", "--into-db", "mlocal", "--as",
-                       "reports_copy", check=True)  # fmt: skip
+    copy = d.backupctl(
+        "restore", "web1/reports", "--into-db", "mlocal", "--as", "reports_copy", check=True
+    )
     assert "3 object(s) defined by reporter@localhost" in copy.stdout
     assert "reference(s) to database 'reports' renamed to 'reports_copy'" in copy.stdout
     works(mariadb_server, "reports_copy")
     assert rows(mariadb_server, REPORTS, "audit") == 0  # the copy's trigger wrote the copy
 
-    one = d.backupctl("restore", "web1/reports", "--into-db", "mlocal", "--as", "reports_t",
-                      "--table", "t", check=True)  # fmt: skip
+    one = d.backupctl(
+        "restore",
+        "web1/reports",
+        "--into-db",
+        "mlocal",
+        "--as",
+        "reports_t",
+        "--table",
+        "t",
+        check=True,
+    )
     assert "1 table(s), 20 rows as recorded" in one.stdout
     mariadb_server.sql("INSERT INTO t VALUES (100, 1)", db="reports_t")  # bump works
     assert mariadb_server.sql("SELECT v FROM t WHERE id = 100", db="reports_t") == "2"
 
-    d.backupctl("restore", "web1/reports", "--to-host", "web1", "--database", "reports_back",
-                "--yes", check=True)  # fmt: skip
+    d.backupctl(
+        "restore",
+        "web1/reports",
+        "--to-host",
+        "web1",
+        "--database",
+        "reports_back",
+        "--yes",
+        check=True,
+    )
     works(mariadb_server, "reports_back")
     drop(mariadb_server, REPORTS)  # and under its own name, no --as
     d.backupctl("restore", "web1/reports", "--into-db", "mlocal", check=True)

@@ -96,12 +96,23 @@ def deployed(
     if drill_sql:
         with d.config.open("a") as f:
             for sql, expect in drill_sql.items():
-                f.write(f"\n[[hosts.web1.sources.db.drill_sql]]\nsql = {json.dumps(sql)}\n"
-                        f"expect = {json.dumps(expect)}\n")  # fmt: skip
+                f.write(
+                    f"\n[[hosts.web1.sources.db.drill_sql]]\nsql = {json.dumps(sql)}\n"
+                    f"expect = {json.dumps(expect)}\n"
+                )
     targets = (("staging", pg_cluster), ("bare", bare_cluster))
-    add_targets(d, **{name: {"kind": "postgresql", "socket_dir": str(c.socket_dir),
-                             "port": c.port, "username": "postgres"}
-                      for name, c in targets})  # fmt: skip
+    add_targets(
+        d,
+        **{
+            name: {
+                "kind": "postgresql",
+                "socket_dir": str(c.socket_dir),
+                "port": c.port,
+                "username": "postgres",
+            }
+            for name, c in targets
+        },
+    )
     d.backupctl("backup", "now", "web1/db", check=True)
     return d
 
@@ -114,21 +125,29 @@ def drill_passes(d: Deployment) -> dict[str, str]:
     """Drill web1/db: every archive passes (no warning); the database archives' checks."""
     rc, results = drill(d, "web1/db")
     assert rc == 0 and {r["verdict"] for r in results} == {"pass"}, results
-    return {str(c["check"]): str(c["detail"]) for r in results if "globals" not in str(r["archive"])
-            for c in r["checks"]}  # type: ignore[attr-defined]  # fmt: skip
+    return {
+        str(c["check"]): str(c["detail"])
+        for r in results
+        if "globals" not in str(r["archive"])
+        for c in r["checks"]
+    }  # type: ignore[attr-defined]
 
 
 def hexed(cluster: PostgresCluster, db: str) -> str:
     """The bytes of t.v in the database's own encoding."""
-    sql = ("SELECT encode(convert_to(v, pg_encoding_to_char(d.encoding)), 'hex') "
-           "FROM t, pg_database d WHERE d.datname = current_database()")  # fmt: skip
+    sql = (
+        "SELECT encode(convert_to(v, pg_encoding_to_char(d.encoding)), 'hex') "
+        "FROM t, pg_database d WHERE d.datname = current_database()"
+    )
     return cluster.psql(sql, db=db)
 
 
 def properties(cluster: PostgresCluster, db: str) -> str:
-    return cluster.psql("SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || "
-                        "datlocprovider::text || ' ' || coalesce(daticulocale, '-') "
-                        f"FROM pg_database WHERE datname = {literal(db)}")  # fmt: skip
+    return cluster.psql(
+        "SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || "
+        "datlocprovider::text || ' ' || coalesce(daticulocale, '-') "
+        f"FROM pg_database WHERE datname = {literal(db)}"
+    )
 
 
 # -- case 1: names are data, never syntax ------------------------------------------------
@@ -143,9 +162,12 @@ def test_names_with_syntax_in_them_back_up_restore_and_drill(
     tmp_path: Path,
 ) -> None:
     for name in ODD_NAMES:
-        made.database(name, 'CREATE SCHEMA "s=1"; CREATE TABLE "s=1"."t|x\ny" (n int);'
-                      'INSERT INTO "s=1"."t|x\ny" SELECT generate_series(1, 7);'
-                      "CREATE TABLE items (n int); INSERT INTO items VALUES (1), (2);")  # fmt: skip
+        made.database(
+            name,
+            'CREATE SCHEMA "s=1"; CREATE TABLE "s=1"."t|x\ny" (n int);'
+            'INSERT INTO "s=1"."t|x\ny" SELECT generate_series(1, 7);'
+            "CREATE TABLE items (n int); INSERT INTO items VALUES (1), (2);",
+        )
     d = deployed(deploy, pg_cluster, bare_cluster)  # every database, as listed by psql
     items = {str(r[0]) for r in d.catalogue_rows("SELECT item FROM archives")}
     assert set(ODD_NAMES) <= items
@@ -157,15 +179,24 @@ def test_names_with_syntax_in_them_back_up_restore_and_drill(
     assert bare_cluster.psql('SELECT sum(n) FROM "s=1"."t|x\ny"', db=conn("copy k=v")) == "28"
     one = restore(d, "--into-db", "bare", "--item=-dash", "--as=-t", "--table", "s=1.t|x\ny")
     assert "ok  rows: 1 table(s), 7 rows as recorded" in one
-    assert bare_cluster.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 's=1'",
-                             db=conn("-t")) == "1"  # fmt: skip
-    back = restore(d, "--to-host", "web1", "--item", "new\nline", "--database", "back\nk=v",
-                   "--yes")  # fmt: skip
+    assert (
+        bare_cluster.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 's=1'", db=conn("-t"))
+        == "1"
+    )
+    back = restore(
+        d, "--to-host", "web1", "--item", "new\nline", "--database", "back\nk=v", "--yes"
+    )
     assert "ok  rows: 2 table(s), 9 rows as recorded" in back
     assert pg_cluster.psql("SELECT count(*) FROM items", db=conn("back\nk=v")) == "2"
     _rc, results = drill(d, "web1/db")
-    ours = [r for r in results if any(str(r["archive"]).startswith(f"db.{s}") for s in
-                                      ("shop_k_v-", "dash-", "new_line-", "it_s_q-"))]  # fmt: skip
+    ours = [
+        r
+        for r in results
+        if any(
+            str(r["archive"]).startswith(f"db.{s}")
+            for s in ("shop_k_v-", "dash-", "new_line-", "it_s_q-")
+        )
+    ]
     assert len(ours) == 4 and {r["verdict"] for r in ours} == {"pass"}, results
 
 
@@ -202,34 +233,50 @@ def test_roles_a_database_needs_are_named_before_and_created_on_request(
 ) -> None:
     rls_database(made)
     made.database("f12_plain", "CREATE TABLE n (x int); INSERT INTO n VALUES (1);")
-    d = deployed(deploy, pg_cluster, bare_cluster, {OWNED: "0", POLICED: "0"},
-                 databases=["f12_rls", "f12_plain"])  # fmt: skip
+    d = deployed(
+        deploy,
+        pg_cluster,
+        bare_cluster,
+        {OWNED: "0", POLICED: "0"},
+        databases=["f12_rls", "f12_plain"],
+    )
 
     # another server without the roles: said before anything is touched, dry run or not
     for dry in ((), ("--dry-run",)):
-        refused = d.backupctl("restore", "web1/db", "--item", "f12_rls", "--into-db", "bare",
-                              "--as", "rls_copy", *dry)  # fmt: skip
+        refused = d.backupctl(
+            "restore", "web1/db", "--item", "f12_rls", "--into-db", "bare", "--as", "rls_copy", *dry
+        )
         assert refused.returncode == 9, refused.stderr
-        assert ("restore target bare lacks what 'f12_rls' needs from outside the database: "
-                "role f12_reader; create them first: `backupctl restore web1/db --to DIR` "
-                "writes the backup's globals.sql") in refused.stderr  # fmt: skip
+        assert (
+            "restore target bare lacks what 'f12_rls' needs from outside the database: "
+            "role f12_reader; create them first: `backupctl restore web1/db --to DIR` "
+            "writes the backup's globals.sql"
+        ) in refused.stderr
         assert "--create-roles" in refused.stderr and "Traceback" not in refused.stderr
     assert "rls_copy" not in bare_cluster.psql("SELECT datname FROM pg_database")
     # a database that needs no role of its own restores there as before: no refusal
     plain = restore(d, "--item", "f12_plain", "--into-db", "bare", "--as", "plain_copy")
     assert "ok  rows: 1 table(s), 1 rows as recorded" in plain and "roles" not in plain
 
-    out = restore(d, "--item", "f12_rls", "--into-db", "bare", "--as", "rls_copy",
-                  "--create-roles")  # fmt: skip
-    assert ("ok  roles: created 3 role(s) the database needs (NOLOGIN, no password): "
-            "f12_auditor, f12_owner, f12_reader") in out  # fmt: skip
-    assert bare_cluster.psql("SELECT string_agg(rolname || ':' || rolcanlogin::text || "
-                             "rolsuper::text, ',' ORDER BY 1) FROM pg_roles WHERE rolname "
-                             "LIKE 'f12%'") == "f12_auditor:falsefalse,f12_owner:falsefalse," \
-        "f12_reader:falsefalse"  # fmt: skip
-    q = ("SELECT tableowner || ' ' || has_table_privilege('f12_reader', 't', 'SELECT')::text "
-         "|| ' ' || (SELECT array_to_string(roles, ',') FROM pg_policies) || ' ' || "
-         "(SELECT count(*) FROM pg_default_acl) FROM pg_tables WHERE tablename = 't'")  # fmt: skip
+    out = restore(d, "--item", "f12_rls", "--into-db", "bare", "--as", "rls_copy", "--create-roles")
+    assert (
+        "ok  roles: created 3 role(s) the database needs (NOLOGIN, no password): "
+        "f12_auditor, f12_owner, f12_reader"
+    ) in out
+    assert (
+        bare_cluster.psql(
+            "SELECT string_agg(rolname || ':' || rolcanlogin::text || "
+            "rolsuper::text, ',' ORDER BY 1) FROM pg_roles WHERE rolname "
+            "LIKE 'f12%'"
+        )
+        == "f12_auditor:falsefalse,f12_owner:falsefalse,"
+        "f12_reader:falsefalse"
+    )
+    q = (
+        "SELECT tableowner || ' ' || has_table_privilege('f12_reader', 't', 'SELECT')::text "
+        "|| ' ' || (SELECT array_to_string(roles, ',') FROM pg_policies) || ' ' || "
+        "(SELECT count(*) FROM pg_default_acl) FROM pg_tables WHERE tablename = 't'"
+    )
     assert bare_cluster.psql(q, db="rls_copy") == "f12_owner true f12_reader 1"
     # the droplet's own server has the roles: owners and privileges are kept
     restore(d, "--item", "f12_rls", "--to-host", "web1", "--database", "rls_back", "--yes")
@@ -249,16 +296,18 @@ def test_roles_missing_from_the_backup_are_created_by_name_and_extensions_are_na
     rls_database(made)
     d = deployed(deploy, pg_cluster, bare_cluster, databases=["f12_rls"], globals=False)
     checks = drill_passes(d)  # no globals archive: the roles are known by name only
-    assert checks["roles"].endswith("not in the backup's globals, created by name only: "
-                                    "f12_auditor, f12_owner, f12_reader")  # fmt: skip
+    assert checks["roles"].endswith(
+        "not in the backup's globals, created by name only: f12_auditor, f12_owner, f12_reader"
+    )
     # an extension the target does not have cannot be created: named, refused, drill fails
     with sqlite3.connect(d.state_dir / "catalogue.db") as db:
         [(aid, facts)] = db.execute("SELECT id, facts FROM archives")
         changed = json.loads(facts)
         changed["extensions"]["f12_nowhere"] = "1.0"
         db.execute("UPDATE archives SET facts = ? WHERE id = ?", (json.dumps(changed), aid))
-    refused = d.backupctl("restore", "web1/db", "--into-db", "staging", "--as", "x_copy",
-                          "--create-roles")  # fmt: skip
+    refused = d.backupctl(
+        "restore", "web1/db", "--into-db", "staging", "--as", "x_copy", "--create-roles"
+    )
     assert refused.returncode == 9
     assert (
         "restore target staging lacks what 'f12_rls' needs from outside the database: "
@@ -280,16 +329,18 @@ def test_encodings_and_locales_are_recreated_and_checked(
         "CREATE TABLE t (v text); INSERT INTO t VALUES (E'caf\\xe9');",
         "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
     )
-    made.database("f12_latin", "CREATE TABLE t (v text); INSERT INTO t VALUES "
-                  "(convert_from('\\x636166e9'::bytea, 'LATIN1'));",
-                  "ENCODING 'LATIN1' LOCALE 'C' TEMPLATE template0")  # fmt: skip
+    made.database(
+        "f12_latin",
+        "CREATE TABLE t (v text); INSERT INTO t VALUES "
+        "(convert_from('\\x636166e9'::bytea, 'LATIN1'));",
+        "ENCODING 'LATIN1' LOCALE 'C' TEMPLATE template0",
+    )
     made.database(
         "f12_icu",
         "CREATE TABLE w (v text); INSERT INTO w VALUES ('b'), ('ä'), ('a');",
         "LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C.UTF-8' TEMPLATE template0",
     )
-    d = deployed(deploy, pg_cluster, bare_cluster,
-                 databases=["f12_legacy", "f12_latin", "f12_icu"])  # fmt: skip
+    d = deployed(deploy, pg_cluster, bare_cluster, databases=["f12_legacy", "f12_latin", "f12_icu"])
 
     out = restore(d, "--item", "f12_legacy", "--into-db", "bare", "--as", "legacy_copy")
     assert "ok  database: encoding SQL_ASCII, collate C, ctype C as recorded" in out
@@ -320,8 +371,9 @@ def test_encodings_and_locales_are_recreated_and_checked(
         changed = json.loads(facts)
         changed["database"]["lc_collate"] = "xx_XX.UTF-8"
         db.execute("UPDATE archives SET facts = ? WHERE id = ?", (json.dumps(changed), aid))
-    bad = d.backupctl("restore", "web1/db", "--item", "f12_legacy", "--into-db", "bare", "--as",
-                      "legacy_bad")  # fmt: skip
+    bad = d.backupctl(
+        "restore", "web1/db", "--item", "f12_legacy", "--into-db", "bare", "--as", "legacy_bad"
+    )
     assert bad.returncode == 14, bad.stderr
     assert (
         "cannot create database legacy_bad on the backup host as it was backed up (encoding "
@@ -337,8 +389,11 @@ def test_many_large_objects_restore_by_every_path(
     bare_cluster: PostgresCluster,
     made: Made,
 ) -> None:
-    made.database("f12_lo", "SELECT lo_from_bytea(0, 'x') FROM generate_series(1, 20000);"
-                  "CREATE TABLE docs (id int, blob oid);")  # fmt: skip
+    made.database(
+        "f12_lo",
+        "SELECT lo_from_bytea(0, 'x') FROM generate_series(1, 20000);"
+        "CREATE TABLE docs (id int, blob oid);",
+    )
     d = deployed(deploy, pg_cluster, bare_cluster, databases=["f12_lo"], globals=False)
     back = restore(d, "--to-host", "web1", "--database", "lo_back", "--yes")
     assert "ok  large objects: 20000 as recorded" in back
@@ -357,10 +412,17 @@ def test_a_table_with_very_many_partitions_restores_by_every_path(
 ) -> None:
     made.database("f12_parts", "CREATE TABLE m (k int, v text) PARTITION BY LIST (k);")
     for first in range(0, PARTITIONS, 250):  # a transaction each: the lock table is finite
-        pg_cluster.psql("".join(f"CREATE TABLE m_{i} PARTITION OF m FOR VALUES IN ({i});"
-                                for i in range(first, first + 250)), db="f12_parts")  # fmt: skip
-    pg_cluster.psql(f"INSERT INTO m SELECT g % {PARTITIONS}, 'v' FROM generate_series(1, 9000) g",
-                    db="f12_parts")  # fmt: skip
+        pg_cluster.psql(
+            "".join(
+                f"CREATE TABLE m_{i} PARTITION OF m FOR VALUES IN ({i});"
+                for i in range(first, first + 250)
+            ),
+            db="f12_parts",
+        )
+    pg_cluster.psql(
+        f"INSERT INTO m SELECT g % {PARTITIONS}, 'v' FROM generate_series(1, 9000) g",
+        db="f12_parts",
+    )
     pg_cluster.psql("CREATE INDEX ON m (v)", db="f12_parts")
     d = deployed(deploy, pg_cluster, bare_cluster, databases=["f12_parts"], globals=False)
     restore(d, "--to-host", "web1", "--database", "parts_back", "--yes")
@@ -409,21 +471,27 @@ def test_one_table_brings_its_types_domains_sequences_and_functions(
     assert (
         bare_cluster.psql("SELECT obj_description('people'::regclass)", db="people_only") == "folk"
     )
-    bad = bare_cluster.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'tickets'",
-                            db="people_only")  # fmt: skip
+    bad = bare_cluster.psql(
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'tickets'", db="people_only"
+    )
     assert bad == "0"  # only what it needs
 
     tickets = restore(d, "--into-db", "bare", "--as", "tickets_only", "--table", "tickets")
-    assert "ok  left out: needs what is not restored: fk constraint public.tickets " \
-        "tickets_person_fkey" in tickets  # fmt: skip
-    assert bare_cluster.psql("INSERT INTO tickets (p) VALUES (5) RETURNING id",
-                             db="tickets_only") == "13"  # the identity, at its value  # fmt: skip
+    assert (
+        "ok  left out: needs what is not restored: fk constraint public.tickets "
+        "tickets_person_fkey" in tickets
+    )
+    assert (
+        bare_cluster.psql("INSERT INTO tickets (p) VALUES (5) RETURNING id", db="tickets_only")
+        == "13"
+    )  # the identity, at its value
 
     # onto the droplet into a new database, then again over it: what is there stays
     restore(d, "--to-host", "web1", "--database", "people_back", "--table", "people", "--yes")
     pg_cluster.psql("INSERT INTO people (m) VALUES ('sad')", db="people_back")
-    again = restore(d, "--to-host", "web1", "--database", "people_back", "--table", "people",
-                    "--force", "--yes")  # fmt: skip
+    again = restore(
+        d, "--to-host", "web1", "--database", "people_back", "--table", "people", "--force", "--yes"
+    )
     assert "ok  table: public.people with 8 object(s) it needs or owns" in again
     assert pg_cluster.psql("SELECT count(*) FROM people", db="people_back") == "30"
     assert drill_passes(d)["tables"] == "the same 2 table(s) as recorded"

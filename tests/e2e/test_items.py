@@ -28,8 +28,11 @@ def three(pg_cluster: PostgresCluster) -> Iterator[tuple[str, ...]]:
     for db in DATABASES:
         pg_cluster.psql(f"DROP DATABASE IF EXISTS {db}")
         pg_cluster.createdb(db)
-        pg_cluster.psql("CREATE TABLE t (v text); INSERT INTO t SELECT repeat(md5(g::text), 40)"
-                        " FROM generate_series(1, 2000) g", db=db)  # fmt: skip
+        pg_cluster.psql(
+            "CREATE TABLE t (v text); INSERT INTO t SELECT repeat(md5(g::text), 40)"
+            " FROM generate_series(1, 2000) g",
+            db=db,
+        )
     yield DATABASES
     for db in DATABASES:
         pg_cluster.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
@@ -73,8 +76,10 @@ def test_a_database_dropped_mid_run_is_a_warning_and_the_others_are_kept(
     assert result.stdout.startswith("web1/db: warning, 3 archive(s)")
     [(status, error)] = d.catalogue_rows("SELECT status, error FROM runs")
     assert status == "warning"
-    assert error == ("web1/db: it_b: gone from the droplet since the night's plan (dropped or "
-                     "removed): not in this backup")  # fmt: skip
+    assert error == (
+        "web1/db: it_b: gone from the droplet since the night's plan (dropped or "
+        "removed): not in this backup"
+    )
     [(kind, message)] = d.catalogue_rows("SELECT kind, message FROM alert_events")
     assert kind == "backup_warning" and message == error
     assert sorted(items_of(d, "db")) == ["_globals", "it_a", "it_c"]
@@ -98,8 +103,9 @@ def test_an_item_that_fails_keeps_the_others_as_restore_points(
     assert result.returncode == 1
     [(status, error)] = d.catalogue_rows("SELECT status, error FROM runs")
     assert status == "failed"
-    assert error.startswith("web1/db: 1 item(s) not backed up (archived: it_a, it_c, _globals): "
-                            "it_b: pg_dump produced ")  # fmt: skip
+    assert error.startswith(
+        "web1/db: 1 item(s) not backed up (archived: it_a, it_c, _globals): it_b: pg_dump produced "
+    )
     assert "below min_bytes=65536" in error
     assert sorted(items_of(d, "db")) == ["_globals", "it_a", "it_c"]
     [row] = [r for r in d.status() if r["source"] == "db"]
@@ -108,10 +114,27 @@ def test_an_item_that_fails_keeps_the_others_as_restore_points(
     assert "newest restore point per item: _globals " in text and "it_a " in text
 
     # --item takes that item's newest archive, whatever the rest of the night did
-    add_targets(d, scratch={"kind": "postgresql", "socket_dir": str(pg_cluster.socket_dir),
-                            "port": pg_cluster.port, "username": "postgres"})  # fmt: skip
-    d.backupctl("restore", "web1/db", "--into-db", "scratch", "--item", "it_a", "--as",
-                "it_a_back", "--yes", check=True)  # fmt: skip
+    add_targets(
+        d,
+        scratch={
+            "kind": "postgresql",
+            "socket_dir": str(pg_cluster.socket_dir),
+            "port": pg_cluster.port,
+            "username": "postgres",
+        },
+    )
+    d.backupctl(
+        "restore",
+        "web1/db",
+        "--into-db",
+        "scratch",
+        "--item",
+        "it_a",
+        "--as",
+        "it_a_back",
+        "--yes",
+        check=True,
+    )
     try:
         assert pg_cluster.psql("SELECT count(*) FROM t", db="it_a_back") == "2000"
     finally:

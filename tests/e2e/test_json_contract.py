@@ -42,8 +42,9 @@ class Outputs:
         self.config, self.seen, self.commands = config, Seen(), set[str]()
 
     def __call__(self, command: str, *args: str, rc: tuple[int, ...] = (0,)) -> Any:
-        result = run_tool("backupctl", "--config", str(self.config), *command.split(), *args,
-                          "--json")  # fmt: skip
+        result = run_tool(
+            "backupctl", "--config", str(self.config), *command.split(), *args, "--json"
+        )
         assert result.returncode in rc, f"{command}: exit {result.returncode}: {result.stderr}"
         document = conforming(command, result.stdout)
         self.seen.record(command, document)
@@ -62,9 +63,11 @@ def ctl(fleet: Fleet, *args: str, rc: int = 0) -> None:
 
 
 def mail(smtp: SmtpServer) -> str:
-    return (f'\n[mail]\nto = ["ops@example.org"]\nsender = "backupd@try.example.org"\n'
-            f'host = "{smtp.host}"\nport = {smtp.port}\nsecurity = "none"\n'
-            "timeout = 5\n")  # fmt: skip
+    return (
+        f'\n[mail]\nto = ["ops@example.org"]\nsender = "backupd@try.example.org"\n'
+        f'host = "{smtp.host}"\nport = {smtp.port}\nsecurity = "none"\n'
+        "timeout = 5\n"
+    )
 
 
 def older_archive(fleet: Fleet, source: str) -> str:
@@ -87,8 +90,14 @@ def crash_then_catch_up(fleet: Fleet, out: Outputs) -> None:
     first.stop()  # SIGKILL to the daemon and its workers: a crash
     fleet.gate.release()
     second = fleet.start()
-    done = lambda: (fleet.finished("a", "one") and fleet.finished("a", "two")  # noqa: E731
-                    and fleet.finished("a", "gone", "failed"))  # fmt: skip
+
+    def done() -> bool:
+        return bool(
+            fleet.finished("a", "one")
+            and fleet.finished("a", "two")
+            and fleet.finished("a", "gone", "failed")
+        )
+
     wait_for("the catch-ups", done, daemon=second)
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
@@ -100,8 +109,11 @@ def test_every_json_output_matches_its_documented_schema(
     tmp_path: Path,
 ) -> None:
     one = fleet.source("one", schedule=NEVER)
-    gone: dict[str, Value] = {"kind": "sqlite", "path": str(fleet.root / "none.db"),
-                              "schedule": NEVER}  # fmt: skip
+    gone: dict[str, Value] = {
+        "kind": "sqlite",
+        "path": str(fleet.root / "none.db"),
+        "schedule": NEVER,
+    }
     sources = {"one": one, "two": fleet.source("two", schedule=NEVER), "gone": gone}
     fleet.write({"a": sources}, daemon=DAEMON + RETENTION)
     out = Outputs(fleet.config)
@@ -111,19 +123,26 @@ def test_every_json_output_matches_its_documented_schema(
     assert out("status", rc=(1,))["key_exports_missing"] != []
     # the older archive of one no longer matches its recorded sha256: its drill fails
     with sqlite3.connect(fleet.state / "catalogue.db") as db:
-        db.execute("UPDATE archives SET sha256 = ? WHERE name = ?",
-                   ("0" * 64, older_archive(fleet, "one")))  # fmt: skip
+        db.execute(
+            "UPDATE archives SET sha256 = ? WHERE name = ?", ("0" * 64, older_archive(fleet, "one"))
+        )
     assert [d["verdict"] for d in out("drill", "a/one", rc=(1,))["drills"]] == ["pass", "fail"]
     assert [d["verdict"] for d in out("drill", "a/two")["drills"]] == ["pass"]
     pruned = run_maintenance(Context(load_config(fleet.config)), "prune", "a", "test")
     assert pruned.status == "succeeded", pruned
     assert [a["pruned_at"] is None for a in out("archives", "a/one", "--all")["archives"]] == [
-        True, False]  # fmt: skip
+        True,
+        False,
+    ]
     out("archives", "a", "--all")
 
     # mail, and a source that never ran (its tool is missing: config check fails it)
-    later: dict[str, Value] = {"kind": "sqlite", "path": str(one["path"]),
-                               "sqlite3": "/opt/none/sqlite3", "schedule": NEVER}  # fmt: skip
+    later: dict[str, Value] = {
+        "kind": "sqlite",
+        "path": str(one["path"]),
+        "sqlite3": "/opt/none/sqlite3",
+        "schedule": NEVER,
+    }
     fleet.write({"a": {**sources, "later": later}}, daemon=DAEMON + RETENTION + mail(smtp_server))
     ctl(fleet, "alerts", "--send")
     ctl(fleet, "backup", "now", "a/gone", rc=1)  # the same cause again
@@ -139,7 +158,8 @@ def test_every_json_output_matches_its_documented_schema(
     for command, schema in SCHEMAS.items():
         for path in array_paths(schema):
             assert f"{command} {path}" in out.seen.filled, f"{command}: {path} never had entries"
-        for path in nullable_paths(schema) - {k.split(" ", 1)[1] for k in NOT_BOTH_WAYS
-                                               if k.startswith(f"{command} ")}:  # fmt: skip
+        for path in nullable_paths(schema) - {
+            k.split(" ", 1)[1] for k in NOT_BOTH_WAYS if k.startswith(f"{command} ")
+        }:
             shown = out.seen.nulls[f"{command} {path}"]
             assert shown == {"null", "value"}, f"{command}: {path} was only seen as {shown}"

@@ -29,8 +29,12 @@ def ctl(d: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
     """backupctl with no terminal on stdin (as from cron or a script): it must never wait."""
     return subprocess.run(
         [str(BIN / "backupctl"), "--config", str(d.config), *args],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def ctl_on_tty(d: Deployment, *args: str, answer: str) -> subprocess.CompletedProcess[str]:
@@ -38,8 +42,9 @@ def ctl_on_tty(d: Deployment, *args: str, answer: str) -> subprocess.CompletedPr
     master, slave = pty.openpty()
     try:
         argv = [str(BIN / "backupctl"), "--config", str(d.config), *args]
-        proc = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         os.write(master, answer.encode())  # the terminal holds the line until it is read
         out, err = proc.communicate(timeout=300)
     finally:
@@ -206,8 +211,9 @@ def test_a_key_pinned_by_the_config_is_never_overridden(
 
     known = tmp_path / "their_known_hosts"
     known.write_text("[192.0.2.9]:22 " + droplet.host_key_line + "\n")
-    d.config.write_text(d.config.read_text().replace(f'host_key = "{wrong}"',
-                                                     f'known_hosts = "{known}"'))  # fmt: skip
+    d.config.write_text(
+        d.config.read_text().replace(f'host_key = "{wrong}"', f'known_hosts = "{known}"')
+    )
     absent = ctl(d, "host", "trust", "web1", "--yes")
     assert absent.returncode == 4
     assert f"known_hosts {known}" in absent.stderr and "add it to that file" in absent.stderr
@@ -215,8 +221,11 @@ def test_a_key_pinned_by_the_config_is_never_overridden(
 
 
 def borg_env(d: Deployment, base: Path) -> dict[str, str]:
-    return {**os.environ, "BORG_PASSCOMMAND": f"cat {d.passphrase_file}",
-            "BORG_BASE_DIR": str(base)}  # fmt: skip
+    return {
+        **os.environ,
+        "BORG_PASSCOMMAND": f"cat {d.passphrase_file}",
+        "BORG_BASE_DIR": str(base),
+    }
 
 
 def test_key_export_writes_private_files_that_borg_imports_and_status_stops_warning(
@@ -233,8 +242,10 @@ def test_key_export_writes_private_files_that_borg_imports_and_status_stops_warn
     repo = d.store / "web1"
     status = ctl(d, "status")
     assert status.returncode == 0, status.stdout  # a warning, not a failure
-    assert (f"warning: the key of repository {repo} (host web1) has never been exported: "
-            "backupctl key export DIR") in status.stdout  # fmt: skip
+    assert (
+        f"warning: the key of repository {repo} (host web1) has never been exported: "
+        "backupctl key export DIR"
+    ) in status.stdout
     data = conforming("status", ctl(d, "status", "--json").stdout)
     assert data["key_exports_missing"] == [{"host": "web1", "repository": str(repo)}]
 
@@ -283,6 +294,7 @@ def test_key_export_writes_private_files_that_borg_imports_and_status_stops_warn
     lost = subprocess.run([borg, "list", str(copy)], capture_output=True, text=True, env=env)
     assert lost.returncode != 0 and "No key entry found" in lost.stderr
     subprocess.run([borg, "key", "import", str(copy), str(key)], check=True, env=env)
-    listed = subprocess.run([borg, "list", "--short", str(copy)], capture_output=True,
-                            text=True, env=env, check=True).stdout.split()  # fmt: skip
+    listed = subprocess.run(
+        [borg, "list", "--short", str(copy)], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
     assert listed == d.archives("web1")

@@ -26,8 +26,12 @@ def listed(deploy: Callable[..., Deployment], droplet: Droplet) -> Deployment:
         db.executemany("INSERT INTO notes (body) VALUES (?)", [(f"n{i}" * 30,) for i in range(999)])
     if os.geteuid() == 0:
         subprocess.run(["chown", "-R", droplet.user, str(path.parent)], check=True)
-    d = deploy({"notes": {"kind": "sqlite", "path": str(path)},
-                "gone": {"kind": "sqlite", "path": str(path.parent / "missing.db")}})  # fmt: skip
+    d = deploy(
+        {
+            "notes": {"kind": "sqlite", "path": str(path)},
+            "gone": {"kind": "sqlite", "path": str(path.parent / "missing.db")},
+        }
+    )
     d.backupctl("backup", "now", "web1")  # notes succeeds, gone fails
     return d
 

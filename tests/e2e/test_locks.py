@@ -47,9 +47,15 @@ class Site:
         return self.d.store / "web1"
 
     def start(self, argv: list[str], env: dict[str, str] | None = None) -> Running:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
         self.started.append(proc)
         return Running(proc)
 
@@ -58,8 +64,11 @@ class Site:
 
     def operator_borg(self, *args: str) -> Running:
         """borg as an operator runs it: its own BORG_BASE_DIR, the passphrase from the file."""
-        env = {**os.environ, "BORG_PASSCOMMAND": f"cat {self.d.passphrase_file}",
-               "BORG_BASE_DIR": str(self.d.root / "operator")}  # fmt: skip
+        env = {
+            **os.environ,
+            "BORG_PASSCOMMAND": f"cat {self.d.passphrase_file}",
+            "BORG_BASE_DIR": str(self.d.root / "operator"),
+        }
         return self.start([str(BIN / "borg"), *args], env)
 
     def hold(self) -> Running:
@@ -121,9 +130,13 @@ def site(servers_dir: Path, droplet: Droplet) -> Iterator[Site]:
     db = make_sqlite_db(root / "app.db")
     passphrase = write_passphrase(root / "passphrase")
     source = {"kind": "sqlite", "path": str(db), "sqlite3": str(gate.script)}
-    config = write_fleet_config(root / "backupd.toml", state_dir=root / "state",
-                                store=root / "store", passphrase_file=passphrase,
-                                hosts=[HostSpec("web1", droplet, {"db": source})])  # fmt: skip
+    config = write_fleet_config(
+        root / "backupd.toml",
+        state_dir=root / "state",
+        store=root / "store",
+        passphrase_file=passphrase,
+        hosts=[HostSpec("web1", droplet, {"db": source})],
+    )
     s = Site(Deployment(root, config, root / "state", root / "store", passphrase), gate)
     yield s
     s.stop()
@@ -131,12 +144,20 @@ def site(servers_dir: Path, droplet: Droplet) -> Iterator[Site]:
 
 
 @pytest.fixture
-def pg_site(deploy: Callable[..., Deployment], pg_cluster: PostgresCluster,
-            shop_db: str) -> Iterator[Site]:  # fmt: skip
+def pg_site(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, shop_db: str
+) -> Iterator[Site]:
     """web1/maindb (PostgreSQL) backed up once, and a restore target on the same cluster."""
     d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
-    add_targets(d, staging={"kind": "postgresql", "socket_dir": str(pg_cluster.socket_dir),
-                            "port": pg_cluster.port, "username": "postgres"})  # fmt: skip
+    add_targets(
+        d,
+        staging={
+            "kind": "postgresql",
+            "socket_dir": str(pg_cluster.socket_dir),
+            "port": pg_cluster.port,
+            "username": "postgres",
+        },
+    )
     d.backupctl("backup", "now", "web1/maindb", check=True)
     s = Site(d, make_gate(d.root))
     yield s
@@ -199,8 +220,10 @@ def test_an_operators_borg_fails_backup_and_restore_at_once_saying_who(site: Sit
     code, _, err = site.backupctl("backup", "now", TARGET).finish()
     assert code == 1
     assert holder.proc.poll() is None  # it ended while the holder still held: it did not wait
-    assert f"is locked by pid {holder.proc.pid} on this machine (borg with-lock ..., " \
-           "not backupd's) since " in err  # fmt: skip
+    assert (
+        f"is locked by pid {holder.proc.pid} on this machine (borg with-lock ..., "
+        "not backupd's) since " in err
+    )
     assert f"clear the lock with: borg break-lock {site.repo}" in err
     assert "Failed to create/acquire the lock" not in err  # not borg's lock-wait running out
     [(status, error)] = site.d.catalogue_rows("SELECT status, error FROM runs WHERE id = 2")
@@ -228,8 +251,9 @@ def test_another_machines_lock_says_it_cannot_tell_whether_it_is_stale(site: Sit
     write_lock(site.repo / "lock", "otherbox.example@167772161", 4242, age=2 * 3600 + 5)
     code, _, err = site.backupctl("backup", "now", TARGET).finish()
     assert code == 1
-    assert ("is locked by pid 4242 on another machine (host id otherbox.example@167772161) "
-            "since ") in err and "(2h 0m ago)" in err  # fmt: skip
+    assert (
+        "is locked by pid 4242 on another machine (host id otherbox.example@167772161) since "
+    ) in err and "(2h 0m ago)" in err
     assert "cannot tell whether it is stale from here" in err
     code, _, err = site.backupctl("restore", TARGET, "--to", str(site.d.root / "r")).finish()
     assert code == 16 and "on another machine" in one_error_line(err)
@@ -274,8 +298,11 @@ def test_a_restore_waits_for_our_own_backup_and_says_so(site: Site) -> None:
     backup = second_backup_held(site)
     to = site.d.root / "restored"
     restore = site.backupctl("restore", TARGET, "--to", str(to))
-    wait_for("the restore to say it waits", lambda: restore.said("waiting up to"),
-             failing=lambda: restore.lines)  # fmt: skip
+    wait_for(
+        "the restore to say it waits",
+        lambda: restore.said("waiting up to"),
+        failing=lambda: restore.lines,
+    )
     assert restore.proc.poll() is None and not to.exists()
     assert restore.said(f"for the backup of web1/db (pid {backup.proc.pid}) to finish")
     site.gate.release()
@@ -316,8 +343,10 @@ def test_a_foreign_hold_on_backupds_cache_fails_backup_and_restore(site: Site) -
     write_lock(cache / "lock", this_host_id(site), stranger.proc.pid, age=0)
     code, _, err = site.backupctl("backup", "now", TARGET).finish()
     assert code == 1
-    assert f"the Borg cache of repository {site.repo} ({cache}) is locked by pid " \
-           f"{stranger.proc.pid} on this machine (sleep 600, not backupd's)" in err  # fmt: skip
+    assert (
+        f"the Borg cache of repository {site.repo} ({cache}) is locked by pid "
+        f"{stranger.proc.pid} on this machine (sleep 600, not backupd's)" in err
+    )
     assert f"BORG_BASE_DIR={site.d.state_dir / 'borg'} borg break-lock {site.repo}" in err
     to = site.d.root / "restored"
     code, _, err = site.backupctl("restore", TARGET, "--to", str(to)).finish()

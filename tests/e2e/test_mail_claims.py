@@ -50,8 +50,10 @@ def catalogue_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     cluster = request.getfixturevalue("pg_cluster")
     cluster.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
     cluster.createdb(DB)
-    yield (f"postgresql+psycopg://{cluster.superuser}@/{DB}"
-           f"?host={cluster.socket_dir}&port={cluster.port}")  # fmt: skip
+    yield (
+        f"postgresql+psycopg://{cluster.superuser}@/{DB}"
+        f"?host={cluster.socket_dir}&port={cluster.port}"
+    )
     cluster.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
 
@@ -79,9 +81,11 @@ def contexts() -> Iterator[Callable[[Path], Context]]:
 
 def mail_config(root: Path, port: int, catalogue_url: str | None = None) -> Path:
     """A long SMTP timeout: a message held at the gate must not time its sender out."""
-    extra = (f'[mail]\nto = ["ops@example.org"]\nsender = "backupd@claims.test"\n'
-             f'host = "127.0.0.1"\nport = {port}\nsecurity = "none"\ntimeout = "5m"\n'
-             'retry = "1m"\n')  # fmt: skip
+    extra = (
+        f'[mail]\nto = ["ops@example.org"]\nsender = "backupd@claims.test"\n'
+        f'host = "127.0.0.1"\nport = {port}\nsecurity = "none"\ntimeout = "5m"\n'
+        'retry = "1m"\n'
+    )
     if catalogue_url is not None:
         extra += f'[catalogue]\nurl = "{catalogue_url}"\n'
     return write_config(root, {"web1": {}}, extra)
@@ -94,16 +98,20 @@ def queue_reports(ctx: Context, n: int) -> list[int]:
         msg = EmailMessage()
         msg["Subject"], msg["From"], msg["To"] = f"report {i}", "backupd@claims.test", "ops"
         msg.set_content(f"report {i}\n")
-        ids.append(queue_report(ctx, msg, period_start=now - timedelta(days=7), period_end=now,
-                                verdict="pass"))  # fmt: skip
+        ids.append(
+            queue_report(
+                ctx, msg, period_start=now - timedelta(days=7), period_end=now, verdict="pass"
+            )
+        )
     return ids
 
 
 def record_alerts(ctx: Context, keys: int, per_key: int = 2) -> None:
     for i in range(keys):
         for j in range(per_key):
-            ctx.catalogue.record_alert("backup_failed", f"web1/s{i}: failure {j}", host="web1",
-                                       source=f"s{i}")  # fmt: skip
+            ctx.catalogue.record_alert(
+                "backup_failed", f"web1/s{i}: failure {j}", host="web1", source=f"s{i}"
+            )
 
 
 def backupctl(config: Path, *args: str) -> subprocess.Popen[str]:
@@ -166,9 +174,11 @@ class Senders:
 
 @pytest.fixture
 def senders(
-    catalogue_url: str | None, smtp: SmtpServer, tmp_path: Path,
+    catalogue_url: str | None,
+    smtp: SmtpServer,
+    tmp_path: Path,
     contexts: Callable[[Path], Context],
-) -> Senders:  # fmt: skip
+) -> Senders:
     """A config over the catalogue under test; the server's gate waits for all senders."""
     config = mail_config(tmp_path, smtp.port, catalogue_url)
     smtp.gate = DataGate(senders=SENDERS)
@@ -180,8 +190,9 @@ def test_concurrent_senders_mail_every_queued_report_once(
 ) -> None:
     ctx = senders.ctx
     ids = queue_reports(ctx, REPORTS)
-    outputs, delivery = race(senders.config, ("report", "--retry"),
-                             lambda: deliver_queued(senders.direct, force=True))  # fmt: skip
+    outputs, delivery = race(
+        senders.config, ("report", "--retry"), lambda: deliver_queued(senders.direct, force=True)
+    )
     assert smtp.gate is not None
     raced(smtp.gate)
     assert subjects(smtp) == sorted(f"report {i}" for i in range(REPORTS))  # each once
@@ -197,8 +208,7 @@ def test_concurrent_dispatchers_mail_every_alert_key_once(
 ) -> None:
     ctx = senders.ctx
     record_alerts(ctx, KEYS)
-    outputs, mailed = race(senders.config, ("alerts", "--send"),
-                           lambda: dispatch(senders.direct))  # fmt: skip
+    outputs, mailed = race(senders.config, ("alerts", "--send"), lambda: dispatch(senders.direct))
     assert smtp.gate is not None
     raced(smtp.gate)
     assert subjects(smtp) == sorted(f"[backupd] backup failed: web1/s{i}" for i in range(KEYS))
@@ -224,8 +234,9 @@ def test_the_rate_limit_holds_with_two_dispatchers(smtp: SmtpServer, mailing: Ma
     first = backupctl(config, "alerts", "--send")
     try:
         assert smtp.gate.held.wait(SAFETY), "the first dispatcher never reached DATA"
-        late = ctx.catalogue.record_alert("backup_failed", "web1/s0: failure 2", host="web1",
-                                          source="s0")  # fmt: skip
+        late = ctx.catalogue.record_alert(
+            "backup_failed", "web1/s0: failure 2", host="web1", source="s0"
+        )
         second = ctl(config, "alerts", "--send", check=True)
         assert "0 mail(s) sent" in second.stderr  # the key is being mailed by the first
         smtp.gate.open()
@@ -271,8 +282,9 @@ def test_a_stale_alert_claim_is_taken_over_and_a_live_one_left_alone(
     old = utcnow() - claim_lease(ctx.config.mail) * 1.1
     with ctx.catalogue.session() as s:  # s0: a dispatcher died mid-send; s1: one is sending
         s.add(AlertKey(dedup_key="backup_failed:web1/s0", claimed_by="gone:1:x", claimed_at=old))
-        s.add(AlertKey(dedup_key="backup_failed:web1/s1", claimed_by="busy:2:y",
-                       claimed_at=utcnow()))  # fmt: skip
+        s.add(
+            AlertKey(dedup_key="backup_failed:web1/s1", claimed_by="busy:2:y", claimed_at=utcnow())
+        )
     set_claim(ctx, AlertEvent, AlertEvent.source == "s0", "gone:1:x", old)
     set_claim(ctx, AlertEvent, AlertEvent.source == "s1", "busy:2:y", utcnow())
     sent = ctl(config, "alerts", "--send", check=True)
@@ -280,8 +292,7 @@ def test_a_stale_alert_claim_is_taken_over_and_a_live_one_left_alone(
     assert subjects(smtp) == ["[backupd] backup failed: web1/s0"]
     events = ctx.catalogue.alerts()
     assert all(e.sent_at and e.claimed_by is None for e in events if e.source == "s0")
-    assert all(e.sent_at is None and e.claimed_by == "busy:2:y" for e in events
-               if e.source == "s1")  # fmt: skip
+    assert all(e.sent_at is None and e.claimed_by == "busy:2:y" for e in events if e.source == "s1")
 
 
 # -- a failed send releases what it claimed ------------------------------------------------

@@ -74,9 +74,16 @@ class Store:
         if record:
             source_id = self.ctx.catalogue.ensure_source(HOST, "127.0.0.1", source, "directory")
             self.ctx.catalogue.add_archive(
-                run_id=None, source_id=source_id, repository=str(self.repo), name=name,
-                item=item, filename="data/", created_at=at(when), nbytes=65536, sha256="0" * 64,
-            )  # fmt: skip
+                run_id=None,
+                source_id=source_id,
+                repository=str(self.repo),
+                name=name,
+                item=item,
+                filename="data/",
+                created_at=at(when),
+                nbytes=65536,
+                sha256="0" * 64,
+            )
         return name
 
     def add_named(self, name: str, when: str) -> None:
@@ -85,15 +92,20 @@ class Store:
         work.mkdir(exist_ok=True)
         (work / "payload").write_bytes(os.urandom(65536))
         stamp = at(when).isoformat()
-        self.ctx.borg.run(("create", "--timestamp", stamp, f"{self.repo}::{name}", "payload"),
-                          cwd=str(work))  # fmt: skip
+        self.ctx.borg.run(
+            ("create", "--timestamp", stamp, f"{self.repo}::{name}", "payload"), cwd=str(work)
+        )
 
     def borg(self, *args: str) -> str:
         """borg as a person would run it: its own cache, passphrase from the file."""
-        env = {**os.environ, "BORG_PASSCOMMAND": f"cat {self.root / 'passphrase'}",
-               "BORG_BASE_DIR": str(self.root / "borg-test")}  # fmt: skip
-        done = subprocess.run([str(BORG), *args], capture_output=True, text=True, env=env,
-                              check=True)  # fmt: skip
+        env = {
+            **os.environ,
+            "BORG_PASSCOMMAND": f"cat {self.root / 'passphrase'}",
+            "BORG_BASE_DIR": str(self.root / "borg-test"),
+        }
+        done = subprocess.run(
+            [str(BORG), *args], capture_output=True, text=True, env=env, check=True
+        )
         return done.stdout
 
     def names(self, repo: Path | None = None) -> set[str]:
@@ -189,9 +201,16 @@ def test_check_reads_archives_back_in_rotation(store: Store) -> None:
     ghost = archive("db", "app", "2024-02-01 02:00")
     source_id = store.ctx.catalogue.ensure_source(HOST, "127.0.0.1", "db", "directory")
     store.ctx.catalogue.add_archive(
-        run_id=None, source_id=source_id, repository=str(store.repo), name=ghost, item="app",
-        filename="data/", created_at=at("2024-02-01 02:00"), nbytes=1, sha256="0" * 64,
-    )  # fmt: skip
+        run_id=None,
+        source_id=source_id,
+        repository=str(store.repo),
+        name=ghost,
+        item="app",
+        filename="data/",
+        created_at=at("2024-02-01 02:00"),
+        nbytes=1,
+        sha256="0" * 64,
+    )
 
     first = run_maintenance(store.ctx, "check", HOST, "test")
     assert first.status == RunStatus.WARNING, first
@@ -215,8 +234,9 @@ def test_check_reads_archives_back_in_rotation(store: Store) -> None:
 def test_a_corrupted_repository_fails_the_check_and_alerts(store: Store) -> None:
     store.add("db", "app", "2024-03-01 02:00")
     store.add("db", "app", "2024-03-02 02:00")
-    segment = max((p for p in (store.repo / "data").rglob("*") if p.is_file()),
-                  key=lambda p: p.stat().st_size)  # fmt: skip
+    segment = max(
+        (p for p in (store.repo / "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+    )
     with segment.open("r+b") as f:
         f.seek(segment.stat().st_size // 2)
         chunk = f.read(32)
@@ -262,8 +282,9 @@ def test_a_tampered_chunk_passes_the_repository_check_but_not_the_read_back(
 ) -> None:
     older = store.add("db", "app", "2024-03-01 02:00")
     newer = store.add("db", "app", "2024-03-02 02:00")
-    segments = sorted((p for p in (store.repo / "data").rglob("*") if p.name.isdigit()),
-                      key=lambda p: int(p.name))  # fmt: skip
+    segments = sorted(
+        (p for p in (store.repo / "data").rglob("*") if p.name.isdigit()), key=lambda p: int(p.name)
+    )
     [newest_payload] = [p for p in segments if p.stat().st_size > 60000][-1:]
     tamper_biggest_object(newest_payload)
     store.borg("check", "--repository-only", str(store.repo))  # CRCs and index: all fine
@@ -295,8 +316,11 @@ def test_catalogue_copy_is_a_valid_sqlite_database_in_the_store(
     assert outcome.summary is not None and outcome.summary.startswith(f"_catalogue::{name}: ")
     out = tmp_path / "extracted"
     out.mkdir()
-    env = {**os.environ, "BORG_PASSCOMMAND": f"cat {store.root / 'passphrase'}",
-           "BORG_BASE_DIR": str(store.root / "borg-test")}  # fmt: skip
+    env = {
+        **os.environ,
+        "BORG_PASSCOMMAND": f"cat {store.root / 'passphrase'}",
+        "BORG_BASE_DIR": str(store.root / "borg-test"),
+    }
     subprocess.run([str(BORG), "extract", f"{repo}::{name}"], cwd=out, env=env, check=True)
     with sqlite3.connect(out / "catalogue.db") as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -327,6 +351,10 @@ def test_a_host_without_a_repository_is_skipped_and_jobs_are_planned(store: Stor
     assert outcome.summary is not None and outcome.summary.startswith("no repository yet")
     assert not store.repo.exists()
     assert jobs_for(store.ctx) == [
-        ("catalogue", None), ("check", HOST), ("compact", HOST), ("drill", HOST),
-        ("prune", HOST), ("report", None),
-    ]  # fmt: skip
+        ("catalogue", None),
+        ("check", HOST),
+        ("compact", HOST),
+        ("drill", HOST),
+        ("prune", HOST),
+        ("report", None),
+    ]

@@ -37,9 +37,14 @@ def into_closed_pipe(d: Deployment, *args: str) -> subprocess.CompletedProcess[s
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run([str(BIN / "backupctl"), "--config", str(d.config), *args],
-                              stdout=write_end, stderr=subprocess.PIPE, text=True,
-                              timeout=300, check=False)  # fmt: skip
+        return subprocess.run(
+            [str(BIN / "backupctl"), "--config", str(d.config), *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     finally:
         os.close(write_end)
 
@@ -58,8 +63,10 @@ def test_a_closed_pipe_ends_quietly(backed_up: Deployment, args: tuple[str, ...]
 
 def test_head_through_a_shell_pipeline(backed_up: Deployment, tmp_path: Path) -> None:
     """The case as typed: what head shows is the table's first lines, and nothing on stderr."""
-    script = (f"{BIN / 'backupctl'} --config {backed_up.config} archives web1 | head -1; "
-              "exit ${PIPESTATUS[0]}")  # fmt: skip
+    script = (
+        f"{BIN / 'backupctl'} --config {backed_up.config} archives web1 | head -1; "
+        "exit ${PIPESTATUS[0]}"
+    )
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
     assert result.stdout.startswith("ARCHIVE")
     assert result.stderr == ""

@@ -310,11 +310,22 @@ def test_row_facts_match_the_dump_exactly_while_the_database_is_written(
     pg_cluster.psql("DROP DATABASE IF EXISTS shop_facts")
     pg_cluster.createdb("shop_facts")
     subprocess.run(
-        ["pg_restore", "--host", str(pg_cluster.socket_dir), "--port", str(pg_cluster.port),
-         "--username", pg_cluster.superuser, "--no-owner", "--dbname", "shop_facts",
-         str(out / "shop.pgdump")],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "pg_restore",
+            "--host",
+            str(pg_cluster.socket_dir),
+            "--port",
+            str(pg_cluster.port),
+            "--username",
+            pg_cluster.superuser,
+            "--no-owner",
+            "--dbname",
+            "shop_facts",
+            str(out / "shop.pgdump"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     restored = {f"public.{t}": n for t, n in row_counts(pg_cluster, "shop_facts").items()}
     assert restored == facts["rows"]
     assert restored["public.orders"] > 15000  # the writer's rows made it into both alike
@@ -330,13 +341,26 @@ class TableLock:
         from tests.harness.postgres import postgres_bindir
 
         self._proc = subprocess.Popen(
-            [str(postgres_bindir() / "psql"), "-XAtq", "-h", str(cluster.socket_dir), "-p",
-             str(cluster.port), "-U", cluster.superuser, "-d", db],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                str(postgres_bindir() / "psql"),
+                "-XAtq",
+                "-h",
+                str(cluster.socket_dir),
+                "-p",
+                str(cluster.port),
+                "-U",
+                cluster.superuser,
+                "-d",
+                db,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n"
-                               "SELECT 'locked';\n")  # fmt: skip
+        self._proc.stdin.write(
+            f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\nSELECT 'locked';\n"
+        )
         self._proc.stdin.flush()
         assert self._proc.stdout.readline().strip() == "locked"  # held from here on
 
@@ -354,16 +378,19 @@ def test_a_table_locked_by_another_session_fails_after_lock_timeout_with_the_rea
 ) -> None:
     """The facts session stops waiting after lock_timeout (pg_dump has the same limit as
     --lock-wait-timeout), not after the stream's 10-minute idle timeout; the run says why."""
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False,
-                                    lock_timeout="2s")})  # fmt: skip
+    d = deploy(
+        {"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False, lock_timeout="2s")}
+    )
     with TableLock(pg_cluster, shop_db, "orders"):
         result = d.backupctl("backup", "now", "web1/maindb")
     assert result.returncode == 1
     assert d.archives("web1") == []
     [(error,)] = d.catalogue_rows("SELECT error FROM runs")
-    assert error == ("web1/maindb: shop: taking a snapshot and facts failed: a table is locked "
-                     "by another session (waited lock_timeout=2s): ERROR:  canceling statement "
-                     "due to lock timeout")  # fmt: skip
+    assert error == (
+        "web1/maindb: shop: taking a snapshot and facts failed: a table is locked "
+        "by another session (waited lock_timeout=2s): ERROR:  canceling statement "
+        "due to lock timeout"
+    )
     # once the lock is gone the same source backs up
     d.backupctl("backup", "now", "web1/maindb", check=True)
 
@@ -376,9 +403,12 @@ def test_min_bytes_as_the_example_sets_it_applies_to_databases_not_the_globals(
     database dump below it still is."""
     pg_cluster.psql("DROP DATABASE IF EXISTS tiny")
     pg_cluster.createdb("tiny")
-    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], min_bytes="10KiB"),
-                "tinydb": pg_source(pg_cluster, databases=["tiny"], globals=False,
-                                    min_bytes="10KiB")})  # fmt: skip
+    d = deploy(
+        {
+            "maindb": pg_source(pg_cluster, databases=[shop_db], min_bytes="10KiB"),
+            "tinydb": pg_source(pg_cluster, databases=["tiny"], globals=False, min_bytes="10KiB"),
+        }
+    )
     try:
         d.backupctl("backup", "now", "web1/maindb", check=True)
         assert d.backupctl("backup", "now", "web1/tinydb").returncode == 1

@@ -18,8 +18,10 @@ from tests.harness.postgres import PostgresCluster
 
 pytestmark = pytest.mark.e2e
 
-COLUMNS = ("name, item, filename, created_at, nbytes, sha256, original_size, compressed_size,"
-           " deduplicated_size, facts, run_id, repository")  # fmt: skip
+COLUMNS = (
+    "name, item, filename, created_at, nbytes, sha256, original_size, compressed_size,"
+    " deduplicated_size, facts, run_id, repository"
+)
 
 
 def archive_rows(d: Deployment) -> list[tuple[object, ...]]:
@@ -40,8 +42,12 @@ def test_rebuild_gives_back_the_same_archives_and_facts(
         c.executemany("INSERT INTO t (v) VALUES (?)", [(str(i),) for i in range(500)])
     if os.geteuid() == 0:
         subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
-    d = deploy({"app": {"kind": "sqlite", "path": str(db)},
-                "uploads": {"kind": "directory", "path": str(tree)}})  # fmt: skip
+    d = deploy(
+        {
+            "app": {"kind": "sqlite", "path": str(db)},
+            "uploads": {"kind": "directory", "path": str(tree)},
+        }
+    )
     d.backupctl("backup", "now", "web1", check=True)
     (tree / "d1" / "new.txt").write_text("changed\n")
     d.backupctl("backup", "now", "web1", check=True)
@@ -73,8 +79,11 @@ def test_a_rebuilt_catalogue_does_not_invent_successes(
     for name in names:
         pg_cluster.psql(f"DROP DATABASE IF EXISTS {name}")
         pg_cluster.createdb(name)
-        pg_cluster.psql("CREATE TABLE t (v text); INSERT INTO t SELECT md5(g::text)"
-                        " FROM generate_series(1, 300) g", db=name)  # fmt: skip
+        pg_cluster.psql(
+            "CREATE TABLE t (v text); INSERT INTO t SELECT md5(g::text)"
+            " FROM generate_series(1, 300) g",
+            db=name,
+        )
     d = deploy({"db": pg_source(pg_cluster, databases=names, globals=False, min_bytes="4KiB")})
     try:
         d.backupctl("backup", "now", "web1/db", check=True)
@@ -83,9 +92,12 @@ def test_a_rebuilt_catalogue_does_not_invent_successes(
     finally:
         for name in names:
             pg_cluster.psql(f"DROP DATABASE IF EXISTS {name}")
-    partial = sorted(n for (n,) in d.catalogue_rows(
-        "SELECT a.name FROM archives a JOIN runs r ON a.run_id = r.id WHERE r.status = 'failed'"
-    ))  # fmt: skip
+    partial = sorted(
+        n
+        for (n,) in d.catalogue_rows(
+            "SELECT a.name FROM archives a JOIN runs r ON a.run_id = r.id WHERE r.status = 'failed'"
+        )
+    )
     assert len(partial) == 2 and partial[0].startswith("db.rb_a.")
 
     for suffix in ("", "-wal", "-shm"):
@@ -107,6 +119,7 @@ def test_a_rebuilt_catalogue_does_not_invent_successes(
     assert "restoring the newest complete one instead" in restored.stderr
 
     # another member: naming an archive of the incomplete night restores it, with a warning
-    named = d.backupctl("restore", "web1/db", "--archive", partial[0], "--to",
-                        str(tmp_path / "one"), check=True)  # fmt: skip
+    named = d.backupctl(
+        "restore", "web1/db", "--archive", partial[0], "--to", str(tmp_path / "one"), check=True
+    )
     assert "is part of an incomplete backup" in named.stderr

@@ -52,9 +52,11 @@ def closed_port() -> int:
 def set_mail(d: Deployment, port: int, to: str) -> None:
     """(Re)write the [mail] table at the end of the config."""
     text = d.config.read_text().split("\n[mail]\n")[0]
-    d.config.write_text(text.rstrip("\n") + f'\n\n[mail]\nto = ["{to}"]\nhost = "127.0.0.1"\n'
-                        f'port = {port}\nsecurity = "none"\nsender = "backupd@backup.test"\n'
-                        'timeout = "5s"\nretry = "1m"\n')  # fmt: skip
+    d.config.write_text(
+        text.rstrip("\n") + f'\n\n[mail]\nto = ["{to}"]\nhost = "127.0.0.1"\n'
+        f'port = {port}\nsecurity = "none"\nsender = "backupd@backup.test"\n'
+        'timeout = "5s"\nretry = "1m"\n'
+    )
 
 
 def received_by(server: SmtpServer, to: str) -> list[EmailMessage]:
@@ -69,18 +71,35 @@ def record_failed_drills(d: Deployment) -> None:
     with ctx.catalogue.session() as s:
         for source, check in (("files", DAMAGED), ("maindb", ROWS)):
             name, _, detail = check.partition(": ")
-            checks = [{"check": "sha256", "ok": True, "detail": "matches"},
-                      {"check": name, "ok": False, "detail": detail}]  # fmt: skip
-            s.add(Drill(host="web1", source=source, repository=str(d.store / "web1"),
-                        archive=f"{source}.x", trigger="schedule", status="fail",
-                        started_at=now - timedelta(minutes=5), finished_at=now,
-                        rto_seconds=42.0, nbytes=0, checks=checks))  # fmt: skip
+            checks = [
+                {"check": "sha256", "ok": True, "detail": "matches"},
+                {"check": name, "ok": False, "detail": detail},
+            ]
+            s.add(
+                Drill(
+                    host="web1",
+                    source=source,
+                    repository=str(d.store / "web1"),
+                    archive=f"{source}.x",
+                    trigger="schedule",
+                    status="fail",
+                    started_at=now - timedelta(minutes=5),
+                    finished_at=now,
+                    rto_seconds=42.0,
+                    nbytes=0,
+                    checks=checks,
+                )
+            )
 
 
 @pytest.fixture
 def deployed(deploy: Callable[..., Deployment], files: Path) -> Deployment:
-    d = deploy({"files": {"kind": "directory", "path": str(files)},
-                "maindb": {"kind": "postgresql", "databases": ["nowhere"]}})  # fmt: skip
+    d = deploy(
+        {
+            "files": {"kind": "directory", "path": str(files)},
+            "maindb": {"kind": "postgresql", "databases": ["nowhere"]},
+        }
+    )
     d.backupctl("backup", "now", "web1/files", check=True)
     record_failed_drills(d)
     return d
@@ -139,8 +158,11 @@ def test_smtp_down_keeps_the_report_queued_until_it_is_back(
     assert down.returncode == 15
     error = down.stderr.strip()
     assert "\n" not in error  # one line, no traceback
-    assert re.fullmatch(rf"backupctl: error: report\(s\) 1 still queued: SMTP 127\.0\.0\.1:{port}"
-                        r" \(none\): connect failed: .*[Rr]efused.*", error)  # fmt: skip
+    assert re.fullmatch(
+        rf"backupctl: error: report\(s\) 1 still queued: SMTP 127\.0\.0\.1:{port}"
+        r" \(none\): connect failed: .*[Rr]efused.*",
+        error,
+    )
     [(status, attempts, last_error, due)] = deployed.catalogue_rows(
         "SELECT status, attempts, last_error, next_attempt_at FROM reports"
     )
@@ -181,7 +203,8 @@ def test_the_report_job_queues_when_smtp_is_down_and_its_retry_delivers(
     assert len(received_by(smtp_server, to)) == 1
     rows = deployed.catalogue_rows("SELECT status, attempts FROM reports")
     assert rows == [("sent", 2)]  # the retry built no second report
-    runs = deployed.catalogue_rows("SELECT status, summary, error FROM maintenance_runs "
-                                   "WHERE job = 'report' ORDER BY id")  # fmt: skip
+    runs = deployed.catalogue_rows(
+        "SELECT status, summary, error FROM maintenance_runs WHERE job = 'report' ORDER BY id"
+    )
     assert [r[0] for r in runs] == ["failed", "succeeded"]
     assert "built earlier; mail: 1 sent" in str(runs[1][1])

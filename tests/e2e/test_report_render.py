@@ -44,8 +44,12 @@ def files(droplet: Droplet) -> Iterator[Path]:
 def test_the_preview_of_a_deployment_renders_in_chromium(
     deploy: Callable[..., Deployment], files: Path, tmp_path: Path
 ) -> None:
-    d = deploy({"files": {"kind": "directory", "path": str(files)},
-                "gone": {"kind": "directory", "path": "/nonexistent/report-tree"}})  # fmt: skip
+    d = deploy(
+        {
+            "files": {"kind": "directory", "path": str(files)},
+            "gone": {"kind": "directory", "path": "/nonexistent/report-tree"},
+        }
+    )
     d.backupctl("backup", "now", "web1/files", check=True)
     assert d.backupctl("backup", "now", "web1/gone").returncode != 0  # something in red
     page = tmp_path / "report.html"

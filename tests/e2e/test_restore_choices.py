@@ -45,8 +45,9 @@ def two_points(deploy: Callable[..., Deployment], droplet: Droplet) -> tuple[Dep
     return d, between
 
 
-def test_newest_by_default_and_at_a_point_in_time(two_points: tuple[Deployment, str],
-                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_newest_by_default_and_at_a_point_in_time(
+    two_points: tuple[Deployment, str], tmp_path: Path
+) -> None:
     d, between = two_points
     d.backupctl("restore", "web1/app", "--to", str(tmp_path / "new"), check=True)
     (newest,) = (tmp_path / "new").iterdir()
@@ -64,8 +65,9 @@ def test_dry_run_changes_nothing(two_points: tuple[Deployment, str], tmp_path: P
     assert not target.exists()
 
 
-def test_refusals_are_clear_and_change_nothing(two_points: tuple[Deployment, str],
-                                               tmp_path: Path) -> None:  # fmt: skip
+def test_refusals_are_clear_and_change_nothing(
+    two_points: tuple[Deployment, str], tmp_path: Path
+) -> None:
     d, _ = two_points
     target = tmp_path / "busy"
     d.backupctl("restore", "web1/app", "--to", str(target), check=True)
@@ -85,8 +87,16 @@ def test_refusals_are_clear_and_change_nothing(two_points: tuple[Deployment, str
     assert unknown.returncode == 8 and "no archive named 'nope'" in unknown.stderr
     bad_time = d.backupctl("restore", "web1/app", "--to", str(tmp_path / "x"), "--at", "soon")
     assert bad_time.returncode == 2 and "expected a time like" in bad_time.stderr
-    both = d.backupctl("restore", "web1/app", "--to", str(tmp_path / "x"), "--at", "2026-01-01",
-                       "--archive", "nope")  # fmt: skip
+    both = d.backupctl(
+        "restore",
+        "web1/app",
+        "--to",
+        str(tmp_path / "x"),
+        "--at",
+        "2026-01-01",
+        "--archive",
+        "nope",
+    )
     assert both.returncode == 2 and "not both" in both.stderr
     assert not (tmp_path / "x").exists()
     for r in (early, unknown, bad_time, both):

@@ -31,8 +31,9 @@ def add_targets(d: Deployment, **targets: dict[str, object]) -> None:
 
 
 def restores(d: Deployment) -> list[tuple[object, ...]]:
-    return d.catalogue_rows("SELECT target_kind, target, status, error, checks FROM restores "
-                            "ORDER BY id")  # fmt: skip
+    return d.catalogue_rows(
+        "SELECT target_kind, target, status, error, checks FROM restores ORDER BY id"
+    )
 
 
 def databases(cluster: PostgresCluster) -> set[str]:
@@ -44,8 +45,15 @@ def pg_deployed(
     deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, shop_db: str
 ) -> Iterator[Deployment]:
     d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
-    add_targets(d, staging={"kind": "postgresql", "socket_dir": str(pg_cluster.socket_dir),
-                            "port": pg_cluster.port, "username": "postgres"})  # fmt: skip
+    add_targets(
+        d,
+        staging={
+            "kind": "postgresql",
+            "socket_dir": str(pg_cluster.socket_dir),
+            "port": pg_cluster.port,
+            "username": "postgres",
+        },
+    )
     backup = d.backupctl("backup", "now", "web1/maindb", "--progress", check=True)
     assert "web1/maindb: [1/2] pulling shop ..." in backup.stderr  # progress, step by step
     assert "web1/maindb: [2/2] _globals: " in backup.stderr
@@ -58,13 +66,22 @@ def test_postgres_into_db_streams_checks_and_records(
     pg_deployed: Deployment, pg_cluster: PostgresCluster, shop_db: str
 ) -> None:
     d = pg_deployed
-    dry = d.backupctl("restore", "web1/maindb", "--into-db", "staging", "--as", "shop_copy",
-                      "--dry-run", check=True)  # fmt: skip
+    dry = d.backupctl(
+        "restore",
+        "web1/maindb",
+        "--into-db",
+        "staging",
+        "--as",
+        "shop_copy",
+        "--dry-run",
+        check=True,
+    )
     assert "would create database shop_copy on restore target staging" in dry.stdout
     assert "skipping maindb.globals-" in dry.stdout and "shop_copy" not in databases(pg_cluster)
 
-    done = d.backupctl("restore", "web1/maindb", "--into-db", "staging", "--as", "shop_copy",
-                       check=True)  # fmt: skip
+    done = d.backupctl(
+        "restore", "web1/maindb", "--into-db", "staging", "--as", "shop_copy", check=True
+    )
     assert "restored maindb.shop." in done.stdout and "into database shop_copy" in done.stdout
     assert "ok  rows: 3 table(s), 17300 rows as recorded" in done.stdout
     assert row_counts(pg_cluster, "shop_copy") == row_counts(pg_cluster, shop_db)
@@ -78,24 +95,44 @@ def test_postgres_into_db_streams_checks_and_records(
     again = d.backupctl("restore", "web1/maindb", "--into-db", "staging", "--as", "shop_copy")
     assert again.returncode == 9
     assert "database 'shop_copy' already exists on restore target staging" in again.stderr
-    forced = d.backupctl("restore", "web1/maindb", "--into-db", "staging", "--as", "shop_copy",
-                         "--force")  # fmt: skip
+    forced = d.backupctl(
+        "restore", "web1/maindb", "--into-db", "staging", "--as", "shop_copy", "--force"
+    )
     assert forced.returncode == 9 and "add --yes" in forced.stderr
     assert "marker" in row_counts(pg_cluster, "shop_copy")
-    d.backupctl("restore", "web1/maindb", "--into-db", "staging", "--as", "shop_copy",
-                "--force", "--yes", check=True)  # fmt: skip
+    d.backupctl(
+        "restore",
+        "web1/maindb",
+        "--into-db",
+        "staging",
+        "--as",
+        "shop_copy",
+        "--force",
+        "--yes",
+        check=True,
+    )
     assert "marker" not in row_counts(pg_cluster, "shop_copy")
 
 
 def test_postgres_one_table_under_another_name(
     pg_deployed: Deployment, pg_cluster: PostgresCluster
 ) -> None:
-    out = pg_deployed.backupctl("restore", "web1/maindb", "--into-db", "staging", "--as",
-                                "orders_only", "--table", "orders", check=True)  # fmt: skip
+    out = pg_deployed.backupctl(
+        "restore",
+        "web1/maindb",
+        "--into-db",
+        "staging",
+        "--as",
+        "orders_only",
+        "--table",
+        "orders",
+        check=True,
+    )
     assert "ok  rows: 1 table(s), 15000 rows as recorded" in out.stdout
     assert row_counts(pg_cluster, "orders_only") == {"orders": 15000}
-    missing = pg_deployed.backupctl("restore", "web1/maindb", "--into-db", "staging", "--as",
-                                    "x_only", "--table", "nope")  # fmt: skip
+    missing = pg_deployed.backupctl(
+        "restore", "web1/maindb", "--into-db", "staging", "--as", "x_only", "--table", "nope"
+    )
     assert missing.returncode == 2, missing.stderr
     assert "no table 'nope' in this dump (tables: public.customers" in missing.stderr
     assert "x_only" not in databases(pg_cluster)
@@ -113,8 +150,10 @@ def test_restore_checks_rows_against_the_recorded_facts(
         db.execute("UPDATE archives SET facts = ? WHERE id = ?", (json.dumps(changed), aid))
     result = d.backupctl("restore", "web1/maindb", "--into-db", "staging", "--as", "shop_copy")
     assert result.returncode == 10, result.stderr
-    assert ("shop_copy on restore target staging differs from the backup in 1 table(s): "
-            "public.orders: 15000 rows, recorded 15001") in result.stderr  # fmt: skip
+    assert (
+        "shop_copy on restore target staging differs from the backup in 1 table(s): "
+        "public.orders: 15000 rows, recorded 15001"
+    ) in result.stderr
     assert restores(d)[-1][2] == "failed"
 
 
@@ -125,8 +164,16 @@ def test_postgres_back_onto_the_droplet(
     no_tty = d.backupctl("restore", "web1/maindb", "--to-host", "web1", "--database", "shop_back")
     assert no_tty.returncode == 9 and "needs a confirmation" in no_tty.stderr
     assert "shop_back" not in databases(pg_cluster)
-    out = d.backupctl("restore", "web1/maindb", "--to-host", "web1", "--database", "shop_back",
-                      "--yes", check=True)  # fmt: skip
+    out = d.backupctl(
+        "restore",
+        "web1/maindb",
+        "--to-host",
+        "web1",
+        "--database",
+        "shop_back",
+        "--yes",
+        check=True,
+    )
     assert "into database shop_back on droplet web1" in out.stdout
     assert row_counts(pg_cluster, "shop_back") == row_counts(pg_cluster, shop_db)
     assert restores(d)[-1][:3] == ("host-db", "shop_back on droplet web1", "succeeded")
@@ -135,27 +182,54 @@ def test_postgres_back_onto_the_droplet(
 def test_mariadb_into_db_whole_and_one_table(
     deploy: Callable[..., Deployment], mariadb_server: MariaDBServer, shop_mariadb: str
 ) -> None:
-    d = deploy({"shopdb": {"kind": "mariadb", "databases": [shop_mariadb],
-                           "socket": str(mariadb_server.socket), "username": "root"}})  # fmt: skip
-    add_targets(d, mlocal={"kind": "mariadb", "socket": str(mariadb_server.socket),
-                           "username": "root"})  # fmt: skip
+    d = deploy(
+        {
+            "shopdb": {
+                "kind": "mariadb",
+                "databases": [shop_mariadb],
+                "socket": str(mariadb_server.socket),
+                "username": "root",
+            }
+        }
+    )
+    add_targets(
+        d, mlocal={"kind": "mariadb", "socket": str(mariadb_server.socket), "username": "root"}
+    )
     d.backupctl("backup", "now", "web1/shopdb", check=True)
     try:
-        out = d.backupctl("restore", "web1/shopdb", "--into-db", "mlocal", "--as", "shop_copy",
-                          check=True)  # fmt: skip
+        out = d.backupctl(
+            "restore", "web1/shopdb", "--into-db", "mlocal", "--as", "shop_copy", check=True
+        )
         assert "ok  rows: 3 table(s), 23001 rows as recorded" in out.stdout
         assert mariadb_counts(mariadb_server, "shop_copy") == mariadb_counts(
             mariadb_server, shop_mariadb
         )
         assert "t_orders" in mariadb_server.sql("SHOW TRIGGERS", db="shop_copy")
-        one = d.backupctl("restore", "web1/shopdb", "--into-db", "mlocal", "--as", "one_table",
-                          "--table", "orders", check=True)  # fmt: skip
+        one = d.backupctl(
+            "restore",
+            "web1/shopdb",
+            "--into-db",
+            "mlocal",
+            "--as",
+            "one_table",
+            "--table",
+            "orders",
+            check=True,
+        )
         assert "ok  rows: 1 table(s), 20000 rows as recorded" in one.stdout
         assert mariadb_counts(mariadb_server, "one_table") == {"orders": 20000}
         refused = d.backupctl("restore", "web1/shopdb", "--into-db", "mlocal")
         assert refused.returncode == 9 and "database 'shop' already exists" in refused.stderr
-        back = d.backupctl("restore", "web1/shopdb", "--to-host", "web1", "--database",
-                           "shop_back", "--yes", check=True)  # fmt: skip
+        back = d.backupctl(
+            "restore",
+            "web1/shopdb",
+            "--to-host",
+            "web1",
+            "--database",
+            "shop_back",
+            "--yes",
+            check=True,
+        )
         assert "into database shop_back on droplet web1" in back.stdout
         assert mariadb_counts(mariadb_server, "shop_back") == mariadb_counts(
             mariadb_server, shop_mariadb
@@ -179,11 +253,13 @@ def test_files_back_onto_a_droplet_path(
     d = deploy({"files": {"kind": "directory", "path": str(tree)}})
     d.backupctl("backup", "now", "web1/files", check=True)
     target = str(dest / "restored")
-    dry = d.backupctl("restore", "web1/files", "--to-host", "web1", "--path", target,
-                      "--dry-run", check=True)  # fmt: skip
+    dry = d.backupctl(
+        "restore", "web1/files", "--to-host", "web1", "--path", target, "--dry-run", check=True
+    )
     assert "would push files.push-src." in dry.stdout and not Path(target).exists()
-    out = d.backupctl("restore", "web1/files", "--to-host", "web1", "--path", target, "--yes",
-                      check=True)  # fmt: skip
+    out = d.backupctl(
+        "restore", "web1/files", "--to-host", "web1", "--path", target, "--yes", check=True
+    )
     assert "restored 2 file(s), 76000 bytes to web1:" in out.stdout
     assert "rsync --checksum found every file identical" in out.stdout
     assert (Path(target) / "sub" / "b.bin").read_bytes() == (tree / "sub" / "b.bin").read_bytes()
@@ -222,16 +298,26 @@ def test_a_failing_restore_tool_is_one_clear_line_and_recorded(
     tool = tmp_path / "pg_restore"
     tool.write_text(FAILING_PG_RESTORE)
     tool.chmod(0o755)
-    add_targets(pg_deployed, broken={"kind": "postgresql", "pg_restore": str(tool),
-                                     "socket_dir": str(pg_cluster.socket_dir),
-                                     "port": pg_cluster.port, "username": "postgres"})  # fmt: skip
-    result = pg_deployed.backupctl("restore", "web1/maindb", "--into-db", "broken", "--as",
-                                   "shop_copy")  # fmt: skip
+    add_targets(
+        pg_deployed,
+        broken={
+            "kind": "postgresql",
+            "pg_restore": str(tool),
+            "socket_dir": str(pg_cluster.socket_dir),
+            "port": pg_cluster.port,
+            "username": "postgres",
+        },
+    )
+    result = pg_deployed.backupctl(
+        "restore", "web1/maindb", "--into-db", "broken", "--as", "shop_copy"
+    )
     assert result.returncode == 14, result.stderr
     [line] = result.stderr.strip().splitlines()
-    assert ("pg_restore into shop_copy on restore target broken failed (exit 1); the database "
-            "is incomplete: drop it, or restore again with --force: pg_restore: error: could "
-            "not execute query: ERROR:  out of shared memory") in line  # fmt: skip
+    assert (
+        "pg_restore into shop_copy on restore target broken failed (exit 1); the database "
+        "is incomplete: drop it, or restore again with --force: pg_restore: error: could "
+        "not execute query: ERROR:  out of shared memory"
+    ) in line
     [(kind, _target, status, error, _checks)] = restores(pg_deployed)
     assert (kind, status) == ("database", "failed") and "out of shared memory" in str(error)
 
@@ -246,8 +332,9 @@ def test_a_droplet_path_that_cannot_be_made_is_refused_clearly(
         subprocess.run(["chown", "-R", droplet.user, str(tree)], check=True)
     d = deploy({"files": {"kind": "directory", "path": str(tree)}})
     d.backupctl("backup", "now", "web1/files", check=True)
-    result = d.backupctl("restore", "web1/files", "--to-host", "web1", "--path",
-                         "/proc/backupd-nope/x", "--yes")  # fmt: skip
+    result = d.backupctl(
+        "restore", "web1/files", "--to-host", "web1", "--path", "/proc/backupd-nope/x", "--yes"
+    )
     assert result.returncode == 14, result.stderr
     assert "cannot create web1:/proc/backupd-nope/x" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -37,10 +37,17 @@ def test_mariadb_backup_restore_with_exact_row_facts(
     tmp_path: Path,
 ) -> None:
     mariadb_server.create_user("backup", "pa ss'wo\"rd")
-    d = deploy({"shopdb": {
-        "kind": "mariadb", "databases": [shop_mariadb], "socket": str(mariadb_server.socket),
-        "username": "backup", "password_file": str(_secret(tmp_path, "pa ss'wo\"rd")),
-    }})  # fmt: skip
+    d = deploy(
+        {
+            "shopdb": {
+                "kind": "mariadb",
+                "databases": [shop_mariadb],
+                "socket": str(mariadb_server.socket),
+                "username": "backup",
+                "password_file": str(_secret(tmp_path, "pa ss'wo\"rd")),
+            }
+        }
+    )
     result = d.backupctl("backup", "now", "web1/shopdb")
     assert result.returncode == 0, result.stderr
     expected = mariadb_counts(mariadb_server, shop_mariadb)
@@ -51,8 +58,17 @@ def test_mariadb_backup_restore_with_exact_row_facts(
     d.backupctl("restore", "web1/shopdb", "--to", str(out), check=True)
     mariadb_server.sql("CREATE DATABASE shop_restored")
     with open(out / "shop.sql", "rb") as dump:
-        subprocess.run(["mariadb", "--no-defaults", f"--socket={mariadb_server.socket}",
-                        "-uroot", "shop_restored"], stdin=dump, check=True)  # fmt: skip
+        subprocess.run(
+            [
+                "mariadb",
+                "--no-defaults",
+                f"--socket={mariadb_server.socket}",
+                "-uroot",
+                "shop_restored",
+            ],
+            stdin=dump,
+            check=True,
+        )
     assert mariadb_counts(mariadb_server, "shop_restored") == expected
     checksum = "CHECKSUM TABLE customers, orders"
     assert [line.split("\t")[1] for line in mariadb_server.sql(checksum, "shop").splitlines()] == [
@@ -70,10 +86,17 @@ def test_mariadb_wrong_password_fails_clearly_and_leaves_nothing(
     tmp_path: Path,
 ) -> None:
     mariadb_server.create_user("backup", "right")
-    d = deploy({"shopdb": {
-        "kind": "mariadb", "databases": [shop_mariadb], "socket": str(mariadb_server.socket),
-        "username": "backup", "password_file": str(_secret(tmp_path, "wrong")),
-    }})  # fmt: skip
+    d = deploy(
+        {
+            "shopdb": {
+                "kind": "mariadb",
+                "databases": [shop_mariadb],
+                "socket": str(mariadb_server.socket),
+                "username": "backup",
+                "password_file": str(_secret(tmp_path, "wrong")),
+            }
+        }
+    )
     assert d.backupctl("backup", "now", "web1/shopdb").returncode == 1
     assert d.archives("web1") == []
     [(error,)] = d.catalogue_rows("SELECT error FROM runs")

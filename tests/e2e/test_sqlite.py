@@ -90,8 +90,9 @@ def no_leftovers(droplet: Droplet) -> Iterator[None]:
 
 def restored_db(d: Deployment, source: str, tmp_path: Path) -> sqlite3.Connection:
     out = tmp_path / f"restored-{source}"
-    [line] = d.backupctl("restore", f"web1/{source}", "--to", str(out),
-                         check=True).stdout.splitlines()  # fmt: skip
+    [line] = d.backupctl(
+        "restore", f"web1/{source}", "--to", str(out), check=True
+    ).stdout.splitlines()
     db = sqlite3.connect(Path(line.split()[0]))
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     return db
@@ -170,8 +171,16 @@ def test_old_sqlite3_falls_back_to_backup_and_says_why_when_it_stalls(
     no_leftovers: None,
 ) -> None:
     path = make_db(droplet, "old.db", "DELETE")
-    d = deploy({"app": {"kind": "sqlite", "path": str(path), "sqlite3": str(old_sqlite3),
-                        "stall_timeout": "3s"}})  # fmt: skip
+    d = deploy(
+        {
+            "app": {
+                "kind": "sqlite",
+                "path": str(path),
+                "sqlite3": str(old_sqlite3),
+                "stall_timeout": "3s",
+            }
+        }
+    )
     # quiet database: the fallback works
     d.backupctl("backup", "now", "web1/app", check=True)
     assert archive_facts(d)[path.name]["method"] == "backup"

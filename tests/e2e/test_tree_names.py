@@ -52,8 +52,7 @@ def bsnapshot(root: Path) -> dict[bytes, tuple[object, ...]]:
                 found[rel] = ("d", st.st_mode, st.st_uid, st.st_gid)
             else:
                 with open(path, "rb") as f:
-                    found[rel] = ("f", st.st_mode, st.st_uid, st.st_gid, int(st.st_mtime),
-                                  f.read())  # fmt: skip
+                    found[rel] = ("f", st.st_mode, st.st_uid, st.st_gid, int(st.st_mtime), f.read())
     return found
 
 
@@ -85,8 +84,16 @@ def pushed_back(d: Deployment, droplet: Droplet, source: str) -> Iterator[Path]:
     dest.mkdir()
     chown_to_droplet(droplet, dest)
     try:
-        d.backupctl("restore", source, "--to-host", "web1", "--path", str(dest / "tree"),
-                    "--yes", check=True)  # fmt: skip
+        d.backupctl(
+            "restore",
+            source,
+            "--to-host",
+            "web1",
+            "--path",
+            str(dest / "tree"),
+            "--yes",
+            check=True,
+        )
         yield dest / "tree"
     finally:
         subprocess.run(["rm", "-rf", str(dest)], check=True)
@@ -133,8 +140,10 @@ def pg_catalogue(pg_cluster: PostgresCluster) -> Iterator[str]:
     db = "backupd_names"
     pg_cluster.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     pg_cluster.createdb(db)
-    yield (f"postgresql+psycopg://{pg_cluster.superuser}@/{db}"
-           f"?host={pg_cluster.socket_dir}&port={pg_cluster.port}")  # fmt: skip
+    yield (
+        f"postgresql+psycopg://{pg_cluster.superuser}@/{db}"
+        f"?host={pg_cluster.socket_dir}&port={pg_cluster.port}"
+    )
     pg_cluster.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
@@ -150,11 +159,13 @@ def test_odd_names_on_a_postgresql_catalogue(
     root = tmp_path / "backupd"
     root.mkdir()
     config = write_fleet_config(
-        root / "backupd.toml", state_dir=root / "state", store=root / "store",
+        root / "backupd.toml",
+        state_dir=root / "state",
+        store=root / "store",
         passphrase_file=write_passphrase(root / "passphrase"),
         hosts=[HostSpec("web1", droplet, {"odd": {"kind": "directory", "path": str(odd_tree)}})],
         extra=f'[catalogue]\nurl = "{pg_catalogue}"',
-    )  # fmt: skip
+    )
     backup = run_tool("backupctl", "--config", str(config), "backup", "now", "web1/odd")
     assert backup.returncode == 0, backup.stderr
     status = pg_cluster.psql("SELECT status FROM runs", db="backupd_names")
@@ -162,6 +173,7 @@ def test_odd_names_on_a_postgresql_catalogue(
     stored = json.loads(pg_cluster.psql("SELECT facts FROM archives", db="backupd_names"))
     assert sorted(sample_names(stored)) == sorted([*NAMES, INNER])
     out = tmp_path / "restored"
-    run_tool("backupctl", "--config", str(config), "restore", "web1/odd", "--to", str(out),
-             check=True)  # fmt: skip
+    run_tool(
+        "backupctl", "--config", str(config), "restore", "web1/odd", "--to", str(out), check=True
+    )
     assert bsnapshot(out) == bsnapshot(odd_tree)

@@ -195,8 +195,9 @@ def test_other_kinds_of_unreadable_and_a_fifo(
     drill = d.backupctl("drill", "web1/shared", "--json")
     [verdict] = json.loads(drill.stdout)["drills"]
     assert drill.returncode == 0 and verdict["verdict"] == "warn"  # restores; incomplete
-    assert verdict["detail"] == ("2 path(s) could not be read at backup time and are not in "
-                                 "this archive")  # fmt: skip
+    assert verdict["detail"] == (
+        "2 path(s) could not be read at backup time and are not in this archive"
+    )
 
 
 def chown_to_droplet_only(path: Path) -> None:

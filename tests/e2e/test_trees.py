@@ -31,8 +31,14 @@ def snapshot(root: Path) -> dict[str, tuple[object, ...]]:
         elif path.is_dir():
             found[rel] = ("d", st.st_mode, st.st_uid, st.st_gid)
         else:
-            found[rel] = ("f", st.st_mode, st.st_uid, st.st_gid, int(st.st_mtime),
-                          path.read_bytes())  # fmt: skip
+            found[rel] = (
+                "f",
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                int(st.st_mtime),
+                path.read_bytes(),
+            )
     return found
 
 
@@ -113,8 +119,9 @@ def test_directory_restores_identically_and_the_second_pull_is_incremental(
 def test_excludes_and_a_refused_restore_into_a_non_empty_directory(
     deploy: Callable[..., Deployment], tree: Path, tmp_path: Path
 ) -> None:
-    d = deploy({"uploads": {"kind": "directory", "path": str(tree),
-                            "excludes": ["*.tmp", "/cache/"]}})  # fmt: skip
+    d = deploy(
+        {"uploads": {"kind": "directory", "path": str(tree), "excludes": ["*.tmp", "/cache/"]}}
+    )
     d.backupctl("backup", "now", "web1/uploads", check=True)
     out = tmp_path / "restored"
     d.backupctl("restore", "web1/uploads", "--to", str(out), check=True)
@@ -149,9 +156,16 @@ def hooks(droplet: Droplet) -> Iterator[Path]:
 def test_after_runs_even_when_the_pull_fails(
     deploy: Callable[..., Deployment], hooks: Path
 ) -> None:
-    d = deploy({"gone": {"kind": "directory", "path": "/nonexistent/tree",
-                         "before": ["snapshot-take", "vg0/data"],
-                         "after": ["snapshot-drop", "vg0/data"]}})  # fmt: skip
+    d = deploy(
+        {
+            "gone": {
+                "kind": "directory",
+                "path": "/nonexistent/tree",
+                "before": ["snapshot-take", "vg0/data"],
+                "after": ["snapshot-drop", "vg0/data"],
+            }
+        }
+    )
     result = d.backupctl("backup", "now", "web1/gone")
     assert result.returncode == 1
     assert hooks.read_text() == "snapshot-take vg0/data\nsnapshot-drop vg0/data\n"
@@ -165,12 +179,20 @@ def test_after_runs_even_when_the_pull_fails(
 def test_a_crash_between_before_and_after_is_cleaned_up_at_the_next_start(
     deploy: Callable[..., Deployment], tree: Path, hooks: Path, droplet: Droplet
 ) -> None:
-    d = deploy({"uploads": {"kind": "directory", "path": str(tree),
-                            "before": ["snapshot-take", "vg0/data"],
-                            "after": ["snapshot-drop", "vg0/data"]}})  # fmt: skip
+    d = deploy(
+        {
+            "uploads": {
+                "kind": "directory",
+                "path": str(tree),
+                "before": ["snapshot-take", "vg0/data"],
+                "after": ["snapshot-drop", "vg0/data"],
+            }
+        }
+    )
     (droplet.bin_dir / "slow").write_text("")
-    proc = subprocess.Popen([str(BIN / "backupctl"), "--config", str(d.config), "backup", "now",
-                             "web1/uploads"])  # fmt: skip
+    proc = subprocess.Popen(
+        [str(BIN / "backupctl"), "--config", str(d.config), "backup", "now", "web1/uploads"]
+    )
     deadline = time.monotonic() + 30
     while "snapshot-take" not in hooks.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -203,15 +225,23 @@ def test_a_backup_beside_a_running_one_leaves_its_owed_cleanup_to_it(
     tiny.mkdir(parents=True, exist_ok=True)
     (tiny / "one.txt").write_text("one\n")
     chown_to_droplet(droplet, tiny)
-    d = deploy({"uploads": {"kind": "directory", "path": str(tree),
-                            "before": ["snapshot-take", "vg0/data"],
-                            "after": ["snapshot-drop", "vg0/data"]},
-                "tiny": {"kind": "directory", "path": str(tiny)}})  # fmt: skip
+    d = deploy(
+        {
+            "uploads": {
+                "kind": "directory",
+                "path": str(tree),
+                "before": ["snapshot-take", "vg0/data"],
+                "after": ["snapshot-drop", "vg0/data"],
+            },
+            "tiny": {"kind": "directory", "path": str(tiny)},
+        }
+    )
     # the take hangs until the test lets it go (5 minutes at most, not the fixture's 30 s)
     (droplet.bin_dir / "snapshot-take").write_text(HOOK.replace("-lt 300", "-lt 3000"))
     (droplet.bin_dir / "slow").write_text("")
-    running = subprocess.Popen([str(BIN / "backupctl"), "--config", str(d.config), "backup",
-                                "now", "web1/uploads"])  # fmt: skip
+    running = subprocess.Popen(
+        [str(BIN / "backupctl"), "--config", str(d.config), "backup", "now", "web1/uploads"]
+    )
     try:
         deadline = time.monotonic() + 60
         while "snapshot-take" not in hooks.read_text() and time.monotonic() < deadline:
@@ -249,8 +279,12 @@ def test_a_docker_volume_is_found_and_pulled(
     script.write_text(DOCKER % tree)
     script.chmod(0o755)
     try:
-        d = deploy({"data": {"kind": "volume", "volume": "uploads_data"},
-                    "missing": {"kind": "volume", "volume": "nope"}})  # fmt: skip
+        d = deploy(
+            {
+                "data": {"kind": "volume", "volume": "uploads_data"},
+                "missing": {"kind": "volume", "volume": "nope"},
+            }
+        )
         d.backupctl("backup", "now", "web1/data", check=True)
         out = tmp_path / "restored"
         d.backupctl("restore", "web1/data", "--to", str(out), check=True)

@@ -235,8 +235,12 @@ class Week:
         def leftovers() -> list[str]:
             return [*processes_under(self.d.root), *sessions(self.fleet)]
 
-        wait_for("nothing of the night to be left running", lambda: not leftovers(),
-                 timeout=120, failing=leftovers)  # fmt: skip
+        wait_for(
+            "nothing of the night to be left running",
+            lambda: not leftovers(),
+            timeout=120,
+            failing=leftovers,
+        )
 
     def check_alerts(self, expected: list[str], night: Night) -> None:
         rows = self.d.catalogue_rows("SELECT kind, host, source FROM alert_events ORDER BY id")
@@ -252,10 +256,13 @@ def processes_under(root: Path) -> list[str]:
 def sessions(fleet: Fleet) -> list[str]:
     """Database sessions on the week's databases other than the asking one."""
     names = ", ".join(f"'{db}'" for db in PG_DATABASES)
-    pg = fleet.pg.psql("SELECT datname || ' ' || state FROM pg_stat_activity WHERE datname IN "
-                       f"({names}) AND pid <> pg_backend_pid()").splitlines()  # fmt: skip
-    maria = fleet.maria.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE "
-                            "USER = 'wk_backup'")  # fmt: skip
+    pg = fleet.pg.psql(
+        "SELECT datname || ' ' || state FROM pg_stat_activity WHERE datname IN "
+        f"({names}) AND pid <> pg_backend_pid()"
+    ).splitlines()
+    maria = fleet.maria.sql(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'wk_backup'"
+    )
     return [line for line in pg if line] + ([f"mariadb: {maria}"] if maria != "0" else [])
 
 
@@ -271,16 +278,26 @@ def finished(week: Week, night: Night, sources: tuple[str, ...]) -> bool:
 
 
 ALL = tuple(s for names in SOURCES.values() for s in names)
-GOOD = {"maindb": "succeeded", "shopdb": "succeeded", "sessions": "succeeded",
-        "uploads": "warning", "media": "succeeded"}  # fmt: skip
+GOOD = {
+    "maindb": "succeeded",
+    "shopdb": "succeeded",
+    "sessions": "succeeded",
+    "uploads": "warning",
+    "media": "succeeded",
+}
 UNREADABLE = ["backup_warning files/uploads"]  # root-only.key, every night: deserved
 
 
 def test_a_week_in_the_life(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Path) -> None:
     root = tmp_path / "backupd"
     root.mkdir()
-    d = Deployment(root, root / "backupd.toml", root / "state", root / "store",
-                   write_passphrase(root / "passphrase"))  # fmt: skip
+    d = Deployment(
+        root,
+        root / "backupd.toml",
+        root / "state",
+        root / "store",
+        write_passphrase(root / "passphrase"),
+    )
     week = Week(fleet, d, smtp_server)
 
     # nights 1 and 2: a timer's `backupd --once`
@@ -298,9 +315,12 @@ def test_a_week_in_the_life(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Pat
     night = week.begin(4, schedule)
     daemon = week.daemon("daemon-4")
     others = ("sessions", "uploads", "media")  # shopdb waits: one job per droplet
-    wait_for("maindb mid-dump, the other hosts done",
-             lambda: fleet.gate.midway() and finished(week, night, others), timeout=600,
-             daemon=daemon)  # fmt: skip
+    wait_for(
+        "maindb mid-dump, the other hosts done",
+        lambda: fleet.gate.midway() and finished(week, night, others),
+        timeout=600,
+        daemon=daemon,
+    )
     kill_tree(daemon.pid)
     daemon.wait()
     fleet.gate.release()
@@ -308,8 +328,11 @@ def test_a_week_in_the_life(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Pat
     wait_for("the restart", lambda: "backupd started" in restarted.log(), daemon=restarted)
     restarted.signal(signal.SIGTERM)
     assert restarted.wait() == 0
-    week.check(night, {**GOOD, "maindb": "interrupted"},
-               [*UNREADABLE, "daemon_restarted /", "run_interrupted db/maindb"])  # fmt: skip
+    week.check(
+        night,
+        {**GOOD, "maindb": "interrupted"},
+        [*UNREADABLE, "daemon_restarted /", "run_interrupted db/maindb"],
+    )
     week.good_shop[4] = 3
 
     # night 5: db's link is cut mid-dump; it is back before the retry, which succeeds
@@ -321,14 +344,20 @@ def test_a_week_in_the_life(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Pat
     link = fleet.droplets["db"].link
     assert link is not None
     link.cut()
-    wait_for("the lost connection to be noticed",
-             lambda: "failed" in week.runs_since(night).get("maindb", []), timeout=180,
-             daemon=daemon)  # fmt: skip
+    wait_for(
+        "the lost connection to be noticed",
+        lambda: "failed" in week.runs_since(night).get("maindb", []),
+        timeout=180,
+        daemon=daemon,
+    )
     link.restore()
     fleet.gate.release()
-    wait_for("night 5", lambda: finished(week, night, ALL)
-             and week.runs_since(night)["maindb"][-1] == "succeeded", timeout=600,
-             daemon=daemon)  # fmt: skip
+    wait_for(
+        "night 5",
+        lambda: finished(week, night, ALL) and week.runs_since(night)["maindb"][-1] == "succeeded",
+        timeout=600,
+        daemon=daemon,
+    )
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
     [(error,)] = d.catalogue_rows(
@@ -364,8 +393,20 @@ def check_a_random_night(week: Week, tmp_path: Path) -> None:
     assert night.ended is not None
     at = night.ended.strftime("%Y-%m-%d %H:%M:%S.%f")
     d = week.d
-    d.backupctl("restore", "db/maindb", "--into-db", "staging", "--item", "wk_shop", "--as",
-                "wk_restored", "--at", at, "--yes", check=True)  # fmt: skip
+    d.backupctl(
+        "restore",
+        "db/maindb",
+        "--into-db",
+        "staging",
+        "--item",
+        "wk_shop",
+        "--as",
+        "wk_restored",
+        "--at",
+        at,
+        "--yes",
+        check=True,
+    )
     expected = week.shop[week.good_shop[night.number]]
     assert week.fleet.pg_state("wk_restored") == expected, f"night {night.number}"
     out = tmp_path / f"uploads-night-{night.number}"

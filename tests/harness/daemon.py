@@ -86,8 +86,11 @@ class DaemonProc:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
             [str(BIN / "backupd"), "--config", str(self.config), *self.extra_args],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         log.close()
         return self
 
@@ -154,13 +157,22 @@ class Fleet:
         path = make_sqlite_db(self.root / f"{db}.db")
         return {"kind": "sqlite", "path": str(path), "sqlite3": str(self.gate.script), **extra}
 
-    def write(self, hosts: dict[str, dict[str, dict[str, Value]]], daemon: str = "",
-              host_overrides: dict[str, HostSpec] | None = None) -> None:  # fmt: skip
+    def write(
+        self,
+        hosts: dict[str, dict[str, dict[str, Value]]],
+        daemon: str = "",
+        host_overrides: dict[str, HostSpec] | None = None,
+    ) -> None:
         specs = [HostSpec(name, self.droplet, sources) for name, sources in hosts.items()]
         specs += list((host_overrides or {}).values())
-        write_fleet_config(self.config, state_dir=self.state, store=self.store,
-                           passphrase_file=self.passphrase, hosts=specs,
-                           extra=f"[daemon]\n{daemon}")  # fmt: skip
+        write_fleet_config(
+            self.config,
+            state_dir=self.state,
+            store=self.store,
+            passphrase_file=self.passphrase,
+            hosts=specs,
+            extra=f"[daemon]\n{daemon}",
+        )
 
     def start(self) -> DaemonProc:
         d = DaemonProc(self.config, self.root / f"backupd-{len(self.daemons)}.log").start()
@@ -183,8 +195,11 @@ class Fleet:
         return [dict(r) for r in rows]
 
     def finished(self, host: str, source: str, status: str = "succeeded") -> list[dict[str, Any]]:
-        return [r for r in self.runs()
-                if (r["host"], r["source"], r["status"]) == (host, source, status)]  # fmt: skip
+        return [
+            r
+            for r in self.runs()
+            if (r["host"], r["source"], r["status"]) == (host, source, status)
+        ]
 
     def archives(self, host: str) -> list[str]:
         ctx = Context(load_config(self.config))

@@ -175,15 +175,18 @@ def sandbox(extra: str = "") -> Iterator[Sandbox]:
 def main() -> int:
     with sandbox() as box:
         d = box.droplet
-        print(f"sandbox droplet: {d.user}@{d.address}:{d.port}, "
-              f"host key pinned in {CONFIG.relative_to(ROOT)}")  # fmt: skip
+        print(
+            f"sandbox droplet: {d.user}@{d.address}:{d.port}, "
+            f"host key pinned in {CONFIG.relative_to(ROOT)}"
+        )
         rc = run(str(BIN / "backupd"), "--config", str(CONFIG), "--once")
         # prove every source restores: scratch servers, checks against the recorded facts
         rc = rc or run(str(BIN / "backupctl"), "--config", str(CONFIG), "drill", "demo")
         run(str(BIN / "backupctl"), "--config", str(CONFIG), "status")
         report = VAR / "report-preview.html"
-        rc = rc or run(str(BIN / "backupctl"), "--config", str(CONFIG), "report", "--preview",
-                       str(report))  # fmt: skip
+        rc = rc or run(
+            str(BIN / "backupctl"), "--config", str(CONFIG), "report", "--preview", str(report)
+        )
         print(f"\nThe weekly report, as it would be mailed: open {report.relative_to(ROOT)}")
         print("\nTry a restore next (the droplet is gone, the backup is not):")
         print(f"  {BIN / 'backupctl'} --config {CONFIG} restore demo/appdb --to var/restore")

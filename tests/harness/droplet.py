@@ -50,11 +50,24 @@ class Droplet:
     def ssh_argv(self, *remote_argv: str) -> list[str]:
         """OpenSSH client argv; the remote shell joins ``remote_argv`` with spaces."""
         return [
-            "ssh", "-F", "/dev/null", "-p", str(self.port), "-i", str(self.key_path),
-            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "IdentitiesOnly=yes",
-            f"{self.user}@{self.address}", *remote_argv,
-        ]  # fmt: skip
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-p",
+            str(self.port),
+            "-i",
+            str(self.key_path),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "IdentitiesOnly=yes",
+            f"{self.user}@{self.address}",
+            *remote_argv,
+        ]
 
     def stop(self) -> None:
         """Stop this sshd and every session it is still serving.
@@ -158,8 +171,9 @@ def _log_tail(droplet: Droplet) -> str:
 def _wait_ready(droplet: Droplet, proc: subprocess.Popen[bytes]) -> None:
     """Until the banner answers and an OpenSSH login sees bin_dir first on PATH."""
     what = f"sshd {droplet.name} on port {droplet.port}"
-    wait_until(lambda: _answers_ssh(droplet.address, droplet.port) or proc.poll() is not None,
-               15, what)  # fmt: skip
+    wait_until(
+        lambda: _answers_ssh(droplet.address, droplet.port) or proc.poll() is not None, 15, what
+    )
     if proc.poll() is not None:
         raise RuntimeError(f"sshd {droplet.name} exited:\n{_log_tail(droplet)}")
     probe = subprocess.run(
@@ -209,8 +223,18 @@ def start_droplet(
         if link is not None:
             link.delete()
         raise
-    droplet = Droplet(name, address, port, user, root / "client_key", host_key_line, root,
-                      root / "bin", proc, link)  # fmt: skip
+    droplet = Droplet(
+        name,
+        address,
+        port,
+        user,
+        root / "client_key",
+        host_key_line,
+        root,
+        root / "bin",
+        proc,
+        link,
+    )
     try:
         _wait_ready(droplet, proc)
     except BaseException:

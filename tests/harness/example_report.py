@@ -33,13 +33,28 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"
 
 def write_config(root: Path, hosts: dict[str, dict[str, str]], extra: str = "") -> Path:
     """A config whose hosts have the given sources ({source: kind}); nothing reachable."""
-    lines = [f'state_dir = "{root / "state"}"', "[store]", f'path = "{root / "store"}"',
-             "[passphrase]", f'file = "{root / "pass"}"']  # fmt: skip
-    options = {"postgresql": "", "mariadb": "", "sqlite": 'path = "/srv/app/app.db"',
-               "directory": 'path = "/srv/files"', "volume": 'volume = "uploads"'}  # fmt: skip
+    lines = [
+        f'state_dir = "{root / "state"}"',
+        "[store]",
+        f'path = "{root / "store"}"',
+        "[passphrase]",
+        f'file = "{root / "pass"}"',
+    ]
+    options = {
+        "postgresql": "",
+        "mariadb": "",
+        "sqlite": 'path = "/srv/app/app.db"',
+        "directory": 'path = "/srv/files"',
+        "volume": 'volume = "uploads"',
+    }
     for n, (host, sources) in enumerate(hosts.items()):
-        lines += [f"[hosts.{host}]", f'address = "203.0.113.{10 + n}"', 'user = "backup"',
-                  f'key = "{root / "id"}"', f'host_key = "{HOST_KEY}"']  # fmt: skip
+        lines += [
+            f"[hosts.{host}]",
+            f'address = "203.0.113.{10 + n}"',
+            'user = "backup"',
+            f'key = "{root / "id"}"',
+            f'host_key = "{HOST_KEY}"',
+        ]
         for source, kind in sources.items():
             lines += [f"[hosts.{host}.sources.{source}]", f'kind = "{kind}"', options[kind]]
     path = root / "backupd.toml"
@@ -58,41 +73,86 @@ def source(s: Session, host: str, name: str, kind: str) -> Source:
     return src
 
 
-def run(s: Session, src: Source, at: datetime, status: str = "succeeded",
-        error: str | None = None, dedup: int = 0, original: int = 0,
-        pruned_at: datetime | None = None) -> Run:  # fmt: skip
+def run(
+    s: Session,
+    src: Source,
+    at: datetime,
+    status: str = "succeeded",
+    error: str | None = None,
+    dedup: int = 0,
+    original: int = 0,
+    pruned_at: datetime | None = None,
+) -> Run:
     """A run; a good one with one archive of the given sizes."""
-    r = Run(source_id=src.id, trigger="schedule", status=status, started_at=at,
-            finished_at=at + timedelta(minutes=4), nbytes=original, error=error)  # fmt: skip
+    r = Run(
+        source_id=src.id,
+        trigger="schedule",
+        status=status,
+        started_at=at,
+        finished_at=at + timedelta(minutes=4),
+        nbytes=original,
+        error=error,
+    )
     s.add(r)
     s.flush()
     if status in ("succeeded", "warning"):
-        s.add(Archive(run_id=r.id, source_id=src.id, repository=f"/store/{src.host.name}",
-                      name=f"{src.name}.{r.id}.{at:%Y%m%dT%H%M%S}", item=src.name,
-                      filename=f"{src.name}.dump", created_at=at, nbytes=original,
-                      sha256="0" * 64, original_size=original, compressed_size=original // 2,
-                      deduplicated_size=dedup, facts={}, pruned_at=pruned_at))  # fmt: skip
+        s.add(
+            Archive(
+                run_id=r.id,
+                source_id=src.id,
+                repository=f"/store/{src.host.name}",
+                name=f"{src.name}.{r.id}.{at:%Y%m%dT%H%M%S}",
+                item=src.name,
+                filename=f"{src.name}.dump",
+                created_at=at,
+                nbytes=original,
+                sha256="0" * 64,
+                original_size=original,
+                compressed_size=original // 2,
+                deduplicated_size=dedup,
+                facts={},
+                pruned_at=pruned_at,
+            )
+        )
     return r
 
 
 Checks = list[dict[str, Any]]
 
 
-def drill(s: Session, src: Source, at: datetime, status: str, rto: float | None,
-          checks: Checks | None = None, detail: str | None = None) -> Drill:  # fmt: skip
-    d = Drill(host=src.host.name, source=src.name, repository=f"/store/{src.host.name}",
-              archive=f"{src.name}.x", trigger="schedule", status=status,
-              started_at=at - timedelta(seconds=rto or 60), finished_at=at, rto_seconds=rto,
-              nbytes=0, checks=checks or [{"check": "sha256", "ok": True, "detail": "matches"}],
-              detail=detail)  # fmt: skip
+def drill(
+    s: Session,
+    src: Source,
+    at: datetime,
+    status: str,
+    rto: float | None,
+    checks: Checks | None = None,
+    detail: str | None = None,
+) -> Drill:
+    d = Drill(
+        host=src.host.name,
+        source=src.name,
+        repository=f"/store/{src.host.name}",
+        archive=f"{src.name}.x",
+        trigger="schedule",
+        status=status,
+        started_at=at - timedelta(seconds=rto or 60),
+        finished_at=at,
+        rto_seconds=rto,
+        nbytes=0,
+        checks=checks or [{"check": "sha256", "ok": True, "detail": "matches"}],
+        detail=detail,
+    )
     s.add(d)
     return d
 
 
 def fill_demo(ctx: Context, now: datetime) -> None:
     """Eight weeks of a small fleet: nightly backups, restore drills on Saturdays."""
-    days = [(now - timedelta(days=d, hours=7)).replace(second=0, microsecond=0)
-            for d in range(55, -1, -1)]  # fmt: skip
+    days = [
+        (now - timedelta(days=d, hours=7)).replace(second=0, microsecond=0)
+        for d in range(55, -1, -1)
+    ]
     with ctx.catalogue.session() as s:
         fleet = {
             ("web1", "maindb", "postgresql"): (38 * MiB, 2.1 * GiB, 210.0),
@@ -105,33 +165,59 @@ def fill_demo(ctx: Context, now: datetime) -> None:
             src = source(s, host, name, kind)
             for n, day in enumerate(days):
                 if name == "uploads" and day > now - timedelta(days=4):
-                    run(s, src, day, "failed", "web2 (203.0.113.11:22): connect failed: "
-                        "timed out after 10s")  # fmt: skip
+                    run(
+                        s,
+                        src,
+                        day,
+                        "failed",
+                        "web2 (203.0.113.11:22): connect failed: timed out after 10s",
+                    )
                     continue
                 first = n == 0  # the first archive holds everything; then the changes
                 # retention: the dailies of the last month, weeklies (and the first) before
                 old = day < now - timedelta(days=31) and not first and n % 7
                 pruned = day + timedelta(days=31) if old else None
-                run(s, src, day, dedup=int(size * 0.45 if first else daily * (1 + n % 3 / 4)),
-                    original=int(size + n * daily), pruned_at=pruned)  # fmt: skip
+                run(
+                    s,
+                    src,
+                    day,
+                    dedup=int(size * 0.45 if first else daily * (1 + n % 3 / 4)),
+                    original=int(size + n * daily),
+                    pruned_at=pruned,
+                )
                 if rto is not None and day.weekday() == 5:
                     slower = rto * (1 + n / 140) * (1.0 + (n % 4) / 12)
                     when = day + timedelta(hours=2)
                     if name == "shopdb" and day > now - timedelta(days=7):
-                        drill(s, src, when, "fail", slower, [
-                            {"check": "sha256", "ok": True, "detail": "matches"},
-                            {"check": "rows", "ok": False, "detail": "orders: 19874 rows, "
-                             "20000 recorded at backup time"},
-                        ])  # fmt: skip
+                        drill(
+                            s,
+                            src,
+                            when,
+                            "fail",
+                            slower,
+                            [
+                                {"check": "sha256", "ok": True, "detail": "matches"},
+                                {
+                                    "check": "rows",
+                                    "ok": False,
+                                    "detail": "orders: 19874 rows, 20000 recorded at backup time",
+                                },
+                            ],
+                        )
                     else:
                         drill(s, src, when, "pass", slower)
 
 
 def demo_html(root: Path, now: datetime | None = None) -> tuple[Path, str]:
     """Build the demo in ``root``; write its HTML preview; (file, verdict)."""
-    config = write_config(root, {"web1": {"maindb": "postgresql", "files": "directory"},
-                                 "web2": {"shopdb": "mariadb", "uploads": "volume"},
-                                 "web3": {"app": "sqlite"}})  # fmt: skip
+    config = write_config(
+        root,
+        {
+            "web1": {"maindb": "postgresql", "files": "directory"},
+            "web2": {"shopdb": "mariadb", "uploads": "volume"},
+            "web3": {"app": "sqlite"},
+        },
+    )
     ctx = Context(load_config(config))
     fill_demo(ctx, now or utcnow())
     for host, gib in (("web1", 19), ("web2", 41), ("web3", 1)):
@@ -159,11 +245,25 @@ def screenshot(page: Path, png: Path, size: tuple[int, int] = (1000, 1400)) -> N
     if browser is None:
         raise RuntimeError("chromium not found (scripts/bootstrap.sh installs it)")
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        argv = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                f"--user-data-dir={profile}", f"--screenshot={png}",
-                f"--window-size={size[0]},{size[1]}", page.resolve().as_uri()]  # fmt: skip
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
-                              env={**os.environ, "HOME": profile})  # fmt: skip
+        argv = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--screenshot={png}",
+            f"--window-size={size[0]},{size[1]}",
+            page.resolve().as_uri(),
+        ]
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "HOME": profile},
+        )
     if done.returncode != 0 or not png.is_file():
         raise RuntimeError(f"chromium exited {done.returncode}: {done.stderr.strip()[-500:]}")
 

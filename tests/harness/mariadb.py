@@ -40,8 +40,17 @@ class MariaDBServer:
         return self._proc.pid if self._proc else None
 
     def sql(self, sql: str, db: str | None = None) -> str:
-        argv = ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot",
-                "--batch", "--raw", "--skip-column-names", "-e", sql]  # fmt: skip
+        argv = [
+            "mariadb",
+            "--no-defaults",
+            f"--socket={self.socket}",
+            "-uroot",
+            "--batch",
+            "--raw",
+            "--skip-column-names",
+            "-e",
+            sql,
+        ]
         if db:
             argv.append(db)
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -65,20 +74,36 @@ class MariaDBServer:
 
 def _install(user: str | None, datadir: Path) -> None:
     install = need("mariadb-install-db", "mariadb-server")
-    run_as(user, [install, "--no-defaults", f"--datadir={datadir}",
-                  "--auth-root-authentication-method=normal", "--skip-test-db"])  # fmt: skip
+    run_as(
+        user,
+        [
+            install,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+    )
 
 
 def _launch(user: str | None, root: Path) -> subprocess.Popen[bytes]:
     server = need("/usr/sbin/mariadbd", "mariadb-server")
     return start_process(
-        [server, "--no-defaults", f"--datadir={root / 'data'}",
-         f"--socket={root / 'mysqld.sock'}", "--skip-networking",
-         f"--pid-file={root / 'mysqld.pid'}", f"--log-error={root / 'error.log'}",
-         f"--tmpdir={root / 'tmp'}", "--innodb-buffer-pool-size=64M",
-         "--innodb-flush-log-at-trx-commit=0"],
-        user=user, log_path=root / "stdout.log",
-    )  # fmt: skip
+        [
+            server,
+            "--no-defaults",
+            f"--datadir={root / 'data'}",
+            f"--socket={root / 'mysqld.sock'}",
+            "--skip-networking",
+            f"--pid-file={root / 'mysqld.pid'}",
+            f"--log-error={root / 'error.log'}",
+            f"--tmpdir={root / 'tmp'}",
+            "--innodb-buffer-pool-size=64M",
+            "--innodb-flush-log-at-trx-commit=0",
+        ],
+        user=user,
+        log_path=root / "stdout.log",
+    )
 
 
 def _wait_ready(server: MariaDBServer, proc: subprocess.Popen[bytes]) -> None:

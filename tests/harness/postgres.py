@@ -51,11 +51,26 @@ class PostgresCluster:
 
     def psql(self, sql: str, db: str = "postgres") -> str:
         result = subprocess.run(
-            [str(postgres_bindir() / "psql"), "-XAtq", "-v", "ON_ERROR_STOP=1",
-             "-h", str(self.socket_dir), "-p", str(self.port), "-U", self.superuser,
-             "-d", db, "-c", sql],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                str(postgres_bindir() / "psql"),
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+                "-U",
+                self.superuser,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"psql failed: {result.stderr.strip()}\nSQL: {sql[:500]}")
         return result.stdout.strip()
@@ -71,19 +86,47 @@ class PostgresCluster:
 
 
 def _initdb(bindir: Path, user: str | None, datadir: Path) -> None:
-    run_as(user, [
-        str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "--no-sync",
-        "-E", "UTF8", "--locale", "C.UTF-8", "-D", str(datadir),
-    ])  # fmt: skip
+    run_as(
+        user,
+        [
+            str(bindir / "initdb"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale",
+            "C.UTF-8",
+            "-D",
+            str(datadir),
+        ],
+    )
 
 
 def _launch(bindir: Path, user: str | None, root: Path, port: int) -> subprocess.Popen[bytes]:
     return start_process(
-        [str(bindir / "postgres"), "-D", str(root / "data"), "-k", str(root / "sock"),
-         "-p", str(port), "-c", "listen_addresses=", "-c", "fsync=off",
-         "-c", "full_page_writes=off", "-c", "synchronous_commit=off"],
-        user=user, log_path=root / "postgres.log",
-    )  # fmt: skip
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(root / "data"),
+            "-k",
+            str(root / "sock"),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "synchronous_commit=off",
+        ],
+        user=user,
+        log_path=root / "postgres.log",
+    )
 
 
 def _wait_ready(bindir: Path, cluster: PostgresCluster, proc: subprocess.Popen[bytes]) -> None:

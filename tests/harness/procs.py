@@ -248,5 +248,8 @@ def command_lines() -> Iterator[tuple[int, str]]:
 
 def processes_naming(needle: str, *, besides: tuple[str, ...] = ("pytest",)) -> list[str]:
     """Command lines that contain ``needle`` (a test's own directory), other than ours."""
-    return [text for _pid, text in command_lines()
-            if needle in text and not any(b in text for b in besides)]  # fmt: skip
+    return [
+        text
+        for _pid, text in command_lines()
+        if needle in text and not any(b in text for b in besides)
+    ]

@@ -23,12 +23,16 @@ def main() -> int:
     out: list[str] = []
     with sandbox(extra=targets_placeholder()) as box:
         pg, maria = box.cluster, box.mariadb
-        box.config.write_text(box.config.read_text().replace(
-            "@PG_SOCKET@", str(pg.socket_dir)).replace("@PG_PORT@", str(pg.port)).replace(
-            "@MARIADB_SOCKET@", str(maria.socket)))  # fmt: skip
+        box.config.write_text(
+            box.config.read_text()
+            .replace("@PG_SOCKET@", str(pg.socket_dir))
+            .replace("@PG_PORT@", str(pg.port))
+            .replace("@MARIADB_SOCKET@", str(maria.socket))
+        )
         env = {**os.environ, "BACKUPD_CONFIG": str(box.config), "COLUMNS": "100"}
-        subprocess.run([str(BIN / "backupd"), "--once"], env=env, check=True, cwd=ROOT,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [str(BIN / "backupd"), "--once"], env=env, check=True, cwd=ROOT, capture_output=True
+        )
         pushed = box.droplet.root / "srv" / "uploads-restored"
         for line in COMMANDS:
             out += transcript([a.replace("@PUSHED@", str(pushed)) for a in line], env)
@@ -41,8 +45,14 @@ def main() -> int:
 
 def transcript(argv: list[str], env: dict[str, str]) -> list[str]:
     """One command and its real output as a Markdown block (with the exit code if not 0)."""
-    result = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, cwd=ROOT,
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [str(BIN / argv[0]), *argv[1:]],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     shown = " ".join(f'"{a}"' if " " in a else a for a in argv)
     out = ["```", f"$ {shown}", (result.stdout + result.stderr).rstrip()]
     if result.returncode:
@@ -53,14 +63,23 @@ def transcript(argv: list[str], env: dict[str, str]) -> list[str]:
 @contextmanager
 def operator_lock(repo: Path, env: dict[str, str]) -> Iterator[None]:
     """A session an operator forgot: ``borg with-lock REPO sleep 600``, ended afterwards."""
-    borg_env = {**env, "BORG_BASE_DIR": str(VAR / "operator-borg"),
-                "BORG_PASSCOMMAND": f"cat {VAR / 'demo-passphrase'}"}  # fmt: skip
-    holder = subprocess.Popen([str(BIN / "borg"), "with-lock", str(repo), "sleep", "600"],
-                              env=borg_env, start_new_session=True)  # fmt: skip
+    borg_env = {
+        **env,
+        "BORG_BASE_DIR": str(VAR / "operator-borg"),
+        "BORG_PASSCOMMAND": f"cat {VAR / 'demo-passphrase'}",
+    }
+    holder = subprocess.Popen(
+        [str(BIN / "borg"), "with-lock", str(repo), "sleep", "600"],
+        env=borg_env,
+        start_new_session=True,
+    )
     try:
         mine = f".{holder.pid}-0"
-        wait_until(lambda: any(n.endswith(mine) for n in _names(repo / "lock.exclusive")), 60,
-                   "borg with-lock to hold the lock")  # fmt: skip
+        wait_until(
+            lambda: any(n.endswith(mine) for n in _names(repo / "lock.exclusive")),
+            60,
+            "borg with-lock to hold the lock",
+        )
         yield
     finally:
         os.killpg(holder.pid, signal.SIGTERM)

@@ -120,19 +120,29 @@ def self_signed(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     now = datetime.now(UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
-                       critical=False)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -143,17 +153,25 @@ def start_smtp_starttls(directory: Path, login: str, password: str) -> tuple[Smt
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
 
-    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
-                     auth_data: Any) -> AuthResult:  # fmt: skip
+    def authenticate(
+        server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
-            login.encode(), password.encode())  # fmt: skip
+            login.encode(),
+            password.encode(),
+        )
         return AuthResult(success=ok, handled=False)
 
     server = SmtpServer("127.0.0.1", free_port())
     controller = Controller(
-        _Handler(server), hostname=server.host, port=server.port, tls_context=tls,
-        require_starttls=True, authenticator=authenticate, auth_required=True,
-    )  # fmt: skip
+        _Handler(server),
+        hostname=server.host,
+        port=server.port,
+        tls_context=tls,
+        require_starttls=True,
+        authenticator=authenticate,
+        auth_required=True,
+    )
     controller.start()
     server._controller = controller
     return server, cert
@@ -166,8 +184,9 @@ def start_smtp_tls(directory: Path) -> tuple[SmtpServer, Path]:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
     server = SmtpServer("127.0.0.1", free_port())
-    controller = Controller(_Handler(server), hostname=server.host, port=server.port,
-                            ssl_context=tls)  # fmt: skip
+    controller = Controller(
+        _Handler(server), hostname=server.host, port=server.port, ssl_context=tls
+    )
     controller.start()
     server._controller = controller
     return server, cert

@@ -177,8 +177,9 @@ class Fleet:
                 "PRAGMA journal_mode=WAL;"
                 "CREATE TABLE sessions (id INTEGER PRIMARY KEY, token TEXT);"
             )
-            db.executemany("INSERT INTO sessions (token) VALUES (?)",
-                           [(f"t{i}" * 40,) for i in range(20000)])  # fmt: skip
+            db.executemany(
+                "INSERT INTO sessions (token) VALUES (?)", [(f"t{i}" * 40,) for i in range(20000)]
+            )
         self._give(self.sqlite.parent, "app")
 
     def _tree(self) -> None:
@@ -190,8 +191,11 @@ class Fleet:
         (self.tree / "odd names").mkdir()
         (self.tree / "odd names" / 'it\'s "quoted" $(x) ünïcode;.txt').write_text("odd\n")
         (self.tree / "odd names" / "-starts with a dash").write_text("dash\n")
-        os.close(os.open(bytes(self.tree / "odd names") + b"/" + NON_UTF8,
-                         os.O_WRONLY | os.O_CREAT, 0o644))  # fmt: skip
+        os.close(
+            os.open(
+                bytes(self.tree / "odd names") + b"/" + NON_UTF8, os.O_WRONLY | os.O_CREAT, 0o644
+            )
+        )
         with open(self.tree / "lastlog", "wb") as f:  # sparse: 256 MiB apparent, 2 bytes real
             f.truncate(256 * 1024 * 1024)
             f.seek(200 * 1024 * 1024)
@@ -212,14 +216,22 @@ class Fleet:
     # -- a day's changes ----------------------------------------------------------------
     def churn(self, night: int) -> None:
         rng, pg = self.rng, self.pg
-        pg.psql(f"INSERT INTO orders (customer_id, total) SELECT 1 + g % 3000, {night}"
-                f" FROM generate_series(1, {rng.randint(50, 500)}) g;"
-                f"UPDATE customers SET email = 'n{night}-' || email WHERE id % 97 = {night};",
-                db="wk_shop")  # fmt: skip
-        pg.psql(f"INSERT INTO posts (author, body) SELECT 'night{night}', md5(g::text)"
-                f" FROM generate_series(1, {rng.randint(10, 200)}) g;", db="wk_forum")  # fmt: skip
-        self.maria.sql(f"INSERT INTO enrolments (course, who) SELECT seq % 200, 'n{night}'"
-                       f" FROM seq_1_to_{rng.randint(10, 300)}", db=MARIA_DB)  # fmt: skip
+        pg.psql(
+            f"INSERT INTO orders (customer_id, total) SELECT 1 + g % 3000, {night}"
+            f" FROM generate_series(1, {rng.randint(50, 500)}) g;"
+            f"UPDATE customers SET email = 'n{night}-' || email WHERE id % 97 = {night};",
+            db="wk_shop",
+        )
+        pg.psql(
+            f"INSERT INTO posts (author, body) SELECT 'night{night}', md5(g::text)"
+            f" FROM generate_series(1, {rng.randint(10, 200)}) g;",
+            db="wk_forum",
+        )
+        self.maria.sql(
+            f"INSERT INTO enrolments (course, who) SELECT seq % 200, 'n{night}'"
+            f" FROM seq_1_to_{rng.randint(10, 300)}",
+            db=MARIA_DB,
+        )
         pages = sorted(self.tree.glob("course-*/page-*.html"))
         rng.choice(pages).unlink()
         rng.choice(pages[1:]).write_bytes(rng.randbytes(5000))
@@ -234,8 +246,9 @@ class Fleet:
     # -- what a source holds now -------------------------------------------------------
     def pg_state(self, db: str) -> dict[str, str]:
         """Per table: its rows' count and a digest of their content, in id order."""
-        tables = self.pg.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                              " ORDER BY 1", db=db).split()  # fmt: skip
+        tables = self.pg.psql(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", db=db
+        ).split()
         digest = "count(*) || ':' || md5(coalesce(string_agg(t::text, '|' ORDER BY id), ''))"
         return {t: self.pg.psql(f"SELECT {digest} FROM {t} t", db=db) for t in tables}
 

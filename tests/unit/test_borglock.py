@@ -23,13 +23,20 @@ FOREIGN = "otherbox@167772161"
 Spawn = Callable[..., int]
 
 
-def write_roster(repo: Path, exclusive: list[tuple[str, int]], shared: list[tuple[str, int]],
-                 age: float = 0) -> None:  # fmt: skip
+def write_roster(
+    repo: Path, exclusive: list[tuple[str, int]], shared: list[tuple[str, int]], age: float = 0
+) -> None:
     """A lock as borg writes it: writers also hold the directory; the roster lists both."""
     repo.mkdir(parents=True, exist_ok=True)
     files = [repo / "lock.roster"]
-    files[0].write_text(json.dumps({"exclusive": [[h, p, 0] for h, p in exclusive],
-                                    "shared": [[h, p, 0] for h, p in shared]}))  # fmt: skip
+    files[0].write_text(
+        json.dumps(
+            {
+                "exclusive": [[h, p, 0] for h, p in exclusive],
+                "shared": [[h, p, 0] for h, p in shared],
+            }
+        )
+    )
     for host, pid in exclusive:
         (repo / "lock.exclusive").mkdir(exist_ok=True)
         files.append(repo / "lock.exclusive" / f"{host}.{pid}-0")
@@ -68,12 +75,20 @@ def test_whose_lock_it_is(tmp_path: Path, spawn: Spawn) -> None:
     other = spawn(**{**mark, "BORG_BASE_DIR": "/elsewhere"}, **{PID_ENV: str(os.getpid())})
     manual = spawn()
     dead = gone_pid()
-    write_roster(tmp_path / "r", [(HERE, ours)],
-                 [(HERE, p) for p in (orphan, other, manual, dead)] + [(FOREIGN, 7)])  # fmt: skip
+    write_roster(
+        tmp_path / "r",
+        [(HERE, ours)],
+        [(HERE, p) for p in (orphan, other, manual, dead)] + [(FOREIGN, 7)],
+    )
     verdicts = {h.pid: h.verdict for h in read_holders(repository_lock(tmp_path / "r"), base)}
-    assert verdicts == {ours: Verdict.OURS, orphan: Verdict.ORPHAN, other: Verdict.MANUAL,
-                        manual: Verdict.MANUAL, dead: Verdict.STALE,
-                        7: Verdict.ELSEWHERE}  # fmt: skip
+    assert verdicts == {
+        ours: Verdict.OURS,
+        orphan: Verdict.ORPHAN,
+        other: Verdict.MANUAL,
+        manual: Verdict.MANUAL,
+        dead: Verdict.STALE,
+        7: Verdict.ELSEWHERE,
+    }
 
 
 class LockedRunner:
@@ -99,8 +114,9 @@ def test_a_foreign_holder_fails_at_once_and_borg_waited_one_second(tmp_path: Pat
     assert len(runner.calls) == 1  # no retry for someone else
     assert runner.calls[0][1:4] == ("list", "--lock-wait", "1")
     message = str(exc.value)
-    assert message.startswith(f"repository {repo} is locked by pid 4242 on another machine "
-                              f"(host id {FOREIGN}) since ")  # fmt: skip
+    assert message.startswith(
+        f"repository {repo} is locked by pid 4242 on another machine (host id {FOREIGN}) since "
+    )
     assert "(41m ago)" in message and f"borg break-lock {repo}" in message
     assert exc.value.transient and exc.value.exit_code == 16
 
@@ -124,14 +140,17 @@ def test_a_foreign_read_lock_keeps_writers_out_not_readers(tmp_path: Path, spawn
     locks.await_free(repo, exclusive=False, wait=600)  # returns: readers share
     with pytest.raises(RepositoryLockedError) as exc:
         locks.await_free(repo, exclusive=True, wait=600)
-    assert f"is held open (a shared lock) by pid {reader} on this machine (sleep 600, " \
-           "not backupd's)" in str(exc.value)  # fmt: skip
+    assert (
+        f"is held open (a shared lock) by pid {reader} on this machine (sleep 600, "
+        "not backupd's)" in str(exc.value)
+    )
 
 
 def test_our_own_job_is_waited_for_and_said_once(tmp_path: Path, spawn: Spawn) -> None:
     base = tmp_path / "base"
-    ours = spawn(**{JOB_ENV: "the prune job of web1", PID_ENV: str(os.getpid()),
-                    "BORG_BASE_DIR": str(base)})  # fmt: skip
+    ours = spawn(
+        **{JOB_ENV: "the prune job of web1", PID_ENV: str(os.getpid()), "BORG_BASE_DIR": str(base)}
+    )
     write_roster(tmp_path / "repo", [(HERE, ours)], [])
     borg = Borg("borg", lambda: "", base)
     heard: list[str] = []
@@ -140,17 +159,20 @@ def test_our_own_job_is_waited_for_and_said_once(tmp_path: Path, spawn: Spawn) -
         borg.locks.await_free(tmp_path / "repo", exclusive=False, wait=1)
     (line,) = heard  # said once, however often it looked again
     where = re.escape(str(tmp_path / "repo"))
-    assert re.fullmatch(rf"waiting up to \ds for the prune job of web1 \(pid {os.getpid()}\) "
-                        rf"to finish: it holds the lock of repository {where} \.\.\.",
-                        line), line  # fmt: skip
+    assert re.fullmatch(
+        rf"waiting up to \ds for the prune job of web1 \(pid {os.getpid()}\) "
+        rf"to finish: it holds the lock of repository {where} \.\.\.",
+        line,
+    ), line
     assert "is still locked by the prune job of web1" in str(exc.value)
     assert "gave up after waiting" in str(exc.value)
     with pytest.raises(RepositoryLockedError, match="it is backupd's own job"):
         borg.locks.await_free(tmp_path / "repo", exclusive=False, wait=0)  # no patience
 
 
-def test_a_stale_lock_is_broken_only_when_every_holder_is_gone(tmp_path: Path,
-                                                              spawn: Spawn) -> None:  # fmt: skip
+def test_a_stale_lock_is_broken_only_when_every_holder_is_gone(
+    tmp_path: Path, spawn: Spawn
+) -> None:
     calls: list[Argv] = []
 
     def runner(argv: Argv, inv: Invocation) -> ProcessResult:

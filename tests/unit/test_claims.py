@@ -28,15 +28,25 @@ def cat(tmp_path: Path) -> Catalogue:
 
 def queued(cat: Catalogue) -> int:
     now = utcnow()
-    return cat.add_report(period_start=now, period_end=now, verdict="pass", subject="s",
-                          recipients=["ops@example.org"], message="m", status=QUEUED)  # fmt: skip
+    return cat.add_report(
+        period_start=now,
+        period_end=now,
+        verdict="pass",
+        subject="s",
+        recipients=["ops@example.org"],
+        message="m",
+        status=QUEUED,
+    )
 
 
 def expire(cat: Catalogue) -> None:
     """Every report claim made longer ago than the lease (its holder crashed, say)."""
     with cat.session() as s:
-        s.execute(update(Report).where(Report.claimed_by.is_not(None))
-                  .values(claimed_at=utcnow() - LEASE - timedelta(seconds=1)))  # fmt: skip
+        s.execute(
+            update(Report)
+            .where(Report.claimed_by.is_not(None))
+            .values(claimed_at=utcnow() - LEASE - timedelta(seconds=1))
+        )
 
 
 def test_tokens_name_this_host_and_process() -> None:
@@ -89,8 +99,9 @@ def test_one_sender_at_a_time_holds_an_alert_key(cat: Catalogue) -> None:
 
 
 def test_a_sender_claims_only_the_events_nobody_else_holds(cat: Catalogue) -> None:
-    held = [cat.record_alert("disk_warning", f"full {i}", dedup_key="disk:warning")
-            for i in range(2)]  # fmt: skip
+    held = [
+        cat.record_alert("disk_warning", f"full {i}", dedup_key="disk:warning") for i in range(2)
+    ]
     assert [e.id for e in cat.claim_alerts("disk:warning", "a:1:x", LEASE)] == held
     late = cat.record_alert("disk_warning", "full 2", dedup_key="disk:warning")
     other = cat.record_alert("disk_critical", "full", dedup_key="disk:critical")

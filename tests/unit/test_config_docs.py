@@ -24,15 +24,23 @@ def keys(model: type[BaseModel], skip: Collection[str] = ()) -> set[str]:
 
 
 def test_every_source_kind_option_is_documented() -> None:
-    missing = {f"{name}.{key}" for name, kind in registry().items()
-               for key in keys(kind.options_model) if key not in DOCUMENTED}  # fmt: skip
+    missing = {
+        f"{name}.{key}"
+        for name, kind in registry().items()
+        for key in keys(kind.options_model)
+        if key not in DOCUMENTED
+    }
     assert missing == set()
 
 
 def test_every_host_source_and_top_level_key_is_documented() -> None:
     internal = {"name", "host", "options", "sources", "path", "catalogue_url"}  # not keys
-    missing = {key for model in (SourceConfig, HostConfig, Config)
-               for key in keys(model, internal) if key not in DOCUMENTED}  # fmt: skip
+    missing = {
+        key
+        for model in (SourceConfig, HostConfig, Config)
+        for key in keys(model, internal)
+        if key not in DOCUMENTED
+    }
     assert missing == set()
 
 

@@ -39,8 +39,10 @@ def test_unit_failed_records_an_alert_and_logs_json(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     result = subprocess.run(
         [BACKUPD, "--config", str(config), "--log-json", "--unit-failed", "backupd.service"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(x) for x in result.stderr.splitlines() if x.strip()]  # all JSON
     (line,) = [x for x in lines if x["level"] == "error"]
@@ -58,8 +60,12 @@ def test_a_second_daemon_on_the_same_state_is_refused(tmp_path: Path) -> None:
     try:
         os.write(fd, b"4242\n")
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running daemon holds it
-        result = subprocess.run([BACKUPD, "--config", str(config), "--once"],
-                                capture_output=True, text=True, check=False)  # fmt: skip
+        result = subprocess.run(
+            [BACKUPD, "--config", str(config), "--once"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     finally:
         os.close(fd)
     assert result.returncode == 2
@@ -70,8 +76,9 @@ def test_a_second_daemon_on_the_same_state_is_refused(tmp_path: Path) -> None:
 def test_a_broken_config_is_one_clean_error(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     config.write_text(config.read_text() + '\n[daemon]\nschedule = "nightly"\nworkers = 0\n')
-    result = subprocess.run([BACKUPD, "--config", str(config)], capture_output=True, text=True,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        [BACKUPD, "--config", str(config)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 2
     assert "daemon.schedule: not a crontab schedule" in result.stderr
     assert "daemon.workers" in result.stderr and "Traceback" not in result.stderr
@@ -79,11 +86,20 @@ def test_a_broken_config_is_one_clean_error(tmp_path: Path) -> None:
 
 def test_backupctl_offers_shell_completion() -> None:
     backupctl = str(Path(sys.executable).parent / "backupctl")
-    script = subprocess.run([backupctl], env={**os.environ, "_BACKUPCTL_COMPLETE": "bash_source"},
-                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    script = subprocess.run(
+        [backupctl],
+        env={**os.environ, "_BACKUPCTL_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "_backupctl_completion" in script
-    env = {**os.environ, "_BACKUPCTL_COMPLETE": "bash_complete", "COMP_WORDS": "backupctl ar",
-           "COMP_CWORD": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "_BACKUPCTL_COMPLETE": "bash_complete",
+        "COMP_WORDS": "backupctl ar",
+        "COMP_CWORD": "1",
+    }
     answer = subprocess.run([backupctl], env=env, capture_output=True, text=True, check=True)
     assert answer.stdout.split() == ["plain,archives"]
 
@@ -93,8 +109,10 @@ def test_unit_failed_with_an_invalid_config_still_says_why(tmp_path: Path) -> No
     config.write_text(config.read_text() + "\n[daemon]\nworkers = 0\n")
     result = subprocess.run(
         [BACKUPD, "--config", str(config), "--unit-failed", "backupd.service"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if Path("/var/lib/backupd/catalogue.db").exists():  # recorded in the default catalogue
         assert result.returncode == 0
     else:  # nowhere to record it: the journal line is all there is, and the exit says so

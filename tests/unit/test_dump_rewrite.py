@@ -72,21 +72,27 @@ def test_the_same_name_changes_no_names_and_existing_definers_stay() -> None:
 
 
 def test_names_with_newlines_and_quotes_open_across_lines() -> None:
-    dump = (b"/*!50013 DEFINER=`rep\norter`@`localhost` SQL SECURITY DEFINER */\n"
-            b"/*!50001 VIEW `v` AS select `sh\nop`.`t`.`id` AS `id` from `t` */;\n")  # fmt: skip
+    dump = (
+        b"/*!50013 DEFINER=`rep\norter`@`localhost` SQL SECURITY DEFINER */\n"
+        b"/*!50001 VIEW `v` AS select `sh\nop`.`t`.`id` AS `id` from `t` */;\n"
+    )
     load = PortableLoad("sh\nop", "n", ["t"], lambda u, h: False)
     out = b"".join(load.feed(dump[i : i + 4]) for i in range(0, len(dump), 4)) + load.end()
-    assert out == (b"/*!50013 DEFINER=CURRENT_USER SQL SECURITY DEFINER */\n"
-                   b"/*!50001 VIEW `v` AS select `n`.`t`.`id` AS `id` from `t` */;\n")  # fmt: skip
+    assert out == (
+        b"/*!50013 DEFINER=CURRENT_USER SQL SECURITY DEFINER */\n"
+        b"/*!50001 VIEW `v` AS select `n`.`t`.`id` AS `id` from `t` */;\n"
+    )
     assert load.notes()[0].startswith("1 object(s) defined by rep\norter@localhost")
 
 
 def test_one_table_filter_follows_a_heading_continued_on_the_next_comment_line() -> None:
-    dump = (b"/*!40101 SET NAMES utf8mb4 */;\n--\n-- Table structure for table `new\n-- line`\n"
-            b"--\nCREATE TABLE `new\nline` (`id` int);\n--\n-- Dumping data for table `new\n"
-            b"-- line`\n--\nINSERT INTO `new\nline` VALUES\n(1),\n(2);\n--\n"
-            b"-- Table structure for table `other`\n--\nCREATE TABLE `other` (`id` int);\n"
-            b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n")  # fmt: skip
+    dump = (
+        b"/*!40101 SET NAMES utf8mb4 */;\n--\n-- Table structure for table `new\n-- line`\n"
+        b"--\nCREATE TABLE `new\nline` (`id` int);\n--\n-- Dumping data for table `new\n"
+        b"-- line`\n--\nINSERT INTO `new\nline` VALUES\n(1),\n(2);\n--\n"
+        b"-- Table structure for table `other`\n--\nCREATE TABLE `other` (`id` int);\n"
+        b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n"
+    )
     for chunk in (1, 6, len(dump)):
         f = OneTableFilter("new\nline")
         out = b"".join(f.feed(dump[i : i + chunk]) for i in range(0, len(dump), chunk)) + f.end()

@@ -102,9 +102,11 @@ def test_manifest_of_odd_names_round_trips_and_verifies(tmp_path: Path) -> None:
 
 
 def test_old_manifests_with_plain_strings_still_parse() -> None:
-    old = (b'["f", "a/b.txt", 3, 420, 0, 0, 1600000000, "' + b"ab" * 32 + b'"]\n'
-           b'["l", "link", 0, 511, 0, 0, 1600000000, "a/b.txt"]\n'
-           b'["d", "a", 0, 493, 0, 0, 1600000000, ""]\n')  # fmt: skip
+    old = (
+        b'["f", "a/b.txt", 3, 420, 0, 0, 1600000000, "' + b"ab" * 32 + b'"]\n'
+        b'["l", "link", 0, 511, 0, 0, 1600000000, "a/b.txt"]\n'
+        b'["d", "a", 0, 493, 0, 0, 1600000000, ""]\n'
+    )
     entries = parse_manifest(old)
     assert [e[1] for e in entries] == [b"a/b.txt", b"link", b"a"]
     assert entries[1][7] == b"a/b.txt"

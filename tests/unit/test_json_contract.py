@@ -25,8 +25,11 @@ BACKUPD = Path(__file__).resolve().parents[2] / "backupd"
 
 def json_commands() -> set[str]:
     """Every command of the real click tree with a --json option, as "status", "key export"."""
-    return {path.removeprefix("backupctl ") for path, cmd in commands(cli)
-            if any("--json" in p.opts for p in cmd.params)}  # fmt: skip
+    return {
+        path.removeprefix("backupctl ")
+        for path, cmd in commands(cli)
+        if any("--json" in p.opts for p in cmd.params)
+    }
 
 
 def test_every_json_option_has_a_documented_schema_and_nothing_else_does() -> None:
@@ -89,9 +92,12 @@ def test_the_schemas_catch_drift() -> None:
 
     assert broken() == []
     assert any("'duration' was unexpected" in p for p in broken(duration=3))
-    assert any("'nbytes' is a required property" in p
-               for p in problems(schema, {"schema_version": 1, "runs": [
-                   {k: v for k, v in run.items() if k != "nbytes"}]}))  # fmt: skip
+    assert any(
+        "'nbytes' is a required property" in p
+        for p in problems(
+            schema, {"schema_version": 1, "runs": [{k: v for k, v in run.items() if k != "nbytes"}]}
+        )
+    )
     assert broken(nbytes="12 KiB") and broken(started_at="2026-11-25 02:14:09")
     assert broken(finished_at="2026-11-25T02:14:09Z") and broken(status="ok")
     assert problems(schema, {"schema_version": 2, "runs": []})
@@ -100,8 +106,13 @@ def test_the_schemas_catch_drift() -> None:
 
 def test_nullable_fields_are_found_through_refs_and_unions() -> None:
     status = nullable_paths(blocks("schema")["status"])
-    assert {"sources[].last_success", "sources[].last_drill", "sources[].last_drill.detail",
-            "sources[].daemon", "queue[].pid"} <= status  # fmt: skip
+    assert {
+        "sources[].last_success",
+        "sources[].last_drill",
+        "sources[].last_drill.detail",
+        "sources[].daemon",
+        "queue[].pid",
+    } <= status
     assert "sources[].stale" not in status and "queue[].since" not in status
 
 
@@ -117,15 +128,20 @@ def test_emit_json_prints_one_versioned_object_with_utc_times(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     east = timezone(timedelta(hours=5, minutes=30))
-    emit_json(rows=[Row("a", datetime(2026, 11, 25, 7, 44, 9, 120_000, tzinfo=east),
-                        Path("/srv/k\u00e9y"))], naive=datetime(2026, 1, 2, 3, 4, 5))  # fmt: skip
+    emit_json(
+        rows=[
+            Row("a", datetime(2026, 11, 25, 7, 44, 9, 120_000, tzinfo=east), Path("/srv/k\u00e9y"))
+        ],
+        naive=datetime(2026, 1, 2, 3, 4, 5),
+    )
     text = capsys.readouterr().out
     assert text.isascii()
     document = json.loads(text)
     assert list(document) == ["schema_version", "rows", "naive"]
     assert document["schema_version"] == 1
-    assert document["rows"] == [{"name": "a", "at": "2026-11-25T02:14:09+00:00",
-                                 "path": "/srv/k\u00e9y", "done": None}]  # fmt: skip
+    assert document["rows"] == [
+        {"name": "a", "at": "2026-11-25T02:14:09+00:00", "path": "/srv/k\u00e9y", "done": None}
+    ]
     assert document["naive"] == "2026-01-02T03:04:05+00:00"  # naive is UTC, as in the catalogue
 
 

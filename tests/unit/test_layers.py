@@ -14,9 +14,14 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LINT_IMPORTS), "--config", str(tree / "pyproject.toml")],
-                          cwd=tree, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(tree / "pyproject.toml")],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def copy_of_the_code(tmp_path: Path) -> Path:

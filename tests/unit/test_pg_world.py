@@ -90,14 +90,25 @@ def test_one_table_brings_its_types_domain_function_and_what_it_owns() -> None:
     people = find_table(entries, "public", "people")
     chosen = select_table(entries, people, present=())
     assert labels(chosen.entries) == [
-        "encoding ENCODING", "stdstrings STDSTRINGS", "searchpath SEARCHPATH",
-        "type public.mood", "domain public.posint", "function public.next_code()",
-        "table public.people", "comment public.TABLE people", "acl public.TABLE people",
-        "sequence public.people_id_seq", "sequence owned by public.people_id_seq",
-        "default public.people id", "table data public.people",
-        "sequence set public.people_id_seq", "constraint public.people people_pkey",
-        "index public.people_m_idx", "policy public.people p", "row security public.people",
-    ]  # fmt: skip
+        "encoding ENCODING",
+        "stdstrings STDSTRINGS",
+        "searchpath SEARCHPATH",
+        "type public.mood",
+        "domain public.posint",
+        "function public.next_code()",
+        "table public.people",
+        "comment public.TABLE people",
+        "acl public.TABLE people",
+        "sequence public.people_id_seq",
+        "sequence owned by public.people_id_seq",
+        "default public.people id",
+        "table data public.people",
+        "sequence set public.people_id_seq",
+        "constraint public.people people_pkey",
+        "index public.people_m_idx",
+        "policy public.people p",
+        "row security public.people",
+    ]
     # another table's foreign key to it is not its own: neither chosen nor reported
     assert chosen.left_out == []
     assert b"3370; 0 16399 TABLE DATA public people app_owner\n" in chosen.use_list()
@@ -117,8 +128,9 @@ def test_an_identity_table_leaves_out_its_foreign_key_and_says_so() -> None:
 def test_a_foreign_key_between_tables_whose_names_share_a_prefix_belongs_to_its_own() -> None:
     toc = TOC.replace("TABLE public tickets postgres", "TABLE public people x postgres")
     toc = toc.replace("TABLE DATA public tickets", "TABLE DATA public people x")
-    toc = toc.replace("FK CONSTRAINT public tickets tickets_person_fkey",
-                      "FK CONSTRAINT public people x fk")  # fmt: skip
+    toc = toc.replace(
+        "FK CONSTRAINT public tickets tickets_person_fkey", "FK CONSTRAINT public people x fk"
+    )
     entries = parse_toc(toc)
     chosen = select_table(entries, find_table(entries, "public", "people x"), present=())
     assert labels(chosen.left_out) == ["fk constraint public.people x fk"]
@@ -142,7 +154,10 @@ def test_a_table_whose_names_hold_syntax_is_found_exactly() -> None:
     entries = parse_toc(TOC)
     odd = find_table(entries, "s=1", "t|x\ny")  # the listing shows the newline as a space
     assert labels(select_table(entries, odd, present=()).entries)[3:] == [
-        "schema s=1", "table s=1.t|x y", "table data s=1.t|x y"]  # fmt: skip
+        "schema s=1",
+        "table s=1.t|x y",
+        "table data s=1.t|x y",
+    ]
     with pytest.raises(RestoreError, match="not in this dump's table of contents"):
         find_table(entries, "public", "peop")
 
@@ -181,9 +196,11 @@ def test_globals_give_roles_without_passwords_or_powers() -> None:
     assert known.inherit == {"app_reader": False, odd: True, "postgres": True}
     assert known.memberships == [("app_reader", odd)]
     sql = create_roles_sql(["app_reader", odd], known)
-    assert sql == ('CREATE ROLE "app_reader" NOLOGIN NOINHERIT;\n'
-                   'CREATE ROLE "Odd ""one""\ntwo" NOLOGIN;\n'
-                   'GRANT "app_reader" TO "Odd ""one""\ntwo";\n')  # fmt: skip
+    assert sql == (
+        'CREATE ROLE "app_reader" NOLOGIN NOINHERIT;\n'
+        'CREATE ROLE "Odd ""one""\ntwo" NOLOGIN;\n'
+        'GRANT "app_reader" TO "Odd ""one""\ntwo";\n'
+    )
     assert "GRANT" not in create_roles_sql(["app_reader"], known)  # only among created ones
     assert len(list(statements("SELECT ';' ; -- x;\nSELECT \"a;b\";"))) == 2
 
@@ -196,17 +213,25 @@ def test_roles_a_restore_needs_with_and_without_owners() -> None:
 
 
 def test_world_facts_of_postgres_15_and_17() -> None:
-    v15 = ('{"database": {"encoding": "SQL_ASCII", "datcollate": "C", "datctype": "C", '
-           '"datlocprovider": "c", "daticulocale": null}, "roles": {"owner": ["app"]}, '
-           '"bootstrap_role": "postgres", "extensions": {"plpgsql": "1.0"}, '
-           '"large_objects": 20000, "relations": 3}')  # fmt: skip
+    v15 = (
+        '{"database": {"encoding": "SQL_ASCII", "datcollate": "C", "datctype": "C", '
+        '"datlocprovider": "c", "daticulocale": null}, "roles": {"owner": ["app"]}, '
+        '"bootstrap_role": "postgres", "extensions": {"plpgsql": "1.0"}, '
+        '"large_objects": 20000, "relations": 3}'
+    )
     facts = world_facts(v15)
-    assert facts["database"] == {"encoding": "SQL_ASCII", "lc_collate": "C", "lc_ctype": "C",
-                                 "locale_provider": "libc"}  # fmt: skip
+    assert facts["database"] == {
+        "encoding": "SQL_ASCII",
+        "lc_collate": "C",
+        "lc_ctype": "C",
+        "locale_provider": "libc",
+    }
     assert facts["roles"] == {"owner": ["app", "postgres"]}
     assert (facts["large_objects"], facts["relations"]) == (20000, 3)
-    v17 = ('{"database": {"encoding": "UTF8", "datcollate": "C", "datctype": "C", '
-           '"datlocprovider": "i", "datlocale": "sv-SE"}}')  # fmt: skip
+    v17 = (
+        '{"database": {"encoding": "UTF8", "datcollate": "C", "datctype": "C", '
+        '"datlocprovider": "i", "datlocale": "sv-SE"}}'
+    )
     assert world_facts(v17)["database"]["icu_locale"] == "sv-SE"
     assert world_facts(v17)["database"]["locale_provider"] == "icu"
 
@@ -241,10 +266,19 @@ class ServerSays:
         return RemoteResult(tuple(argv), 0, self.answer.encode(), b"", 0.1)
 
 
-RESTORED = ('{"database": {"encoding": "%s", "datcollate": "C", "datctype": "C", '
-            '"datlocprovider": "c"}, "large_objects": %d}')  # fmt: skip
-LEGACY = {"database": {"encoding": "SQL_ASCII", "lc_collate": "C", "lc_ctype": "C",
-                       "locale_provider": "libc"}, "large_objects": 3}  # fmt: skip
+RESTORED = (
+    '{"database": {"encoding": "%s", "datcollate": "C", "datctype": "C", '
+    '"datlocprovider": "c"}, "large_objects": %d}'
+)
+LEGACY = {
+    "database": {
+        "encoding": "SQL_ASCII",
+        "lc_collate": "C",
+        "lc_ctype": "C",
+        "locale_provider": "libc",
+    },
+    "large_objects": 3,
+}
 
 
 def check(answer: str, table: str | None = None) -> list[dict[str, object]]:
@@ -254,7 +288,9 @@ def check(answer: str, table: str | None = None) -> list[dict[str, object]]:
 
 def test_a_restored_database_is_checked_against_its_recorded_properties() -> None:
     assert [c["detail"] for c in check(RESTORED % ("SQL_ASCII", 3))] == [
-        "encoding SQL_ASCII, collate C, ctype C as recorded", "3 as recorded"]  # fmt: skip
+        "encoding SQL_ASCII, collate C, ctype C as recorded",
+        "3 as recorded",
+    ]
     with pytest.raises(VerificationError, match="encoding UTF8, recorded SQL_ASCII"):
         check(RESTORED % ("UTF8", 3))
     with pytest.raises(VerificationError, match="has 2 large object"):

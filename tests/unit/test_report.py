@@ -74,8 +74,7 @@ def test_the_verdict_comes_first_and_failures_are_fail_in_the_text(ctx: Context)
     assert first.startswith("ACTION NEEDED (2 problems)")
     lines = text.splitlines()
     problems = [line for line in lines if line.startswith("  FAIL ")]
-    assert any("web1/maindb: last restore drill FAILED: rows: orders: 14999" in p
-               for p in problems)  # fmt: skip
+    assert any("web1/maindb: last restore drill FAILED: rows: orders: 14999" in p for p in problems)
     assert any("web1/files: STALE: last complete backup 8d 23h ago" in p for p in problems)
     assert any("WARN  web2/app: never drilled" in line for line in lines)
     row = next(line for line in lines if line.startswith("FAIL") and "web1/maindb" in line)

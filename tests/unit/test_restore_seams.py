@@ -102,8 +102,9 @@ def producer(chunks: list[bytes]) -> Callable[[Callable[[bytes], object]], None]
 
 def test_feed_local_hands_over_everything() -> None:
     script = "import sys; d = sys.stdin.buffer.read(); print(len(d))"
-    result = feed_local((sys.executable, "-c", script), Invocation(timeout=60),
-                        producer([b"x" * 100_000] * 30))  # fmt: skip
+    result = feed_local(
+        (sys.executable, "-c", script), Invocation(timeout=60), producer([b"x" * 100_000] * 30)
+    )
     assert result.ok and result.complete and result.fed_bytes == 3_000_000
     assert result.output_tail() == "3000000"
 
@@ -126,8 +127,9 @@ def test_feed_local_stops_the_producer_when_the_consumer_dies() -> None:
 
 def test_feed_local_deadline_stops_a_stuck_consumer() -> None:
     script = "import time; time.sleep(60)"
-    result = feed_local((sys.executable, "-c", script), Invocation(timeout=1.0),
-                        producer([b"z" * 1_000_000] * 200))  # fmt: skip
+    result = feed_local(
+        (sys.executable, "-c", script), Invocation(timeout=1.0), producer([b"z" * 1_000_000] * 200)
+    )
     assert result.timed_out and not result.ok
 
 

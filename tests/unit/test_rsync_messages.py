@@ -33,9 +33,13 @@ def test_rsync_messages_give_names_back_as_bytes() -> None:
         b"at main.c(1394) [sender=3.5.0]\n"
     )
     found = sender_errors(stderr, "/srv/t/")
-    assert found.denied == {b"closed": True, b'caf\xe9 \\"q\\".txt': False,
-                            b'a "quoted" name': False, b"nox/f": False,
-                            b"nox/g": False}  # fmt: skip
+    assert found.denied == {
+        b"closed": True,
+        b'caf\xe9 \\"q\\".txt': False,
+        b'a "quoted" name': False,
+        b"nox/f": False,
+        b"nox/g": False,
+    }
     assert found.vanished == [b"tmp/x"] and not found.root_denied and not found.unknown
 
 

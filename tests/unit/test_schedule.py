@@ -43,10 +43,16 @@ def test_bad_schedules_are_config_errors_with_their_key() -> None:
         "store": {"path": "/s"},
         "passphrase": {"file": "/p"},
         "daemon": {"schedule": "every night"},
-        "hosts": {"h": {"address": "a", "user": "u", "key": "/k", "host_key": "ssh-ed25519 A",
-                        "sources": {"s": {"kind": "sqlite", "path": "/x.db",
-                                          "schedule": "61 * * * *"}}}},
-    }  # fmt: skip
+        "hosts": {
+            "h": {
+                "address": "a",
+                "user": "u",
+                "key": "/k",
+                "host_key": "ssh-ed25519 A",
+                "sources": {"s": {"kind": "sqlite", "path": "/x.db", "schedule": "61 * * * *"}},
+            }
+        },
+    }
     with pytest.raises(ConfigError) as e:
         parse_config(raw, Path("/etc/backupd/backupd.toml"), kinds=kind_models())
     keys = [p.split(": ")[1] for p in e.value.problems]

@@ -115,8 +115,14 @@ def fake_root(tmp_path: Path) -> Path:
     """A root with this machine's stock units (sysinit.target & co.), ours, and stand-ins
     for the programs the units start, so ``verify`` can run before backupd is installed."""
     root = tmp_path / "root"
-    stock = next((p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
-                  if (p / "sysinit.target").exists()), None)  # fmt: skip
+    stock = next(
+        (
+            p
+            for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
+            if (p / "sysinit.target").exists()
+        ),
+        None,
+    )
     if stock is None:
         pytest.skip("no systemd unit directory with sysinit.target on this machine")
     shutil.copytree(stock, root / "usr/lib/systemd/system", symlinks=True)
@@ -267,8 +273,11 @@ def test_tmpfiles_creates_the_tree(tmp_path: Path) -> None:
         (root / "etc/backupd" / name).write_text("x")
         (root / "etc/backupd" / name).chmod(0o644)
     offline(tmp_path, "systemd-tmpfiles", "tmpfiles")("--create")
-    backupd = next(line for line in (root / "etc/passwd").read_text().splitlines()
-                   if line.startswith("backupd:")).split(":")  # fmt: skip
+    backupd = next(
+        line
+        for line in (root / "etc/passwd").read_text().splitlines()
+        if line.startswith("backupd:")
+    ).split(":")
     uid, gid = int(backupd[2]), int(backupd[3])
     for path, (kind, mode, user, group) in tmpfiles().items():
         target = root / path.lstrip("/")

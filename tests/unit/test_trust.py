@@ -57,8 +57,9 @@ def test_both_pins_at_once_are_refused(tmp_path: Path) -> None:
 def test_the_pin_file_is_looked_up_by_address_and_port(tmp_path: Path) -> None:
     pins = tmp_path / "known_hosts"
     pins.write_text(f"[203.0.113.7]:2222 {KEY}\n")
-    target = SSHTarget("web1", "203.0.113.7", 2222, "u", Path("/k"), known_hosts=pins,
-                       pin_file=True)  # fmt: skip
+    target = SSHTarget(
+        "web1", "203.0.113.7", 2222, "u", Path("/k"), known_hosts=pins, pin_file=True
+    )
     assert pinned_keys(target) == (KEY,)
     on_22 = SSHTarget("web1", "203.0.113.7", 22, "u", Path("/k"), known_hosts=pins)
     assert pinned_keys(on_22) == ()

@@ -25,8 +25,9 @@ def test_bad_durations(text: object) -> None:
         parse_duration(text)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [(0, 0.0), ("0", 0.0), ("0s", 0.0), ("0m", 0.0),
-                                               ("1h", 3600.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "seconds"), [(0, 0.0), ("0", 0.0), ("0s", 0.0), ("0m", 0.0), ("1h", 3600.0)]
+)
 def test_delays_may_be_zero_written_any_way(text: object, seconds: float) -> None:
     """`jitter = "0s"` is how a person writes "no jitter" (it was refused as not positive)."""
     assert parse_delay(text) == seconds
@@ -116,8 +117,9 @@ def test_remote_command_line_keeps_stdin_for_the_command() -> None:
     from backupd.remote.ssh import remote_command_line
 
     line = remote_command_line(["cat"])
-    out = subprocess.run(["sh", "-c", line], input="to the command", capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        ["sh", "-c", line], input="to the command", capture_output=True, text=True, check=True
+    )
     assert out.stdout == "to the command"
 
 

@@ -151,6 +151,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("queued_jobs", "maintenance_runs", "pending_cleanups", "alert_events",
-                  "archives", "runs", "sources", "hosts"):  # fmt: skip
+    for table in (
+        "queued_jobs",
+        "maintenance_runs",
+        "pending_cleanups",
+        "alert_events",
+        "archives",
+        "runs",
+        "sources",
+        "hosts",
+    ):
         op.drop_table(table)  # their indexes go with them
