@@ -14,7 +14,8 @@ class BackupdError(Exception):
     """Base of every error backupd reports to a person."""
 
     exit_code = 1
-    transient = False
+    transient = False  # trying again later may help (the daemon retries)
+    stderr_tail = ""  # the tail of a remote or local command's stderr, when one failed
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -37,6 +37,14 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def remote_prefix(self) -> tuple[str, ...]:
+        """What every droplet command of this source starts with (sudo, docker exec)."""
+        return ()
+
+    def program(self, name: str) -> str:
+        """The droplet program this source runs for ``name`` (an option may name another)."""
+        return name
+
 
 class ExecOptions(Options):
     """Where a kind's tools run on the droplet: directly, as another user, or in a container."""
@@ -45,6 +53,9 @@ class ExecOptions(Options):
     container_user: str | None = None  # docker exec --user
     sudo_user: str | None = None  # run as this OS user (sudo -n -u USER)
     docker: str = "docker"
+
+    def remote_prefix(self) -> tuple[str, ...]:
+        return self.exec_prefix()
 
     def exec_prefix(self) -> tuple[str, ...]:
         prefix: tuple[str, ...] = ()
@@ -83,6 +94,7 @@ class DumpStream:
     filename: str  # the file's name inside the archive
     argv: tuple[str, ...]  # remote command that writes the dump to stdout
     tool: str  # the dump tool's name, for messages ("pg_dump exited with status 1")
+    programs: tuple[str, ...] = ()  # what it runs on the droplet (config check looks)
     stdin: bytes = field(default=b"", repr=False)  # fed first (e.g. an option file); secret
     counter: str | None = None  # a stream fact counter the relay runs (backupd/remote/counters.py)
     # the smallest output that can be right, when the source's min_bytes (meant for its
@@ -98,6 +110,7 @@ class TreeTransfer:
     path: str  # remote directory (absolute)
     excludes: tuple[str, ...] = ()
     rsync_path: str = "rsync"  # remote rsync command, e.g. "sudo -n rsync"
+    programs: tuple[str, ...] = ("rsync",)  # what it runs on the droplet (config check looks)
     sudo: bool = False  # read as root: what the login user may not read is still read
     before: tuple[str, ...] | None = None  # remote argv run first (e.g. take a snapshot)
     after: tuple[str, ...] | None = None  # remote argv always run afterwards (cleanup)

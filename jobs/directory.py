@@ -43,6 +43,12 @@ class TreeOptions(Options):
             raise ValueError("give the command as a non-empty list of arguments")
         return value
 
+    def remote_prefix(self) -> tuple[str, ...]:
+        return ("sudo", "-n") if self.sudo else ()
+
+    def program(self, name: str) -> str:
+        return self.rsync if name == "rsync" else name
+
     def rsync_path(self) -> str:
         return f"sudo -n {self.rsync}" if self.sudo else self.rsync
 
@@ -52,6 +58,7 @@ class TreeOptions(Options):
             path=path,
             excludes=self.excludes,
             rsync_path=self.rsync_path(),
+            programs=(self.rsync,),
             sudo=self.sudo,
             before=self.before,
             after=self.after,

@@ -81,6 +81,7 @@ class MariaDB:
                 item=db,
                 filename=f"{slug(db)}.sql",
                 tool=options.dump,
+                programs=(options.client, options.dump),
                 argv=(*options.exec_prefix(), *_dump_script(options, db)),
                 stdin=stdin,
             )

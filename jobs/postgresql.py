@@ -45,6 +45,7 @@ class PostgreSQL:
                 item=db,
                 filename=f"{slug(db)}.pgdump",
                 tool="pg_dump",
+                programs=(options.pg_dump, options.psql),
                 argv=(
                     *prefix,
                     options.pg_dump,
@@ -64,6 +65,7 @@ class PostgreSQL:
                     item=GLOBALS_ITEM,
                     filename="globals.sql",
                     tool="pg_dumpall",
+                    programs=(options.pg_dumpall,),
                     argv=(
                         *prefix,
                         options.pg_dumpall,

@@ -141,6 +141,7 @@ class SQLite:
                 item=stem,
                 filename=f"{slug(stem)}.sqlite",
                 tool="sqlite3 online copy",
+                programs=(options.sqlite3,),
                 argv=(
                     *options.exec_prefix(),
                     "sh",

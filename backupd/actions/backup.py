@@ -142,7 +142,7 @@ def _pull(
 
 
 def _with_tail(e: BackupdError) -> str:
-    tail = getattr(e, "stderr_tail", "")
+    tail = e.stderr_tail
     return f"{e}: {summarize_stderr(tail)}" if tail else str(e)
 
 
@@ -196,7 +196,7 @@ def _backup_source(
         return night.outcome(host, source, run_id, RunStatus.INTERRUPTED, error, transient=True)
     except BackupdError as e:
         error = f"{label}: {_with_tail(e)}"
-        tail = getattr(e, "stderr_tail", "")
+        tail = e.stderr_tail
         cat.finish_run(run_id, RunStatus.FAILED, nbytes=night.total, error=error, stderr_tail=tail)
         alert = "host_key_changed" if isinstance(e, HostKeyError) else "backup_failed"
         if e.transient and retries_left > 0:

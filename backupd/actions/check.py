@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from backupd.actions.context import Context, ssh_target
 from backupd.config.credentials import read_passphrase
@@ -19,7 +18,7 @@ from backupd.config.load import HostConfig, SourceConfig
 from backupd.config.units import human_bytes
 from backupd.errors import BackupdError
 from backupd.remote.ssh import Connection
-from jobs.base import DumpStream, ExecOptions, TreeTransfer
+from jobs.base import DumpStream, TreeTransfer
 from jobs.registry import registry
 
 LOOKUP_TIMEOUT = 60.0
@@ -101,27 +100,19 @@ def check_source(conn: Connection, host: HostConfig, source: SourceConfig) -> Ch
         return Check(subject, False, f"cannot plan: {e}")
     if not units:
         return Check(subject, False, f"{source.kind} source found nothing to back up")
-    missing = [p for p in sorted(programs(source.options, units)) if not found(conn, source, p)]
+    missing = [p for p in sorted(programs(units)) if not found(conn, source, p)]
     if missing:
         return Check(subject, False, f"not found on the droplet: {', '.join(missing)}")
     return Check(subject, True, f"{len(units)} item(s): " + ", ".join(u.item for u in units))
 
 
-def programs(options: Any, units: Sequence[DumpStream | TreeTransfer]) -> set[str]:
-    """The programs the units run on the droplet (a kind's option may name its binary)."""
-    names = set()
-    for unit in units:
-        if isinstance(unit, TreeTransfer):
-            names.add("rsync")
-        else:
-            tool = unit.tool.split()[0]
-            configured = getattr(options, tool, None)
-            names.add(configured if isinstance(configured, str) else tool)
-    return names
+def programs(units: Sequence[DumpStream | TreeTransfer]) -> set[str]:
+    """The programs the units run on the droplet, as each kind names them."""
+    return {p for unit in units for p in unit.programs}
 
 
 def found(conn: Connection, source: SourceConfig, program: str) -> bool:
     """``command -v`` where the dump runs: inside the container or as the sudo user."""
-    prefix = source.options.exec_prefix() if isinstance(source.options, ExecOptions) else ()
+    prefix = source.options.remote_prefix()
     argv = (*prefix, "sh", "-c", 'command -v "$1" >/dev/null', "backupd-check", program)
     return conn.run(argv, timeout=LOOKUP_TIMEOUT).ok

@@ -88,7 +88,7 @@ def run_maintenance(ctx: Context, job: str, host: str | None, trigger: str) -> M
             job, host, run_id, RunStatus.INTERRUPTED, error=error, transient=True
         )
     except BackupdError as e:
-        tail = getattr(e, "stderr_tail", "")
+        tail = e.stderr_tail
         error = f"{label}: {e}" + (f": {summarize_stderr(tail)}" if tail else "")
         cat.finish_maintenance(run_id, RunStatus.FAILED, error=error, stderr_tail=tail)
         cat.record_alert(f"{job}_failed", error, host=host)

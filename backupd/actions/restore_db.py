@@ -327,7 +327,7 @@ RESTORE_TIMEOUT = 24 * 3600.0
 
 
 def _tool_name(argv: tuple[str, ...], ep: Endpoint) -> str:
-    prefix = len(ep.options.exec_prefix()) if hasattr(ep.options, "exec_prefix") else 0
+    prefix = len(ep.options.remote_prefix())
     return argv[prefix] if len(argv) > prefix else argv[0]
 
 

@@ -73,7 +73,8 @@ def _destination(ctx: Context, req: PushRequest) -> HostConfig:
 
 
 def _sudo(source: SourceConfig) -> tuple[str, ...]:
-    return ("sudo", "-n") if getattr(source.options, "sudo", False) else ()
+    prefix: tuple[str, ...] = source.options.remote_prefix()  # a tree's: sudo -n, or none
+    return prefix
 
 
 def plan_push(ctx: Context, host: HostConfig, source: SourceConfig, req: PushRequest) -> PushPlan:
@@ -174,7 +175,7 @@ def _rsync(
     spec = ctx.run_dir() / f"rsh-push-{dest.name}-{int(time.time() * 1000)}.json"
     write_private(spec, json.dumps(target_to_json(ssh_target(dest, ctx.config.state_dir))))
     shell = shlex.join((sys.executable, "-m", "backupd.remote.rsh", str(spec)))
-    rsync_path = " ".join((*_sudo(source), getattr(source.options, "rsync", "rsync")))
+    rsync_path = " ".join((*_sudo(source), source.options.program("rsync")))
     # --sparse: holes stay holes on the droplet; --compress: and cost no bandwidth
     argv: tuple[str, ...] = (
         "rsync",

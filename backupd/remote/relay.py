@@ -166,7 +166,7 @@ def relay(spec: RelaySpec) -> RelayOutcome:
             )
         out.flush()
     except BackupdError as e:
-        return RelayOutcome(False, str(e), transient=getattr(e, "transient", False))
+        return RelayOutcome(False, str(e), transient=e.transient)
     except BrokenPipeError:
         return RelayOutcome(False, "borg stopped reading the stream")
     return judge(spec, result, counter.facts() if counter else None)

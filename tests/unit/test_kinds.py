@@ -18,3 +18,28 @@ def test_every_kind_implements_the_interface() -> None:
             assert inspect.ismethod(getattr(kind, method, None)), f"{name} lacks {method}"
             params = list(inspect.signature(getattr(kind, method)).parameters)
             assert params[0] == "options", f"{name}.{method} takes options first"
+
+
+def test_options_say_the_droplet_prefix_and_programs_of_their_source() -> None:
+    """Actions ask the options (``remote_prefix``, ``program``), never probe their fields."""
+    kinds = registry()
+    pg = kinds["postgresql"].options_model.model_validate(
+        {"sudo_user": "postgres", "pg_dump": "/opt/pg/bin/pg_dump"}
+    )
+    assert pg.remote_prefix() == ("sudo", "-n", "-u", "postgres", "--")
+    pg = kinds["postgresql"].options_model.model_validate(
+        {"databases": ["app"], "globals": False, "pg_dump": "/opt/pg/bin/pg_dump"}
+    )
+    [unit] = kinds["postgresql"].plan(pg, None)  # type: ignore[arg-type]  # asks nothing
+    assert unit.programs == ("/opt/pg/bin/pg_dump", "psql")  # what config check looks for
+    tree = kinds["directory"].options_model.model_validate(
+        {"path": "/srv/www", "sudo": True, "rsync": "/usr/local/bin/rsync"}
+    )
+    assert tree.remote_prefix() == ("sudo", "-n")
+    assert tree.program("rsync") == "/usr/local/bin/rsync"
+    plain = kinds["directory"].options_model.model_validate({"path": "/srv/www"})
+    assert plain.remote_prefix() == () and plain.program("rsync") == "rsync"
+    sqlite = kinds["sqlite"].options_model.model_validate(
+        {"path": "/srv/app.db", "container": "app", "sqlite3": "sqlite3.40"}
+    )
+    assert sqlite.remote_prefix() == ("docker", "exec", "-i", "app")
