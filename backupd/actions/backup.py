@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backupd.actions.context import Context, ssh_target
+from backupd.actions.recorded import Ending, settle
 from backupd.actions.stream import Pulled, PullRun, archive_name, pull_stream
 from backupd.actions.sweep import mark_clean, mark_dirty, sweep_owed
 from backupd.actions.tree import pull_tree
 from backupd.borg.adapter import LOCK_WAIT_SECONDS
 from backupd.catalogue import RunStatus
 from backupd.config.load import HostConfig, SourceConfig
-from backupd.errors import BackupdError, DumpError, HostKeyError, ItemsFailed, StoppedError
+from backupd.errors import BackupdError, DumpError, HostKeyError, ItemsFailed
 from backupd.local.process import summarize_stderr
 from backupd.notify.ping import ping
 from backupd.remote.ssh import Connection
@@ -162,52 +163,29 @@ def _backup_source(
     label = f"{host.name}/{source.name}"
     log.info("%s: backup started (run %d)", label, run_id)
     night = Night()
-    try:
-        kind = registry()[source.kind]
-        with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
-            units = kind.plan(source.options, conn)
-            if not units:
-                raise DumpError(f"{source.kind} source found nothing to back up")
-            say(f"{label}: {len(units)} item(s) to pull: {', '.join(u.item for u in units)}")
-            run = PullRun(source_id, run_id, tuple(u.item for u in units))
-            repo = ctx.repository(host.name)
-            mark_dirty(ctx, host.name, run_id)  # swept unless this run ends well
-            if ctx.borg.ensure_repository(repo, ctx.config.store.encryption):
-                log.info("%s: initialised Borg repository %s", label, repo)
-            # before any dump or rsync: a lock held by someone else fails now, not in 10 min
-            ctx.borg.locks.await_free(repo, exclusive=True, wait=LOCK_WAIT_SECONDS)
-            for n, unit in enumerate(units):
-                say(f"{label}: [{n + 1}/{len(units)}] pulling {unit.item} ...")
-                started = time.monotonic()
-                pulled = _pull_item(ctx, host, source, run, n, unit, repo, conn, night)
-                if pulled is not None:
-                    say(
-                        f"{label}: [{n + 1}/{len(units)}] {unit.item}: {pulled.nbytes} bytes "
-                        f"in {time.monotonic() - started:.1f}s -> {pulled.archive}"
-                    )
-            if night.failed or not night.archived:
-                raise ItemsFailed(
-                    night.failed + ([] if night.archived else night.warnings), night.archived
-                )
-    except StoppedError as e:  # a shutdown, not a fault: no alert; the catch-up reruns it
-        error = f"{label}: {e}"
-        cat.finish_run(run_id, RunStatus.INTERRUPTED, nbytes=night.total, error=error)
-        log.warning("%s", error)
-        return night.outcome(host, source, run_id, RunStatus.INTERRUPTED, error, transient=True)
-    except BackupdError as e:
-        error = f"{label}: {_with_tail(e)}"
-        tail = e.stderr_tail
-        cat.finish_run(run_id, RunStatus.FAILED, nbytes=night.total, error=error, stderr_tail=tail)
-        alert = "host_key_changed" if isinstance(e, HostKeyError) else "backup_failed"
-        if e.transient and retries_left > 0:
-            log.warning("%s (transient: %d retries left, no alert yet)", error, retries_left)
+
+    def finish(end: Ending) -> None:
+        cat.finish_run(
+            run_id, end.run_status, nbytes=night.total, error=end.error, stderr_tail=end.stderr_tail
+        )
+
+    with settle(label, finish) as ending:
+        _pull_night(ctx, host, source, (source_id, run_id), night, say)
+    if ending.how == "stopped":  # a shutdown, not a fault: no alert; the catch-up reruns it
+        log.warning("%s", ending.error)
+        return night.outcome(
+            host, source, run_id, RunStatus.INTERRUPTED, ending.error, transient=True
+        )
+    if not ending.ok:
+        assert ending.error is not None
+        alert = (
+            "host_key_changed" if isinstance(ending.exception, HostKeyError) else "backup_failed"
+        )
+        if ending.transient and retries_left > 0:
+            log.warning("%s (transient: %d retries left, no alert yet)", ending.error, retries_left)
         else:
-            cat.record_alert(alert, error, host=host.name, source=source.name, run_id=run_id)
-        return night.outcome(host, source, run_id, RunStatus.FAILED, error, e.transient)
-    except BaseException as e:
-        error = f"{label}: internal error: {type(e).__name__}: {e}"
-        cat.finish_run(run_id, RunStatus.FAILED, nbytes=night.total, error=error)
-        raise
+            cat.record_alert(alert, ending.error, host=host.name, source=source.name, run_id=run_id)
+        return night.outcome(host, source, run_id, RunStatus.FAILED, ending.error, ending.transient)
     mark_clean(ctx, host.name, run_id)
     if night.warnings:
         message = f"{label}: " + "; ".join(night.warnings)
@@ -222,3 +200,43 @@ def _backup_source(
         "%s: backup succeeded: %d archive(s), %d bytes", label, len(night.archives), night.total
     )
     return night.outcome(host, source, run_id, RunStatus.SUCCEEDED)
+
+
+def _pull_night(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    ids: tuple[int, int],
+    night: Night,
+    say: Callable[[str], object],
+) -> None:
+    """Plan the source's items on the droplet and pull each into its archive; ItemsFailed
+    when an item failed or nothing was archived."""
+    label = f"{host.name}/{source.name}"
+    source_id, run_id = ids  # the source's and the run's rows
+    kind = registry()[source.kind]
+    with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
+        units = kind.plan(source.options, conn)
+        if not units:
+            raise DumpError(f"{source.kind} source found nothing to back up")
+        say(f"{label}: {len(units)} item(s) to pull: {', '.join(u.item for u in units)}")
+        run = PullRun(source_id, run_id, tuple(u.item for u in units))
+        repo = ctx.repository(host.name)
+        mark_dirty(ctx, host.name, run_id)  # swept unless this run ends well
+        if ctx.borg.ensure_repository(repo, ctx.config.store.encryption):
+            log.info("%s: initialised Borg repository %s", label, repo)
+        # before any dump or rsync: a lock held by someone else fails now, not in 10 min
+        ctx.borg.locks.await_free(repo, exclusive=True, wait=LOCK_WAIT_SECONDS)
+        for n, unit in enumerate(units):
+            say(f"{label}: [{n + 1}/{len(units)}] pulling {unit.item} ...")
+            started = time.monotonic()
+            pulled = _pull_item(ctx, host, source, run, n, unit, repo, conn, night)
+            if pulled is not None:
+                say(
+                    f"{label}: [{n + 1}/{len(units)}] {unit.item}: {pulled.nbytes} bytes "
+                    f"in {time.monotonic() - started:.1f}s -> {pulled.archive}"
+                )
+        if night.failed or not night.archived:
+            raise ItemsFailed(
+                night.failed + ([] if night.archived else night.warnings), night.archived
+            )

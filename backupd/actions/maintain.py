@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from backupd.actions.context import Context
 from backupd.actions.drill_job import JOB as DRILL
+from backupd.actions.recorded import Ending, settle
 from backupd.actions.report import JOB as REPORT
 from backupd.catalogue import RunStatus
-from backupd.errors import BackupdError, StoppedError, UsageError
-from backupd.local.process import summarize_stderr
+from backupd.errors import UsageError
 from jobs.base import MaintenanceEnv, MaintenanceJob, MaintenanceResult
 from jobs.registry import maintenance_registry
 
@@ -77,29 +77,24 @@ def run_maintenance(ctx: Context, job: str, host: str | None, trigger: str) -> M
     run_id = cat.start_maintenance(job, host, trigger)
     label = f"{host or 'store'}: {job}"
     log.info("%s: started (maintenance run %d)", label, run_id)
-    try:
-        with ctx.borg.job(f"the {job} job of {host or 'the store'}"):
-            result = _run(ctx, found, host)
-    except StoppedError as e:  # a shutdown, not a fault: no alert
-        error = f"{label}: {e}"
-        cat.finish_maintenance(run_id, RunStatus.INTERRUPTED, error=error)
-        log.warning("%s", error)
+
+    def finish(end: Ending) -> None:
+        cat.finish_maintenance(run_id, end.run_status, error=end.error, stderr_tail=end.stderr_tail)
+
+    with settle(label, finish) as ending, ctx.borg.job(f"the {job} job of {host or 'the store'}"):
+        result = _run(ctx, found, host)
+    if ending.how == "stopped":  # a shutdown, not a fault: no alert
+        log.warning("%s", ending.error)
         return MaintenanceOutcome(
-            job, host, run_id, RunStatus.INTERRUPTED, error=error, transient=True
+            job, host, run_id, RunStatus.INTERRUPTED, error=ending.error, transient=True
         )
-    except BackupdError as e:
-        tail = e.stderr_tail
-        error = f"{label}: {e}" + (f": {summarize_stderr(tail)}" if tail else "")
-        cat.finish_maintenance(run_id, RunStatus.FAILED, error=error, stderr_tail=tail)
-        cat.record_alert(f"{job}_failed", error, host=host)
-        log.error("%s", error)
+    if not ending.ok:
+        assert ending.error is not None
+        cat.record_alert(f"{job}_failed", ending.error, host=host)
+        log.error("%s", ending.error)
         return MaintenanceOutcome(
-            job, host, run_id, RunStatus.FAILED, error=error, transient=e.transient
+            job, host, run_id, RunStatus.FAILED, error=ending.error, transient=ending.transient
         )
-    except BaseException as e:
-        error = f"{label}: internal error: {type(e).__name__}: {e}"
-        cat.finish_maintenance(run_id, RunStatus.FAILED, error=error)
-        raise
     if result.warnings:
         message = f"{label}: " + "; ".join(result.warnings)
         cat.finish_maintenance(run_id, RunStatus.WARNING, summary=result.summary, error=message)

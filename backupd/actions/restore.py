@@ -17,11 +17,12 @@ from pathlib import Path
 
 from backupd.actions.context import Context
 from backupd.actions.manifest import parse_manifest, verify_tree
+from backupd.actions.recorded import Ending, settle
 from backupd.actions.tree import TREE_FILENAME
 from backupd.borg.adapter import LOCK_WAIT_SECONDS
 from backupd.catalogue import Archive, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
-from backupd.errors import BackupdError, NotFoundError, RefusedError, VerificationError
+from backupd.errors import NotFoundError, RefusedError, VerificationError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], object]  # told each chunk's size as it is restored
@@ -187,13 +188,13 @@ def restore_files(
         host.name, source.name, [a.name for a in chosen], "dir", str(req.to)
     )
     started = time.monotonic()
-    try:
+
+    def finish(end: Ending) -> None:
+        seconds = time.monotonic() - started
+        ctx.catalogue.finish_restore(rid, end.run_status, error=end.error, seconds=seconds)
+
+    with settle(None, finish, reraise=True):
         restored = _restore_chosen(ctx, chosen, req, progress)
-    except BackupdError as e:
-        ctx.catalogue.finish_restore(
-            rid, RunStatus.FAILED, error=str(e), seconds=time.monotonic() - started
-        )
-        raise
     checks = [
         {
             "check": "sha256" if f.path.is_file() else "manifest",

@@ -20,10 +20,11 @@ from typing import Any
 
 from backupd.actions.context import Context, ssh_target
 from backupd.actions.needs import Endpoint, provide, refuse_lacking
+from backupd.actions.recorded import Ending, settle
 from backupd.actions.restore import Progress, Tally, await_repositories, choose_archives
 from backupd.catalogue import Archive, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
-from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
+from backupd.errors import RefusedError, RestoreError, UsageError, VerificationError
 from backupd.local.process import FeedResult
 from backupd.remote.shells import CommandShell, DropletShell, LocalShell
 from backupd.remote.ssh import Connection
@@ -216,16 +217,16 @@ def _restore_one(
         where,
     )
     started = time.monotonic()
-    try:
+
+    def finish(end: Ending) -> None:
+        seconds = time.monotonic() - started
+        ctx.catalogue.finish_restore(rid, end.run_status, error=end.error, seconds=seconds)
+
+    with settle(None, finish, reraise=True):
         await_repositories(ctx, [a])  # a lock held by someone else: before the database exists
         made = provide(ctx, host.name, source.name, ep, shell, a, req) if planned.creates else []
         nbytes, checks = restore_archive(ctx, ep, shell, a, req, progress)
         checks = made + checks
-    except BackupdError as e:
-        ctx.catalogue.finish_restore(
-            rid, RunStatus.FAILED, error=str(e), seconds=time.monotonic() - started
-        )
-        raise
     seconds = time.monotonic() - started
     ctx.catalogue.finish_restore(
         rid, RunStatus.SUCCEEDED, nbytes=nbytes, seconds=seconds, checks=checks
