@@ -28,7 +28,7 @@ from backupd.actions.tree import TREE_FILENAME
 from backupd.catalogue import Archive
 from backupd.catalogue.models import DrillStatus
 from backupd.config.load import HostConfig, SourceConfig
-from backupd.errors import BackupdError, NotFoundError, VerificationError
+from backupd.errors import BackupdError, NotFoundError, StoppedError, VerificationError
 from backupd.remote.shells import LocalShell
 from jobs.base import DatabaseRestore
 from jobs.registry import database_kinds
@@ -86,13 +86,21 @@ def drill_source(
         ctx.catalogue.start_drill(host.name, source.name, a.repository, a.name, trigger, str(root))
         for a in chosen
     ]
+    done: list[DrillResult] = []
     try:
         await_repositories(ctx, chosen)  # a foreign lock: the drill cannot start, say why
         with _server(ctx, source, root) as scratch:
-            return [
-                _drill_one(ctx, host, source, a, drill_id, root, scratch)
-                for a, drill_id in zip(chosen, ids, strict=True)
-            ]
+            for a, drill_id in zip(chosen, ids, strict=True):
+                done.append(_drill_one(ctx, host, source, a, drill_id, root, scratch))
+            return done
+    except StoppedError as e:  # a shutdown: no verdict, no alert; the next drill runs them
+        detail = f"{host.name}/{source.name}: drill stopped: {e}"
+        for drill_id in ids[len(done) :]:
+            ctx.catalogue.finish_drill(
+                drill_id, DrillStatus.INTERRUPTED, rto_seconds=None, detail=detail
+            )
+        log.warning("%s", detail)
+        raise
     except BackupdError as e:  # the scratch server did not start: no archive was tried
         detail = f"{host.name}/{source.name}: drill could not start: {e}"
         for drill_id in ids:
@@ -130,6 +138,8 @@ def _drill_one(
         checks = _restore_and_check(
             ctx, host, source, a, root / f"files-{drill_id}", scratch, drill_id
         )
+    except StoppedError:
+        raise  # not a verdict on the archive (drill_source records it interrupted)
     except BackupdError as e:
         rto = time.monotonic() - started
         detail = f"{host.name}/{source.name}: drill of {a.name} failed: {e}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from backupd.actions.context import Context
 from backupd.actions.drill import drill_source
-from backupd.errors import BackupdError
+from backupd.errors import BackupdError, StoppedError
 from jobs.base import MaintenanceEnv, MaintenanceResult
 
 
@@ -26,6 +26,8 @@ class DrillJob:
         for source in host.sources.values():
             try:
                 results = drill_source(ctx, host, source, "schedule")
+            except StoppedError:
+                raise  # a shutdown: the job is interrupted, not warned about
             except BackupdError as e:
                 problems.append(f"{source.name}: {e}")
                 continue

@@ -22,7 +22,7 @@ from backupd.catalogue import RunStatus
 from backupd.catalogue.claims import claim_token, token_holder
 from backupd.catalogue.models import DrillStatus
 from backupd.config.load import HostConfig
-from backupd.errors import BackupdError
+from backupd.errors import BackupdError, StoppedError
 from backupd.local.procfs import process_alive
 from backupd.remote.ssh import Connection
 
@@ -45,6 +45,8 @@ def reconcile(ctx: Context, *, sweep_repositories: bool = True) -> None:
         try:
             if break_stale_lock(ctx, repo):
                 delete_checkpoints(ctx, repo)
+        except StoppedError:
+            raise  # a shutdown is no start-up failure: the next start looks again
         except BackupdError as e:
             log.error("start-up check of %s failed: %s", repo, e)
             ctx.catalogue.record_alert("reconcile_failed", f"{repo}: {e}")

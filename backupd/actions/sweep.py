@@ -31,7 +31,7 @@ from backupd.actions.context import Context
 from backupd.actions.rebuild import record_from_comment
 from backupd.borg.adapter import ArchiveEntry
 from backupd.catalogue import RunStatus
-from backupd.errors import BackupdError
+from backupd.errors import BackupdError, StoppedError
 from backupd.local.procfs import process_alive
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ def sweep_repository(ctx: Context, host: str) -> Swept:
         for entry in ctx.borg.list_archives(repo, checkpoints=True):
             if entry.name not in known:
                 _settle(ctx, repo, entry, swept)
+    except StoppedError:
+        raise  # a shutdown is no sweep failure: the marker stays, the next start sweeps
     except BackupdError as e:
         swept.problem = f"{repo}: sweeping what a failed run left failed: {e}"
         log.error("%s (kept for the next start)", swept.problem)

@@ -34,7 +34,7 @@ from backupd.actions.stream import (
 )
 from backupd.catalogue.models import utcnow
 from backupd.config.load import HostConfig, SourceConfig
-from backupd.errors import BackupdError, DumpError
+from backupd.errors import BackupdError, DumpError, StoppedError
 from backupd.local.process import Invocation, run_local, summarize_stderr
 from backupd.remote.relay import target_to_json
 from backupd.remote.rsyncmsg import SenderErrors, sender_errors
@@ -256,6 +256,8 @@ def run_cleanup(
     """Run an owed droplet cleanup; on failure keep it owed and say why."""
     try:
         result = conn.run(argv, timeout=timeout)
+    except StoppedError:
+        raise  # a shutdown: the cleanup stays owed, the next start runs it
     except BackupdError as e:
         problem = f"after command {argv[0]} could not run: {e}"
     else:

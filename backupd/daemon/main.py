@@ -41,16 +41,19 @@ def run_once(ctx: Context) -> int:
     being pulled is recorded as interrupted (no alert: somebody asked), the rest are
     skipped, and the exit status is 128 + the signal, as a shell reports it."""
     stop = StopOnSignals()
-    reconcile(ctx)
     failed = 0
-    for host in ctx.config.hosts.values():
-        for source in host.sources.values():
-            if stop.signum is not None:
-                break
-            outcome = backup_source(ctx, host, source, trigger="once")
-            if not outcome.ok and stop.signum is None:
-                log.error("%s", outcome.error)
-                failed += 1
+    try:
+        reconcile(ctx)
+        for host in ctx.config.hosts.values():
+            for source in host.sources.values():
+                if stop.signum is not None:
+                    break
+                outcome = backup_source(ctx, host, source, trigger="once")
+                if not outcome.ok and stop.signum is None:
+                    log.error("%s", outcome.error)
+                    failed += 1
+    except StoppedError:  # stopped outside a run (reconciling, sweeping): nothing to record
+        pass
     if stop.signum is not None:
         log.warning("stopped by signal %d before every source was backed up", stop.signum)
         return 128 + stop.signum

@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.job == "backup":
             return run_backup(ctx, args.target or "", args.trigger, args.retries_left)
         return run_maintenance_job(ctx, args.job, args.target, args.trigger)
+    except StoppedError as e:  # before a run row exists (sweeping): no fault, said once
+        log.warning("%s %s: %s", args.job, args.target or "", e)
+        return exit_code(False, transient=True)
     except BackupdError as e:  # before a run row exists (config, lookup): say it, once
         log.error("%s %s: %s", args.job, args.target or "", e)
         return exit_code(False, e.transient)

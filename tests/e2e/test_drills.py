@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -211,3 +212,45 @@ def test_a_scratch_server_that_cannot_start_fails_the_drill_clearly(
     assert f"drill could not start: {why}" in str(result["detail"])
     assert d.catalogue_rows("SELECT status FROM drills") == [("fail",)]
     assert d.catalogue_rows("SELECT kind FROM alert_events") == [("drill_failed",)]
+
+
+def test_a_drill_stopped_by_a_shutdown_is_interrupted_and_alerts_nobody(
+    deploy: Callable[..., Deployment], pg_cluster: PostgresCluster, shop_db: str
+) -> None:
+    """The daemon stopping while a drill runs (a restart, an upgrade) is no verdict on the
+    backup: the drill rows and the job are interrupted, no drill_failed alert is raised,
+    and the scratch server is gone (the autouse fixture)."""
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    with d.config.open("a") as f:  # a check that never ends: the stop lands mid-drill
+        f.write(
+            '\n[[hosts.web1.sources.maindb.drill_sql]]\nsql = "SELECT 1 FROM pg_sleep(600)"\n'
+            'expect = "1"\n'
+        )
+    d.backupctl("backup", "now", "web1/maindb", check=True)
+    argv = [str(BIN / "python"), "-m", "backupd.daemon.worker", "--config", str(d.config)]
+    worker = subprocess.Popen(
+        [*argv, "drill", "web1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+
+        def drilling() -> bool:
+            rows = d.catalogue_rows("SELECT count(*) FROM drills WHERE status = 'running'")
+            mine = f"{tempfile.gettempdir()}/backupd-drill-"  # this test's, not a neighbour's
+            scratch = any(mine in text for _, text in command_lines())
+            return rows[0][0] > 0 and scratch
+
+        wait_until(drilling, 120, "the drill's scratch server")
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 75, err  # interrupted: the daemon's catch-up runs it again
+    assert "Traceback" not in err
+    drills = d.catalogue_rows("SELECT status, detail FROM drills")
+    assert drills and {status for status, _ in drills} == {"interrupted"}
+    assert "drill stopped: stopped before it finished" in str(drills[0][1])
+    jobs = d.catalogue_rows("SELECT status FROM maintenance_runs WHERE job = 'drill'")
+    assert jobs == [("interrupted",)]
+    assert d.catalogue_rows("SELECT kind FROM alert_events") == []
