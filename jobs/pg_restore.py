@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -144,11 +145,27 @@ class PostgresRestore:
         if req.table is not None and self.database_exists(options, shell, req.database):
             return
         create, values = _create_database(req.facts)
+        if req.replace and values:
+            # --force: the database in the way goes only once its replacement can be made
+            # (a locale the server lacks is found on a throwaway probe, not after the DROP)
+            probe = {"db": f"backupd_probe_{secrets.token_hex(6)}", **values}
+            self._create(options, shell, req, probe, create + '\nDROP DATABASE :"db";')
         drop = 'DROP DATABASE IF EXISTS :"db" WITH (FORCE);\n' if req.replace else ""
+        self._create(options, shell, req, {"db": req.database, **values}, drop + create)
+
+    def _create(
+        self,
+        options: PostgresOptions,
+        shell: CommandShell,
+        req: DatabaseRestore,
+        variables: dict[str, str],
+        sql: str,
+    ) -> None:
         try:
-            self._psql(options, shell, "postgres", {"db": req.database, **values}, drop + create)
+            self._psql(options, shell, "postgres", variables, sql)
         except RestoreError as e:
-            if not values or not any(w in e.stderr_tail for w in ("locale", "encoding", "collat")):
+            words = ("locale", "encoding", "collat")
+            if len(variables) == 1 or not any(w in e.stderr_tail for w in words):
                 raise
             raise RestoreError(
                 f"cannot create database {req.database} on {shell.label} as it was backed up "

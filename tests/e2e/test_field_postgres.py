@@ -380,6 +380,30 @@ def test_encodings_and_locales_are_recreated_and_checked(
         "SQL_ASCII, collate xx_XX.UTF-8, ctype C): that server lacks the locale"
     ) in bad.stderr
     assert "legacy_bad" not in bare_cluster.psql("SELECT datname FROM pg_database")
+    # --force over a database that is there: refused before the DROP, the old one stays
+    bare_cluster.psql("CREATE DATABASE legacy_keep")
+    bare_cluster.psql(
+        "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('mine')", db="legacy_keep"
+    )
+    forced = d.backupctl(
+        "restore",
+        "web1/db",
+        "--item",
+        "f12_legacy",
+        "--into-db",
+        "bare",
+        "--as",
+        "legacy_keep",
+        "--force",
+        "--yes",
+    )
+    assert forced.returncode == 14, forced.stderr
+    assert "cannot create database legacy_keep" in forced.stderr
+    assert bare_cluster.psql("SELECT v FROM kept", db="legacy_keep") == "mine"
+    assert "backupd_probe" not in bare_cluster.psql(
+        "SELECT string_agg(datname, ' ') FROM pg_database"
+    )
+    bare_cluster.psql("DROP DATABASE legacy_keep")
 
 
 # -- case 5: what the drill passed, every restore path restores ----------------------------
