@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backupd.actions.context import Context, ssh_target
-from backupd.actions.recorded import Ending, settle
+from backupd.actions.recorded import Ending, settle, with_tail
 from backupd.actions.stream import Pulled, PullRun, archive_name, pull_stream
 from backupd.actions.sweep import mark_clean, mark_dirty, sweep_owed
 from backupd.actions.tree import pull_tree
 from backupd.borg.adapter import LOCK_WAIT_SECONDS
 from backupd.catalogue import RunStatus
 from backupd.config.load import HostConfig, SourceConfig
-from backupd.errors import BackupdError, DumpError, HostKeyError, ItemsFailed
-from backupd.local.process import summarize_stderr
+from backupd.errors import DumpError, HostKeyError, ItemsFailed
 from backupd.notify.ping import ping
 from backupd.remote.ssh import Connection
 from jobs.base import DumpStream, TreeTransfer
@@ -117,7 +116,7 @@ def _pull_item(
                 "(dropped or removed): not in this backup"
             )
         else:
-            night.failed.append(_with_tail(e))  # its message names the item already
+            night.failed.append(with_tail(e))  # its message names the item already
         return None
     night.archived.append(unit.item)
     night.archives.append(pulled.archive)
@@ -140,11 +139,6 @@ def _pull(
         with registry()[source.kind].hold(source.options, unit, conn) as held:
             return pull_stream(ctx, host, source, run, n, unit, repo, held)
     return pull_tree(ctx, host, source, run, unit, repo)
-
-
-def _with_tail(e: BackupdError) -> str:
-    tail = e.stderr_tail
-    return f"{e}: {summarize_stderr(tail)}" if tail else str(e)
 
 
 def _backup_source(

@@ -50,6 +50,12 @@ class Ending:
         self.error = f"{label}: {text}" if label else text
 
 
+def with_tail(e: BackupdError) -> str:
+    """The error's line, with the summary of the stderr tail that told why (if any)."""
+    tail = e.stderr_tail
+    return f"{e}: {summarize_stderr(tail)}" if tail else str(e)
+
+
 @contextmanager
 def settle(
     label: str | None, finish: Callable[[Ending], None], *, reraise: bool = False
@@ -66,9 +72,8 @@ def settle(
         if reraise:
             raise
     except BackupdError as e:
-        tail = e.stderr_tail
-        ending.ended("failed", label, f"{e}: {summarize_stderr(tail)}" if tail else str(e), e)
-        ending.stderr_tail, ending.transient = tail, e.transient
+        ending.ended("failed", label, with_tail(e), e)
+        ending.stderr_tail, ending.transient = e.stderr_tail, e.transient
         finish(ending)
         if reraise:
             raise
