@@ -460,6 +460,31 @@ def test_a_table_with_very_many_partitions_restores_by_every_path(
 PARTITIONS = 1000  # many relations in one transaction (5,000 measured in decision 0016)
 
 
+def test_a_table_the_table_path_cannot_restore_makes_the_drill_warn(
+    deploy: Callable[..., Deployment],
+    pg_cluster: PostgresCluster,
+    bare_cluster: PostgresCluster,
+    made: Made,
+) -> None:
+    """Schema "s x" with table t and schema s with table "x t" print the same line in
+    pg_restore's listing: the whole database restores, --table cannot tell them apart.
+    The drill tries that path on one table and warns instead of passing in silence."""
+    made.database(
+        "f12_twins",
+        'CREATE SCHEMA "s x"; CREATE SCHEMA s; CREATE TABLE "s x".t (v int); '
+        'CREATE TABLE s."x t" (v int); INSERT INTO "s x".t VALUES (1); '
+        'INSERT INTO s."x t" VALUES (2), (3);',
+    )
+    d = deployed(deploy, pg_cluster, bare_cluster, databases=["f12_twins"], globals=False)
+    rc, [result] = drill(d, "web1/db")
+    assert rc == 0 and result["verdict"] == "warn", result
+    path = {c["check"]: c for c in result["checks"]}["table path"]  # type: ignore[attr-defined]
+    assert path["warn"] is True
+    assert "would fail: table s" in path["detail"] and "--to DIR" in path["detail"]
+    whole = restore(d, "--into-db", "bare", "--as", "twins_copy")  # the whole database: fine
+    assert "2 table(s), 3 rows as recorded" in whole
+
+
 # -- case 7: one table brings what it needs -------------------------------------------------
 PEOPLE_SQL = """
 CREATE TYPE mood AS ENUM ('ok', 'sad');
