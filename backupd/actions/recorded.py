@@ -2,7 +2,8 @@
 work): the caller writes its row before anything happens; ``settle`` completes it from
 how the work ended.
 
-- a stop (``StoppedError``: a shutdown, a signal) -> ``stopped``: interrupted, no alert;
+- a stop (``StoppedError``: a shutdown, a signal; Ctrl-C) -> ``stopped``: interrupted, no
+  alert (Ctrl-C propagates);
 - any other ``BackupdError`` -> ``failed``, with its stderr tail and whether trying again
   may help (``transient``);
 - anything else (a bug) -> ``crashed``: the row is completed as failed, then it propagates.
@@ -77,6 +78,10 @@ def settle(
         finish(ending)
         if reraise:
             raise
+    except KeyboardInterrupt as e:  # Ctrl-C at a terminal: a stop, not a bug
+        ending.ended("stopped", label, "stopped: interrupted (Ctrl-C)", e)
+        finish(ending)
+        raise
     except BaseException as e:
         ending.ended("crashed", label, f"internal error: {type(e).__name__}: {e}", e)
         finish(ending)

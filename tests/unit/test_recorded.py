@@ -60,3 +60,12 @@ def test_a_bug_completes_the_row_as_failed_and_propagates() -> None:
     assert rows.finished == [
         ("crashed", RunStatus.FAILED, "store: prune: internal error: KeyError: 'archive'", None)
     ]
+
+
+def test_ctrl_c_is_a_stop_and_still_ends_the_command() -> None:
+    rows = Rows()
+    with pytest.raises(KeyboardInterrupt), settle(None, rows.finish, reraise=True):
+        raise KeyboardInterrupt
+    assert rows.finished == [
+        ("stopped", RunStatus.INTERRUPTED, "stopped: interrupted (Ctrl-C)", None)
+    ]
