@@ -7,7 +7,28 @@ whether trying again later can help (a dropped link) or not (a changed host key)
 
 from __future__ import annotations
 
-from backupd.local.process import summarize_stderr
+import re
+
+STDERR_TAIL_BYTES = 2000  # how much of a failed command's stderr is kept
+
+
+def tail_text(data: bytes, limit: int = STDERR_TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of ``data`` as text, trimmed to whole lines where possible."""
+    text = data[-limit:].decode("utf-8", errors="replace").strip()
+    return text
+
+
+_TELLING = re.compile(r"error|fatal|fail|killed|denied|refused|not found|no such|cannot|lost", re.I)
+
+
+def summarize_stderr(tail: str, limit: int = 400) -> str:
+    """One line from a stderr tail for a person: the lines that say what went wrong."""
+    lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    telling = [line for line in lines if _TELLING.search(line)] or lines[-1:]
+    summary = " | ".join(dict.fromkeys(telling[-3:]))
+    return summary if len(summary) <= limit else summary[: limit - 1] + "…"
 
 
 class BackupdError(Exception):
@@ -53,6 +74,13 @@ class HostKeyError(BackupdError):
     """The droplet presented an unknown or changed SSH host key: we refuse to talk to it."""
 
     exit_code = 4
+
+
+class MissingProgramError(BackupdError):
+    """A program backupd runs on the backup host (borg, rsync, pg_restore, a credential
+    command) is not installed there, or not executable."""
+
+    exit_code = 18
 
 
 class RemoteError(BackupdError):

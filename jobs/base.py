@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from backupd.local.process import FeedResult
+from backupd.local.process import CommandResult, FeedResult
 from backupd.remote.channel import Interactive
 from backupd.remote.shells import CommandRunner, CommandShell
-from backupd.remote.ssh import RemoteResult
 
 if TYPE_CHECKING:  # config imports this module: no runtime import back
     from backupd.borg.adapter import Borg
@@ -373,5 +372,5 @@ def path_gone(remote: RemoteShell, prefix: tuple[str, ...], path: str) -> bool:
     return remote.run((*prefix, "test", "-e", path), timeout=60.0).exit_status == 1
 
 
-def list_lines(result: RemoteResult) -> list[str]:
+def list_lines(result: CommandResult) -> list[str]:
     return [line for line in result.stdout.decode().splitlines() if line.strip()]

@@ -297,9 +297,9 @@ class PostgresRestore:
                 f"--file={out}",
             )
             result = peek(argv)  # pg_restore stops reading after the table of contents
-            if result.returncode != 0:
+            if result.exit_status != 0:
                 raise RestoreError(
-                    f"pg_restore --list on {shell.label} failed (exit {result.returncode})",
+                    f"pg_restore --list on {shell.label} failed (exit {result.exit_status})",
                     stderr_tail=result.output_tail(),
                 )
             read = shell.run((*options.exec_prefix(), "cat", "--", out), timeout=FILE_TIMEOUT)

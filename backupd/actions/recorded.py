@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from backupd.catalogue import RunStatus
-from backupd.errors import BackupdError, StoppedError
-from backupd.local.process import summarize_stderr
+from backupd.errors import BackupdError, StoppedError, summarize_stderr
 
 How = Literal["ok", "stopped", "failed", "crashed"]
 

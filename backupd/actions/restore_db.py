@@ -303,7 +303,7 @@ def _stream(
         )
     if not result.ok and not _had_its_part(req, result):
         raise RestoreError(
-            f"{tool} into {req.database} on {ep.where} failed (exit {result.returncode}); "
+            f"{tool} into {req.database} on {ep.where} failed (exit {result.exit_status}); "
             "the database is incomplete: drop it, or restore again with --force",
             stderr_tail=result.output_tail(),
         )
@@ -320,7 +320,7 @@ def _stream(
 def _had_its_part(req: DatabaseRestore, result: FeedResult) -> bool:
     """A tool asked for one table may stop reading once it has it and exit 0 (pg_restore
     --use-list on a stream: the large objects after the table are never read)."""
-    return req.table is not None and result.returncode == 0 and not result.timed_out
+    return req.table is not None and result.exit_status == 0 and not result.timed_out
 
 
 def _load_rewrite(

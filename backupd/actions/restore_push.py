@@ -197,7 +197,7 @@ def _rsync(
         spec.unlink(missing_ok=True)
     if not result.ok:
         raise RestoreError(
-            f"rsync to {dest.name}:{path} failed (exit {result.returncode})",
+            f"rsync to {dest.name}:{path} failed (exit {result.exit_status})",
             stderr_tail=result.stderr_tail(),
         )
     # itemized: ">f..." a file that would be sent again (content or size differs)

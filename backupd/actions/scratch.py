@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.config.load import Config
-from backupd.errors import RestoreError
+from backupd.errors import MissingProgramError, RestoreError
 from backupd.local.process import (
     Invocation,
     run_local,
@@ -69,7 +69,7 @@ def _run(config: Config, argv: tuple[str, ...], what: str) -> None:
     result = run_local(argv, Invocation(timeout=300.0, user=_user(config), cwd="/"))
     if not result.ok:
         raise RestoreError(
-            f"scratch server: {what} failed (exit {result.returncode})",
+            f"scratch server: {what} failed (exit {result.exit_status})",
             stderr_tail=result.stderr_tail() + result.stdout[-500:].decode(errors="replace"),
         )
 
@@ -212,6 +212,8 @@ def scratch_server(config: Config, kind: str, root: Path) -> Iterator[Scratch]:
             raise RestoreError(
                 f"scratch {kind} server: cannot run {e.filename or 'a tool'}: {e.strerror or e}"
             ) from None
+        except MissingProgramError as e:
+            raise RestoreError(f"scratch {kind} server: {e}") from None
         yield Scratch(kind, root, options)
     finally:
         remove_scratch(root)

@@ -34,8 +34,8 @@ from backupd.actions.stream import (
 )
 from backupd.catalogue.models import utcnow
 from backupd.config.load import HostConfig, SourceConfig
-from backupd.errors import BackupdError, DumpError, StoppedError
-from backupd.local.process import Invocation, run_local, summarize_stderr
+from backupd.errors import BackupdError, DumpError, StoppedError, summarize_stderr
+from backupd.local.process import Invocation, run_local
 from backupd.remote.relay import target_to_json
 from backupd.remote.rsyncmsg import SenderErrors, sender_errors
 from backupd.remote.ssh import Connection
@@ -194,20 +194,20 @@ def rsync_tree(
             transient=True,
         )
     errors = SenderErrors()
-    if result.returncode == RSYNC_PARTIAL:
+    if result.exit_status == RSYNC_PARTIAL:
         errors = sender_errors(result.stderr, unit.path)
         if errors.root_denied:
             raise unreadable.nothing_read(unit, host.user, {})
-    partial = result.returncode == RSYNC_PARTIAL and errors.denied and not errors.unknown
-    if result.returncode not in (0, RSYNC_VANISHED) and not partial:
+    partial = result.exit_status == RSYNC_PARTIAL and errors.denied and not errors.unknown
+    if result.exit_status not in (0, RSYNC_VANISHED) and not partial:
         raise DumpError(
-            f"{unit.item}: rsync of {unit.path} exited with status {result.returncode}",
+            f"{unit.item}: rsync of {unit.path} exited with status {result.exit_status}",
             stderr_tail=result.stderr_tail(),
-            transient=result.returncode in RSYNC_TRANSIENT,
+            transient=result.exit_status in RSYNC_TRANSIENT,
         )
     received = _RECEIVED.search(result.stdout)
     transferred = int(re.sub(rb"[,.]", b"", received.group(1))) if received else 0
-    return {"rsync_exit": result.returncode, "transferred_bytes": transferred}, errors
+    return {"rsync_exit": result.exit_status, "transferred_bytes": transferred}, errors
 
 
 @contextmanager

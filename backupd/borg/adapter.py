@@ -26,8 +26,8 @@ from backupd.borg.space import store_full
 from backupd.errors import BorgError
 from backupd.local.process import (
     Argv,
+    CommandResult,
     Invocation,
-    ProcessResult,
     Runner,
     Streamer,
     run_local,
@@ -165,17 +165,17 @@ class Borg:
         stdin: bytes | None = None,
         cwd: str | None = None,
         extra_env: dict[str, str] | None = None,
-    ) -> ProcessResult:
+    ) -> CommandResult:
         """Run ``borg ARGS``; raise BorgError with borg's last words when it fails, and
         RepositoryLockedError when the lock of ``repo`` (or its cache) is held by another
         (after up to ``wait`` seconds for backupd's own jobs)."""
 
-        def attempt(argv: Argv) -> ProcessResult:
+        def attempt(argv: Argv) -> CommandResult:
             with self._invocation(timeout, stdin, cwd, extra_env) as inv:
                 return self._runner((self.binary, *argv), inv)
 
         result = self.locks.run(args, repo, wait, attempt)
-        if result.returncode != 0 or result.timed_out:
+        if result.exit_status != 0 or result.timed_out:
             raise self.error(result, what or args[0])
         return result
 
@@ -186,12 +186,12 @@ class Borg:
         backup of ours that holds the lock: nothing reaches ``sink`` before borg has it)."""
         args: Argv = ("extract", "--stdout", f"{repo}::{archive}", path)
 
-        def attempt(argv: Argv) -> ProcessResult:
+        def attempt(argv: Argv) -> CommandResult:
             with self._invocation(None) as inv:
                 return self._streamer((self.binary, *argv), inv, sink)
 
         result = self.locks.run(args, repo, LOCK_WAIT_SECONDS, attempt)
-        if result.returncode != 0 or result.timed_out:
+        if result.exit_status != 0 or result.timed_out:
             raise self.error(result, "extract")
 
     @property
@@ -200,7 +200,7 @@ class Borg:
         return Locks(self.base_dir, self.break_lock, self.on_wait)
 
     @staticmethod
-    def error(result: ProcessResult, what: str) -> BorgError:
+    def error(result: CommandResult, what: str) -> BorgError:
         if result.timed_out:
             return BorgError(f"borg {what} timed out", returncode=None, transient=True)
         full = store_full(result, what)
@@ -208,9 +208,9 @@ class Borg:
             return full
         tail = result.stderr_tail(600).replace("\n", " | ")
         return BorgError(
-            f"borg {what} failed (exit {result.returncode}): {tail}",
-            returncode=result.returncode,
-            transient=result.returncode in LOCK_CODES,
+            f"borg {what} failed (exit {result.exit_status}): {tail}",
+            returncode=result.exit_status,
+            transient=result.exit_status in LOCK_CODES,
         )
 
     # -- repositories -------------------------------------------------------------
@@ -431,7 +431,7 @@ class Borg:
             )
 
 
-def _create_stats(result: ProcessResult) -> CreateStats:
+def _create_stats(result: CommandResult) -> CreateStats:
     data = json.loads(result.stdout)
     stats = data["archive"]["stats"]
     return CreateStats(

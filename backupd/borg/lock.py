@@ -43,7 +43,7 @@ from backupd.config.units import human_age
 from backupd.errors import RepositoryLockedError
 from backupd.local.process import (
     Argv,
-    ProcessResult,
+    CommandResult,
 )
 from backupd.local.procfs import process_alive, process_command, process_environ, process_started
 
@@ -333,8 +333,8 @@ class Locks:
     notify: Callable[[str], object] | None = None  # e.g. a line on stderr; else the log
 
     def run(
-        self, args: Argv, repo: Path | None, wait: float, attempt: Callable[[Argv], ProcessResult]
-    ) -> ProcessResult:
+        self, args: Argv, repo: Path | None, wait: float, attempt: Callable[[Argv], CommandResult]
+    ) -> CommandResult:
         """Run a borg command (``attempt(argv)``) that takes a lock with a short --lock-wait;
         on a lock error settle with whoever holds the lock borg named, and try again."""
         if args[0] not in WRITERS | READERS:
@@ -346,7 +346,7 @@ class Locks:
         while True:
             result = attempt(args)
             named = _LOCK_NAMED.search(result.stderr_tail())
-            if result.returncode not in LOCK_CODES - {LOCK_FAILED} or named is None:
+            if result.exit_status not in LOCK_CODES - {LOCK_FAILED} or named is None:
                 return result
             lock = named_lock(Path(named.group(1)), repo, self.base_dir)
             if not self.settle(lock, exclusive=args[0] in WRITERS, patience=patience):

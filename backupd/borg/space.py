@@ -9,12 +9,12 @@ from pathlib import Path
 
 from backupd.config.units import human_bytes
 from backupd.errors import StoreFullError
-from backupd.local.process import ProcessResult
+from backupd.local.process import CommandResult
 
 _INSUFFICIENT = re.compile(r"Insufficient free space .*\(required: ([^,]+), available: ([^)]+)\)")
 
 
-def store_full(result: ProcessResult, what: str) -> StoreFullError | None:
+def store_full(result: CommandResult, what: str) -> StoreFullError | None:
     """One clear line for a full store instead of borg's traceback tail: how much is
     free where, and what borg says it needs (it reserves room for a whole new segment,
     about 500 MB, to commit anything: even a comment or a delete)."""
@@ -33,7 +33,7 @@ def store_full(result: ProcessResult, what: str) -> StoreFullError | None:
     return StoreFullError(
         f"store full: {free} free{place}, {needs}; borg {what} stopped, "
         "nothing half-written is kept (free space, or prune and compact)",
-        returncode=result.returncode,
+        returncode=result.exit_status,
     )
 
 

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 from backupd.config.load import PassphraseConfig
-from backupd.errors import CredentialError
+from backupd.errors import CredentialError, MissingProgramError
 from backupd.local.process import Invocation, run_local
 
 COMMAND_TIMEOUT = 60
@@ -79,13 +79,13 @@ def _from_command(argv: tuple[str, ...]) -> str:
     # secret) is never logged, only its argv
     try:
         done = run_local(argv, Invocation(timeout=COMMAND_TIMEOUT))
-    except OSError as e:  # not there, not executable
-        raise CredentialError(f"passphrase command {argv[0]!r} failed: {e}") from None
+    except MissingProgramError as e:  # not there, not executable
+        raise CredentialError(f"passphrase command failed: {e}") from None
     if done.timed_out:
         raise CredentialError(
             f"passphrase command {argv[0]!r} failed: still running after {COMMAND_TIMEOUT:.0f}s"
         )
-    if done.returncode != 0:
+    if done.exit_status != 0:
         tail = done.stderr.decode(errors="replace").strip()[-300:]
-        raise CredentialError(f"passphrase command {argv[0]!r} exited {done.returncode}: {tail}")
+        raise CredentialError(f"passphrase command {argv[0]!r} exited {done.exit_status}: {tail}")
     return done.stdout.decode("utf-8", errors="strict")

@@ -2,20 +2,20 @@
 
 Commands are built as data (tuples of str) and handed here; nothing goes through a
 shell. Every command is logged with its secrets masked, runs under a timeout and
-comes back as a typed ``ProcessResult``. Unit tests replace ``Runner`` only.
+comes back as a typed ``CommandResult`` — the same type a command on a droplet returns
+(``remote/ssh.py``). A program that is not installed raises ``MissingProgramError``.
+Unit tests replace ``Runner`` only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import fcntl
 import functools
 import logging
 import os
 import pwd
-import re
 import shlex
 import shutil
 import signal
@@ -29,48 +29,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from backupd.errors import STDERR_TAIL_BYTES, MissingProgramError, tail_text
+
 log = logging.getLogger(__name__)
 
 Argv = tuple[str, ...]
-STDERR_TAIL_BYTES = 2000
 MASK = "***"
 STREAM_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class ProcessResult:
+class CommandResult:
+    """A command run to completion, on the backup host or on a droplet, and how it ended."""
+
     argv: Argv
-    returncode: int
+    exit_status: int | None  # None: no exit status (we stopped it, or the connection ended)
     stdout: bytes
     stderr: bytes
     seconds: float
-    timed_out: bool = False
+    # "deadline" or "idle" when we gave up waiting; "lost" when the droplet stopped answering
+    timed_out: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out
+        return self.exit_status == 0 and self.timed_out is None
 
     def stderr_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
         return tail_text(self.stderr, limit)
-
-
-def tail_text(data: bytes, limit: int = STDERR_TAIL_BYTES) -> str:
-    """The last ``limit`` bytes of ``data`` as text, trimmed to whole lines where possible."""
-    text = data[-limit:].decode("utf-8", errors="replace").strip()
-    return text
-
-
-_TELLING = re.compile(r"error|fatal|fail|killed|denied|refused|not found|no such|cannot|lost", re.I)
-
-
-def summarize_stderr(tail: str, limit: int = 400) -> str:
-    """One line from a stderr tail for a person: the lines that say what went wrong."""
-    lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    telling = [line for line in lines if _TELLING.search(line)] or lines[-1:]
-    summary = " | ".join(dict.fromkeys(telling[-3:]))
-    return summary if len(summary) <= limit else summary[: limit - 1] + "…"
 
 
 def mask_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> str:
@@ -112,16 +97,17 @@ def dies_with_us(argv: Argv, env: Mapping[str, str] | None = None) -> list[str]:
     ends, however it ends (``setpriv --pdeathsig``): children run in their own session (a
     timeout kills the whole group), so a ``kill -9`` of backupd's process group would
     otherwise leave a borg running that commits an archive nobody records. borg answers
-    SIGTERM by rolling back and releasing its lock. A missing program still raises
-    FileNotFoundError here, as Popen would without the prefix."""
+    SIGTERM by rolling back and releasing its lock. Raises MissingProgramError for a
+    program that is not there or not executable (checked here: with the prefix, Popen
+    would start setpriv fine and the miss would come back as an exit status)."""
     program = argv[0]
     if "/" in program:
         if not os.path.exists(program):
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+            raise MissingProgramError(f"{program}: not found on the backup host")
         if not os.access(program, os.X_OK):
-            raise PermissionError(errno.EACCES, "Permission denied", program)
+            raise MissingProgramError(f"{program}: not executable on the backup host")
     elif shutil.which(program, path=(env or os.environ).get("PATH")) is None:
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+        raise MissingProgramError(f"{program}: not found on the backup host (PATH)")
     return [*_setpriv(), *argv]
 
 
@@ -140,16 +126,16 @@ def signal_when_parent_dies(signum: int = signal.SIGTERM) -> bool:
 
 
 class Runner(Protocol):
-    def __call__(self, argv: Argv, inv: Invocation) -> ProcessResult: ...
+    def __call__(self, argv: Argv, inv: Invocation) -> CommandResult: ...
 
 
 class Streamer(Protocol):
     def __call__(
         self, argv: Argv, inv: Invocation, sink: Callable[[bytes], object]
-    ) -> ProcessResult: ...
+    ) -> CommandResult: ...
 
 
-def run_local(argv: Argv, inv: Invocation) -> ProcessResult:
+def run_local(argv: Argv, inv: Invocation) -> CommandResult:
     """Run ``argv`` to completion and return its result; never raises on a non-zero exit.
 
     On timeout the whole process group is killed (a borg child and its relay go too),
@@ -180,8 +166,9 @@ def run_local(argv: Argv, inv: Invocation) -> ProcessResult:
         proc.wait()
         raise
     seconds = time.monotonic() - started
-    result = ProcessResult(argv, proc.returncode, out or b"", err or b"", seconds, timed_out)
-    log.debug("exit %s after %.2fs: %s", result.returncode, seconds, argv[0])
+    status, why = (None, "deadline") if timed_out else (proc.returncode, None)
+    result = CommandResult(argv, status, out or b"", err or b"", seconds, why)
+    log.debug("exit %s after %.2fs: %s", proc.returncode, seconds, argv[0])
     return result
 
 
@@ -194,7 +181,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -> ProcessResult:
+def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -> CommandResult:
     """Run ``argv`` handing its stdout to ``sink`` in chunks (for large outputs)."""
     log.debug("stream: %s", mask_argv(argv, inv.secrets))
     started = time.monotonic()
@@ -225,7 +212,8 @@ def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -
             proc.wait()
         errfile.seek(0)
         err = errfile.read()
-    return ProcessResult(argv, proc.returncode, b"", err, time.monotonic() - started, timed_out)
+    status, why = (None, "deadline") if timed_out else (proc.returncode, None)
+    return CommandResult(argv, status, b"", err, time.monotonic() - started, why)
 
 
 Produce = Callable[[Callable[[bytes], object]], object]  # calls its sink with each chunk
@@ -240,7 +228,7 @@ class FeedResult:
     """A command that read a stream on its stdin (a restore tool), and how it ended."""
 
     argv: Argv
-    returncode: int | None  # None: no exit status (killed, connection lost)
+    exit_status: int | None  # None: no exit status (killed, connection lost)
     output: bytes  # tail of stdout and stderr, in order
     seconds: float
     fed_bytes: int
@@ -249,7 +237,7 @@ class FeedResult:
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and self.complete and not self.timed_out
+        return self.exit_status == 0 and self.complete and not self.timed_out
 
     def output_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
         return tail_text(self.output, limit)

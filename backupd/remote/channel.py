@@ -12,8 +12,8 @@ from typing import Any
 import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
 
-from backupd.errors import RemoteError
-from backupd.local.process import STDERR_TAIL_BYTES, FeedResult, InputRefused, Produce, tail_text
+from backupd.errors import STDERR_TAIL_BYTES, RemoteError, tail_text
+from backupd.local.process import FeedResult, InputRefused, Produce
 
 READ_SIZE = 1024 * 1024
 TERMINATE_WAIT = 5.0

@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Protocol
 
 from backupd.errors import RemoteError
-from backupd.local.process import FeedResult, Invocation, Produce, feed_local, run_local
+from backupd.local.process import (
+    CommandResult,
+    FeedResult,
+    Invocation,
+    Produce,
+    feed_local,
+    run_local,
+)
 from backupd.remote.channel import feed_channel
-from backupd.remote.ssh import POLL_SECONDS, Connection, RemoteResult, remote_command_line
+from backupd.remote.ssh import POLL_SECONDS, Connection, remote_command_line
 
 SECRET_FILE_TIMEOUT = 60.0
 
@@ -33,7 +40,7 @@ class CommandRunner(Protocol):
         timeout: float,
         stdin: bytes | None = None,
         secrets: Sequence[str] = (),
-    ) -> RemoteResult: ...
+    ) -> CommandResult: ...
 
 
 class CommandShell(CommandRunner, Protocol):
@@ -59,22 +66,12 @@ class LocalShell:
         timeout: float,
         stdin: bytes | None = None,
         secrets: Sequence[str] = (),
-    ) -> RemoteResult:
-        try:
-            r = run_local(
-                tuple(argv), Invocation(timeout=timeout, stdin=stdin, secrets=tuple(secrets))
-            )
-        except FileNotFoundError:
-            raise RemoteError(f"{argv[0]}: not found on the backup host") from None
-        status = None if r.timed_out else r.returncode
-        timed_out = "deadline" if r.timed_out else None
-        return RemoteResult(r.argv, status, r.stdout, r.stderr, r.seconds, timed_out)
+    ) -> CommandResult:
+        inv = Invocation(timeout=timeout, stdin=stdin, secrets=tuple(secrets))
+        return run_local(tuple(argv), inv)
 
     def feed(self, argv: Sequence[str], produce: Produce, *, timeout: float) -> FeedResult:
-        try:
-            return feed_local(tuple(argv), Invocation(timeout=timeout), produce)
-        except FileNotFoundError:
-            raise RemoteError(f"{argv[0]}: not found on the backup host") from None
+        return feed_local(tuple(argv), Invocation(timeout=timeout), produce)
 
     @contextlib.contextmanager
     def private_file(self, content: bytes) -> Iterator[str]:
@@ -99,7 +96,7 @@ class DropletShell:
         timeout: float,
         stdin: bytes | None = None,
         secrets: Sequence[str] = (),
-    ) -> RemoteResult:
+    ) -> CommandResult:
         return self._conn.run(argv, timeout=timeout, stdin=stdin, secrets=secrets)
 
     def feed(self, argv: Sequence[str], produce: Produce, *, timeout: float) -> FeedResult:

@@ -18,8 +18,8 @@ from types import TracebackType
 
 import paramiko
 
-from backupd.errors import HostKeyError, RemoteError
-from backupd.local.process import STDERR_TAIL_BYTES, mask_argv, tail_text
+from backupd.errors import HostKeyError, RemoteError, tail_text
+from backupd.local.process import CommandResult, mask_argv
 from backupd.remote.channel import Interactive, StderrCollector, pump, terminate
 from backupd.remote.hostkeys import (
     SSHTarget,
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 # re-exported: callers reach the SSH seam through this module
 __all__ = [
     "Connection",
-    "RemoteResult",
     "SSHTarget",
     "StreamResult",
     "fingerprint",
@@ -82,24 +81,6 @@ def remote_command_line(argv: Sequence[str]) -> str:
     if not argv:
         raise ValueError("empty remote command")
     return _WRAPPER + shlex.join(argv)
-
-
-@dataclass(frozen=True)
-class RemoteResult:
-    argv: tuple[str, ...]
-    exit_status: int | None  # None: the connection ended without an exit status
-    stdout: bytes
-    stderr: bytes
-    seconds: float
-    # "deadline" or "idle" when we gave up waiting; "lost" when the droplet stopped answering
-    timed_out: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_status == 0 and self.timed_out is None
-
-    def stderr_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
-        return tail_text(self.stderr, limit)
 
 
 @dataclass(frozen=True)
@@ -235,7 +216,7 @@ class Connection:
         timeout: float,
         stdin: bytes | None = None,
         secrets: Sequence[str] = (),
-    ) -> RemoteResult:
+    ) -> CommandResult:
         """Run argv to completion, capturing stdout (up to 64 MiB) and stderr."""
         out = bytearray()
 
@@ -245,7 +226,7 @@ class Connection:
             out.extend(chunk)
 
         status, err, seconds, timed_out = self._exec(argv, keep, timeout, timeout, stdin, secrets)
-        return RemoteResult(tuple(argv), status, bytes(out), err, seconds, timed_out)
+        return CommandResult(tuple(argv), status, bytes(out), err, seconds, timed_out)
 
     def stream(
         self,

@@ -9,7 +9,7 @@ import pytest
 
 from backupd.borg.adapter import Borg
 from backupd.errors import BorgError
-from backupd.local.process import Argv, Invocation, ProcessResult
+from backupd.local.process import Argv, CommandResult, Invocation
 
 SECRET = "correct horse battery staple"
 
@@ -20,13 +20,13 @@ class FakeRunner:
         self.returncode = returncode
         self.stderr = stderr
 
-    def __call__(self, argv: Argv, inv: Invocation) -> ProcessResult:
+    def __call__(self, argv: Argv, inv: Invocation) -> CommandResult:
         assert inv.env is not None
         fd = int(inv.env["BORG_PASSPHRASE_FD"])
         assert fd in inv.pass_fds
         seen = os.read(fd, 4096).decode()
         self.calls.append((argv, inv, seen))
-        return ProcessResult(argv, self.returncode, b"{}", self.stderr, 0.1)
+        return CommandResult(argv, self.returncode, b"{}", self.stderr, 0.1)
 
 
 def test_passphrase_goes_by_fd_never_argv_or_env(tmp_path: Path) -> None:

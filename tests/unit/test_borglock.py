@@ -16,7 +16,7 @@ import pytest
 from backupd.borg.adapter import Borg
 from backupd.borg.lock import JOB_ENV, PID_ENV, Verdict, read_holders, repository_lock, this_machine
 from backupd.errors import BorgError, RepositoryLockedError
-from backupd.local.process import Argv, Invocation, ProcessResult
+from backupd.local.process import Argv, CommandResult, Invocation
 
 HERE = sorted(this_machine())[0]
 FOREIGN = "otherbox@167772161"
@@ -98,10 +98,10 @@ class LockedRunner:
         self.repo = repo
         self.calls: list[Argv] = []
 
-    def __call__(self, argv: Argv, inv: Invocation) -> ProcessResult:
+    def __call__(self, argv: Argv, inv: Invocation) -> CommandResult:
         self.calls.append(argv)
         said = f"Failed to create/acquire the lock {self.repo}/lock.exclusive (timeout).\n"
-        return ProcessResult(argv, 73, b"", said.encode(), 1.0)
+        return CommandResult(argv, 73, b"", said.encode(), 1.0)
 
 
 def test_a_foreign_holder_fails_at_once_and_borg_waited_one_second(tmp_path: Path) -> None:
@@ -175,9 +175,9 @@ def test_a_stale_lock_is_broken_only_when_every_holder_is_gone(
 ) -> None:
     calls: list[Argv] = []
 
-    def runner(argv: Argv, inv: Invocation) -> ProcessResult:
+    def runner(argv: Argv, inv: Invocation) -> CommandResult:
         calls.append(argv)
-        return ProcessResult(argv, 0, b"", b"", 0.1)
+        return CommandResult(argv, 0, b"", b"", 0.1)
 
     locks = Borg("borg", lambda: "", tmp_path / "base", runner=runner).locks
     repo = tmp_path / "repo"

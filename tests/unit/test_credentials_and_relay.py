@@ -37,6 +37,8 @@ def test_passphrase_from_command_and_its_failure() -> None:
     assert read_passphrase(PassphraseConfig(command=("echo", "pw"))) == "pw"
     with pytest.raises(CredentialError, match="exited 1"):
         read_passphrase(PassphraseConfig(command=("false",)))
+    with pytest.raises(CredentialError, match="no-such-vault: not found on the backup host"):
+        read_passphrase(PassphraseConfig(command=("no-such-vault", "get")))
     with pytest.raises(CredentialError, match="empty"):
         read_passphrase(PassphraseConfig(command=("true",)))
 

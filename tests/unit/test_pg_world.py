@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from backupd.errors import RestoreError, UsageError, VerificationError
-from backupd.remote.ssh import RemoteResult
+from backupd.local.process import CommandResult
 from jobs.base import DatabaseRestore, slug
 from jobs.pg_common import PostgresOptions, dbname_arg, split_fact_table, world_facts
 from jobs.pg_restore import LARGE_OBJECT_BUDGET, PostgresRestore, single_transaction
@@ -261,9 +261,9 @@ class ServerSays:
         timeout: float,
         stdin: bytes | None = None,
         secrets: Sequence[str] = (),
-    ) -> RemoteResult:
+    ) -> CommandResult:
         self.sql.append(stdin or b"")
-        return RemoteResult(tuple(argv), 0, self.answer.encode(), b"", 0.1)
+        return CommandResult(tuple(argv), 0, self.answer.encode(), b"", 0.1)
 
 
 RESTORED = (

@@ -7,10 +7,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from backupd.actions.context import Context
 from backupd.actions.reconcile import interrupt_dead_restores
 from backupd.catalogue.models import Restore
-from backupd.local.process import Invocation, feed_local
+from backupd.errors import MissingProgramError, RemoteError
+from backupd.local.process import CommandResult, Invocation, feed_local, run_local
+from backupd.remote.shells import LocalShell
 from jobs.registry import load_config
 from jobs.sqlfilter import OneTableFilter
 
@@ -120,7 +124,7 @@ def test_feed_local_stops_the_producer_when_the_consumer_dies() -> None:
             produced += 1
 
     result = feed_local((sys.executable, "-c", script), Invocation(timeout=60), endless)
-    assert result.returncode == 3 and not result.complete and not result.ok
+    assert result.exit_status == 3 and not result.complete and not result.ok
     assert "bad input" in result.output_tail()
     assert produced < 10_000
 
@@ -165,3 +169,31 @@ host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"
     assert status == "interrupted" and "restore 1 into web1:/srv/x was interrupted" in str(error)
     assert not staging.exists()
     assert [a.kind for a in ctx.catalogue.alerts()] == ["restore_interrupted"]
+
+
+def test_a_local_command_answers_like_a_remote_one(tmp_path: Path) -> None:
+    """One result type on both sides: the restore code reads exit_status, stderr and
+    timed_out the same way whether the target is the backup host or a droplet."""
+    shell = LocalShell(tmp_path)
+    failed = shell.run(("sh", "-c", "echo oops >&2; exit 4"), timeout=30)
+    assert isinstance(failed, CommandResult)
+    assert (failed.exit_status, failed.stderr_tail(), failed.timed_out) == (4, "oops", None)
+    stuck = shell.run(("sleep", "30"), timeout=0.5)
+    assert (stuck.exit_status, stuck.timed_out, stuck.ok) == (None, "deadline", False)
+
+
+@pytest.mark.parametrize("program", ["no-such-restore-tool", "/nonexistent/pg_restore"])
+def test_a_program_missing_on_the_backup_host_is_named_not_a_droplet_error(
+    tmp_path: Path, program: str
+) -> None:
+    shell = LocalShell(tmp_path)
+    with pytest.raises(MissingProgramError, match="not found on the backup host") as run:
+        shell.run((program, "--list"), timeout=30)
+    assert not isinstance(run.value, RemoteError) and run.value.exit_code == 18
+    with pytest.raises(MissingProgramError):
+        shell.feed((program,), producer([b"x"]), timeout=30)
+    plain = tmp_path / "tool"
+    plain.write_text("#!/bin/sh\n")
+    plain.chmod(0o644)
+    with pytest.raises(MissingProgramError, match="not executable"):
+        run_local((str(plain),), Invocation(timeout=30))

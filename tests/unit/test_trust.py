@@ -14,7 +14,7 @@ from backupd.actions.trust import Offer, _without_host, same_fingerprint, write_
 from backupd.borg.adapter import Borg
 from backupd.catalogue import Catalogue
 from backupd.errors import ConfigError, HostKeyError
-from backupd.local.process import Argv, Invocation, ProcessResult
+from backupd.local.process import Argv, CommandResult, Invocation
 from backupd.remote.ssh import SSHTarget, pinned_keys
 from jobs.registry import load_config
 
@@ -100,10 +100,10 @@ def test_the_pin_file_is_replaced_whole_and_private(tmp_path: Path) -> None:
 def test_key_export_argv_and_the_passphrase_by_fd(tmp_path: Path) -> None:
     calls: list[Argv] = []
 
-    def runner(argv: Argv, inv: Invocation) -> ProcessResult:
+    def runner(argv: Argv, inv: Invocation) -> CommandResult:
         assert inv.env is not None and "BORG_PASSPHRASE_FD" in inv.env
         calls.append(argv)
-        return ProcessResult(argv, 0, b"", b"", 0.1)
+        return CommandResult(argv, 0, b"", b"", 0.1)
 
     borg = Borg("borg", lambda: "secret", tmp_path / "base", runner=runner)
     borg.export_key(Path("/s/web1"), Path("/k/web1.key"))

@@ -95,7 +95,7 @@ def test_remote_command_line_reports_a_killing_signal() -> None:
 
 
 def test_stderr_summary_prefers_the_lines_that_say_what_went_wrong() -> None:
-    from backupd.local.process import summarize_stderr
+    from backupd.errors import summarize_stderr
 
     tail = (
         'pg_dump: error: Dumping the contents of table "blob" failed: PQgetCopyData() failed.\n'
