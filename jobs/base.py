@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from backupd.catalogue import Check, Facts
 from backupd.local.process import CommandResult, FeedResult
 from backupd.remote.channel import Interactive
 from backupd.remote.shells import CommandRunner, CommandShell
@@ -165,7 +166,7 @@ class DatabaseRestore:
     keep_owners: bool = True  # False on a foreign server: objects belong to our login
     replace: bool = False  # drop what is in the way (the database, or with table: the table)
     # the archive's recorded facts: what the database was (encoding...) and needs (roles...)
-    facts: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    facts: Facts = field(default_factory=lambda: Facts(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ class Setup:
     """What a kind readied before the dump is streamed (e.g. the list of entries to restore)."""
 
     extra_argv: tuple[str, ...] = ()  # appended to restore_argv
-    checks: tuple[dict[str, Any], ...] = ()  # reported with the restore's checks
+    checks: tuple[Check, ...] = ()  # reported with the restore's checks
 
 
 # runs argv with the archive's dump fed on its stdin (it may stop reading early)
@@ -251,7 +252,7 @@ class DatabaseKind(Protocol[O_contra]):
         shell: CommandShell,
         req: DatabaseRestore,
         companions: Mapping[str, bytes],
-    ) -> list[dict[str, Any]]:
+    ) -> list[Check]:
         """Create the creatable ``lacks`` on the target (from ``companions``: item -> dump);
         checks saying what was created."""
         ...
@@ -265,7 +266,7 @@ class DatabaseKind(Protocol[O_contra]):
 
     def extra_checks(
         self, options: O_contra, shell: CommandShell, req: DatabaseRestore
-    ) -> list[dict[str, Any]]:
+    ) -> list[Check]:
         """Checks beyond row counts of the restored database against ``req.facts``
         (VerificationError when it differs)."""
         ...
@@ -282,7 +283,7 @@ class NoServerNeeds:
 
     def provide(
         self, options: Any, shell: Any, req: DatabaseRestore, companions: Mapping[str, bytes]
-    ) -> list[dict[str, Any]]:
+    ) -> list[Check]:
         return []
 
     def restore_setup(
@@ -290,7 +291,7 @@ class NoServerNeeds:
     ) -> AbstractContextManager[Setup]:
         return nullcontext(Setup())
 
-    def extra_checks(self, options: Any, shell: Any, req: DatabaseRestore) -> list[dict[str, Any]]:
+    def extra_checks(self, options: Any, shell: Any, req: DatabaseRestore) -> list[Check]:
         return []
 
 

@@ -14,10 +14,11 @@ import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from backupd.catalogue import Check
 from backupd.config.credentials import read_secret_file
 from backupd.config.units import Duration
 from backupd.errors import DumpError, RestoreError, UsageError, VerificationError
@@ -251,7 +252,7 @@ class MariaDBRestore(NoServerNeeds):
 
     def extra_checks(
         self, options: MariaDBOptions, shell: CommandShell, req: DatabaseRestore
-    ) -> list[dict[str, Any]]:
+    ) -> list[Check]:
         """A whole database: its character set and collation, as recorded."""
         props = _recorded_properties(req)
         if props is None or req.table is not None:
@@ -267,7 +268,7 @@ class MariaDBRestore(NoServerNeeds):
                 f"{' '.join(now) or '(none)'}, recorded {' '.join(props)}"
             )
         detail = f"character set {props[0]}, collation {props[1]} as recorded"
-        return [{"check": "database", "ok": True, "detail": detail}]
+        return [Check("database", detail)]
 
     def restore_argv(
         self, options: MariaDBOptions, req: DatabaseRestore, secret_path: str | None

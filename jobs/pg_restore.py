@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from backupd.catalogue import Check, Facts
 from backupd.errors import RestoreError, UsageError, VerificationError
 from jobs.base import DatabaseRestore, Lack, Peek, Setup, StreamFilter
 from jobs.pg_common import (
@@ -76,7 +77,7 @@ def describe(database: Mapping[str, Any]) -> str:
     return ", ".join(words)
 
 
-def _create_database(facts: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+def _create_database(facts: Facts) -> tuple[str, dict[str, str]]:
     """CREATE DATABASE as the database was (template0: any encoding and locale)."""
     db = facts.get("database") or {}
     if not db.get("encoding"):
@@ -233,7 +234,7 @@ class PostgresRestore:
         shell: CommandShell,
         req: DatabaseRestore,
         companions: Mapping[str, bytes],
-    ) -> list[dict[str, Any]]:
+    ) -> list[Check]:
         """Create the roles the dump needs that the target lacks (pg_roles.py says how);
         for an older backup that did not record them, every role of the globals."""
         known = parse_globals(companions.get(GLOBALS_ITEM, b""))
@@ -250,7 +251,7 @@ class PostgresRestore:
         )
         if unknown := [r for r in missing if r not in known.inherit]:
             detail += f"; not in the backup's globals, created by name only: {', '.join(unknown)}"
-        return [{"check": "roles", "ok": True, "detail": detail}]
+        return [Check("roles", detail)]
 
     # -- one table, and checks -----------------------------------------------------------
     @contextlib.contextmanager
@@ -268,22 +269,10 @@ class PostgresRestore:
         present = self._existing(options, shell, req.database, checkable(entries, table))
         chosen = select_table(entries, table, present)
         brought = [e for e in chosen.entries if e.kind not in SESSION_KINDS and e is not table]
-        checks: list[dict[str, Any]] = [
-            {
-                "check": "table",
-                "ok": True,
-                "detail": (f"{req.table} with {len(brought)} object(s) it needs or owns"),
-            }
-        ]
+        checks = [Check("table", f"{req.table} with {len(brought)} object(s) it needs or owns")]
         if chosen.left_out:
-            checks.append(
-                {
-                    "check": "left out",
-                    "ok": True,
-                    "detail": "needs what is not "
-                    "restored: " + "; ".join(e.label for e in chosen.left_out),
-                }
-            )
+            left = "; ".join(e.label for e in chosen.left_out)
+            checks.append(Check("left out", f"needs what is not restored: {left}"))
         with _tool_file(options, shell, chosen.use_list()) as path:
             yield Setup(("--use-list", path), tuple(checks))
 
@@ -325,7 +314,7 @@ class PostgresRestore:
 
     def extra_checks(
         self, options: PostgresOptions, shell: CommandShell, req: DatabaseRestore
-    ) -> list[dict[str, Any]]:
+    ) -> list[Check]:
         """A whole database: its encoding and locale, and its large objects, as recorded."""
         recorded = req.facts.get("database") or {}
         if req.table is not None or not recorded.get("encoding"):
@@ -341,16 +330,14 @@ class PostgresRestore:
                 f"{req.database} on {shell.label} is not the database that "
                 f"was backed up: {'; '.join(wrong)}"
             )
-        checks = [{"check": "database", "ok": True, "detail": f"{describe(recorded)} as recorded"}]
+        checks = [Check("database", f"{describe(recorded)} as recorded")]
         if (objects := int(req.facts.get("large_objects", 0))) != now["large_objects"]:
             raise VerificationError(
                 f"{req.database} on {shell.label} has {now['large_objects']} "
                 f"large object(s), recorded {objects}"
             )
         if objects:
-            checks.append(
-                {"check": "large objects", "ok": True, "detail": f"{objects} as recorded"}
-            )
+            checks.append(Check("large objects", f"{objects} as recorded"))
         return checks
 
     # -- reading the restored database ---------------------------------------------------

@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+
+from backupd.catalogue import Facts
 
 _IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
 _CREATE = re.compile(rf"CREATE ROLE ({_IDENT})", re.DOTALL)
@@ -85,7 +86,7 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def needed_roles(facts: Mapping[str, Any], keep_owners: bool) -> list[str] | None:
+def needed_roles(facts: Facts, keep_owners: bool) -> list[str] | None:
     """The roles a restore of this dump refers to (None: not recorded, an older backup).
     Without owners and privileges (``--no-owner --no-privileges``) only the roles named
     elsewhere (policies, user mappings) are needed."""

@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from backupd.actions.context import Context
 from backupd.actions.needs import Endpoint, provide, refuse_lacking
+from backupd.actions.recorded import Ending, settle
 from backupd.actions.restore import Tally, await_repositories, choose_archives, restore_tree
 from backupd.actions.restore_db import restore_archive
 from backupd.actions.scratch import Scratch, new_scratch_dir, scratch_server
 from backupd.actions.tree import TREE_FILENAME
-from backupd.catalogue import Archive
+from backupd.catalogue import Archive, Check
 from backupd.catalogue.models import DrillStatus
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BackupdError, NotFoundError, StoppedError, VerificationError
@@ -44,7 +44,7 @@ class DrillResult:
     drill_id: int
     verdict: DrillStatus
     rto_seconds: float
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     detail: str | None = None
 
 
@@ -87,31 +87,48 @@ def drill_source(
         for a in chosen
     ]
     done: list[DrillResult] = []
+
+    def rest(ending: Ending) -> None:
+        _unfinished(ctx, host, source, ids[len(done) :], ending, begun=bool(done))
+
     try:
-        await_repositories(ctx, chosen)  # a foreign lock: the drill cannot start, say why
-        with _server(ctx, source, root) as scratch:
-            for a, drill_id in zip(chosen, ids, strict=True):
-                done.append(_drill_one(ctx, host, source, a, drill_id, root, scratch))
-            return done
-    except StoppedError as e:  # a shutdown: no verdict, no alert; the next drill runs them
-        detail = f"{host.name}/{source.name}: drill stopped: {e}"
-        for drill_id in ids[len(done) :]:
-            ctx.catalogue.finish_drill(
-                drill_id, DrillStatus.INTERRUPTED, rto_seconds=None, detail=detail
-            )
-        log.warning("%s", detail)
-        raise
-    except BackupdError as e:  # the scratch server did not start: no archive was tried
-        detail = f"{host.name}/{source.name}: drill could not start: {e}"
-        for drill_id in ids:
-            ctx.catalogue.finish_drill(drill_id, DrillStatus.FAIL, rto_seconds=None, detail=detail)
-        ctx.catalogue.record_alert("drill_failed", detail, host=host.name, source=source.name)
-        return [
-            DrillResult(host.name, source.name, a.name, i, DrillStatus.FAIL, 0.0, [], detail)
-            for a, i in zip(chosen, ids, strict=True)
-        ]
+        with settle(None, rest) as ending:
+            await_repositories(ctx, chosen)  # a foreign lock: the drill cannot start, say why
+            with _server(ctx, source, root) as scratch:
+                for a, drill_id in zip(chosen, ids, strict=True):
+                    done.append(_drill_one(ctx, host, source, a, drill_id, root, scratch))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    if ending.how == "stopped" and ending.exception is not None:
+        raise ending.exception  # a shutdown: no verdict; the next drill runs them
+    return done + [
+        DrillResult(host.name, source.name, a.name, i, DrillStatus.FAIL, 0.0, [], ending.error)
+        for a, i in list(zip(chosen, ids, strict=True))[len(done) :]
+    ]
+
+
+def _unfinished(
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    ids: list[int],
+    ending: Ending,
+    *,
+    begun: bool,
+) -> None:
+    """Complete the rows of archives not drilled: a stop -> interrupted, no alert; the
+    scratch server or a lock in the way (or a bug) -> fail, alerted."""
+    stopped = ending.how == "stopped"
+    what = "drill stopped" if stopped else f"drill could not {'finish' if begun else 'start'}"
+    ending.error = detail = f"{host.name}/{source.name}: {what}: {ending.error}"
+    status = DrillStatus.INTERRUPTED if stopped else DrillStatus.FAIL
+    for drill_id in ids:
+        ctx.catalogue.finish_drill(drill_id, status, rto_seconds=None, detail=detail)
+    if stopped:
+        log.warning("%s", detail)
+        return
+    log.error("%s", detail)
+    ctx.catalogue.record_alert("drill_failed", detail, host=host.name, source=source.name)
 
 
 @contextmanager
@@ -133,28 +150,35 @@ def _drill_one(
     scratch: Scratch | None,
 ) -> DrillResult:
     started = time.monotonic()
-    checks: list[dict[str, Any]] = []
-    try:
-        checks = _restore_and_check(
-            ctx, host, source, a, root / f"files-{drill_id}", scratch, drill_id
-        )
-    except StoppedError:
-        raise  # not a verdict on the archive (drill_source records it interrupted)
-    except BackupdError as e:
+    checks: list[Check] = []
+    label = f"{host.name}/{source.name}: drill of {a.name} failed"
+
+    def failed(ending: Ending) -> None:
+        if ending.how == "stopped":
+            return  # not a verdict on the archive: drill_source records it interrupted
         rto = time.monotonic() - started
-        detail = f"{host.name}/{source.name}: drill of {a.name} failed: {e}"
+        detail = ending.error
         ctx.catalogue.finish_drill(
             drill_id, DrillStatus.FAIL, rto_seconds=rto, checks=checks, detail=detail
         )
-        ctx.catalogue.record_alert("drill_failed", detail, host=host.name, source=source.name)
+        ctx.catalogue.record_alert("drill_failed", str(detail), host=host.name, source=source.name)
         log.error("%s", detail)
+
+    with settle(label, failed) as ending:
+        checks = _restore_and_check(
+            ctx, host, source, a, root / f"files-{drill_id}", scratch, drill_id
+        )
+    if ending.how == "stopped" and ending.exception is not None:
+        raise ending.exception
+    if not ending.ok:
+        rto = time.monotonic() - started
         return DrillResult(
-            host.name, source.name, a.name, drill_id, DrillStatus.FAIL, rto, checks, detail
+            host.name, source.name, a.name, drill_id, DrillStatus.FAIL, rto, checks, ending.error
         )
     rto = time.monotonic() - started
-    warned = [c for c in checks if c.get("warn")]
+    warned = [c for c in checks if c.warn]
     verdict = DrillStatus.WARN if warned else DrillStatus.PASS
-    note = "; ".join(c["detail"] for c in warned) or None
+    note = "; ".join(c.detail for c in warned) or None
     ctx.catalogue.finish_drill(
         drill_id, verdict, rto_seconds=rto, nbytes=a.nbytes, checks=checks, detail=note
     )
@@ -171,27 +195,16 @@ def _restore_and_check(
     files: Path,
     scratch: Scratch | None,
     drill_id: int,
-) -> list[dict[str, Any]]:
+) -> list[Check]:
     if a.filename == TREE_FILENAME:
         restore_tree(ctx, a, files, force=False)  # every file checked against the manifest
+        files_seen = a.facts.get("files", "?")
         checks = [
-            {
-                "check": "files",
-                "ok": True,
-                "detail": f"{a.facts.get('files', '?')} "
-                f"file(s), {a.nbytes} bytes, every sha256 as recorded",
-            }
+            Check("files", f"{files_seen} file(s), {a.nbytes} bytes, every sha256 as recorded")
         ]
         if unread := a.facts.get("unreadable_count"):  # decision 0015: left out, reported
-            checks.append(
-                {
-                    "check": "unreadable",
-                    "ok": True,
-                    "warn": True,
-                    "detail": f"{unread} path(s) could not be read at backup time "
-                    "and are not in this archive",
-                }
-            )
+            left = f"{unread} path(s) could not be read at backup time and are not in this archive"
+            checks.append(Check("unreadable", left, warn=True))
         return checks + _path_checks(source, files)
     kind = database_kinds().get(source.kind)
     if scratch is None or kind is None or not kind.restorable(a.item):
@@ -214,23 +227,10 @@ def _restore_and_check(
                 f"the restored database has table(s) the backup did not "
                 f"record: {', '.join(extra[:5])}"
             )
-        checks.append(
-            {
-                "check": "tables",
-                "ok": True,
-                "detail": f"the same {len(recorded)} table(s) as recorded",
-            }
-        )
+        checks.append(Check("tables", f"the same {len(recorded)} table(s) as recorded"))
         checks.append(_table_path(ctx, ep, shell, a, drill_id, sorted(recorded)))
     if not a.facts.get("rows"):
-        checks.append(
-            {
-                "check": "rows",
-                "ok": True,
-                "warn": True,
-                "detail": "no row counts were recorded at backup time",
-            }
-        )
+        checks.append(Check("rows", "no row counts were recorded at backup time", warn=True))
     return checks + _sql_checks(ep, shell, source, database)
 
 
@@ -241,7 +241,7 @@ def _table_path(
     a: Archive,
     drill_id: int,
     tables: list[str],
-) -> dict[str, Any]:
+) -> Check:
     """``restore --table`` proven on one table per drill (rotating with the drill's id):
     the table with what it needs, alone in a database of its own, its rows checked. A
     table that path cannot restore is a warning naming it: the backup itself is good."""
@@ -253,24 +253,24 @@ def _table_path(
         raise
     except BackupdError as e:
         detail = f"restore --table {table} would fail: {e}"
-        return {"check": "table path", "ok": True, "warn": True, "detail": detail}
-    rows = next((c["detail"] for c in checks if c["check"] == "rows"), "restored")
-    return {"check": "table path", "ok": True, "detail": f"restore --table {table}: {rows}"}
+        return Check("table path", detail, warn=True)
+    rows = next((c.detail for c in checks if c.check == "rows"), "restored")
+    return Check("table path", f"restore --table {table}: {rows}")
 
 
-def _stream_check(ctx: Context, a: Archive) -> dict[str, Any]:
+def _stream_check(ctx: Context, a: Archive) -> Check:
     """A dump that is not restored into a server (globals, a SQLite copy): read it back
     in full and compare its sha256 and size."""
     tally = Tally()
     ctx.borg.extract_stream(Path(a.repository), a.name, a.filename, tally)
     if (wrong := tally.differs(a)) is not None:
         raise VerificationError(f"{a.name}: read back, it does not match the catalogue {wrong}")
-    return {"check": "sha256", "ok": True, "detail": f"{tally.nbytes} bytes read back as recorded"}
+    return Check("sha256", f"{tally.nbytes} bytes read back as recorded")
 
 
 def _sql_checks(
     ep: Endpoint, shell: LocalShell, source: SourceConfig, database: str
-) -> list[dict[str, Any]]:
+) -> list[Check]:
     checks = []
     for check in source.drill_sql:
         got = ep.kind.query(ep.options, shell, database, check.sql).strip().splitlines()
@@ -279,20 +279,14 @@ def _sql_checks(
             raise VerificationError(
                 f"drill_sql {check.sql!r} gave {first!r}, expected {check.expect!r}"
             )
-        checks.append({"check": "sql", "ok": True, "detail": f"{check.sql} = {first}"})
+        checks.append(Check("sql", f"{check.sql} = {first}"))
     return checks
 
 
-def _path_checks(source: SourceConfig, root: Path) -> list[dict[str, Any]]:
+def _path_checks(source: SourceConfig, root: Path) -> list[Check]:
     missing = [p for p in source.drill_paths if not (root / p.lstrip("/")).exists()]
     if missing:
         raise VerificationError(f"restored tree lacks {', '.join(missing)} (drill_paths)")
     if not source.drill_paths:
         return []
-    return [
-        {
-            "check": "paths",
-            "ok": True,
-            "detail": f"{len(source.drill_paths)} required path(s) present",
-        }
-    ]
+    return [Check("paths", f"{len(source.drill_paths)} required path(s) present")]

@@ -14,7 +14,7 @@ from typing import Any
 
 from backupd.actions.context import Context
 from backupd.actions.restore import Tally
-from backupd.catalogue import Archive
+from backupd.catalogue import Archive, Check
 from backupd.errors import RefusedError, VerificationError
 from backupd.remote.shells import CommandShell
 from jobs.base import DatabaseKind, DatabaseRestore, Lack, Options
@@ -59,7 +59,7 @@ def provide(
     shell: CommandShell,
     a: Archive,
     req: DatabaseRestore,
-) -> list[dict[str, Any]]:
+) -> list[Check]:
     """Create on the target what the dump needs and backupd may create: checks saying what."""
     return ep.kind.provide(ep.options, shell, req, companions(ctx, host, source, ep, a))
 

@@ -20,7 +20,7 @@ from backupd.actions.manifest import parse_manifest, verify_tree
 from backupd.actions.recorded import Ending, settle
 from backupd.actions.tree import TREE_FILENAME
 from backupd.borg.adapter import LOCK_WAIT_SECONDS
-from backupd.catalogue import Archive, RunStatus
+from backupd.catalogue import Archive, Check, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import NotFoundError, RefusedError, VerificationError
 
@@ -196,11 +196,9 @@ def restore_files(
     with settle(None, finish, reraise=True):
         restored = _restore_chosen(ctx, chosen, req, progress)
     checks = [
-        {
-            "check": "sha256" if f.path.is_file() else "manifest",
-            "ok": True,
-            "detail": f"{f.path}: {f.nbytes} bytes as recorded",
-        }
+        Check(
+            "sha256" if f.path.is_file() else "manifest", f"{f.path}: {f.nbytes} bytes as recorded"
+        )
         for f in restored
     ]
     ctx.catalogue.finish_restore(

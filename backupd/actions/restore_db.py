@@ -22,7 +22,7 @@ from backupd.actions.context import Context, ssh_target
 from backupd.actions.needs import Endpoint, provide, refuse_lacking
 from backupd.actions.recorded import Ending, settle
 from backupd.actions.restore import Progress, Tally, await_repositories, choose_archives
-from backupd.catalogue import Archive, RunStatus
+from backupd.catalogue import Archive, Check, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import RefusedError, RestoreError, UsageError, VerificationError
 from backupd.local.process import FeedResult
@@ -35,12 +35,30 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DbRequest:
-    """``--into-db TARGET`` (a configured restore target) or ``--to-host HOST`` with
-    ``--database``: which point, under which name, one table or all, may it replace."""
+class IntoTarget:
+    """``--into-db NAME``: the configured ``[restore_targets.NAME]`` server (run from the
+    backup host)."""
 
-    target: str
-    on_droplet: bool = False  # target names a host: restore onto that droplet's server
+    name: str
+
+
+@dataclass(frozen=True)
+class OntoDroplet:
+    """``--to-host HOST --database``: that droplet's own server, its tools run as the
+    source says (sudo, container)."""
+
+    host: str
+
+
+DbTarget = IntoTarget | OntoDroplet
+
+
+@dataclass(frozen=True)
+class DbRequest:
+    """Where (``target``), which point, under which name, one table or all, may it
+    replace."""
+
+    target: DbTarget
     name: str | None = None  # --as / --database; default: the name it had
     table: str | None = None
     item: str | None = None  # which database of a source that dumps several
@@ -85,7 +103,7 @@ class DbRestored:
     where: str
     nbytes: int
     seconds: float
-    checks: list[dict[str, Any]]
+    checks: list[Check]
 
 
 def database_kind(source: SourceConfig) -> DatabaseKind[Any]:
@@ -100,13 +118,14 @@ def database_kind(source: SourceConfig) -> DatabaseKind[Any]:
 
 @contextmanager
 def db_shell(ctx: Context, req: DbRequest) -> Iterator[CommandShell]:
-    if not req.on_droplet:
+    if not isinstance(req.target, OntoDroplet):
         yield LocalShell(ctx.run_dir())
         return
-    host = ctx.config.hosts.get(req.target)
+    name = req.target.host
+    host = ctx.config.hosts.get(name)
     if host is None:
         raise UsageError(
-            f"unknown host {req.target!r} (configured: {', '.join(sorted(ctx.config.hosts))})"
+            f"unknown host {name!r} (configured: {', '.join(sorted(ctx.config.hosts))})"
         )
     with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
         yield DropletShell(conn)
@@ -114,21 +133,22 @@ def db_shell(ctx: Context, req: DbRequest) -> Iterator[CommandShell]:
 
 def _endpoint(ctx: Context, source: SourceConfig, req: DbRequest) -> Endpoint:
     kind = database_kind(source)
-    if req.on_droplet:  # the droplet runs the tools as the source says (sudo, container...)
-        return Endpoint(kind, source.options, f"droplet {req.target}")
-    target = ctx.config.restore_targets.get(req.target)
+    if isinstance(req.target, OntoDroplet):  # the tools run as the source says (sudo...)
+        return Endpoint(kind, source.options, f"droplet {req.target.host}")
+    name = req.target.name
+    target = ctx.config.restore_targets.get(name)
     if target is None:
         known = ", ".join(sorted(ctx.config.restore_targets)) or "none configured"
         raise UsageError(
-            f"unknown restore target {req.target!r} ({known}); declare it as "
-            f"[restore_targets.{req.target}] in the config"
+            f"unknown restore target {name!r} ({known}); declare it as "
+            f"[restore_targets.{name}] in the config"
         )
     if target.kind != source.kind:
         raise UsageError(
-            f"restore target {req.target} is a {target.kind} server; "
+            f"restore target {name} is a {target.kind} server; "
             f"{source.host}/{source.name} is a {source.kind} source"
         )
-    return Endpoint(kind, target.options, f"restore target {req.target}")
+    return Endpoint(kind, target.options, f"restore target {name}")
 
 
 def plan_db_restore(
@@ -170,7 +190,7 @@ def plan_db_restore(
         restore = DatabaseRestore(
             name,
             table,
-            keep_owners=req.on_droplet or req.create_roles,
+            keep_owners=isinstance(req.target, OntoDroplet) or req.create_roles,
             replace=exists,
             facts=a.facts,
         )
@@ -242,12 +262,12 @@ def restore_archive(
     a: Archive,
     req: DatabaseRestore,
     progress: Progress | None = None,
-) -> tuple[int, list[dict[str, Any]]]:
+) -> tuple[int, list[Check]]:
     """Create the database, stream the dump into it, check it: (bytes, checks passed)."""
     ep.kind.prepare_database(ep.options, shell, req)
     with ep.kind.restore_setup(ep.options, shell, req, _peek(ctx, shell, a)) as setup:
         nbytes, notes = _stream(ctx, ep, shell, a, req, progress, setup.extra_argv)
-    rewritten = [{"check": "rewritten", "ok": True, "detail": note} for note in notes]
+    rewritten = [Check("rewritten", note) for note in notes]
     return nbytes, verify_database(ep, shell, a, req) + list(setup.checks) + rewritten
 
 
@@ -352,17 +372,15 @@ def _secret_file(shell: CommandShell, secret: bytes) -> Iterator[str | None]:
 
 def verify_database(
     ep: Endpoint, shell: CommandShell, a: Archive, req: DatabaseRestore
-) -> list[dict[str, Any]]:
+) -> list[Check]:
     """Row counts now in the database against those recorded at backup time, then the
     kind's own checks (PostgreSQL: encoding and locale, large objects)."""
-    checks: list[dict[str, Any]] = [
-        {"check": "sha256", "ok": True, "detail": f"{a.nbytes} bytes, sha256 {a.sha256[:12]}"}
-    ]
+    checks = [Check("sha256", f"{a.nbytes} bytes, sha256 {a.sha256[:12]}")]
     recorded: dict[str, int] = dict(a.facts.get("rows", {}))
     if req.table is not None:
         recorded = {k: v for k, v in recorded.items() if k == req.table}
     if not recorded:
-        checks.append({"check": "rows", "ok": True, "detail": "no row counts were recorded"})
+        checks.append(Check("rows", "no row counts were recorded"))
         return checks + ep.kind.extra_checks(ep.options, shell, req)
     # tables of an engine without snapshots were not dumped at the counted moment: they
     # must be there, their rows are not compared (decision 0017)
@@ -381,5 +399,5 @@ def verify_database(
             f"; {len(outside)} table(s) present whose engine has no snapshot "
             f"(rows not compared): {', '.join(sorted(outside)[:5])}"
         )
-    checks.append({"check": "rows", "ok": True, "detail": detail})
+    checks.append(Check("rows", detail))
     return checks + ep.kind.extra_checks(ep.options, shell, req)

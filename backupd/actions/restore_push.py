@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
 
 from backupd.actions import names
 from backupd.actions.context import Context, ssh_target
 from backupd.actions.restore import DirRequest, choose_archives, restore_to_dir
 from backupd.actions.stream import write_private
-from backupd.catalogue import Archive, RunStatus
+from backupd.catalogue import Archive, Check, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
 from backupd.local.process import Invocation, run_local
@@ -58,7 +58,7 @@ class Pushed:
     files: int
     nbytes: int
     seconds: float
-    checks: list[dict[str, Any]]
+    checks: list[Check]
 
 
 def _destination(ctx: Context, req: PushRequest) -> HostConfig:
@@ -124,14 +124,8 @@ def restore_to_host_path(
         )
         files = sum(1 for p in staging.rglob("*") if p.is_file())
         nbytes = sum(f.nbytes for f in restored)
-        checks: list[dict[str, Any]] = [
-            {
-                "check": "extract",
-                "ok": True,
-                "detail": f"{files} file(s), {nbytes} bytes verified against "
-                "the backup before the push",
-            }
-        ]
+        verified = f"{files} file(s), {nbytes} bytes verified against the backup before the push"
+        checks = [Check("extract", verified)]
         with Connection(ssh_target(dest, ctx.config.state_dir)) as conn:
             mkdir = conn.run(
                 (*_sudo(source), "mkdir", "-p", "--", req.path), timeout=REMOTE_TIMEOUT
@@ -147,7 +141,7 @@ def restore_to_host_path(
                 f"{len(differing)} file(s): {shown}"
             )
         detail = "rsync --checksum found every file identical on the droplet"
-        checks.append({"check": "pushed", "ok": True, "detail": detail})
+        checks.append(Check("pushed", detail))
     except BackupdError as e:
         ctx.catalogue.finish_restore(
             rid, RunStatus.FAILED, error=str(e), seconds=time.monotonic() - started
@@ -166,7 +160,7 @@ def _rsync(
     ctx: Context,
     dest: HostConfig,
     source: SourceConfig,
-    staging: Any,
+    staging: Path,
     path: str,
     *,
     verify: bool,

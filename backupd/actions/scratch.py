@@ -17,19 +17,15 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from backupd.config.load import Config
 from backupd.errors import MissingProgramError, RestoreError
-from backupd.local.process import (
-    Invocation,
-    run_local,
-    start_server,
-)
+from backupd.local.process import Child, Invocation, run_local, start_server
 from backupd.local.procfs import process_alive, processes_mentioning
+from jobs.base import Options
 from jobs.registry import registry
 
 log = logging.getLogger(__name__)
@@ -43,7 +39,7 @@ PID_FILES = ("data/postmaster.pid", "mysqld.pid")
 class Scratch:
     kind: str
     root: Path  # removed afterwards
-    options: Any  # the kind's options that connect to this server (socket, user)
+    options: Options  # the kind's options that connect to this server (socket, user)
 
 
 def new_scratch_dir(config: Config, prefix: str) -> Path:
@@ -93,7 +89,7 @@ def postgres_bindir(config: Config) -> Path:
     return found[-1]
 
 
-def _start_postgres(config: Config, root: Path, procs: list[Any]) -> Any:
+def _start_postgres(config: Config, root: Path, procs: list[Child]) -> Options:
     bindir = postgres_bindir(config)
     (root / "sock").mkdir(mode=0o700)
     if _user(config):
@@ -144,7 +140,7 @@ def _start_postgres(config: Config, root: Path, procs: list[Any]) -> Any:
     )
 
 
-def _start_mariadb(config: Config, root: Path, procs: list[Any]) -> Any:
+def _start_mariadb(config: Config, root: Path, procs: list[Child]) -> Options:
     (root / "tmp").mkdir(mode=0o700)
     if _user(config):
         entry = pwd.getpwnam(config.drills.scratch_user)
@@ -187,7 +183,7 @@ def _start_mariadb(config: Config, root: Path, procs: list[Any]) -> Any:
 STARTERS = {"postgresql": _start_postgres, "mariadb": _start_mariadb}
 
 
-def _wait(root: Path, proc: Any, ready: Any, what: str) -> None:
+def _wait(root: Path, proc: Child, ready: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + READY_WAIT
     while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -204,7 +200,7 @@ def scratch_server(config: Config, kind: str, root: Path) -> Iterator[Scratch]:
     starter = STARTERS.get(kind)
     if starter is None:
         raise RestoreError(f"no scratch server for {kind} sources")
-    procs: list[Any] = []
+    procs: list[Child] = []
     try:
         try:
             options = starter(config, root, procs)

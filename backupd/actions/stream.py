@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,18 @@ class Pulled:
     warnings: tuple[str, ...] = ()
 
 
-def archive_name(source: str, item: str, when: Any) -> str:
+def archive_name(source: str, item: str, when: datetime) -> str:
     stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
     return f"{source}.{slug(item)}.{stamp}"
 
 
 def base_metadata(
-    host: HostConfig, source: SourceConfig, run: PullRun, item: str, filename: str, started: Any
+    host: HostConfig,
+    source: SourceConfig,
+    run: PullRun,
+    item: str,
+    filename: str,
+    started: datetime,
 ) -> dict[str, Any]:
     """What every archive's comment says about itself from the start (read back by a
     catalogue rebuild, and by a sweep after a crash: the run tells whether it is still
@@ -168,7 +174,7 @@ def record_archive(
     name: str,
     item: str,
     filename: str,
-    created_at: Any,
+    created_at: datetime,
     nbytes: int,
     sha256: str,
     stats: CreateStats,

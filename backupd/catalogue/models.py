@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import (
     JSON,
@@ -99,6 +100,41 @@ class Run(Base):
     archives: Mapped[list[Archive]] = relationship(back_populates="run")
 
 
+class Facts(TypedDict, total=False):
+    """What an archive held when it was made, recorded with it (``archives.facts`` and the
+    archive's comment) and read back by restores, drills, the report and a rebuild. Each
+    kind records its own keys; none is required (an archive from an older backupd, or
+    rebuilt from a repository, may lack any)."""
+
+    # databases
+    rows: dict[str, int]  # table key ("schema.table"; MariaDB: the name) -> rows in the dump
+    rows_outside_snapshot: list[str]  # MariaDB: tables of an engine without snapshots
+    table_bytes: dict[str, int]  # PostgreSQL: table key -> bytes on disk
+    database: dict[str, str]  # PostgreSQL: encoding, lc_collate, lc_ctype, locale provider
+    database_charset: str  # MariaDB
+    database_collation: str  # MariaDB
+    roles: dict[str, list[str]]  # PostgreSQL: what each role is needed for -> role names
+    extensions: dict[str, str]  # PostgreSQL: extension -> version
+    large_objects: int  # PostgreSQL
+    relations: int  # PostgreSQL
+    commit_block_ms: int  # MariaDB: how long the snapshot held commits
+    bytes: int  # the dump's or tree's bytes as the droplet counted them
+    warnings: list[str]  # something a person should look at, said by the dump
+    # trees (directory, volume)
+    files: int
+    dirs: int
+    symlinks: int
+    manifest_sha256: str
+    hashed_bytes: int
+    transferred_bytes: int
+    rsync_exit: int
+    unreadable: list[str]  # paths that could not be read, left out (decision 0015)
+    unreadable_count: int
+    sample: list[list[str]]  # [[name (JSON form), sha256], ...] for a rebuild's check
+    # every archive
+    borg: dict[str, Any]  # borg create's stats
+
+
 class Archive(Base):
     __tablename__ = "archives"
     __table_args__ = (UniqueConstraint("repository", "name"),)
@@ -115,7 +151,7 @@ class Archive(Base):
     original_size: Mapped[int] = mapped_column(BigInteger, default=0)
     compressed_size: Mapped[int] = mapped_column(BigInteger, default=0)
     deduplicated_size: Mapped[int] = mapped_column(BigInteger, default=0)
-    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    facts: Mapped[Facts] = mapped_column(JSON, default=dict)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # passed a restore drill
     data_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # borg --verify-data
     pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # gone from the repository
@@ -216,6 +252,23 @@ class Restore(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing a restore or a drill verified, as recorded (``restores.checks``,
+    ``drills.checks``) and shown ("ok  rows: 3 table(s), 17301 rows as recorded").
+    ``warn``: it could not be made, or found something to look at; the restore stands and
+    a drill's verdict is warn."""
+
+    check: str  # what was checked: "sha256", "rows", "table path"
+    detail: str
+    ok: bool = True
+    warn: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON contract's ``check`` object (docs/backupctl.md)."""
+        return {"check": self.check, "ok": self.ok, "detail": self.detail, "warn": self.warn}
 
 
 class DrillStatus(enum.StrEnum):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import select
 
 from backupd.catalogue.jobs import HasSession
-from backupd.catalogue.models import Drill, DrillStatus, Restore, RunStatus, utcnow
+from backupd.catalogue.models import Check, Drill, DrillStatus, Restore, RunStatus, utcnow
 
 
 def operator_name() -> str:
@@ -57,13 +56,14 @@ class RestoreRecords:
         *,
         nbytes: int = 0,
         seconds: float | None = None,
-        checks: Sequence[dict[str, Any]] = (),
+        checks: Sequence[Check] = (),
         error: str | None = None,
     ) -> None:
+        recorded = [c.as_json() for c in checks]
         with self.session() as s:
             row = s.get_one(Restore, restore_id)
             row.status, row.finished_at = status, utcnow()
-            row.nbytes, row.seconds, row.checks, row.error = nbytes, seconds, list(checks), error
+            row.nbytes, row.seconds, row.checks, row.error = nbytes, seconds, recorded, error
 
     def running_restores(self: HasSession) -> list[Restore]:
         with self.session() as s:
@@ -118,13 +118,14 @@ class RestoreRecords:
         *,
         rto_seconds: float | None,
         nbytes: int = 0,
-        checks: Sequence[dict[str, Any]] = (),
+        checks: Sequence[Check] = (),
         detail: str | None = None,
     ) -> None:
+        recorded = [c.as_json() for c in checks]
         with self.session() as s:
             row = s.get_one(Drill, drill_id)
             row.status, row.finished_at, row.rto_seconds = status, utcnow(), rto_seconds
-            row.nbytes, row.checks, row.detail = nbytes, list(checks), detail
+            row.nbytes, row.checks, row.detail = nbytes, recorded, detail
 
     def running_drills(self: HasSession) -> list[Drill]:
         with self.session() as s:

@@ -55,7 +55,7 @@ def drill(obj: dict[str, Any], target: str, archive: str | None, as_json: bool) 
                 else line
             )
             for c in r.checks:
-                click.echo(f"      {c['check']}: {c['detail']}")
+                click.echo(f"      {c.check}: {c.detail}")
             if r.detail:
                 click.echo(f"      {r.detail}")
     if any(r.verdict == "fail" for r in results):
@@ -64,5 +64,4 @@ def drill(obj: dict[str, Any], target: str, archive: str | None, as_json: bool) 
 
 def _json_row(result: DrillResult) -> dict[str, Any]:
     """Every check carries ``warn`` (false unless it warned), so scripts need no default."""
-    checks = [{**c, "warn": bool(c.get("warn"))} for c in result.checks]
-    return {**asdict(result), "checks": checks}
+    return {**asdict(result), "checks": [c.as_json() for c in result.checks]}

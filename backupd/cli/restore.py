@@ -11,10 +11,13 @@ from typing import Any
 
 import click
 
+from backupd.actions.context import Context
 from backupd.actions.restore import DirRequest, plan_restore_to_dir, restore_files
 from backupd.actions.restore_db import (
     DbPlan,
     DbRequest,
+    IntoTarget,
+    OntoDroplet,
     db_shell,
     plan_db_restore,
     restore_into_db,
@@ -22,6 +25,7 @@ from backupd.actions.restore_db import (
 from backupd.actions.restore_push import PushPlan, PushRequest, plan_push, restore_to_host_path
 from backupd.actions.tree import TREE_FILENAME
 from backupd.cli.common import clean_errors, context, parse_at
+from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import RefusedError
 
 
@@ -116,7 +120,7 @@ def db_plan_lines(plan: DbPlan) -> list[str]:
 def db_risk(plan: DbPlan, req: DbRequest) -> str | None:
     if plan.destructive:
         return f"replaces existing data on {plan.where}"
-    if req.on_droplet:
+    if isinstance(req.target, OntoDroplet):
         return f"writes onto {plan.where}"
     return None
 
@@ -238,8 +242,7 @@ def restore(
             )
         else:
             req = DbRequest(
-                into_db or str(to_host),
-                on_droplet=to_host is not None,
+                OntoDroplet(to_host) if to_host is not None else IntoTarget(str(into_db)),
                 name=as_name or database,
                 table=table,
                 item=item,
@@ -258,7 +261,12 @@ def say_waiting(line: str) -> None:
 
 
 def _to_dir(
-    ctx: Any, host: Any, source: Any, req: DirRequest, dry_run: bool, progress: ByteProgress
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    req: DirRequest,
+    dry_run: bool,
+    progress: ByteProgress,
 ) -> None:
     chosen = plan_restore_to_dir(ctx, host, source, req)
     if dry_run:
@@ -277,9 +285,9 @@ def _to_dir(
 
 
 def _to_db(
-    ctx: Any,
-    host: Any,
-    source: Any,
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
     req: DbRequest,
     dry_run: bool,
     yes: bool,
@@ -304,11 +312,16 @@ def _to_db(
             f"{r.nbytes} bytes in {r.seconds:.1f}s"
         )
         for c in r.checks:
-            click.echo(f"  ok  {c['check']}: {c['detail']}")
+            click.echo(f"  ok  {c.check}: {c.detail}")
 
 
 def _to_host_path(
-    ctx: Any, host: Any, source: Any, req: PushRequest, dry_run: bool, yes: bool
+    ctx: Context,
+    host: HostConfig,
+    source: SourceConfig,
+    req: PushRequest,
+    dry_run: bool,
+    yes: bool,
 ) -> None:
     if dry_run:
         for line in push_plan_lines(plan_push(ctx, host, source, req)):
@@ -327,4 +340,4 @@ def _to_host_path(
         f"in {pushed.seconds:.1f}s"
     )
     for c in pushed.checks:
-        click.echo(f"  ok  {c['check']}: {c['detail']}")
+        click.echo(f"  ok  {c.check}: {c.detail}")

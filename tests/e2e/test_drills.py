@@ -208,7 +208,7 @@ def test_a_scratch_server_that_cannot_start_fails_the_drill_clearly(
     d.backupctl("backup", "now", "web1/maindb", check=True)
     rc, [result] = drill(d, "web1/maindb")
     assert rc == 1 and result["verdict"] == "fail"
-    why = "scratch postgresql server: cannot run /nonexistent/pg/bin/initdb: No such file"
+    why = "scratch postgresql server: /nonexistent/pg/bin/initdb: not found on the backup host"
     assert f"drill could not start: {why}" in str(result["detail"])
     assert d.catalogue_rows("SELECT status FROM drills") == [("fail",)]
     assert d.catalogue_rows("SELECT kind FROM alert_events") == [("drill_failed",)]

@@ -287,7 +287,7 @@ def check(answer: str, table: str | None = None) -> list[dict[str, object]]:
 
 
 def test_a_restored_database_is_checked_against_its_recorded_properties() -> None:
-    assert [c["detail"] for c in check(RESTORED % ("SQL_ASCII", 3))] == [
+    assert [c.detail for c in check(RESTORED % ("SQL_ASCII", 3))] == [
         "encoding SQL_ASCII, collate C, ctype C as recorded",
         "3 as recorded",
     ]
