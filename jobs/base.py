@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from backupd.catalogue import Check, Facts
+from backupd.config.sections import DrillsConfig
 from backupd.local.process import CommandResult, FeedResult
 from backupd.remote.channel import Interactive
 from backupd.remote.shells import CommandRunner, CommandShell
@@ -190,6 +191,41 @@ class Setup:
 Peek = Callable[[tuple[str, ...]], FeedResult]
 
 
+@dataclass(frozen=True)
+class ScratchEnv:
+    """What a drill hands a kind to start its scratch server. ``backupd/actions/scratch.py``
+    does the rest: the scratch user, waiting, stopping (also after a crash), removing."""
+
+    drills: DrillsConfig
+    root: Path  # private, removed afterwards: the server's data, socket and logs go here
+    own: Callable[[Path], None]  # create a directory under root (0700), the server's
+    # run a setup tool (initdb) as the server's user: RestoreError when it fails; (argv, what)
+    run: Callable[[tuple[str, ...], str], None]
+    # start the server and wait until ``probe`` succeeds: RestoreError with the server's
+    # log when it does not; (argv, probe argv, what)
+    serve: Callable[[tuple[str, ...], tuple[str, ...], str], None]
+
+
+class ScratchServer(Protocol):
+    """How a database kind starts a throwaway server of its own for restore drills: from
+    the backup host's installed binaries, in ``env.root``, on a unix socket only."""
+
+    @property
+    def pid_file(self) -> str:
+        """The server's own pid file, relative to the root: a crash's leftovers are
+        stopped from it at the next start."""
+        ...
+
+    @property
+    def stop_signal(self) -> int:
+        """The signal for a quick clean stop (PostgreSQL: SIGINT, a fast shutdown)."""
+        ...
+
+    def start(self, env: ScratchEnv) -> Options:
+        """Start the server: the kind's options that connect to it (socket, user)."""
+        ...
+
+
 class DatabaseKind(Protocol[O_contra]):
     """What a kind implements so its dumps restore into a database server (backupctl
     restore --into-db / --to-host --database, restore drills). ``shell`` runs the client
@@ -235,6 +271,11 @@ class DatabaseKind(Protocol[O_contra]):
 
     def query(self, options: O_contra, shell: CommandShell, name: str, sql: str) -> str:
         """Run an operator's check query (``drill_sql``) in database ``name``: its output."""
+        ...
+
+    @property
+    def scratch(self) -> ScratchServer:
+        """The throwaway server a drill restores this kind's dumps into."""
         ...
 
     # -- what a dump needs beyond itself (issue 12); NoServerNeeds: the kinds that need none

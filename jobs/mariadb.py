@@ -11,6 +11,7 @@ Names are data: databases are listed hex-encoded and reach SQL as hex literals.
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -29,7 +30,9 @@ from jobs.base import (
     Held,
     Lack,
     NoServerNeeds,
+    Options,
     RemoteShell,
+    ScratchEnv,
     StreamFilter,
     Unit,
     nothing_held,
@@ -201,8 +204,34 @@ def _unhex_lines(out: str) -> list[str]:
     return [bytes.fromhex(h).decode() for h in out.split()]
 
 
+class MariaDBScratch:
+    """The ScratchServer of MariaDB (jobs/base.py): ``mariadb-install-db``, then
+    ``mariadbd`` without networking, the redo log not flushed per commit."""
+
+    pid_file = "mysqld.pid"
+    stop_signal = int(signal.SIGTERM)
+
+    def start(self, env: ScratchEnv) -> Options:
+        root, d = env.root, env.drills
+        env.own(root / "tmp")
+        data, sock = f"--datadir={root / 'data'}", root / "mysqld.sock"
+        rootauth = "--auth-root-authentication-method=normal"
+        env.run(
+            (d.mariadb_install_db, "--no-defaults", data, rootauth, "--skip-test-db"),
+            "mariadb-install-db",
+        )
+        files = (f"--pid-file={root / self.pid_file}", f"--log-error={root / 'server.log'}")
+        server = (d.mariadbd, "--no-defaults", data, f"--socket={sock}", "--skip-networking")
+        fast = ("--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=0")
+        probe = ("mariadb-admin", "--no-defaults", f"--socket={sock}", "-uroot", "ping")
+        env.serve((*server, *files, f"--tmpdir={root / 'tmp'}", *fast), probe, "MariaDB")
+        return MariaDBOptions.model_validate({"socket": str(sock), "username": "root"})
+
+
 class MariaDBRestore(NoServerNeeds):
     """Restore side of the kind: the mariadb client reads the SQL dump on stdin."""
+
+    scratch = MariaDBScratch()
 
     def restorable(self, item: str) -> bool:
         return True

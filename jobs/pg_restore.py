@@ -34,6 +34,7 @@ from jobs.pg_common import (
     world_facts,
 )
 from jobs.pg_roles import create_roles_sql, needed_roles, parse_globals
+from jobs.pg_scratch import PostgresScratch
 from jobs.pg_toc import SESSION_KINDS, checkable, find_table, parse_toc, select_table
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ def _create_database(facts: Facts) -> tuple[str, dict[str, str]]:
 
 class PostgresRestore:
     """The DatabaseKind of PostgreSQL (jobs/base.py)."""
+
+    scratch = PostgresScratch()
 
     def restorable(self, item: str) -> bool:
         return item != GLOBALS_ITEM

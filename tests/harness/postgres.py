@@ -7,6 +7,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backupd.config.sections import DrillsConfig
+from jobs.pg_scratch import postgres_bindir as newest_bindir
 from tests.harness.procs import (
     chown_to,
     free_port,
@@ -19,20 +21,9 @@ from tests.harness.procs import (
 
 
 def postgres_bindir() -> Path:
-    """The newest installed server's bin directory (Debian: /usr/lib/postgresql/N/bin)."""
-    versions = sorted(
-        (
-            p
-            for p in Path("/usr/lib/postgresql").glob("*/bin")
-            if p.parent.name.isdigit() and (p / "postgres").exists()
-        ),
-        key=lambda p: int(p.parent.name),
-    )
-    if not versions:
-        raise RuntimeError(
-            "PostgreSQL server not found: install it with `apt-get install postgresql`"
-        )
-    return versions[-1]
+    """The newest installed server's bin directory (Debian: /usr/lib/postgresql/N/bin),
+    found as a drill finds it."""
+    return newest_bindir(DrillsConfig())
 
 
 @dataclass

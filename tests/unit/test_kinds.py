@@ -43,3 +43,26 @@ def test_options_say_the_droplet_prefix_and_programs_of_their_source() -> None:
         {"path": "/srv/app.db", "container": "app", "sqlite3": "sqlite3.40"}
     )
     assert sqlite.remote_prefix() == ("docker", "exec", "-i", "app")
+
+
+def test_every_database_kind_brings_its_own_scratch_server() -> None:
+    """A drill restores into the kind's own throwaway server (``RESTORE.scratch``):
+    adding a database kind touches its module only, no table in backupd/actions."""
+    from pathlib import Path
+
+    from jobs.registry import database_kinds
+
+    kinds = database_kinds()
+    assert set(kinds) == {"postgresql", "mariadb"}
+    pid_files = set()
+    for name, restore in kinds.items():
+        server = restore.scratch
+        assert not Path(server.pid_file).is_absolute(), name
+        assert server.stop_signal > 0 and inspect.ismethod(server.start), name
+        pid_files.add(server.pid_file)
+    assert len(pid_files) == len(kinds)  # a crash's leftovers are told apart by pid file
+    actions = Path(__file__).resolve().parents[2] / "backupd" / "actions"
+    for module in actions.glob("*.py"):
+        text = module.read_text()
+        for name in kinds:
+            assert f'"{name}":' not in text, f"{module.name} keeps a table keyed by {name}"
