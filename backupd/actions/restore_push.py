@@ -8,11 +8,8 @@ that every file arrived with the same content. Staging is always removed.
 
 from __future__ import annotations
 
-import json
 import logging
-import shlex
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,12 +19,11 @@ from pathlib import Path
 from backupd.actions import names
 from backupd.actions.context import Context, ssh_target
 from backupd.actions.restore import DirRequest, choose_archives, restore_to_dir
-from backupd.actions.stream import write_private
 from backupd.catalogue import Archive, Check, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError, VerificationError
 from backupd.local.process import Invocation, run_local
-from backupd.remote.relay import target_to_json
+from backupd.remote.rsync import rsync_over_ssh
 from backupd.remote.rsyncmsg import itemized_files
 from backupd.remote.ssh import Connection
 
@@ -166,29 +162,14 @@ def _rsync(
     verify: bool,
 ) -> list[str]:
     """Push staging to the droplet; with ``verify``, compare contents and list what differs."""
-    spec = ctx.run_dir() / f"rsh-push-{dest.name}-{int(time.time() * 1000)}.json"
-    write_private(spec, json.dumps(target_to_json(ssh_target(dest, ctx.config.state_dir))))
-    shell = shlex.join((sys.executable, "-m", "backupd.remote.rsh", str(spec)))
+    target = ssh_target(dest, ctx.config.state_dir)
+    tag = f"push-{dest.name}-{int(time.time() * 1000)}"
     rsync_path = " ".join((*_sudo(source), source.options.program("rsync")))
-    # --sparse: holes stay holes on the droplet; --compress: and cost no bandwidth
-    argv: tuple[str, ...] = (
-        "rsync",
-        "--archive",
-        "--hard-links",
-        "--sparse",
-        "--compress",
-        "--protect-args",
-        "--rsh",
-        shell,
-        f"--rsync-path={rsync_path}",
-    )
-    if verify:
-        argv += ("--checksum", "--dry-run", "--itemize-changes")
-    argv += (f"{staging}/", f"{dest.name}:{path.rstrip('/')}/")
-    try:
+    # --sparse (in every rsync): holes stay holes on the droplet
+    checked = ("--checksum", "--dry-run", "--itemize-changes") if verify else ()
+    with rsync_over_ssh(ctx.run_dir(), target, tag, rsync_path) as rsync:
+        argv = (*rsync, *checked, f"{staging}/", f"{dest.name}:{path.rstrip('/')}/")
         result = run_local(argv, Invocation(timeout=PUSH_TIMEOUT))
-    finally:
-        spec.unlink(missing_ok=True)
     if not result.ok:
         raise RestoreError(
             f"rsync to {dest.name}:{path} failed (exit {result.exit_status})",

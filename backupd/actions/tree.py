@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shlex
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -36,7 +34,7 @@ from backupd.catalogue.models import utcnow
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BackupdError, DumpError, StoppedError, summarize_stderr
 from backupd.local.process import Invocation, run_local
-from backupd.remote.relay import target_to_json
+from backupd.remote.rsync import rsync_over_ssh
 from backupd.remote.rsyncmsg import SenderErrors, sender_errors
 from backupd.remote.ssh import Connection
 from jobs.base import TreeTransfer, slug
@@ -159,35 +157,24 @@ def rsync_tree(
 ) -> tuple[dict[str, Any], SenderErrors]:
     """One rsync into ``dest``: its facts and the paths it could not read. Raises
     DumpError for anything else that went wrong (the mirror is then never archived)."""
-    spec = ctx.run_dir() / f"rsh-{run_id}-{slug(unit.item)}.json"
-    write_private(spec, json.dumps(target_to_json(ssh_target(host, ctx.config.state_dir))))
-    shell = shlex.join((sys.executable, "-m", "backupd.remote.rsh", str(spec)))
-    # --ignore-errors: deletions still happen when a path could not be read (rsync skips
-    # them after any I/O error); a run with any other error is never archived anyway.
-    argv = (
-        "rsync",
-        "--archive",
-        "--hard-links",
-        "--numeric-ids",
-        "--delete",
-        "--delete-excluded",
-        "--ignore-errors",
-        "--sparse",
-        "--compress",
-        "--protect-args",
-        "--stats",
-        f"--timeout={int(source.idle_timeout)}",
-        "--rsh",
-        shell,
-        f"--rsync-path={unit.rsync_path}",
-        *(f"--exclude={pattern}" for pattern in unit.excludes),
-        f"{host.name}:{unit.path.rstrip('/')}/",
-        f"{dest}/",
-    )
-    try:
+    target = ssh_target(host, ctx.config.state_dir)
+    tag = f"{run_id}-{slug(unit.item)}"
+    with rsync_over_ssh(ctx.run_dir(), target, tag, unit.rsync_path) as rsync:
+        # --ignore-errors: deletions still happen when a path could not be read (rsync skips
+        # them after any I/O error); a run with any other error is never archived anyway.
+        argv = (
+            *rsync,
+            "--numeric-ids",
+            "--delete",
+            "--delete-excluded",
+            "--ignore-errors",
+            "--stats",
+            f"--timeout={int(source.idle_timeout)}",
+            *(f"--exclude={pattern}" for pattern in unit.excludes),
+            f"{host.name}:{unit.path.rstrip('/')}/",
+            f"{dest}/",
+        )
         result = run_local(argv, Invocation(timeout=source.timeout))
-    finally:
-        spec.unlink(missing_ok=True)
     if result.timed_out:
         raise DumpError(
             f"{unit.item}: rsync still running after its {source.timeout:.0f}s deadline: stopped",

@@ -125,3 +125,33 @@ def test_the_warning_names_a_few_paths_and_how_to_grant_access() -> None:
     text = warning_text(as_root, "backup", paths)
     assert "could not be read by root (sudo)" in text and "sudo = true" not in text
     assert "even with sudo" in str(nothing_read(as_root, "backup", {}))
+
+
+def test_every_rsync_is_built_in_one_place_and_leaves_no_connection_spec(
+    tmp_path: Path,
+) -> None:
+    """A pull and a push share one builder: names as data, holes kept, backupd's own SSH
+    (pinned key) as the remote shell; its spec file is private and gone afterwards, also
+    when the command fails."""
+    from backupd.remote.hostkeys import SSHTarget
+    from backupd.remote.rsync import rsync_over_ssh
+
+    target = SSHTarget("web1", "127.0.0.1", 2222, "backup", tmp_path / "id", ("ssh-ed25519 AAAA",))
+    built_by = rsync_over_ssh(tmp_path, target, "t1", "sudo -n rsync")
+    with pytest.raises(RuntimeError), built_by as argv:
+        assert argv[0] == "rsync"
+        assert {"--protect-args", "--sparse", "--archive"} <= set(argv)
+        assert argv[-1] == "--rsync-path=sudo -n rsync"
+        rsh = argv[argv.index("--rsh") + 1]
+        assert "-m backupd.remote.rsh" in rsh
+        [spec] = tmp_path.glob("rsh-*.json")
+        assert stat.S_IMODE(spec.stat().st_mode) == 0o600 and "AAAA" in spec.read_text()
+        raise RuntimeError("rsync failed")
+    assert list(tmp_path.glob("rsh-*.json")) == []
+    repo = Path(__file__).resolve().parents[2]
+    built = [
+        p.relative_to(repo).as_posix()
+        for p in (repo / "backupd").rglob("*.py")
+        if '"rsync",' in p.read_text() or 'backupd.remote.rsh"' in p.read_text()
+    ]
+    assert built == ["backupd/remote/rsync.py"]

@@ -1,0 +1,37 @@
+"""The one place an rsync command line is built: rsync to or from a droplet through
+backupd's own SSH seam (``--rsh`` runs ``backupd.remote.rsh``: the pinned host key, the
+configured key file), names passed as data (``--protect-args``), holes kept (``--sparse``)
+and the wire compressed. A pull into the mirror and a push onto a droplet add their own
+options."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from backupd.remote.hostkeys import SSHTarget
+from backupd.remote.relay import target_to_json
+
+Argv = tuple[str, ...]
+COMMON = ("--archive", "--hard-links", "--sparse", "--compress", "--protect-args")
+
+
+@contextmanager
+def rsync_over_ssh(run_dir: Path, target: SSHTarget, tag: str, rsync_path: str) -> Iterator[Argv]:
+    """``rsync`` with the common options, ``--rsh`` and ``--rsync-path``: append the
+    command's own options, then source and destination. The connection spec (0600, no
+    secrets) lives in ``run_dir`` while the command runs and is removed afterwards."""
+    spec = run_dir / f"rsh-{tag}.json"
+    fd = os.open(spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(target_to_json(target), f)
+    try:
+        rsh = shlex.join((sys.executable, "-m", "backupd.remote.rsh", str(spec)))
+        yield ("rsync", *COMMON, "--rsh", rsh, f"--rsync-path={rsync_path}")
+    finally:
+        spec.unlink(missing_ok=True)
