@@ -27,7 +27,7 @@ from backupd.local.process import CommandResult, FeedResult
 from backupd.remote.channel import Interactive
 from backupd.remote.shells import CommandRunner, CommandShell
 
-if TYPE_CHECKING:  # config imports this module: no runtime import back
+if TYPE_CHECKING:  # only named in signatures here
     from backupd.borg.adapter import Borg
     from backupd.catalogue import Catalogue
     from backupd.config.load import Config

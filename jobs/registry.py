@@ -3,8 +3,8 @@ configuration loader that validates each source's options with its kind.
 
 A kind is a module of this package that defines ``KIND`` (and ``RESTORE`` when its dumps
 restore into a database server); a store job one that defines ``JOB``. Adding one is
-adding a module: nothing is listed by hand (a database kind that drills also names its
-scratch server in ``STARTERS``, backupd/actions/scratch.py).
+adding a module: nothing is listed by hand (a database kind's ``RESTORE.scratch`` is the
+server its drills restore into).
 """
 
 from __future__ import annotations

@@ -26,84 +26,91 @@ MIN_FREE_FRACTION = 0.10
 
 
 @dataclass(frozen=True)
-class Check:
+class Finding:
+    """One line of ``backupctl config check``: something looked at, whether it is fine."""
+
     subject: str  # "web1", "web1/maindb", "store", "passphrase"
     ok: bool
     detail: str
     warning: bool = False  # passed, but someone should look
 
 
-def check_everything(ctx: Context) -> Iterator[Check]:
-    yield Check(
+def check_everything(ctx: Context) -> Iterator[Finding]:
+    yield Finding(
         "config",
         True,
         f"{ctx.config.path}: valid, {len(ctx.config.hosts)} host(s), "
         f"{len(ctx.config.all_sources())} source(s)",
     )
     yield from check_store(ctx)
-    yield from check_passphrase(ctx)
+    try:
+        ctx.borg  # noqa: B018  # finds the borg program (MissingProgramError)
+    except BackupdError as e:
+        yield Finding("borg", False, str(e))
+    else:
+        yield from check_passphrase(ctx)
     for host in ctx.config.hosts.values():
         yield from check_host(ctx, host)
 
 
-def check_store(ctx: Context) -> Iterator[Check]:
+def check_store(ctx: Context) -> Iterator[Finding]:
     store = ctx.config.store.path
     if not store.is_dir():
-        yield Check("store", False, f"{store}: no such directory")
+        yield Finding("store", False, f"{store}: no such directory")
         return
     usage = shutil.disk_usage(store)
     free = usage.free / usage.total if usage.total else 0.0
     detail = f"{store}: {human_bytes(usage.free)} free of {human_bytes(usage.total)} ({free:.0%})"
-    yield Check("store", True, detail, warning=free < MIN_FREE_FRACTION)
+    yield Finding("store", True, detail, warning=free < MIN_FREE_FRACTION)
 
 
-def check_passphrase(ctx: Context) -> Iterator[Check]:
+def check_passphrase(ctx: Context) -> Iterator[Finding]:
     repos = [ctx.repository(h) for h in ctx.config.hosts]
     existing = [r for r in repos if ctx.borg.is_repository(r)]
     try:
         for repo in existing:
             ctx.borg.run(("info", "--json", str(repo)), what="info")
     except BackupdError as e:
-        yield Check("passphrase", False, str(e))
+        yield Finding("passphrase", False, str(e))
         return
     if existing:
-        yield Check("passphrase", True, f"opens {len(existing)} repositories")
+        yield Finding("passphrase", True, f"opens {len(existing)} repositories")
     else:
         try:
             read_passphrase(ctx.config.passphrase)  # all we can check before the first backup
         except BackupdError as e:
-            yield Check("passphrase", False, str(e))
+            yield Finding("passphrase", False, str(e))
             return
-        yield Check("passphrase", True, "readable (no repository yet to open)")
+        yield Finding("passphrase", True, "readable (no repository yet to open)")
 
 
-def check_host(ctx: Context, host: HostConfig) -> Iterator[Check]:
+def check_host(ctx: Context, host: HostConfig) -> Iterator[Finding]:
     try:
         conn = Connection(ssh_target(host, ctx.config.state_dir))
         conn.open()
     except BackupdError as e:
-        yield Check(host.name, False, str(e))
+        yield Finding(host.name, False, str(e))
         return
     try:
-        yield Check(host.name, True, f"host key matches, logged in as {host.user}")
+        yield Finding(host.name, True, f"host key matches, logged in as {host.user}")
         for source in host.sources.values():
             yield check_source(conn, host, source)
     finally:
         conn.close()
 
 
-def check_source(conn: Connection, host: HostConfig, source: SourceConfig) -> Check:
+def check_source(conn: Connection, host: HostConfig, source: SourceConfig) -> Finding:
     subject = f"{host.name}/{source.name}"
     try:
         units = registry()[source.kind].plan(source.options, conn)
     except BackupdError as e:
-        return Check(subject, False, f"cannot plan: {e}")
+        return Finding(subject, False, f"cannot plan: {e}")
     if not units:
-        return Check(subject, False, f"{source.kind} source found nothing to back up")
+        return Finding(subject, False, f"{source.kind} source found nothing to back up")
     missing = [p for p in sorted(programs(units)) if not found(conn, source, p)]
     if missing:
-        return Check(subject, False, f"not found on the droplet: {', '.join(missing)}")
-    return Check(subject, True, f"{len(units)} item(s): " + ", ".join(u.item for u in units))
+        return Finding(subject, False, f"not found on the droplet: {', '.join(missing)}")
+    return Finding(subject, True, f"{len(units)} item(s): " + ", ".join(u.item for u in units))
 
 
 def programs(units: Sequence[DumpStream | TreeTransfer]) -> set[str]:

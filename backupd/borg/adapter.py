@@ -23,7 +23,7 @@ from typing import Any
 
 from backupd.borg.lock import JOB_ENV, LOCK_CODES, PID_ENV, Locks
 from backupd.borg.space import store_full
-from backupd.errors import BorgError
+from backupd.errors import BorgError, MissingProgramError
 from backupd.local.process import (
     Argv,
     CommandResult,
@@ -73,7 +73,10 @@ def find_borg(configured: str) -> str:
             return str(beside)
     found = shutil.which(configured)
     if found is None:
-        raise BorgError(f"borg executable {configured!r} not found")
+        raise MissingProgramError(
+            f"borg executable {configured!r}: not found on the backup host "
+            "(install borgbackup, or set [store] borg)"
+        )
     return found
 
 

@@ -119,3 +119,22 @@ def test_unit_failed_with_an_invalid_config_still_says_why(tmp_path: Path) -> No
         assert result.returncode == 1
     assert "systemd unit backupd.service failed; its configuration is invalid" in result.stderr
     assert "daemon.workers" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_borg_missing_on_the_backup_host_is_named_not_a_borg_failure(tmp_path: Path) -> None:
+    """Not a borg failure (exit 7) and not a traceback: the program is not installed.
+    ``config check`` says so on a line of its own and goes on with the other checks."""
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("[store]\n", '[store]\nborg = "no-such-borg"\n'))
+    (tmp_path / "store").mkdir()
+    backupctl = str(Path(sys.executable).parent / "backupctl")
+    result = subprocess.run(
+        [backupctl, "--config", str(config), "config", "check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    out = result.stdout + result.stderr
+    assert "'no-such-borg': not found on the backup host (install borgbackup" in out
+    assert "web1" in out  # the droplet was still checked (unreachable here)
