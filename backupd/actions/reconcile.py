@@ -31,8 +31,10 @@ CLEANUP_TIMEOUT = 600.0
 
 
 def reconcile(ctx: Context, *, sweep_repositories: bool = True) -> None:
-    """``sweep_repositories``: also check every repository for stale locks and checkpoints
-    (a borg call or two per repository: the daemon's start, not every manual backup)."""
+    """``sweep_repositories``: also look at every repository's lock (files only) and, where
+    a dead process left one, break it and delete the checkpoints of the cut-off create: a
+    start with nothing to reconcile costs no borg call (issue 14). What a failed or killed
+    run wrote is settled by its sweep marker (actions/sweep.py) either way."""
     interrupt_dead_runs(ctx)
     run_owed_cleanups(ctx)
     remove_stale_run_files(ctx)
@@ -42,6 +44,8 @@ def reconcile(ctx: Context, *, sweep_repositories: bool = True) -> None:
     if not sweep_repositories:
         return
     for repo in repositories(ctx):
+        if not ctx.borg.locks.held(repo):
+            continue  # nobody was cut off while writing it
         try:
             if break_stale_lock(ctx, repo):
                 delete_checkpoints(ctx, repo)

@@ -6,7 +6,7 @@ A source is *stale* when its last success is older than twice its schedule's int
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from backupd.actions.context import Context
@@ -40,15 +40,17 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
     drills = cat.last_drills()
     items = cat.newest_per_item()
     now = utcnow()
+    timing = _Timing(now)
     rows = []
     for source in ctx.config.all_sources():
         key = (source.host, source.name)
         st = recorded.get(key)
         size = sizes.get(key)
         schedule = ctx.config.schedule_for(source)
+        every, next_run = timing(schedule)
         last_success = st.last_success if st else None
         age = (now - last_success).total_seconds() if last_success else None
-        stale_after = ctx.config.alerts.stale_factor * interval(schedule, now).total_seconds()
+        stale_after = ctx.config.alerts.stale_factor * every.total_seconds()
         rows.append(
             {
                 "host": source.host,
@@ -69,7 +71,7 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
                 "dedup_ratio": round(size.original / size.deduplicated, 2)
                 if size and size.deduplicated
                 else None,
-                "next_run": _iso(cron_trigger(schedule).get_next_fire_time(None, now)),
+                "next_run": _iso(next_run),
                 "daemon": queued.get(key),  # queued, running or None
                 "items": [
                     {
@@ -84,6 +86,21 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+class _Timing:
+    """A schedule's interval and next firing, worked out once per schedule: a fleet's
+    sources share a few schedules, and a cron trigger costs ~0.1 ms to build."""
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        self._known: dict[str, tuple[timedelta, datetime | None]] = {}
+
+    def __call__(self, schedule: str) -> tuple[timedelta, datetime | None]:
+        if schedule not in self._known:
+            next_run = cron_trigger(schedule).get_next_fire_time(None, self._now)
+            self._known[schedule] = (interval(schedule, self._now), next_run)
+        return self._known[schedule]
 
 
 def key_exports_missing(ctx: Context) -> list[dict[str, str]]:

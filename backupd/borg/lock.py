@@ -390,6 +390,10 @@ class Locks:
             if lock is not None:
                 self.settle(lock, exclusive=exclusive, patience=patience)
 
+    def held(self, repo: Path) -> bool:
+        """Whether anyone, live or dead, holds the repository's lock (files only: no borg)."""
+        return bool(read_holders(repository_lock(repo), self.base_dir))
+
     def break_stale(self, repo: Path) -> list[str]:
         """Break the repository's lock if every holder is a dead process of this machine
         (or its pid was reused); a line for each live holder, left alone."""

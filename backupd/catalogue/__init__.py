@@ -1,5 +1,6 @@
 """The catalogue: hosts, sources, runs and archives (SQLAlchemy 2; SQLite by default)."""
 
+from backupd.catalogue.fleet import SourceStatus
 from backupd.catalogue.models import (
     AlertEvent,
     Archive,
@@ -15,7 +16,7 @@ from backupd.catalogue.models import (
     RunStatus,
     Source,
 )
-from backupd.catalogue.store import Catalogue, SourceStatus
+from backupd.catalogue.store import Catalogue
 
 __all__ = [
     "AlertEvent",

@@ -13,9 +13,11 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -86,6 +88,11 @@ class Source(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    # status asks, per source: the newest run, the newest success, the newest failure
+    __table_args__ = (
+        Index("ix_runs_source_started", "source_id", "started_at", "id"),
+        Index("ix_runs_source_status_finished", "source_id", "status", "finished_at"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), index=True)
     trigger: Mapped[str] = mapped_column(String(16))  # manual, once, schedule, catch-up
@@ -137,7 +144,21 @@ class Facts(TypedDict, total=False):
 
 class Archive(Base):
     __tablename__ = "archives"
-    __table_args__ = (UniqueConstraint("repository", "name"),)
+    __table_args__ = (
+        UniqueConstraint("repository", "name"),
+        # the live archives (retention prunes the rest), per source and item: status and the
+        # report sum and count them from this index alone, whatever the history's length
+        Index(
+            "ix_archives_live",
+            "source_id",
+            "item",
+            "created_at",
+            "original_size",
+            "deduplicated_size",
+            sqlite_where=text("pruned_at IS NULL"),
+            postgresql_where=text("pruned_at IS NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), index=True)
@@ -283,6 +304,7 @@ class Drill(Base):
     """A restore drill: an archive restored into a scratch target and checked."""
 
     __tablename__ = "drills"
+    __table_args__ = (Index("ix_drills_source_status", "host", "source", "status", "id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     host: Mapped[str] = mapped_column(String(64), index=True)
     source: Mapped[str] = mapped_column(String(64))

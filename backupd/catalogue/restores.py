@@ -6,7 +6,7 @@ import getpass
 import os
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from backupd.catalogue.jobs import HasSession
 from backupd.catalogue.models import Check, Drill, DrillStatus, Restore, RunStatus, utcnow
@@ -76,12 +76,16 @@ class RestoreRecords:
     def last_drills(self: HasSession) -> dict[tuple[str, str], Drill]:
         """The newest finished drill of each source (what `status` shows)."""
         done = (DrillStatus.PASS, DrillStatus.WARN, DrillStatus.FAIL)
-        newest: dict[tuple[str, str], Drill] = {}
-        with self.session() as s:
-            query = select(Drill).where(Drill.status.in_(done)).order_by(Drill.id)
-            for d in s.scalars(query):
-                newest[(d.host, d.source)] = d
-        return newest
+        newest = (
+            select(func.max(Drill.id))
+            .where(Drill.status.in_(done))
+            .group_by(Drill.host, Drill.source)
+            .scalar_subquery()
+        )
+        with self.session() as s:  # two reads of ix_drills_source_status, not the history
+            return {
+                (d.host, d.source): d for d in s.scalars(select(Drill).where(Drill.id.in_(newest)))
+            }
 
     # -- restore drills -------------------------------------------------------------------
     def start_drill(

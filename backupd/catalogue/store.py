@@ -11,7 +11,6 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backupd.catalogue.alerts import AlertRecords
 from backupd.catalogue.claims import RELEASED, changed, claim_token, held_by
+from backupd.catalogue.fleet import FleetQueries
 from backupd.catalogue.history import HistoryQueries
 from backupd.catalogue.jobs import JobRecords
 from backupd.catalogue.keys import KeyRecords
@@ -40,19 +40,6 @@ from backupd.catalogue.reports import ReportRecords
 from backupd.catalogue.restores import RestoreRecords
 
 GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
-
-
-@dataclass(frozen=True)
-class SourceStatus:
-    host: str
-    source: str
-    kind: str
-    last_success: datetime | None
-    last_status: str | None
-    last_error: str | None
-    last_run: datetime | None
-    last_failure: datetime | None = None
-    last_failure_error: str | None = None
 
 
 WAL_SWITCH_WAIT_S = 30.0
@@ -106,7 +93,13 @@ def _switch_to_wal(cur: Any) -> None:
 
 
 class Catalogue(
-    JobRecords, HistoryQueries, RestoreRecords, KeyRecords, ReportRecords, AlertRecords
+    JobRecords,
+    HistoryQueries,
+    FleetQueries,
+    RestoreRecords,
+    KeyRecords,
+    ReportRecords,
+    AlertRecords,
 ):
     def __init__(self, url: str) -> None:
         _private_sqlite_file(url)
@@ -312,42 +305,3 @@ class Catalogue(
     def pending_cleanups(self) -> list[PendingCleanup]:
         with self.session() as s:
             return list(s.scalars(select(PendingCleanup).order_by(PendingCleanup.id)))
-
-    # -- status -----------------------------------------------------------------------
-    def status(self) -> list[SourceStatus]:
-        rows = []
-        with self.session() as s:
-            sources = s.scalars(select(Source).join(Host).order_by(Host.name, Source.name))
-            for src in sources:
-                last = s.scalar(
-                    select(Run)
-                    .where(Run.source_id == src.id)
-                    .order_by(Run.started_at.desc(), Run.id.desc())
-                    .limit(1)
-                )
-                ok = s.scalar(
-                    select(Run.finished_at)
-                    .where(Run.source_id == src.id, Run.status.in_(GOOD))
-                    .order_by(Run.finished_at.desc())
-                    .limit(1)
-                )
-                failed = s.scalar(
-                    select(Run)
-                    .where(Run.source_id == src.id, Run.status == RunStatus.FAILED)
-                    .order_by(Run.started_at.desc(), Run.id.desc())
-                    .limit(1)
-                )
-                rows.append(
-                    SourceStatus(
-                        host=src.host.name,
-                        source=src.name,
-                        kind=src.kind,
-                        last_success=ok,
-                        last_status=last.status if last else None,
-                        last_error=last.error if last else None,
-                        last_run=last.started_at if last else None,
-                        last_failure=failed.started_at if failed else None,
-                        last_failure_error=failed.error if failed else None,
-                    )
-                )
-        return rows

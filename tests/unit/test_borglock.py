@@ -186,3 +186,44 @@ def test_a_stale_lock_is_broken_only_when_every_holder_is_gone(
     write_roster(repo, [(HERE, gone_pid())], [])
     assert locks.break_stale(repo) == []
     assert [c[1:] for c in calls] == [("break-lock", str(repo))]
+
+
+def test_a_start_with_nothing_to_reconcile_makes_no_borg_call(tmp_path: Path) -> None:
+    """The start-up look at every repository reads lock files only; borg is called (break
+    the lock, list and delete the checkpoints) only where a dead process left a lock."""
+    from backupd.actions.context import Context
+    from backupd.actions.reconcile import reconcile
+    from backupd.catalogue import Catalogue
+    from jobs.registry import load_config
+
+    calls: list[Argv] = []
+
+    def runner(argv: Argv, inv: Invocation) -> CommandResult:
+        calls.append(argv[1:])
+        return CommandResult(argv, 0, b'{"archives": []}', b"", 0.1)
+
+    (tmp_path / "pass").write_text("pw\n")
+    (tmp_path / "pass").chmod(0o600)
+    config = tmp_path / "backupd.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[store]\npath = "{tmp_path / "store"}"\n'
+        f'[passphrase]\nfile = "{tmp_path / "pass"}"\n'
+        + "".join(
+            f'[hosts.{h}]\naddress = "192.0.2.1"\nuser = "b"\nkey = "{tmp_path / "id"}"\n'
+            'host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVuaXQtdGVzdC1ub3QtYS1yZWFsLWtleQ"\n'
+            for h in ("web1", "web2")
+        )
+    )
+    cfg = load_config(config)
+    for host in ("web1", "web2"):  # what Borg.is_repository looks for
+        (tmp_path / "store" / host / "data").mkdir(parents=True)
+        (tmp_path / "store" / host / "config").write_text("[repository]\n")
+    borg = Borg("borg", lambda: "pw", tmp_path / "base", runner=runner)
+    ctx = Context.sharing(cfg, Catalogue(cfg.catalogue_url), borg)
+    reconcile(ctx)
+    assert calls == []
+    write_roster(tmp_path / "store" / "web2", [(HERE, gone_pid())], [])  # a killed borg's
+    reconcile(ctx)
+    repo = str(tmp_path / "store" / "web2")
+    assert calls[0] == ("break-lock", repo)
+    assert [c[0] for c in calls[1:]] == ["list"] and repo in calls[1]
