@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from backupd.catalogue.jobs import HasSession
 from backupd.catalogue.models import Host, Run, RunStatus, Source
 
+GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
 ID_BATCH = 900  # ids per IN (...): under every SQLite's limit of bound parameters
 
 
@@ -60,6 +61,13 @@ def _batches(ids: Iterable[int]) -> Iterator[list[int]]:
 
 
 class FleetQueries:
+    def run_statuses_since(self: HasSession, since: datetime, trigger: str) -> list[bool]:
+        """Whether each run of ``trigger`` started at or after ``since`` succeeded (a
+        warning is a success): how a ``backupd --once`` went."""
+        query = select(Run.status).where(Run.started_at >= since, Run.trigger == trigger)
+        with self.session() as s:
+            return [status in GOOD for status in s.scalars(query)]
+
     def status(self: HasSession) -> list[SourceStatus]:
         """Every recorded source, by host and name: its newest run (status, error), newest
         success (a warning is a success) and newest failure."""

@@ -11,19 +11,16 @@ import argparse
 import fcntl
 import logging
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 
-from backupd.actions.backup import backup_source
 from backupd.actions.context import Context
-from backupd.actions.reconcile import reconcile
 from backupd.catalogue import Catalogue
 from backupd.config.load import DEFAULT_CONFIG, DEFAULT_STATE_DIR, Config, read_config
-from backupd.errors import BackupdError, ConfigError, StoppedError, UsageError
+from backupd.daemon.once import run_once
+from backupd.errors import BackupdError, ConfigError, UsageError
 from backupd.local.logs import setup_logging
 from jobs.registry import kind_models
 
@@ -32,50 +29,6 @@ log = logging.getLogger("backupd")
 
 # How a process may end and still count as a clean stop (the pid file is emptied).
 ORDERLY_ENDS = (SystemExit, KeyboardInterrupt, BackupdError)
-
-
-def run_once(ctx: Context) -> int:
-    """Back up every source once; the exit status says whether all succeeded.
-
-    SIGTERM or SIGINT (systemd stopping a timer's run, Ctrl-C) stop it cleanly: the source
-    being pulled is recorded as interrupted (no alert: somebody asked), the rest are
-    skipped, and the exit status is 128 + the signal, as a shell reports it."""
-    stop = StopOnSignals()
-    failed = 0
-    try:
-        reconcile(ctx)
-        for host in ctx.config.hosts.values():
-            for source in host.sources.values():
-                if stop.signum is not None:
-                    break
-                outcome = backup_source(ctx, host, source, trigger="once")
-                if not outcome.ok and stop.signum is None:
-                    log.error("%s", outcome.error)
-                    failed += 1
-    except StoppedError:  # stopped outside a run (reconciling, sweeping): nothing to record
-        pass
-    if stop.signum is not None:
-        log.warning("stopped by signal %d before every source was backed up", stop.signum)
-        return 128 + stop.signum
-    total = len(ctx.config.all_sources())
-    log.info("run complete: %d of %d source(s) succeeded", total - failed, total)
-    return 1 if failed else 0
-
-
-class StopOnSignals:
-    """SIGTERM/SIGINT raise StoppedError once, where the work is: the action unwinds
-    (borg's process group stopped, the run recorded) instead of the process dying."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-
-    def _stop(self, signum: int, _frame: FrameType | None) -> None:
-        if self.signum is not None:
-            return  # unwinding already; let the cleanup finish
-        self.signum = signum
-        raise StoppedError("stopped before it finished: backupd --once was asked to stop")
 
 
 def record_unit_failure(ctx: Context, unit: str) -> int:
@@ -158,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                 log.error("%s", message)
                 ctx.catalogue.record_alert("daemon_restarted", message)
             if args.once:
-                sys.exit(run_once(ctx))
+                sys.exit(run_once(ctx, path.absolute(), args.log_json))
             from backupd.daemon.service import Service
 
             sys.exit(Service(path.absolute(), text, config, args.log_json).run())

@@ -26,8 +26,9 @@ from types import FrameType
 from backupd.actions.backup import backup_source
 from backupd.actions.context import Context
 from backupd.actions.maintain import run_maintenance
+from backupd.catalogue import RunStatus
 from backupd.config.load import load_config_text
-from backupd.errors import BackupdError, DeadlineError, StoppedError
+from backupd.errors import BackupdError, DeadlineError, StoppedError, UsageError
 from backupd.local.logs import setup_logging
 from backupd.local.process import signal_when_parent_dies
 from jobs.registry import kind_models, load_config
@@ -36,6 +37,7 @@ log = logging.getLogger("backupd.daemon.worker")
 
 EXIT_TRANSIENT = 75  # EX_TEMPFAIL
 PARENT_ENV = "BACKUPD_DAEMON_PID"
+ONCE_STOP = "backupd --once was asked to stop"
 
 
 def die_with_parent() -> None:
@@ -47,14 +49,15 @@ def die_with_parent() -> None:
         raise StoppedError("stopped: backupd ended before this job started")
 
 
-def install_stop_handlers(deadline: float) -> None:
+def install_stop_handlers(deadline: float, trigger: str = "schedule") -> None:
     state = {"stopping": False}
+    why = ONCE_STOP if trigger == "once" else "backupd is shutting down"
 
     def on_term(signum: int, _frame: FrameType | None) -> None:
         if state["stopping"]:
             return  # unwinding already; let the cleanup finish
         state["stopping"] = True
-        raise StoppedError("stopped before it finished: backupd is shutting down")
+        raise StoppedError(f"stopped before it finished: {why}")
 
     def on_alarm(signum: int, _frame: FrameType | None) -> None:
         if state["stopping"]:
@@ -68,12 +71,33 @@ def install_stop_handlers(deadline: float) -> None:
 
 
 def run_backup(ctx: Context, target: str, trigger: str, retries_left: int = 0) -> int:
+    if "/" not in target:
+        return run_host(ctx, target, trigger)
     host, source = ctx.lookup_one(target)
-    install_stop_handlers(ctx.config.deadline_for(source))
+    install_stop_handlers(ctx.config.deadline_for(source), trigger)
     outcome = backup_source(ctx, host, source, trigger, retries_left=retries_left)
     if not outcome.ok:
         log.error("%s", outcome.error)
     return exit_code(outcome.ok, outcome.transient)
+
+
+def run_host(ctx: Context, name: str, trigger: str) -> int:
+    """Every source of one host, in order (``backupd --once`` runs one of these per host):
+    each under its own deadline; a stop ends the host's run."""
+    host = ctx.config.hosts.get(name)
+    if host is None:
+        raise UsageError(f"unknown host {name!r}")
+    failed = False
+    for source in host.sources.values():
+        install_stop_handlers(ctx.config.deadline_for(source), trigger)
+        outcome = backup_source(ctx, host, source, trigger)
+        signal.alarm(0)
+        if outcome.status == RunStatus.INTERRUPTED:
+            return exit_code(False, transient=True)
+        if not outcome.ok:
+            log.error("%s", outcome.error)
+            failed = True
+    return exit_code(not failed, transient=False)
 
 
 def run_maintenance_job(ctx: Context, job: str, host: str | None, trigger: str) -> int:
@@ -103,7 +127,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-json", action="store_true")
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("job", help="backup, or a maintenance job (prune, compact, ...)")
-    parser.add_argument("target", nargs="?", help="HOST/SOURCE for backup; HOST for maintenance")
+    parser.add_argument(
+        "target",
+        nargs="?",
+        help="HOST/SOURCE for backup (HOST: each of its sources in turn); HOST for maintenance",
+    )
     return parser.parse_args(argv)
 
 

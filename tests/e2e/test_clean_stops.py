@@ -92,3 +92,53 @@ def test_once_stopped_mid_dump_is_interrupted_quietly(fleet: Fleet, sig: signal.
     assert once(fleet).wait(timeout=300) == 0
     assert alerts(fleet) == []
     assert [r["status"] for r in fleet.runs()] == ["interrupted", "succeeded", "succeeded"]
+
+
+def two_hosts(fleet: Fleet) -> None:
+    fleet.write(
+        {
+            "a": {
+                "s1": fleet.source("one", schedule=NEVER),
+                "s2": fleet.source("two", schedule=NEVER),
+            },
+            "b": {"s3": fleet.source("three", schedule=NEVER)},
+        },
+        daemon="workers = 2\n",
+    )
+
+
+def test_once_backs_up_hosts_in_parallel_never_two_jobs_on_one_host(fleet: Fleet) -> None:
+    """As the daemon does it: a and b at once (two workers), a's sources one after the
+    other (one repository, one writer)."""
+    two_hosts(fleet)
+    fleet.gate.hold()
+    run = once(fleet)
+    wait_for("both hosts' dumps", lambda: fleet.gate.started() == 2 or None, daemon=run)
+    running = [(r["host"], r["source"]) for r in fleet.runs() if r["status"] == "running"]
+    assert sorted(running) == [("a", "s1"), ("b", "s3")]
+    fleet.gate.release()
+    assert run.wait(timeout=300) == 0
+    assert sorted(r["status"] for r in fleet.runs()) == ["succeeded"] * 3
+    assert fleet.gate.started() == 3 and fleet.leftovers() == []
+    assert alerts(fleet) == [] and pid_file(fleet) == ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_once_stopped_with_hosts_in_parallel_interrupts_each_quietly(
+    fleet: Fleet, sig: signal.Signals
+) -> None:
+    two_hosts(fleet)
+    fleet.gate.hold()
+    run = once(fleet)
+    wait_for("both hosts' dumps", lambda: fleet.gate.started() == 2 or None, daemon=run)
+    run.signal(sig)
+    assert run.wait(timeout=120) == 128 + sig
+    assert pid_file(fleet) == ""
+    runs = fleet.runs()
+    assert [r["status"] for r in runs] == ["interrupted"] * 2  # a's s2 never started
+    assert all("backupd --once was asked to stop" in r["error"] for r in runs)
+    assert fleet.leftovers() == [] and fleet.archives("a") == fleet.archives("b") == []
+    assert alerts(fleet) == []
+    fleet.gate.release()
+    assert once(fleet).wait(timeout=300) == 0
+    assert alerts(fleet) == []
