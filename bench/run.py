@@ -17,6 +17,8 @@
 - status_seconds_1m: the status rows over a catalogue of 2,000 sources with 1 M runs and
   1 M archives (bench/catalogue.py); the SQL statements they take, and `backupctl status
   --json` end to end, are shown beside it.
+- daemon_idle_cpu_percent / daemon_idle_rss_mb: the daemon at rest with that fleet's
+  config, over a minute (bench/daemon_idle.py).
 
 Writes bench/results/latest.json and prints a table. Not part of `make test`.
 """
@@ -39,6 +41,7 @@ from typing import Any
 
 from backupd.config.load import StoreConfig
 from bench.catalogue import run as catalogue_bench
+from bench.daemon_idle import run as idle_bench
 from bench.restore import RestoreBench, restore_host, restore_target_toml
 from bench.trees import TreeBench
 from bench.workloads import (
@@ -68,6 +71,8 @@ GOALS = {
     "storage_7day_ratio": 1.0,
     "restore_ratio_vs_hand": 1.1,
     "status_seconds_1m": 0.3,
+    "daemon_idle_cpu_percent": 0.5,
+    "daemon_idle_rss_mb": 100.0,
 }
 # Reported without a goal: other baselines and the worst case, so nobody has to rerun to see them.
 INFORMATIVE = (
@@ -320,6 +325,7 @@ def main() -> int:
             "restore": RestoreBench(bench).run,
             "trees": TreeBench(bench).run,
             "catalogue": functools.partial(catalogue_bench, work, BIN),
+            "idle": functools.partial(idle_bench, work, BIN),
         }
         for name in sys.argv[1:] or list(steps):
             print(f"bench: {name} ...", flush=True)
