@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -185,3 +186,23 @@ def fleet(servers_dir: Path, droplet: Droplet) -> Iterator[Fleet]:
     for d in f.daemons:
         d.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def bare_cluster(servers_dir: Path) -> Iterator[PostgresCluster]:
+    """A second PostgreSQL server without the source's roles ("another server")."""
+    from tests.harness.postgres import start_postgres
+
+    cluster = start_postgres(servers_dir)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def made(pg_cluster: PostgresCluster, bare_cluster: PostgresCluster) -> Iterator[Any]:
+    """The databases and roles a PostgreSQL field test makes, dropped afterwards."""
+    from tests.e2e.field_pg import Made  # it imports this module
+
+    m = Made(pg_cluster, bare_cluster)
+    yield m
+    m.drop()
