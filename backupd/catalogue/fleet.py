@@ -5,18 +5,16 @@ migration 0004), asked for all sources in one statement."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
-from backupd.catalogue.jobs import HasSession
+from backupd.catalogue.jobs import HasSession, batches
 from backupd.catalogue.models import Host, Run, RunStatus, Source
 
 GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
-ID_BATCH = 900  # ids per IN (...): under every SQLite's limit of bound parameters
 
 
 @dataclass(frozen=True)
@@ -54,12 +52,6 @@ def _last_finished(status: RunStatus) -> Any:
     )
 
 
-def _batches(ids: Iterable[int]) -> Iterator[list[int]]:
-    todo = sorted(set(ids))
-    for start in range(0, len(todo), ID_BATCH):
-        yield todo[start : start + ID_BATCH]
-
-
 class FleetQueries:
     def run_statuses_since(self: HasSession, since: datetime, trigger: str) -> list[bool]:
         """Whether each run of ``trigger`` started at or after ``since`` succeeded (a
@@ -89,7 +81,7 @@ class FleetQueries:
             wanted = [i for row in sources for i in (row[3], row[6]) if i is not None]
             runs = {
                 r.id: r
-                for batch in _batches(wanted)
+                for batch in batches(wanted)
                 for r in s.execute(
                     select(Run.id, Run.status, Run.error, Run.started_at).where(Run.id.in_(batch))
                 )

@@ -193,7 +193,8 @@ class HistoryQueries:
                 Archive,
                 (Archive.source_id == newest.c.source_id)
                 & (Archive.item == newest.c.item)
-                & (Archive.created_at == newest.c.at),
+                & (Archive.created_at == newest.c.at)
+                & Archive.pruned_at.is_(None),  # so the partial index ix_archives_live serves it
             )
             .order_by(Host.name, Source.name, newest.c.item)
         )

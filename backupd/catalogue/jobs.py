@@ -4,7 +4,7 @@ and what maintenance learns about archives (pruned, data checked)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
@@ -161,3 +161,12 @@ def _stamp(cat: HasSession, repository: str, names: Sequence[str], **values: dat
             .where(Archive.repository == repository, Archive.name.in_(list(names)))
             .values(**values)
         )
+
+
+ID_BATCH = 900  # ids per IN (...): under every SQLite's limit of bound parameters
+
+
+def batches(ids: Iterable[int]) -> Iterator[list[int]]:
+    todo = sorted(set(ids))
+    for start in range(0, len(todo), ID_BATCH):
+        yield todo[start : start + ID_BATCH]

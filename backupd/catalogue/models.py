@@ -304,7 +304,7 @@ class Drill(Base):
     """A restore drill: an archive restored into a scratch target and checked."""
 
     __tablename__ = "drills"
-    __table_args__ = (Index("ix_drills_source_status", "host", "source", "status", "id"),)
+    __table_args__ = (Index("ix_drills_source_newest", "host", "source", "id", "status"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     host: Mapped[str] = mapped_column(String(64), index=True)
     source: Mapped[str] = mapped_column(String(64))

@@ -6,10 +6,19 @@ import getpass
 import os
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from backupd.catalogue.jobs import HasSession
-from backupd.catalogue.models import Check, Drill, DrillStatus, Restore, RunStatus, utcnow
+from backupd.catalogue.jobs import HasSession, batches
+from backupd.catalogue.models import (
+    Check,
+    Drill,
+    DrillStatus,
+    Host,
+    Restore,
+    RunStatus,
+    Source,
+    utcnow,
+)
 
 
 def operator_name() -> str:
@@ -76,16 +85,23 @@ class RestoreRecords:
     def last_drills(self: HasSession) -> dict[tuple[str, str], Drill]:
         """The newest finished drill of each source (what `status` shows)."""
         done = (DrillStatus.PASS, DrillStatus.WARN, DrillStatus.FAIL)
-        newest = (
-            select(func.max(Drill.id))
-            .where(Drill.status.in_(done))
-            .group_by(Drill.host, Drill.source)
+        newest = (  # per source: ix_drills_source_newest read backwards from its newest drill
+            select(Drill.id)
+            .where(Drill.host == Host.name, Drill.source == Source.name, Drill.status.in_(done))
+            .order_by(Drill.id.desc())
+            .limit(1)
+            .correlate(Host, Source)
             .scalar_subquery()
         )
-        with self.session() as s:  # two reads of ix_drills_source_status, not the history
-            return {
-                (d.host, d.source): d for d in s.scalars(select(Drill).where(Drill.id.in_(newest)))
-            }
+        ids = select(newest).select_from(Source).join(Host, Source.host_id == Host.id)
+        with self.session() as s:
+            wanted = [i for i in s.scalars(ids) if i is not None]
+            found = [
+                d
+                for batch in batches(wanted)
+                for d in s.scalars(select(Drill).where(Drill.id.in_(batch)))
+            ]
+        return {(d.host, d.source): d for d in found}
 
     # -- restore drills -------------------------------------------------------------------
     def start_drill(

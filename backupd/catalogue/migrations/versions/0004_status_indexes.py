@@ -31,11 +31,11 @@ def upgrade() -> None:
         sqlite_where=LIVE,
         postgresql_where=LIVE,
     )
-    op.create_index("ix_drills_source_status", "drills", ["host", "source", "status", "id"])
+    op.create_index("ix_drills_source_newest", "drills", ["host", "source", "id", "status"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_drills_source_status", "drills")
+    op.drop_index("ix_drills_source_newest", "drills")
     op.drop_index("ix_archives_live", "archives")
     op.drop_index("ix_runs_source_status_finished", "runs")
     op.drop_index("ix_runs_source_started", "runs")
