@@ -13,10 +13,8 @@ from backupd.catalogue.models import (
     Check,
     Drill,
     DrillStatus,
-    Host,
     Restore,
     RunStatus,
-    Source,
     utcnow,
 )
 
@@ -85,15 +83,18 @@ class RestoreRecords:
     def last_drills(self: HasSession) -> dict[tuple[str, str], Drill]:
         """The newest finished drill of each source (what `status` shows)."""
         done = (DrillStatus.PASS, DrillStatus.WARN, DrillStatus.FAIL)
-        newest = (  # per source: ix_drills_source_newest read backwards from its newest drill
+        pairs = select(Drill.host, Drill.source).distinct().subquery()  # a covering index scan
+        newest = (  # per pair: ix_drills_source_newest read backwards from its newest drill
             select(Drill.id)
-            .where(Drill.host == Host.name, Drill.source == Source.name, Drill.status.in_(done))
+            .where(
+                Drill.host == pairs.c.host, Drill.source == pairs.c.source, Drill.status.in_(done)
+            )
             .order_by(Drill.id.desc())
             .limit(1)
-            .correlate(Host, Source)
+            .correlate(pairs)
             .scalar_subquery()
         )
-        ids = select(newest).select_from(Source).join(Host, Source.host_id == Host.id)
+        ids = select(newest).select_from(pairs)
         with self.session() as s:
             wanted = [i for i in s.scalars(ids) if i is not None]
             found = [

@@ -74,10 +74,15 @@ def test_each_source_shows_its_newest_run_success_failure_and_drill(tmp_path: Pa
     assert files.last_failure_error == "rsync 23"
     new = rows[("web1", "new")]
     assert (new.last_status, new.last_run, new.last_success, new.last_failure) == (None,) * 4
+    # a drill recorded for a source the catalogue has no backup row of (a rebuilt or
+    # hand-fed catalogue) is still shown
+    drill = cat.start_drill("web9", "gone", "/store", "a", "schedule", None)
+    cat.finish_drill(drill, DrillStatus.FAIL, rto_seconds=1.0)
     drills = cat.last_drills()
     assert {k: d.status for k, d in drills.items()} == {
         ("web0", "db"): DrillStatus.PASS,
         ("web1", "db"): DrillStatus.PASS,
+        ("web9", "gone"): DrillStatus.FAIL,
     }
 
 
