@@ -123,6 +123,16 @@ def _archive(
     )
 
 
+def write_fleet(root: Path, extra: str = "") -> Path:
+    """The fleet's config (and a state directory, a passphrase file) under ``root``."""
+    (root / "state").mkdir(parents=True, mode=0o700)
+    (root / "passphrase").write_text("unused\n")
+    (root / "passphrase").chmod(0o600)
+    config = root / "backupd.toml"
+    config.write_text(fleet_toml(root) + extra)
+    return config
+
+
 def count_statements(engine: Any) -> list[str]:
     said: list[str] = []
     event.listen(engine, "before_cursor_execute", lambda *a: said.append(a[2]))
@@ -136,11 +146,7 @@ def run(work: Path, bindir: Path) -> dict[str, Any]:
     from jobs.registry import load_config
 
     root = work / "catalogue-bench"
-    (root / "state").mkdir(parents=True, mode=0o700)
-    (root / "passphrase").write_text("unused\n")
-    (root / "passphrase").chmod(0o600)
-    config_path = root / "backupd.toml"
-    config_path.write_text(fleet_toml(root))
+    config_path = write_fleet(root)
     config = load_config(config_path)
     Catalogue(config.catalogue_url).engine.dispose()  # migrated, empty
     made = time.monotonic()

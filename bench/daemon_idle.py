@@ -19,7 +19,7 @@ from typing import Any
 
 from backupd.catalogue import Catalogue, RunStatus
 from backupd.catalogue.models import Run
-from bench.catalogue import HOSTS, KINDS, SOURCES_PER_HOST, fleet_toml
+from bench.catalogue import HOSTS, KINDS, SOURCES_PER_HOST, write_fleet
 from jobs.registry import load_config
 
 SETTLE = 15.0  # start-up: config, catalogue, scheduler
@@ -60,12 +60,8 @@ def backed_up_an_hour_ago(url: str) -> None:
 
 
 def run(work: Path, bindir: Path) -> dict[str, Any]:
-    root = work / "idle-bench"
-    (root / "state").mkdir(parents=True, mode=0o700)
-    (root / "passphrase").write_text("unused\n")
-    (root / "passphrase").chmod(0o600)
-    config = root / "backupd.toml"
-    config.write_text(fleet_toml(root) + IDLE_DAEMON)
+    config = write_fleet(work / "idle-bench", IDLE_DAEMON)
+    root = config.parent
     backed_up_an_hour_ago(load_config(config).catalogue_url)
     with open(root / "daemon.log", "wb") as out:
         proc = subprocess.Popen(

@@ -21,7 +21,7 @@ from pathlib import Path
 from backupd.actions.context import Context
 from backupd.actions.needs import Endpoint, provide, refuse_lacking
 from backupd.actions.recorded import Ending, settle
-from backupd.actions.restore import Tally, await_repositories, choose_archives, restore_tree
+from backupd.actions.restore import await_repositories, choose_archives, read_back, restore_tree
 from backupd.actions.restore_db import restore_archive
 from backupd.actions.scratch import Scratch, new_scratch_dir, scratch_server
 from backupd.actions.tree import TREE_FILENAME
@@ -261,8 +261,7 @@ def _table_path(
 def _stream_check(ctx: Context, a: Archive) -> Check:
     """A dump that is not restored into a server (globals, a SQLite copy): read it back
     in full and compare its sha256 and size."""
-    tally = Tally()
-    ctx.borg.extract_stream(Path(a.repository), a.name, a.filename, tally)
+    tally = read_back(ctx, a)
     if (wrong := tally.differs(a)) is not None:
         raise VerificationError(f"{a.name}: read back, it does not match the catalogue {wrong}")
     return Check("sha256", f"{tally.nbytes} bytes read back as recorded")

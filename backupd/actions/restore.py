@@ -61,6 +61,13 @@ class Tally:
         )
 
 
+def read_back(ctx: Context, a: Archive) -> Tally:
+    """Read an archive's stream to its end: its sha256 and size, to compare with the record."""
+    tally = Tally()
+    ctx.borg.extract_stream(Path(a.repository), a.name, a.filename, tally)
+    return tally
+
+
 def choose_archives(
     ctx: Context,
     host: HostConfig,

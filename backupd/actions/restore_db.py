@@ -21,7 +21,13 @@ from typing import Any
 from backupd.actions.context import Context, ssh_target
 from backupd.actions.needs import Endpoint, provide, refuse_lacking
 from backupd.actions.recorded import Ending, settle
-from backupd.actions.restore import Progress, Tally, await_repositories, choose_archives
+from backupd.actions.restore import (
+    Progress,
+    Tally,
+    await_repositories,
+    choose_archives,
+    read_back,
+)
 from backupd.catalogue import Archive, Check, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import RefusedError, RestoreError, UsageError, VerificationError
@@ -328,8 +334,7 @@ def _stream(
             stderr_tail=result.output_tail(),
         )
     if not result.complete:  # the tool had its table: the rest is read for the sha256
-        tally = Tally()
-        ctx.borg.extract_stream(Path(a.repository), a.name, a.filename, tally)
+        tally = read_back(ctx, a)
     if (wrong := tally.differs(a)) is not None:
         raise VerificationError(f"{a.name}: the archived dump does not match the catalogue {wrong}")
     if filt is not None and not filt.matched:

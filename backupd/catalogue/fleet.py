@@ -11,10 +11,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from backupd.catalogue.jobs import HasSession, batches
+from backupd.catalogue.jobs import GOOD, HasSession, batches
 from backupd.catalogue.models import Host, Run, RunStatus, Source
-
-GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from backupd.catalogue.alerts import AlertRecords
 from backupd.catalogue.claims import RELEASED, changed, claim_token, held_by
 from backupd.catalogue.fleet import FleetQueries
 from backupd.catalogue.history import HistoryQueries
-from backupd.catalogue.jobs import JobRecords
+from backupd.catalogue.jobs import GOOD, JobRecords
 from backupd.catalogue.keys import KeyRecords
 from backupd.catalogue.migrate import upgrade_to_head
 from backupd.catalogue.models import (
@@ -38,9 +38,6 @@ from backupd.catalogue.models import (
 )
 from backupd.catalogue.reports import ReportRecords
 from backupd.catalogue.restores import RestoreRecords
-
-GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
-
 
 WAL_SWITCH_WAIT_S = 30.0
 

@@ -14,7 +14,6 @@ skipped, and the exit status is 128 + the signal, as a shell reports it.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import time
@@ -26,7 +25,7 @@ from backupd.actions.context import Context
 from backupd.actions.reconcile import reconcile
 from backupd.catalogue.models import utcnow
 from backupd.config.load import HostConfig
-from backupd.daemon.worker import ONCE_STOP, PARENT_ENV
+from backupd.daemon.worker import ONCE_STOP, worker_env
 from backupd.errors import StoppedError
 from backupd.local.process import Child, start_child
 from backupd.local.procfs import kill_tree
@@ -35,7 +34,6 @@ log = logging.getLogger("backupd")
 
 POLL = 0.1  # seconds between looks at the workers
 STOP_GRACE = 60.0  # after SIGTERM, how long a worker gets to record its run before SIGKILL
-SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 class StopOnSignals:
@@ -109,9 +107,7 @@ class Workers:
     def _start(self, host: str) -> Child:
         argv = [sys.executable, "-m", "backupd.daemon.worker", "--config", str(self.config_path)]
         argv += ["--log-json"] if self.log_json else []
-        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}
-        env[PARENT_ENV] = str(os.getpid())  # the worker stops if we are gone
-        return start_child((*argv, "--trigger", "once", "backup", host), env=env)
+        return start_child((*argv, "--trigger", "once", "backup", host), env=worker_env())
 
     def _reap(self) -> None:
         for name, proc in list(self.running.items()):

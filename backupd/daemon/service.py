@@ -31,7 +31,7 @@ from backupd.catalogue.models import utcnow
 from backupd.config.cron import cron_trigger, interval
 from backupd.config.load import Config, read_config
 from backupd.daemon.alerts import AlertLoop
-from backupd.daemon.worker import EXIT_TRANSIENT, PARENT_ENV
+from backupd.daemon.worker import EXIT_TRANSIENT, worker_env
 from backupd.errors import ConfigError
 from backupd.local.process import Child, start_child
 from backupd.local.procfs import kill_tree
@@ -43,7 +43,6 @@ log = logging.getLogger("backupd")
 TICK = 1.0
 ABORT_GRACE = 60.0  # after SIGTERM, how long a worker gets to unwind before SIGKILL
 HUNG_SLACK = 300.0  # a worker stops itself at its deadline; past it by this much: kill
-SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 @dataclass(frozen=True)
@@ -314,9 +313,7 @@ class Service:
             argv.insert(3, "--log-json")
         if p.key.target:
             argv.append(p.key.target)
-        # only the daemon talks to systemd (NotifyAccess=main); workers get none of it
-        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}
-        env[PARENT_ENV] = str(os.getpid())
+        env = worker_env()
         # own session: a Ctrl-C at a terminal reaches the daemon only, which decides
         proc = start_child(tuple(argv), env=env)
         deadline = self._deadline(p.key)

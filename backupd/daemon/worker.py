@@ -37,6 +37,17 @@ log = logging.getLogger("backupd.daemon.worker")
 
 EXIT_TRANSIENT = 75  # EX_TEMPFAIL
 PARENT_ENV = "BACKUPD_DAEMON_PID"
+SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def worker_env() -> dict[str, str]:
+    """A worker's environment: ours without systemd's (only the daemon talks to systemd,
+    NotifyAccess=main), and our pid, so the worker stops if we are gone."""
+    env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}
+    env[PARENT_ENV] = str(os.getpid())
+    return env
+
+
 ONCE_STOP = "backupd --once was asked to stop"
 
 
