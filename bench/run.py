@@ -1,7 +1,7 @@
 """`make bench`: issue 3's figures, each measured against its baseline in the same run.
 
-- pull_ratio_vs_openssh: backupd's pull of a ~1 GB stream (relay over paramiko into
-  ``borg create --content-from-command``) vs ``ssh HOST cat FILE | borg create -`` with
+- pull_ratio_vs_openssh: backupd's pull of a ~1 GB stream (paramiko into a gated
+  ``borg create``, backupd/borg/gate.py) vs ``ssh HOST cat FILE | borg create -`` with
   OpenSSH; also vs ``borg create -`` from the local file (this machine's limit).
 - incremental_bytes_fraction / incremental_time_fraction: a ~2 GB tree, 1 % of its files
   changed, second ``backupctl backup now`` vs the first.
@@ -166,8 +166,9 @@ class Bench:
 
     # -- 1. streaming pull ------------------------------------------------------------
     def pull(self, rounds: int = 3) -> dict[str, Any]:
-        from backupd.actions.context import Context
+        from backupd.actions.context import Context, ssh_target
         from backupd.actions.stream import PullRun, pull_stream
+        from backupd.remote.ssh import Connection
         from jobs.base import DumpStream, Held
         from jobs.registry import load_config
 
@@ -203,8 +204,10 @@ class Bench:
             shutil.rmtree(repo, ignore_errors=True)
             ctx.borg.ensure_repository(repo, "repokey-blake2")
             run_id = ctx.catalogue.start_run(sid, "bench")
-            start = time.monotonic()
-            pull_stream(ctx, host, source, PullRun(sid, run_id, ("blob",)), 0, stream, repo, Held())
+            start = time.monotonic()  # the night's connection is part of the pull
+            with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
+                run = PullRun(sid, run_id, ("blob",))
+                pull_stream(ctx, host, source, run, 0, stream, repo, Held(), conn)
             times["backupd"].append(time.monotonic() - start)
             repo_o = self.fresh_repo("openssh")
             times["openssh"].append(

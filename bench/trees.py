@@ -156,7 +156,7 @@ class TreeBench:
     def rsync(self, tree: Path, flags: tuple[str, ...]) -> tuple[float, int]:
         """One full pull of ``tree`` into an empty mirror, as backupd's rsync does it."""
         from backupd.actions.context import ssh_target
-        from backupd.remote.relay import target_to_json
+        from backupd.remote.rsh import target_to_json
         from jobs.registry import load_config
 
         config = load_config(self.config)

@@ -137,7 +137,7 @@ def _pull(
 ) -> Pulled:
     if isinstance(unit, DumpStream):
         with registry()[source.kind].hold(source.options, unit, conn) as held:
-            return pull_stream(ctx, host, source, run, n, unit, repo, held)
+            return pull_stream(ctx, host, source, run, n, unit, repo, held, conn)
     return pull_tree(ctx, host, source, run, unit, repo)
 
 

@@ -1,13 +1,16 @@
 """catalogue rebuild: a new catalogue from the Borg repositories alone.
 
 Every archive backupd makes carries a JSON comment (decision 0003): host, source, kind,
-item, file name, start time, sha256, size, the facts captured at backup time, Borg's
-sizes, the run it belonged to and every item that run planned to pull. That is enough to
+item, file name, start time, the run it belonged to and every item that run planned to
+pull; a dump's seal (sha256, size, the facts captured at backup time) is stored inside the
+archive beside it (decision 0019), a tree's is in the comment. That is enough to
 recreate hosts, sources, one run per original run (same id: succeeded when the repository
 holds its whole planned set, failed when part of it is missing) and every archive row
 with the same facts.
 A tree's 200-file sample is not in the comment; it is recomputed from the manifest
 archived with the tree. A run that archived nothing is not in Borg, so it is not rebuilt.
+Borg's sizes of an archive sealed inside come from ``borg info`` at rebuild time: its
+deduplicated size is then what only that archive holds now, not what it added when made.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from backupd.actions.context import Context
 from backupd.actions.manifest import Manifest, parse_manifest
 from backupd.actions.tree import TREE_FILENAME
 from backupd.borg.adapter import ArchiveEntry
+from backupd.borg.gate import SEAL_NAME
 from backupd.catalogue import Archive, Run, RunStatus
-from backupd.errors import RefusedError
+from backupd.errors import BorgError, RefusedError
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +59,16 @@ def rebuild_catalogue(ctx: Context) -> RebuildSummary:
     total, skipped = 0, []
     runs: dict[int, RunSet] = {}
     for repo in repos:
+        sizes: dict[str, dict[str, Any]] | None = None  # borg info, asked once if needed
         for entry in ctx.borg.list_archives(repo):
             meta = _metadata(entry)
+            meta = unseal(ctx, repo, entry, meta) if meta is not None else None
             if meta is None:
                 skipped.append(f"{repo.name}::{entry.name}")
                 continue
+            if "borg" not in meta:
+                sizes = ctx.borg.archive_sizes(repo) if sizes is None else sizes
+                meta["borg"] = sizes.get(entry.name, {})
             run_id = _restore_archive(ctx, repo, entry, meta)
             runs.setdefault(run_id, RunSet()).add(meta)
             total += 1
@@ -115,10 +124,30 @@ def _metadata(entry: ArchiveEntry) -> dict[str, Any] | None:
         meta = json.loads(entry.comment)
     except ValueError:
         return None
-    needed = ("backupd", "host", "source", "kind", "item", "filename", "started", "sha256")
+    needed = ("backupd", "host", "source", "kind", "item", "filename", "started")
     if not isinstance(meta, dict) or any(k not in meta for k in needed):
-        return None  # not ours, or cut off before it was sealed
+        return None  # not ours
     return meta
+
+
+def unseal(
+    ctx: Context, repo: Path, entry: ArchiveEntry, meta: dict[str, Any]
+) -> dict[str, Any] | None:
+    """An archive's whole metadata: its comment and, for a dump, the seal stored inside
+    it (sha256, size, facts: decision 0019). None when there is no seal: an archive cut
+    off before it was sealed is never trusted. A tree's comment carries all of it (its
+    manifest is hashed before ``borg create``), as did every comment before 0019."""
+    if "sha256" in meta:
+        return meta
+    chunks: list[bytes] = []
+    try:
+        ctx.borg.extract_stream(repo, entry.name, SEAL_NAME, chunks.append)
+        seal = json.loads(b"".join(chunks))
+    except (BorgError, ValueError):
+        return None
+    if not isinstance(seal, dict) or not isinstance(seal.get("sha256"), str):
+        return None
+    return {**meta, **seal}
 
 
 def _restore_archive(ctx: Context, repo: Path, entry: ArchiveEntry, meta: dict[str, Any]) -> int:

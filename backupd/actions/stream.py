@@ -5,20 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from backupd import __version__
-from backupd.actions.context import Context, compression_for, ssh_target
+from backupd.actions.context import Context, compression_for
 from backupd.actions.names import display
 from backupd.borg.adapter import CreateStats
 from backupd.catalogue.models import utcnow
 from backupd.config.load import HostConfig, SourceConfig
-from backupd.errors import BorgError, DumpError, StoreFullError
-from backupd.remote.relay import RelayOutcome, RelaySpec
+from backupd.errors import BorgError, DumpError
+from backupd.remote.counters import make_counter
+from backupd.remote.ssh import Connection
+from backupd.remote.verdict import StreamLimits, StreamVerdict, judge
 from jobs.base import DumpStream, Held, slug
 
 log = logging.getLogger(__name__)
@@ -83,62 +85,71 @@ def pull_stream(
     stream: DumpStream,
     repo: Path,
     held: Held,
+    conn: Connection,
 ) -> Pulled:
+    """Stream the dump over ``conn`` (the night's one connection to the host) into a gated
+    ``borg create`` (backupd/borg/gate.py): the archive exists only if the verdict on the
+    whole stream was good, and it carries its seal inside."""
     started = utcnow()
     name = archive_name(source.name, stream.item, started)
     meta = base_metadata(host, source, run, stream.item, stream.filename, started)
-    spec_path = ctx.run_dir() / f"run{run.run_id}-{n}.json"
-    result_path = spec_path.with_suffix(".result")
-    spec = RelaySpec(
-        ssh_target(host, ctx.config.state_dir),
-        stream.argv + held.extra_argv,
+    limits = StreamLimits(
+        host.name,
         source.timeout,
         source.idle_timeout,
         stream.min_bytes if stream.min_bytes is not None else source.min_bytes,
-        result_path,
-        len(stream.stdin),
-        stream.counter,
         stream.tool,
     )
-    write_private(spec_path, spec.to_json())
+    verdicts: list[StreamVerdict] = []
+
+    def produce(sink: Callable[[bytes], object]) -> bytes | None:
+        counter = make_counter(stream.counter)
+
+        def forward(chunk: bytes) -> None:
+            sink(chunk)
+            if counter is not None:
+                counter.feed(chunk)
+
+        result = conn.stream(
+            stream.argv + held.extra_argv,
+            forward,
+            deadline=source.timeout,
+            idle_timeout=source.idle_timeout,
+            stdin=stream.stdin or None,
+        )
+        verdict = judge(limits, result, counter.facts() if counter else None)
+        verdicts.append(verdict)
+        if not verdict.ok:
+            return None
+        seal = {**meta, **sealed_facts(verdict, held)}
+        return json.dumps(seal, sort_keys=True).encode()
+
     try:
-        stats = ctx.borg.create_from_command(
+        stats = ctx.borg.create_gated(
             repo,
             name,
-            stdin_name=stream.filename,
-            command=(sys.executable, "-m", "backupd.remote.relay", str(spec_path)),
+            spool=ctx.run_dir() / f"run{run.run_id}-{n}",
+            filename=stream.filename,
             comment=json.dumps(meta, sort_keys=True),
             compression=compression_for(ctx, source),
             timeout=source.timeout + BORG_GRACE_SECONDS,
-            stdin=stream.stdin or None,
+            produce=produce,
         )
-        outcome = RelayOutcome.read(result_path)
-    except BorgError as e:
+    except BorgError:
         remove_leftovers(ctx, repo, name)
-        outcome = RelayOutcome.read(result_path)
-        if outcome is not None and not outcome.ok and not isinstance(e, StoreFullError):
-            raise DumpError(
-                f"{display(stream.item)}: {outcome.reason}",
-                stderr_tail=outcome.stderr_tail,
-                transient=outcome.transient,
-            ) from None
         raise
-    finally:
-        spec_path.unlink(missing_ok=True)
-        result_path.unlink(missing_ok=True)
-    if outcome is None or not outcome.ok:  # borg said yes but the relay did not: never keep it
-        remove_leftovers(ctx, repo, name)
-        raise DumpError(f"{display(stream.item)}: the relay left no verdict; archive discarded")
-    dump_facts = {**held.facts, **outcome.facts}
+    verdict = verdicts[-1] if verdicts else None
+    if stats is None or verdict is None or not verdict.ok:
+        remove_leftovers(ctx, repo, name)  # borg committed nothing; a checkpoint, maybe
+        if verdict is None or verdict.ok:
+            raise DumpError(f"{display(stream.item)}: borg kept no archive; nothing recorded")
+        raise DumpError(
+            f"{display(stream.item)}: {verdict.reason}",
+            stderr_tail=verdict.stderr_tail,
+            transient=verdict.transient,
+        )
+    dump_facts = {**held.facts, **verdict.facts}
     facts = {**dump_facts, "borg": stats.raw.get("archive", {}).get("stats", {})}
-    meta.update(
-        sha256=outcome.sha256,
-        nbytes=outcome.nbytes,
-        finished=utcnow().isoformat(),
-        facts=dump_facts,
-        borg=facts["borg"],
-    )
-    seal(ctx, repo, name, meta)
     record_archive(
         ctx,
         run.run_id,
@@ -148,8 +159,8 @@ def pull_stream(
         stream.item,
         stream.filename,
         started,
-        outcome.nbytes,
-        outcome.sha256,
+        verdict.nbytes,
+        verdict.sha256,
         stats,
         facts,
     )
@@ -158,12 +169,23 @@ def pull_stream(
         host.name,
         source.name,
         name,
-        outcome.nbytes,
-        outcome.sha256[:12],
+        verdict.nbytes,
+        verdict.sha256[:12],
     )
     # what the droplet side said a person should look at (e.g. an object whose definer is gone)
     said = dump_facts.get("warnings", [])
-    return Pulled(name, outcome.nbytes, tuple(f"{display(stream.item)}: {w}" for w in said))
+    return Pulled(name, verdict.nbytes, tuple(f"{display(stream.item)}: {w}" for w in said))
+
+
+def sealed_facts(verdict: StreamVerdict, held: Held) -> dict[str, Any]:
+    """What the seal adds to the comment's metadata: the stream's checksum, size and facts
+    (a catalogue rebuild and a sweep read them from the archive, decision 0019)."""
+    return {
+        "sha256": verdict.sha256,
+        "nbytes": verdict.nbytes,
+        "finished": utcnow().isoformat(),
+        "facts": {**held.facts, **verdict.facts},
+    }
 
 
 def record_archive(
@@ -195,17 +217,6 @@ def record_archive(
         deduplicated_size=stats.deduplicated_size,
         facts=facts,
     )
-
-
-def seal(ctx: Context, repo: Path, name: str, meta: dict[str, Any]) -> None:
-    """Write the archive's final comment (sha256, facts). If that fails (a full store:
-    borg needs room for a new segment to commit), the unsealed archive and any
-    ``NAME.recreate`` are deleted now if possible, else by the next run's sweep."""
-    try:
-        ctx.borg.set_comment(repo, name, json.dumps(meta, sort_keys=True))
-    except BorgError:
-        remove_leftovers(ctx, repo, name)
-        raise
 
 
 def remove_leftovers(ctx: Context, repo: Path, name: str) -> None:

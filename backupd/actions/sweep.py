@@ -3,15 +3,16 @@ with its facts, or removed; and nothing a dead run wrote into ``<state_dir>/run`
 
 A backup run leaves a marker ``<state_dir>/sweep/<host>/<run id>`` before it writes to the
 host's repository, and removes it only when it ends well. A marker whose run is no longer
-running means the repository may hold what that run left behind: an archive committed by
-a borg that outlived a killed backupd (no sealed comment, so no checksum), an ``X.recreate``
-left when sealing failed on a full store, a checkpoint. Sweeping lists the repository once
+running means the repository may hold what that run left behind: an archive borg
+committed after the run's last catalogue write, an ``X.recreate`` an older backupd left when
+sealing failed on a full store, a checkpoint. Sweeping lists the repository once
 (names and comments) and settles each archive the catalogue does not know:
 
 - of a run that is still running: left alone (it is being written now);
 - a checkpoint or a ``.recreate`` leftover: deleted;
-- sealed (its comment has the sha256 and facts) and its run is recorded: adopted into the
-  catalogue under that run (an interrupted run is never a restore point by itself);
+- sealed (the seal inside it, or its comment, has the sha256 and facts: decision 0019) and
+  its run is recorded: adopted into the catalogue under that run (an interrupted run is
+  never a restore point by itself);
 - unsealed, or its run unknown: deleted (nobody ever checked it);
 - not backupd's: left alone and reported, once per alert interval (a person decides).
 
@@ -23,12 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context
-from backupd.actions.rebuild import record_from_comment
+from backupd.actions.rebuild import record_from_comment, unseal
 from backupd.borg.adapter import ArchiveEntry
 from backupd.catalogue import RunStatus
 from backupd.errors import BackupdError, StoppedError
@@ -36,7 +38,8 @@ from backupd.local.procfs import process_alive
 
 log = logging.getLogger(__name__)
 LEFTOVER = re.compile(r"\.(checkpoint(\.\d+)?|recreate)$")
-RUN_FILE = re.compile(r"^(?:run(\d+)-\d+\.(?:json|result)|rsh-(\d+)-.*\.json)$")
+# a gated create's spool directory (and an older relay's spec and result), an rsh spec
+RUN_FILE = re.compile(r"^(?:run(\d+)-\d+(?:\.json|\.result)?|rsh-(\d+)-.*\.json)$")
 
 
 def _markers(ctx: Context) -> Path:
@@ -115,6 +118,8 @@ def _settle(ctx: Context, repo: Path, entry: ArchiveEntry, swept: Swept) -> None
         swept.foreign.append(entry.name)
         return
     run = ctx.catalogue.find_run(run_id) if isinstance(run_id, int) else None
+    if meta is not None and run is not None and not leftover:
+        meta = unseal(ctx, repo, entry, meta)
     if meta is not None and "sha256" in meta and run is not None and not leftover:
         record_from_comment(ctx, repo, entry, meta, run.id, run.source_id)
         swept.adopted.append(entry.name)
@@ -158,8 +163,8 @@ def _report(ctx: Context, repo: Path, swept: Swept) -> None:
 
 
 def remove_stale_run_files(ctx: Context) -> list[str]:
-    """Relay specs, results and rsh specs of runs that are no longer running: a crash
-    skipped the ``finally`` that removes them (they hold no secret, but they pile up)."""
+    """Gate spools and rsh specs of runs that are no longer running: a crash skipped the
+    ``finally`` that removes them (they hold no secret, but they pile up)."""
     removed = []
     for path in ctx.run_dir().iterdir():
         match = RUN_FILE.match(path.name)
@@ -167,6 +172,9 @@ def remove_stale_run_files(ctx: Context) -> list[str]:
             continue
         run_id = int(match.group(1) or match.group(2))
         if not _running(ctx, run_id):
-            path.unlink(missing_ok=True)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed

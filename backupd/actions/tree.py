@@ -27,7 +27,6 @@ from backupd.actions.stream import (
     archive_name,
     base_metadata,
     record_archive,
-    seal,
     write_private,
 )
 from backupd.catalogue.models import utcnow
@@ -87,10 +86,9 @@ def pull_tree(
         timeout=source.timeout,
         files_cache_suffix=f"{host.name}.{source.name}.{slug(unit.item)}",
     )
+    # the comment said all a catalogue rebuild needs before borg started (the sample comes
+    # from the manifest): nothing is rewritten after the fact (decision 0019)
     facts["borg"] = stats.raw.get("archive", {}).get("stats", {})
-    # sealed like a dump's: what a catalogue rebuild needs (the sample comes from the manifest)
-    meta.update(finished=utcnow().isoformat(), borg=facts["borg"])
-    seal(ctx, repo, name, meta)
     record_archive(
         ctx,
         run.run_id,

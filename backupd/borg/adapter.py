@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,15 +22,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from backupd.borg.gate import Gate
 from backupd.borg.lock import JOB_ENV, LOCK_CODES, PID_ENV, Locks
 from backupd.borg.space import store_full
 from backupd.errors import BorgError, MissingProgramError
 from backupd.local.process import (
     Argv,
     CommandResult,
+    Feeder,
     Invocation,
     Runner,
     Streamer,
+    feed_local,
     run_local,
     stream_local,
 )
@@ -89,12 +93,14 @@ class Borg:
         *,
         runner: Runner = run_local,
         streamer: Streamer = stream_local,
+        feeder: Feeder = feed_local,
     ) -> None:
         self.binary = binary
         self._passphrase = passphrase
         self.base_dir = base_dir
         self._runner = runner
         self._streamer = streamer
+        self._feeder = feeder
         self.doing = "a backupd job"  # what the borg it starts is for (BACKUPD_JOB)
         self.on_wait: Callable[[str], object] | None = None  # hears "waiting up to ..."
 
@@ -274,6 +280,74 @@ class Borg:
         )
         return _create_stats(result)
 
+    def create_gated(
+        self,
+        repo: Path,
+        archive: str,
+        *,
+        spool: Path,
+        filename: str,
+        comment: str,
+        compression: str,
+        timeout: float,
+        produce: Callable[[Callable[[bytes], object]], bytes | None],
+        chunker_params: str | None = None,
+    ) -> CreateStats | None:
+        """Store what ``produce`` hands its sink as ``filename``, in one borg process
+        (backupd/borg/gate.py). ``produce`` starts once borg holds its lock, and returns the
+        seal (bytes, stored beside the stream as SEAL_NAME) to keep the archive, or None
+        to refuse it: then borg commits nothing and this returns None. ``spool``: a new
+        private directory, removed afterwards. Raises BorgError when borg failed, and
+        whatever ``produce`` raised (borg then commits nothing either)."""
+        gate = Gate(spool, filename)
+        args: Argv = (
+            "create",
+            "--json",
+            "--compression",
+            compression,
+            *(("--chunker-params", chunker_params) if chunker_params else ()),
+            "--comment",
+            borg_literal(comment),
+            "--read-special",  # the stream's name is a symlink to borg's stdin
+            "--files-cache=disabled",
+            "--paths-from-command",
+            f"{os.path.abspath(repo)}::{archive}",  # borg runs in the spool directory
+            "--",
+            *gate.command(),
+        )
+        refused: list[bool] = []
+
+        def body(sink: Callable[[bytes], object]) -> None:
+            try:
+                seal = produce(sink)
+            except BaseException:
+                gate.refuse()
+                raise
+            refused.append(seal is None)
+            if seal is None:
+                gate.refuse()
+            else:
+                gate.allow(seal)
+
+        def attempt(argv: Argv) -> CommandResult:
+            with tempfile.TemporaryFile() as out, self._invocation(timeout, cwd=str(spool)) as inv:
+                inv.stdout = out
+                fed = self._feeder((self.binary, *argv), inv, body, ready=gate.started)
+                out.seek(0)
+                status = None if fed.timed_out else fed.exit_status
+                why = "deadline" if fed.timed_out else None
+                return CommandResult(argv, status, out.read(), fed.output, fed.seconds, why)
+
+        try:
+            result = self.locks.run(args, repo, LOCK_WAIT_SECONDS, attempt)
+        finally:
+            gate.close()
+        if refused == [True]:
+            return None
+        if result.exit_status != 0 or result.timed_out:
+            raise self.error(result, "create")
+        return _create_stats(result)
+
     def create_from_paths(
         self,
         repo: Path,
@@ -331,14 +405,6 @@ class Borg:
             args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None, what="extract", cwd=str(dest)
         )
 
-    def set_comment(self, repo: Path, archive: str, comment: str) -> None:
-        self.run(
-            ("recreate", "--comment", borg_literal(comment), f"{repo}::{archive}"),
-            repo=repo,
-            wait=LOCK_WAIT_SECONDS,
-            what="recreate --comment",
-        )
-
     def list_archives(
         self, repo: Path, glob: str | None = None, *, checkpoints: bool = False
     ) -> list[ArchiveEntry]:
@@ -358,6 +424,13 @@ class Borg:
         data = json.loads(self.run(args, repo=repo, what="info").stdout)
         archives: list[dict[str, Any]] = data["archives"]
         return archives[0]
+
+    def archive_sizes(self, repo: Path) -> dict[str, dict[str, Any]]:
+        """Every archive's stats by name, as ``borg info --json`` gives them now (bytes:
+        original_size, compressed_size, deduplicated_size = held by that archive alone)."""
+        args: Argv = ("info", "--json", "--glob-archives", "*", str(repo))
+        data = json.loads(self.run(args, repo=repo, what="info", timeout=None).stdout)
+        return {a["name"]: dict(a.get("stats", {})) for a in data.get("archives", [])}
 
     def break_lock(self, repo: Path) -> None:
         self.run(("break-lock", str(repo)), what="break-lock")

@@ -34,6 +34,7 @@ from backupd.errors import STDERR_TAIL_BYTES, MissingProgramError, tail_text
 log = logging.getLogger(__name__)
 
 Argv = tuple[str, ...]
+Child = subprocess.Popen[bytes]  # a started process, for callers that wait for it
 MASK = "***"
 STREAM_CHUNK = 1024 * 1024
 
@@ -135,6 +136,44 @@ class Streamer(Protocol):
     ) -> CommandResult: ...
 
 
+Produce = Callable[[Callable[[bytes], object]], object]  # calls its sink with each chunk
+
+
+class InputRefused(Exception):
+    """The consuming command stopped reading its stdin (it exited) before the end."""
+
+
+@dataclass(frozen=True)
+class FeedResult:
+    """A command that read a stream on its stdin (a restore tool), and how it ended."""
+
+    argv: Argv
+    exit_status: int | None  # None: no exit status (killed, connection lost)
+    output: bytes  # tail of stdout and stderr, in order
+    seconds: float
+    fed_bytes: int
+    complete: bool  # the whole stream was handed over
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and self.complete and not self.timed_out
+
+    def output_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
+        return tail_text(self.output, limit)
+
+
+class Feeder(Protocol):
+    def __call__(
+        self,
+        argv: Argv,
+        inv: Invocation,
+        produce: Produce,
+        *,
+        ready: Callable[[], bool] | None = None,
+    ) -> FeedResult: ...
+
+
 def run_local(argv: Argv, inv: Invocation) -> CommandResult:
     """Run ``argv`` to completion and return its result; never raises on a non-zero exit.
 
@@ -216,36 +255,20 @@ def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -
     return CommandResult(argv, status, b"", err, time.monotonic() - started, why)
 
 
-Produce = Callable[[Callable[[bytes], object]], object]  # calls its sink with each chunk
-
-
-class InputRefused(Exception):
-    """The consuming command stopped reading its stdin (it exited) before the end."""
-
-
-@dataclass(frozen=True)
-class FeedResult:
-    """A command that read a stream on its stdin (a restore tool), and how it ended."""
-
-    argv: Argv
-    exit_status: int | None  # None: no exit status (killed, connection lost)
-    output: bytes  # tail of stdout and stderr, in order
-    seconds: float
-    fed_bytes: int
-    complete: bool  # the whole stream was handed over
-    timed_out: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_status == 0 and self.complete and not self.timed_out
-
-    def output_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
-        return tail_text(self.output, limit)
-
-
-def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
+def feed_local(
+    argv: Argv,
+    inv: Invocation,
+    produce: Produce,
+    *,
+    ready: Callable[[], bool] | None = None,
+) -> FeedResult:
     """Run ``argv`` with ``produce`` writing its stdin (e.g. ``borg extract --stdout`` into
-    ``pg_restore``): no temporary file, and the producer is stopped if the consumer dies."""
+    ``pg_restore``): no temporary file, and the producer is stopped if the consumer dies.
+
+    ``ready``: polled (every READY_POLL_SECONDS) before ``produce`` starts; the producer
+    never starts if the consumer ends first (borg that could not take its lock must not
+    cost a dump on a droplet). ``inv.stdout`` (a file): the command's stdout goes there
+    alone, and ``output`` holds its stderr."""
     log.debug("feed: %s", mask_argv(argv, inv.secrets))
     started = time.monotonic()
     fed = 0
@@ -254,8 +277,8 @@ def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
         proc = subprocess.Popen(
             dies_with_us(argv, inv.env),
             stdin=subprocess.PIPE,
-            stdout=outfile,
-            stderr=subprocess.STDOUT,
+            stdout=inv.stdout if inv.stdout is not None else outfile,
+            stderr=outfile if inv.stdout is not None else subprocess.STDOUT,
             env=dict(inv.env) if inv.env is not None else None,
             pass_fds=inv.pass_fds,
             cwd=inv.cwd,
@@ -283,8 +306,9 @@ def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
             timer.daemon = True
             timer.start()
         try:
-            produce(sink)
-            complete = not timed_out
+            if _await_ready(proc, ready):
+                produce(sink)
+                complete = not timed_out
         except InputRefused:
             pass
         except BaseException:
@@ -302,6 +326,18 @@ def feed_local(argv: Argv, inv: Invocation, produce: Produce) -> FeedResult:
     seconds = time.monotonic() - started
     log.debug("exit %s after %.2fs: %s (%d bytes fed)", proc.returncode, seconds, argv[0], fed)
     return FeedResult(argv, proc.returncode, output, seconds, fed, complete, timed_out)
+
+
+READY_POLL_SECONDS = 0.002
+
+
+def _await_ready(proc: Child, ready: Callable[[], bool] | None) -> bool:
+    """Whether the consumer is ready for its input (False: it ended before it was)."""
+    while ready is not None and not ready():
+        if proc.poll() is not None:
+            return False
+        time.sleep(READY_POLL_SECONDS)
+    return True
 
 
 def _identity(user: str | None, env: Mapping[str, str] | None) -> dict[str, Any]:
@@ -333,9 +369,6 @@ def start_server(argv: Argv, *, log_path: Path, user: str | None) -> subprocess.
             cwd="/",
             **_identity(user, None),
         )
-
-
-Child = subprocess.Popen[bytes]  # a started process, for callers that wait for it
 
 
 def start_child(argv: Argv, *, env: Mapping[str, str]) -> Child:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from backupd.remote.hostkeys import SSHTarget
-from backupd.remote.relay import target_to_json
+from backupd.remote.rsh import target_to_json
 
 Argv = tuple[str, ...]
 COMMON = ("--archive", "--hard-links", "--sparse", "--compress", "--protect-args")

@@ -38,11 +38,15 @@ def test_pull_restore_and_pg_restore_give_the_same_rows(
     [(name, recorded_sha, nbytes)] = d.catalogue_rows("SELECT name, sha256, nbytes FROM archives")
     assert name == archive
 
-    # The metadata written into the archive itself carries the hash (catalogue rebuild).
-    info = json.loads(d.borg("info", "--json", f"{d.store / 'web1'}::{archive}").stdout)
+    # The archive says what it is in its comment and carries its seal (hash, size) inside:
+    # what a catalogue rebuild reads (decision 0019); nothing else is in it.
+    where = f"{d.store / 'web1'}::{archive}"
+    info = json.loads(d.borg("info", "--json", where).stdout)
     comment = json.loads(info["archives"][0]["comment"])
-    assert comment["sha256"] == recorded_sha and comment["nbytes"] == nbytes
     assert comment["host"] == "web1" and comment["item"] == "shop"
+    seal = json.loads(d.borg("extract", "--stdout", where, ".backupd-seal.json").stdout)
+    assert seal["sha256"] == recorded_sha and seal["nbytes"] == nbytes
+    assert d.borg("list", "--short", where).stdout.split() == ["shop.pgdump", ".backupd-seal.json"]
 
     out = tmp_path / "restored"
     d.backupctl("restore", "web1/maindb", "--to", str(out), check=True)

@@ -8,8 +8,8 @@ import pytest
 from backupd.config.credentials import read_passphrase
 from backupd.config.load import PassphraseConfig
 from backupd.errors import CredentialError
-from backupd.remote.relay import RelaySpec, judge
-from backupd.remote.ssh import SSHTarget, StreamResult
+from backupd.remote.ssh import StreamResult
+from backupd.remote.verdict import StreamLimits, judge
 
 
 def test_passphrase_file_must_be_private(tmp_path: Path) -> None:
@@ -43,9 +43,8 @@ def test_passphrase_from_command_and_its_failure() -> None:
         read_passphrase(PassphraseConfig(command=("true",)))
 
 
-def spec(min_bytes: int = 10) -> RelaySpec:
-    target = SSHTarget("web1", "127.0.0.1", 22, "u", Path("/k"), ("ssh-ed25519 AAAA",))
-    return RelaySpec(target, ("pg_dump", "app"), 60.0, 10.0, min_bytes, Path("/r"))
+def spec(min_bytes: int = 10) -> StreamLimits:
+    return StreamLimits("web1", 60.0, 10.0, min_bytes, "pg_dump")
 
 
 def stream(status: int | None, nbytes: int, timed_out: str | None = None) -> StreamResult:
@@ -64,7 +63,7 @@ def stream(status: int | None, nbytes: int, timed_out: str | None = None) -> Str
         (stream(None, 100, "idle"), "sent nothing for 10s", True),
     ],
 )
-def test_relay_refuses_every_doubtful_stream(
+def test_the_verdict_refuses_every_doubtful_stream(
     result: StreamResult, reason: str, transient: bool
 ) -> None:
     outcome = judge(spec(), result)
@@ -74,9 +73,5 @@ def test_relay_refuses_every_doubtful_stream(
     assert outcome.stderr_tail == "pg_dump: error: boom"
 
 
-def test_relay_accepts_a_complete_stream() -> None:
+def test_the_verdict_accepts_a_complete_stream() -> None:
     assert judge(spec(), stream(0, 100)).ok
-
-
-def test_relay_spec_round_trips() -> None:
-    assert RelaySpec.from_json(spec().to_json()) == spec()
