@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.venv import bench_venv
 from bench.workloads import seed_restore_db
 from tests.harness.droplet import Droplet
 from tests.harness.fleet import HostSpec, Value, toml_value
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from bench.run import Bench
 
 BIN = Path(sys.executable).parent
+BORG = bench_venv() / "borg"  # as the restore by backupd uses (bench/venv.py)
 RESTORE_BYTES = int(os.environ.get("BENCH_RESTORE_BYTES", 1_000_000_000))
 ROUNDS = int(os.environ.get("BENCH_RESTORE_ROUNDS", 3))
 HOST, SOURCE, TARGET = "db", "big", "staging"
@@ -120,7 +122,7 @@ class RestoreBench:
     def extract(self) -> str:
         d = self.dump
         return (
-            f"{BIN / 'borg'} extract --stdout {shlex.quote(f'{d.repository}::{d.name}')} "
+            f"{BORG} extract --stdout {shlex.quote(f'{d.repository}::{d.name}')} "
             f"{shlex.quote(d.filename)}"
         )
 

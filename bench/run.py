@@ -3,6 +3,8 @@
 - pull_ratio_vs_openssh: backupd's pull of a ~1 GB stream (paramiko into a gated
   ``borg create``, backupd/borg/gate.py) vs ``ssh HOST cat FILE | borg create -`` with
   OpenSSH; also vs ``borg create -`` from the local file (this machine's limit).
+- archive_fixed_cost_seconds: a 1 KB dump pulled into its own archive over an open
+  connection (median), beside ``borg create`` of 1 KB from a local command.
 - incremental_bytes_fraction / incremental_time_fraction: a ~2 GB tree, 1 % of its files
   changed, second ``backupctl backup now`` vs the first.
 - storage_7day_ratio: repository size after 7 daily backups of a changing PostgreSQL
@@ -14,9 +16,12 @@
   ``borg extract --stdout | pg_restore`` by hand (bench/restore.py).
 - sparse_* / compress_*: a 4 GiB sparse file in a tree (wire, mirror, repository, restore)
   and what rsync's wire compression costs on ordinary files (bench/trees.py).
+- chunker_*: 7 nights of each kind's dump under three chunker settings (bench/chunkers.py).
 - status_seconds_1m: the status rows over a catalogue of 2,000 sources with 1 M runs and
   1 M archives (bench/catalogue.py); the SQL statements they take, and `backupctl status
   --json` end to end, are shown beside it.
+- fleet_*_vs_borgmatic, mirror_bytes_ratio: a week of a 3-droplet fleet, backupd --once
+  against borgmatic pushing the same data locally (bench/fleet.py).
 - daemon_idle_cpu_percent / daemon_idle_rss_mb: the daemon at rest with that fleet's
   config, over a minute (bench/daemon_idle.py).
 
@@ -41,9 +46,12 @@ from typing import Any
 
 from backupd.config.load import StoreConfig
 from bench.catalogue import run as catalogue_bench
+from bench.chunkers import run as chunker_bench
 from bench.daemon_idle import run as idle_bench
+from bench.fleet import run as fleet_bench
 from bench.restore import RestoreBench, restore_host, restore_target_toml
 from bench.trees import TreeBench
+from bench.venv import bench_venv
 from bench.workloads import (
     churn_day,
     lms_day,
@@ -58,6 +66,8 @@ from tests.harness.postgres import PostgresCluster, postgres_bindir, start_postg
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# borg as production installs it (bench/venv.py): every figure, backupd's and the baselines'
+BORG = bench_venv() / "borg"
 RESULTS = ROOT / "bench" / "results"
 # Both sides of the pull comparison use the project's compression, so the ratio measures
 # the transport; the -Fc baseline keeps borg's default (its data is compressed already).
@@ -66,6 +76,7 @@ PULL_BYTES = int(os.environ.get("BENCH_PULL_BYTES", 1_000_000_000))
 COMPRESSION = StoreConfig.model_fields["compression"].default
 GOALS = {
     "pull_ratio_vs_openssh": 1.05,
+    "archive_fixed_cost_seconds": 0.25,
     "incremental_bytes_fraction": 0.03,
     "incremental_time_fraction": 0.15,
     "storage_7day_ratio": 1.0,
@@ -73,10 +84,15 @@ GOALS = {
     "status_seconds_1m": 0.3,
     "daemon_idle_cpu_percent": 0.5,
     "daemon_idle_rss_mb": 100.0,
+    "fleet_night_ratio_vs_borgmatic": 1.0,
+    "fleet_store_ratio_vs_borgmatic": 0.9,
+    "fleet_growth_ratio_vs_borgmatic": 0.6,
+    "mirror_bytes_ratio": 1.0,
 }
 # Reported without a goal: other baselines and the worst case, so nobody has to rerun to see them.
 INFORMATIVE = (
     "pull_ratio_vs_local_borg",
+    "borg_create_1kb_seconds",
     "storage_7day_ratio_plain_vs_Fc",
     "storage_7day_ratio_uniform_churn",
     "restore_ratio_python_pipe_vs_shell_pipe",
@@ -139,11 +155,12 @@ class Bench:
                 restore_host(droplet, pg),
             ],
             extra=restore_target_toml(pg),
+            borg=BORG,
         )
 
     def borg(self, *args: str) -> str:
         return subprocess.run(
-            [str(BIN / "borg"), *args],
+            [str(BORG), *args],
             env=self.borg_env,
             check=True,
             capture_output=True,
@@ -197,7 +214,7 @@ class Bench:
                 f"cat {shlex.quote(str(blob))}",
             ]
         )
-        borg = str(BIN / "borg")
+        borg = str(BORG)
         times: dict[str, list[float]] = {"backupd": [], "openssh": [], "local": []}
         for r in range(rounds):
             repo = ctx.repository("pull")
@@ -230,6 +247,54 @@ class Bench:
             "pull_ratio_vs_local_borg": best["backupd"] / best["local"],
             "pull_seconds": {k: [round(x, 2) for x in v] for k, v in times.items()},
             "pull_bytes": PULL_BYTES,
+        }
+
+    # -- 1b. the fixed cost of an archive --------------------------------------------------
+    def fixed(self, rounds: int = 9) -> dict[str, Any]:
+        """A 1 KB dump pulled into its own archive over the night's open connection (what
+        every archive costs whatever its size), beside ``borg create`` of 1 KB from a local
+        command (what borg alone costs here): medians."""
+        from statistics import median
+
+        from backupd.actions.context import Context, ssh_target
+        from backupd.actions.stream import PullRun, pull_stream
+        from backupd.remote.ssh import Connection
+        from jobs.base import DumpStream, Held
+        from jobs.registry import load_config
+
+        small = make_stream_file(self.droplet.root / "small.bin", 1000)
+        ctx = Context(load_config(self.config))
+        host = ctx.config.hosts["pull"]
+        source = host.sources["blob"]
+        sid = ctx.catalogue.ensure_source("pull", host.address, "blob", "directory")
+        stream = DumpStream("small", "small.bin", ("cat", str(small)), tool="cat")
+        repo = ctx.repository("pull")
+        shutil.rmtree(repo, ignore_errors=True)
+        ctx.borg.ensure_repository(repo, "repokey-blake2")
+        pulls: list[float] = []
+        with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
+            for _ in range(rounds):
+                run_id = ctx.catalogue.start_run(sid, "bench")
+                run = PullRun(sid, run_id, ("small",))
+                start = time.monotonic()
+                pull_stream(ctx, host, source, run, 0, stream, repo, Held(), conn)
+                pulls.append(time.monotonic() - start)
+        local_repo = self.fresh_repo("fixed-local")
+        env = {**self.borg_env, "BORG_SELFTEST": "disabled"}  # as backupd after its first
+        borg = str(BORG)
+        local = [
+            timed_sh(
+                f"{borg} create --compression {COMPRESSION} --content-from-command "
+                f"{local_repo}::r{r} -- cat {small}",
+                env,
+            )
+            for r in range(rounds)
+        ]
+        small.unlink()
+        return {
+            "archive_fixed_cost_seconds": round(median(pulls), 3),
+            "borg_create_1kb_seconds": round(median(local), 3),
+            "archive_fixed_cost_all": [round(x, 3) for x in pulls],
         }
 
     # -- 2. incremental tree ------------------------------------------------------------
@@ -284,7 +349,7 @@ class Bench:
         seed_lms(self.pg)
         bindir = postgres_bindir()
         conn = f"-h {self.pg.socket_dir} -p {self.pg.port} -U postgres"
-        borg = str(BIN / "borg")
+        borg = str(BORG)
         repos = {name: self.fresh_repo(f"{host}-{name}") for name in ("fc", "fp")}
         for day in range(days):
             if day:
@@ -323,12 +388,15 @@ def main() -> int:
         results: dict[str, Any] = {}
         steps: dict[str, Callable[[], dict[str, Any]]] = {
             "pull": bench.pull,
+            "fixed": bench.fixed,
             "incremental": bench.incremental,
             "storage": bench.storage,
             "restore": RestoreBench(bench).run,
             "trees": TreeBench(bench).run,
+            "chunkers": functools.partial(chunker_bench, bench, work),
             "catalogue": functools.partial(catalogue_bench, work, BIN),
             "idle": functools.partial(idle_bench, work, BIN),
+            "fleet": functools.partial(fleet_bench, work, BIN),
         }
         for name in sys.argv[1:] or list(steps):
             print(f"bench: {name} ...", flush=True)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.venv import bench_venv
 from bench.workloads import WORDS, make_tree
 from tests.harness.fleet import HostSpec, write_fleet_config
 
@@ -87,6 +88,7 @@ class TreeBench:
                     "sparse", self.droplet, {"files": {"kind": "directory", "path": str(self.tree)}}
                 )
             ],
+            borg=bench_venv() / "borg",
         )
 
     def run(self) -> dict[str, Any]:
@@ -156,7 +158,7 @@ class TreeBench:
     def rsync(self, tree: Path, flags: tuple[str, ...]) -> tuple[float, int]:
         """One full pull of ``tree`` into an empty mirror, as backupd's rsync does it."""
         from backupd.actions.context import ssh_target
-        from backupd.remote.rsh import target_to_json
+        from backupd.remote.hostkeys import target_to_json
         from jobs.registry import load_config
 
         config = load_config(self.config)

@@ -89,17 +89,17 @@ def touch_one_percent(root: Path) -> int:
     return len(changed)
 
 
-def seed_lms(pg: PostgresCluster) -> None:
+def seed_lms(pg: PostgresCluster, db: str = "lms", scale: int = 10, posts: int = 150_000) -> None:
     """pgbench's tables plus text-heavy forum posts (pgbench's filler alone compresses
     unrealistically well)."""
-    pg.psql("DROP DATABASE IF EXISTS lms")
-    pg.createdb("lms")
+    pg.psql(f'DROP DATABASE IF EXISTS "{db}"')
+    pg.createdb(db)
     subprocess.run(
         [
             str(postgres_bindir() / "pgbench"),
             "-i",
             "-s",
-            "10",
+            str(scale),
             "-q",
             "-h",
             str(pg.socket_dir),
@@ -107,7 +107,7 @@ def seed_lms(pg: PostgresCluster) -> None:
             str(pg.port),
             "-U",
             "postgres",
-            "lms",
+            db,
         ],
         check=True,
         capture_output=True,
@@ -117,12 +117,12 @@ def seed_lms(pg: PostgresCluster) -> None:
         "CREATE TABLE posts (id serial PRIMARY KEY, author int, body text, edited timestamptz);"
         f"INSERT INTO posts (author, body) SELECT g % 5000, (SELECT string_agg(({words})"
         f"[1 + floor(random() * {len(WORDS)})::int], ' ') FROM generate_series(1, 60 + g % 7))"
-        " FROM generate_series(1, 150000) g;",
-        db="lms",
+        f" FROM generate_series(1, {posts}) g;",
+        db=db,
     )
 
 
-def lms_day(pg: PostgresCluster, day: int) -> None:
+def lms_day(pg: PostgresCluster, day: int, db: str = "lms") -> None:
     """One day of a learning platform: learners active this week (a hot 5 % of accounts)
     make 10,000 balance changes, 1,500 posts are written, 150 recent posts edited, and
     10,000 history rows appended. Most of the database is as it was yesterday."""
@@ -138,7 +138,7 @@ def lms_day(pg: PostgresCluster, day: int) -> None:
         "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)"
         " SELECT 1 + g % 100, 1 + g % 10, 1 + g % 50000, g % 1000, now()"
         " FROM generate_series(1, 10000) g;",
-        db="lms",
+        db=db,
     )
 
 

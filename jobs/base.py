@@ -24,13 +24,13 @@ from pydantic import BaseModel, ConfigDict
 from backupd.catalogue import Check, Facts
 from backupd.config.sections import DrillsConfig
 from backupd.local.process import CommandResult, FeedResult
-from backupd.remote.channel import Interactive
 from backupd.remote.shells import CommandRunner, CommandShell
 
 if TYPE_CHECKING:  # only named in signatures here
     from backupd.borg.adapter import Borg
     from backupd.catalogue import Catalogue
     from backupd.config.load import Config
+    from backupd.remote.channel import Interactive
 
 
 class Options(BaseModel):
@@ -87,6 +87,12 @@ class Held:
     facts: dict[str, Any] = field(default_factory=dict)  # taken in the same snapshot
 
 
+# Borg's chunker for database dumps (decision 0020): ~64 KiB chunks. Seven nights of a
+# learning platform's day took 17 % (PostgreSQL -Fc -Z0), 27 % (MariaDB) and 52 % (SQLite)
+# less repository than Borg's default ~2 MiB chunks; a day touching every page, 3-5 % more.
+DATABASE_CHUNKER = "buzhash,14,23,16,4095"
+
+
 @dataclass(frozen=True)
 class DumpStream:
     """A remote command whose stdout is the backup: one archive holding one file."""
@@ -97,10 +103,13 @@ class DumpStream:
     tool: str  # the dump tool's name, for messages ("pg_dump exited with status 1")
     programs: tuple[str, ...] = ()  # what it runs on the droplet (config check looks)
     stdin: bytes = field(default=b"", repr=False)  # fed first (e.g. an option file); secret
-    counter: str | None = None  # a stream fact counter the relay runs (backupd/remote/counters.py)
+    counter: str | None = None  # a stream fact counter run on the stream (remote/counters.py)
     # the smallest output that can be right, when the source's min_bytes (meant for its
     # databases) cannot apply: cluster globals are a few hundred bytes on a small server
     min_bytes: int | None = None
+    # Borg's --chunker-params for this kind's dumps, chosen from measurements (decision
+    # 0020); None: borg's default. A source's chunker_params setting wins.
+    chunker_params: str | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from backupd.config.credentials import read_secret_file
 from backupd.config.units import Duration
 from backupd.errors import DumpError, RestoreError, UsageError, VerificationError
 from jobs.base import (
+    DATABASE_CHUNKER,
     DatabaseRestore,
     DumpStream,
     ExecOptions,
@@ -85,6 +86,7 @@ class MariaDB:
                 item=db,
                 filename=f"{slug(db)}.sql",
                 tool=options.dump,
+                chunker_params=DATABASE_CHUNKER,
                 programs=(options.client, options.dump),
                 argv=(*options.exec_prefix(), *_dump_script(options, db)),
                 stdin=stdin,

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backupd.errors import DumpError, RemoteError
-from backupd.remote.channel import Interactive
-from jobs.base import DumpStream, Held, RemoteShell, Unit, slug
+from jobs.base import DATABASE_CHUNKER, DumpStream, Held, RemoteShell, Unit, slug
 from jobs.pg_common import (
     GLOBALS_ITEM,
     TABLES_SQL,
@@ -28,6 +27,9 @@ from jobs.pg_common import (
     world_facts,
 )
 from jobs.pg_restore import PostgresRestore
+
+if TYPE_CHECKING:
+    from backupd.remote.channel import Interactive
 
 LIST_TIMEOUT = 60.0
 GLOBALS_MIN_BYTES = 64  # pg_dumpall's header alone is longer: less is a broken dump
@@ -45,6 +47,7 @@ class PostgreSQL:
                 item=db,
                 filename=f"{slug(db)}.pgdump",
                 tool="pg_dump",
+                chunker_params=DATABASE_CHUNKER,
                 programs=(options.pg_dump, options.psql),
                 argv=(
                     *prefix,
@@ -65,6 +68,7 @@ class PostgreSQL:
                     item=GLOBALS_ITEM,
                     filename="globals.sql",
                     tool="pg_dumpall",
+                    chunker_params=DATABASE_CHUNKER,
                     programs=(options.pg_dumpall,),
                     argv=(
                         *prefix,

@@ -23,6 +23,7 @@ from pydantic import Field
 from backupd.config.units import Duration
 from backupd.errors import DumpError
 from jobs.base import (
+    DATABASE_CHUNKER,
     DumpStream,
     ExecOptions,
     Held,
@@ -141,6 +142,7 @@ class SQLite:
                 item=stem,
                 filename=f"{slug(stem)}.sqlite",
                 tool="sqlite3 online copy",
+                chunker_params=DATABASE_CHUNKER,
                 programs=(options.sqlite3,),
                 argv=(
                     *options.exec_prefix(),

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from backupd.actions.context import Context, ssh_target
+from backupd.actions.context import Context, connect
 from backupd.actions.recorded import Ending, settle, with_tail
 from backupd.actions.stream import Pulled, PullRun, archive_name, pull_stream
 from backupd.actions.sweep import mark_clean, mark_dirty, sweep_owed
@@ -23,9 +24,11 @@ from backupd.catalogue import RunStatus
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import DumpError, HostKeyError, ItemsFailed
 from backupd.notify.ping import ping
-from backupd.remote.ssh import Connection
 from jobs.base import DumpStream, TreeTransfer
 from jobs.registry import registry
+
+if TYPE_CHECKING:
+    from backupd.remote.ssh import Connection
 
 __all__ = ["BackupOutcome", "archive_name", "backup_source"]
 
@@ -138,7 +141,7 @@ def _pull(
     if isinstance(unit, DumpStream):
         with registry()[source.kind].hold(source.options, unit, conn) as held:
             return pull_stream(ctx, host, source, run, n, unit, repo, held, conn)
-    return pull_tree(ctx, host, source, run, unit, repo)
+    return pull_tree(ctx, host, source, run, unit, repo, conn)
 
 
 def _backup_source(
@@ -209,7 +212,7 @@ def _pull_night(
     label = f"{host.name}/{source.name}"
     source_id, run_id = ids  # the source's and the run's rows
     kind = registry()[source.kind]
-    with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
+    with connect(ctx, host) as conn:
         units = kind.plan(source.options, conn)
         if not units:
             raise DumpError(f"{source.kind} source found nothing to back up")

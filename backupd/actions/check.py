@@ -11,15 +11,18 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from backupd.actions.context import Context, ssh_target
+from backupd.actions.context import Context, connect
 from backupd.config.credentials import read_passphrase
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.config.units import human_bytes
 from backupd.errors import BackupdError
-from backupd.remote.ssh import Connection
 from jobs.base import DumpStream, TreeTransfer
 from jobs.registry import registry
+
+if TYPE_CHECKING:
+    from backupd.remote.ssh import Connection
 
 LOOKUP_TIMEOUT = 60.0
 MIN_FREE_FRACTION = 0.10
@@ -86,7 +89,7 @@ def check_passphrase(ctx: Context) -> Iterator[Finding]:
 
 def check_host(ctx: Context, host: HostConfig) -> Iterator[Finding]:
     try:
-        conn = Connection(ssh_target(host, ctx.config.state_dir))
+        conn = connect(ctx, host)
         conn.open()
     except BackupdError as e:
         yield Finding(host.name, False, str(e))

@@ -6,13 +6,17 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backupd.borg.adapter import Borg, find_borg
 from backupd.catalogue import Catalogue
 from backupd.config.credentials import read_passphrase
 from backupd.config.load import Config, HostConfig, SourceConfig
 from backupd.errors import UsageError
-from backupd.remote.ssh import SSHTarget, pin_file
+from backupd.remote.hostkeys import SSHTarget, pin_file
+
+if TYPE_CHECKING:
+    from backupd.remote.ssh import Connection
 
 
 @dataclass
@@ -77,6 +81,15 @@ class Context:
         return host, sources[0]
 
 
+def connect(ctx: Context, host: HostConfig) -> Connection:
+    """A connection to ``host``, to open as a context manager. paramiko is imported here,
+    on first use: the daemon's scheduler never connects and stays small at rest (a test
+    holds it to that)."""
+    from backupd.remote.ssh import Connection
+
+    return Connection(ssh_target(host, ctx.config.state_dir))
+
+
 def ssh_target(host: HostConfig, state_dir: Path) -> SSHTarget:
     """How to reach ``host``; its key pinned by the config (host_key, known_hosts) or else
     by backupd's own pin file ``<state_dir>/known_hosts`` (`backupctl host trust`)."""
@@ -97,3 +110,8 @@ def ssh_target(host: HostConfig, state_dir: Path) -> SSHTarget:
 
 def compression_for(ctx: Context, source: SourceConfig) -> str:
     return source.compression or ctx.config.store.compression
+
+
+def chunker_for(source: SourceConfig, kinds_choice: str | None) -> str | None:
+    """The source's chunker_params if set, else its kind's choice (None: borg's default)."""
+    return source.chunker_params or kinds_choice

@@ -14,7 +14,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from backupd.actions.context import Context, ssh_target
+from backupd.actions.context import Context, connect
 from backupd.actions.scratch import remove_scratch
 from backupd.actions.sweep import remove_stale_run_files, sweep_owed
 from backupd.actions.tree import run_cleanup
@@ -24,7 +24,6 @@ from backupd.catalogue.models import DrillStatus
 from backupd.config.load import HostConfig
 from backupd.errors import BackupdError, StoppedError
 from backupd.local.procfs import process_alive
-from backupd.remote.ssh import Connection
 
 log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 600.0
@@ -182,7 +181,7 @@ def _run_owed(
     ctx: Context, host: HostConfig, cleanup_id: int, source: str, argv: list[str]
 ) -> None:
     try:
-        with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
+        with connect(ctx, host) as conn:
             problem = run_cleanup(ctx, conn, cleanup_id, argv, CLEANUP_TIMEOUT)
     except BackupdError as e:
         problem = f"cannot reach {host.name} for an owed cleanup: {e}"

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from backupd.actions.context import Context, ssh_target
+from backupd.actions.context import Context, connect
 from backupd.actions.needs import Endpoint, provide, refuse_lacking
 from backupd.actions.recorded import Ending, settle
 from backupd.actions.restore import (
@@ -33,7 +33,6 @@ from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import RefusedError, RestoreError, UsageError, VerificationError
 from backupd.local.process import FeedResult
 from backupd.remote.shells import CommandShell, DropletShell, LocalShell
-from backupd.remote.ssh import Connection
 from jobs.base import DatabaseKind, DatabaseRestore, Lack, LoadRewrite, Peek, RewritingKind
 from jobs.registry import database_kinds
 
@@ -133,7 +132,7 @@ def db_shell(ctx: Context, req: DbRequest) -> Iterator[CommandShell]:
         raise UsageError(
             f"unknown host {name!r} (configured: {', '.join(sorted(ctx.config.hosts))})"
         )
-    with Connection(ssh_target(host, ctx.config.state_dir)) as conn:
+    with connect(ctx, host) as conn:
         yield DropletShell(conn)
 
 

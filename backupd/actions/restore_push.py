@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from backupd.actions import names
-from backupd.actions.context import Context, ssh_target
+from backupd.actions.context import Context, connect, ssh_target
 from backupd.actions.restore import DirRequest, choose_archives, restore_to_dir
 from backupd.catalogue import Archive, Check, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
@@ -25,7 +25,6 @@ from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError,
 from backupd.local.process import Invocation, run_local
 from backupd.remote.rsync import rsync_over_ssh
 from backupd.remote.rsyncmsg import itemized_files
-from backupd.remote.ssh import Connection
 
 log = logging.getLogger(__name__)
 REMOTE_TIMEOUT = 600.0
@@ -77,7 +76,7 @@ def plan_push(ctx: Context, host: HostConfig, source: SourceConfig, req: PushReq
     dest = _destination(ctx, req)
     chosen = choose_archives(ctx, host, source, req.archive, req.at)
     where = f"{dest.name}:{req.path}"
-    with Connection(ssh_target(dest, ctx.config.state_dir)) as conn:
+    with connect(ctx, dest) as conn:
         probe = (
             *_sudo(source),
             "find",
@@ -122,7 +121,7 @@ def restore_to_host_path(
         nbytes = sum(f.nbytes for f in restored)
         verified = f"{files} file(s), {nbytes} bytes verified against the backup before the push"
         checks = [Check("extract", verified)]
-        with Connection(ssh_target(dest, ctx.config.state_dir)) as conn:
+        with connect(ctx, dest) as conn:
             mkdir = conn.run(
                 (*_sudo(source), "mkdir", "-p", "--", req.path), timeout=REMOTE_TIMEOUT
             )

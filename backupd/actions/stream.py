@@ -9,19 +9,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backupd import __version__
-from backupd.actions.context import Context, compression_for
+from backupd.actions.context import Context, chunker_for, compression_for
 from backupd.actions.names import display
 from backupd.borg.adapter import CreateStats
 from backupd.catalogue.models import utcnow
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BorgError, DumpError
 from backupd.remote.counters import make_counter
-from backupd.remote.ssh import Connection
 from backupd.remote.verdict import StreamLimits, StreamVerdict, judge
 from jobs.base import DumpStream, Held, slug
+
+if TYPE_CHECKING:
+    from backupd.remote.ssh import Connection
 
 log = logging.getLogger(__name__)
 BORG_GRACE_SECONDS = 600.0
@@ -134,6 +136,7 @@ def pull_stream(
             compression=compression_for(ctx, source),
             timeout=source.timeout + BORG_GRACE_SECONDS,
             produce=produce,
+            chunker_params=chunker_for(source, stream.chunker_params),
         )
     except BorgError:
         remove_leftovers(ctx, repo, name)

@@ -14,12 +14,12 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backupd.actions import unreadable
-from backupd.actions.context import Context, compression_for, ssh_target
+from backupd.actions.context import Context, chunker_for, compression_for, ssh_target
 from backupd.actions.manifest import build_manifest
 from backupd.actions.stream import (
     Pulled,
@@ -35,8 +35,10 @@ from backupd.errors import BackupdError, DumpError, StoppedError, summarize_stde
 from backupd.local.process import Invocation, run_local
 from backupd.remote.rsync import rsync_over_ssh
 from backupd.remote.rsyncmsg import SenderErrors, sender_errors
-from backupd.remote.ssh import Connection
 from jobs.base import TreeTransfer, slug
+
+if TYPE_CHECKING:
+    from backupd.remote.ssh import Connection
 
 log = logging.getLogger(__name__)
 TREE_FILENAME = "data/"  # how the catalogue marks a file-level archive
@@ -53,13 +55,17 @@ def pull_tree(
     run: PullRun,
     unit: TreeTransfer,
     repo: Path,
+    conn: Connection,
 ) -> Pulled:
+    """rsync ``unit`` into its mirror, then archive the mirror. ``conn``: the night's
+    connection to the host (hooks and the unreadable-path check run on it; rsync brings its
+    own transport)."""
     root = ctx.private_dir(
         ctx.config.state_dir / "mirrors" / host.name / source.name / slug(unit.item)
     )
     started = utcnow()
     warnings: list[str] = []
-    facts, denied = mirror_tree(ctx, host, source, run.run_id, unit, root / "data", warnings)
+    facts, denied = mirror_tree(ctx, host, source, run.run_id, unit, root / "data", warnings, conn)
     manifest = build_manifest(root / "data", root / "hash-cache.json")
     write_private(root / "manifest.jsonl", manifest.to_bytes().decode())
     summary = manifest.summary()
@@ -83,6 +89,7 @@ def pull_tree(
         paths=("data", "manifest.jsonl"),
         comment=json.dumps(meta, sort_keys=True),
         compression=compression_for(ctx, source),
+        chunker_params=chunker_for(source, None),
         timeout=source.timeout,
         files_cache_suffix=f"{host.name}.{source.name}.{slug(unit.item)}",
     )
@@ -123,19 +130,15 @@ def mirror_tree(
     unit: TreeTransfer,
     data: Path,
     warnings: list[str],
+    conn: Connection,
 ) -> tuple[dict[str, Any], unreadable.Unreadable]:
     """rsync the tree into the mirror ``data`` (between the droplet hooks), then take out of
     the mirror every path the login user may not read now: (transfer facts, those paths)."""
     check = not unit.sudo  # as root, rsync's own errors are the whole story
-    hooks = unit.before is not None or unit.after is not None
-    session = Connection(ssh_target(host, ctx.config.state_dir)) if check or hooks else None
-    with (
-        session if session is not None else nullcontext() as conn,
-        droplet_hooks(ctx, conn, host, source, run_id, unit, warnings),
-    ):
+    with droplet_hooks(ctx, conn, host, source, run_id, unit, warnings):
         facts, errors = rsync_tree(ctx, host, source, unit, data, run_id)
         denied = dict(errors.denied)
-        if conn is not None and check:  # while a `before` snapshot is still there
+        if check:  # while a `before` snapshot is still there
             found = unreadable.find_unreadable(conn, unit, data, source.timeout)
             denied.update({rel: d for rel, d in found.items() if rel not in denied})
     if errors.vanished or facts["rsync_exit"] == RSYNC_VANISHED:
@@ -198,7 +201,7 @@ def rsync_tree(
 @contextmanager
 def droplet_hooks(
     ctx: Context,
-    conn: Connection | None,
+    conn: Connection,
     host: HostConfig,
     source: SourceConfig,
     run_id: int,
@@ -206,7 +209,7 @@ def droplet_hooks(
     warnings: list[str],
 ) -> Iterator[None]:
     """Run ``before``; always run ``after``. The owed cleanup is in the catalogue first."""
-    if conn is None or (unit.before is None and unit.after is None):
+    if unit.before is None and unit.after is None:
         yield
         return
     cleanup_id = (

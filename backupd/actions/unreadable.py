@@ -20,13 +20,15 @@ import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backupd.actions import names
 from backupd.errors import DumpError
 from backupd.remote.rsyncmsg import relative
-from backupd.remote.ssh import Connection
 from jobs.base import TreeTransfer
+
+if TYPE_CHECKING:
+    from backupd.remote.ssh import Connection
 
 SHOWN = 5  # paths named in the message
 IN_FACTS = 100  # paths listed in the facts (their count is always there)

@@ -26,6 +26,7 @@ from pydantic import (
 
 from backupd.config.sections import (
     AlertsConfig,
+    ChunkerParams,
     Cron,
     DaemonConfig,
     DrillsConfig,
@@ -89,6 +90,8 @@ class SourceConfig(Model):
     idle_timeout: Duration = 600.0
     min_bytes: Size = 1
     compression: str | None = None  # Borg compression for this source; the store's if unset
+    # Borg's chunker for this source's archives; the kind's choice if unset (decision 0020)
+    chunker_params: ChunkerParams | None = None
     schedule: Cron | None = None  # the daemon's default when unset
     deadline: Duration | None = None  # the daemon's job_deadline when unset
     retention: RetentionConfig | None = None  # the top-level [retention] when unset

@@ -55,6 +55,36 @@ def check_cron(value: str) -> str:
 Cron = Annotated[str, AfterValidator(check_cron)]
 
 
+def check_chunker_params(value: str) -> str:
+    """Borg's ``--chunker-params``, checked here as borg 1.4 checks them (so a typo is a
+    config error, not a failed night): ``default``, ``buzhash,MIN,MAX,MASK,WINDOW``
+    (exponents of two, 6 <= MIN <= MASK <= MAX <= 23, WINDOW odd) or
+    ``fixed,BLOCK[,HEADER]`` (bytes, BLOCK >= 64)."""
+    example = 'expected "default", "buzhash,14,23,16,4095" or "fixed,4194304"'
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        numbers = [int(p) for p in parts[1:]]
+    except ValueError:
+        raise ValueError(f"not chunker params: {example}") from None
+    if parts == ["default"]:
+        return "default"
+    if parts[0] == "buzhash" and len(numbers) == 4:
+        low, high, mask, window = numbers
+        if not 6 <= low <= mask <= high <= 23:
+            raise ValueError("buzhash needs 6 <= MIN <= MASK <= MAX <= 23 (powers of two)")
+        if window % 2 == 0:
+            raise ValueError("buzhash's WINDOW must be odd, e.g. 4095")
+        return ",".join(parts)
+    if parts[0] == "fixed" and len(numbers) in (1, 2):
+        if numbers[0] < 64 or min(numbers) < 0 or max(numbers) > 20 * 1024 * 1024:
+            raise ValueError("fixed needs 64 <= BLOCK (bytes) and sizes up to 20 MiB")
+        return ",".join(parts)
+    raise ValueError(f"not chunker params: {example}")
+
+
+ChunkerParams = Annotated[str, AfterValidator(check_chunker_params)]
+
+
 class RetentionConfig(Model):
     """Which archives `prune` keeps, per source and item (borg prune's rules, plus two)."""
 

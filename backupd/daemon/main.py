@@ -19,7 +19,6 @@ from pathlib import Path
 from backupd.actions.context import Context
 from backupd.catalogue import Catalogue
 from backupd.config.load import DEFAULT_CONFIG, DEFAULT_STATE_DIR, Config, read_config
-from backupd.daemon.once import run_once
 from backupd.errors import BackupdError, ConfigError, UsageError
 from backupd.local.logs import setup_logging
 from jobs.registry import kind_models
@@ -111,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
                 log.error("%s", message)
                 ctx.catalogue.record_alert("daemon_restarted", message)
             if args.once:
+                from backupd.daemon.once import run_once  # not in the resident daemon
+
                 sys.exit(run_once(ctx, path.absolute(), args.log_json))
             from backupd.daemon.service import Service
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING, Any
 
 from backupd.errors import HostKeyError
+
+if TYPE_CHECKING:  # paramiko is imported where a connection is made: not in the daemon's
+    import paramiko  # scheduler process, which only names targets (its memory at rest)
 
 PIN_FILE_NAME = "known_hosts"
 
@@ -47,6 +49,28 @@ class SSHTarget:
         return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
 
 
+def target_to_json(target: SSHTarget) -> dict[str, Any]:
+    data = asdict(target)
+    data["key_path"] = str(target.key_path)
+    data["known_hosts"] = str(target.known_hosts) if target.known_hosts else None
+    return data
+
+
+def target_from_json(t: dict[str, Any]) -> SSHTarget:
+    return SSHTarget(
+        label=t["label"],
+        address=t["address"],
+        port=int(t["port"]),
+        user=t["user"],
+        key_path=Path(t["key_path"]),
+        host_keys=tuple(t["host_keys"]),
+        known_hosts=Path(t["known_hosts"]) if t["known_hosts"] else None,
+        connect_timeout=float(t["connect_timeout"]),
+        pin_file=bool(t.get("pin_file", False)),
+        dead_peer_timeout=float(t.get("dead_peer_timeout", 30.0)),
+    )
+
+
 def pin_file(state_dir: Path) -> Path:
     """backupd's own known_hosts: the keys `backupctl host trust` pinned."""
     return state_dir / PIN_FILE_NAME
@@ -68,6 +92,8 @@ def pinned_keys(t: SSHTarget) -> tuple[str, ...]:
         return t.host_keys
     if t.pin_file and not t.known_hosts.exists():
         return ()  # nothing trusted yet: `backupctl host trust` creates the file
+    import paramiko
+
     try:
         known = paramiko.HostKeys(str(t.known_hosts))
     except OSError as e:

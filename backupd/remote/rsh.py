@@ -13,39 +13,15 @@ import os
 import select
 import sys
 import threading
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from backupd.errors import BackupdError
 from backupd.local.process import signal_when_parent_dies
 from backupd.remote.channel import READ_SIZE
-from backupd.remote.hostkeys import SSHTarget
+from backupd.remote.hostkeys import target_from_json
 from backupd.remote.ssh import Connection
 
 EXIT_CONNECT = 255  # what ssh returns when it cannot connect; rsync reports it as such
-
-
-def target_to_json(target: SSHTarget) -> dict[str, Any]:
-    data = asdict(target)
-    data["key_path"] = str(target.key_path)
-    data["known_hosts"] = str(target.known_hosts) if target.known_hosts else None
-    return data
-
-
-def target_from_json(t: dict[str, Any]) -> SSHTarget:
-    return SSHTarget(
-        label=t["label"],
-        address=t["address"],
-        port=int(t["port"]),
-        user=t["user"],
-        key_path=Path(t["key_path"]),
-        host_keys=tuple(t["host_keys"]),
-        known_hosts=Path(t["known_hosts"]) if t["known_hosts"] else None,
-        connect_timeout=float(t["connect_timeout"]),
-        pin_file=bool(t.get("pin_file", False)),
-        dead_peer_timeout=float(t.get("dead_peer_timeout", 30.0)),
-    )
 
 
 def _pump_stdin(chan: object) -> None:

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backupd.remote.hostkeys import SSHTarget
-from backupd.remote.rsh import target_to_json
+from backupd.remote.hostkeys import SSHTarget, target_to_json
 
 Argv = tuple[str, ...]
 COMMON = ("--archive", "--hard-links", "--sparse", "--compress", "--protect-args")

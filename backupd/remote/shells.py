@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from backupd.errors import RemoteError
 from backupd.local.process import (
@@ -24,8 +24,9 @@ from backupd.local.process import (
     feed_local,
     run_local,
 )
-from backupd.remote.channel import feed_channel
-from backupd.remote.ssh import POLL_SECONDS, Connection, remote_command_line
+
+if TYPE_CHECKING:  # paramiko comes with a connection: the daemon's scheduler names only
+    from backupd.remote.ssh import Connection  # the protocols (its memory at rest)
 
 SECRET_FILE_TIMEOUT = 60.0
 
@@ -100,6 +101,9 @@ class DropletShell:
         return self._conn.run(argv, timeout=timeout, stdin=stdin, secrets=secrets)
 
     def feed(self, argv: Sequence[str], produce: Produce, *, timeout: float) -> FeedResult:
+        from backupd.remote.channel import feed_channel
+        from backupd.remote.ssh import POLL_SECONDS, remote_command_line
+
         chan = self._conn.open_channel(remote_command_line(argv))
         chan.settimeout(POLL_SECONDS)
         return feed_channel(chan, tuple(argv), produce, timeout)

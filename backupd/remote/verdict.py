@@ -8,10 +8,12 @@ else is refused with one line saying why; ``transient`` says a later try may suc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backupd.remote.counters import parse_fact_lines
-from backupd.remote.ssh import StreamResult
+
+if TYPE_CHECKING:
+    from backupd.remote.ssh import StreamResult
 
 EX_TEMPFAIL = 75
 

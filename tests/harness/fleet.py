@@ -48,13 +48,16 @@ def write_fleet_config(
     passphrase_file: Path,
     hosts: list[HostSpec],
     extra: str = "",
+    borg: Path | None = None,
 ) -> Path:
-    """``extra``: more TOML (e.g. ``[daemon]`` settings), appended as it is."""
+    """``extra``: more TOML (e.g. ``[daemon]`` settings), appended as it is; ``borg``: the
+    ``[store] borg`` executable (the venv's when None)."""
     lines = [
         f"state_dir = {toml_value(str(state_dir))}",
         "",
         "[store]",
         f"path = {toml_value(str(store))}",
+        *([f"borg = {toml_value(str(borg))}"] if borg is not None else []),
         "",
         "[passphrase]",
         f"file = {toml_value(str(passphrase_file))}",

@@ -123,3 +123,41 @@ def test_the_example_config_is_valid() -> None:
     config = load_config(root / "config" / "backupd.example.toml")
     assert config.daemon.schedule == "0 2 * * *"
     assert config.maintenance.verify_archives == 3
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ('"default"', "default"),
+        ('"buzhash,14,23,16,4095"', "buzhash,14,23,16,4095"),
+        ('"buzhash, 12, 20, 14, 4095"', "buzhash,12,20,14,4095"),
+        ('"fixed,4194304"', "fixed,4194304"),
+        ('"fixed,4096,512"', "fixed,4096,512"),
+    ],
+)
+def test_chunker_params_as_borg_takes_them(tmp_path: Path, given: str, kept: str) -> None:
+    text = GOOD.replace('timeout = "2h"', f'timeout = "2h"\nchunker_params = {given}')
+    assert load_config(write(tmp_path, text)).hosts["web1"].sources["maindb"].chunker_params == kept
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ('"buzhash,16,14,15,4095"', "MIN <= MASK <= MAX"),  # borg would refuse it at night
+        ('"buzhash,14,24,16,4095"', "MIN <= MASK <= MAX <= 23"),
+        ('"buzhash,14,23,16,4096"', "WINDOW must be odd"),
+        ('"fixed,32"', "64 <= BLOCK"),
+        ('"rabin,1,2"', "not chunker params"),
+        ('"buzhash,a,b,c,d"', "not chunker params"),
+        ("64", "Input should be a valid string"),
+    ],
+)
+def test_chunker_params_borg_would_refuse_are_config_errors(
+    tmp_path: Path, given: str, says: str
+) -> None:
+    path = write(tmp_path, GOOD.replace('timeout = "2h"', f"chunker_params = {given}"))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    (problem,) = exc.value.problems
+    assert problem.startswith(f"{path}: hosts.web1.sources.maindb.chunker_params:")
+    assert says in problem

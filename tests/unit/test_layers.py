@@ -66,3 +66,19 @@ def test_the_top_level_holds_at_most_a_dozen_entries() -> None:
     entries = sorted(p.name for p in (ROOT / "backupd").iterdir() if p.name != "__pycache__")
     assert len(entries) <= 12, entries
     assert {"cli", "daemon", "actions", "config", "remote", "local"} <= set(entries)
+
+
+def loaded_by(modules: str) -> set[str]:
+    code = f"import sys; import {modules}; print(' '.join(sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    return {name.split(".")[0] for name in out.split()}
+
+
+def test_the_resident_daemon_loads_no_ssh_library() -> None:
+    """The scheduler never connects (its workers do): paramiko and cryptography, ~16 MB
+    resident, stay out of it (daemon_idle_rss_mb, issue 14), and out of a plain CLI start."""
+    daemon = loaded_by("backupd.daemon.main, backupd.daemon.service")
+    assert not daemon & {"paramiko", "cryptography"}, daemon & {"paramiko", "cryptography"}
+    assert {"paramiko"} <= loaded_by("backupd.actions.backup, backupd.remote.ssh")  # bites
