@@ -4,8 +4,8 @@ Three droplets (real sshd on loopback), data of the sizes issue 14 measured:
 - ``db``: PostgreSQL, databases ``lms`` (~100 MB dump) and ``forum`` (~60 MB), and the
   cluster's globals;
 - ``maria``: MariaDB, database ``shop`` (~40 MB dump);
-- ``files``: a 120 MB tree with a sparse file in it, a ~940 MB tree of 50,000 files (text
-  and media-like), a SQLite database.
+- ``files``: a 120 MB tree with a sparse file in it, a ~940 MB tree of up to 50,000 files
+  (both real files: copies of this machine's /usr), a SQLite database.
 Before every night but the first, one day of changes: a learning platform's day on both
 PostgreSQL databases (bench/workloads.py), the MariaDB and SQLite day of bench/chunkers.py,
 1 % of the files edited, 50 added and 10 deleted in each tree.
@@ -19,7 +19,8 @@ always reads a cache the other warmed.
 Figures: ``fleet_night_ratio_vs_borgmatic`` (median over nights 2-7 of backupd's night /
 borgmatic's), ``fleet_store_ratio_vs_borgmatic`` (repository bytes after 7 nights),
 ``fleet_growth_ratio_vs_borgmatic`` (bytes added by nights 2-7), ``mirror_bytes_ratio``
-(the blocks backupd's tree mirrors take / the blocks the trees take on the droplet).
+(the blocks backupd's tree mirrors take / the blocks the trees take on the droplet; the
+hash caches kept beside the mirrors are shown apart).
 ``BENCH_FLEET_SCALE`` (default 1) scales the trees.
 """
 
@@ -28,16 +29,17 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import stat
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 from bench.chunkers import _mariadb, _sqlite
 from bench.venv import bench_venv
-from bench.workloads import WORDS, lms_day, seed_lms
+from bench.workloads import lms_day, seed_lms
 from tests.harness.droplet import start_droplet
 from tests.harness.fleet import HostSpec, Value, write_fleet_config, write_passphrase
 from tests.harness.mariadb import start_mariadb
@@ -74,9 +76,10 @@ class FleetBench:
         sqlite_seed, _, sqlite_days = _sqlite(self.data / "app.sqlite")
         sqlite_seed()
         self.sqlite_day = sqlite_days["lms"]
-        self.small = make_files(self.data / "small", int(120e6 * SCALE), int(2_000 * SCALE))
+        self.small = make_files(self.data / "small", int(120e6 * SCALE), int(4_000 * SCALE))
         make_sparse(self.small / "disk.img", 512 << 20, 2 << 20)
-        self.big = make_files(self.data / "big", int(940e6 * SCALE), int(50_000 * SCALE))
+        big = (int(940e6 * SCALE), int(50_000 * SCALE))
+        self.big = make_files(self.data / "big", *big, skip=int(4_000 * SCALE))
         subprocess.run(
             ["chown", "-R", f"{self.droplets['files'].user}:", str(self.data)], check=True
         )
@@ -137,11 +140,7 @@ class FleetBench:
 
     def backupd_night(self, config: Path) -> float:
         start = time.monotonic()
-        subprocess.run(
-            [str(self.bin_dir / "backupd"), "--config", str(config), "--once"],
-            check=True,
-            capture_output=True,
-        )
+        loud([str(self.bin_dir / "backupd"), "--config", str(config), "--once"])
         return time.monotonic() - start
 
     # -- borgmatic ----------------------------------------------------------------------
@@ -154,9 +153,10 @@ class FleetBench:
             f"local_path: {self.venv / 'borg'}\n"
             f"borg_base_directory: {self.work / 'borgmatic-base'}\n"
         )
-        sock, port = self.pg.socket_dir, self.pg.port
+        # the cluster's socket comes from PGHOST (borgmatic's hostname names a dump's
+        # folder, and a socket directory there is an absolute path it cannot join)
         pg = "".join(
-            f"  - name: {db}\n    hostname: {sock}\n    port: {port}\n    username: postgres\n"
+            f"  - name: {db}\n    username: postgres\n"
             f"    pg_dump_command: {postgres_bindir() / 'pg_dump'}\n"
             for db in ("lms", "forum")
         )
@@ -183,11 +183,14 @@ class FleetBench:
 
     def borgmatic(self, folder: Path, *action: str) -> float:
         start = time.monotonic()
-        subprocess.run(
+        loud(
             [str(self.venv / "borgmatic"), "--config", str(folder), *action],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "PATH": f"{self.venv}:{os.environ['PATH']}"},
+            env={
+                **os.environ,
+                "PATH": f"{self.venv}:{os.environ['PATH']}",
+                "PGHOST": str(self.pg.socket_dir),
+                "PGPORT": str(self.pg.port),
+            },
         )
         return time.monotonic() - start
 
@@ -226,7 +229,9 @@ class FleetBench:
         grown_b = b["backupd_bytes"] - m["backupd_bytes"]
         grown_m = b["borgmatic_bytes"] - m["borgmatic_bytes"]
         trees = blocks(self.small) + blocks(self.big)
-        mirrors = blocks(self.work / "state" / "mirrors")
+        kept = self.work / "state" / "mirrors"
+        mirrors = sum(blocks(data) for data in kept.glob("files/*/*/data"))
+        overhead = blocks(kept) - mirrors  # the per-tree hash caches
         return {
             "fleet_night_ratio_vs_borgmatic": round(
                 median(n["backupd"] / n["borgmatic"] for n in later), 3
@@ -238,6 +243,7 @@ class FleetBench:
             "fleet_growth_per_night": {"backupd": grown_b // 6, "borgmatic": grown_m // 6},
             "fleet_tree_blocks": trees,
             "fleet_mirror_blocks": mirrors,
+            "fleet_mirror_overhead_bytes": overhead,
         }
 
 
@@ -252,23 +258,37 @@ def lms_day_in(pg: PostgresCluster, db: str, night: int) -> None:
     lms_day(pg, night, db=db)
 
 
-def make_files(root: Path, total: int, files: int) -> Path:
-    """``files`` files of ``total`` bytes in 100 directories: 40 % text (compresses),
-    60 % media-like (does not), sizes spread around the mean."""
-    rng = random.Random(3)
-    text = " ".join(rng.choice(WORDS) for _ in range(400_000)).encode()
-    mean = total // files
-    for i in range(files):
-        path = root / f"d{i % 100:02d}" / f"f{i:05d}.{'txt' if i % 5 < 2 else 'bin'}"
+def make_files(root: Path, total: int, files: int, skip: int = 0) -> Path:
+    """A tree of real files: regular files of this machine's /usr (documentation, locales,
+    libraries, scripts, icons), in a fixed order, copied until ``files`` files or ``total``
+    bytes; the first ``skip`` are passed over (two trees hold different files)."""
+    picked = taken = 0
+    for i, source in enumerate(real_files()):
+        if i < skip:
+            continue
+        if picked >= files or taken >= total:
+            break
+        path = root / f"d{picked % 100:02d}" / f"f{picked:05d}-{source.name}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        size = max(1, int(rng.uniform(0.2, 1.8) * mean))
-        if path.suffix == ".txt":
-            at = rng.randrange(0, len(text) - min(size, len(text) - 1))
-            body = (text[at:] + text)[:size]
-        else:
-            body = os.urandom(size)
-        path.write_bytes(body)
+        shutil.copyfile(source, path)
+        picked += 1
+        taken += path.stat().st_size
     return root
+
+
+def real_files() -> Iterator[Path]:
+    """Regular files under /usr/share and /usr/lib, smaller than 20 MB, sorted by path."""
+    for top in ("/usr/share", "/usr/lib"):
+        for folder, dirs, names in os.walk(top):
+            dirs.sort()
+            for name in sorted(names):
+                path = Path(folder) / name
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and 0 < st.st_size < 20_000_000:
+                    yield path
 
 
 def make_sparse(path: Path, size: int, data: int) -> None:
@@ -292,6 +312,14 @@ def churn_files(root: Path, night: int) -> None:
         path.unlink()
     for k in range(50):
         (root / f"d{k:02d}" / f"new-{night}-{k}.bin").write_bytes(os.urandom(20_000))
+
+
+def loud(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Run a tool; if it fails, stop the bench with what it said."""
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        said = (result.stdout + result.stderr)[-3000:]
+        raise RuntimeError(f"{argv[0]} exited {result.returncode}:\n{said}")
 
 
 def du(path: Path) -> int:

@@ -82,17 +82,20 @@ def pull_tree(
         path=unit.path,
         facts={k: v for k, v in facts.items() if k != "sample"},
     )
-    stats = ctx.borg.create_from_paths(
-        repo,
-        name,
-        cwd=root,
-        paths=("data", "manifest.jsonl"),
-        comment=json.dumps(meta, sort_keys=True),
-        compression=compression_for(ctx, source),
-        chunker_params=chunker_for(source, None),
-        timeout=source.timeout,
-        files_cache_suffix=f"{host.name}.{source.name}.{slug(unit.item)}",
-    )
+    try:
+        stats = ctx.borg.create_from_paths(
+            repo,
+            name,
+            cwd=root,
+            paths=("data", "manifest.jsonl"),
+            comment=json.dumps(meta, sort_keys=True),
+            compression=compression_for(ctx, source),
+            chunker_params=chunker_for(source, None),
+            timeout=source.timeout,
+            files_cache_suffix=f"{host.name}.{source.name}.{slug(unit.item)}",
+        )
+    finally:  # it lives in the archive; kept here it would only take disk until tomorrow
+        (root / "manifest.jsonl").unlink(missing_ok=True)
     # the comment said all a catalogue rebuild needs before borg started (the sample comes
     # from the manifest): nothing is rewritten after the fact (decision 0019)
     facts["borg"] = stats.raw.get("archive", {}).get("stats", {})
