@@ -9,7 +9,6 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
