@@ -141,7 +141,7 @@ if [ "$state" != taken ] && [ "$session" = 1 ]; then
   warn "rows not counted: $dump did not report its snapshot (--verbose)"
 fi
 if [ -n "$apid" ]; then
-  ticker() {  # the relay's idle timer hears these while the counts finish
+  ticker() {  # the stream's idle timer hears these while the counts finish
     while [ -d "$dir" ]; do
       sleep 5 </dev/null >/dev/null 2>&1
       echo "backupd-progress counting" >&2
@@ -158,7 +158,7 @@ if [ -n "$apid" ]; then
     esac
   done
   # KILL, not TERM: TERM would run its inherited trap only after its sleep, and until
-  # then it holds stderr open (the relay waits for that)
+  # then it holds stderr open (the stream's reader waits for that)
   kill -KILL "$tick" 2>/dev/null || true
   tick=
   wait "$apid" || true

@@ -7,7 +7,7 @@ sqlite3 CLI's ``.backup`` is only the fallback for older droplets: it copies in 
 starts again whenever another connection commits, so under continuous writes it may never
 finish (measured: 100 % CPU for minutes). Either way a watchdog on the droplet stops a
 copy that has not grown for ``stall_timeout`` and says why, long before the stream's idle
-timeout; while the copy grows it reports progress, which keeps the relay's idle timer
+timeout; while the copy grows it reports progress, which keeps the stream's idle timer
 from firing on a large database. The copy is integrity-checked, its tables counted (facts
 on stderr), streamed, and removed.
 """

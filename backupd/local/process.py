@@ -117,7 +117,7 @@ PR_SET_PDEATHSIG = 1
 
 def signal_when_parent_dies(signum: int = signal.SIGTERM) -> bool:
     """Ask the kernel for ``signum`` when our parent ends (for backupd's own helper
-    processes: the relay under borg, rsh under rsync, a worker under the daemon). False
+    processes: rsh under rsync, a worker under the daemon). False
     where prctl is not available."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -177,7 +177,7 @@ class Feeder(Protocol):
 def run_local(argv: Argv, inv: Invocation) -> CommandResult:
     """Run ``argv`` to completion and return its result; never raises on a non-zero exit.
 
-    On timeout the whole process group is killed (a borg child and its relay go too),
+    On timeout the whole process group is killed (a borg child and its gate go too),
     and the result says ``timed_out``.
     """
     log.debug("run: %s", mask_argv(argv, inv.secrets))

@@ -36,7 +36,7 @@ def descendants(pid: int) -> list[int]:
 
 
 def kill_tree(pid: int) -> None:
-    """SIGKILL a process and everything it started, even in other sessions (borg, relay)."""
+    """SIGKILL a process and everything it started, even in other sessions (borg, its gate)."""
     for target in [pid, *descendants(pid)]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, signal.SIGKILL)

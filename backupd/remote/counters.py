@@ -1,4 +1,4 @@
-"""Facts about a dump: counted from its stream as it passes through the relay (a
+"""Facts about a dump: counted from its stream as it passes through backupd (a
 ``Counter`` a kind names in ``DumpStream.counter``), or printed by the remote command
 on its stderr as ``backupd-fact`` lines.
 
@@ -17,7 +17,7 @@ class Counter(Protocol):
     def facts(self) -> dict[str, object]: ...
 
 
-# stream counters a kind may ask the relay to run, by name (none today)
+# stream counters a kind may ask for on its stream, by name (none today)
 COUNTERS: dict[str, type[Counter]] = {}
 
 
