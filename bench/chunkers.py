@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.workloads import WORDS, churn_day, lms_day, seed_lms
+from bench.workloads import WORDS, churn_day, du, lms_day, seed_lms
 from tests.harness.mariadb import MariaDBServer, start_mariadb
 from tests.harness.postgres import PostgresCluster, postgres_bindir
 
@@ -73,14 +73,10 @@ def _nights(bench: Any, work: Path, dump: Dump, day: Day) -> dict[str, int]:
                 str(out),
             )
     out.unlink()
-    sizes = {name: _du(repo) for name, repo in repos.items()}
+    sizes = {name: du(repo) for name, repo in repos.items()}
     for repo in repos.values():
         shutil.rmtree(repo)
     return sizes
-
-
-def _du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 # -- PostgreSQL: pg_dump -Fc -Z0 (backupd's format) -------------------------------------

@@ -39,7 +39,7 @@ from typing import Any
 
 from bench.chunkers import _mariadb, _sqlite
 from bench.venv import bench_venv
-from bench.workloads import lms_day, seed_lms
+from bench.workloads import du, lms_day, seed_lms
 from tests.harness.droplet import start_droplet
 from tests.harness.fleet import HostSpec, Value, write_fleet_config, write_passphrase
 from tests.harness.mariadb import start_mariadb
@@ -94,7 +94,7 @@ class FleetBench:
 
     def day(self, night: int) -> None:
         for db in ("lms", "forum"):
-            lms_day_in(self.pg, db, night)
+            lms_day(self.pg, night, db=db)
         self.maria_day(night)
         self.sqlite_day(night)
         for tree in (self.small, self.big):
@@ -254,10 +254,6 @@ def seed_pg(pg: PostgresCluster, db: str) -> None:
     seed_lms(pg, db=db, scale=5 if db == "lms" else 2, posts=150_000 if db == "lms" else 100_000)
 
 
-def lms_day_in(pg: PostgresCluster, db: str, night: int) -> None:
-    lms_day(pg, night, db=db)
-
-
 def make_files(root: Path, total: int, files: int, skip: int = 0) -> Path:
     """A tree of real files: regular files of this machine's /usr (documentation, locales,
     libraries, scripts, icons), in a fixed order, copied until ``files`` files or ``total``
@@ -322,10 +318,6 @@ def loud(argv: list[str], env: dict[str, str] | None = None) -> None:
         raise RuntimeError(f"{argv[0]} exited {result.returncode}:\n{said}")
 
 
-def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def blocks(path: Path) -> int:
     """Bytes the files under ``path`` take on disk (allocated blocks: holes are free)."""
     return sum(p.lstat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
@@ -333,7 +325,3 @@ def blocks(path: Path) -> int:
 
 def run(work: Path, bin_dir: Path) -> dict[str, Any]:
     return FleetBench(work, bin_dir).run()
-
-
-def reset(work: Path) -> None:
-    shutil.rmtree(work / "fleet", ignore_errors=True)

@@ -54,6 +54,7 @@ from bench.trees import TreeBench
 from bench.venv import bench_venv
 from bench.workloads import (
     churn_day,
+    du,
     lms_day,
     make_stream_file,
     make_tree,
@@ -370,10 +371,6 @@ class Bench:
             "pg_dump_Fc": du(repos["fc"]),
             "pg_dump_Fp": du(repos["fp"]),
         }
-
-
-def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def main() -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.venv import bench_venv
-from bench.workloads import WORDS, make_tree
+from bench.workloads import WORDS, du, make_tree
 from tests.harness.fleet import HostSpec, write_fleet_config
 
 if TYPE_CHECKING:
@@ -53,10 +53,6 @@ def allocated(path: Path) -> int:
     if path.is_file():
         return path.stat().st_blocks * 512
     return sum(p.lstat().st_blocks * 512 for p in path.rglob("*"))
-
-
-def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def make_text_tree(root: Path, total: int, files: int) -> Path:

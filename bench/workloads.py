@@ -52,6 +52,11 @@ WORDS = [
 ]
 
 
+def du(path: Path) -> int:
+    """Bytes of the files under ``path`` (a repository's size)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def make_stream_file(path: Path, size: int) -> Path:
     """Half random, half text-like blocks: compresses somewhat, like a real dump."""
     rng = random.Random(1)
