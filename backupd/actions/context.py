@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +18,15 @@ from backupd.remote.hostkeys import SSHTarget, pin_file
 
 if TYPE_CHECKING:
     from backupd.remote.ssh import Connection
+
+
+def settle() -> None:
+    """Tell the garbage collector that what the process holds now (modules, the config,
+    the context) lives as long as the process (``gc.freeze``), so collections stop walking
+    it again and again. Called once by each entry point when its context is made: status
+    over 2,000 sources took 0.30-0.45 s with most of the spread in full collections, 0.20 s
+    steady once settled (bench/catalogue.py)."""
+    gc.freeze()
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context
-from backupd.actions.manifest import Manifest, parse_manifest
+from backupd.actions.manifest import Manifest, archived_manifest
 from backupd.actions.tree import TREE_FILENAME
 from backupd.borg.adapter import ArchiveEntry
 from backupd.borg.gate import SEAL_NAME
@@ -218,7 +218,5 @@ def _ensure_run(
 
 
 def _tree_sample(ctx: Context, repo: Path, archive: str) -> list[Any]:
-    chunks: list[bytes] = []
-    ctx.borg.extract_stream(repo, archive, "manifest.jsonl", chunks.append)
-    entries = parse_manifest(b"".join(chunks))
+    entries, _digest = archived_manifest(ctx, repo, archive)
     return list(Manifest(entries, 0).summary()["sample"])

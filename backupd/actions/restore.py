@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from backupd.actions.context import Context
-from backupd.actions.manifest import parse_manifest, verify_tree
+from backupd.actions.manifest import archived_manifest, verify_tree
 from backupd.actions.recorded import Ending, settle
 from backupd.actions.tree import TREE_FILENAME
 from backupd.borg.adapter import LOCK_WAIT_SECONDS
@@ -248,15 +248,14 @@ def restore_tree(ctx: Context, archive: Archive, to: Path, *, force: bool) -> Re
         raise RefusedError(f"refusing to restore into {to}: it is not empty (use --force)")
     to.mkdir(mode=0o700, parents=True, exist_ok=True)
     repo = Path(archive.repository)
-    manifest = bytearray()
-    ctx.borg.extract_stream(repo, archive.name, "manifest.jsonl", manifest.extend)
-    if hashlib.sha256(manifest).hexdigest() != archive.sha256:
+    entries, digest = archived_manifest(ctx, repo, archive.name)
+    if digest != archive.sha256:
         raise VerificationError(
             f"{archive.name}: the archived manifest does not match the "
             "catalogue; nothing was extracted"
         )
     ctx.borg.extract_to(repo, archive.name, to, paths=("data",), strip=1)
-    problems = verify_tree(to, parse_manifest(bytes(manifest)))
+    problems = verify_tree(to, entries)
     if problems:
         shown = "; ".join(problems[:5])
         raise VerificationError(

@@ -11,7 +11,8 @@ from typing import Any
 
 from backupd.actions.context import Context
 from backupd.borg.adapter import Borg
-from backupd.catalogue.models import Drill, utcnow
+from backupd.catalogue.models import utcnow
+from backupd.catalogue.restores import DrillVerdict
 from backupd.config.cron import cron_trigger, interval
 from backupd.config.units import utc_iso
 
@@ -113,7 +114,7 @@ def key_exports_missing(ctx: Context) -> list[dict[str, str]]:
     return [{"host": h, "repository": str(repos[h])} for h in missing]
 
 
-def _drill(d: Drill | None) -> dict[str, Any] | None:
+def _drill(d: DrillVerdict | None) -> dict[str, Any] | None:
     """The newest restore drill's verdict: the proof that the source restores."""
     if d is None:
         return None

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,14 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from backupd.actions import unreadable
 from backupd.actions.context import Context, chunker_for, compression_for, ssh_target
-from backupd.actions.manifest import build_manifest
+from backupd.actions.manifest import MANIFEST_DIR, Manifest, build_manifest
 from backupd.actions.stream import (
     Pulled,
     PullRun,
     archive_name,
     base_metadata,
     record_archive,
-    write_private,
 )
 from backupd.catalogue.models import utcnow
 from backupd.config.load import HostConfig, SourceConfig
@@ -67,7 +68,6 @@ def pull_tree(
     warnings: list[str] = []
     facts, denied = mirror_tree(ctx, host, source, run.run_id, unit, root / "data", warnings, conn)
     manifest = build_manifest(root / "data", root / "hash-cache.json")
-    write_private(root / "manifest.jsonl", manifest.to_bytes().decode())
     summary = manifest.summary()
     if denied and not summary["files"]:
         raise unreadable.nothing_read(unit, host.user, denied)
@@ -83,11 +83,12 @@ def pull_tree(
         facts={k: v for k, v in facts.items() if k != "sample"},
     )
     try:
+        write_pieces(root / MANIFEST_DIR, manifest)
         stats = ctx.borg.create_from_paths(
             repo,
             name,
             cwd=root,
-            paths=("data", "manifest.jsonl"),
+            paths=("data", MANIFEST_DIR),
             comment=json.dumps(meta, sort_keys=True),
             compression=compression_for(ctx, source),
             chunker_params=chunker_for(source, None),
@@ -95,7 +96,7 @@ def pull_tree(
             files_cache_suffix=f"{host.name}.{source.name}.{slug(unit.item)}",
         )
     finally:  # it lives in the archive; kept here it would only take disk until tomorrow
-        (root / "manifest.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(root / MANIFEST_DIR, ignore_errors=True)
     # the comment said all a catalogue rebuild needs before borg started (the sample comes
     # from the manifest): nothing is rewritten after the fact (decision 0019)
     facts["borg"] = stats.raw.get("archive", {}).get("stats", {})
@@ -123,6 +124,16 @@ def pull_tree(
         facts["transferred_bytes"],
     )
     return Pulled(name, summary["bytes"], tuple(warnings))
+
+
+def write_pieces(folder: Path, manifest: Manifest) -> None:
+    """The manifest's pieces as files in a fresh private ``folder`` (what is archived)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    for name, data in manifest.pieces.items():
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
 
 
 def mirror_tree(

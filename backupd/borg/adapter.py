@@ -7,7 +7,9 @@ backupd/borg/create.py.
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,6 +93,26 @@ class Borg(BorgCreate):
         self.run(
             args, repo=repo, wait=LOCK_WAIT_SECONDS, timeout=None, what="extract", cwd=str(dest)
         )
+
+    def read_files(self, repo: Path, archive: str, exclude: Sequence[str] = ()) -> dict[str, bytes]:
+        """Every regular file of an archive but those ``exclude`` matches (Borg patterns,
+        such as ``pp:data``), archive path -> content, in memory: names and contents in one
+        ``borg export-tar`` to a pipe. For a few small files (a tree's manifest)."""
+        args: Argv = (
+            "export-tar",
+            *(arg for pattern in exclude for arg in ("--exclude", pattern)),
+            f"{repo}::{archive}",
+            "-",
+        )
+        data = bytearray()
+        self.stream(args, repo, data.extend, "export-tar")
+        files: dict[str, bytes] = {}
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar:
+                content = tar.extractfile(member) if member.isfile() else None
+                if content is not None:
+                    files[member.name] = content.read()
+        return files
 
     def list_archives(
         self, repo: Path, glob: str | None = None, *, checkpoints: bool = False

@@ -179,7 +179,11 @@ class BorgCore:
     ) -> None:
         """Stream one file of an archive to ``sink`` (waiting up to LOCK_WAIT_SECONDS for a
         backup of ours that holds the lock: nothing reaches ``sink`` before borg has it)."""
-        args: Argv = ("extract", "--stdout", f"{repo}::{archive}", path)
+        self.stream(("extract", "--stdout", f"{repo}::{archive}", path), repo, sink, "extract")
+
+    def stream(self, args: Argv, repo: Path, sink: Callable[[bytes], object], what: str) -> None:
+        """Run ``borg ARGS`` with its stdout going to ``sink`` as it comes, waiting for the
+        lock of ``repo`` as extract_stream does; BorgError when it fails."""
 
         def attempt(argv: Argv) -> CommandResult:
             with self._invocation(None) as inv:
@@ -187,7 +191,7 @@ class BorgCore:
 
         result = self.locks.run(args, repo, LOCK_WAIT_SECONDS, attempt)
         if result.exit_status != 0 or result.timed_out:
-            raise self.error(result, "extract")
+            raise self.error(result, what)
 
     @property
     def locks(self) -> Locks:

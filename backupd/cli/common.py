@@ -16,7 +16,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from backupd.actions.context import Context
+from backupd.actions.context import Context, settle
 from backupd.config.units import human_age, parse_duration, utc_iso
 from backupd.errors import BackupdError
 from jobs.registry import load_config
@@ -72,6 +72,7 @@ def reader_went_away() -> NoReturn:
 def context(obj: dict[str, Any]) -> Context:
     if "ctx" not in obj:
         obj["ctx"] = Context(load_config(obj["config"]))
+        settle()
     ctx: Context = obj["ctx"]
     return ctx
 

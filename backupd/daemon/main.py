@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backupd.actions.context import Context
+from backupd.actions.context import Context, settle
 from backupd.catalogue import Catalogue
 from backupd.config.load import DEFAULT_CONFIG, DEFAULT_STATE_DIR, Config, read_config
 from backupd.errors import BackupdError, ConfigError, UsageError
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(unit_failed(path, args.unit_failed))
         text, config = read_config(path, kinds=kind_models())
         ctx = Context(config)
+        settle()
         with single_instance(config) as crashed:
             if crashed is not None:
                 message = (

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from backupd.actions.backup import backup_source
-from backupd.actions.context import Context
+from backupd.actions.context import Context, settle
 from backupd.actions.maintain import run_maintenance
 from backupd.catalogue import RunStatus
 from backupd.config.load import load_config_text
@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx = Context(load_config_text(text, Path(args.config), kinds=kind_models()))
         else:
             ctx = Context(load_config(args.config))
+        settle()
         if args.job == "backup":
             return run_backup(ctx, args.target or "", args.trigger, args.retries_left)
         return run_maintenance_job(ctx, args.job, args.target, args.trigger)

@@ -42,14 +42,14 @@ class Deployment:
     def backupd(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return run_tool("backupd", "--config", str(self.config), *args, check=check)
 
-    def borg(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def borg(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
             "BORG_PASSCOMMAND": f"cat {self.passphrase_file}",
             "BORG_BASE_DIR": str(self.root / "borg-test"),
         }
         return subprocess.run(
-            [str(BIN / "borg"), *args], capture_output=True, text=True, env=env, check=True
+            [str(BIN / "borg"), *args], capture_output=True, text=True, env=env, check=True, cwd=cwd
         )
 
     def archives(self, host: str) -> list[str]:

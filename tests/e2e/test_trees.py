@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from backupd.actions import names
+from backupd.actions.manifest import build_manifest
 from tests.e2e.conftest import BIN, Deployment
 from tests.harness.droplet import Droplet
 
@@ -114,6 +118,44 @@ def test_directory_restores_identically_and_the_second_pull_is_incremental(
     d.backupctl("restore", "web1/uploads", "--to", str(again), check=True)
     assert snapshot(again) == snapshot(tree)
     assert not (again / "d2" / "file-2.bin").exists()
+
+
+def test_an_archive_from_before_the_manifest_pieces_still_restores_verified(
+    deploy: Callable[..., Deployment], tree: Path, tmp_path: Path
+) -> None:
+    """Archives made before decision 0021 hold one manifest.jsonl: restore reads it, checks
+    its plain sha256 against the catalogue and every file against it; a wrong one refuses."""
+    d = deploy({"uploads": {"kind": "directory", "path": str(tree)}})
+    d.backupctl("backup", "now", "web1/uploads", check=True)
+    [mirror] = (d.state_dir / "mirrors" / "web1" / "uploads").iterdir()
+    assert not (mirror / "manifest").exists()  # the pieces leave the mirror once archived
+    entries = build_manifest(mirror / "data", tmp_path / "cache.json").entries
+    legacy = b"".join(
+        json.dumps(
+            [k, names.to_json(n), *rest[:-1], names.to_json(rest[-1]) if k == "l" else rest[-1]]
+        ).encode()
+        + b"\n"
+        for k, n, *rest in entries
+    )
+    (mirror / "manifest.jsonl").write_bytes(legacy)
+    [(name,)] = d.catalogue_rows("SELECT name FROM archives")
+    old = f"{name}-legacy"
+    d.borg("create", f"{d.store / 'web1'}::{old}", "data", "manifest.jsonl", cwd=mirror)
+    (mirror / "manifest.jsonl").unlink()
+    with sqlite3.connect(d.state_dir / "catalogue.db") as db:
+        db.execute(
+            "UPDATE archives SET name = ?, sha256 = ?",
+            (old, hashlib.sha256(legacy).hexdigest()),
+        )
+    out = tmp_path / "restored"
+    d.backupctl("restore", "web1/uploads", "--to", str(out), check=True)
+    assert snapshot(out) == snapshot(tree)
+
+    with sqlite3.connect(d.state_dir / "catalogue.db") as db:
+        db.execute("UPDATE archives SET sha256 = ?", ("0" * 64,))
+    refused = d.backupctl("restore", "web1/uploads", "--to", str(tmp_path / "again"))
+    assert refused.returncode != 0
+    assert "the archived manifest does not match the catalogue" in refused.stderr
 
 
 def test_excludes_and_a_refused_restore_into_a_non_empty_directory(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backupd.actions import names
-from backupd.actions.manifest import build_manifest, parse_manifest, verify_tree
+from backupd.actions.manifest import build_manifest, parse_manifest, read_archived, verify_tree
 
 ODD = [
     b"caf\xe9.txt",  # Latin-1, not UTF-8
@@ -76,10 +76,11 @@ def test_manifest_of_odd_names_round_trips_and_verifies(tmp_path: Path) -> None:
     root.mkdir()
     base = make_odd_tree(root)
     manifest = build_manifest(root, tmp_path / "cache.json")
-    data = manifest.to_bytes()
-    data.decode("utf-8")
-    entries = parse_manifest(data)
-    assert entries == manifest.entries
+    for piece in manifest.pieces.values():
+        piece.decode("utf-8")
+    entries, digest = read_archived({f"manifest/{k}": v for k, v in manifest.pieces.items()})
+    assert sorted(entries) == sorted(manifest.entries)
+    assert digest == manifest.summary()["manifest_sha256"]
     got = {e[1] for e in entries}
     assert set(ODD) | {b"dir\xe9", b"dir\xe9/inner\xfe", b"link\xe9", b"dangling"} == got
     links = {e[1]: e[7] for e in entries if e[0] == "l"}
