@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from backupd.errors import DumpError, RemoteError
 from jobs.base import DATABASE_CHUNKER, DumpStream, Held, RemoteShell, Unit, slug
+from jobs.gating import GateRequest, Param
 from jobs.pg_common import (
     GLOBALS_ITEM,
     TABLES_SQL,
@@ -31,6 +32,7 @@ from jobs.pg_restore import PostgresRestore
 if TYPE_CHECKING:
     from backupd.remote.channel import Interactive
 
+A = TypeVar("A", str, Param)
 LIST_TIMEOUT = 60.0
 GLOBALS_MIN_BYTES = 64  # pg_dumpall's header alone is longer: less is a broken dump
 
@@ -41,7 +43,6 @@ class PostgreSQL:
 
     def plan(self, options: PostgresOptions, remote: RemoteShell) -> Sequence[Unit]:
         databases = options.databases or self._list_databases(options, remote)
-        prefix = options.exec_prefix()
         units: list[Unit] = [
             DumpStream(
                 item=db,
@@ -49,16 +50,7 @@ class PostgreSQL:
                 tool="pg_dump",
                 chunker_params=DATABASE_CHUNKER,
                 programs=(options.pg_dump, options.psql),
-                argv=(
-                    *prefix,
-                    options.pg_dump,
-                    *connection(options),
-                    "--format=custom",
-                    "--compress=0",
-                    f"--lock-wait-timeout={options.lock_timeout_ms()}",
-                    "--no-password",
-                    dbname_arg(db),
-                ),
+                argv=_dump_argv(options, dbname_arg(db)),
             )
             for db in databases
         ]
@@ -70,24 +62,30 @@ class PostgreSQL:
                     tool="pg_dumpall",
                     chunker_params=DATABASE_CHUNKER,
                     programs=(options.pg_dumpall,),
-                    argv=(
-                        *prefix,
-                        options.pg_dumpall,
-                        *connection(options),
-                        "--globals-only",
-                        "--no-password",
-                    ),
+                    argv=_globals_argv(options),
                     min_bytes=GLOBALS_MIN_BYTES,
                 )
             )
         return units
 
+    def gate_requests(self, options: PostgresOptions, source: str) -> list[GateRequest]:
+        """What this source asks of a gated droplet (decision 0022): the list of databases,
+        a dump of a listed one (every one, when none are listed) in an exported snapshot,
+        and the globals."""
+        database = Param("database", "pg_dbname", values=options.databases or None)
+        snapshot = Param("snapshot", "pg_snapshot", flag="--snapshot", optional=True)
+        requests = [
+            GateRequest(f"{source}: list databases", _list_argv(options)),
+            GateRequest(f"{source}: dump a database", (*_dump_argv(options, database), snapshot)),
+        ]
+        if options.globals:
+            requests.append(GateRequest(f"{source}: dump the globals", _globals_argv(options)))
+        return requests
+
     def _list_databases(self, options: PostgresOptions, remote: RemoteShell) -> list[str]:
         """Every database that accepts connections. NUL-separated: a name may hold a
         newline (or anything else but NUL)."""
-        sql = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
-        argv = psql_argv(options, "postgres", "--record-separator-zero", "--command", sql)
-        result = remote.run(argv, timeout=LIST_TIMEOUT)
+        result = remote.run(_list_argv(options), timeout=LIST_TIMEOUT)
         if not result.ok:
             raise DumpError(
                 f"listing databases with psql failed (exit {result.exit_status})",
@@ -165,6 +163,38 @@ class PostgreSQL:
         if unit.item == GLOBALS_ITEM:
             return False
         return unit.item not in self._list_databases(options, remote)
+
+
+LIST_SQL = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
+
+
+def _list_argv(options: PostgresOptions) -> tuple[str, ...]:
+    return psql_argv(options, "postgres", "--record-separator-zero", "--command", LIST_SQL)
+
+
+def _dump_argv(options: PostgresOptions, database: A) -> tuple[str | A, ...]:
+    """pg_dump of one database (``dbname_arg(name)``, or the gate's parameter for it),
+    custom format, uncompressed (Borg compresses after deduplicating)."""
+    return (
+        *options.exec_prefix(),
+        options.pg_dump,
+        *connection(options),
+        "--format=custom",
+        "--compress=0",
+        f"--lock-wait-timeout={options.lock_timeout_ms()}",
+        "--no-password",
+        database,
+    )
+
+
+def _globals_argv(options: PostgresOptions) -> tuple[str, ...]:
+    return (
+        *options.exec_prefix(),
+        options.pg_dumpall,
+        *connection(options),
+        "--globals-only",
+        "--no-password",
+    )
 
 
 PING = "SELECT 1;\n\\echo backupd-ping\n"  # keeps the snapshot session from timing out

@@ -11,6 +11,7 @@ from typing import Any
 
 from backupd.actions.context import Context
 from backupd.borg.adapter import Borg
+from backupd.catalogue.history import Sizes
 from backupd.catalogue.models import utcnow
 from backupd.catalogue.restores import DrillVerdict
 from backupd.config.cron import cron_trigger, interval
@@ -37,7 +38,6 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
     cat = ctx.catalogue
     recorded = {(s.host, s.source): s for s in cat.status()}
     queued = {(q.host, q.source): q.state for q in cat.queued_jobs() if q.source}
-    sizes = cat.sizes()
     drills = cat.last_drills()
     items = cat.newest_per_item()
     now = utcnow()
@@ -46,7 +46,7 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
     for source in ctx.config.all_sources():
         key = (source.host, source.name)
         st = recorded.get(key)
-        size = sizes.get(key)
+        size = Sizes.of(items.get(key, []))
         schedule = ctx.config.schedule_for(source)
         every, next_run = timing(schedule)
         last_success = st.last_success if st else None
@@ -66,11 +66,11 @@ def status_rows(ctx: Context) -> list[dict[str, Any]]:
                 "last_failure": _iso(st.last_failure if st else None),
                 "last_failure_error": st.last_failure_error if st else None,
                 "last_drill": _drill(drills.get(key)),
-                "archives": size.archives if size else 0,
-                "original_bytes": size.original if size else 0,
-                "stored_bytes": size.deduplicated if size else 0,
+                "archives": size.archives,
+                "original_bytes": size.original,
+                "stored_bytes": size.deduplicated,
                 "dedup_ratio": round(size.original / size.deduplicated, 2)
-                if size and size.deduplicated
+                if size.deduplicated
                 else None,
                 "next_run": _iso(next_run),
                 "daemon": queued.get(key),  # queued, running or None

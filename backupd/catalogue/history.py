@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -48,6 +49,8 @@ class ItemPoint:
     archive: str
     created_at: datetime
     archives: int  # live archives of this item
+    original: int = 0  # bytes they hold, before compression and deduplication
+    deduplicated: int = 0  # bytes they added to the repository when each was made
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,15 @@ class Sizes:
     archives: int
     original: int  # what the live archives hold, before compression and deduplication
     deduplicated: int  # what they added to the repository when each was made
+
+    @classmethod
+    def of(cls, items: Sequence[ItemPoint]) -> Sizes:
+        """A source's sizes: the sum over its items' live archives."""
+        return cls(
+            sum(i.archives for i in items),
+            sum(i.original for i in items),
+            sum(i.deduplicated for i in items),
+        )
 
 
 class HistoryQueries:
@@ -170,14 +182,18 @@ class HistoryQueries:
 
     def newest_per_item(self: HasSession) -> dict[tuple[str, str], list[ItemPoint]]:
         """Per (host, source): each item's newest live archive, whatever its run's outcome
-        (every archive is sealed and checked on restore: a good restore point of its item).
-        One query for the whole fleet."""
+        (every archive is sealed and checked on restore: a good restore point of its item),
+        with how many live archives the item has and their sizes (``Sizes.of`` adds a
+        source up). One query for the whole fleet, read from the partial index
+        ix_archives_live."""
         newest = (
             select(
                 Archive.source_id,
                 Archive.item,
                 func.max(Archive.created_at).label("at"),
                 func.count(Archive.id).label("n"),
+                func.coalesce(func.sum(Archive.original_size), 0).label("original"),
+                func.coalesce(func.sum(Archive.deduplicated_size), 0).label("deduplicated"),
             )
             .where(Archive.pruned_at.is_(None))
             .group_by(Archive.source_id, Archive.item)
@@ -185,7 +201,14 @@ class HistoryQueries:
         )
         query = (
             select(
-                Host.name, Source.name, newest.c.item, Archive.created_at, newest.c.n, Archive.name
+                Host.name,
+                Source.name,
+                newest.c.item,
+                Archive.created_at,
+                newest.c.n,
+                Archive.name,
+                newest.c.original,
+                newest.c.deduplicated,
             )
             .join(Source, Source.id == newest.c.source_id)
             .join(Host, Source.host_id == Host.id)
@@ -200,28 +223,8 @@ class HistoryQueries:
         )
         found: dict[tuple[str, str], list[ItemPoint]] = {}
         with self.session() as s:
-            for h, src, item, at, n, name in s.execute(query):
-                found.setdefault((h, src), []).append(ItemPoint(item, name, at, int(n)))
-        return found
-
-    def sizes(self: HasSession) -> dict[tuple[str, str], Sizes]:
-        """Per (host, source): live archives, their original and deduplicated bytes."""
-        query = (
-            select(
-                Host.name,
-                Source.name,
-                func.count(Archive.id),
-                func.coalesce(func.sum(Archive.original_size), 0),
-                func.coalesce(func.sum(Archive.deduplicated_size), 0),
-            )
-            .join(Source, Archive.source_id == Source.id)
-            .join(Host, Source.host_id == Host.id)
-            .where(Archive.pruned_at.is_(None))
-            .group_by(Host.name, Source.name)
-        )
-        with self.session() as s:
             # int(): PostgreSQL sums bigint as numeric (Decimal)
-            return {
-                (h, src): Sizes(int(n), int(orig), int(dedup))
-                for h, src, n, orig, dedup in s.execute(query)
-            }
+            for h, src, item, at, n, name, orig, dedup in s.execute(query):
+                point = ItemPoint(item, name, at, int(n), int(orig), int(dedup))
+                found.setdefault((h, src), []).append(point)
+        return found

@@ -64,7 +64,7 @@ RUN_OUTPUT_LIMIT = 64 * 1024 * 1024
 # killing signal on stderr, and passes on a TERM/HUP/INT that backupd sends (SSH "signal"
 # request) when a command overruns its deadline. The real argv arrives as quoted
 # positional parameters, never interpolated into the script.
-_SCRIPT = (
+WRAP_SCRIPT = (
     # dash gives a background job /dev/null as stdin even with "<&0": go through fd 3
     'exec 3<&0; "$@" <&3 3<&- & c=$!; exec 3<&-; '
     "trap 'kill -TERM \"$c\" 2>/dev/null' TERM HUP INT; "
@@ -73,7 +73,7 @@ _SCRIPT = (
     'if [ "$s" -gt 128 ]; then echo "backupd: $1 killed by signal $((s - 128))" >&2; fi; '
     'exit "$s"'
 )
-_WRAPPER = f"sh -c {shlex.quote(_SCRIPT)} backupd-wrap "
+_WRAPPER = f"sh -c {shlex.quote(WRAP_SCRIPT)} backupd-wrap "
 
 
 def remote_command_line(argv: Sequence[str]) -> str:

@@ -148,6 +148,7 @@ def _write_config(root: Path, port: int, user: str, address: str, client_alive: 
         # that stopped answering (a cut link), so its dumps and snapshots end too
         f"ClientAliveInterval {5 if client_alive else 0}",
         "ClientAliveCountMax 3",
+        "Subsystem sftp internal-sftp",  # as a stock Ubuntu droplet serves sftp
         "MaxStartups 100",
         "MaxSessions 100",
         "LogLevel INFO",

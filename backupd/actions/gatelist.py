@@ -1,0 +1,36 @@
+"""The gate's allowlist for a host, generated from backupd's config (decision 0022)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backupd.config.load import HostConfig
+from backupd.errors import UsageError
+from backupd.gate.gate import GATE_VERSION, requests_digest
+from jobs.gating import GateRequest, requests_json
+from jobs.registry import registry
+
+
+def allowlist(host: HostConfig) -> dict[str, Any]:
+    """The allowlist of ``host``: every request its sources make, as the gate reads it
+    (JSON-ready). UsageError naming the sources whose kind cannot go through the gate yet."""
+    from backupd.remote.ssh import WRAP_SCRIPT  # paramiko comes with it: not at import
+
+    requests: list[GateRequest] = []
+    ungated: list[str] = []
+    for source in host.sources.values():
+        make = getattr(registry()[source.kind], "gate_requests", None)
+        if make is None:
+            ungated.append(f"{host.name}/{source.name} ({source.kind})")
+            continue
+        requests += make(source.options, source.name)
+    if ungated:
+        raise UsageError(f"these sources cannot go through the gate yet: {', '.join(ungated)}")
+    listed = requests_json(requests)
+    return {
+        "gate": GATE_VERSION,
+        "host": host.name,
+        "digest": requests_digest(listed),
+        "wrapper": WRAP_SCRIPT,
+        "requests": listed,
+    }

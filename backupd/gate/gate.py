@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""backupd's gate: the forced command of backupd's key on a droplet (decision 0022).
+
+sshd runs ``gate.py ALLOWLIST`` for every request of that key, with what was asked in
+SSH_ORIGINAL_COMMAND. The gate runs it only if it matches one of the allowlist's
+requests (templates of literal arguments and typed parameters, generated from backupd's
+config by ``backupctl host setup``), and then runs the argv it builds itself from the
+template, never the request, and never through a shell of the request's making.
+Everything else is refused: one line on stderr, one in syslog (facility auth).
+
+This file is copied onto droplets as it is: Python 3 standard library only (no backupd,
+no third-party module), and it must keep working with the oldest Python 3 of a
+supported droplet (3.8: no match statements, no ``X | Y`` types at run time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any
+
+GATE_VERSION = 1
+MAX_REQUEST = 8192  # bytes: backupd's longest request (a wrapped pg_dump) is ~1 KiB
+EXIT_REFUSED = 126  # the shell's "found but cannot be run"
+# what pg_export_snapshot() returns: 8 hex digits, 8 hex digits, a decimal number
+SNAPSHOT = re.compile(r"[0-9A-F]{8}-[0-9A-F]{8}-[0-9]{1,10}")
+HELLO = "backupd-gate hello"
+WARNING, INFO = 4, 6  # syslog severities
+
+
+class Refused(Exception):
+    """A request the gate will not run; the message says why."""
+
+
+def requests_digest(requests: list[Any]) -> str:
+    """sha256 of the allowlist's requests in a canonical JSON form: what ``hello`` shows
+    and what backupd compares with the allowlist its config would generate."""
+    canonical = json.dumps(requests, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_allowlist(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        allow: dict[str, Any] = json.load(f)
+    if allow.get("gate") != GATE_VERSION:
+        raise Refused(
+            f"the allowlist is for gate version {allow.get('gate')!r}, not {GATE_VERSION}"
+        )
+    return allow
+
+
+# -- reading a request ------------------------------------------------------------------
+def split_request(command: str) -> list[str]:
+    """The request's argv. It must be exactly what shlex.join makes of that argv (how
+    backupd quotes), so nothing is left to a shell: no unquoted ``;``, ``$()``, newline."""
+    if len(command.encode("utf-8", "surrogateescape")) > MAX_REQUEST:
+        raise Refused(f"request longer than {MAX_REQUEST} bytes")
+    if "\x00" in command:
+        raise Refused("request holds a NUL byte")
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise Refused(f"request is not a quoted command line ({e})") from None
+    if not argv or " ".join(shlex.quote(a) for a in argv) != command:
+        raise Refused("request is not an argument list as backupd quotes one")
+    return argv
+
+
+def unwrap(argv: list[str], wrapper: str) -> tuple[bool, list[str]]:
+    """(wrapped, inner argv): backupd runs every command under a fixed ``sh -c`` wrapper
+    that reports a killing signal and passes a stop on (backupd/remote/ssh.py); the gate
+    accepts exactly that wrapper, byte for byte, around an allowed request."""
+    head = ["sh", "-c", wrapper, "backupd-wrap"]
+    if wrapper and argv[: len(head)] == head:
+        return True, argv[len(head) :]
+    return False, argv
+
+
+# -- parameters ---------------------------------------------------------------------------
+def _conninfo_decode(quoted: str) -> str | None:
+    """``'na\\'me'`` -> ``na'me`` (libpq's quoting in a connection string); None if not
+    exactly one such quoted value."""
+    if len(quoted) < 2 or quoted[0] != "'" or quoted[-1] != "'":
+        return None
+    out: list[str] = []
+    i, body = 0, quoted[1:-1]
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            if i + 1 == len(body):
+                return None
+            out.append(body[i + 1])
+            i += 2
+        elif c == "'":
+            return None
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _conninfo_encode(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _allowed(spec: dict[str, Any], value: str) -> bool:
+    values = spec.get("values")
+    return values is None or value in values
+
+
+def param_choice(spec: dict[str, Any], given: str) -> str:
+    """One of the listed values, as it is."""
+    if given in spec["values"]:
+        return given
+    raise Refused(f"{spec['param']} {given!r} is not one the config names")
+
+
+def param_pg_dbname(spec: dict[str, Any], given: str) -> str:
+    """``--dbname=dbname='NAME'`` (backupd/jobs/pg_common.py: dbname_arg); NAME listed,
+    or any name when the source dumps every database (no ``values``)."""
+    prefix = "--dbname=dbname="
+    name = _conninfo_decode(given[len(prefix) :]) if given.startswith(prefix) else None
+    if name is None or "\x00" in name:
+        raise Refused(f"{spec['param']} is not a quoted database name")
+    if not _allowed(spec, name):
+        raise Refused(f"database {name!r} is not one the config names")
+    return prefix + _conninfo_encode(name)
+
+
+def param_pg_snapshot(spec: dict[str, Any], given: str) -> str:
+    if SNAPSHOT.fullmatch(given):
+        return given
+    raise Refused(f"{spec['param']} {given!r} is not a snapshot id")
+
+
+PARAM_TYPES: dict[str, Callable[[dict[str, Any], str], str]] = {
+    "choice": param_choice,
+    "pg_dbname": param_pg_dbname,
+    "pg_snapshot": param_pg_snapshot,
+}
+
+
+# -- matching -------------------------------------------------------------------------------
+def render(template: list[Any], argv: list[str]) -> list[str] | None:
+    """The argv the gate runs for ``argv`` under ``template`` (a list of literal strings
+    and parameters ``{"param": NAME, "type": TYPE, ...}``; a parameter with ``"flag"``
+    takes two arguments, the flag and its value, and with ``"optional": true`` may be
+    absent), or None if it does not match. Raises Refused when it matches in shape but a
+    value is not allowed."""
+    if not template:
+        return [] if not argv else None
+    first, rest = template[0], template[1:]
+    if isinstance(first, str):
+        if argv and argv[0] == first:
+            tail = render(rest, argv[1:])
+            return None if tail is None else [first, *tail]
+        return None
+    flag = first.get("flag")
+    width = 2 if flag else 1
+    if len(argv) >= width and (not flag or argv[0] == flag):
+        tail = render(rest, argv[width:])
+        if tail is not None:
+            check = PARAM_TYPES.get(first.get("type"))
+            if check is None:
+                raise Refused("the allowlist names an unknown parameter type")
+            value = check(first, argv[width - 1])
+            return ([flag] if flag else []) + [value] + tail
+    if first.get("optional"):
+        return render(rest, argv)
+    return None
+
+
+def decide(allow: dict[str, Any], command: str) -> tuple[str, list[str], str]:
+    """(request name, argv to run, stdin policy) for a request; Refused otherwise."""
+    argv = split_request(command)
+    wrapped, inner = unwrap(argv, allow.get("wrapper", ""))
+    refusal: Refused | None = None
+    for request in allow.get("requests", []):
+        try:
+            run = render(request["argv"], inner)
+        except Refused as e:
+            refusal = e  # right shape, wrong value: say why, unless another matches
+            continue
+        if run is None:
+            continue
+        if wrapped:
+            run = ["sh", "-c", allow["wrapper"], "backupd-wrap", *run]
+        return str(request["name"]), run, str(request.get("stdin", "none"))
+    raise refusal or Refused(f"not a request this host's backups need: {argv[0]}")
+
+
+# -- saying it --------------------------------------------------------------------------------
+def _client() -> str:
+    return (os.environ.get("SSH_CONNECTION") or "local").split(" ")[0]
+
+
+def _syslog(socket_path: str, severity: int, text: str) -> None:
+    """One line to syslog (facility auth) as a datagram to ``socket_path`` (/dev/log
+    unless the allowlist names another); no syslog there: stderr still says it."""
+    import socket
+
+    message = f"<{4 * 8 + severity}>backupd-gate[{os.getpid()}]: {text}"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(message.encode("utf-8", "backslashreplace"), socket_path)
+    except OSError:
+        pass
+
+
+def refuse(allow: dict[str, Any], command: str | None, reason: str) -> int:
+    shown = (command or "").encode("unicode_escape").decode("ascii")[:200]
+    who = os.environ.get("USER", "?")
+    text = f"refused {who} from {_client()}: {reason}: {shown}"
+    _syslog(allow.get("syslog", "/dev/log"), WARNING, text)
+    sys.stderr.write(f"backupd-gate: refused: {reason}\n")
+    return EXIT_REFUSED
+
+
+def main(args: list[str]) -> int:
+    if len(args) != 1:
+        sys.stderr.write("usage: gate.py ALLOWLIST (as the command= of an authorized key)\n")
+        return 2
+    command = os.environ.get("SSH_ORIGINAL_COMMAND")
+    allow: dict[str, Any] = {}
+    try:
+        allow = load_allowlist(args[0])
+        if command is None:
+            raise Refused("no command: interactive logins are not allowed")
+        if command == HELLO:
+            hello = {
+                "gate": GATE_VERSION,
+                "host": allow.get("host"),
+                "digest": requests_digest(allow.get("requests", [])),
+            }
+            sys.stdout.write(json.dumps(hello, sort_keys=True) + "\n")
+            return 0
+        name, run, stdin = decide(allow, command)
+    except Refused as e:
+        return refuse(allow, command, str(e))
+    except (OSError, ValueError) as e:
+        return refuse(allow, command, f"the gate cannot read its allowlist ({e})")
+    _syslog(allow.get("syslog", "/dev/log"), INFO, f"ran {name} for {_client()}")
+    if stdin == "none":  # what reads stdin gets nothing from the backup host
+        fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(fd, 0)
+        os.close(fd)
+    try:
+        os.execvp(run[0], run)  # noqa: S606  (the gate's own argv, from its template)
+    except OSError as e:
+        sys.stderr.write(f"backupd-gate: cannot run {run[0]}: {e}\n")
+    return 127
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

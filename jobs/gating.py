@@ -1,0 +1,59 @@
+"""What a kind asks of a gated droplet, as the gate's allowlist holds it (decision 0022).
+
+A kind lists its requests as templates: the argv it runs, with the parts that vary night
+to night (a database name, a snapshot id) as typed parameters the gate validates. The
+gate (backupd/gate/gate.py) runs a request only if it matches one of them, and runs its
+own rendering of the template. These objects turn into the allowlist's JSON here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ParamType = Literal["choice", "pg_dbname", "pg_snapshot"]  # the gate's PARAM_TYPES
+
+
+@dataclass(frozen=True)
+class Param:
+    """A value the gate validates; ``values`` None: any value of the type."""
+
+    name: str
+    type: ParamType
+    values: tuple[str, ...] | None = None
+    flag: str | None = None  # given as two arguments: the flag, then the value
+    optional: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"param": self.name, "type": self.type}
+        if self.values is not None:
+            out["values"] = list(self.values)
+        if self.flag:
+            out["flag"] = self.flag
+        if self.optional:
+            out["optional"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """One request of the allowlist: ``name`` is what syslog says the gate ran."""
+
+    name: str
+    argv: tuple[str | Param, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "argv": [a if isinstance(a, str) else a.to_json() for a in self.argv],
+        }
+
+
+def requests_json(requests: Sequence[GateRequest]) -> list[dict[str, Any]]:
+    """The allowlist's requests, each once, in a stable order."""
+    seen: dict[str, dict[str, Any]] = {}
+    for request in requests:
+        as_json = request.to_json()
+        seen.setdefault(repr(as_json["argv"]), as_json)
+    return sorted(seen.values(), key=lambda r: (r["name"], repr(r["argv"])))

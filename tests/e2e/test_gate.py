@@ -1,0 +1,170 @@
+"""backupd's key on a real sshd droplet, installed as `backupctl host setup` installs it:
+``restrict`` and the gate as its forced command (decision 0022). What the allowlist holds
+runs; everything else (a shell, a pty, forwarding, sftp and scp, rsync writing, a dump of
+another database, injected options) is refused, logged, and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from backupd.gate import gate
+from backupd.remote.ssh import WRAP_SCRIPT, remote_command_line
+from tests.harness.droplet import Droplet, start_droplet
+
+pytestmark = pytest.mark.e2e
+
+PROBE = """#!/bin/sh
+# a stand-in dump tool: says what it was given and what its session holds
+printf 'args:%s\\n' "$*"
+printf 'agent:%s\\n' "${SSH_AUTH_SOCK:-none}"
+if tty -s; then echo tty:yes; else echo tty:none; fi
+"""
+
+
+@dataclass
+class Gated:
+    droplet: Droplet
+    syslog: socket.socket
+    canary: Path  # a file hostile requests try to create
+
+    def ssh(self, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        """OpenSSH as the backup host's key; ``args``: client options, then the request."""
+        argv = self.droplet.ssh_argv()
+        login = argv.pop()  # user@address goes after the options
+        return subprocess.run(
+            [*argv, *args[:-1], login, args[-1]] if args else [*argv, login],
+            input=stdin,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+    def logged(self) -> list[str]:
+        lines = []
+        self.syslog.settimeout(0.5)
+        try:
+            while True:
+                lines.append(self.syslog.recv(4096).decode())
+        except TimeoutError:
+            return lines
+
+
+@pytest.fixture(scope="module")
+def gated(servers_dir: Path) -> Iterator[Gated]:
+    droplet = start_droplet(servers_dir, "gated")
+    folder = tempfile.mkdtemp(prefix="gate-", dir="/tmp")
+    os.chmod(folder, 0o755)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(f"{folder}/log")
+        os.chmod(f"{folder}/log", 0o666)  # the droplet's login writes to it
+        probe = droplet.bin_dir / "pg_dump"
+        probe.write_text(PROBE)
+        probe.chmod(0o755)
+        shutil.copy(gate.__file__, droplet.root / "gate.py")
+        allow = {
+            "gate": 1,
+            "host": "gated",
+            "wrapper": WRAP_SCRIPT,
+            "syslog": f"{folder}/log",
+            "requests": [
+                {
+                    "name": "db: dump a database",
+                    "argv": [
+                        "pg_dump",
+                        "--no-password",
+                        {"param": "database", "type": "pg_dbname", "values": ["app"]},
+                    ],
+                }
+            ],
+        }
+        (droplet.root / "allow.json").write_text(json.dumps(allow))
+        command = f"/usr/bin/python3 {droplet.root / 'gate.py'} {droplet.root / 'allow.json'}"
+        key = " ".join((droplet.root / "client_key.pub").read_text().split()[:2])
+        (droplet.root / "authorized_keys").write_text(f'restrict,command="{command}" {key}\n')
+        yield Gated(droplet, sock, droplet.root / "tmp" / "pwned")
+    finally:
+        sock.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        droplet.stop()
+
+
+def test_an_allowed_request_runs_with_no_agent_and_no_terminal(gated: Gated) -> None:
+    request = remote_command_line(("pg_dump", "--no-password", "--dbname=dbname='app'"))
+    done = gated.ssh("-A", request)
+    said = done.stdout.decode()
+    assert done.returncode == 0, done.stderr
+    assert "args:--no-password --dbname=dbname='app'" in said
+    assert "agent:none" in said and "tty:none" in said  # restrict: no agent forwarded
+    assert any("ran db: dump a database" in line for line in gated.logged())
+    refused = gated.ssh("-tt", request)  # restrict: no terminal either
+    assert b"PTY allocation request failed" in refused.stderr
+    assert b"tty:yes" not in refused.stdout
+
+
+def _pwn(path: Path) -> str:
+    return f"touch {shlex.quote(str(path))}"
+
+
+HOSTILE: dict[str, list[str]] = {
+    "a login shell": [],
+    "a shell command": ["sh -c {pwn}"],
+    "an interactive bash": ["bash -i"],  # asking for a terminal too: see the first test
+    "a command before the allowed one": ["{pwn}; pg_dump --no-password --dbname=dbname='app'"],
+    "stdio forwarding (-W)": ["-W", "127.0.0.1:22", "pg_dump"],
+    "remote port forwarding": ["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:22", "true"],
+    "sftp": ["-s", "sftp"],
+    "scp receiving a file": ["scp -t {canary}"],
+    "rsync receiving": ["rsync --server -logDtpre.iLsfxCIvu . {canary}"],
+    "another database": ["pg_dump --no-password --dbname=dbname='postgres'"],
+    "an option writing a file": ["pg_dump --no-password --dbname=dbname='app' --file={canary}"],
+    "a short option": ["pg_dump --no-password -f {canary} --dbname=dbname='app'"],
+    "a connection string for a name": ["pg_dump --no-password '--dbname=host=evil dbname=app'"],
+    "an --rsh option": ["pg_dump --no-password --dbname=dbname='app' --rsh={pwn}"],
+    "a newline": ["pg_dump --no-password --dbname=dbname='app'\n{pwn}"],
+    "a substitution": ["pg_dump --no-password --dbname=dbname='app' $({pwn})"],
+    "an oversized request": ["pg_dump --no-password --dbname=dbname='" + "a" * 9000 + "'"],
+}
+
+
+# refused by sshd itself (``restrict``) before the gate runs
+BY_SSHD = {"stdio forwarding (-W)", "remote port forwarding"}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_request_is_refused_logged_and_changes_nothing(gated: Gated, case: str) -> None:
+    gated.logged()  # what earlier tests left
+    args = [
+        a.replace("{pwn}", _pwn(gated.canary)).replace("{canary}", str(gated.canary))
+        for a in HOSTILE[case]
+    ]
+    done = gated.ssh(*args)
+    assert done.returncode != 0, done.stdout
+    assert not gated.canary.exists()
+    assert b"args:" not in done.stdout  # the tool never ran
+    logged = gated.logged()
+    if case in BY_SSHD:
+        assert not logged  # the gate never ran
+        return
+    assert done.returncode == gate.EXIT_REFUSED
+    assert any("refused" in line and "from 127.0.0.1" in line for line in logged)
+    if case != "sftp":  # a subsystem's stderr does not reach the client
+        assert done.stderr.decode().splitlines()[-1].startswith("backupd-gate: refused: ")
+
+
+def test_hello_tells_the_allowlist_apart(gated: Gated) -> None:
+    done = gated.ssh(gate.HELLO)
+    said = json.loads(done.stdout)
+    allow = json.loads((gated.droplet.root / "allow.json").read_text())
+    assert said["digest"] == gate.requests_digest(allow["requests"])

@@ -1,0 +1,232 @@
+"""The droplet gate (backupd/gate/gate.py, decision 0022), run as sshd runs it: a process
+with the request in SSH_ORIGINAL_COMMAND. Allowed requests run the gate's own argv;
+hostile ones are refused with one line, and what they asked for never runs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backupd.gate import gate
+from backupd.remote.ssh import WRAP_SCRIPT, remote_command_line
+
+GATE = Path(gate.__file__)
+
+
+@pytest.fixture
+def droplet(tmp_path: Path) -> dict[str, Path]:
+    """Stand-in tools that record the argv they were run with (and their stdin)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "ran.log"
+    for tool in ("pg_dump", "psql", "pg_dumpall"):
+        script = bin_dir / tool
+        script.write_text(
+            "#!/bin/sh\n"
+            f'printf "%s\\n" "$0 $*" >> {shlex.quote(str(log))}\n'
+            'cat > /dev/null\necho "dump of $*"\n'
+        )
+        script.chmod(0o755)
+    return {"bin": bin_dir, "log": log}
+
+
+@pytest.fixture
+def syslog() -> Iterator[socket.socket]:
+    """A syslog socket of our own (the allowlist's "syslog"): what the gate logged."""
+    folder = tempfile.mkdtemp(prefix="gate-", dir="/tmp")  # a socket path has ~100 bytes
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(f"{folder}/log")
+    sock.settimeout(5)
+    try:
+        yield sock
+    finally:
+        sock.close()
+        Path(f"{folder}/log").unlink()
+        os.rmdir(folder)
+
+
+def allowlist(tmp_path: Path, bin_dir: Path, **extra: Any) -> Path:
+    pg_dump = str(bin_dir / "pg_dump")
+    requests = [
+        {
+            "name": "maindb: dump a database",
+            "argv": [
+                pg_dump,
+                "--host",
+                "/run/postgresql",
+                "--format=custom",
+                "--compress=0",
+                "--no-password",
+                {"param": "database", "type": "pg_dbname", "values": ["app", "it's odd\nname"]},
+                {
+                    "param": "snapshot",
+                    "type": "pg_snapshot",
+                    "flag": "--snapshot",
+                    "optional": True,
+                },
+            ],
+        },
+        {
+            "name": "maindb: list databases",
+            "argv": [str(bin_dir / "psql"), "--no-psqlrc", "--command", "SELECT datname"],
+        },
+    ]
+    path = tmp_path / "allow.json"
+    path.write_text(
+        json.dumps(
+            {"gate": 1, "host": "web1", "wrapper": WRAP_SCRIPT, "requests": requests, **extra}
+        )
+    )
+    return path
+
+
+def ask(allow: Path, command: str | None, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "SSH_ORIGINAL_COMMAND"}
+    env["SSH_CONNECTION"] = "192.0.2.7 50000 192.0.2.1 22"
+    if command is not None:
+        env["SSH_ORIGINAL_COMMAND"] = command
+    return subprocess.run(
+        [sys.executable, str(GATE), str(allow)],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+
+
+def dump_argv(bin_dir: Path, db: str = "app", *extra: str) -> list[str]:
+    name = "'" + db.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return [
+        str(bin_dir / "pg_dump"),
+        "--host",
+        "/run/postgresql",
+        "--format=custom",
+        "--compress=0",
+        "--no-password",
+        f"--dbname=dbname={name}",
+        *extra,
+    ]
+
+
+def test_an_allowed_request_runs_wrapped_as_backupd_sends_it(
+    tmp_path: Path, droplet: dict[str, Path], syslog: socket.socket
+) -> None:
+    allow = allowlist(tmp_path, droplet["bin"], syslog=syslog.getsockname())
+    argv = dump_argv(droplet["bin"], "app", "--snapshot", "00000003-0000001B-1")
+    done = ask(allow, remote_command_line(argv))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b"dump of ")
+    ran = droplet["log"].read_text()
+    assert "--dbname=dbname='app' --snapshot 00000003-0000001B-1" in ran
+    assert syslog.recv(4096).decode().endswith("ran maindb: dump a database for 192.0.2.7")
+
+
+def test_a_name_with_a_quote_and_a_newline_passes_as_one_argument(
+    tmp_path: Path, droplet: dict[str, Path]
+) -> None:
+    allow = allowlist(tmp_path, droplet["bin"])
+    done = ask(allow, shlex.join(dump_argv(droplet["bin"], "it's odd\nname")))
+    assert done.returncode == 0, done.stderr
+    assert "--dbname=dbname='it\\'s odd" in droplet["log"].read_text()
+
+
+def test_hello_shows_the_allowlist_digest(tmp_path: Path, droplet: dict[str, Path]) -> None:
+    allow = allowlist(tmp_path, droplet["bin"])
+    done = ask(allow, gate.HELLO)
+    said = json.loads(done.stdout)
+    requests = json.loads(allow.read_text())["requests"]
+    assert said == {"gate": 1, "host": "web1", "digest": gate.requests_digest(requests)}
+
+
+HOSTILE = {
+    "no command (a login shell)": None,
+    "a shell": "sh -c id",
+    "an interactive bash": "bash -i",
+    "sftp": "internal-sftp",
+    "sftp server": "/usr/lib/openssh/sftp-server",
+    "scp writing": "scp -t /tmp",
+    "rsync receiving": "rsync --server -logDtpre.iLsfxCIvu . /etc",
+    "an unlisted database": "{dump} --dbname=dbname='postgres'",
+    "an extra option": "{dump} --dbname=dbname='app' --file=/etc/passwd",
+    "an option for a database": "{dump} -f",
+    "a command after a semicolon": "{dump} --dbname=dbname='app'; id",
+    "a command substitution": "{dump} --dbname=dbname='app' $(id)",
+    "an unquoted newline": "{dump} --dbname=dbname='app'\nid",
+    "a snapshot that is not one": "{dump} --dbname=dbname='app' --snapshot '1; id'",
+    "a quote that ends early": "{dump} \"--dbname=dbname='app' x'\"",
+    "another wrapper": "sh -c 'exec \"$@\"' backupd-wrap {dump} --dbname=dbname='app'",
+    "the list with its own SQL": "{psql} --no-psqlrc --command 'COPY x TO PROGRAM id'",
+    "an rsh option": "{dump} --dbname=dbname='app' --rsh=id",
+    "an oversized request": "{dump} --dbname=dbname='" + "a" * 9000 + "'",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_request_is_refused_logged_and_nothing_runs(
+    case: str, tmp_path: Path, droplet: dict[str, Path], syslog: socket.socket
+) -> None:
+    allow = allowlist(tmp_path, droplet["bin"], syslog=syslog.getsockname())
+    template = HOSTILE[case]
+    dump = shlex.join(dump_argv(droplet["bin"])[:-1])
+    command = (
+        None
+        if template is None
+        else template.replace("{dump}", dump).replace("{psql}", str(droplet["bin"] / "psql"))
+    )
+    done = ask(allow, command, stdin=b"SELECT 1;\n")
+    assert done.returncode == gate.EXIT_REFUSED
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith("backupd-gate: refused: ")
+    assert done.stdout == b""
+    assert not droplet["log"].exists()  # no tool ran
+    logged = syslog.recv(4096).decode()
+    assert logged.startswith("<36>backupd-gate[")  # facility auth, severity warning
+    assert "from 192.0.2.7: " in logged and line.removeprefix("backupd-gate: refused: ") in logged
+
+
+def test_a_nul_in_the_request_is_refused() -> None:
+    with pytest.raises(gate.Refused, match="NUL"):
+        gate.split_request("pg_dump \x00")
+
+
+def test_a_request_the_program_reads_stdin_from_gets_nothing(
+    tmp_path: Path, droplet: dict[str, Path]
+) -> None:
+    """psql reads SQL from stdin: a request marked stdin "none" runs with /dev/null."""
+    allow = allowlist(tmp_path, droplet["bin"])
+    psql = droplet["bin"] / "psql"
+    psql.write_text("#!/bin/sh\ncat\n")
+    done = ask(allow, f"{psql} --no-psqlrc --command 'SELECT datname'", stdin=b"DROP TABLE x;\n")
+    assert done.returncode == 0 and done.stdout == b""
+
+
+def test_an_allowlist_of_another_gate_version_is_refused(
+    tmp_path: Path, droplet: dict[str, Path]
+) -> None:
+    allow = allowlist(tmp_path, droplet["bin"], gate=2)
+    done = ask(allow, shlex.join(dump_argv(droplet["bin"])))
+    assert done.returncode == gate.EXIT_REFUSED and b"gate version 2" in done.stderr
+
+
+def test_the_gate_uses_the_standard_library_only() -> None:
+    """It is copied onto droplets as it is: nothing of backupd's, nothing from PyPI."""
+    tree = ast.parse(GATE.read_text())
+    imported = {
+        (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported - {"__future__"} <= sys.stdlib_module_names

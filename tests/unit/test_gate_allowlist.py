@@ -1,0 +1,118 @@
+"""The allowlist generated from a config (backupd/actions/gatelist.py, decision 0022) lets
+through exactly what the host's sources send, and nothing the config does not name."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from backupd.actions.gatelist import allowlist
+from backupd.errors import UsageError
+from backupd.gate import gate
+from backupd.local.process import CommandResult
+from backupd.remote.ssh import remote_command_line
+from jobs.base import DumpStream
+from jobs.registry import load_config, registry
+
+CONFIG = """
+state_dir = "state"
+[store]
+path = "store"
+[passphrase]
+file = "pass"
+[hosts.web1]
+address = "127.0.0.1"
+user = "backup"
+key = "id_ed25519"
+[hosts.web1.sources.maindb]
+kind = "postgresql"
+databases = ["app", "it's\\nodd"]
+sudo_user = "postgres"
+min_bytes = "10KiB"
+[hosts.web1.sources.every]
+kind = "postgresql"
+socket_dir = "/run/postgresql"
+port = 5433
+globals = false
+"""
+
+
+class Listing:
+    """The one execution seam: a droplet whose psql lists these databases."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = names
+        self.asked: list[tuple[str, ...]] = []
+
+    def run(self, argv: Sequence[str], **_: object) -> CommandResult:
+        self.asked.append(tuple(argv))
+        out = "\0".join(self.names).encode()
+        return CommandResult(tuple(argv), 0, out, b"", 0.0)
+
+
+def load(tmp_path: Path, text: str = CONFIG) -> object:
+    path = tmp_path / "backupd.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def passes(allow: dict[str, object], argv: Sequence[str]) -> list[str]:
+    """What the gate would run for backupd's request ``argv`` (as sent: wrapped)."""
+    _name, run, stdin = gate.decide(json.loads(json.dumps(allow)), remote_command_line(argv))
+    assert stdin == "none"
+    return run
+
+
+def test_every_request_the_sources_make_passes_and_runs_as_sent(tmp_path: Path) -> None:
+    config = load(tmp_path)
+    host = config.hosts["web1"]  # type: ignore[attr-defined]
+    allow = allowlist(host)
+    kind = registry()["postgresql"]
+    for source in host.sources.values():
+        droplet = Listing(["app", "it's\nodd", "other db"])
+        units = kind.plan(source.options, droplet)  # type: ignore[arg-type]
+        sent = [*droplet.asked, *(u.argv for u in units if isinstance(u, DumpStream))]
+        sent += [(*units[0].argv, "--snapshot", "00000003-0000001B-1")]  # type: ignore[union-attr]
+        for argv in sent:
+            assert passes(allow, argv)[4:] == list(argv)
+
+
+def test_a_database_the_source_does_not_list_is_refused(tmp_path: Path) -> None:
+    config = load(tmp_path)
+    host = config.hosts["web1"]  # type: ignore[attr-defined]
+    allow = allowlist(host)
+    kind = registry()["postgresql"]
+    maindb = host.sources["maindb"]
+    [app, *_] = kind.plan(maindb.options, Listing([]))  # type: ignore[arg-type]
+    other = tuple(a.replace("'app'", "'postgres'") for a in app.argv)  # type: ignore[union-attr]
+    with pytest.raises(gate.Refused, match="'postgres' is not one the config names"):
+        passes(allow, other)
+    # the source that dumps every database may dump any (it lists them first)
+    every = host.sources["every"]
+    [listed] = kind.plan(every.options, Listing(["postgres"]))  # type: ignore[arg-type]
+    assert passes(allow, listed.argv)  # type: ignore[union-attr]
+
+
+def test_the_allowlist_is_stable_and_names_its_digest(tmp_path: Path) -> None:
+    host = load(tmp_path).hosts["web1"]  # type: ignore[attr-defined]
+    first, again = allowlist(host), allowlist(host)
+    assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
+    assert first["digest"] == gate.requests_digest(first["requests"])
+    names = [r["name"] for r in first["requests"]]
+    assert "maindb: dump the globals" in names and "every: dump the globals" not in names
+    assert all(
+        "sudo" in shlex.join(map(str, r["argv"]))
+        for r in first["requests"]
+        if r["name"].startswith("maindb")
+    )
+
+
+def test_a_kind_the_gate_cannot_carry_yet_is_named(tmp_path: Path) -> None:
+    text = CONFIG + '[hosts.web1.sources.files]\nkind = "directory"\npath = "/srv/files"\n'
+    host = load(tmp_path, text).hosts["web1"]  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match=r"web1/files \(directory\)"):
+        allowlist(host)
