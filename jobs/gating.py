@@ -2,7 +2,7 @@
 
 A kind lists its requests as templates: the argv it runs, with the parts that vary night
 to night (a database name, a snapshot id) as typed parameters the gate validates. The
-gate (backupd/gate/gate.py) runs a request only if it matches one of them, and runs its
+gate (backupd/remote/droplet_gate.py) runs a request only if it matches one of them, and runs its
 own rendering of the template. These objects turn into the allowlist's JSON here.
 """
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from backupd.config.load import HostConfig
 from backupd.errors import UsageError
-from backupd.gate.gate import GATE_VERSION, requests_digest
+from backupd.remote.droplet_gate import GATE_VERSION, requests_digest
 from jobs.gating import GateRequest, requests_json
 from jobs.registry import registry
 

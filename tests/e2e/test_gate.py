@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from backupd.gate import gate
+from backupd.remote import droplet_gate as gate
 from backupd.remote.ssh import WRAP_SCRIPT, remote_command_line
 from tests.harness.droplet import Droplet, start_droplet
 

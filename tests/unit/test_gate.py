@@ -1,4 +1,4 @@
-"""The droplet gate (backupd/gate/gate.py, decision 0022), run as sshd runs it: a process
+"""The droplet gate (backupd/remote/droplet_gate.py, decision 0022), run as sshd runs it: a process
 with the request in SSH_ORIGINAL_COMMAND. Allowed requests run the gate's own argv;
 hostile ones are refused with one line, and what they asked for never runs."""
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from backupd.gate import gate
+from backupd.remote import droplet_gate as gate
 from backupd.remote.ssh import WRAP_SCRIPT, remote_command_line
 
 GATE = Path(gate.__file__)

@@ -12,8 +12,8 @@ import pytest
 
 from backupd.actions.gatelist import allowlist
 from backupd.errors import UsageError
-from backupd.gate import gate
 from backupd.local.process import CommandResult
+from backupd.remote import droplet_gate as gate
 from backupd.remote.ssh import remote_command_line
 from jobs.base import DumpStream
 from jobs.registry import load_config, registry
