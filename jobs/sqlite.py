@@ -33,6 +33,7 @@ from jobs.base import (
     path_gone,
     slug,
 )
+from jobs.gating import GateRequest
 
 EXIT_STALLED = 75  # EX_TEMPFAIL: the copy made no progress; a later try may succeed
 
@@ -144,17 +145,22 @@ class SQLite:
                 tool="sqlite3 online copy",
                 chunker_params=DATABASE_CHUNKER,
                 programs=(options.sqlite3,),
-                argv=(
-                    *options.exec_prefix(),
-                    "sh",
-                    "-c",
-                    SCRIPT,
-                    "backupd-sqlite",
-                    options.sqlite3,
-                    options.path,
-                    str(int(options.stall_timeout)),
-                ),
+                argv=_copy_argv(options),
             )
+        ]
+
+    def gate_requests(self, options: SQLiteOptions, source: str) -> list[GateRequest]:
+        """What this source asks of a gated droplet (decision 0022): whether its file is
+        there, and the online copy, all fixed by the config (the script is the gate's)."""
+        prefix = options.exec_prefix()
+        return [
+            GateRequest(
+                f"{source}: look for the database file", (*prefix, "test", "-f", options.path)
+            ),
+            GateRequest(
+                f"{source}: is the database file gone", (*prefix, "test", "-e", options.path)
+            ),
+            GateRequest(f"{source}: online copy of the database", _copy_argv(options)),
         ]
 
     def hold(
@@ -164,6 +170,19 @@ class SQLite:
 
     def vanished(self, options: SQLiteOptions, unit: Unit, remote: RemoteShell) -> bool:
         return path_gone(remote, options.exec_prefix(), options.path)
+
+
+def _copy_argv(options: SQLiteOptions) -> tuple[str, ...]:
+    return (
+        *options.exec_prefix(),
+        "sh",
+        "-c",
+        SCRIPT,
+        "backupd-sqlite",
+        options.sqlite3,
+        options.path,
+        str(int(options.stall_timeout)),
+    )
 
 
 KIND = SQLite()

@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,9 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from backupd.actions.gatelist import allowlist
 from backupd.remote import droplet_gate as gate
 from backupd.remote.ssh import WRAP_SCRIPT, remote_command_line
+from jobs.registry import load_config
+from tests.e2e.conftest import Deployment
+from tests.e2e.test_sqlite import make_db
 from tests.harness.droplet import Droplet, start_droplet
+from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
 
 pytestmark = pytest.mark.e2e
 
@@ -37,6 +43,16 @@ class Gated:
     droplet: Droplet
     syslog: socket.socket
     canary: Path  # a file hostile requests try to create
+    allow: dict[str, object]  # the module's own allowlist
+
+    def install(self, allow: dict[str, object], name: str) -> None:
+        """Key and gate as `backupctl host setup` installs them, with ``allow``."""
+        root = self.droplet.root
+        allow = {**allow, "syslog": self.syslog.getsockname()}
+        (root / f"{name}.json").write_text(json.dumps(allow))
+        command = f"/usr/bin/python3 {root / 'gate.py'} {root / name}.json"
+        key = " ".join((root / "client_key.pub").read_text().split()[:2])
+        (root / "authorized_keys").write_text(f'restrict,command="{command}" {key}\n')
 
     def ssh(self, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
         """OpenSSH as the backup host's key; ``args``: client options, then the request."""
@@ -77,7 +93,6 @@ def gated(servers_dir: Path) -> Iterator[Gated]:
             "gate": 1,
             "host": "gated",
             "wrapper": WRAP_SCRIPT,
-            "syslog": f"{folder}/log",
             "requests": [
                 {
                     "name": "db: dump a database",
@@ -89,11 +104,9 @@ def gated(servers_dir: Path) -> Iterator[Gated]:
                 }
             ],
         }
-        (droplet.root / "allow.json").write_text(json.dumps(allow))
-        command = f"/usr/bin/python3 {droplet.root / 'gate.py'} {droplet.root / 'allow.json'}"
-        key = " ".join((droplet.root / "client_key.pub").read_text().split()[:2])
-        (droplet.root / "authorized_keys").write_text(f'restrict,command="{command}" {key}\n')
-        yield Gated(droplet, sock, droplet.root / "tmp" / "pwned")
+        gated = Gated(droplet, sock, droplet.root / "tmp" / "pwned", allow)
+        gated.install(allow, "allow")
+        yield gated
     finally:
         sock.close()
         shutil.rmtree(folder, ignore_errors=True)
@@ -168,3 +181,42 @@ def test_hello_tells_the_allowlist_apart(gated: Gated) -> None:
     said = json.loads(done.stdout)
     allow = json.loads((gated.droplet.root / "allow.json").read_text())
     assert said["digest"] == gate.requests_digest(allow["requests"])
+
+
+def test_a_sqlite_source_backs_up_and_restores_through_the_gate(
+    gated: Gated, tmp_path: Path
+) -> None:
+    """The allowlist generated from the config lets the whole backup through: the file
+    looked for, the online copy streamed; the restore matches the droplet's rows."""
+    path = make_db(gated.droplet, "gated-app.db", "WAL")
+    root = tmp_path / "backupd"
+    root.mkdir()
+    passphrase = write_passphrase(root / "passphrase")
+    sources: dict[str, dict[str, object]] = {"app": {"kind": "sqlite", "path": str(path)}}
+    config = write_fleet_config(
+        root / "backupd.toml",
+        state_dir=root / "state",
+        store=root / "store",
+        passphrase_file=passphrase,
+        hosts=[HostSpec("gated", gated.droplet, sources)],  # type: ignore[arg-type]
+    )
+    d = Deployment(root, config, root / "state", root / "store", passphrase)
+    gated.install(allowlist(load_config(config).hosts["gated"]), "allow-sqlite")
+    try:
+        gated.logged()
+        d.backupctl("backup", "now", "gated/app", check=True)
+        ran = gated.logged()
+        assert any("ran app: online copy of the database" in line for line in ran), ran
+        assert not any("refused" in line for line in ran), ran
+        out = tmp_path / "restored"
+        [line] = d.backupctl(
+            "restore", "gated/app", "--to", str(out), check=True
+        ).stdout.splitlines()
+        restored = sqlite3.connect(Path(line.split()[0]))
+        assert restored.execute("SELECT count(*) FROM events").fetchone() == (20000,)
+        # what the config does not name is still refused on the same key
+        other = remote_command_line(("test", "-f", "/etc/shadow"))
+        assert gated.ssh(other).returncode == gate.EXIT_REFUSED
+    finally:
+        gated.install(gated.allow, "allow")
+        subprocess.run(["rm", "-rf", str(path.parent)], check=False)

@@ -116,3 +116,15 @@ def test_a_kind_the_gate_cannot_carry_yet_is_named(tmp_path: Path) -> None:
     host = load(tmp_path, text).hosts["web1"]  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match=r"web1/files \(directory\)"):
         allowlist(host)
+
+
+def test_a_sqlite_source_passes_its_copy_and_nothing_else(tmp_path: Path) -> None:
+    text = CONFIG + '[hosts.web1.sources.app]\nkind = "sqlite"\npath = "/srv/app/app.db"\n'
+    host = load(tmp_path, text).hosts["web1"]  # type: ignore[attr-defined]
+    allow = allowlist(host)
+    [copy] = registry()["sqlite"].plan(host.sources["app"].options, Listing([]))  # type: ignore[arg-type]
+    assert passes(allow, copy.argv)[4:] == list(copy.argv)  # type: ignore[union-attr]
+    assert passes(allow, ("test", "-e", "/srv/app/app.db"))
+    another = tuple(a.replace("/srv/app/app.db", "/etc/shadow") for a in copy.argv)  # type: ignore[union-attr]
+    with pytest.raises(gate.Refused, match="not a request"):
+        passes(allow, another)
