@@ -53,11 +53,10 @@ class Manifest:
         by its sha256, among as many pieces as the tree needs (a power of two); only
         non-empty pieces are listed."""
         count = piece_count(len(self.entries))
-        lines: dict[int, list[bytes]] = {}
+        lines: dict[str, list[bytes]] = {}
         for e in self.entries:
-            k = int.from_bytes(hashlib.sha256(e[1]).digest()[:4], "big") % count
-            lines.setdefault(k, []).append(_line(e))
-        return {f"{k:04x}": b"".join(v) for k, v in sorted(lines.items())}
+            lines.setdefault(piece_of(e[1], count), []).append(_line(e))
+        return {k: b"".join(v) for k, v in sorted(lines.items())}
 
     def summary(self) -> dict[str, Any]:
         """Counts, bytes, the manifest's sha256 (``pieces_digest``) and a sample: [[name
@@ -82,6 +81,11 @@ def piece_count(entries: int) -> int:
     while count * PIECE_ENTRIES < entries and count < MAX_PIECES:
         count *= 2
     return count
+
+
+def piece_of(name: bytes, count: int) -> str:
+    """The piece a name goes into among ``count``: 4 hex digits of its sha256's value."""
+    return f"{int.from_bytes(hashlib.sha256(name).digest()[:4], 'big') % count:04x}"
 
 
 def pieces_digest(pieces: Mapping[str, bytes]) -> str:

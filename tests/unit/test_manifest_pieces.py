@@ -14,6 +14,7 @@ from backupd.actions.manifest import (
     Manifest,
     build_manifest,
     piece_count,
+    piece_of,
     pieces_digest,
     read_archived,
 )
@@ -45,6 +46,7 @@ def test_an_edit_changes_one_piece_and_the_rest_stay_byte_identical(tmp_path: Pa
 
 
 def test_a_new_file_and_a_deleted_one_change_only_their_own_pieces(tmp_path: Path) -> None:
+    """Theirs and their folders' (a folder's mtime changes with its entries)."""
     root = tmp_path / "tree"
     make_tree(root, 2000)
     before = build_manifest(root, tmp_path / "cache.json")
@@ -53,7 +55,11 @@ def test_a_new_file_and_a_deleted_one_change_only_their_own_pieces(tmp_path: Pat
     after = build_manifest(root, tmp_path / "cache.json")
     names = before.pieces.keys() | after.pieces.keys()
     changed = {k for k in names if before.pieces.get(k) != after.pieces.get(k)}
-    assert 1 <= len(changed) <= 2
+    count = piece_count(len(after.entries))
+    touched = {b"d1/f0001.txt", b"d2/upload.bin", b"d1", b"d2"}
+    assert b"d2/upload.bin" in after.pieces[piece_of(b"d2/upload.bin", count)]
+    assert {piece_of(b"d1/f0001.txt", count), piece_of(b"d2/upload.bin", count)} <= changed
+    assert changed <= {piece_of(name, count) for name in touched}
 
 
 @pytest.mark.parametrize(
