@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -232,9 +231,3 @@ def remove_leftovers(ctx: Context, repo: Path, name: str) -> None:
             ctx.borg.delete(repo, entry.name)
     except BorgError as e:
         log.info("leftovers of %s not deleted now, the next run sweeps them: %s", name, e)
-
-
-def write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
