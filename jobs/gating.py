@@ -37,17 +37,38 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Session:
+    """What a held session may be sent (the gate's SessionFilter): these statements byte
+    for byte, and with ``pg_counts`` one-table row counts."""
+
+    messages: tuple[str, ...]
+    pg_counts: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"messages": sorted(set(self.messages))}
+        if self.pg_counts:
+            out["counts"] = "pg"
+        return out
+
+
+@dataclass(frozen=True)
 class GateRequest:
-    """One request of the allowlist: ``name`` is what syslog says the gate ran."""
+    """One request of the allowlist: ``name`` is what syslog says the gate ran. Without
+    a ``session`` the program's stdin is /dev/null."""
 
     name: str
     argv: tuple[str | Param, ...]
+    session: Session | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "argv": [a if isinstance(a, str) else a.to_json() for a in self.argv],
         }
+        if self.session is not None:
+            out["stdin"] = "session"
+            out["session"] = self.session.to_json()
+        return out
 
 
 def requests_json(requests: Sequence[GateRequest]) -> list[dict[str, Any]]:
@@ -55,5 +76,11 @@ def requests_json(requests: Sequence[GateRequest]) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for request in requests:
         as_json = request.to_json()
-        seen.setdefault(repr(as_json["argv"]), as_json)
+        kept = seen.setdefault(repr(as_json["argv"]), as_json)
+        if kept is not as_json and "session" in as_json:  # the gate runs the first match:
+            session = kept.setdefault("session", {"messages": []})  # it must hold both
+            session["messages"] = sorted({*session["messages"], *as_json["session"]["messages"]})
+            if as_json["session"].get("counts"):
+                session["counts"] = as_json["session"]["counts"]
+            kept["stdin"] = "session"
     return sorted(seen.values(), key=lambda r: (r["name"], repr(r["argv"])))

@@ -27,6 +27,9 @@ GLOBALS_ITEM = "_globals"
 class PostgresOptions(ExecOptions):
     databases: tuple[str, ...] = ()  # empty: every database that accepts connections
     globals: bool = True  # also pull roles and tablespaces (pg_dumpall --globals-only)
+    # false: the globals without password hashes (--no-role-passwords), which a role with
+    # pg_read_all_data can dump; restored roles then need their passwords set again
+    role_passwords: bool = True
     socket_dir: str | None = None  # pg's --host; the droplet's default socket when unset
     port: int | None = Field(default=None, ge=1, le=65535)
     username: str | None = None  # database role (--username)
@@ -75,6 +78,11 @@ def dbname_arg(name: str) -> str:
 
 def psql_argv(options: PostgresOptions, db: str, *extra: str) -> tuple[str, ...]:
     """psql, unaligned, tuples only, no psqlrc, stopping at the first error."""
+    return (*psql_head(options), dbname_arg(db), *extra)
+
+
+def psql_head(options: PostgresOptions) -> tuple[str, ...]:
+    """psql_argv up to the database argument (the gate's template puts a parameter there)."""
     return (
         *options.exec_prefix(),
         options.psql,
@@ -86,8 +94,6 @@ def psql_argv(options: PostgresOptions, db: str, *extra: str) -> tuple[str, ...]
         "--no-password",
         "--set",
         "ON_ERROR_STOP=1",
-        dbname_arg(db),
-        *extra,
     )
 
 

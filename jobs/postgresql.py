@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from backupd.errors import DumpError, RemoteError
 from jobs.base import DATABASE_CHUNKER, DumpStream, Held, RemoteShell, Unit, slug
-from jobs.gating import GateRequest, Param
+from jobs.gating import GateRequest, Param, Session
 from jobs.pg_common import (
     GLOBALS_ITEM,
     TABLES_SQL,
@@ -24,6 +24,7 @@ from jobs.pg_common import (
     count_sql,
     dbname_arg,
     psql_argv,
+    psql_head,
     table_sizes,
     world_facts,
 )
@@ -70,12 +71,16 @@ class PostgreSQL:
 
     def gate_requests(self, options: PostgresOptions, source: str) -> list[GateRequest]:
         """What this source asks of a gated droplet (decision 0022): the list of databases,
-        a dump of a listed one (every one, when none are listed) in an exported snapshot,
-        and the globals."""
+        the snapshot-and-facts session of a listed one (every one, when none are listed:
+        the session's statements are fixed here, the row counts checked by shape), a dump
+        of it in that snapshot, and the globals."""
         database = Param("database", "pg_dbname", values=options.databases or None)
         snapshot = Param("snapshot", "pg_snapshot", flag="--snapshot", optional=True)
+        statements = (_begin(options), TABLES_SQL + "\n", WORLD_SQL + "\n", END, PING, COMMIT)
+        session = Session(statements, pg_counts=options.count_rows)
         requests = [
             GateRequest(f"{source}: list databases", _list_argv(options)),
+            GateRequest(f"{source}: snapshot and facts", (*psql_head(options), database), session),
             GateRequest(f"{source}: dump a database", (*_dump_argv(options, database), snapshot)),
         ]
         if options.globals:
@@ -123,19 +128,13 @@ class PostgreSQL:
                 ) from None
             with session.pinging(options.session_timeout / 4, PING, b"backupd-ping"):
                 yield Held(extra_argv=("--snapshot", snapshot), facts=facts)
-            session.send("COMMIT;\n\\q\n")
+            session.send(COMMIT)
         finally:
             session.close()
 
     @staticmethod
     def _export_snapshot(session: Interactive, options: PostgresOptions) -> str:
-        session.send(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
-            f"SET LOCAL lock_timeout = {options.lock_timeout_ms()};\n"
-            "SET LOCAL idle_in_transaction_session_timeout = "
-            f"{int(options.session_timeout * 1000)};\n"
-            "SELECT pg_export_snapshot();\n\\echo backupd-end\n"
-        )
+        session.send(_begin(options) + END)
         lines = session.read_until(b"backupd-end", options.facts_timeout).decode().split()
         if not lines:
             raise DumpError("psql did not export a snapshot")
@@ -147,7 +146,7 @@ class PostgreSQL:
         tables (pg_common.WORLD_SQL), all in the dump's snapshot."""
 
         def ask(sql: str) -> str:
-            session.send(f"{sql}\n\\echo backupd-end\n")
+            session.send(sql.rstrip("\n") + "\n" + END)  # exactly as the gate holds it
             out = session.read_until(b"backupd-end", options.facts_timeout)
             return out.decode(errors="replace").strip()  # SQL_ASCII names: any bytes
 
@@ -193,11 +192,27 @@ def _globals_argv(options: PostgresOptions) -> tuple[str, ...]:
         options.pg_dumpall,
         *connection(options),
         "--globals-only",
+        *(() if options.role_passwords else ("--no-role-passwords",)),
         "--no-password",
     )
 
 
+def _begin(options: PostgresOptions) -> str:
+    """The snapshot session's first statements: a read-only transaction whose snapshot
+    pg_dump is given, with the configured timeouts."""
+    return (
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
+        f"SET LOCAL lock_timeout = {options.lock_timeout_ms()};\n"
+        "SET LOCAL idle_in_transaction_session_timeout = "
+        f"{int(options.session_timeout * 1000)};\n"
+        "SELECT pg_export_snapshot();\n"
+    )
+
+
+# what the snapshot session is sent besides its queries (the gate's allowlist holds each)
+END = "\\echo backupd-end\n"  # marks the end of an answer
 PING = "SELECT 1;\n\\echo backupd-ping\n"  # keeps the snapshot session from timing out
+COMMIT = "COMMIT;\n\\q\n"
 
 KIND = PostgreSQL()
 RESTORE = PostgresRestore()  # the restore side: jobs/pg_restore.py

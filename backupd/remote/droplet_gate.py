@@ -15,11 +15,15 @@ supported droplet (3.8: no match statements, no ``X | Y`` types at run time).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import select
 import shlex
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +34,12 @@ EXIT_REFUSED = 126  # the shell's "found but cannot be run"
 # what pg_export_snapshot() returns: 8 hex digits, 8 hex digits, a decimal number
 SNAPSHOT = re.compile(r"[0-9A-F]{8}-[0-9A-F]{8}-[0-9]{1,10}")
 HELLO = "backupd-gate hello"
+# a session's row count: SELECT count(*) FROM schema.table; both names as format('%I')
+# writes them (a bare lower-case name, or a double-quoted one of up to 63 characters)
+_PG_IDENT = rb'(?:[a-z_][a-z0-9_$]{0,62}|"(?:[^"\x00]|""){1,63}")'
+PG_COUNT = re.compile(rb"SELECT count\(\*\) FROM " + _PG_IDENT + rb"\." + _PG_IDENT + rb";\n", re.S)
+PG_COUNT_HEAD = b"SELECT count(*) FROM "
+PG_COUNT_MAX = 400  # bytes: the longest statement PG_COUNT can match
 WARNING, INFO = 4, 6  # syslog severities
 
 
@@ -175,8 +185,9 @@ def render(template: list[Any], argv: list[str]) -> list[str] | None:
     return None
 
 
-def decide(allow: dict[str, Any], command: str) -> tuple[str, list[str], str]:
-    """(request name, argv to run, stdin policy) for a request; Refused otherwise."""
+def decide(allow: dict[str, Any], command: str) -> tuple[str, list[str], dict[str, Any]]:
+    """(request name, argv to run, the allowlist's request) for a request; Refused
+    otherwise."""
     argv = split_request(command)
     wrapped, inner = unwrap(argv, allow.get("wrapper", ""))
     refusal: Refused | None = None
@@ -190,8 +201,104 @@ def decide(allow: dict[str, Any], command: str) -> tuple[str, list[str], str]:
             continue
         if wrapped:
             run = ["sh", "-c", allow["wrapper"], "backupd-wrap", *run]
-        return str(request["name"]), run, str(request.get("stdin", "none"))
+        return str(request["name"]), run, request
     raise refusal or Refused(f"not a request this host's backups need: {argv[0]}")
+
+
+# -- sessions -------------------------------------------------------------------------------
+class SessionFilter:
+    """What a session request (``"stdin": "session"``) may write to the program it runs
+    (psql holding a snapshot): only the allowlist's ``messages``, byte for byte (the
+    begin, facts, ping and commit statements, fixed by the config), and, with ``"counts":
+    "pg"``, row counts of one table each (PG_COUNT). Input is held back until it is a
+    whole allowed piece; anything else refuses the session."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.messages: list[bytes] = sorted(
+            (m.encode() for m in spec.get("messages", [])), key=len
+        )[::-1]
+        self.counts = spec.get("counts") == "pg"
+        longest = max([PG_COUNT_MAX, *(len(m) for m in self.messages)])
+        self.limit = longest + 1
+        self.held = b""
+        self.refused: Refused | None = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The allowed pieces ``data`` completes, in order. At the first that is not
+        allowed, ``refused`` says why (what came before it is still returned: it passes)."""
+        self.held += data
+        pieces = []
+        try:
+            while self.held and self.refused is None:
+                piece = self._next()
+                if piece is None:
+                    break
+                pieces.append(piece)
+                self.held = self.held[len(piece) :]
+            if len(self.held) >= self.limit:
+                raise self._refusal()
+        except Refused as e:
+            self.refused = e
+        return pieces
+
+    def finish(self) -> None:
+        if self.held:
+            raise Refused(f"session ended inside a statement: {self.held[:80]!r}")
+
+    def _next(self) -> bytes | None:
+        held = self.held
+        for message in self.messages:
+            if held.startswith(message):
+                return message
+        if self.counts:
+            match = PG_COUNT.match(held)
+            if match:
+                return bytes(match.group(0))
+            if held.startswith(PG_COUNT_HEAD) or PG_COUNT_HEAD.startswith(held):
+                return None  # a count statement not yet whole (or not one: the limit says)
+        if any(message.startswith(held) for message in self.messages):
+            return None
+        raise self._refusal()
+
+    def _refusal(self) -> Refused:
+        shown = repr(self.held[:80])
+        return Refused(f"session input is not a statement the allowlist holds: {shown}")
+
+
+def run_session(run: list[str], spec: dict[str, Any]) -> int:
+    """Run ``run`` with its stdin fed through a SessionFilter from ours; its stdout and
+    stderr are the client's. Returns its exit status; Refused (it is stopped first) when
+    the client writes what the allowlist does not hold."""
+    child = subprocess.Popen(run, stdin=subprocess.PIPE)  # the gate's own argv
+    assert child.stdin is not None
+    quiet = os.open(os.devnull, os.O_RDWR)
+    os.dup2(quiet, 1)  # only the child writes to the client: its end is the session's end
+    os.close(quiet)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # backupd's stop: pass it on
+        signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+    filt = SessionFilter(spec)
+    try:
+        while child.poll() is None:
+            if not select.select([0], [], [], 0.2)[0]:
+                continue
+            data = os.read(0, 65536)
+            if not data:
+                filt.finish()
+                break
+            for piece in filt.feed(data):
+                child.stdin.write(piece)
+                child.stdin.flush()
+            if filt.refused:
+                raise filt.refused
+    except Refused:
+        child.terminate()
+        child.wait()
+        raise
+    except BrokenPipeError:
+        pass  # the program ended: its status says how
+    with contextlib.suppress(BrokenPipeError):
+        child.stdin.close()
+    return child.wait()
 
 
 # -- saying it --------------------------------------------------------------------------------
@@ -239,12 +346,21 @@ def main(args: list[str]) -> int:
             }
             sys.stdout.write(json.dumps(hello, sort_keys=True) + "\n")
             return 0
-        name, run, stdin = decide(allow, command)
+        name, run, request = decide(allow, command)
     except Refused as e:
         return refuse(allow, command, str(e))
     except (OSError, ValueError) as e:
         return refuse(allow, command, f"the gate cannot read its allowlist ({e})")
     _syslog(allow.get("syslog", "/dev/log"), INFO, f"ran {name} for {_client()}")
+    stdin = request.get("stdin", "none")
+    if stdin == "session":
+        try:
+            return run_session(run, request.get("session", {}))
+        except Refused as e:
+            return refuse(allow, command, f"{name}: {e}")
+        except OSError as e:
+            sys.stderr.write(f"backupd-gate: cannot run {run[0]}: {e}\n")
+            return 127
     if stdin == "none":  # what reads stdin gets nothing from the backup host
         fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(fd, 0)

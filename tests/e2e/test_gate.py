@@ -22,11 +22,13 @@ import pytest
 from backupd.actions.gatelist import allowlist
 from backupd.remote import droplet_gate as gate
 from backupd.remote.ssh import WRAP_SCRIPT, remote_command_line
+from jobs.pg_common import psql_argv, sql_literal
 from jobs.registry import load_config
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import Deployment, pg_source, row_counts
 from tests.e2e.test_sqlite import make_db
 from tests.harness.droplet import Droplet, start_droplet
 from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
+from tests.harness.postgres import PostgresCluster, postgres_bindir
 
 pytestmark = pytest.mark.e2e
 
@@ -183,16 +185,12 @@ def test_hello_tells_the_allowlist_apart(gated: Gated) -> None:
     assert said["digest"] == gate.requests_digest(allow["requests"])
 
 
-def test_a_sqlite_source_backs_up_and_restores_through_the_gate(
-    gated: Gated, tmp_path: Path
-) -> None:
-    """The allowlist generated from the config lets the whole backup through: the file
-    looked for, the online copy streamed; the restore matches the droplet's rows."""
-    path = make_db(gated.droplet, "gated-app.db", "WAL")
+def deploy_gated(gated: Gated, tmp_path: Path, sources: dict[str, dict[str, object]]) -> Deployment:
+    """backupd for the gated droplet with ``sources``, and the droplet's gate installed
+    with the allowlist generated from that config (restore the module's afterwards)."""
     root = tmp_path / "backupd"
     root.mkdir()
     passphrase = write_passphrase(root / "passphrase")
-    sources: dict[str, dict[str, object]] = {"app": {"kind": "sqlite", "path": str(path)}}
     config = write_fleet_config(
         root / "backupd.toml",
         state_dir=root / "state",
@@ -200,8 +198,17 @@ def test_a_sqlite_source_backs_up_and_restores_through_the_gate(
         passphrase_file=passphrase,
         hosts=[HostSpec("gated", gated.droplet, sources)],  # type: ignore[arg-type]
     )
-    d = Deployment(root, config, root / "state", root / "store", passphrase)
-    gated.install(allowlist(load_config(config).hosts["gated"]), "allow-sqlite")
+    gated.install(allowlist(load_config(config).hosts["gated"]), "allow-config")
+    return Deployment(root, config, root / "state", root / "store", passphrase)
+
+
+def test_a_sqlite_source_backs_up_and_restores_through_the_gate(
+    gated: Gated, tmp_path: Path
+) -> None:
+    """The allowlist generated from the config lets the whole backup through: the file
+    looked for, the online copy streamed; the restore matches the droplet's rows."""
+    path = make_db(gated.droplet, "gated-app.db", "WAL")
+    d = deploy_gated(gated, tmp_path, {"app": {"kind": "sqlite", "path": str(path)}})
     try:
         gated.logged()
         d.backupctl("backup", "now", "gated/app", check=True)
@@ -220,3 +227,80 @@ def test_a_sqlite_source_backs_up_and_restores_through_the_gate(
     finally:
         gated.install(gated.allow, "allow")
         subprocess.run(["rm", "-rf", str(path.parent)], check=False)
+
+
+READER = "backupd_reader"  # the least-privilege role of docs/droplet-setup.md
+ODD_SCHEMA = '"Odd ""x"""'
+ODD_TABLE = ODD_SCHEMA + '."a\nb"'
+
+
+@pytest.fixture
+def reader(pg_cluster: PostgresCluster, shop_db: str) -> Iterator[str]:
+    """The shop database, with an odd schema and table name and a row-level security
+    policy, and a login role that may read all data and nothing else."""
+    pg_cluster.psql(
+        f"""DROP ROLE IF EXISTS {READER};
+        CREATE ROLE {READER} LOGIN BYPASSRLS; GRANT pg_read_all_data TO {READER};"""
+    )
+    pg_cluster.psql(
+        f"CREATE SCHEMA {ODD_SCHEMA}; CREATE TABLE {ODD_TABLE} (id int);"
+        f"INSERT INTO {ODD_TABLE} SELECT generate_series(1, 42);"
+        "ALTER TABLE notes ENABLE ROW LEVEL SECURITY; ALTER TABLE notes FORCE ROW LEVEL SECURITY;"
+        "CREATE POLICY nobody ON notes USING (false);",
+        db=shop_db,
+    )
+    try:
+        yield shop_db
+    finally:
+        pg_cluster.psql(f"DROP DATABASE IF EXISTS {shop_db} WITH (FORCE)")
+        pg_cluster.psql(f"DROP ROLE {READER}")
+
+
+def test_a_postgres_source_backs_up_drills_and_restores_through_the_gate(
+    gated: Gated, tmp_path: Path, pg_cluster: PostgresCluster, reader: str
+) -> None:
+    """pg_read_all_data, the snapshot session's statements through the gate's filter,
+    the dump in that snapshot, the globals without password hashes: the same rows as
+    the droplet's, counted in the same snapshot; the drill restores them."""
+    tools = {t: str(postgres_bindir() / t) for t in ("psql", "pg_dump", "pg_dumpall")}
+    source = pg_source(
+        pg_cluster, username=READER, databases=[reader], role_passwords=False, **tools
+    )
+    d = deploy_gated(gated, tmp_path, {"maindb": source})
+    try:
+        gated.logged()
+        d.backupctl("backup", "now", "gated/maindb", check=True)
+        ran = gated.logged()
+        assert not any("refused" in line for line in ran), ran
+        for request in ("snapshot and facts", "dump a database", "dump the globals"):
+            assert any(f"ran maindb: {request}" in line for line in ran), ran
+        [(facts,)] = d.catalogue_rows("SELECT facts FROM archives WHERE item = 'shop'")
+        rows = json.loads(str(facts))["rows"]
+        expected = {f"public.{t}": n for t, n in row_counts(pg_cluster, reader).items()}
+        assert rows == {**expected, ODD_TABLE: 42}
+        assert expected["public.notes"] == 300  # BYPASSRLS: a policy hides nothing
+        drilled = d.backupctl("drill", "gated/maindb", check=True)
+        assert "Traceback" not in drilled.stderr
+        out = tmp_path / "restored"
+        d.backupctl("restore", "gated/maindb", "--item", "_globals", "--to", str(out), check=True)
+        [globals_sql] = out.rglob("globals.sql")
+        said = globals_sql.read_text()
+        assert f"CREATE ROLE {READER}" in said and "PASSWORD" not in said
+        # the session request, with SQL of the backup host's own: refused, nothing ran
+        options = load_config(d.config).hosts["gated"].sources["maindb"].options
+        session = remote_command_line(psql_argv(options, reader))  # type: ignore[arg-type]
+        pwn = f"COPY (SELECT 1) TO PROGRAM {sql_literal(_pwn(gated.canary))};\n"
+        allowed = json.loads((gated.droplet.root / "allow-config.json").read_text())
+        [begin] = [
+            m
+            for r in allowed["requests"]
+            for m in r.get("session", {}).get("messages", [])
+            if m.startswith("BEGIN")
+        ]
+        done = gated.ssh(session, stdin=(begin + pwn).encode())
+        assert done.returncode == gate.EXIT_REFUSED, done.stderr
+        assert b'not a statement the allowlist holds: b"COPY' in done.stderr
+        assert not gated.canary.exists()
+        assert any("refused" in line for line in gated.logged())
+    finally:
+        gated.install(gated.allow, "allow")

@@ -230,3 +230,79 @@ def test_the_gate_uses_the_standard_library_only() -> None:
         for alias in node.names
     }
     assert imported - {"__future__"} <= sys.stdlib_module_names
+
+
+def session_allowlist(tmp_path: Path, tool: Path) -> Path:
+    """A session request: ``tool`` (a stand-in psql) with the statements it may be sent."""
+    requests = [
+        {
+            "name": "maindb: snapshot and facts",
+            "argv": [str(tool), {"param": "database", "type": "pg_dbname", "values": ["app"]}],
+            "stdin": "session",
+            "session": {"messages": ["BEGIN;\n", "\\echo backupd-end\n"], "counts": "pg"},
+        }
+    ]
+    path = tmp_path / "session.json"
+    path.write_text(json.dumps({"gate": 1, "wrapper": WRAP_SCRIPT, "requests": requests}))
+    return path
+
+
+def stand_in(tmp_path: Path, body: str) -> Path:
+    tool = tmp_path / "psql"
+    tool.write_text(f"#!/bin/sh\n{body}\n")
+    tool.chmod(0o755)
+    return tool
+
+
+def test_a_session_passes_its_statements_and_refuses_the_first_other(tmp_path: Path) -> None:
+    """The statements reach the program whole, however the client's writes split them;
+    at the first that is not allowed the program is stopped and has seen nothing of it."""
+    seen = tmp_path / "seen"
+    tool = stand_in(tmp_path, f'cat > {shlex.quote(str(seen))}."$$"')
+    allow = session_allowlist(tmp_path, tool)
+    request = remote_command_line((str(tool), "--dbname=dbname='app'"))
+    good = b'BEGIN;\nSELECT count(*) FROM public."a b";\n\\echo backupd-end\n'
+    done = ask(allow, request, stdin=good)
+    assert done.returncode == 0, done.stderr
+    [first] = tmp_path.glob("seen.*")
+    assert first.read_bytes() == good
+    first.unlink()
+    hostile = good + b"COPY (SELECT 1) TO PROGRAM 'touch /tmp/x';\n" + good
+    done = ask(allow, request, stdin=hostile)
+    assert done.returncode == gate.EXIT_REFUSED
+    assert b"not a statement the allowlist holds" in done.stderr
+    for second in tmp_path.glob("seen.*"):  # the program may be stopped before it reads
+        assert good.startswith(second.read_bytes())  # never any of the COPY or after it
+
+
+def test_the_filter_passes_what_comes_before_a_refused_statement() -> None:
+    filt = gate.SessionFilter({"messages": ["BEGIN;\n"], "counts": "pg"})
+    assert filt.feed(b"BEG") == [] and filt.refused is None
+    passed = filt.feed(b"IN;\nSELECT count(*) FROM s.t;\nSELECT count(*) FROM s.t; DROP")
+    assert passed == [b"BEGIN;\n", b"SELECT count(*) FROM s.t;\n"]
+    assert filt.refused is None  # a count not yet whole: held back, not passed
+    filt.feed(b" TABLE t;\n" + b" " * gate.PG_COUNT_MAX)
+    assert filt.refused is not None
+    assert filt.feed(b"BEGIN;\n") == []  # nothing passes after a refusal
+
+
+def test_a_session_ends_when_its_program_does(tmp_path: Path) -> None:
+    """psql stopping at an error ends the session at once, with its status, while the
+    backup host still holds its input open (backupd then reads the end and the error)."""
+    tool = stand_in(tmp_path, "read line; echo 'ERROR: lock timeout' >&2; exit 3")
+    allow = session_allowlist(tmp_path, tool)
+    env = {**os.environ, "SSH_ORIGINAL_COMMAND": shlex.join((str(tool), "--dbname=dbname='app'"))}
+    with subprocess.Popen(
+        [sys.executable, str(GATE), str(allow)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as client:
+        assert client.stdin is not None and client.stdout is not None
+        client.stdin.write(b"BEGIN;\n")
+        client.stdin.flush()
+        assert client.stdout.read() == b""  # the end of its output, stdin still open
+        assert client.wait(timeout=30) == 3
+        assert client.stderr is not None and b"lock timeout" in client.stderr.read()
+        client.stdin.close()

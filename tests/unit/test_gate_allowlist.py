@@ -3,9 +3,10 @@ through exactly what the host's sources send, and nothing the config does not na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -62,9 +63,52 @@ def load(tmp_path: Path, text: str = CONFIG) -> object:
 
 def passes(allow: dict[str, object], argv: Sequence[str]) -> list[str]:
     """What the gate would run for backupd's request ``argv`` (as sent: wrapped)."""
-    _name, run, stdin = gate.decide(json.loads(json.dumps(allow)), remote_command_line(argv))
-    assert stdin == "none"
+    _name, run, request = gate.decide(json.loads(json.dumps(allow)), remote_command_line(argv))
+    assert request.get("stdin", "none") == "none"
     return run
+
+
+class Session:
+    """The held psql session as the gate would carry it: what backupd sends goes through
+    the allowlist's SessionFilter; the answers are a database's."""
+
+    def __init__(self, spec: dict[str, object], tables: str) -> None:
+        self.filter = gate.SessionFilter(spec)
+        self.answers = ["00000003-0000001B-1", tables, "{}", "5\n7"]
+        self.passed: list[bytes] = []
+
+    def send(self, text: str) -> None:
+        self.passed += self.filter.feed(text.encode())
+        if self.filter.refused:
+            raise self.filter.refused
+
+    def read_until(self, marker: bytes, timeout: float) -> bytes:
+        return self.answers.pop(0).encode() if marker == b"backupd-end" else b""
+
+    @contextlib.contextmanager
+    def pinging(self, every: float, ping: str, marker: bytes) -> Iterator[None]:
+        self.send(ping)
+        yield
+
+    def close(self) -> None:
+        self.filter.finish()
+
+
+class SessionDroplet(Listing):
+    """Opens the session the allowlist's session request for its argv allows."""
+
+    def __init__(self, allow: dict[str, object]) -> None:
+        super().__init__([])
+        self.allow = allow
+        self.session = Session({}, TABLES)
+
+    def interactive(self, argv: Sequence[str]) -> Session:
+        _name, run, request = gate.decide(
+            json.loads(json.dumps(self.allow)), remote_command_line(argv)
+        )
+        assert run[4:] == list(argv) and request["stdin"] == "session"
+        self.session.filter = gate.SessionFilter(request["session"])
+        return self.session
 
 
 def test_every_request_the_sources_make_passes_and_runs_as_sent(tmp_path: Path) -> None:
@@ -128,3 +172,46 @@ def test_a_sqlite_source_passes_its_copy_and_nothing_else(tmp_path: Path) -> Non
     another = tuple(a.replace("/srv/app/app.db", "/etc/shadow") for a in copy.argv)  # type: ignore[union-attr]
     with pytest.raises(gate.Refused, match="not a request"):
         passes(allow, another)
+
+
+TABLES = json.dumps({"public.orders": 8192, '"Odd ""x"""."a\nb"': 16384})
+
+
+def test_the_snapshot_session_sends_only_what_the_allowlist_holds(tmp_path: Path) -> None:
+    """Every statement of a real hold (begin and snapshot, tables, world, counts of odd
+    names, ping, commit) passes the gate's filter; then the dump in that snapshot."""
+    host = load(tmp_path).hosts["web1"]  # type: ignore[attr-defined]
+    allow = allowlist(host)
+    kind = registry()["postgresql"]
+    for source in host.sources.values():
+        [stream, *_] = kind.plan(source.options, Listing(["it's\nodd"]))  # type: ignore[arg-type]
+        droplet = SessionDroplet(allow)
+        with kind.hold(source.options, stream, droplet) as held:  # type: ignore[attr-defined]
+            assert held.facts["rows"] == {'"Odd ""x"""."a\nb"': 5, "public.orders": 7}
+        sent = b"".join(droplet.session.passed)
+        assert b'SELECT count(*) FROM "Odd ""x"""."a\nb";\n' in sent
+        assert sent.endswith(b"COMMIT;\n\\q\n")
+        dump = (*stream.argv, *held.extra_argv)  # type: ignore[union-attr]
+        assert passes(allow, dump)[4:] == list(dump)
+
+
+HOSTILE_SQL = {
+    "a program run by COPY": "COPY (SELECT 1) TO PROGRAM 'id';\n",
+    "a shell escape": "\\! id\n",
+    "a count with more after it": "SELECT count(*) FROM public.t; DROP TABLE t;\n",
+    "a count of a function": "SELECT count(*) FROM pg_read_file('/etc/passwd');\n",
+    "a commit and then more": "COMMIT;\nDROP TABLE t;\n",
+    "a psql variable": "SELECT count(*) FROM :x.t;\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_SQL))
+def test_sql_of_the_backup_host_s_own_ends_the_session(tmp_path: Path, case: str) -> None:
+    allow = allowlist(load(tmp_path).hosts["web1"])  # type: ignore[attr-defined]
+    [session] = [r for r in allow["requests"] if r["name"] == "maindb: snapshot and facts"]
+    filt = gate.SessionFilter(session["session"])
+    assert filt.feed(HOSTILE_SQL[case].encode()) == []
+    with pytest.raises(gate.Refused, match=r"not a statement the allowlist holds|inside"):
+        if filt.refused:
+            raise filt.refused
+        filt.finish()  # a count not yet whole when the session ends
