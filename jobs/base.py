@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # only named in signatures here
     from backupd.catalogue import Catalogue
     from backupd.config.load import Config
     from backupd.remote.channel import Interactive
+    from jobs.gating import GateRequest
 
 
 class Options(BaseModel):
@@ -150,6 +151,18 @@ class SourceKind(Protocol[O_contra]):
         """After ``unit`` failed: whether its item is gone from the droplet since the plan
         (a database dropped, a file removed). That is a warning naming it, and the other
         items of the night are kept; any other failure of an item fails the run."""
+        ...
+
+    def gate_requests(self, options: O_contra, source: str) -> Sequence[GateRequest]:
+        """Every request this source sends a gated droplet, as the gate's allowlist holds
+        them (jobs/gating.py, decision 0022). UsageError when its options keep it from
+        going through the gate (say why and what to change)."""
+        ...
+
+    def droplet_setup(self, options: O_contra, source: str, login: str) -> Sequence[str]:
+        """Shell lines run as root on the droplet by `backupctl host setup` (functions
+        ``say``, ``die``, ``where`` of its script): the least-privileged access this
+        source needs for ``login`` (a database role and its grants); none for most."""
         ...
 
 
@@ -416,6 +429,11 @@ def slug(item: str) -> str:
     if cleaned == item:
         return item
     return f"{cleaned}-{hashlib.sha256(item.encode()).hexdigest()[:8]}"
+
+
+def unreadable_argv(path: str) -> tuple[str, ...]:
+    """The regular files below ``path`` the login user may not read, NUL-separated."""
+    return ("find", "-P", path.rstrip("/") + "/", "-type", "f", "!", "-readable", "-print0")
 
 
 def path_gone(remote: RemoteShell, prefix: tuple[str, ...], path: str) -> bool:

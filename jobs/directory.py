@@ -25,7 +25,9 @@ from jobs.base import (
     Unit,
     nothing_held,
     path_gone,
+    unreadable_argv,
 )
+from jobs.gating import GateRequest, Param, Tree, hook_requests
 
 
 class TreeOptions(Options):
@@ -34,6 +36,7 @@ class TreeOptions(Options):
     after: tuple[str, ...] | None = None  # argv always run on the droplet afterwards
     sudo: bool = False  # read the tree as root on the droplet (sudo -n rsync)
     rsync: str = "rsync"
+    rrsync: str = "rrsync"  # on a gated droplet: rsync's own restricted wrapper (decision 0022)
     hook_timeout: Duration = 600.0
 
     @field_validator("before", "after")
@@ -51,6 +54,20 @@ class TreeOptions(Options):
 
     def rsync_path(self) -> str:
         return f"sudo -n {self.rsync}" if self.sudo else self.rsync
+
+    def gate_requests_for(
+        self, source: str, tree: Tree, find: Sequence[str | Param]
+    ) -> list[GateRequest]:
+        """What a tree source asks of a gated droplet (decision 0022): rsync reading
+        ``tree`` through ``rrsync -ro``, the hooks, and (a tree read as the login) which
+        of its files the login may not read, with ``find`` (unreadable_argv's)."""
+        requests = [
+            GateRequest(f"{source}: read the tree", tree=tree),
+            *hook_requests(source, self.before, self.after),
+        ]
+        if not self.sudo:
+            requests.append(GateRequest(f"{source}: files the login may not read", tuple(find)))
+        return requests
 
     def transfer(self, item: str, path: str) -> TreeTransfer:
         return TreeTransfer(
@@ -90,7 +107,19 @@ class Directory:
         return nothing_held()
 
     def vanished(self, options: DirectoryOptions, unit: Unit, remote: RemoteShell) -> bool:
-        return path_gone(remote, ("sudo", "-n") if options.sudo else (), options.path)
+        return path_gone(remote, options.remote_prefix(), options.path)
+
+    def gate_requests(self, options: DirectoryOptions, source: str) -> list[GateRequest]:
+        """Besides the tree (TreeOptions.gate_requests_for): whether it is gone."""
+        tree = Tree(path=options.path, sudo=options.sudo, rrsync=options.rrsync)
+        gone = (*options.remote_prefix(), "test", "-e", options.path)
+        return [
+            *options.gate_requests_for(source, tree, unreadable_argv(options.path)),
+            GateRequest(f"{source}: is the tree gone", gone),
+        ]
+
+    def droplet_setup(self, options: DirectoryOptions, source: str, login: str) -> list[str]:
+        return []  # the login reads what it backs up: the operator's to grant
 
 
 KIND = Directory()

@@ -8,11 +8,32 @@ own rendering of the template. These objects turn into the allowlist's JSON here
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-ParamType = Literal["choice", "pg_dbname", "pg_snapshot"]  # the gate's PARAM_TYPES
+ParamType = Literal["choice", "pg_dbname", "pg_snapshot", "tree"]  # the gate's PARAM_TYPES
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A tree the gate lets rsync read, with ``rrsync -ro``: at ``path``, or where the
+    droplet's ``inspect`` command says (a Docker volume's mountpoint)."""
+
+    path: str | None = None
+    inspect: tuple[str, ...] | None = None
+    sudo: bool = False
+    rrsync: str = "rrsync"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = (
+            {"path": self.path} if self.path else {"inspect": list(self.inspect or ())}
+        )
+        if self.sudo:
+            out["sudo"] = True
+        out["rrsync"] = self.rrsync
+        return out
 
 
 @dataclass(frozen=True)
@@ -24,11 +45,16 @@ class Param:
     values: tuple[str, ...] | None = None
     flag: str | None = None  # given as two arguments: the flag, then the value
     optional: bool = False
+    tree: Tree | None = None  # type "tree": the value is this tree's directory + suffix
+    suffix: str = ""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"param": self.name, "type": self.type}
         if self.values is not None:
             out["values"] = list(self.values)
+        if self.tree is not None:
+            out["tree"] = self.tree.to_json()
+            out["suffix"] = self.suffix
         if self.flag:
             out["flag"] = self.flag
         if self.optional:
@@ -53,14 +79,18 @@ class Session:
 
 @dataclass(frozen=True)
 class GateRequest:
-    """One request of the allowlist: ``name`` is what syslog says the gate ran. Without
-    a ``session`` the program's stdin is /dev/null."""
+    """One request of the allowlist: ``name`` is what syslog says the gate ran; ``argv``
+    a command's template, or ``tree`` a tree rsync may read (then ``argv`` is empty).
+    Without a ``session`` the program's stdin is /dev/null."""
 
     name: str
-    argv: tuple[str | Param, ...]
+    argv: tuple[str | Param, ...] = ()
     session: Session | None = None
+    tree: Tree | None = None
 
     def to_json(self) -> dict[str, Any]:
+        if self.tree is not None:
+            return {"name": self.name, "tree": self.tree.to_json()}
         out: dict[str, Any] = {
             "name": self.name,
             "argv": [a if isinstance(a, str) else a.to_json() for a in self.argv],
@@ -76,11 +106,24 @@ def requests_json(requests: Sequence[GateRequest]) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for request in requests:
         as_json = request.to_json()
-        kept = seen.setdefault(repr(as_json["argv"]), as_json)
+        kept = seen.setdefault(repr(as_json.get("argv", as_json.get("tree"))), as_json)
         if kept is not as_json and "session" in as_json:  # the gate runs the first match:
             session = kept.setdefault("session", {"messages": []})  # it must hold both
             session["messages"] = sorted({*session["messages"], *as_json["session"]["messages"]})
             if as_json["session"].get("counts"):
                 session["counts"] = as_json["session"]["counts"]
             kept["stdin"] = "session"
-    return sorted(seen.values(), key=lambda r: (r["name"], repr(r["argv"])))
+    return sorted(seen.values(), key=lambda r: (r["name"], repr(r.get("argv", r.get("tree")))))
+
+
+def hook_requests(
+    source: str, before: Sequence[str] | None, after: Sequence[str] | None
+) -> list[GateRequest]:
+    """The before/after commands a source's config names, as they are."""
+    hooks = (("before", before), ("after", after))
+    return [GateRequest(f"{source}: {when} command", tuple(argv)) for when, argv in hooks if argv]
+
+
+def say(text: str) -> str:
+    """A line of `backupctl host setup`'s script that tells the operator ``text``."""
+    return f"say {shlex.quote(text)}"

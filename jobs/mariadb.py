@@ -10,68 +10,19 @@ Names are data: databases are listed hex-encoded and reach SQL as hex literals.
 
 from __future__ import annotations
 
-import re
-import signal
+import shlex
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from backupd.catalogue import Check
-from backupd.config.credentials import read_secret_file
-from backupd.config.units import Duration
-from backupd.errors import DumpError, RestoreError, UsageError, VerificationError
-from jobs.base import (
-    DATABASE_CHUNKER,
-    DatabaseRestore,
-    DumpStream,
-    ExecOptions,
-    Held,
-    Lack,
-    NoServerNeeds,
-    Options,
-    RemoteShell,
-    ScratchEnv,
-    StreamFilter,
-    Unit,
-    nothing_held,
-    slug,
-)
-from jobs.mariadb_rewrite import Account, PortableLoad
-from jobs.mariadb_snapshot import (
-    SCRIPT,
-    SNAPSHOT_SQL,
-    TABLE_TYPES,
-    before_dump_sql,
-    block_sql,
-    counts_sql,
-    hex_literal,
-)
-from jobs.sqlfilter import OneTableFilter
-
-if TYPE_CHECKING:
-    from backupd.remote.shells import CommandShell
+from backupd.errors import DumpError, UsageError
+from jobs.base import DATABASE_CHUNKER, DumpStream, Held, RemoteShell, Unit, nothing_held, slug
+from jobs.gating import GateRequest, say
+from jobs.mariadb_common import MariaDBOptions, client_args, option_file
+from jobs.mariadb_restore import MariaDBRestore, sql_ident
+from jobs.mariadb_snapshot import SCRIPT, SNAPSHOT_SQL, before_dump_sql, block_sql, counts_sql
 
 LIST_TIMEOUT = 60.0
-QUERY_TIMEOUT = 600.0
 SYSTEM_SCHEMAS = frozenset({"information_schema", "performance_schema", "sys", "mysql"})
-
-
-class MariaDBOptions(ExecOptions):
-    databases: tuple[str, ...] = ()  # empty: every database except the system schemas
-    socket: str | None = None
-    username: str | None = None
-    defaults_file: str | None = None  # option file on the droplet ([client] user/password)
-    password_file: Path | None = None  # on the backup host, mode 0600: sent over stdin
-    dump: str = "mariadb-dump"  # or mysqldump
-    client: str = "mariadb"  # or mysql
-    count_rows: bool = True  # exact row counts in the dump's own snapshot (needs RELOAD)
-    # the longest commits are blocked while the dump and the count session take their
-    # snapshots (BACKUP STAGE BLOCK_COMMIT); the server lifts it after this even if
-    # backupd is gone. A dump slower to start: no counts, a warning.
-    commit_block_timeout: Duration = Field(default=10.0, ge=1.0, le=600.0)
 
 
 class MariaDB:
@@ -79,7 +30,7 @@ class MariaDB:
     options_model = MariaDBOptions
 
     def plan(self, options: MariaDBOptions, remote: RemoteShell) -> Sequence[Unit]:
-        stdin = _option_file(options)
+        stdin = option_file(options)
         databases = options.databases or self._list(options, remote, stdin)
         return [
             DumpStream(
@@ -94,19 +45,63 @@ class MariaDB:
             for db in databases
         ]
 
+    def gate_requests(self, options: MariaDBOptions, source: str) -> list[GateRequest]:
+        """What this source asks of a gated droplet (decision 0022): the list of databases
+        and the dump of each listed one, every argument fixed by the config. UsageError
+        when the source cannot go through the gate: a password sent over stdin (the gate
+        gives a program no input: an option file from the backup host could set any
+        option, init-command included), or no list of databases (each dump's SQL is
+        built from its name here, so the gate holds one request per database)."""
+        if options.password_file is not None:
+            raise UsageError(
+                "a gated MariaDB source cannot send a password (password_file): use "
+                "defaults_file, an option file on the droplet (docs/droplet-setup.md)"
+            )
+        if not options.databases:
+            raise UsageError("a gated MariaDB source must list its databases")
+        return [
+            GateRequest(f"{source}: list databases", _list_argv(options)),
+            *(
+                GateRequest(
+                    f"{source}: dump {db}", (*options.exec_prefix(), *_dump_script(options, db))
+                )
+                for db in options.databases
+            ),
+        ]
+
+    def droplet_setup(self, options: MariaDBOptions, source: str, login: str) -> list[str]:
+        """A user with the read grants mariadb-dump --single-transaction --routines
+        --events --triggers needs on each listed database, RELOAD (the commit block of the
+        row counts), mysql.proc (routines: without it they are left out, silently) and
+        the names of mysql.user (the definer check); authenticated by the droplet's login
+        (unix_socket), created by the server's root."""
+        user = options.username or login
+        account = f"{_sql_string(user)}@'localhost'"
+        grants = [
+            *(
+                f"GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON {sql_ident(db)}.* TO {account};"
+                for db in options.databases
+            ),
+            f"GRANT RELOAD ON *.* TO {account};",
+            f"GRANT SELECT ON mysql.proc TO {account};",
+            f"GRANT SELECT (User, Host) ON mysql.user TO {account};",
+        ]
+        where = (f"--socket={options.socket}",) if options.socket else ()
+        admin = (*options.exec_prefix(), options.client, *where, "--user=root")
+        create = [f"CREATE USER IF NOT EXISTS {account} IDENTIFIED VIA unix_socket;"]
+        if user != login:  # a password, which only the operator chooses (defaults_file)
+            create = []
+        fail = f"{source}: create the user {user} with a password first (defaults_file)"
+        return [
+            f"{shlex.join(admin)} --batch <<'BACKUPD_SQL' || die {shlex.quote(fail)}",
+            *create,
+            *grants,
+            "BACKUPD_SQL",
+            say(f"{source}: user {user} reads {len(options.databases)} database(s)"),
+        ]
+
     def _list(self, options: MariaDBOptions, remote: RemoteShell, stdin: bytes) -> list[str]:
-        # hex: --batch would hand back a tab, a newline or a backslash escaped
-        sql = "SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA ORDER BY 1"
-        argv = (
-            *options.exec_prefix(),
-            options.client,
-            *_client_args(options),
-            "--batch",
-            "--skip-column-names",
-            "--execute",
-            sql,
-        )
-        result = remote.run(argv, timeout=LIST_TIMEOUT, stdin=stdin or None)
+        result = remote.run(_list_argv(options), timeout=LIST_TIMEOUT, stdin=stdin or None)
         if not result.ok:
             raise DumpError(
                 f"listing databases with {options.client} failed (exit {result.exit_status})",
@@ -122,27 +117,21 @@ class MariaDB:
 
     def vanished(self, options: MariaDBOptions, unit: Unit, remote: RemoteShell) -> bool:
         """A database dropped since the plan."""
-        return unit.item not in self._list(options, remote, _option_file(options))
+        return unit.item not in self._list(options, remote, option_file(options))
 
 
-def _client_args(
-    options: MariaDBOptions, option_file: str | None = "/dev/stdin"
-) -> tuple[str, ...]:
-    """Connection options; ``option_file`` holds the password (None: added later)."""
-    # An option-file flag must come first on the command line.
-    argv: tuple[str, ...] = ()
-    if options.password_file is not None:
-        if option_file is not None:
-            argv += (f"--defaults-extra-file={option_file}",)
-    elif options.defaults_file:
-        argv += (f"--defaults-extra-file={options.defaults_file}",)
-    if options.socket:
-        argv += (f"--socket={options.socket}",)
-    if options.username:
-        argv += (f"--user={options.username}",)
-    # names in SQL text and --database travel in the connection's character set: the
-    # client's default follows the locale (latin1 in a bare shell), which mangles them
-    return (*argv, "--default-character-set=utf8mb4")
+def _list_argv(options: MariaDBOptions) -> tuple[str, ...]:
+    # hex: --batch would hand back a tab, a newline or a backslash escaped
+    sql = "SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA ORDER BY 1"
+    return (
+        *options.exec_prefix(),
+        options.client,
+        *client_args(options),
+        "--batch",
+        "--skip-column-names",
+        "--execute",
+        sql,
+    )
 
 
 def _dump_script(options: MariaDBOptions, db: str) -> tuple[str, ...]:
@@ -164,228 +153,15 @@ def _dump_script(options: MariaDBOptions, db: str) -> tuple[str, ...]:
         block_sql(wait),
         SNAPSHOT_SQL,
         counts_sql(db),
-        *_client_args(options, None),
+        *client_args(options, None),
     )
-
-
-def _option_file(options: MariaDBOptions) -> bytes:
-    if options.password_file is None:
-        return b""
-    password = read_secret_file(options.password_file)
-    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
-    return f'[client]\npassword="{escaped}"\n'.encode()
 
 
 KIND = MariaDB()
 
 
-# -- restoring (backupctl restore --into-db / --to-host --database, drills) ---------------
-def sql_ident(value: str) -> str:
-    if "\x00" in value or not value:
-        raise UsageError(f"not a usable name: {value!r}")
-    return "`" + value.replace("`", "``") + "`"
+RESTORE = MariaDBRestore()  # the restore side: jobs/mariadb_restore.py
 
 
-_CHARSET_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
-
-
-def _recorded_properties(req: DatabaseRestore) -> tuple[str, str] | None:
-    """(character set, collation) recorded at backup; None for an older archive. They
-    reach SQL bare, so only names MariaDB could have given pass."""
-    cs, co = req.facts.get("database_charset"), req.facts.get("database_collation")
-    if not (isinstance(cs, str) and isinstance(co, str)):
-        return None
-    if not (_CHARSET_NAME.fullmatch(cs) and _CHARSET_NAME.fullmatch(co)):
-        raise RestoreError(
-            f"the recorded character set {cs!r} or collation {co!r} is not a name MariaDB gives"
-        )
-    return cs, co
-
-
-def _unhex_lines(out: str) -> list[str]:
-    return [bytes.fromhex(h).decode() for h in out.split()]
-
-
-class MariaDBScratch:
-    """The ScratchServer of MariaDB (jobs/base.py): ``mariadb-install-db``, then
-    ``mariadbd`` without networking, the redo log not flushed per commit."""
-
-    pid_file = "mysqld.pid"
-    stop_signal = int(signal.SIGTERM)
-
-    def start(self, env: ScratchEnv) -> Options:
-        root, d = env.root, env.drills
-        env.own(root / "tmp")
-        data, sock = f"--datadir={root / 'data'}", root / "mysqld.sock"
-        rootauth = "--auth-root-authentication-method=normal"
-        env.run(
-            (d.mariadb_install_db, "--no-defaults", data, rootauth, "--skip-test-db"),
-            "mariadb-install-db",
-        )
-        files = (f"--pid-file={root / self.pid_file}", f"--log-error={root / 'server.log'}")
-        server = (d.mariadbd, "--no-defaults", data, f"--socket={sock}", "--skip-networking")
-        fast = ("--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=0")
-        probe = ("mariadb-admin", "--no-defaults", f"--socket={sock}", "-uroot", "ping")
-        env.serve((*server, *files, f"--tmpdir={root / 'tmp'}", *fast), probe, "MariaDB")
-        return MariaDBOptions.model_validate({"socket": str(sock), "username": "root"})
-
-
-class MariaDBRestore(NoServerNeeds):
-    """Restore side of the kind: the mariadb client reads the SQL dump on stdin."""
-
-    scratch = MariaDBScratch()
-
-    def restorable(self, item: str) -> bool:
-        return True
-
-    def resolve_table(self, table: str, recorded: Sequence[str]) -> str:
-        if table in recorded or not recorded:
-            return table
-        shown = ", ".join(sorted(recorded)[:20])
-        raise UsageError(f"no table {table!r} in this dump (tables: {shown})")
-
-    def database_exists(self, options: MariaDBOptions, shell: CommandShell, name: str) -> bool:
-        where = f"SCHEMA_NAME = {hex_literal(name)}"
-        sql = f"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE {where}"  # noqa: S608
-        return self._query(options, shell, sql).strip() != "0"
-
-    def prepare_database(
-        self, options: MariaDBOptions, shell: CommandShell, req: DatabaseRestore
-    ) -> None:
-        db = sql_ident(req.database)
-        if req.table is not None:
-            self._query(options, shell, f"CREATE DATABASE IF NOT EXISTS {db}")
-            return
-        drop = f"DROP DATABASE IF EXISTS {db}; " if req.replace else ""
-        spec = ""
-        if (props := _recorded_properties(req)) is not None:  # as it was (decision 0017)
-            spec = f" CHARACTER SET {props[0]} COLLATE {props[1]}"
-        self._query(options, shell, f"{drop}CREATE DATABASE {db}{spec}")
-
-    def lacks(
-        self, options: MariaDBOptions, shell: CommandShell, req: DatabaseRestore
-    ) -> list[Lack]:
-        """The recorded collation, when this server does not have it (asked first)."""
-        props = _recorded_properties(req)
-        if props is None or req.table is not None:
-            return []
-        sql = (
-            "SELECT COUNT(*) FROM information_schema.COLLATIONS "  # noqa: S608
-            f"WHERE COLLATION_NAME = {hex_literal(props[1])}"
-        )
-        if self._query(options, shell, sql).strip() != "0":
-            return []
-        how = (
-            "restore onto a server that has it (a MariaDB as new as the droplet's), or "
-            "restore --to DIR and load the dump by hand"
-        )
-        return [Lack(f"collation {props[1]} (character set {props[0]})", False, how)]
-
-    def extra_checks(
-        self, options: MariaDBOptions, shell: CommandShell, req: DatabaseRestore
-    ) -> list[Check]:
-        """A whole database: its character set and collation, as recorded."""
-        props = _recorded_properties(req)
-        if props is None or req.table is not None:
-            return []
-        sql = (
-            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM "  # noqa: S608
-            f"information_schema.SCHEMATA WHERE SCHEMA_NAME = {hex_literal(req.database)}"
-        )
-        now = tuple(self._query(options, shell, sql).split())
-        if now != props:
-            raise VerificationError(
-                f"{req.database} on {shell.label} has character set and collation "
-                f"{' '.join(now) or '(none)'}, recorded {' '.join(props)}"
-            )
-        detail = f"character set {props[0]}, collation {props[1]} as recorded"
-        return [Check("database", detail)]
-
-    def restore_argv(
-        self, options: MariaDBOptions, req: DatabaseRestore, secret_path: str | None
-    ) -> tuple[str, ...]:
-        # the dump names no database (dumped without --databases): it lands in --database
-        return (
-            *options.exec_prefix(),
-            options.client,
-            *_client_args(options, secret_path or "/dev/null"),
-            "--binary-mode",
-            f"--database={req.database}",
-        )
-
-    def restore_secret(self, options: MariaDBOptions) -> bytes:
-        return _option_file(options)
-
-    def stream_filter(self, table: str | None) -> StreamFilter | None:
-        return OneTableFilter(table) if table is not None else None
-
-    def row_counts(
-        self, options: MariaDBOptions, shell: CommandShell, name: str, tables: Sequence[str]
-    ) -> dict[str, int]:
-        db = sql_ident(name)
-        sql = "; ".join(f"SELECT COUNT(*) FROM {db}.{sql_ident(t)}" for t in tables)  # noqa: S608
-        out = self._query(options, shell, sql).split() if tables else []
-        return {t: int(n) for t, n in zip(tables, out, strict=True)}
-
-    def tables(self, options: MariaDBOptions, shell: CommandShell, name: str) -> set[str]:
-        # tables with rows, like the dump's row facts (views have none of their own)
-        where = f"TABLE_SCHEMA = {hex_literal(name)} AND TABLE_TYPE IN {TABLE_TYPES}"
-        sql = f"SELECT HEX(TABLE_NAME) FROM information_schema.TABLES WHERE {where}"  # noqa: S608
-        return set(_unhex_lines(self._query(options, shell, sql)))
-
-    def load_rewrite(
-        self,
-        options: MariaDBOptions,
-        shell: CommandShell,
-        source: str,
-        tables: Sequence[str],
-        req: DatabaseRestore,
-    ) -> PortableLoad:
-        """Definers this server lacks become the restoring login; the database's own
-        name becomes ``req.database`` (jobs/mariadb_rewrite.py)."""
-        kept = self._definers_kept(options, shell)
-        return PortableLoad(source, req.database, tables, lambda u, h: (u, h) in kept)
-
-    def _definers_kept(self, options: MariaDBOptions, shell: CommandShell) -> frozenset[Account]:
-        """The accounts that may stay definers here: the login itself, and every account
-        of the server when the login may name others (SUPER or SET USER)."""
-        me = _unhex_lines(self._query(options, shell, "SELECT HEX(CURRENT_USER())"))[0]
-        user, _, host = me.rpartition("@")
-        kept: set[Account] = {(user, host)}
-        grantee = hex_literal(f"'{user}'@'{host}'")
-        where = f"GRANTEE = {grantee} AND PRIVILEGE_TYPE IN ('SUPER', 'SET USER')"
-        may_name = f"SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE {where}"  # noqa: S608
-        try:
-            if self._query(options, shell, may_name).strip() != "0":
-                listing = self._query(
-                    options, shell, "SELECT HEX(User), HEX(Host), 'x' FROM mysql.user"
-                )
-                for line in listing.splitlines():
-                    u, h, _x = line.split("\t")
-                    kept.add((bytes.fromhex(u).decode(), bytes.fromhex(h).decode() or None))
-        except RestoreError:
-            pass  # the login cannot tell: only itself stays a definer
-        return frozenset(kept)
-
-    def query(self, options: MariaDBOptions, shell: CommandShell, name: str, sql: str) -> str:
-        return self._query(options, shell, f"USE {sql_ident(name)}; {sql}")
-
-    @staticmethod
-    def _query(options: MariaDBOptions, shell: CommandShell, sql: str) -> str:
-        argv = (
-            *options.exec_prefix(),
-            options.client,
-            *_client_args(options),
-            "--batch",
-            "--skip-column-names",
-            "--execute",
-            sql,
-        )
-        result = shell.run(argv, timeout=QUERY_TIMEOUT, stdin=_option_file(options) or None)
-        if not result.ok:
-            what = f"{options.client} on {shell.label} failed (exit {result.exit_status})"
-            raise RestoreError(what, stderr_tail=result.stderr_tail())
-        return result.stdout.decode()
-
-
-RESTORE = MariaDBRestore()
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"

@@ -8,13 +8,14 @@ from ``pg_dumpall --globals-only`` as a plain SQL stream.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from backupd.errors import DumpError, RemoteError
 from jobs.base import DATABASE_CHUNKER, DumpStream, Held, RemoteShell, Unit, slug
-from jobs.gating import GateRequest, Param, Session
+from jobs.gating import GateRequest, Param, Session, say
 from jobs.pg_common import (
     GLOBALS_ITEM,
     TABLES_SQL,
@@ -86,6 +87,38 @@ class PostgreSQL:
         if options.globals:
             requests.append(GateRequest(f"{source}: dump the globals", _globals_argv(options)))
         return requests
+
+    def droplet_setup(self, options: PostgresOptions, source: str, login: str) -> list[str]:
+        """A login role that reads all data and nothing else: ``pg_read_all_data`` and
+        ``BYPASSRLS`` (pg_dump fails on a table with a policy otherwise), created (or
+        set so) by the server's superuser. Peer authentication maps the login to the
+        role of the same name."""
+        role = options.username or login
+        ident = '"' + role.replace('"', '""') + '"'
+        where: tuple[str, ...] = ("--host", options.socket_dir) if options.socket_dir else ()
+        where += ("--port", str(options.port)) if options.port else ()
+        admin = (
+            (options.docker, "exec", "-i", options.container, options.psql, "--username=postgres")
+            if options.container
+            else ("runuser", "-u", "postgres", "--", options.psql)
+        )
+        lines = [
+            f"{shlex.join((*admin, *where, '--no-psqlrc', '--set', 'ON_ERROR_STOP=1'))} "
+            "--dbname=postgres <<'BACKUPD_SQL'",
+            f"DO $$BEGIN CREATE ROLE {ident} LOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object "
+            f"THEN ALTER ROLE {ident} LOGIN BYPASSRLS; END$$;",
+            f"GRANT pg_read_all_data TO {ident};",
+            "BACKUPD_SQL",
+            say(f"{source}: role {role} reads all data (pg_read_all_data)"),
+        ]
+        if role != login and not options.container:
+            map_it = f"username = {login!r} or a pg_ident.conf map to {role!r}"
+            lines.append(say(f"{source}: peer authentication needs {map_it}"))
+        if options.sudo_user:
+            lines.append(
+                say(f"{source}: drop sudo_user = {options.sudo_user!r}: the role is enough")
+            )
+        return lines
 
     def _list_databases(self, options: PostgresOptions, remote: RemoteShell) -> list[str]:
         """Every database that accepts connections. NUL-separated: a name may hold a

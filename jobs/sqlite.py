@@ -171,6 +171,9 @@ class SQLite:
     def vanished(self, options: SQLiteOptions, unit: Unit, remote: RemoteShell) -> bool:
         return path_gone(remote, options.exec_prefix(), options.path)
 
+    def droplet_setup(self, options: SQLiteOptions, source: str, login: str) -> list[str]:
+        return []  # the login reads what it backs up: the operator's to grant
+
 
 def _copy_argv(options: SQLiteOptions) -> tuple[str, ...]:
     return (

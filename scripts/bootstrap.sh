@@ -11,6 +11,9 @@ APT_PACKAGES=(
   libacl1-dev liblz4-dev libzstd-dev libxxhash-dev libssl-dev
   # the test and demo "droplets": real sshd and database servers on loopback
   openssh-server openssh-client rsync postgresql mariadb-server sqlite3
+  # the droplet gate's sudoers drop-in is checked with visudo, and a tree read as root
+  # goes through sudo -n rrsync (decision 0022)
+  sudo
   # systemd-analyze checks the service unit's hardening offline (not started as init)
   systemd
   # the weekly report's HTML is rendered to a PNG in a test (headless, no display needed)

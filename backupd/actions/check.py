@@ -8,6 +8,8 @@ passphrase must open every existing repository; the store must have room.
 
 from __future__ import annotations
 
+import json
+import shlex
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from backupd.config.credentials import read_passphrase
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.config.units import human_bytes
 from backupd.errors import BackupdError
+from backupd.remote.droplet_gate import EXIT_REFUSED, HELLO
 from jobs.base import DumpStream, TreeTransfer
 from jobs.registry import registry
 
@@ -26,6 +29,9 @@ if TYPE_CHECKING:
 
 LOOKUP_TIMEOUT = 60.0
 MIN_FREE_FRACTION = 0.10
+PROBE = ("true",)  # harmless, and no config's request: a gate refuses it
+UNGATED = "backupd's key may run any command on the droplet (docs/droplet-setup.md)"
+STALE = "the droplet's allowlist is not the one this config needs"
 
 
 @dataclass(frozen=True)
@@ -96,10 +102,48 @@ def check_host(ctx: Context, host: HostConfig) -> Iterator[Finding]:
         return
     try:
         yield Finding(host.name, True, f"host key matches, logged in as {host.user}")
+        gate = check_gate(conn, host)
+        yield gate
+        if host.gate and not gate.ok:
+            return  # every request would be refused: the gate's finding says why
         for source in host.sources.values():
             yield check_source(conn, host, source)
     finally:
         conn.close()
+
+
+def check_gate(conn: Connection, host: HostConfig) -> Finding:
+    """Whether the droplet's gate stands as the config says (decision 0022): a request no
+    config makes is refused, and the gate's allowlist is the one this config generates
+    (its digest; the programs it runs are there). A host without ``gate`` is only told
+    when its key can run anything."""
+    from backupd.actions.gatelist import allowlist
+
+    subject = f"{host.name} gate"
+    probe = conn.run(PROBE, timeout=LOOKUP_TIMEOUT)
+    refused = probe.exit_status == EXIT_REFUSED and b"backupd-gate: refused" in probe.stderr
+    if not host.gate:
+        if refused:
+            return Finding(subject, False, "the droplet is gated: set gate = true for this host")
+        return Finding(subject, True, UNGATED, warning=True)
+    if not refused:
+        return Finding(subject, False, f"NOT gated: {shlex.join(PROBE)} ran ({UNGATED})")
+    try:
+        expected = allowlist(host)
+    except BackupdError as e:
+        return Finding(subject, False, str(e))
+    said = conn.run(HELLO.split(), timeout=LOOKUP_TIMEOUT)
+    try:
+        hello = json.loads(said.stdout)
+    except ValueError:
+        return Finding(subject, False, f"the gate does not say hello: {said.stderr_tail()}")
+    if hello.get("digest") != expected["digest"]:
+        return Finding(subject, False, f"{STALE} (backupctl host setup {host.name})")
+    if hello.get("missing"):
+        return Finding(subject, False, f"not found on the droplet: {', '.join(hello['missing'])}")
+    return Finding(
+        subject, True, f"refuses what the config does not need; allowlist {expected['digest'][:12]}"
+    )
 
 
 def check_source(conn: Connection, host: HostConfig, source: SourceConfig) -> Finding:
@@ -110,6 +154,8 @@ def check_source(conn: Connection, host: HostConfig, source: SourceConfig) -> Fi
         return Finding(subject, False, f"cannot plan: {e}")
     if not units:
         return Finding(subject, False, f"{source.kind} source found nothing to back up")
+    if host.gate:  # the gate's hello looked for its programs
+        return Finding(subject, True, f"{len(units)} item(s): " + ", ".join(u.item for u in units))
     missing = [p for p in sorted(programs(units)) if not found(conn, source, p)]
     if missing:
         return Finding(subject, False, f"not found on the droplet: {', '.join(missing)}")

@@ -13,19 +13,19 @@ from jobs.registry import registry
 
 def allowlist(host: HostConfig) -> dict[str, Any]:
     """The allowlist of ``host``: every request its sources make, as the gate reads it
-    (JSON-ready). UsageError naming the sources whose kind cannot go through the gate yet."""
+    (JSON-ready). UsageError naming every source whose options keep it from going
+    through the gate, each with why."""
     from backupd.remote.ssh import WRAP_SCRIPT  # paramiko comes with it: not at import
 
     requests: list[GateRequest] = []
     ungated: list[str] = []
     for source in host.sources.values():
-        make = getattr(registry()[source.kind], "gate_requests", None)
-        if make is None:
-            ungated.append(f"{host.name}/{source.name} ({source.kind})")
-            continue
-        requests += make(source.options, source.name)
+        try:
+            requests += registry()[source.kind].gate_requests(source.options, source.name)
+        except UsageError as e:
+            ungated.append(f"{host.name}/{source.name} ({e})")
     if ungated:
-        raise UsageError(f"these sources cannot go through the gate yet: {', '.join(ungated)}")
+        raise UsageError(f"these sources cannot go through the gate: {'; '.join(ungated)}")
     listed = requests_json(requests)
     return {
         "gate": GATE_VERSION,

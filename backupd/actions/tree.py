@@ -174,7 +174,7 @@ def rsync_tree(
     DumpError for anything else that went wrong (the mirror is then never archived)."""
     target = ssh_target(host, ctx.config.state_dir)
     tag = f"{run_id}-{slug(unit.item)}"
-    with rsync_over_ssh(ctx.run_dir(), target, tag, unit.rsync_path) as rsync:
+    with rsync_over_ssh(ctx.run_dir(), target, tag, unit.rsync_path, gated=host.gate) as rsync:
         # --ignore-errors: deletions still happen when a path could not be read (rsync skips
         # them after any I/O error); a run with any other error is never archived anyway.
         argv = (

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from backupd.actions import names
 from backupd.errors import DumpError
 from backupd.remote.rsyncmsg import relative
-from jobs.base import TreeTransfer
+from jobs.base import TreeTransfer, unreadable_argv
 
 if TYPE_CHECKING:
     from backupd.remote.ssh import Connection
@@ -38,9 +38,7 @@ Unreadable = dict[bytes, bool]  # relative name -> is a directory
 def find_unreadable(conn: Connection, unit: TreeTransfer, data: Path, timeout: float) -> Unreadable:
     """Regular files below the tree that the login user may not read now and that the
     mirror ``data`` holds from an earlier pull (an excluded file is not in the mirror)."""
-    top = unit.path.rstrip("/") + "/"
-    argv = ("find", "-P", top, "-type", "f", "!", "-readable", "-print0")
-    result = conn.run(argv, timeout=timeout)
+    result = conn.run(unreadable_argv(unit.path), timeout=timeout)
     if result.exit_status not in (0, 1):  # 1: some directory could not be listed
         raise DumpError(
             f"{unit.item}: cannot check which files {unit.path} holds that the "

@@ -17,7 +17,70 @@ from backupd.errors import HostKeyError, RefusedError, UsageError
 
 @click.group("host")
 def host_group() -> None:
-    """Look after the droplets' SSH host keys."""
+    """Look after the droplets: their SSH host keys and the gate on each."""
+
+
+@host_group.command("setup")
+@click.argument("host")
+@click.option("--apply", is_flag=True, help="Install it now, through --admin's login.")
+@click.option(
+    "--admin",
+    metavar="LOGIN",
+    help="With --apply: your own login on the droplet (OpenSSH, your key or agent).",
+)
+@click.option(
+    "--identity",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="With --apply: LOGIN's key file (else your OpenSSH defaults).",
+)
+@click.option("--no-sudo", is_flag=True, help="With --apply: LOGIN is root; no sudo.")
+@click.option("--root", default="", metavar="DIR", help="Install under DIR, not / (to look).")
+@click.pass_obj
+@clean_errors
+def host_setup(
+    obj: dict[str, Any],
+    host: str,
+    apply: bool,
+    admin: str | None,
+    identity: Path | None,
+    no_sudo: bool,
+    root: str,
+) -> None:
+    """Print (or with --apply install) what a droplet needs so that backupd's key reads
+    what the config backs up and nothing else (docs/droplet-setup.md, decision 0022).
+
+    One POSIX shell script, run as root on the droplet and safe to run again: the gate
+    (/usr/local/lib/backupd-gate/gate.py), the host's allowlist generated from this
+    config (/etc/backupd-gate/HOST.json), backupd's key in the login's authorized_keys
+    as restrict,command="...gate.py ..." (its earlier line replaced), the sudoers
+    drop-in for trees read as root (checked with visudo -c), the database roles with
+    the least rights. Set gate = true on the host, then check with `backupctl config
+    check`. Run it again after a config change of that host.
+
+    \b
+    Examples:
+      backupctl host setup web1 > web1-setup.sh
+      backupctl host setup web1 --apply --admin alice --identity ~/.ssh/id_ed25519
+    """
+    from backupd.actions.host_setup import apply as apply_setup
+    from backupd.actions.host_setup import setup_script
+
+    if "/" in host:
+        raise UsageError(f"name a host, not a source: {host!r}")
+    ctx = context(obj)
+    config_host, _ = ctx.lookup(host)
+    setup = setup_script(config_host)
+    if not apply:
+        if admin or identity or no_sudo or root:
+            raise UsageError("--admin, --identity, --no-sudo and --root go with --apply")
+        click.echo(setup.script, nl=False)
+        return
+    if not admin:
+        raise UsageError("--apply needs --admin LOGIN: your own login on the droplet")
+    said = apply_setup(
+        ctx, config_host, setup, admin, sudo=not no_sudo, root=root, identity=identity
+    )
+    click.echo(said, nl=False)
 
 
 @host_group.command("trust")

@@ -112,6 +112,9 @@ class HostConfig(Model):
     connect_timeout: Duration = 20.0
     # no answer from the droplet for this long: the connection is declared lost (keepalives)
     dead_peer_timeout: Duration = Field(default=30.0, ge=5.0)
+    # the droplet runs backupd's gate as this key's forced command (decision 0022): trees
+    # are then asked for as rrsync checks them (their paths on rsync's command line)
+    gate: bool = False
     sources: Mapping[str, SourceConfig] = Field(default_factory=dict)
 
     @field_validator("host_key")

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 GATE_VERSION = 1
-MAX_REQUEST = 8192  # bytes: backupd's longest request (a wrapped pg_dump) is ~1 KiB
+MAX_REQUEST = 32768  # bytes: backupd's longest request (a wrapped MariaDB dump script) is ~9 KiB
 EXIT_REFUSED = 126  # the shell's "found but cannot be run"
 # what pg_export_snapshot() returns: 8 hex digits, 8 hex digits, a decimal number
 SNAPSHOT = re.compile(r"[0-9A-F]{8}-[0-9A-F]{8}-[0-9]{1,10}")
@@ -40,6 +40,13 @@ _PG_IDENT = rb'(?:[a-z_][a-z0-9_$]{0,62}|"(?:[^"\x00]|""){1,63}")'
 PG_COUNT = re.compile(rb"SELECT count\(\*\) FROM " + _PG_IDENT + rb"\." + _PG_IDENT + rb";\n", re.S)
 PG_COUNT_HEAD = b"SELECT count(*) FROM "
 PG_COUNT_MAX = 400  # bytes: the longest statement PG_COUNT can match
+# a tree read: rsync's own remote command (it quotes with backslashes, not as shlex
+# does), split as rrsync splits it; rrsync then checks every option itself
+RSYNC_SENDER = "rsync --server --sender "
+RSYNC_ARG = re.compile(r"(?:[^\s\\]+|\\.[^\s\\]*)+")
+DE_BACKSLASH = re.compile(r"\\(.)")
+INSPECT_TIMEOUT = 60  # seconds: the command that says where a volume's tree is
+TREE_READ: dict[str, Any] = {"stdin": "pass"}  # rrsync speaks the rsync protocol on it
 WARNING, INFO = 4, 6  # syslog severities
 
 
@@ -148,10 +155,18 @@ def param_pg_snapshot(spec: dict[str, Any], given: str) -> str:
     raise Refused(f"{spec['param']} {given!r} is not a snapshot id")
 
 
+def param_tree(spec: dict[str, Any], given: str) -> str:
+    """The request's tree (``"tree"``: see tree_top), with ``"suffix"`` after it."""
+    if given == tree_top(spec["tree"]) + spec.get("suffix", ""):
+        return given
+    raise Refused(f"{spec['param']} {given!r} is not the configured tree")
+
+
 PARAM_TYPES: dict[str, Callable[[dict[str, Any], str], str]] = {
     "choice": param_choice,
     "pg_dbname": param_pg_dbname,
     "pg_snapshot": param_pg_snapshot,
+    "tree": param_tree,
 }
 
 
@@ -192,6 +207,8 @@ def decide(allow: dict[str, Any], command: str) -> tuple[str, list[str], dict[st
     wrapped, inner = unwrap(argv, allow.get("wrapper", ""))
     refusal: Refused | None = None
     for request in allow.get("requests", []):
+        if "argv" not in request:
+            continue  # a tree: decide_tree's
         try:
             run = render(request["argv"], inner)
         except Refused as e:
@@ -203,6 +220,52 @@ def decide(allow: dict[str, Any], command: str) -> tuple[str, list[str], dict[st
             run = ["sh", "-c", allow["wrapper"], "backupd-wrap", *run]
         return str(request["name"]), run, request
     raise refusal or Refused(f"not a request this host's backups need: {argv[0]}")
+
+
+# -- trees ------------------------------------------------------------------------------------
+def tree_top(tree: dict[str, Any]) -> str:
+    """A configured tree's directory: ``"path"``, or what the allowlist's ``"inspect"``
+    command prints (a Docker volume's mountpoint), asked by the gate itself."""
+    if "path" in tree:
+        return str(tree["path"])
+    try:
+        said = subprocess.run(  # the allowlist's own argv, never the request's
+            tree["inspect"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=INSPECT_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise Refused(f"cannot find the tree ({tree['inspect'][0]}: {e})") from None
+    top = said.stdout.decode("utf-8", "surrogateescape").strip()
+    if said.returncode != 0 or not top.startswith("/"):
+        raise Refused(f"cannot find the tree ({tree['inspect'][0]} exited {said.returncode})")
+    return top
+
+
+def decide_tree(allow: dict[str, Any], command: str) -> tuple[str, list[str], str]:
+    """(request name, argv to run, the command rrsync is to check) for a tree read:
+    ``rsync --server --sender OPTIONS . TREE/`` where TREE is exactly a configured tree.
+    The gate runs ``rrsync -ro TREE`` (under ``sudo -n`` when the allowlist says so) and
+    hands it the request with the tree made relative (``./``): rrsync refuses writing,
+    options that leave the tree (``-L``, ``-k``, ``--copy-unsafe-links``), paths with
+    ``..`` or through symlinks out of it."""
+    if len(command.encode("utf-8", "surrogateescape")) > MAX_REQUEST or "\x00" in command:
+        raise Refused("request too long or holding a NUL byte")
+    words = RSYNC_ARG.findall(command)
+    if "." not in words or len(words) != words.index(".") + 2:
+        raise Refused("a tree read names one tree, after the '.' argument")
+    path = DE_BACKSLASH.sub(r"\1", words[-1])
+    for request in allow.get("requests", []):
+        tree = request.get("tree")
+        if tree is not None and path.endswith("/"):
+            top = tree_top(tree)
+            if path.rstrip("/") == top.rstrip("/"):
+                sudo = ["sudo", "-n"] if tree.get("sudo") else []
+                run = [*sudo, tree.get("rrsync", "rrsync"), "-ro", top]
+                return str(request["name"]), run, " ".join([*words[:-1], "./"])
+    raise Refused(f"not a tree this host's backups read: {path!r}")
 
 
 # -- sessions -------------------------------------------------------------------------------
@@ -301,6 +364,21 @@ def run_session(run: list[str], spec: dict[str, Any]) -> int:
     return child.wait()
 
 
+def hello(allow: dict[str, Any]) -> dict[str, Any]:
+    """What ``backupd-gate hello`` says: the gate's version, the allowlist's host and
+    digest, and the programs its requests start that this droplet's PATH lacks."""
+    import shutil
+
+    wanted = {r["argv"][0] for r in allow.get("requests", []) if r.get("argv")}
+    wanted |= {r["tree"].get("rrsync", "rrsync") for r in allow.get("requests", []) if "tree" in r}
+    return {
+        "gate": GATE_VERSION,
+        "host": allow.get("host"),
+        "digest": requests_digest(allow.get("requests", [])),
+        "missing": sorted(p for p in wanted if isinstance(p, str) and not shutil.which(p)),
+    }
+
+
 # -- saying it --------------------------------------------------------------------------------
 def _client() -> str:
     return (os.environ.get("SSH_CONNECTION") or "local").split(" ")[0]
@@ -338,15 +416,15 @@ def main(args: list[str]) -> int:
         allow = load_allowlist(args[0])
         if command is None:
             raise Refused("no command: interactive logins are not allowed")
-        if command == HELLO:
-            hello = {
-                "gate": GATE_VERSION,
-                "host": allow.get("host"),
-                "digest": requests_digest(allow.get("requests", [])),
-            }
-            sys.stdout.write(json.dumps(hello, sort_keys=True) + "\n")
+        if command.startswith(RSYNC_SENDER):
+            name, run, forwarded = decide_tree(allow, command)
+            os.environ["SSH_ORIGINAL_COMMAND"] = forwarded  # what rrsync checks
+            request = TREE_READ
+        elif unwrap(split_request(command), allow.get("wrapper", ""))[1] == HELLO.split():
+            sys.stdout.write(json.dumps(hello(allow), sort_keys=True) + "\n")
             return 0
-        name, run, request = decide(allow, command)
+        else:
+            name, run, request = decide(allow, command)
     except Refused as e:
         return refuse(allow, command, str(e))
     except (OSError, ValueError) as e:

@@ -36,6 +36,8 @@ def test_config_check_reports_each_host_and_source(
     checks = {c["subject"]: c for c in conforming("config check", result.stdout)["checks"]}
     assert checks["config"]["ok"] and checks["store"]["ok"] and checks["passphrase"]["ok"]
     assert checks["web1"]["ok"] and "host key matches" in checks["web1"]["detail"]
+    ungated = checks["web1 gate"]  # not an error, but someone should know
+    assert ungated["ok"] and ungated["warning"] and "may run any command" in ungated["detail"]
     assert checks["web1/app"]["ok"] and "app.db" in checks["web1/app"]["detail"]
     failed = checks["web1/broken"]
     assert not failed["ok"] and failed["detail"] == "not found on the droplet: /opt/none/sqlite3"

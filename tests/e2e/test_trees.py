@@ -53,6 +53,14 @@ def chown_to_droplet(droplet: Droplet, path: Path) -> None:
 
 @pytest.fixture
 def tree(droplet: Droplet) -> Iterator[Path]:
+    root = build_tree(droplet)
+    yield root
+    subprocess.run(["rm", "-rf", str(root.parent)], check=True)
+
+
+def build_tree(droplet: Droplet) -> Path:
+    """~300 files of the droplet's login under its ``srv/uploads``: odd names, a private
+    file, an empty directory, a symlink, temporary files to exclude."""
     root = droplet.root / "srv" / "uploads"
     subprocess.run(["rm", "-rf", str(root)], check=True)
     rng = random.Random(7)
@@ -74,8 +82,7 @@ def tree(droplet: Droplet) -> Iterator[Path]:
     for path in root.rglob("*"):
         if not path.is_symlink():
             os.utime(path, (OLD, OLD))
-    yield root
-    subprocess.run(["rm", "-rf", str(root.parent)], check=True)
+    return root
 
 
 def facts_of(d: Deployment) -> dict[str, object]:

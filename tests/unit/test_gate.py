@@ -147,7 +147,11 @@ def test_hello_shows_the_allowlist_digest(tmp_path: Path, droplet: dict[str, Pat
     done = ask(allow, gate.HELLO)
     said = json.loads(done.stdout)
     requests = json.loads(allow.read_text())["requests"]
-    assert said == {"gate": 1, "host": "web1", "digest": gate.requests_digest(requests)}
+    digest = gate.requests_digest(requests)
+    assert said == {"gate": 1, "host": "web1", "digest": digest, "missing": []}
+    (droplet["bin"] / "psql").unlink()  # asked as backupd asks (wrapped): what is missing
+    done = ask(allow, remote_command_line(gate.HELLO.split()))
+    assert json.loads(done.stdout)["missing"] == [str(droplet["bin"] / "psql")]
 
 
 HOSTILE = {
@@ -169,7 +173,7 @@ HOSTILE = {
     "another wrapper": "sh -c 'exec \"$@\"' backupd-wrap {dump} --dbname=dbname='app'",
     "the list with its own SQL": "{psql} --no-psqlrc --command 'COPY x TO PROGRAM id'",
     "an rsh option": "{dump} --dbname=dbname='app' --rsh=id",
-    "an oversized request": "{dump} --dbname=dbname='" + "a" * 9000 + "'",
+    "an oversized request": "{dump} --dbname=dbname='" + "a" * 40000 + "'",
 }
 
 
@@ -306,3 +310,65 @@ def test_a_session_ends_when_its_program_does(tmp_path: Path) -> None:
         assert client.wait(timeout=30) == 3
         assert client.stderr is not None and b"lock timeout" in client.stderr.read()
         client.stdin.close()
+
+
+def tree_allowlist(tree: dict[str, Any]) -> dict[str, Any]:
+    return {"gate": 1, "requests": [{"name": "files: read the tree", "tree": tree}]}
+
+
+def test_a_tree_read_goes_to_rrsync_with_the_tree_made_relative() -> None:
+    """rsync quotes the path with backslashes; the gate compares it unquoted with the
+    configured tree and hands rrsync the request with ``./`` in its place."""
+    allow = tree_allowlist({"path": "/srv/my files/it's", "rrsync": "/usr/bin/rrsync"})
+    command = (
+        "rsync --server --sender -lHogDtprSze.iLsfxCIvu --timeout=300 . /srv/my\\ files/it\\'s/"
+    )
+    name, run, forwarded = gate.decide_tree(allow, command)
+    assert name == "files: read the tree"
+    assert run == ["/usr/bin/rrsync", "-ro", "/srv/my files/it's"]
+    assert forwarded == "rsync --server --sender -lHogDtprSze.iLsfxCIvu --timeout=300 . ./"
+    sudo = tree_allowlist({"path": "/srv/files", "sudo": True, "rrsync": "rrsync"})
+    assert gate.decide_tree(sudo, f"{gate.RSYNC_SENDER}-logDtpr . /srv/files/")[1] == [
+        "sudo",
+        "-n",
+        "rrsync",
+        "-ro",
+        "/srv/files",
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/srv/files/../",
+        "/srv/files/sub/",
+        "/srv/files",
+        "/srv/filesx/",
+        "/etc/",
+        "./",
+        "/srv/files/ /etc/",
+    ],
+)
+def test_a_tree_read_of_anything_but_the_tree_is_refused(path: str) -> None:
+    allow = tree_allowlist({"path": "/srv/files"})
+    with pytest.raises(gate.Refused):
+        gate.decide_tree(allow, f"{gate.RSYNC_SENDER}-logDtpr . {path}")
+
+
+def test_a_volume_s_tree_is_where_the_gate_s_own_command_says(tmp_path: Path) -> None:
+    """The allowlist names the command (docker volume inspect) and the gate runs it; a
+    mountpoint parameter (the unreadable-files check) must be that tree too."""
+    where = stand_in(tmp_path, 'echo "/var/lib/docker/volumes/data/_data"')
+    tree = {"inspect": [str(where)], "rrsync": "rrsync"}
+    allow = tree_allowlist(tree)
+    command = f"{gate.RSYNC_SENDER}-logDtpr . /var/lib/docker/volumes/data/_data/"
+    assert gate.decide_tree(allow, command)[1][-1] == "/var/lib/docker/volumes/data/_data"
+    spec = {"param": "mountpoint", "type": "tree", "tree": tree, "suffix": "/"}
+    template = ["find", "-P", spec, "-print0"]
+    given = ["find", "-P", "/var/lib/docker/volumes/data/_data/", "-print0"]
+    assert gate.render(template, given) == given
+    with pytest.raises(gate.Refused, match="not the configured tree"):
+        gate.render(template, ["find", "-P", "/etc/", "-print0"])
+    broken = tree_allowlist({"inspect": [str(stand_in(tmp_path, "exit 1"))]})
+    with pytest.raises(gate.Refused, match="cannot find the tree"):
+        gate.decide_tree(broken, command)

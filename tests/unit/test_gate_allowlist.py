@@ -155,11 +155,52 @@ def test_the_allowlist_is_stable_and_names_its_digest(tmp_path: Path) -> None:
     )
 
 
-def test_a_kind_the_gate_cannot_carry_yet_is_named(tmp_path: Path) -> None:
-    text = CONFIG + '[hosts.web1.sources.files]\nkind = "directory"\npath = "/srv/files"\n'
-    host = load(tmp_path, text).hosts["web1"]  # type: ignore[attr-defined]
-    with pytest.raises(UsageError, match=r"web1/files \(directory\)"):
-        allowlist(host)
+TREES = """
+[hosts.web1.sources.files]
+kind = "directory"
+path = "/srv/files"
+before = ["/usr/local/bin/snapshot", "take"]
+after = ["/usr/local/bin/snapshot", "drop"]
+[hosts.web1.sources.data]
+kind = "volume"
+volume = "app_data"
+sudo = true
+rrsync = "/usr/share/rsync/scripts/rrsync"
+"""
+
+
+def test_trees_pass_their_read_hooks_and_checks_and_nothing_else(tmp_path: Path) -> None:
+    host = load(tmp_path, CONFIG + TREES).hosts["web1"]  # type: ignore[attr-defined]
+    allow = json.loads(json.dumps(allowlist(host)))
+    trees = {r["name"]: r["tree"] for r in allow["requests"] if "tree" in r}
+    assert trees == {
+        "data: read the tree": {
+            "inspect": [
+                *("sudo", "-n", "docker", "volume", "inspect"),
+                *("--format", "{{ .Mountpoint }}", "--", "app_data"),
+            ],
+            "sudo": True,
+            "rrsync": "/usr/share/rsync/scripts/rrsync",
+        },
+        "files: read the tree": {"path": "/srv/files", "rrsync": "rrsync"},
+    }
+    for argv in (
+        ("/usr/local/bin/snapshot", "take"),
+        ("/usr/local/bin/snapshot", "drop"),
+        ("test", "-e", "/srv/files"),
+        ("find", "-P", "/srv/files/", "-type", "f", "!", "-readable", "-print0"),
+        ("sudo", "-n", "docker", "volume", "inspect", "--", "app_data"),
+    ):
+        assert passes(allow, argv)[4:] == list(argv)
+    for hostile in (
+        ("/usr/local/bin/snapshot", "drop", "--all"),
+        ("find", "-P", "/srv/files/", "-type", "f", "-delete"),
+        ("sudo", "-n", "docker", "volume", "inspect", "--", "other"),
+        ("sudo", "-n", "docker", "exec", "app", "sh"),
+        ("test", "-e", "/etc/shadow"),
+    ):
+        with pytest.raises(gate.Refused):
+            passes(allow, hostile)
 
 
 def test_a_sqlite_source_passes_its_copy_and_nothing_else(tmp_path: Path) -> None:
@@ -215,3 +256,48 @@ def test_sql_of_the_backup_host_s_own_ends_the_session(tmp_path: Path, case: str
         if filt.refused:
             raise filt.refused
         filt.finish()  # a count not yet whole when the session ends
+
+
+MARIADB = """
+[hosts.web1.sources.shop]
+kind = "mariadb"
+databases = ["shop", "odd `name`"]
+socket = "/run/mysqld/mysqld.sock"
+username = "backupd"
+defaults_file = "/etc/backupd/mariadb.cnf"
+"""
+
+
+def test_a_mariadb_source_passes_each_listed_dump_and_nothing_else(tmp_path: Path) -> None:
+    host = load(tmp_path, CONFIG + MARIADB).hosts["web1"]  # type: ignore[attr-defined]
+    allow = allowlist(host)
+    kind = registry()["mariadb"]
+    dumps = kind.plan(host.sources["shop"].options, Listing([]))  # type: ignore[arg-type]
+    for dump in dumps:
+        assert passes(allow, dump.argv)[4:] == list(dump.argv)  # type: ignore[union-attr]
+    [shop, *_] = dumps
+    other = tuple(a.replace("shop", "mysql") for a in shop.argv)  # type: ignore[union-attr]
+    with pytest.raises(gate.Refused, match="not a request"):
+        passes(allow, other)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ('defaults_file = "/etc/backupd/mariadb.cnf"', "cannot send a password"),
+        ('databases = ["shop", "odd `name`"]', "must list its databases"),
+    ],
+)
+def test_a_mariadb_source_the_gate_cannot_carry_says_why(
+    tmp_path: Path, change: str, why: str
+) -> None:
+    """A password over stdin (an option file from the backup host could set any option)
+    or no list of databases (each dump's SQL is built from its name) is named at once."""
+    secret = tmp_path / "secret"
+    secret.write_text("pw")
+    secret.chmod(0o600)
+    swap = f'password_file = "{secret}"' if "defaults" in change else ""
+    text = CONFIG + MARIADB.replace(change, swap)
+    host = load(tmp_path, text).hosts["web1"]  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match=rf"web1/shop \(a gated MariaDB source {why}"):
+        allowlist(host)

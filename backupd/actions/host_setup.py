@@ -1,0 +1,239 @@
+"""host setup: everything a droplet needs so that backupd's key can read what the config
+backs up and nothing else (decision 0022), as one POSIX shell script run as root there.
+
+The script installs the gate (backupd/remote/droplet_gate.py, as it is) and the host's
+allowlist (generated from the config, root-owned), writes backupd's key into the login's
+``authorized_keys`` as ``restrict,command="... gate.py ALLOWLIST"`` (replacing the key's
+earlier line, keeping every other), writes the sudoers drop-in for what runs as another
+user (checked with ``visudo -cf`` before it is moved into place) and creates the
+database roles each source's kind asks for. It is idempotent: running it again after a
+config change installs the new allowlist. ``sh SCRIPT ROOT`` installs under ROOT instead
+of ``/`` (to look at what it does first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from backupd.actions.context import Context, ssh_target
+from backupd.actions.gatelist import allowlist
+from backupd.config.load import HostConfig
+from backupd.errors import RemoteError, UsageError
+from backupd.local.process import Invocation, run_local
+from backupd.remote import droplet_gate
+from backupd.remote.hostkeys import pinned_keys
+from jobs.registry import registry
+
+GATE_DIR = "/usr/local/lib/backupd-gate"
+ALLOW_DIR = "/etc/backupd-gate"
+SUDOERS = "/etc/sudoers.d/backupd"
+_SUDOERS_SPECIAL = re.compile(r'([\\,:=!()#"])')
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The set-up of one droplet: ``script`` (POSIX sh, run as root there: ``sh - [ROOT]``)."""
+
+    host: str
+    script: str
+    digest: str  # the allowlist's, as `backupctl config check` expects it
+
+
+def setup_script(host: HostConfig) -> Setup:
+    """The script for ``host`` (its name is a plain file name: the config's rule). UsageError
+    when a source cannot go through the gate (each named with why) or the key is
+    unreadable."""
+    allow = allowlist(host)
+    parts = [
+        _HEADER.format(host=host.name, login=shlex.quote(host.user)),
+        _file_step(f"{GATE_DIR}/gate.py", "0755", Path(droplet_gate.__file__).read_text()),
+        _file_step(f"{ALLOW_DIR}/{host.name}.json", "0644", json.dumps(allow, indent=1) + "\n"),
+        _key_step(host),
+        _sudoers_step(allow),
+    ]
+    for source in host.sources.values():
+        lines = registry()[source.kind].droplet_setup(source.options, source.name, host.user)
+        if lines:
+            parts.append("\n".join((f"# {source.name} ({source.kind})", *lines)) + "\n")
+    parts.append(f'say "done: {host.name} is gated (allowlist {allow["digest"][:12]})"\n')
+    return Setup(host.name, "".join(parts), allow["digest"])
+
+
+def public_key(host: HostConfig) -> str:
+    """``TYPE BASE64`` of backupd's key for ``host`` (from its private key file)."""
+    import paramiko  # only here: the CLI starts without it
+
+    try:
+        key = paramiko.PKey.from_path(host.key)
+    except (OSError, paramiko.SSHException, ValueError) as e:
+        raise UsageError(f"{host.name}: cannot read the key {host.key}: {e}") from None
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def _file_step(path: str, mode: str, text: str) -> str:
+    """Write ``text`` to ROOT/path through a temporary file (a reader never sees half)."""
+    end = "BACKUPD_EOF"
+    while end in text:
+        end += "_"
+    return (
+        f'put {shlex.quote(path)} {mode} <<"{end}"\n{text}'
+        + ("" if text.endswith("\n") else "\n")
+        + f"{end}\n"
+    )
+
+
+def _key_step(host: HostConfig) -> str:
+    key = public_key(host)
+    gate = f"$root{GATE_DIR}/gate.py"
+    allow = f"$root{ALLOW_DIR}/{host.name}.json"
+    return (
+        f"key={shlex.quote(key)}\n"
+        f'line="restrict,command=\\"$python {gate} {allow}\\" $key backupd@{host.name}"\n'
+        "authorize\n"
+    )
+
+
+def _sudoers_step(allow: dict[str, object]) -> str:
+    """One line per request that runs as another user (sudo -n [-u USER --] COMMAND...),
+    the command's arguments as the allowlist fixes them; a request with a parameter
+    cannot be a sudoers line and is said instead."""
+    lines: list[str] = []
+    requests = allow["requests"]
+    assert isinstance(requests, list)
+    for request in requests:
+        tree = request.get("tree")
+        if tree is not None and tree.get("sudo"):
+            rrsync = f'"$(where {shlex.quote(tree["rrsync"])})"'
+            if "path" in tree:
+                top = shlex.quote(_sudoers_word(tree["path"]))
+            else:  # a volume: where Docker keeps it, asked now (as root: no sudo)
+                inspect = [a for a in tree["inspect"] if a not in ("sudo", "-n")]
+                top = f'"$({shlex.join(inspect)})"'
+            lines += [f"keep {rrsync}", f"rule root {rrsync} -ro {top}"]
+        argv = request.get("argv") or []
+        if argv[:2] == ["sudo", "-n"]:
+            lines.append(_sudo_rule(request["name"], argv[2:]))
+    if not lines:
+        return "# nothing runs as another user: no sudoers drop-in\n"
+    return "sudoers_begin\n" + "\n".join(lines) + f"\nsudoers_end {SUDOERS}\n"
+
+
+def _sudo_rule(name: str, argv: list[object]) -> str:
+    user = "root"
+    if argv[:1] == ["-u"] and len(argv) >= 3 and argv[2] == "--":
+        user, argv = str(argv[1]), argv[3:]
+    if not argv or not all(isinstance(a, str) for a in argv):
+        said = f"not in sudoers: {name} (a varying argument); see docs/droplet-setup.md"
+        return f"say {shlex.quote(said)}"
+    words = " ".join(_sudoers_word(str(a)) for a in argv[1:])
+    return f'rule {shlex.quote(user)} "$(where {shlex.quote(str(argv[0]))})" {shlex.quote(words)}'
+
+
+def _sudoers_word(word: str) -> str:
+    return _SUDOERS_SPECIAL.sub(r"\\\1", word)
+
+
+_HEADER = r"""#!/bin/sh
+# backupd: set-up of droplet {host} (backupctl host setup {host}; decision 0022).
+# Run as root on the droplet: sh THIS-FILE [ROOT]. Idempotent. ROOT: install under it.
+set -eu
+PATH=$PATH:/usr/sbin:/sbin  # visudo, getent, runuser
+root=${{1:-}}
+login={login}
+umask 022
+say() {{ printf 'backupd-setup: %s\n' "$*"; }}
+die() {{ say "$*" >&2; exit 1; }}
+where() {{  # a program's file on PATH (sudoers needs one: not a shell's builtin)
+  case $1 in /*) printf '%s\n' "$1"; return 0;; esac
+  old_ifs=$IFS; IFS=:
+  for d in $PATH; do
+    if [ -f "$d/$1" ] && [ -x "$d/$1" ]; then IFS=$old_ifs; printf '%s\n' "$d/$1"; return 0; fi
+  done
+  IFS=$old_ifs; die "not found on PATH: $1"
+}}
+put() {{  # put PATH MODE < TEXT: written whole, then moved into place
+  mkdir -p "$root$(dirname "$1")"
+  cat > "$root$1.new"
+  chmod "$2" "$root$1.new"
+  mv -f "$root$1.new" "$root$1"
+  say "wrote $root$1"
+}}
+authorize() {{  # backupd's key, restricted to the gate; every other key line kept
+  home=$(getent passwd "$login" | cut -d: -f6) || die "no such login: $login"
+  keys="$root$home/.ssh/authorized_keys"
+  mkdir -p "$(dirname "$keys")"
+  {{ grep -vF "${{key#* }}" "$keys" 2>/dev/null || true; printf '%s\n' "$line"; }} > "$keys.new"
+  chmod 0600 "$keys.new"
+  mv -f "$keys.new" "$keys"
+  chown "$login" "$keys" "$(dirname "$keys")" 2>/dev/null || true
+  chmod 0700 "$(dirname "$keys")"
+  say "authorized backupd's key for $login (restricted to the gate) in $keys"
+}}
+sudoers_begin() {{ rules=$(mktemp); }}
+keep() {{ printf 'Defaults!%s env_keep += "SSH_ORIGINAL_COMMAND"\n' "$1" >> "$rules"; }}
+rule() {{  # rule RUNAS PROGRAM ARGS...
+  runas=$1; shift
+  printf '%s ALL=(%s) NOPASSWD: %s\n' "$login" "$runas" "$*" >> "$rules"
+}}
+sudoers_end() {{
+  visudo -cqf "$rules" || {{ visudo -cf "$rules" >&2; die "sudoers drop-in fails visudo -c"; }}
+  put "$1" 0440 < "$rules"
+  rm -f "$rules"
+}}
+if [ -x /usr/bin/python3 ]; then python=/usr/bin/python3; else python=$(where python3); fi
+[ -d "$root/" ] || die "no such directory: $root"
+"""
+
+
+APPLY_TIMEOUT = 600.0
+
+
+def apply(
+    ctx: Context,
+    host: HostConfig,
+    setup: Setup,
+    admin: str,
+    *,
+    sudo: bool,
+    root: str,
+    identity: Path | None = None,
+) -> str:
+    """Run ``setup`` on the droplet through an operator's own login ``admin`` (OpenSSH,
+    their agent or key; the droplet's host key as backupd pinned it), as root through
+    ``sudo`` unless ``sudo`` is false; ``identity``: the admin's key file, else their
+    OpenSSH defaults. Returns what the script said; RemoteError with its stderr when it
+    failed."""
+    keys = pinned_keys(ssh_target(host, ctx.config.state_dir))
+    if not keys:
+        raise UsageError(f"{host.name}: pin its host key first: backupctl host trust {host.name}")
+    lookup = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    known = ctx.run_dir() / f"setup-{host.name}.known_hosts"
+    fd = os.open(known, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(f"{lookup} {key}\n" for key in keys)
+    remote = (*(("sudo",) if sudo else ()), "sh", "-s", "--", *((root,) if root else ()))
+    argv = (
+        "ssh",
+        *("-p", str(host.port)),
+        *("-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null"),
+        *("-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"),
+        *(("-i", str(identity), "-o", "IdentitiesOnly=yes") if identity else ()),
+        f"{admin}@{host.address}",
+        shlex.join(remote),
+    )
+    try:
+        result = run_local(argv, Invocation(timeout=APPLY_TIMEOUT, stdin=setup.script.encode()))
+    finally:
+        known.unlink(missing_ok=True)
+    if not result.ok:
+        tail = result.stderr_tail()
+        raise RemoteError(
+            f"{host.name}: the set-up failed as {admin} (exit {result.exit_status}): {tail}",
+            stderr_tail=tail,
+        )
+    return result.stdout.decode(errors="replace")

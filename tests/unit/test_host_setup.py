@@ -1,0 +1,143 @@
+"""`backupctl host setup`'s script (backupd/actions/host_setup.py, decision 0022): what it
+installs, run for real under a ROOT directory; the roles and rules it writes."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import pwd
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from backupd.actions.host_setup import setup_script
+from backupd.errors import UsageError
+from backupd.remote import droplet_gate as gate
+from jobs.registry import load_config
+
+LOGIN = getpass.getuser()
+
+
+def config(tmp_path: Path, sources: str, name: str = "web1") -> object:
+    key = tmp_path / "id_ed25519"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    text = f"""
+state_dir = "state"
+[store]
+path = "store"
+[passphrase]
+file = "pass"
+[hosts."{name}"]
+address = "127.0.0.1"
+user = "{LOGIN}"
+key = "{key}"
+gate = true
+{sources}"""
+    path = tmp_path / "backupd.toml"
+    path.write_text(text)
+    return load_config(path).hosts[name]
+
+
+SOURCES = """
+[hosts.web1.sources.shop]
+kind = "mariadb"
+databases = ["shop", "odd`name"]
+socket = "/run/mysqld/mysqld.sock"
+[hosts.web1.sources.main]
+kind = "postgresql"
+username = "backupd reader"
+[hosts.web1.sources.files]
+kind = "directory"
+path = "/srv/files"
+sudo = true
+[hosts.web1.sources.data]
+kind = "volume"
+volume = "app_data"
+sudo = true
+"""
+
+
+def test_the_script_holds_the_gate_the_allowlist_the_rules_and_the_roles(tmp_path: Path) -> None:
+    setup = setup_script(config(tmp_path, SOURCES))  # type: ignore[arg-type]
+    script = setup.script
+    subprocess.run(["sh", "-n"], input=script.encode(), check=True)  # POSIX sh syntax
+    assert Path(gate.__file__).read_text() in script  # the gate as it is
+    assert 'rule root "$(where rrsync)" -ro /srv/files' in script
+    assert "docker volume inspect --format '{{ .Mountpoint }}' -- app_data" in script
+    assert 'GRANT pg_read_all_data TO "backupd reader";' in script
+    assert 'CREATE ROLE "backupd reader" LOGIN BYPASSRLS' in script
+    assert "peer authentication needs username" in script  # the role is not the login
+    # MariaDB's user is the login: unix_socket, the grants of each database
+    assert f"CREATE USER IF NOT EXISTS '{LOGIN}'@'localhost' IDENTIFIED VIA unix_socket;" in script
+    assert "ON `odd``name`.* TO" in script and "GRANT SELECT ON mysql.proc" in script
+
+
+def test_run_twice_it_installs_once_and_keeps_the_login_s_other_keys(tmp_path: Path) -> None:
+    host = config(tmp_path, '[hosts.web1.sources.app]\nkind = "sqlite"\npath = "/srv/app.db"\n')
+    setup = setup_script(host)  # type: ignore[arg-type]
+    root = tmp_path / "root"
+    home = pwd.getpwnam(LOGIN).pw_dir
+    keys = Path(f"{root}{home}/.ssh/authorized_keys")
+    keys.parent.mkdir(parents=True)
+    public = (tmp_path / "id_ed25519.pub").read_text().split()
+    keys.write_text(f"ssh-ed25519 AAAAothers alice\n{public[0]} {public[1]} old-unrestricted\n")
+    for _ in range(2):
+        done = subprocess.run(
+            ["sh", "-s", str(root)], input=setup.script, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    lines = keys.read_text().splitlines()
+    assert lines[0] == "ssh-ed25519 AAAAothers alice"  # kept as it was
+    [restricted] = lines[1:]
+    gate_py = f"{root}/usr/local/lib/backupd-gate/gate.py"
+    assert restricted.startswith(f'restrict,command="/usr/bin/python3 {gate_py} ')
+    assert oct(keys.stat().st_mode & 0o777) == "0o600"
+    assert oct(keys.parent.stat().st_mode & 0o777) == "0o700"
+    installed = json.loads(Path(f"{root}/etc/backupd-gate/web1.json").read_text())
+    assert installed["digest"] == setup.digest == gate.requests_digest(installed["requests"])
+    assert os.access(gate_py, os.X_OK)
+    assert "nothing runs as another user" in setup.script  # no sudoers drop-in written
+    assert not Path(f"{root}/etc/sudoers.d").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "sources", "said"),
+    [
+        (
+            "web1",
+            '[hosts.web1.sources.shop]\nkind = "mariadb"\npassword_file = "{secret}"\n',
+            r"web1/shop \(a gated MariaDB source cannot send a password",
+        ),
+    ],
+)
+def test_what_cannot_be_gated_is_said_before_anything_is_written(
+    tmp_path: Path, name: str, sources: str, said: str
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("pw")
+    secret.chmod(0o600)
+    sources = sources.replace("{secret}", str(secret)).replace("web1", name)
+    with pytest.raises(UsageError, match=said):
+        setup_script(config(tmp_path, sources, name))  # type: ignore[arg-type]
+
+
+def test_the_gated_config_of_droplet_setup_md_makes_a_set_up(tmp_path: Path) -> None:
+    """The example in docs/droplet-setup.md, as an operator copies it: it loads, every
+    source goes through the gate, and the script it makes is valid sh."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "droplet-setup.md"
+    [example] = [b for b in docs.read_text().split("```toml\n")[1:] if "gate = true" in b]
+    example = example.split("```")[0]
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    example = re.sub(r'key = ".*"', f'key = "{key}"', example)
+    path = tmp_path / "backupd.toml"
+    header = 'state_dir = "state"\n[store]\npath = "store"\n[passphrase]\nfile = "pass"\n'
+    path.write_text(header + textwrap.dedent(example))
+    setup = setup_script(load_config(path).hosts["web1"])
+    subprocess.run(["sh", "-n"], input=setup.script.encode(), check=True)
+    assert "GRANT pg_read_all_data" in setup.script and "IDENTIFIED VIA unix_socket" in setup.script
