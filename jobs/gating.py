@@ -25,6 +25,7 @@ class Tree:
     inspect: tuple[str, ...] | None = None
     sudo: bool = False
     rrsync: str = "rrsync"
+    write: bool = False  # a restore writes into it (rrsync -wo), instead of reading (-ro)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = (
@@ -32,6 +33,8 @@ class Tree:
         )
         if self.sudo:
             out["sudo"] = True
+        if self.write:
+            out["write"] = True
         out["rrsync"] = self.rrsync
         return out
 

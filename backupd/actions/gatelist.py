@@ -7,7 +7,7 @@ from typing import Any
 from backupd.config.load import HostConfig
 from backupd.errors import UsageError
 from backupd.remote.droplet_gate import GATE_VERSION, requests_digest
-from jobs.gating import GateRequest, requests_json
+from jobs.gating import GateRequest, Tree, requests_json
 from jobs.registry import registry
 
 
@@ -34,3 +34,49 @@ def allowlist(host: HostConfig) -> dict[str, Any]:
         "wrapper": WRAP_SCRIPT,
         "requests": listed,
     }
+
+
+def restore_targets(host: HostConfig) -> list[Tree]:
+    """Where restores may write on ``host`` through the gate (the restore key's
+    allowlist): each directory source's own tree (as root when it is read as root) and
+    each of the host's ``restore_paths`` (as the login)."""
+    targets: dict[str, Tree] = {}
+    for source in host.sources.values():
+        for request in registry()[source.kind].gate_requests(source.options, source.name):
+            tree = request.tree
+            if tree is not None and tree.path is not None:
+                targets.setdefault(tree.path, Tree(tree.path, None, tree.sudo, tree.rrsync, True))
+    rrsync = next(iter(targets.values())).rrsync if targets else "rrsync"
+    for path in host.restore_paths:
+        targets.setdefault(path, Tree(path, None, False, rrsync, True))
+    return list(targets.values())
+
+
+def restore_allowlist(host: HostConfig) -> dict[str, Any]:
+    """The restore key's allowlist of ``host``: for each restore target, rsync writing
+    into it through ``rrsync -wo``, creating it, and looking whether it holds files
+    (backupd/actions/restore_push.py sends exactly these). No database verbs yet."""
+    from backupd.remote.ssh import WRAP_SCRIPT
+
+    requests: list[GateRequest] = []
+    for tree in restore_targets(host):
+        assert tree.path is not None
+        prefix = ("sudo", "-n") if tree.sudo else ()
+        requests += [
+            GateRequest(f"restore into {tree.path}", tree=tree),
+            GateRequest(f"create {tree.path}", (*prefix, "mkdir", "-p", "--", tree.path)),
+            GateRequest(f"look into {tree.path}", (*prefix, *non_empty_probe(tree.path))),
+        ]
+    listed = requests_json(requests)
+    return {
+        "gate": GATE_VERSION,
+        "host": f"{host.name} (restore)",
+        "digest": requests_digest(listed),
+        "wrapper": WRAP_SCRIPT,
+        "requests": listed,
+    }
+
+
+def non_empty_probe(path: str) -> tuple[str, ...]:
+    """Prints one entry of the directory ``path`` if it has any (restore --to-host)."""
+    return ("find", path, "-mindepth", "1", "-maxdepth", "1", "-print", "-quit")

@@ -19,9 +19,10 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from backupd.actions.context import Context, ssh_target
-from backupd.actions.gatelist import allowlist
+from backupd.actions.gatelist import allowlist, restore_allowlist
 from backupd.config.load import HostConfig
 from backupd.errors import RemoteError, UsageError
 from backupd.local.process import Invocation, run_local
@@ -53,9 +54,20 @@ def setup_script(host: HostConfig) -> Setup:
         _HEADER.format(host=host.name, login=shlex.quote(host.user)),
         _file_step(f"{GATE_DIR}/gate.py", "0755", Path(droplet_gate.__file__).read_text()),
         _file_step(f"{ALLOW_DIR}/{host.name}.json", "0644", json.dumps(allow, indent=1) + "\n"),
-        _key_step(host),
-        _sudoers_step(allow),
+        _key_step(host, host.key, f"{host.name}.json", "backupd"),
     ]
+    requests = list(allow["requests"])
+    if host.restore_key is not None:  # the operator's key for restores: write verbs only
+        if public_key(host, host.restore_key) == public_key(host, host.key):
+            raise UsageError(f"{host.name}: restore_key must be another key than key")
+        restore = restore_allowlist(host)
+        name = f"{host.name}-restore.json"
+        parts += [
+            _file_step(f"{ALLOW_DIR}/{name}", "0644", json.dumps(restore, indent=1) + "\n"),
+            _key_step(host, host.restore_key, name, "backupd-restore"),
+        ]
+        requests += restore["requests"]
+    parts.append(_sudoers_step(requests))
     for source in host.sources.values():
         lines = registry()[source.kind].droplet_setup(source.options, source.name, host.user)
         if lines:
@@ -64,14 +76,14 @@ def setup_script(host: HostConfig) -> Setup:
     return Setup(host.name, "".join(parts), allow["digest"])
 
 
-def public_key(host: HostConfig) -> str:
-    """``TYPE BASE64`` of backupd's key for ``host`` (from its private key file)."""
+def public_key(host: HostConfig, key_file: Path) -> str:
+    """``TYPE BASE64`` of the private key in ``key_file`` (backupd's, or the restore key)."""
     import paramiko  # only here: the CLI starts without it
 
     try:
-        key = paramiko.PKey.from_path(host.key)
+        key = paramiko.PKey.from_path(key_file)
     except (OSError, paramiko.SSHException, ValueError) as e:
-        raise UsageError(f"{host.name}: cannot read the key {host.key}: {e}") from None
+        raise UsageError(f"{host.name}: cannot read the key {key_file}: {e}") from None
     return f"{key.get_name()} {key.get_base64()}"
 
 
@@ -87,24 +99,22 @@ def _file_step(path: str, mode: str, text: str) -> str:
     )
 
 
-def _key_step(host: HostConfig) -> str:
-    key = public_key(host)
+def _key_step(host: HostConfig, key_file: Path, allow_name: str, label: str) -> str:
+    key = public_key(host, key_file)
     gate = f"$root{GATE_DIR}/gate.py"
-    allow = f"$root{ALLOW_DIR}/{host.name}.json"
+    allow = f"$root{ALLOW_DIR}/{allow_name}"
     return (
         f"key={shlex.quote(key)}\n"
-        f'line="restrict,command=\\"$python {gate} {allow}\\" $key backupd@{host.name}"\n'
+        f'line="restrict,command=\\"$python {gate} {allow}\\" $key {label}@{host.name}"\n'
         "authorize\n"
     )
 
 
-def _sudoers_step(allow: dict[str, object]) -> str:
+def _sudoers_step(requests: list[dict[str, Any]]) -> str:
     """One line per request that runs as another user (sudo -n [-u USER --] COMMAND...),
     the command's arguments as the allowlist fixes them; a request with a parameter
     cannot be a sudoers line and is said instead."""
     lines: list[str] = []
-    requests = allow["requests"]
-    assert isinstance(requests, list)
     for request in requests:
         tree = request.get("tree")
         if tree is not None and tree.get("sudo"):
@@ -114,7 +124,8 @@ def _sudoers_step(allow: dict[str, object]) -> str:
             else:  # a volume: where Docker keeps it, asked now (as root: no sudo)
                 inspect = [a for a in tree["inspect"] if a not in ("sudo", "-n")]
                 top = f'"$({shlex.join(inspect)})"'
-            lines += [f"keep {rrsync}", f"rule root {rrsync} -ro {top}"]
+            mode = "-wo" if tree.get("write") else "-ro"
+            lines += [f"keep {rrsync}", f"rule root {rrsync} {mode} {top}"]
         argv = request.get("argv") or []
         if argv[:2] == ["sudo", "-n"]:
             lines.append(_sudo_rule(request["name"], argv[2:]))

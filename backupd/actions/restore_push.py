@@ -18,6 +18,7 @@ from pathlib import Path
 
 from backupd.actions import names
 from backupd.actions.context import Context, connect, ssh_target
+from backupd.actions.gatelist import non_empty_probe, restore_targets
 from backupd.actions.restore import DirRequest, choose_archives, restore_to_dir
 from backupd.catalogue import Archive, Check, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
@@ -56,7 +57,19 @@ class Pushed:
     checks: list[Check]
 
 
-def _destination(ctx: Context, req: PushRequest) -> HostConfig:
+@dataclass(frozen=True)
+class Destination:
+    """Where a push writes and how: ``host`` with the key to use (a gated droplet's
+    restore key), the commands' prefix (sudo) and rsync's side there."""
+
+    host: HostConfig
+    path: str
+    prefix: tuple[str, ...]
+    rsync_path: str
+    gated: bool
+
+
+def _destination(ctx: Context, source: SourceConfig, req: PushRequest) -> Destination:
     if not req.path.startswith("/"):
         raise UsageError(f"--path must be absolute on the droplet, got {req.path!r}")
     host = ctx.config.hosts.get(req.host)
@@ -64,30 +77,50 @@ def _destination(ctx: Context, req: PushRequest) -> HostConfig:
         raise UsageError(
             f"unknown host {req.host!r} (configured: {', '.join(sorted(ctx.config.hosts))})"
         )
-    return host
-
-
-def _sudo(source: SourceConfig) -> tuple[str, ...]:
+    path = req.path.rstrip("/") or "/"
+    if host.gate:
+        return _gated_destination(host, path)
     prefix: tuple[str, ...] = source.options.remote_prefix()  # a tree's: sudo -n, or none
-    return prefix
+    rsync_path = " ".join((*prefix, source.options.program("rsync")))
+    return Destination(host, path, prefix, rsync_path, gated=False)
+
+
+def _gated_destination(host: HostConfig, path: str) -> Destination:
+    """A gated droplet takes a restore only with its restore key, and only into a
+    directory its restore allowlist names (decision 0022)."""
+    allowed = {t.path: t for t in restore_targets(host)}
+    if path not in allowed:
+        shown = ", ".join(sorted(p for p in allowed if p)) or "none"
+        raise UsageError(
+            f"{host.name} is gated: restores write only into its trees or restore_paths "
+            f"(allowed: {shown}), not {path}"
+        )
+    key = host.restore_key
+    if key is None:
+        raise UsageError(
+            f"{host.name} is gated: a restore onto it needs restore_key (the daemon's key "
+            "cannot write there); see docs/droplet-setup.md"
+        )
+    try:
+        mode = key.stat().st_mode
+    except OSError as e:
+        raise UsageError(f"{host.name}: cannot read restore_key {key}: {e.strerror}") from None
+    if mode & 0o077:
+        raise UsageError(
+            f"{host.name}: restore_key {key} is readable by others (mode {mode & 0o777:o}): "
+            "it must be 0600, readable by the operator alone (not the daemon's user)"
+        )
+    prefix = ("sudo", "-n") if allowed[path].sudo else ()
+    # rsync_path: none, the gate picks rrsync (rsync_over_ssh with gated=True)
+    return Destination(host.model_copy(update={"key": key}), path, prefix, "", gated=True)
 
 
 def plan_push(ctx: Context, host: HostConfig, source: SourceConfig, req: PushRequest) -> PushPlan:
-    dest = _destination(ctx, req)
+    dest = _destination(ctx, source, req)
     chosen = choose_archives(ctx, host, source, req.archive, req.at)
-    where = f"{dest.name}:{req.path}"
-    with connect(ctx, dest) as conn:
-        probe = (
-            *_sudo(source),
-            "find",
-            req.path,
-            "-mindepth",
-            "1",
-            "-maxdepth",
-            "1",
-            "-print",
-            "-quit",
-        )
+    where = f"{dest.host.name}:{dest.path}"
+    with connect(ctx, dest.host) as conn:
+        probe = (*dest.prefix, *non_empty_probe(dest.path))
         not_empty = bool(conn.run(probe, timeout=REMOTE_TIMEOUT).stdout.strip())
     if not_empty and not req.force:
         raise RefusedError(
@@ -107,7 +140,7 @@ def restore_to_host_path(
     plan = plan_push(ctx, host, source, req)
     if not confirm(plan):
         raise RefusedError("not confirmed: nothing was changed")
-    dest = _destination(ctx, req)
+    dest = _destination(ctx, source, req)
     rid = ctx.catalogue.start_restore(
         host.name, source.name, [a.name for a in plan.archives], "host-path", plan.where
     )
@@ -121,14 +154,12 @@ def restore_to_host_path(
         nbytes = sum(f.nbytes for f in restored)
         verified = f"{files} file(s), {nbytes} bytes verified against the backup before the push"
         checks = [Check("extract", verified)]
-        with connect(ctx, dest) as conn:
-            mkdir = conn.run(
-                (*_sudo(source), "mkdir", "-p", "--", req.path), timeout=REMOTE_TIMEOUT
-            )
+        with connect(ctx, dest.host) as conn:
+            mkdir = conn.run((*dest.prefix, "mkdir", "-p", "--", dest.path), timeout=REMOTE_TIMEOUT)
             if not mkdir.ok:
                 raise RestoreError(f"cannot create {plan.where}", stderr_tail=mkdir.stderr_tail())
-        _rsync(ctx, dest, source, staging, req.path, verify=False)
-        differing = _rsync(ctx, dest, source, staging, req.path, verify=True)
+        _rsync(ctx, dest, staging, verify=False)
+        differing = _rsync(ctx, dest, staging, verify=True)
         if differing:
             shown = ", ".join(differing[:5])
             raise VerificationError(
@@ -151,27 +182,18 @@ def restore_to_host_path(
     return Pushed(plan.where, files, nbytes, seconds, checks)
 
 
-def _rsync(
-    ctx: Context,
-    dest: HostConfig,
-    source: SourceConfig,
-    staging: Path,
-    path: str,
-    *,
-    verify: bool,
-) -> list[str]:
+def _rsync(ctx: Context, dest: Destination, staging: Path, *, verify: bool) -> list[str]:
     """Push staging to the droplet; with ``verify``, compare contents and list what differs."""
-    target = ssh_target(dest, ctx.config.state_dir)
-    tag = f"push-{dest.name}-{int(time.time() * 1000)}"
-    rsync_path = " ".join((*_sudo(source), source.options.program("rsync")))
+    target = ssh_target(dest.host, ctx.config.state_dir)
+    tag = f"push-{dest.host.name}-{int(time.time() * 1000)}"
     # --sparse (in every rsync): holes stay holes on the droplet
     checked = ("--checksum", "--dry-run", "--itemize-changes") if verify else ()
-    with rsync_over_ssh(ctx.run_dir(), target, tag, rsync_path) as rsync:
-        argv = (*rsync, *checked, f"{staging}/", f"{dest.name}:{path.rstrip('/')}/")
+    with rsync_over_ssh(ctx.run_dir(), target, tag, dest.rsync_path, gated=dest.gated) as rsync:
+        argv = (*rsync, *checked, f"{staging}/", f"{dest.host.name}:{dest.path.rstrip('/')}/")
         result = run_local(argv, Invocation(timeout=PUSH_TIMEOUT))
     if not result.ok:
         raise RestoreError(
-            f"rsync to {dest.name}:{path} failed (exit {result.exit_status})",
+            f"rsync to {dest.host.name}:{dest.path} failed (exit {result.exit_status})",
             stderr_tail=result.stderr_tail(),
         )
     # itemized: ">f..." a file that would be sent again (content or size differs)

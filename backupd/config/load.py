@@ -115,6 +115,11 @@ class HostConfig(Model):
     # the droplet runs backupd's gate as this key's forced command (decision 0022): trees
     # are then asked for as rrsync checks them (their paths on rsync's command line)
     gate: bool = False
+    # restores onto a gated droplet (restore --to-host) use this second key, never the
+    # daemon's: root-owned 0600 on the backup host, so the daemon's user cannot read it
+    restore_key: Path | None = None
+    # directories on the droplet that restores may write into, besides its trees' own
+    restore_paths: tuple[str, ...] = ()
     sources: Mapping[str, SourceConfig] = Field(default_factory=dict)
 
     @field_validator("host_key")
@@ -123,6 +128,14 @@ class HostConfig(Model):
         if value is not None and len(value.split()) < 2:
             raise ValueError('expected "TYPE BASE64", e.g. "ssh-ed25519 AAAAC3Nza..."')
         return value
+
+    @field_validator("restore_paths")
+    @classmethod
+    def _absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in value if not p.startswith("/") or "/../" in f"{p}/"]
+        if bad:
+            raise ValueError(f"absolute directories on the droplet, without '..': {bad}")
+        return tuple(p.rstrip("/") or "/" for p in value)
 
     @model_validator(mode="after")
     def _pinned(self) -> HostConfig:

@@ -42,7 +42,8 @@ PG_COUNT_HEAD = b"SELECT count(*) FROM "
 PG_COUNT_MAX = 400  # bytes: the longest statement PG_COUNT can match
 # a tree read: rsync's own remote command (it quotes with backslashes, not as shlex
 # does), split as rrsync splits it; rrsync then checks every option itself
-RSYNC_SENDER = "rsync --server --sender "
+RSYNC_SERVER = "rsync --server "
+RSYNC_SENDER = RSYNC_SERVER + "--sender "
 RSYNC_ARG = re.compile(r"(?:[^\s\\]+|\\.[^\s\\]*)+")
 DE_BACKSLASH = re.compile(r"\\(.)")
 INSPECT_TIMEOUT = 60  # seconds: the command that says where a volume's tree is
@@ -245,27 +246,32 @@ def tree_top(tree: dict[str, Any]) -> str:
 
 
 def decide_tree(allow: dict[str, Any], command: str) -> tuple[str, list[str], str]:
-    """(request name, argv to run, the command rrsync is to check) for a tree read:
-    ``rsync --server --sender OPTIONS . TREE/`` where TREE is exactly a configured tree.
-    The gate runs ``rrsync -ro TREE`` (under ``sudo -n`` when the allowlist says so) and
-    hands it the request with the tree made relative (``./``): rrsync refuses writing,
-    options that leave the tree (``-L``, ``-k``, ``--copy-unsafe-links``), paths with
-    ``..`` or through symlinks out of it."""
+    """(request name, argv to run, the command rrsync is to check) for a tree request:
+    ``rsync --server --sender OPTIONS . TREE/`` reads a configured tree, ``rsync --server
+    OPTIONS . TREE/`` writes into one the allowlist marks ``"write"`` (the restore key's).
+    TREE must be exactly that tree. The gate runs ``rrsync -ro TREE`` (``-wo`` to write;
+    under ``sudo -n`` when the allowlist says so) and hands it the request with the tree
+    made relative (``./``): rrsync refuses the other direction, options that leave the
+    tree (``-L``, ``-k``, ``--copy-unsafe-links``), paths with ``..`` or through symlinks
+    out of it."""
     if len(command.encode("utf-8", "surrogateescape")) > MAX_REQUEST or "\x00" in command:
         raise Refused("request too long or holding a NUL byte")
     words = RSYNC_ARG.findall(command)
     if "." not in words or len(words) != words.index(".") + 2:
-        raise Refused("a tree read names one tree, after the '.' argument")
+        raise Refused("a tree request names one tree, after the '.' argument")
+    write = not command.startswith(RSYNC_SENDER)
     path = DE_BACKSLASH.sub(r"\1", words[-1])
     for request in allow.get("requests", []):
         tree = request.get("tree")
-        if tree is not None and path.endswith("/"):
+        if tree is not None and bool(tree.get("write")) == write and path.endswith("/"):
             top = tree_top(tree)
             if path.rstrip("/") == top.rstrip("/"):
                 sudo = ["sudo", "-n"] if tree.get("sudo") else []
-                run = [*sudo, tree.get("rrsync", "rrsync"), "-ro", top]
+                mode = "-wo" if write else "-ro"
+                run = [*sudo, tree.get("rrsync", "rrsync"), mode, top]
                 return str(request["name"]), run, " ".join([*words[:-1], "./"])
-    raise Refused(f"not a tree this host's backups read: {path!r}")
+    what = "writes into" if write else "reads"
+    raise Refused(f"not a tree this key {what}: {path!r}")
 
 
 # -- sessions -------------------------------------------------------------------------------
@@ -416,7 +422,7 @@ def main(args: list[str]) -> int:
         allow = load_allowlist(args[0])
         if command is None:
             raise Refused("no command: interactive logins are not allowed")
-        if command.startswith(RSYNC_SENDER):
+        if command.startswith(RSYNC_SERVER):
             name, run, forwarded = decide_tree(allow, command)
             os.environ["SSH_ORIGINAL_COMMAND"] = forwarded  # what rrsync checks
             request = TREE_READ

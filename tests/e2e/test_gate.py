@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from backupd.actions.gatelist import allowlist
+from backupd.actions.gatelist import allowlist, restore_allowlist
 from backupd.remote import droplet_gate as gate
 from backupd.remote.ssh import WRAP_SCRIPT, remote_command_line
 from jobs.pg_common import psql_argv, sql_literal
 from jobs.registry import load_config, registry
 from tests.e2e.conftest import BIN, Deployment, mariadb_counts, pg_source, row_counts
+from tests.e2e.test_sources import STAND_IN
 from tests.e2e.test_sqlite import make_db
 from tests.e2e.test_trees import DOCKER, build_tree, chown_to_droplet, snapshot
 from tests.harness.droplet import Droplet, start_droplet
@@ -58,9 +59,14 @@ class Gated:
         key = " ".join((root / "client_key.pub").read_text().split()[:2])
         (root / "authorized_keys").write_text(f'restrict,command="{command}" {key}\n')
 
-    def ssh(self, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        """OpenSSH as the backup host's key; ``args``: client options, then the request."""
+    def ssh(
+        self, *args: str, stdin: bytes = b"", key: Path | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """OpenSSH as the backup host's key (or ``key``); ``args``: client options, then
+        the request."""
         argv = self.droplet.ssh_argv()
+        if key is not None:
+            argv[argv.index("-i") + 1] = str(key)
         login = argv.pop()  # user@address goes after the options
         return subprocess.run(
             [*argv, *args[:-1], login, args[-1]] if args else [*argv, login],
@@ -230,6 +236,10 @@ def deploy_gated(
     )
     gated.install(allowlist(load_config(config).hosts["gated"]), "allow-config")
     return Deployment(root, config, root / "state", root / "store", passphrase)
+
+
+def new_key(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
 def backed_up(gated: Gated, d: Deployment, target: str) -> list[str]:
@@ -473,9 +483,7 @@ def test_host_setup_applied_gates_the_droplet_as_the_config_needs(
     }
     d = deploy_gated(gated, tmp_path, sources, gate=True)
     admin_key = tmp_path / "operator_key"  # the operator's own key, not restricted
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(admin_key)], check=True
-    )
+    new_key(admin_key)
     keys = gated.droplet.root / "authorized_keys"
     keys.write_text(keys.read_text() + Path(f"{admin_key}.pub").read_text())
     staged = Path(tempfile.mkdtemp(prefix="setup-", dir="/tmp"))
@@ -506,3 +514,142 @@ def test_host_setup_applied_gates_the_droplet_as_the_config_needs(
         gated.install(gated.allow, "allow")
         shutil.rmtree(staged, ignore_errors=True)
         subprocess.run(["rm", "-rf", str(path.parent)], check=False)
+
+
+def test_a_database_in_a_container_backs_up_through_the_gate(
+    gated: Gated, tmp_path: Path, pg_cluster: PostgresCluster, reader: str
+) -> None:
+    """`docker exec -i CONTAINER` (the stand-in Docker) before each tool: the gate holds
+    the container as a literal; another container or another command in it is refused."""
+    docker = gated.droplet.bin_dir / "docker"
+    docker.write_text(STAND_IN)
+    docker.chmod(0o755)
+    calls = gated.droplet.bin_dir / "docker-calls.log"
+    calls.write_text("")
+    calls.chmod(0o666)
+    tools = {t: str(postgres_bindir() / t) for t in ("psql", "pg_dump", "pg_dumpall")}
+    source = pg_source(
+        pg_cluster,
+        username=READER,
+        databases=[reader],
+        role_passwords=False,
+        container="pg-container",
+        **tools,
+    )
+    d = deploy_gated(gated, tmp_path, {"maindb": source})
+    try:
+        ran = backed_up(gated, d, "gated/maindb")
+        assert any("ran maindb: snapshot and facts" in line for line in ran), ran
+        said = calls.read_text()
+        assert "pg_dump" in said and "psql" in said and "pg_dumpall" in said
+        [(facts,)] = d.catalogue_rows("SELECT facts FROM archives WHERE item = 'shop'")
+        expected = {f"public.{t}": n for t, n in row_counts(pg_cluster, reader).items()}
+        assert json.loads(str(facts))["rows"] == {**expected, ODD_TABLE: 42}
+        options = load_config(d.config).hosts["gated"].sources["maindb"].options
+        [stream, _] = registry()["postgresql"].plan(options, None)  # type: ignore[arg-type]
+        dump = list(stream.argv)  # type: ignore[union-attr]  # docker exec -i pg-container ...
+        assert remote_command_line(dump)  # as backupd sends it, it would run
+        for hostile in (
+            [*dump[:3], "other-container", *dump[4:]],
+            [*dump[:4], "sh", "-c", _pwn(gated.canary)],
+            [*dump[:3], "--privileged", *dump[3:]],
+        ):
+            done = gated.ssh(remote_command_line(hostile))
+            assert done.returncode == gate.EXIT_REFUSED, (hostile, done.stderr)
+        assert not gated.canary.exists()
+        assert "other-container" not in calls.read_text()
+    finally:
+        gated.install(gated.allow, "allow")
+        docker.unlink()
+        calls.unlink()
+
+
+def test_a_restore_onto_a_gated_droplet_writes_with_the_restore_key_only_where_allowed(
+    gated: Gated, tmp_path: Path
+) -> None:
+    """The daemon's key reads and never writes; the operator's restore key (0600) writes
+    into the host's restore_paths and trees, through rrsync -wo, and reads nothing."""
+    tree = build_tree(gated.droplet)
+    landing = gated.droplet.root / "restore-here"
+    landing.mkdir()
+    chown_to_droplet(gated.droplet, landing)
+    restore_key = tmp_path / "restore_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(restore_key)], check=True
+    )
+    sources: dict[str, dict[str, object]] = {"uploads": {"kind": "directory", "path": str(tree)}}
+    settings = {"gate": True, "restore_key": str(restore_key), "restore_paths": [str(landing)]}
+    d = deploy_gated(gated, tmp_path, sources, **settings)
+    host = load_config(d.config).hosts["gated"]
+    restore_allow = {**restore_allowlist(host), "syslog": gated.syslog.getsockname()}
+    (gated.droplet.root / "restore.json").write_text(json.dumps(restore_allow))
+    command = f"/usr/bin/python3 {gated.droplet.root / 'gate.py'} {gated.droplet.root}/restore.json"
+    pub = " ".join(Path(f"{restore_key}.pub").read_text().split()[:2])
+    keys = gated.droplet.root / "authorized_keys"
+    keys.write_text(keys.read_text() + f'restrict,command="{command}" {pub}\n')
+    try:
+        backed_up(gated, d, "gated/uploads")
+        restore = ("restore", "gated/uploads", "--to-host", "gated", "--yes")
+        d.backupctl(*restore, "--path", str(landing), check=True)
+        assert snapshot(landing) == snapshot(tree)
+        logged = gated.logged()
+        assert any(f"ran restore into {landing} for" in line for line in logged), logged
+        elsewhere = d.backupctl(*restore, "--path", str(gated.droplet.root / "tmp"))
+        assert elsewhere.returncode != 0 and "restores write only into" in elsewhere.stderr
+        # with the keys themselves: the daemon's cannot write, the restore key cannot read
+        push = f"rsync --server -logDtpre.iLsfxCIvu . {landing}/"
+        assert gated.ssh(push).returncode == gate.EXIT_REFUSED  # the daemon's key
+        read = f"rsync --server --sender -logDtpre.iLsfxCIvu . {tree}/"
+        assert gated.ssh(read, key=restore_key).returncode == gate.EXIT_REFUSED
+        outside = f"rsync --server -logDtpre.iLsfxCIvu . {gated.droplet.root}/tmp/"
+        assert gated.ssh(outside, key=restore_key).returncode == gate.EXIT_REFUSED
+        dump = remote_command_line(("pg_dump", "--no-password", "--dbname=dbname='app'"))
+        assert gated.ssh(dump, key=restore_key).returncode == gate.EXIT_REFUSED
+        restore_key.chmod(0o640)  # readable by a group (the daemon's user's): refused
+        loose = d.backupctl(*restore, "--path", str(landing), "--force")
+        assert loose.returncode != 0 and "readable by others" in loose.stderr
+    finally:
+        gated.install(gated.allow, "allow")
+        subprocess.run(["rm", "-rf", str(tree.parent), str(landing)], check=True)
+
+
+@pytest.fixture
+def sudoers() -> Iterator[Path]:
+    """A sudoers drop-in of this machine's sudo for the test (removed afterwards)."""
+    path = Path(f"/etc/sudoers.d/backupd-test-{os.getpid()}")
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installs a sudoers drop-in")
+def test_a_tree_read_as_root_goes_through_sudo_rrsync_as_the_set_up_allows(
+    gated: Gated, tmp_path: Path, sudoers: Path
+) -> None:
+    """sudo = true: the gate runs `sudo -n rrsync -ro TREE`, with the request kept in
+    SSH_ORIGINAL_COMMAND, under the sudoers drop-in `backupctl host setup` writes; a file
+    only root may read is in the backup."""
+    tree = gated.droplet.root / "srv" / "private"
+    (tree / "keys").mkdir(parents=True)
+    (tree / "keys" / "root-only.key").write_text("root secret\n")
+    (tree / "keys").chmod(0o700)  # root's: the droplet's login cannot read it
+    (tree / "readme.txt").write_text("hello\n")
+    sources: dict[str, dict[str, object]] = {
+        "private": {"kind": "directory", "path": str(tree), "sudo": True}
+    }
+    d = deploy_gated(gated, tmp_path, sources, gate=True)
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    script = d.backupctl("host", "setup", "gated", check=True).stdout
+    done = subprocess.run(["sh", "-s", str(staged)], input=script, text=True, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    shutil.copy(staged / "etc/sudoers.d/backupd", sudoers)
+    sudoers.chmod(0o440)
+    try:
+        ran = backed_up(gated, d, "gated/private")
+        assert any("ran private: read the tree" in line for line in ran), ran
+        out = tmp_path / "restored"
+        d.backupctl("restore", "gated/private", "--to", str(out), check=True)
+        assert (out / "keys" / "root-only.key").read_text() == "root secret\n"
+    finally:
+        gated.install(gated.allow, "allow")
+        shutil.rmtree(tree.parent, ignore_errors=True)

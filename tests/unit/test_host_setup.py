@@ -141,3 +141,33 @@ def test_the_gated_config_of_droplet_setup_md_makes_a_set_up(tmp_path: Path) -> 
     setup = setup_script(load_config(path).hosts["web1"])
     subprocess.run(["sh", "-n"], input=setup.script.encode(), check=True)
     assert "GRANT pg_read_all_data" in setup.script and "IDENTIFIED VIA unix_socket" in setup.script
+
+
+def test_a_restore_key_gets_its_own_line_and_write_verbs_only(tmp_path: Path) -> None:
+    restore_key = tmp_path / "restore_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(restore_key)], check=True
+    )
+    tree = '[hosts.web1.sources.files]\nkind = "directory"\npath = "/srv/files"\nsudo = true\n'
+    paths = f'restore_key = "{restore_key}"\nrestore_paths = ["/srv/restore/"]\n'
+    host = config(tmp_path, paths + tree)
+    script = setup_script(host).script  # type: ignore[arg-type]
+    assert "/etc/backupd-gate/web1-restore.json" in script
+    assert script.count("\nauthorize\n") == 2 and "backupd-restore@web1" in script
+    assert 'rule root "$(where rrsync)" -wo /srv/files' in script  # the tree, as root
+    restore = json.loads(
+        script.split('web1-restore.json 0644 <<"BACKUPD_EOF"\n')[1].split("BACKUPD_EOF")[0]
+    )
+    trees = sorted(
+        (r["tree"]["path"], r["tree"].get("sudo", False))
+        for r in restore["requests"]
+        if "tree" in r
+    )
+    assert trees == [("/srv/files", True), ("/srv/restore", False)]
+    assert all(r["tree"]["write"] for r in restore["requests"] if "tree" in r)
+    argvs = [r["argv"] for r in restore["requests"] if "argv" in r]
+    assert ["mkdir", "-p", "--", "/srv/restore"] in argvs
+    assert ["sudo", "-n", "mkdir", "-p", "--", "/srv/files"] in argvs
+    same = config(tmp_path, f'restore_key = "{tmp_path / "id_ed25519"}"\n' + tree)
+    with pytest.raises(UsageError, match="restore_key must be another key"):
+        setup_script(same)  # type: ignore[arg-type]

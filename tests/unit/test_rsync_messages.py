@@ -148,6 +148,9 @@ def test_every_rsync_is_built_in_one_place_and_leaves_no_connection_spec(
         assert stat.S_IMODE(spec.stat().st_mode) == 0o600 and "AAAA" in spec.read_text()
         raise RuntimeError("rsync failed")
     assert list(tmp_path.glob("rsh-*.json")) == []
+    with rsync_over_ssh(tmp_path, target, "t2", "sudo -n rsync", gated=True) as gated:
+        # a gated droplet's rrsync must see the paths, and decides about sudo itself
+        assert "--protect-args" not in gated and gated[-1] == "--rsync-path=rsync"
     repo = Path(__file__).resolve().parents[2]
     built = [
         p.relative_to(repo).as_posix()
