@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,6 +22,9 @@ from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
 from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster
 from tests.json_contract import conforming
+
+if TYPE_CHECKING:
+    from tests.e2e.gated import Gated
 
 BIN = Path(sys.executable).parent
 
@@ -206,3 +209,11 @@ def made(pg_cluster: PostgresCluster, bare_cluster: PostgresCluster) -> Iterator
     m = Made(pg_cluster, bare_cluster)
     yield m
     m.drop()
+
+
+@pytest.fixture(scope="module")
+def gated(servers_dir: Path) -> Iterator[Gated]:
+    """A droplet behind backupd's gate, one per test module (tests/e2e/gated.py)."""
+    from tests.e2e.gated import start_gated  # it uses this module's Deployment
+
+    yield from start_gated(servers_dir)
