@@ -67,16 +67,20 @@ class Param:
 
 @dataclass(frozen=True)
 class Session:
-    """What a held session may be sent (the gate's SessionFilter): these statements byte
-    for byte, and with ``pg_counts`` one-table row counts."""
+    """What a held session may be sent (the gate's SessionFilter): ``first`` before
+    anything, then these statements byte for byte, and with ``pg_counts`` one-table row
+    counts."""
 
     messages: tuple[str, ...]
     pg_counts: bool = False
+    first: str | None = None  # must come before anything else (then never again)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"messages": sorted(set(self.messages))}
         if self.pg_counts:
             out["counts"] = "pg"
+        if self.first is not None:
+            out["first"] = [self.first]
         return out
 
 
@@ -112,7 +116,10 @@ def requests_json(requests: Sequence[GateRequest]) -> list[dict[str, Any]]:
         kept = seen.setdefault(repr(as_json.get("argv", as_json.get("tree"))), as_json)
         if kept is not as_json and "session" in as_json:  # the gate runs the first match:
             session = kept.setdefault("session", {"messages": []})  # it must hold both
-            session["messages"] = sorted({*session["messages"], *as_json["session"]["messages"]})
+            other = as_json["session"]
+            session["messages"] = sorted({*session["messages"], *other["messages"]})
+            if "first" in other:
+                session["first"] = sorted({*session.get("first", []), *other["first"]})
             if as_json["session"].get("counts"):
                 session["counts"] = as_json["session"]["counts"]
             kept["stdin"] = "session"

@@ -77,8 +77,8 @@ class PostgreSQL:
         of it in that snapshot, and the globals."""
         database = Param("database", "pg_dbname", values=options.databases or None)
         snapshot = Param("snapshot", "pg_snapshot", flag="--snapshot", optional=True)
-        statements = (_begin(options), TABLES_SQL + "\n", WORLD_SQL + "\n", END, PING, COMMIT)
-        session = Session(statements, pg_counts=options.count_rows)
+        statements = (TABLES_SQL + "\n", WORLD_SQL + "\n", END, PING, COMMIT)
+        session = Session(statements, pg_counts=options.count_rows, first=_begin(options))
         requests = [
             GateRequest(f"{source}: list databases", _list_argv(options)),
             GateRequest(f"{source}: snapshot and facts", (*psql_head(options), database), session),

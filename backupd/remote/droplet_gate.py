@@ -279,15 +279,17 @@ class SessionFilter:
     """What a session request (``"stdin": "session"``) may write to the program it runs
     (psql holding a snapshot): only the allowlist's ``messages``, byte for byte (the
     begin, facts, ping and commit statements, fixed by the config), and, with ``"counts":
-    "pg"``, row counts of one table each (PG_COUNT). Input is held back until it is a
-    whole allowed piece; anything else refuses the session."""
+    "pg"``, row counts of one table each (PG_COUNT). With ``"first"``, one of those
+    messages must come before any other (the read-only transaction the counts run in). Input is held
+    back until it is a whole allowed piece; anything else refuses the session."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
+        self.first: list[bytes] | None = [m.encode() for m in spec.get("first") or []] or None
         self.messages: list[bytes] = sorted(
             (m.encode() for m in spec.get("messages", [])), key=len
         )[::-1]
         self.counts = spec.get("counts") == "pg"
-        longest = max([PG_COUNT_MAX, *(len(m) for m in self.messages)])
+        longest = max([PG_COUNT_MAX, *(len(m) for m in [*self.messages, *(self.first or [])])])
         self.limit = longest + 1
         self.held = b""
         self.refused: Refused | None = None
@@ -316,6 +318,14 @@ class SessionFilter:
 
     def _next(self) -> bytes | None:
         held = self.held
+        if self.first is not None:  # nothing before it
+            for first in self.first:
+                if held.startswith(first):
+                    self.first = None
+                    return first
+            if any(first.startswith(held) for first in self.first):
+                return None
+            raise self._refusal()
         for message in self.messages:
             if held.startswith(message):
                 return message

@@ -101,19 +101,23 @@ def deploy(tmp_path: Path, droplet: Droplet) -> Callable[..., Deployment]:
     """Build a Deployment for the session droplet with the given sources."""
 
     def make(sources: dict[str, dict[str, object]], host_key: str | None = None) -> Deployment:
-        root = tmp_path / "backupd"
-        root.mkdir(exist_ok=True)
-        passphrase = write_passphrase(root / "passphrase")
-        config = write_fleet_config(
-            root / "backupd.toml",
-            state_dir=root / "state",
-            store=root / "store",
-            passphrase_file=passphrase,
-            hosts=[HostSpec("web1", droplet, sources, host_key)],  # type: ignore[arg-type]
-        )
-        return Deployment(root, config, root / "state", root / "store", passphrase)
+        return deployment(tmp_path / "backupd", HostSpec("web1", droplet, sources, host_key))  # type: ignore[arg-type]
 
     return make
+
+
+def deployment(root: Path, host: HostSpec) -> Deployment:
+    """A config, state and store under ``root`` for the one ``host``."""
+    root.mkdir(exist_ok=True)
+    passphrase = write_passphrase(root / "passphrase")
+    config = write_fleet_config(
+        root / "backupd.toml",
+        state_dir=root / "state",
+        store=root / "store",
+        passphrase_file=passphrase,
+        hosts=[host],
+    )
+    return Deployment(root, config, root / "state", root / "store", passphrase)
 
 
 @pytest.fixture

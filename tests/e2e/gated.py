@@ -21,10 +21,10 @@ from backupd.actions.gatelist import allowlist
 from backupd.remote import droplet_gate as gate
 from backupd.remote.ssh import WRAP_SCRIPT
 from jobs.registry import load_config
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import Deployment, deployment
 from tests.e2e.test_trees import chown_to_droplet
 from tests.harness.droplet import Droplet, start_droplet
-from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
+from tests.harness.fleet import HostSpec
 
 _STARTED = itertools.count(1)
 PROBE = """#!/bin/sh
@@ -132,18 +132,10 @@ def deploy_gated(
 ) -> Deployment:
     """backupd for the gated droplet with ``sources``, and the droplet's gate installed
     with the allowlist generated from that config (restore the module's afterwards)."""
-    root = tmp_path / "backupd"
-    root.mkdir()
-    passphrase = write_passphrase(root / "passphrase")
-    config = write_fleet_config(
-        root / "backupd.toml",
-        state_dir=root / "state",
-        store=root / "store",
-        passphrase_file=passphrase,
-        hosts=[HostSpec("gated", gated.droplet, sources, settings=settings)],  # type: ignore[arg-type]
-    )
-    gated.install(allowlist(load_config(config).hosts["gated"]), "allow-config")
-    return Deployment(root, config, root / "state", root / "store", passphrase)
+    host = HostSpec("gated", gated.droplet, sources, settings=settings)  # type: ignore[arg-type]
+    d = deployment(tmp_path / "backupd", host)
+    gated.install(allowlist(load_config(d.config).hosts["gated"]), "allow-config")
+    return d
 
 
 def new_key(path: Path) -> None:

@@ -19,9 +19,10 @@ import pytest
 
 from backupd.local.procfs import processes_mentioning
 from tests.e2e.conftest import BIN, Deployment, pg_source
+from tests.e2e.conftest import deployment as one_host
 from tests.harness.daemon import wait_for
 from tests.harness.droplet import Droplet, start_droplet
-from tests.harness.fleet import HostSpec, write_fleet_config, write_passphrase
+from tests.harness.fleet import HostSpec
 from tests.harness.postgres import PostgresCluster, postgres_bindir
 from tests.harness.procs import is_root
 
@@ -90,17 +91,8 @@ def held(island: Droplet) -> Iterator[HeldDump]:
 
 
 def deployment(root: Path, droplet: Droplet, sources: dict[str, dict[str, object]]) -> Deployment:
-    root.mkdir()
-    passphrase = write_passphrase(root / "passphrase")
     spec = HostSpec("web1", droplet, sources, settings={"dead_peer_timeout": "10s"})  # type: ignore[arg-type]
-    config = write_fleet_config(
-        root / "backupd.toml",
-        state_dir=root / "state",
-        store=root / "store",
-        passphrase_file=passphrase,
-        hosts=[spec],
-    )
-    return Deployment(root, config, root / "state", root / "store", passphrase)
+    return one_host(root, spec)
 
 
 def sessions(cluster: PostgresCluster, db: str) -> list[str]:

@@ -110,12 +110,7 @@ def test_a_postgres_source_backs_up_drills_and_restores_through_the_gate(
         session = remote_command_line(psql_argv(options, reader))  # type: ignore[arg-type]
         copy = f"COPY (SELECT 1) TO PROGRAM {sql_literal(pwn(gated.canary))};\n"
         allowed = json.loads((gated.droplet.root / "allow-config.json").read_text())
-        [begin] = [
-            m
-            for r in allowed["requests"]
-            for m in r.get("session", {}).get("messages", [])
-            if m.startswith("BEGIN")
-        ]
+        [begin] = [m for r in allowed["requests"] for m in r.get("session", {}).get("first", [])]
         done = gated.ssh(session, stdin=(begin + copy).encode())
         assert done.returncode == gate.EXIT_REFUSED, done.stderr
         assert b'not a statement the allowlist holds: b"COPY' in done.stderr

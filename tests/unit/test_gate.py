@@ -372,3 +372,15 @@ def test_a_volume_s_tree_is_where_the_gate_s_own_command_says(tmp_path: Path) ->
     broken = tree_allowlist({"inspect": [str(stand_in(tmp_path, "exit 1"))]})
     with pytest.raises(gate.Refused, match="cannot find the tree"):
         gate.decide_tree(broken, command)
+
+
+def test_a_session_starts_with_its_read_only_transaction_or_not_at_all() -> None:
+    """Counts outside the transaction (autocommit, not read-only) are refused: the begin
+    statement must come first; after it, never again."""
+    spec = {"first": ["BEGIN READ ONLY;\n"], "messages": ["COMMIT;\n"], "counts": "pg"}
+    early = gate.SessionFilter(spec)
+    assert early.feed(b"SELECT count(*) FROM s.t;\n") == [] and early.refused is not None
+    good = gate.SessionFilter(spec)
+    passed = good.feed(b"BEGIN READ ONLY;\nSELECT count(*) FROM s.t;\nCOMMIT;\n")
+    assert passed == [b"BEGIN READ ONLY;\n", b"SELECT count(*) FROM s.t;\n", b"COMMIT;\n"]
+    assert good.feed(b"BEGIN READ ONLY;\n") == [] and good.refused is not None

@@ -301,3 +301,20 @@ def test_a_mariadb_source_the_gate_cannot_carry_says_why(
     host = load(tmp_path, text).hosts["web1"]  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match=rf"web1/shop \(a gated MariaDB source {why}"):
         allowlist(host)
+
+
+def test_two_sources_on_one_server_may_each_begin_their_own_session(tmp_path: Path) -> None:
+    """Same psql, other timeouts: the gate runs the first request matching the argv, so
+    that one holds both sources' begin statements."""
+    text = CONFIG.replace(
+        "port = 5433\nglobals = false\n", 'port = 5433\nglobals = false\nlock_timeout = "7s"\n'
+    )
+    text += '[hosts.web1.sources.again]\nkind = "postgresql"\n'
+    text += 'socket_dir = "/run/postgresql"\nport = 5433\n'
+    allow = allowlist(load(tmp_path, text).hosts["web1"])  # type: ignore[attr-defined]
+    sessions = [r["session"] for r in allow["requests"] if "session" in r]
+    firsts = {f for s in sessions for f in s["first"]}
+    assert any("lock_timeout = 7000" in f for f in firsts)
+    assert any("lock_timeout = 120000" in f for f in firsts)
+    every = [s for s in sessions if len(s["first"]) == 2]
+    assert every, sessions
