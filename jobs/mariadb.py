@@ -89,9 +89,10 @@ class MariaDB:
         where = (f"--socket={options.socket}",) if options.socket else ()
         admin = (*options.exec_prefix(), options.client, *where, "--user=root")
         create = [f"CREATE USER IF NOT EXISTS {account} IDENTIFIED VIA unix_socket;"]
+        fail = f"{source}: creating the user {user} or its grants failed (see above)"
         if user != login:  # a password, which only the operator chooses (defaults_file)
             create = []
-        fail = f"{source}: create the user {user} with a password first (defaults_file)"
+            fail = f"{source}: granting to {user} failed (create it, password in defaults_file)"
         return [
             f"{shlex.join(admin)} --batch <<'BACKUPD_SQL' || die {shlex.quote(fail)}",
             *create,

@@ -102,9 +102,10 @@ class PostgreSQL:
             if options.container
             else ("runuser", "-u", "postgres", "--", options.psql)
         )
+        failed = shlex.quote(f"{source}: creating the role {role} failed (see above)")
         lines = [
             f"{shlex.join((*admin, *where, '--no-psqlrc', '--set', 'ON_ERROR_STOP=1'))} "
-            "--dbname=postgres <<'BACKUPD_SQL'",
+            f"--dbname=postgres <<'BACKUPD_SQL' || die {failed}",
             f"DO $$BEGIN CREATE ROLE {ident} LOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object "
             f"THEN ALTER ROLE {ident} LOGIN BYPASSRLS; END$$;",
             f"GRANT pg_read_all_data TO {ident};",

@@ -9,6 +9,7 @@ passphrase must open every existing repository; the store must have room.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 from collections.abc import Iterator, Sequence
@@ -106,6 +107,8 @@ def check_host(ctx: Context, host: HostConfig) -> Iterator[Finding]:
         yield gate
         if host.gate and not gate.ok:
             return  # every request would be refused: the gate's finding says why
+        if host.restore_key is not None:
+            yield check_restore_key(host)
         for source in host.sources.values():
             yield check_source(conn, host, source)
     finally:
@@ -144,6 +147,21 @@ def check_gate(conn: Connection, host: HostConfig) -> Finding:
     return Finding(
         subject, True, f"refuses what the config does not need; allowlist {expected['digest'][:12]}"
     )
+
+
+def check_restore_key(host: HostConfig) -> Finding:
+    """The restore key must be the operator's alone: 0600, and not readable by whoever
+    runs this check unless that is root (the daemon's user runs it from its timer)."""
+    from backupd.actions.gatelist import restore_key_file
+
+    subject = f"{host.name} restore key"
+    try:
+        key = restore_key_file(host)
+    except BackupdError as e:
+        return Finding(subject, False, str(e))
+    if os.geteuid() != 0 and os.access(key, os.R_OK):
+        return Finding(subject, False, f"{key}: this user may read it (only root should)")
+    return Finding(subject, True, f"{key}: readable by its owner alone")
 
 
 def check_source(conn: Connection, host: HostConfig, source: SourceConfig) -> Finding:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from backupd.config.load import HostConfig
@@ -80,3 +81,24 @@ def restore_allowlist(host: HostConfig) -> dict[str, Any]:
 def non_empty_probe(path: str) -> tuple[str, ...]:
     """Prints one entry of the directory ``path`` if it has any (restore --to-host)."""
     return ("find", path, "-mindepth", "1", "-maxdepth", "1", "-print", "-quit")
+
+
+def restore_key_file(host: HostConfig) -> Path:
+    """The host's restore key file, if the operator alone may read it (0600, as for
+    OpenSSH). UsageError: none configured, unreadable, or readable by others."""
+    key = host.restore_key
+    if key is None:
+        raise UsageError(
+            f"{host.name} is gated: a restore onto it needs restore_key (the daemon's key "
+            "cannot write there); see docs/droplet-setup.md"
+        )
+    try:
+        mode = key.stat().st_mode
+    except OSError as e:
+        raise UsageError(f"{host.name}: cannot read restore_key {key}: {e.strerror}") from None
+    if mode & 0o077:
+        raise UsageError(
+            f"{host.name}: restore_key {key} is readable by others (mode {mode & 0o777:o}): "
+            "it must be 0600, readable by the operator alone (not the daemon's user)"
+        )
+    return key

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context, ssh_target
-from backupd.actions.gatelist import allowlist, restore_allowlist
+from backupd.actions.gatelist import allowlist, restore_allowlist, restore_key_file
 from backupd.config.load import HostConfig
 from backupd.errors import RemoteError, UsageError
 from backupd.local.process import Invocation, run_local
@@ -47,31 +47,39 @@ class Setup:
 
 def setup_script(host: HostConfig) -> Setup:
     """The script for ``host`` (its name is a plain file name: the config's rule). UsageError
-    when a source cannot go through the gate (each named with why) or the key is
-    unreadable."""
+    when the host is not marked ``gate = true``, a source cannot go through the gate (each
+    named with why), or a key is unreadable (the restore key: by others too)."""
+    if not host.gate:
+        raise UsageError(
+            f"{host.name}: set gate = true on the host first (backupd then asks for its "
+            "trees as the gate needs); see docs/droplet-setup.md"
+        )
     allow = allowlist(host)
     parts = [
         _HEADER.format(host=host.name, login=shlex.quote(host.user)),
         _file_step(f"{GATE_DIR}/gate.py", "0755", Path(droplet_gate.__file__).read_text()),
         _file_step(f"{ALLOW_DIR}/{host.name}.json", "0644", json.dumps(allow, indent=1) + "\n"),
-        _key_step(host, host.key, f"{host.name}.json", "backupd"),
+        _key_step(host, host.key, f"{host.name}.json", "backupd", "backupd's key (reads)"),
     ]
     requests = list(allow["requests"])
     if host.restore_key is not None:  # the operator's key for restores: write verbs only
+        restore_key_file(host)
         if public_key(host, host.restore_key) == public_key(host, host.key):
             raise UsageError(f"{host.name}: restore_key must be another key than key")
         restore = restore_allowlist(host)
         name = f"{host.name}-restore.json"
         parts += [
             _file_step(f"{ALLOW_DIR}/{name}", "0644", json.dumps(restore, indent=1) + "\n"),
-            _key_step(host, host.restore_key, name, "backupd-restore"),
+            _key_step(host, host.restore_key, name, "backupd-restore", "the restore key"),
+            *(f"restore_dir {shlex.quote(p)}\n" for p in host.restore_paths),
         ]
         requests += restore["requests"]
     parts.append(_sudoers_step(requests))
     for source in host.sources.values():
         lines = registry()[source.kind].droplet_setup(source.options, source.name, host.user)
         if lines:
-            parts.append("\n".join((f"# {source.name} ({source.kind})", *lines)) + "\n")
+            head = f"# {source.name} ({source.kind})\nif databases {shlex.quote(source.name)}; then"
+            parts.append("\n".join((head, *lines, "fi")) + "\n")
     parts.append(f'say "done: {host.name} is gated (allowlist {allow["digest"][:12]})"\n')
     return Setup(host.name, "".join(parts), allow["digest"])
 
@@ -82,7 +90,9 @@ def public_key(host: HostConfig, key_file: Path) -> str:
 
     try:
         key = paramiko.PKey.from_path(key_file)
-    except (OSError, paramiko.SSHException, ValueError) as e:
+    except OSError as e:
+        raise UsageError(f"{host.name}: cannot read the key {key_file}: {e.strerror}") from None
+    except (paramiko.SSHException, ValueError) as e:
         raise UsageError(f"{host.name}: cannot read the key {key_file}: {e}") from None
     return f"{key.get_name()} {key.get_base64()}"
 
@@ -99,14 +109,14 @@ def _file_step(path: str, mode: str, text: str) -> str:
     )
 
 
-def _key_step(host: HostConfig, key_file: Path, allow_name: str, label: str) -> str:
+def _key_step(host: HostConfig, key_file: Path, allow_name: str, label: str, what: str) -> str:
     key = public_key(host, key_file)
     gate = f"$root{GATE_DIR}/gate.py"
     allow = f"$root{ALLOW_DIR}/{allow_name}"
     return (
         f"key={shlex.quote(key)}\n"
         f'line="restrict,command=\\"$python {gate} {allow}\\" $key {label}@{host.name}"\n'
-        "authorize\n"
+        f"authorize {shlex.quote(what)}\n"
     )
 
 
@@ -123,14 +133,19 @@ def _sudoers_step(requests: list[dict[str, Any]]) -> str:
                 top = shlex.quote(_sudoers_word(tree["path"]))
             else:  # a volume: where Docker keeps it, asked now (as root: no sudo)
                 inspect = [a for a in tree["inspect"] if a not in ("sudo", "-n")]
-                top = f'"$({shlex.join(inspect)})"'
+                failed = shlex.quote(f"{request['name']}: {shlex.join(inspect)} failed")
+                lines += [
+                    f"top=$({shlex.join(inspect)}) || die {failed}",
+                    f"case $top in /*) ;; *) die {failed};; esac",
+                ]
+                top = '"$top"'
             mode = "-wo" if tree.get("write") else "-ro"
             lines += [f"keep {rrsync}", f"rule root {rrsync} {mode} {top}"]
         argv = request.get("argv") or []
         if argv[:2] == ["sudo", "-n"]:
             lines.append(_sudo_rule(request["name"], argv[2:]))
     if not lines:
-        return "# nothing runs as another user: no sudoers drop-in\n"
+        return f"no_sudoers {SUDOERS}  # nothing runs as another user\n"
     return "sudoers_begin\n" + "\n".join(lines) + f"\nsudoers_end {SUDOERS}\n"
 
 
@@ -174,8 +189,7 @@ put() {{  # put PATH MODE < TEXT: written whole, then moved into place
   mv -f "$root$1.new" "$root$1"
   say "wrote $root$1"
 }}
-authorize() {{  # backupd's key, restricted to the gate; every other key line kept
-  home=$(getent passwd "$login" | cut -d: -f6) || die "no such login: $login"
+authorize() {{  # authorize WHAT: $key restricted to the gate ($line); other key lines kept
   keys="$root$home/.ssh/authorized_keys"
   mkdir -p "$(dirname "$keys")"
   {{ grep -vF "${{key#* }}" "$keys" 2>/dev/null || true; printf '%s\n' "$line"; }} > "$keys.new"
@@ -183,7 +197,17 @@ authorize() {{  # backupd's key, restricted to the gate; every other key line ke
   mv -f "$keys.new" "$keys"
   chown "$login" "$keys" "$(dirname "$keys")" 2>/dev/null || true
   chmod 0700 "$(dirname "$keys")"
-  say "authorized backupd's key for $login (restricted to the gate) in $keys"
+  say "authorized $1 for $login (restricted to the gate) in $keys"
+}}
+restore_dir() {{  # a directory restores may write into: the login's, when made here
+  if [ ! -d "$root$1" ]; then
+    mkdir -p "$root$1" && chown "$login" "$root$1" && chmod 0750 "$root$1"
+    say "created $root$1 for restores, owned by $login"
+  fi
+}}
+databases() {{  # the roles are the servers' own: never under a ROOT that is only a look
+  [ -z "$root" ] && return 0
+  say "$1: database roles not created (installing under $root)"; return 1
 }}
 sudoers_begin() {{ rules=$(mktemp); }}
 keep() {{ printf 'Defaults!%s env_keep += "SSH_ORIGINAL_COMMAND"\n' "$1" >> "$rules"; }}
@@ -196,8 +220,20 @@ sudoers_end() {{
   put "$1" 0440 < "$rules"
   rm -f "$rules"
 }}
+no_sudoers() {{  # nothing runs as root (any more): a drop-in of an earlier set-up goes
+  if [ -e "$root$1" ]; then rm -f "$root$1"; say "removed $root$1: nothing runs as root"; fi
+}}
 if [ -x /usr/bin/python3 ]; then python=/usr/bin/python3; else python=$(where python3); fi
 [ -d "$root/" ] || die "no such directory: $root"
+entry=$(getent passwd "$login") ||
+  die "no such login: $login (useradd --create-home --shell /bin/sh $login)"
+home=$(printf '%s' "$entry" | cut -d: -f6)
+shell=$(printf '%s' "$entry" | cut -d: -f7)
+case $shell in
+  */nologin|*/false|'')
+    die "$login's shell is '$shell': the gate runs through it (usermod --shell /bin/sh $login)";;
+esac
+[ -n "$home" ] && [ "$home" != / ] || die "the login $login has no home for its authorized_keys"
 """
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from backupd.actions import names
 from backupd.actions.context import Context, connect, ssh_target
-from backupd.actions.gatelist import non_empty_probe, restore_targets
+from backupd.actions.gatelist import non_empty_probe, restore_key_file, restore_targets
 from backupd.actions.restore import DirRequest, choose_archives, restore_to_dir
 from backupd.catalogue import Archive, Check, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
@@ -95,21 +95,7 @@ def _gated_destination(host: HostConfig, path: str) -> Destination:
             f"{host.name} is gated: restores write only into its trees or restore_paths "
             f"(allowed: {shown}), not {path}"
         )
-    key = host.restore_key
-    if key is None:
-        raise UsageError(
-            f"{host.name} is gated: a restore onto it needs restore_key (the daemon's key "
-            "cannot write there); see docs/droplet-setup.md"
-        )
-    try:
-        mode = key.stat().st_mode
-    except OSError as e:
-        raise UsageError(f"{host.name}: cannot read restore_key {key}: {e.strerror}") from None
-    if mode & 0o077:
-        raise UsageError(
-            f"{host.name}: restore_key {key} is readable by others (mode {mode & 0o777:o}): "
-            "it must be 0600, readable by the operator alone (not the daemon's user)"
-        )
+    key = restore_key_file(host)
     prefix = ("sudo", "-n") if allowed[path].sudo else ()
     # rsync_path: none, the gate picks rrsync (rsync_over_ssh with gated=True)
     return Destination(host.model_copy(update={"key": key}), path, prefix, "", gated=True)

@@ -34,7 +34,9 @@ def host_group() -> None:
     help="With --apply: LOGIN's key file (else your OpenSSH defaults).",
 )
 @click.option("--no-sudo", is_flag=True, help="With --apply: LOGIN is root; no sudo.")
-@click.option("--root", default="", metavar="DIR", help="Install under DIR, not / (to look).")
+@click.option(
+    "--root", default="", metavar="DIR", help="With --apply: install under DIR, not / (to look)."
+)
 @click.pass_obj
 @clean_errors
 def host_setup(

@@ -143,6 +143,8 @@ def test_a_restore_onto_a_gated_droplet_writes_with_the_restore_key_only_where_a
         restore_key.chmod(0o640)  # readable by a group (the daemon's user's): refused
         loose = d.backupctl(*restore, "--path", str(landing), "--force")
         assert loose.returncode != 0 and "readable by others" in loose.stderr
+        checked = d.backupctl("config", "check").stdout
+        assert "FAIL  gated restore key: " in checked and "readable by others" in checked
     finally:
         gated.install(gated.allow, "allow")
         subprocess.run(["rm", "-rf", str(tree.parent), str(landing)], check=True)

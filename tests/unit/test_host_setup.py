@@ -101,7 +101,7 @@ def test_run_twice_it_installs_once_and_keeps_the_login_s_other_keys(tmp_path: P
     installed = json.loads(Path(f"{root}/etc/backupd-gate/web1.json").read_text())
     assert installed["digest"] == setup.digest == gate.requests_digest(installed["requests"])
     assert os.access(gate_py, os.X_OK)
-    assert "nothing runs as another user" in setup.script  # no sudoers drop-in written
+    assert "no_sudoers /etc/sudoers.d/backupd" in setup.script  # nothing runs as root
     assert not Path(f"{root}/etc/sudoers.d").exists()
 
 
@@ -153,7 +153,8 @@ def test_a_restore_key_gets_its_own_line_and_write_verbs_only(tmp_path: Path) ->
     host = config(tmp_path, paths + tree)
     script = setup_script(host).script  # type: ignore[arg-type]
     assert "/etc/backupd-gate/web1-restore.json" in script
-    assert script.count("\nauthorize\n") == 2 and "backupd-restore@web1" in script
+    assert script.count("\nauthorize ") == 2 and "backupd-restore@web1" in script
+    assert "authorize 'the restore key'" in script and "restore_dir /srv/restore" in script
     assert 'rule root "$(where rrsync)" -wo /srv/files' in script  # the tree, as root
     restore = json.loads(
         script.split('web1-restore.json 0644 <<"BACKUPD_EOF"\n')[1].split("BACKUPD_EOF")[0]
@@ -171,3 +172,68 @@ def test_a_restore_key_gets_its_own_line_and_write_verbs_only(tmp_path: Path) ->
     same = config(tmp_path, f'restore_key = "{tmp_path / "id_ed25519"}"\n' + tree)
     with pytest.raises(UsageError, match="restore_key must be another key"):
         setup_script(same)  # type: ignore[arg-type]
+
+
+def run_script(
+    script: str, root: Path, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path or os.environ["PATH"]}
+    root.mkdir(exist_ok=True)
+    return subprocess.run(
+        ["sh", "-s", str(root)], input=script, capture_output=True, text=True, env=env, check=False
+    )
+
+
+def test_the_script_stops_saying_why_where_the_droplet_is_not_ready(tmp_path: Path) -> None:
+    """A login that does not exist or cannot run the gate, a volume Docker cannot place:
+    the script stops with one line, before a key or a rule is written for it."""
+    sqlite = '[hosts.web1.sources.app]\nkind = "sqlite"\npath = "/srv/app.db"\n'
+    host = config(tmp_path, sqlite)
+    nobody = host.model_copy(update={"user": "no-such-login-here"})  # type: ignore[attr-defined]
+    done = run_script(setup_script(nobody).script, tmp_path / "r1")
+    assert done.returncode == 1 and "no such login: no-such-login-here" in done.stderr
+    assert not list((tmp_path / "r1").rglob("authorized_keys"))
+    nologin = host.model_copy(update={"user": "nobody"})  # type: ignore[attr-defined]
+    done = run_script(setup_script(nologin).script, tmp_path / "r2")
+    assert done.returncode == 1 and "the gate runs through it" in done.stderr
+    volume = '[hosts.web1.sources.data]\nkind = "volume"\nvolume = "app_data"\nsudo = true\n'
+    bin_dir = tmp_path / "bin"  # a Docker that cannot reach its daemon (the stand-in)
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n"
+    )
+    (bin_dir / "docker").chmod(0o755)
+    script = setup_script(config(tmp_path, volume)).script  # type: ignore[arg-type]
+    done = run_script(script, tmp_path / "r3", f"{bin_dir}:{os.environ['PATH']}")
+    assert done.returncode == 1 and "data: read the tree: docker volume inspect" in done.stderr
+    assert not (tmp_path / "r3" / "etc" / "sudoers.d" / "backupd").exists()
+
+
+def test_a_set_up_without_root_commands_removes_an_earlier_drop_in(tmp_path: Path) -> None:
+    tree = '[hosts.web1.sources.files]\nkind = "directory"\npath = "/srv/files"\n'
+    root = tmp_path / "root"
+    run_script(setup_script(config(tmp_path, tree + "sudo = true\n")).script, root)  # type: ignore[arg-type]
+    drop_in = root / "etc" / "sudoers.d" / "backupd"
+    assert "rrsync -ro /srv/files" in drop_in.read_text()
+    done = run_script(setup_script(config(tmp_path, tree)).script, root)  # type: ignore[arg-type]
+    assert done.returncode == 0, done.stderr
+    assert not drop_in.exists() and "nothing runs as root" in done.stdout
+
+
+def test_under_a_root_it_leaves_the_database_roles_alone(tmp_path: Path) -> None:
+    pg = '[hosts.web1.sources.main]\nkind = "postgresql"\npsql = "/nonexistent/psql"\n'
+    done = run_script(setup_script(config(tmp_path, pg)).script, tmp_path / "look")  # type: ignore[arg-type]
+    assert done.returncode == 0, done.stderr
+    assert "main: database roles not created (installing under" in done.stdout
+
+
+def test_a_host_that_is_not_gated_or_a_loose_restore_key_is_refused(tmp_path: Path) -> None:
+    tree = '[hosts.web1.sources.files]\nkind = "directory"\npath = "/srv/files"\n'
+    ungated = config(tmp_path, tree).model_copy(update={"gate": False})  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="set gate = true on the host first"):
+        setup_script(ungated)
+    loose = tmp_path / "loose_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(loose)], check=True)
+    loose.chmod(0o644)
+    with pytest.raises(UsageError, match="readable by others"):
+        setup_script(config(tmp_path, f'restore_key = "{loose}"\n' + tree))  # type: ignore[arg-type]
