@@ -125,6 +125,24 @@ def test_the_example_config_is_valid() -> None:
     assert config.maintenance.verify_archives == 3
 
 
+def test_the_example_config_with_its_gate_lines_on_is_valid(tmp_path: Path) -> None:
+    """An operator uncommenting the gate's keys as the example shows them."""
+    from backupd.actions.gatelist import allowlist, restore_allowlist
+    from jobs.registry import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "config" / "backupd.example.toml").read_text()
+    on = "\n".join(
+        line[2:] if line.startswith(("# gate =", "# restore_key =", "# restore_paths =")) else line
+        for line in text.splitlines()
+    )
+    path = tmp_path / "backupd.toml"
+    path.write_text(on)
+    host = load_config(path).hosts["web1"]
+    assert host.gate and host.restore_paths == ("/srv/restore",)
+    assert allowlist(host)["requests"] and restore_allowlist(host)["requests"]
+
+
 @pytest.mark.parametrize(
     ("given", "kept"),
     [
