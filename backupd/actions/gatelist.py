@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from backupd.config.load import HostConfig
 from backupd.errors import UsageError
 from backupd.remote.droplet_gate import GATE_VERSION, requests_digest
-from jobs.gating import GateRequest, Tree, requests_json
+from jobs.gating import GateRequest, Param, Tree, requests_json
 from jobs.registry import registry
+
+A = TypeVar("A", str, Param)
 
 
 def allowlist(host: HostConfig) -> dict[str, Any]:
@@ -39,35 +42,48 @@ def allowlist(host: HostConfig) -> dict[str, Any]:
 
 def restore_targets(host: HostConfig) -> list[Tree]:
     """Where restores may write on ``host`` through the gate (the restore key's
-    allowlist): each directory source's own tree (as root when it is read as root) and
-    each of the host's ``restore_paths`` (as the login)."""
+    allowlist): each tree source's own tree (a directory's path, a volume's mountpoint as
+    Docker says it; as root when it is read as root) and each of the host's
+    ``restore_paths`` (as the login)."""
     targets: dict[str, Tree] = {}
     for source in host.sources.values():
         for request in registry()[source.kind].gate_requests(source.options, source.name):
             tree = request.tree
-            if tree is not None and tree.path is not None:
-                targets.setdefault(tree.path, Tree(tree.path, None, tree.sudo, tree.rrsync, True))
+            if tree is not None:
+                write = dataclasses.replace(tree, write=True)
+                targets.setdefault(repr((tree.path, tree.inspect)), write)
     rrsync = next(iter(targets.values())).rrsync if targets else "rrsync"
     for path in host.restore_paths:
-        targets.setdefault(path, Tree(path, None, False, rrsync, True))
+        targets.setdefault(repr((path, None)), Tree(path, None, False, rrsync, True))
     return list(targets.values())
 
 
 def restore_allowlist(host: HostConfig) -> dict[str, Any]:
     """The restore key's allowlist of ``host``: for each restore target, rsync writing
-    into it through ``rrsync -wo``, creating it, and looking whether it holds files
-    (backupd/actions/restore_push.py sends exactly these). No database verbs yet."""
+    into it through ``rrsync -wo``, creating it, and looking whether it holds files, and
+    for a volume asking Docker where it is (backupd/actions/restore_push.py sends exactly
+    these). No database verbs yet."""
     from backupd.remote.ssh import WRAP_SCRIPT
 
     requests: list[GateRequest] = []
     for tree in restore_targets(host):
-        assert tree.path is not None
         prefix = ("sudo", "-n") if tree.sudo else ()
+        name = tree.path or f"volume {(tree.inspect or ('?',))[-1]}"
+        mkdir: tuple[str | Param, ...] = ("mkdir", "-p", "--")
+        create: tuple[str | Param, ...]
+        probe: tuple[str | Param, ...]
+        if tree.path is not None:
+            create, probe = (*mkdir, tree.path), non_empty_probe(tree.path)
+        else:  # a volume: the gate asks Docker where it is, as for reading it
+            top = Param("top", "tree", tree=tree)
+            create, probe = (*mkdir, top), non_empty_probe(top)
         requests += [
-            GateRequest(f"restore into {tree.path}", tree=tree),
-            GateRequest(f"create {tree.path}", (*prefix, "mkdir", "-p", "--", tree.path)),
-            GateRequest(f"look into {tree.path}", (*prefix, *non_empty_probe(tree.path))),
+            GateRequest(f"restore into {name}", tree=tree),
+            GateRequest(f"create {name}", (*prefix, *create)),
+            GateRequest(f"look into {name}", (*prefix, *probe)),
         ]
+        if tree.inspect:
+            requests.append(GateRequest(f"where is {name}", tree.inspect))
     listed = requests_json(requests)
     return {
         "gate": GATE_VERSION,
@@ -78,7 +94,7 @@ def restore_allowlist(host: HostConfig) -> dict[str, Any]:
     }
 
 
-def non_empty_probe(path: str) -> tuple[str, ...]:
+def non_empty_probe(path: A) -> tuple[str | A, ...]:
     """Prints one entry of the directory ``path`` if it has any (restore --to-host)."""
     return ("find", path, "-mindepth", "1", "-maxdepth", "1", "-print", "-quit")
 

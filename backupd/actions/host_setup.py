@@ -129,35 +129,63 @@ def _sudoers_step(requests: list[dict[str, Any]]) -> str:
         tree = request.get("tree")
         if tree is not None and tree.get("sudo"):
             rrsync = f'"$(where {shlex.quote(tree["rrsync"])})"'
-            if "path" in tree:
-                top = shlex.quote(_sudoers_word(tree["path"]))
-            else:  # a volume: where Docker keeps it, asked now (as root: no sudo)
-                inspect = [a for a in tree["inspect"] if a not in ("sudo", "-n")]
-                failed = shlex.quote(f"{request['name']}: {shlex.join(inspect)} failed")
-                lines += [
-                    f"top=$({shlex.join(inspect)}) || die {failed}",
-                    f"case $top in /*) ;; *) die {failed};; esac",
-                ]
-                top = '"$top"'
+            found, top = _tree_top(request["name"], tree)
             mode = "-wo" if tree.get("write") else "-ro"
-            lines += [f"keep {rrsync}", f"rule root {rrsync} {mode} {top}"]
+            lines += [*found, f"keep {rrsync}", f"rule root {rrsync} {mode} {top}"]
         argv = request.get("argv") or []
         if argv[:2] == ["sudo", "-n"]:
-            lines.append(_sudo_rule(request["name"], argv[2:]))
+            lines += _sudo_rule(request["name"], argv[2:])
     if not lines:
         return f"no_sudoers {SUDOERS}  # nothing runs as another user\n"
+    rules: set[str] = set()  # a rule or keep line once (a finding line each time: $top)
+    lines = [x for x in lines if not x.startswith(("rule ", "keep ")) or not _seen(x, rules)]
     return "sudoers_begin\n" + "\n".join(lines) + f"\nsudoers_end {SUDOERS}\n"
 
 
-def _sudo_rule(name: str, argv: list[object]) -> str:
+def _seen(line: str, seen: set[str]) -> bool:
+    if line in seen and "$top" not in line:
+        return True
+    seen.add(line)
+    return False
+
+
+def _tree_top(name: str, tree: dict[str, Any]) -> tuple[list[str], str]:
+    """(script lines, shell word) for a tree's directory in a sudoers rule: its path, or
+    for a volume where Docker keeps it, asked while the script runs (as root: no sudo);
+    the script stops if Docker cannot say."""
+    if "path" in tree:
+        return [], shlex.quote(_sudoers_word(tree["path"]))
+    inspect = [a for a in tree["inspect"] if a not in ("sudo", "-n")]
+    failed = shlex.quote(f"{name}: {shlex.join(inspect)} failed")
+    found = [
+        f"top=$({shlex.join(inspect)}) || die {failed}",
+        f"case $top in /*) ;; *) die {failed};; esac",
+    ]
+    return found, '"$top"'
+
+
+def _sudo_rule(name: str, argv: list[Any]) -> list[str]:
+    """The rule for ``sudo -n [-u USER --] COMMAND...``: every argument fixed, or a tree's
+    directory (found as _tree_top finds it); any other parameter cannot be a rule."""
     user = "root"
     if argv[:1] == ["-u"] and len(argv) >= 3 and argv[2] == "--":
         user, argv = str(argv[1]), argv[3:]
-    if not argv or not all(isinstance(a, str) for a in argv):
-        said = f"not in sudoers: {name} (a varying argument); see docs/droplet-setup.md"
-        return f"say {shlex.quote(said)}"
-    words = " ".join(_sudoers_word(str(a)) for a in argv[1:])
-    return f'rule {shlex.quote(user)} "$(where {shlex.quote(str(argv[0]))})" {shlex.quote(words)}'
+    found: list[str] = []
+    words: list[str] = []
+    for arg in argv[1:]:
+        if isinstance(arg, str):
+            words.append(shlex.quote(_sudoers_word(arg)))
+        elif arg.get("type") == "tree":
+            found, top = _tree_top(name, arg["tree"])
+            suffix = arg.get("suffix", "")
+            words.append(top + (shlex.quote(_sudoers_word(suffix)) if suffix else ""))
+        else:
+            said = f"not in sudoers: {name} (a varying argument); see docs/droplet-setup.md"
+            return [f"say {shlex.quote(said)}"]
+    if not argv or not isinstance(argv[0], str):
+        return [f"say {shlex.quote(f'not in sudoers: {name}')}"]
+    program = f'"$(where {shlex.quote(argv[0])})"'
+    return [*found, f"rule {shlex.quote(user)} {program} {' '.join(words)}"]
 
 
 def _sudoers_word(word: str) -> str:

@@ -26,6 +26,7 @@ from backupd.errors import BackupdError, RefusedError, RestoreError, UsageError,
 from backupd.local.process import Invocation, run_local
 from backupd.remote.rsync import rsync_over_ssh
 from backupd.remote.rsyncmsg import itemized_files
+from jobs.gating import Tree
 
 log = logging.getLogger(__name__)
 REMOTE_TIMEOUT = 600.0
@@ -79,26 +80,42 @@ def _destination(ctx: Context, source: SourceConfig, req: PushRequest) -> Destin
         )
     path = req.path.rstrip("/") or "/"
     if host.gate:
-        return _gated_destination(host, path)
+        return _gated_destination(ctx, host, path)
     prefix: tuple[str, ...] = source.options.remote_prefix()  # a tree's: sudo -n, or none
     rsync_path = " ".join((*prefix, source.options.program("rsync")))
     return Destination(host, path, prefix, rsync_path, gated=False)
 
 
-def _gated_destination(host: HostConfig, path: str) -> Destination:
+def _gated_destination(ctx: Context, host: HostConfig, path: str) -> Destination:
     """A gated droplet takes a restore only with its restore key, and only into a
-    directory its restore allowlist names (decision 0022)."""
-    allowed = {t.path: t for t in restore_targets(host)}
-    if path not in allowed:
-        shown = ", ".join(sorted(p for p in allowed if p)) or "none"
+    directory its restore allowlist names (decision 0022): a tree of its sources (a
+    volume's where Docker says it is) or one of its restore_paths."""
+    writer = host.model_copy(update={"key": restore_key_file(host)})
+    targets = restore_targets(host)
+    target = next((t for t in targets if t.path == path), None)
+    if target is None:
+        target = _volume_at(ctx, writer, [t for t in targets if t.inspect], path)
+    if target is None:
+        shown = [t.path or f"volume {(t.inspect or ('?',))[-1]}'s mountpoint" for t in targets]
         raise UsageError(
             f"{host.name} is gated: restores write only into its trees or restore_paths "
-            f"(allowed: {shown}), not {path}"
+            f"(allowed: {', '.join(shown) or 'none'}), not {path}"
         )
-    key = restore_key_file(host)
-    prefix = ("sudo", "-n") if allowed[path].sudo else ()
+    prefix = ("sudo", "-n") if target.sudo else ()
     # rsync_path: none, the gate picks rrsync (rsync_over_ssh with gated=True)
-    return Destination(host.model_copy(update={"key": key}), path, prefix, "", gated=True)
+    return Destination(writer, path, prefix, "", gated=True)
+
+
+def _volume_at(ctx: Context, writer: HostConfig, volumes: list[Tree], path: str) -> Tree | None:
+    """The volume whose mountpoint is ``path``, as Docker on the droplet says."""
+    if not volumes:
+        return None
+    with connect(ctx, writer) as conn:
+        for volume in volumes:
+            said = conn.run(volume.inspect or (), timeout=REMOTE_TIMEOUT)
+            if said.ok and said.stdout.decode(errors="replace").strip() == path:
+                return volume
+    return None
 
 
 def plan_push(ctx: Context, host: HostConfig, source: SourceConfig, req: PushRequest) -> PushPlan:

@@ -18,10 +18,10 @@ from backupd.actions.gatelist import restore_allowlist
 from backupd.remote import droplet_gate as gate
 from backupd.remote.ssh import remote_command_line
 from jobs.registry import load_config
-from tests.e2e.conftest import BIN
+from tests.e2e.conftest import BIN, Deployment
 from tests.e2e.gated import Gated, backed_up, deploy_gated, new_key
 from tests.e2e.test_sqlite import make_db
-from tests.e2e.test_trees import build_tree, chown_to_droplet, snapshot
+from tests.e2e.test_trees import DOCKER, build_tree, chown_to_droplet, snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -109,19 +109,11 @@ def test_a_restore_onto_a_gated_droplet_writes_with_the_restore_key_only_where_a
     landing.mkdir()
     chown_to_droplet(gated.droplet, landing)
     restore_key = tmp_path / "restore_key"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(restore_key)], check=True
-    )
+    new_key(restore_key)
     sources: dict[str, dict[str, object]] = {"uploads": {"kind": "directory", "path": str(tree)}}
     settings = {"gate": True, "restore_key": str(restore_key), "restore_paths": [str(landing)]}
     d = deploy_gated(gated, tmp_path, sources, **settings)
-    host = load_config(d.config).hosts["gated"]
-    restore_allow = {**restore_allowlist(host), "syslog": gated.syslog.getsockname()}
-    (gated.droplet.root / "restore.json").write_text(json.dumps(restore_allow))
-    command = f"/usr/bin/python3 {gated.droplet.root / 'gate.py'} {gated.droplet.root}/restore.json"
-    pub = " ".join(Path(f"{restore_key}.pub").read_text().split()[:2])
-    keys = gated.droplet.root / "authorized_keys"
-    keys.write_text(keys.read_text() + f'restrict,command="{command}" {pub}\n')
+    install_restore_key(gated, d, restore_key)
     try:
         backed_up(gated, d, "gated/uploads")
         restore = ("restore", "gated/uploads", "--to-host", "gated", "--yes")
@@ -148,6 +140,49 @@ def test_a_restore_onto_a_gated_droplet_writes_with_the_restore_key_only_where_a
     finally:
         gated.install(gated.allow, "allow")
         subprocess.run(["rm", "-rf", str(tree.parent), str(landing)], check=True)
+
+
+def install_restore_key(gated: Gated, d: Deployment, restore_key: Path) -> None:
+    """The restore key's line beside the daemon's, with the config's restore allowlist."""
+    host = load_config(d.config).hosts["gated"]
+    restore_allow = {**restore_allowlist(host), "syslog": gated.syslog.getsockname()}
+    (gated.droplet.root / "restore.json").write_text(json.dumps(restore_allow))
+    command = f"/usr/bin/python3 {gated.droplet.root / 'gate.py'} {gated.droplet.root}/restore.json"
+    pub = " ".join(Path(f"{restore_key}.pub").read_text().split()[:2])
+    keys = gated.droplet.root / "authorized_keys"
+    keys.write_text(keys.read_text() + f'restrict,command="{command}" {pub}\n')
+
+
+def test_a_volume_restores_into_where_docker_keeps_it_with_the_restore_key(
+    gated: Gated, tmp_path: Path
+) -> None:
+    """--path the volume's mountpoint: backupctl and the gate each ask Docker (the
+    stand-in) where the volume is; another path is refused."""
+    tree = build_tree(gated.droplet)
+    docker = gated.droplet.bin_dir / "docker"
+    docker.write_text(DOCKER % tree)
+    docker.chmod(0o755)
+    restore_key = tmp_path / "restore_key"
+    new_key(restore_key)
+    sources: dict[str, dict[str, object]] = {"data": {"kind": "volume", "volume": "uploads_data"}}
+    d = deploy_gated(gated, tmp_path, sources, gate=True, restore_key=str(restore_key))
+    install_restore_key(gated, d, restore_key)
+    try:
+        backed_up(gated, d, "gated/data")
+        before = snapshot(tree)
+        for path in tree.iterdir():  # the volume lost its files
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+        restore = ("restore", "gated/data", "--to-host", "gated", "--yes", "--path")
+        d.backupctl(*restore, str(tree), check=True)
+        assert snapshot(tree) == before
+        logged = gated.logged()
+        assert any("ran where is volume uploads_data" in line for line in logged), logged
+        other = d.backupctl(*restore, str(tree.parent))
+        assert other.returncode == 2 and "volume uploads_data's mountpoint" in other.stderr
+    finally:
+        docker.unlink()
+        gated.install(gated.allow, "allow")
+        subprocess.run(["rm", "-rf", str(tree.parent)], check=True)
 
 
 @pytest.fixture

@@ -237,3 +237,29 @@ def test_a_host_that_is_not_gated_or_a_loose_restore_key_is_refused(tmp_path: Pa
     loose.chmod(0o644)
     with pytest.raises(UsageError, match="readable by others"):
         setup_script(config(tmp_path, f'restore_key = "{loose}"\n' + tree))  # type: ignore[arg-type]
+
+
+def test_a_volume_read_and_restored_as_root_gets_rules_for_where_docker_keeps_it(
+    tmp_path: Path,
+) -> None:
+    """Its mountpoint is asked of Docker (the stand-in) while the script runs: the rules
+    name that directory for reading, restoring, creating and looking into it."""
+    restore_key = tmp_path / "restore_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(restore_key)], check=True
+    )
+    volume = '[hosts.web1.sources.data]\nkind = "volume"\nvolume = "app_data"\nsudo = true\n'
+    host = config(tmp_path, f'restore_key = "{restore_key}"\n' + volume)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\necho /var/lib/docker/volumes/app_data/_data\n")
+    (bin_dir / "docker").chmod(0o755)
+    root = tmp_path / "root"
+    done = run_script(setup_script(host).script, root, f"{bin_dir}:{os.environ['PATH']}")  # type: ignore[arg-type]
+    assert done.returncode == 0, done.stderr
+    rules = (root / "etc" / "sudoers.d" / "backupd").read_text()
+    mount = "/var/lib/docker/volumes/app_data/_data"
+    for rule in (f"rrsync -ro {mount}", f"rrsync -wo {mount}", f"mkdir -p -- {mount}"):
+        assert f"NOPASSWD: /usr/bin/{rule}" in rules, rules
+    assert f"/usr/bin/find {mount} -mindepth 1 -maxdepth 1 -print -quit" in rules
+    assert rules.count("volume inspect --format {{ .Mountpoint }} -- app_data") == 1
