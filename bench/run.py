@@ -49,6 +49,7 @@ from bench.catalogue import run as catalogue_bench
 from bench.chunkers import run as chunker_bench
 from bench.daemon_idle import run as idle_bench
 from bench.fleet import run as fleet_bench
+from bench.gate import GateBench
 from bench.restore import RestoreBench, restore_host, restore_target_toml
 from bench.trees import TreeBench
 from bench.venv import bench_venv
@@ -99,6 +100,8 @@ INFORMATIVE = (
     "restore_ratio_python_pipe_vs_shell_pipe",
     "status_statements_1m",
     "status_cli_seconds_1m",
+    "gate_request_ms",
+    "gated_night_ratio",
 )
 
 
@@ -396,6 +399,7 @@ def main() -> int:
             "trees": TreeBench(bench).run,
             "chunkers": functools.partial(chunker_bench, bench, work),
             "fleet": functools.partial(fleet_bench, work, BIN),
+            "gate": lambda: GateBench(bench).run(),
         }
         for name in sys.argv[1:] or list(steps):
             print(f"bench: {name} ...", flush=True)
