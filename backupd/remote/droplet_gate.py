@@ -73,13 +73,18 @@ def load_allowlist(path: str) -> dict[str, Any]:
 
 
 # -- reading a request ------------------------------------------------------------------
-def split_request(command: str) -> list[str]:
-    """The request's argv. It must be exactly what shlex.join makes of that argv (how
-    backupd quotes), so nothing is left to a shell: no unquoted ``;``, ``$()``, newline."""
+def check_size(command: str) -> None:
+    """Refused before anything reads it: longer than MAX_REQUEST bytes, or holding a NUL."""
     if len(command.encode("utf-8", "surrogateescape")) > MAX_REQUEST:
         raise Refused(f"request longer than {MAX_REQUEST} bytes")
     if "\x00" in command:
         raise Refused("request holds a NUL byte")
+
+
+def split_request(command: str) -> list[str]:
+    """The request's argv. It must be exactly what shlex.join makes of that argv (how
+    backupd quotes), so nothing is left to a shell: no unquoted ``;``, ``$()``, newline."""
+    check_size(command)
     try:
         argv = shlex.split(command)
     except ValueError as e:
@@ -254,8 +259,7 @@ def decide_tree(allow: dict[str, Any], command: str) -> tuple[str, list[str], st
     made relative (``./``): rrsync refuses the other direction, options that leave the
     tree (``-L``, ``-k``, ``--copy-unsafe-links``), paths with ``..`` or through symlinks
     out of it."""
-    if len(command.encode("utf-8", "surrogateescape")) > MAX_REQUEST or "\x00" in command:
-        raise Refused("request too long or holding a NUL byte")
+    check_size(command)
     words = RSYNC_ARG.findall(command)
     if "." not in words or len(words) != words.index(".") + 2:
         raise Refused("a tree request names one tree, after the '.' argument")

@@ -22,10 +22,14 @@ from jobs.registry import load_config
 LOGIN = getpass.getuser()
 
 
+def new_key(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
 def config(tmp_path: Path, sources: str, name: str = "web1") -> object:
     key = tmp_path / "id_ed25519"
     if not key.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        new_key(key)
     text = f"""
 state_dir = "state"
 [store]
@@ -133,7 +137,7 @@ def test_the_gated_config_of_droplet_setup_md_makes_a_set_up(tmp_path: Path) -> 
     [example] = [b for b in docs.read_text().split("```toml\n")[1:] if "gate = true" in b]
     example = example.split("```")[0]
     key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    new_key(key)
     example = re.sub(r'key = ".*"', f'key = "{key}"', example)
     path = tmp_path / "backupd.toml"
     header = 'state_dir = "state"\n[store]\npath = "store"\n[passphrase]\nfile = "pass"\n'
@@ -145,9 +149,7 @@ def test_the_gated_config_of_droplet_setup_md_makes_a_set_up(tmp_path: Path) -> 
 
 def test_a_restore_key_gets_its_own_line_and_write_verbs_only(tmp_path: Path) -> None:
     restore_key = tmp_path / "restore_key"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(restore_key)], check=True
-    )
+    new_key(restore_key)
     tree = '[hosts.web1.sources.files]\nkind = "directory"\npath = "/srv/files"\nsudo = true\n'
     paths = f'restore_key = "{restore_key}"\nrestore_paths = ["/srv/restore/"]\n'
     host = config(tmp_path, paths + tree)
@@ -233,7 +235,7 @@ def test_a_host_that_is_not_gated_or_a_loose_restore_key_is_refused(tmp_path: Pa
     with pytest.raises(UsageError, match="set gate = true on the host first"):
         setup_script(ungated)
     loose = tmp_path / "loose_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(loose)], check=True)
+    new_key(loose)
     loose.chmod(0o644)
     with pytest.raises(UsageError, match="readable by others"):
         setup_script(config(tmp_path, f'restore_key = "{loose}"\n' + tree))  # type: ignore[arg-type]
@@ -245,9 +247,7 @@ def test_a_volume_read_and_restored_as_root_gets_rules_for_where_docker_keeps_it
     """Its mountpoint is asked of Docker (the stand-in) while the script runs: the rules
     name that directory for reading, restoring, creating and looking into it."""
     restore_key = tmp_path / "restore_key"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(restore_key)], check=True
-    )
+    new_key(restore_key)
     volume = '[hosts.web1.sources.data]\nkind = "volume"\nvolume = "app_data"\nsudo = true\n'
     host = config(tmp_path, f'restore_key = "{restore_key}"\n' + volume)
     bin_dir = tmp_path / "bin"
