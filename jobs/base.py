@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # only named in signatures here
     from backupd.catalogue import Catalogue
     from backupd.config.load import Config
     from backupd.remote.channel import Interactive
-    from jobs.gating import GateRequest
+    from jobs.gating import GateRequest, RestoreGate
 
 
 class Options(BaseModel):
@@ -332,6 +332,11 @@ class DatabaseKind(Protocol[O_contra]):
     ) -> list[Check]:
         """Checks beyond row counts of the restored database against ``req.facts``
         (VerificationError when it differs)."""
+        ...
+
+    def restore_gate(self, options: O_contra, source: str) -> RestoreGate:
+        """What a restore onto a gated droplet runs as and asks (jobs/gating.py);
+        UsageError when this kind cannot restore through the gate (say why)."""
         ...
 
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-ParamType = Literal["choice", "pg_dbname", "pg_snapshot", "tree"]  # the gate's PARAM_TYPES
+# the gate's PARAM_TYPES
+ParamType = Literal["choice", "pg_dbname", "pg_snapshot", "psql_var", "tmpfile", "tree"]
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,12 @@ class Param:
     optional: bool = False
     tree: Tree | None = None  # type "tree": the value is this tree's directory + suffix
     suffix: str = ""
+    var: str | None = None  # type "psql_var": the variable's name (--set NAME=VALUE)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"param": self.name, "type": self.type}
+        if self.var is not None:
+            out["var"] = self.var
         if self.values is not None:
             out["values"] = list(self.values)
         if self.tree is not None:
@@ -88,12 +92,14 @@ class Session:
 class GateRequest:
     """One request of the allowlist: ``name`` is what syslog says the gate ran; ``argv``
     a command's template, or ``tree`` a tree rsync may read (then ``argv`` is empty).
-    Without a ``session`` the program's stdin is /dev/null."""
+    Without a ``session`` the program's stdin is /dev/null, unless ``stdin_passes`` (a
+    restore's tool reading the dump)."""
 
     name: str
     argv: tuple[str | Param, ...] = ()
     session: Session | None = None
     tree: Tree | None = None
+    stdin_passes: bool = False
 
     def to_json(self) -> dict[str, Any]:
         if self.tree is not None:
@@ -105,7 +111,20 @@ class GateRequest:
         if self.session is not None:
             out["stdin"] = "session"
             out["session"] = self.session.to_json()
+        elif self.stdin_passes:
+            out["stdin"] = "pass"
         return out
+
+
+@dataclass(frozen=True)
+class RestoreGate:
+    """How a database kind restores onto a gated droplet (decision 0022): the ``options``
+    it runs with there (its restore role), the restore key's ``requests`` for it, and the
+    ``setup`` lines `backupctl host setup` runs as root to make that role."""
+
+    options: Any
+    requests: tuple[GateRequest, ...]
+    setup: tuple[str, ...]
 
 
 def requests_json(requests: Sequence[GateRequest]) -> list[dict[str, Any]]:

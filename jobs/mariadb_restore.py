@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from backupd.catalogue import Check
 from backupd.errors import RestoreError, UsageError, VerificationError
 from jobs.base import DatabaseRestore, Lack, NoServerNeeds, Options, ScratchEnv, StreamFilter
+from jobs.gating import RestoreGate
 from jobs.mariadb_common import QUERY_TIMEOUT, MariaDBOptions, client_args, option_file
 from jobs.mariadb_rewrite import Account, PortableLoad
 from jobs.mariadb_snapshot import TABLE_TYPES, hex_literal
@@ -77,6 +78,12 @@ class MariaDBRestore(NoServerNeeds):
 
     def restorable(self, item: str) -> bool:
         return True
+
+    def restore_gate(self, options: MariaDBOptions, source: str) -> RestoreGate:
+        raise UsageError(
+            f"{source}: MariaDB restores onto a gated droplet are not built yet: restore "
+            "--to DIR and load the dump there as its admin (docs/restore.md)"
+        )
 
     def resolve_table(self, table: str, recorded: Sequence[str]) -> str:
         if table in recorded or not recorded:

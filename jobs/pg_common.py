@@ -33,6 +33,9 @@ class PostgresOptions(ExecOptions):
     socket_dir: str | None = None  # pg's --host; the droplet's default socket when unset
     port: int | None = Field(default=None, ge=1, le=65535)
     username: str | None = None  # database role (--username)
+    # the role a restore onto a gated droplet connects as (host setup makes it: CREATEDB,
+    # a member of its databases' owners; decision 0022)
+    restore_username: str = Field(default="backupd_restore", min_length=1)
     pg_dump: str = "pg_dump"
     pg_dumpall: str = "pg_dumpall"
     psql: str = "psql"
@@ -97,6 +100,19 @@ def psql_head(options: PostgresOptions) -> tuple[str, ...]:
     )
 
 
+def admin_psql(options: PostgresOptions) -> tuple[str, ...]:
+    """psql as the server's superuser, run as root on the droplet by `backupctl host
+    setup` (runuser to postgres, or in the source's container)."""
+    where: tuple[str, ...] = ("--host", options.socket_dir) if options.socket_dir else ()
+    where += ("--port", str(options.port)) if options.port else ()
+    admin = (
+        (options.docker, "exec", "-i", options.container, options.psql, "--username=postgres")
+        if options.container
+        else ("runuser", "-u", "postgres", "--", options.psql)
+    )
+    return (*admin, *where, "--no-psqlrc", "--set", "ON_ERROR_STOP=1")
+
+
 # Tables as one JSON object {"schema.table" (format('%I.%I')): total bytes}: one line
 # whatever the names hold (a newline, "|", quotes).
 TABLES_SQL = (
@@ -113,7 +129,8 @@ TABLES_SQL = (
 # the extensions it uses, and how many objects a restore must lock.
 WORLD_SQL = """SELECT json_build_object(
  'database', (SELECT (to_jsonb(d) - 'datacl') || jsonb_build_object('encoding',
-     pg_encoding_to_char(d.encoding)) FROM pg_database d WHERE d.datname = current_database()),
+     pg_encoding_to_char(d.encoding), 'owner', pg_get_userbyid(d.datdba))
+     FROM pg_database d WHERE d.datname = current_database()),
  'roles', (SELECT coalesce(json_object_agg(k, r), '{}') FROM (
      SELECT CASE WHEN s.deptype = 'r' OR s.classid = 'pg_user_mapping'::regclass THEN 'always'
                  WHEN s.deptype IN ('a', 'i') THEN 'privileges' ELSE 'owner' END AS k,
@@ -144,6 +161,7 @@ def world_facts(line: str) -> dict[str, Any]:
         # PostgreSQL 15-16 call it daticulocale, 17 datlocale
         "icu_locale": row.get("daticulocale") or row.get("datlocale"),
         "icu_rules": row.get("daticurules"),
+        "owner": row.get("owner"),
     }
     roles = {k: sorted(v) for k, v in (raw.get("roles") or {}).items()}
     if raw.get("bootstrap_role"):  # its ownerships are not in pg_shdepend (it is pinned)

@@ -15,23 +15,38 @@ import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from backupd.catalogue import Check, Facts
+from backupd.catalogue import Check
 from backupd.errors import RestoreError, UsageError, VerificationError
 from jobs.base import DatabaseRestore, Lack, Peek, Setup, StreamFilter
+from jobs.gating import RestoreGate
 from jobs.pg_common import (
     FACT_TABLE,
     GLOBALS_ITEM,
     TABLES_SQL,
     WORLD_SQL,
     PostgresOptions,
+    admin_psql,
     connection,
     count_sql,
     dbname_arg,
     psql_argv,
     split_fact_table,
-    sql_literal,
     table_sizes,
     world_facts,
+)
+from jobs.pg_restore_sql import (
+    DROP_AFTER,
+    DROP_FIRST,
+    EXISTING_SQL,
+    EXISTS_SQL,
+    MKTEMP,
+    PRESENT_SQL,
+    create_database_sql,
+    entries_json,
+    gated_options,
+    restore_requests,
+    restore_role_setup,
+    variables_argv,
 )
 from jobs.pg_roles import create_roles_sql, needed_roles, parse_globals
 from jobs.pg_scratch import PostgresScratch
@@ -78,28 +93,29 @@ def describe(database: Mapping[str, Any]) -> str:
     return ", ".join(words)
 
 
-def _create_database(facts: Facts) -> tuple[str, dict[str, str]]:
-    """CREATE DATABASE as the database was (template0: any encoding and locale)."""
-    db = facts.get("database") or {}
-    if not db.get("encoding"):
-        return 'CREATE DATABASE :"db";', {}  # an older backup: the target's defaults
-    sql = "CREATE DATABASE :\"db\" TEMPLATE template0 ENCODING :'enc'"
-    values = {"enc": str(db["encoding"])}
-    for key, clause, var in (
-        ("lc_collate", "LC_COLLATE", "coll"),
-        ("lc_ctype", "LC_CTYPE", "ctype"),
-    ):
-        if db.get(key):
-            sql += f" {clause} :'{var}'"
-            values[var] = str(db[key])
-    provider = db.get("locale_provider")
-    if provider in ("icu", "builtin"):
-        sql += f" LOCALE_PROVIDER {provider} {provider.upper()}_LOCALE :'loc'"
-        values["loc"] = str(db.get("icu_locale") or "")
-        if db.get("icu_rules"):
-            sql += " ICU_RULES :'rules'"
-            values["rules"] = str(db["icu_rules"])
-    return sql + ";", values
+def _owner(req: DatabaseRestore) -> str | None:
+    """The role that owned the database, when a whole database is created with owners."""
+    if req.table is not None or not req.keep_owners:
+        return None
+    owner = (req.facts.get("database") or {}).get("owner")
+    return str(owner) if owner else None
+
+
+def _wanted_roles(req: DatabaseRestore) -> list[str] | None:
+    """The roles the dump refers to (pg_roles.needed_roles), and the database's owner."""
+    roles = needed_roles(req.facts, req.keep_owners)
+    owner = _owner(req)
+    if roles is None or owner is None or owner in roles:
+        return roles
+    return sorted([*roles, owner])
+
+
+def _grant_how(options: PostgresOptions, role: str) -> str:
+    who = options.username or "the connected role"
+    return (
+        f'as the server\'s superuser: GRANT "{role}" TO "{who}" (backupctl host '
+        "setup grants the owners of the source's databases; a superuser's cannot be)"
+    )
 
 
 class PostgresRestore:
@@ -109,6 +125,14 @@ class PostgresRestore:
 
     def restorable(self, item: str) -> bool:
         return item != GLOBALS_ITEM
+
+    def restore_gate(self, options: PostgresOptions, source: str) -> RestoreGate:
+        """As ``restore_username``, psql reading only fixed SQL (jobs/pg_restore_sql.py)."""
+        admin = admin_psql(options)
+        setup = restore_role_setup(options, source, admin, options.databases)
+        return RestoreGate(
+            gated_options(options), tuple(restore_requests(options, source)), tuple(setup)
+        )
 
     def companion_items(self) -> tuple[str, ...]:
         return (GLOBALS_ITEM,)
@@ -132,14 +156,7 @@ class PostgresRestore:
         raise UsageError(f"no table {table!r} in this dump (tables: {shown})")
 
     def database_exists(self, options: PostgresOptions, shell: CommandShell, name: str) -> bool:
-        out = self._psql(
-            options,
-            shell,
-            "postgres",
-            {"db": name},
-            "SELECT count(*) FROM pg_database WHERE datname = :'db';",
-        )
-        return out.strip() != "0"
+        return self._psql(options, shell, "postgres", {"db": name}, EXISTS_SQL).strip() != "0"
 
     def prepare_database(
         self, options: PostgresOptions, shell: CommandShell, req: DatabaseRestore
@@ -148,13 +165,13 @@ class PostgresRestore:
         which the target lacks); a table goes into an existing database as it is."""
         if req.table is not None and self.database_exists(options, shell, req.database):
             return
-        create, values = _create_database(req.facts)
+        create, values = create_database_sql(req.facts, req.keep_owners)
         if req.replace and values:
             # --force: the database in the way goes only once its replacement can be made
             # (a locale the server lacks is found on a throwaway probe, not after the DROP)
             probe = {"db": f"backupd_probe_{secrets.token_hex(6)}", **values}
-            self._create(options, shell, req, probe, create + '\nDROP DATABASE :"db";')
-        drop = 'DROP DATABASE IF EXISTS :"db" WITH (FORCE);\n' if req.replace else ""
+            self._create(options, shell, req, probe, create + DROP_AFTER)
+        drop = DROP_FIRST if req.replace else ""
         self._create(options, shell, req, {"db": req.database, **values}, drop + create)
 
     def _create(
@@ -208,10 +225,22 @@ class PostgresRestore:
     def lacks(
         self, options: PostgresOptions, shell: CommandShell, req: DatabaseRestore
     ) -> list[Lack]:
-        roles = needed_roles(req.facts, req.keep_owners) or []
+        """Roles and extensions the dump needs that the target lacks, and the roles that
+        exist but the connected role cannot act as (a restore role on a gated droplet:
+        the database's owner it creates it for, the owners it gives objects back to; a
+        superuser's objects are pg_restore's to refuse)."""
+        roles = _wanted_roles(req) or []
+        owner = _owner(req)
         extensions = sorted(req.facts.get("extensions") or {})
         have = self._present(options, shell, roles, extensions)
         lacks = [Lack(f"role {r}", True, ROLES_HOW) for r in roles if r not in have["roles"]]
+        lacks += [
+            Lack(f"membership in role {r}", False, _grant_how(options, r))
+            for r in roles
+            if r in have["roles"]
+            and r not in have["acts"]
+            and (r == owner or r not in have["supers"])
+        ]
         lacks += [
             Lack(
                 f"extension {x}",
@@ -241,7 +270,7 @@ class PostgresRestore:
         """Create the roles the dump needs that the target lacks (pg_roles.py says how);
         for an older backup that did not record them, every role of the globals."""
         known = parse_globals(companions.get(GLOBALS_ITEM, b""))
-        wanted = needed_roles(req.facts, req.keep_owners)
+        wanted = _wanted_roles(req)
         if wanted is None:
             wanted = sorted(known.inherit)
         missing = sorted(set(wanted) - self._present(options, shell, wanted, [])["roles"])
@@ -286,7 +315,8 @@ class PostgresRestore:
                 options.pg_restore,
                 "--list",
                 "--verbose",
-                f"--file={out}",
+                "--file",
+                out,
             )
             result = peek(argv)  # pg_restore stops reading after the table of contents
             if result.exit_status != 0:
@@ -308,12 +338,8 @@ class PostgresRestore:
         names are formatted as pg_dump formatted them)."""
         if not entries:
             return set()
-        rows = ",\n".join(
-            f"({e.id}, {sql_literal(e.kind)}, {sql_literal(e.schema)}, {sql_literal(e.name)})"
-            for e in entries
-        )
-        sql = f"SET standard_conforming_strings = on;\nSET search_path = '';\n{EXISTING_SQL % rows}"
-        return {int(x) for x in self._psql(options, shell, db, {}, sql).split()}
+        found = self._psql(options, shell, db, {"entries": entries_json(entries)}, EXISTING_SQL)
+        return {int(x) for x in found.split()}
 
     def extra_checks(
         self, options: PostgresOptions, shell: CommandShell, req: DatabaseRestore
@@ -365,9 +391,7 @@ class PostgresRestore:
         sql: str,
     ) -> str:
         """Run SQL given on stdin; values reach it only as psql variables (:'v', :"v")."""
-        argv = psql_argv(options, db)
-        for k, v in variables.items():
-            argv += ("--set", f"{k}={v}")
+        argv = psql_argv(options, db) + variables_argv(variables)
         result = shell.run(argv, timeout=QUERY_TIMEOUT, stdin=sql.encode())
         if not result.ok:
             raise RestoreError(
@@ -377,34 +401,12 @@ class PostgresRestore:
         return result.stdout.decode(errors="replace")
 
 
-# of a JSON list of roles and one of extensions (psql variables), those the server has
-PRESENT_SQL = """SELECT json_build_object(
- 'roles', (SELECT coalesce(json_agg(rolname), '[]') FROM pg_roles
-           WHERE rolname IN (SELECT json_array_elements_text(:'roles'::json))),
- 'extensions', (SELECT coalesce(json_agg(name), '[]') FROM pg_available_extensions
-                WHERE name IN (SELECT json_array_elements_text(:'exts'::json))));"""
-EXISTING_SQL = """SELECT id FROM (VALUES %s) AS v(id, kind, s, n) WHERE CASE
- WHEN kind = 'SCHEMA' THEN pg_catalog.to_regnamespace(pg_catalog.quote_ident(n)) IS NOT NULL
- WHEN kind = 'EXTENSION' THEN EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = n)
- WHEN kind IN ('TYPE', 'DOMAIN') THEN
-   pg_catalog.to_regtype(pg_catalog.quote_ident(s) || '.' || pg_catalog.quote_ident(n)) IS NOT NULL
- WHEN kind = 'SEQUENCE' THEN
-   pg_catalog.to_regclass(pg_catalog.quote_ident(s) || '.' || pg_catalog.quote_ident(n)) IS NOT NULL
- WHEN kind = 'COLLATION' THEN pg_catalog.to_regcollation(
-   pg_catalog.quote_ident(s) || '.' || pg_catalog.quote_ident(n)) IS NOT NULL
- WHEN kind IN ('FUNCTION', 'PROCEDURE', 'AGGREGATE') THEN EXISTS (
-   SELECT FROM pg_catalog.pg_proc p WHERE p.oid::pg_catalog.regprocedure::text =
-     pg_catalog.quote_ident(s) || '.' || pg_catalog.quote_ident(pg_catalog.split_part(n, '(', 1))
-     || '(' || pg_catalog.substr(n, pg_catalog.strpos(n, '(') + 1))
- ELSE false END;"""
-
-
 @contextlib.contextmanager
 def _tool_file(options: PostgresOptions, shell: CommandShell, content: bytes) -> Iterator[str]:
     """A private temporary file where the client tools run (as the same user, in the same
     container), holding ``content``; removed afterwards."""
     prefix = options.exec_prefix()
-    make = (*prefix, "sh", "-c", 'umask 077 && f=$(mktemp) && cat > "$f" && printf %s "$f"')
+    make = (*prefix, "sh", "-c", MKTEMP)
     made = shell.run(make, timeout=FILE_TIMEOUT, stdin=content)
     path = made.stdout.decode().strip()
     if not made.ok or not path.startswith("/"):

@@ -21,6 +21,7 @@ from jobs.pg_common import (
     TABLES_SQL,
     WORLD_SQL,
     PostgresOptions,
+    admin_psql,
     connection,
     count_sql,
     dbname_arg,
@@ -95,17 +96,9 @@ class PostgreSQL:
         role of the same name."""
         role = options.username or login
         ident = '"' + role.replace('"', '""') + '"'
-        where: tuple[str, ...] = ("--host", options.socket_dir) if options.socket_dir else ()
-        where += ("--port", str(options.port)) if options.port else ()
-        admin = (
-            (options.docker, "exec", "-i", options.container, options.psql, "--username=postgres")
-            if options.container
-            else ("runuser", "-u", "postgres", "--", options.psql)
-        )
         failed = shlex.quote(f"{source}: creating the role {role} failed (see above)")
         lines = [
-            f"{shlex.join((*admin, *where, '--no-psqlrc', '--set', 'ON_ERROR_STOP=1'))} "
-            f"--dbname=postgres <<'BACKUPD_SQL' || die {failed}",
+            f"{shlex.join(admin_psql(options))} --dbname=postgres <<'BACKUPD_SQL' || die {failed}",
             f"DO $$BEGIN CREATE ROLE {ident} LOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object "
             f"THEN ALTER ROLE {ident} LOGIN BYPASSRLS; END$$;",
             f"GRANT pg_read_all_data TO {ident};",

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from backupd.config.load import HostConfig
 from backupd.errors import UsageError
 from backupd.remote.droplet_gate import GATE_VERSION, requests_digest
-from jobs.gating import GateRequest, Param, Tree, requests_json
-from jobs.registry import registry
+from jobs.gating import GateRequest, Param, RestoreGate, Tree, requests_json
+from jobs.registry import database_kinds, registry
 
 A = TypeVar("A", str, Param)
 
@@ -58,14 +58,30 @@ def restore_targets(host: HostConfig) -> list[Tree]:
     return list(targets.values())
 
 
+def restore_gates(host: HostConfig) -> dict[str, RestoreGate]:
+    """source name -> how it restores into a database on ``host`` through the gate, for
+    each database source whose kind can (the others are refused when asked)."""
+    gates = {}
+    for source in host.sources.values():
+        kind = database_kinds().get(source.kind)
+        if kind is not None:
+            try:
+                gates[source.name] = kind.restore_gate(source.options, source.name)
+            except UsageError:
+                continue
+    return gates
+
+
 def restore_allowlist(host: HostConfig) -> dict[str, Any]:
     """The restore key's allowlist of ``host``: for each restore target, rsync writing
     into it through ``rrsync -wo``, creating it, and looking whether it holds files, and
     for a volume asking Docker where it is (backupd/actions/restore_push.py sends exactly
-    these). No database verbs yet."""
+    these); for each database source, its kind's restore requests (restore_gates)."""
     from backupd.remote.ssh import WRAP_SCRIPT
 
     requests: list[GateRequest] = []
+    for gate in restore_gates(host).values():
+        requests += gate.requests
     for tree in restore_targets(host):
         prefix = ("sudo", "-n") if tree.sudo else ()
         name = tree.path or f"volume {(tree.inspect or ('?',))[-1]}"

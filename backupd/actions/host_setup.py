@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context, ssh_target
-from backupd.actions.gatelist import allowlist, restore_allowlist, restore_key_file
+from backupd.actions.gatelist import (
+    allowlist,
+    restore_allowlist,
+    restore_gates,
+    restore_key_file,
+)
 from backupd.config.load import HostConfig
 from backupd.errors import RemoteError, UsageError
 from backupd.local.process import Invocation, run_local
@@ -75,8 +80,11 @@ def setup_script(host: HostConfig) -> Setup:
         ]
         requests += restore["requests"]
     parts.append(_sudoers_step(requests))
+    restoring = restore_gates(host) if host.restore_key is not None else {}
     for source in host.sources.values():
         lines = registry()[source.kind].droplet_setup(source.options, source.name, host.user)
+        if source.name in restoring:
+            lines = [*lines, *restoring[source.name].setup]
         if lines:
             head = f"# {source.name} ({source.kind})\nif databases {shlex.quote(source.name)}; then"
             parts.append("\n".join((head, *lines, "fi")) + "\n")

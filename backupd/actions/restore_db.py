@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context, connect
+from backupd.actions.gatelist import restore_key_file
 from backupd.actions.needs import Endpoint, provide, refuse_lacking
 from backupd.actions.recorded import Ending, settle
 from backupd.actions.restore import (
@@ -126,19 +127,48 @@ def db_shell(ctx: Context, req: DbRequest) -> Iterator[CommandShell]:
     if not isinstance(req.target, OntoDroplet):
         yield LocalShell(ctx.run_dir())
         return
-    name = req.target.host
-    host = ctx.config.hosts.get(name)
-    if host is None:
-        raise UsageError(
-            f"unknown host {name!r} (configured: {', '.join(sorted(ctx.config.hosts))})"
-        )
+    host = _droplet(ctx, req.target)
+    if host.gate:  # the daemon's key cannot write there: the operator's restore key
+        host = host.model_copy(update={"key": restore_key_file(host)})
     with connect(ctx, host) as conn:
         yield DropletShell(conn)
+
+
+def _droplet(ctx: Context, target: OntoDroplet) -> HostConfig:
+    host = ctx.config.hosts.get(target.host)
+    if host is None:
+        raise UsageError(
+            f"unknown host {target.host!r} (configured: {', '.join(sorted(ctx.config.hosts))})"
+        )
+    return host
+
+
+def _gated_endpoint(host: HostConfig, source: SourceConfig, req: DbRequest) -> Endpoint:
+    """A gated droplet's server, as its restore key's allowlist knows it: through its own
+    source of this kind (the one of the same name, or its only one), as its restore role."""
+    mine = [s for s in host.sources.values() if s.kind == source.kind]
+    same = [s for s in mine if s.name == source.name] or mine
+    if len(same) != 1:
+        raise UsageError(
+            f"{host.name} is gated: a {source.kind} restore goes through one of its own "
+            f"{source.kind} sources, and it has {len(mine)} (name one like {source.name})"
+        )
+    if req.create_roles:
+        raise UsageError(
+            f"{host.name} is gated: its restore role cannot create roles; create them as "
+            "the server's superuser first (globals.sql, see docs/restore-runbook.md)"
+        )
+    kind = database_kind(source)
+    gate = kind.restore_gate(same[0].options, same[0].name)
+    return Endpoint(kind, gate.options, f"droplet {host.name}")
 
 
 def _endpoint(ctx: Context, source: SourceConfig, req: DbRequest) -> Endpoint:
     kind = database_kind(source)
     if isinstance(req.target, OntoDroplet):  # the tools run as the source says (sudo...)
+        host = _droplet(ctx, req.target)
+        if host.gate:
+            return _gated_endpoint(host, source, req)
         return Endpoint(kind, source.options, f"droplet {req.target.host}")
     name = req.target.name
     target = ctx.config.restore_targets.get(name)

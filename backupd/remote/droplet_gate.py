@@ -34,6 +34,10 @@ EXIT_REFUSED = 126  # the shell's "found but cannot be run"
 # what pg_export_snapshot() returns: 8 hex digits, 8 hex digits, a decimal number
 SNAPSHOT = re.compile(r"[0-9A-F]{8}-[0-9A-F]{8}-[0-9]{1,10}")
 HELLO = "backupd-gate hello"
+# a private file a restore makes for pg_restore (its listing, its --use-list):
+# ``mktemp /tmp/backupd.XXXXXXXXXX`` in jobs/pg_restore.py
+TMPFILE = re.compile(r"/tmp/backupd\.[A-Za-z0-9]{10}")  # noqa: S108  (mktemp made it)
+PSQL_VAR = re.compile(r"[a-z]{1,16}")
 # a session's row count: SELECT count(*) FROM schema.table; both names as format('%I')
 # writes them (a bare lower-case name, or a double-quoted one of up to 63 characters)
 _PG_IDENT = rb'(?:[a-z_][a-z0-9_$]{0,62}|"(?:[^"\x00]|""){1,63}")'
@@ -49,6 +53,7 @@ DE_BACKSLASH = re.compile(r"\\(.)")
 INSPECT_TIMEOUT = 60  # seconds: the command that says where a volume's tree is
 TREE_READ: dict[str, Any] = {"stdin": "pass"}  # rrsync speaks the rsync protocol on it
 WARNING, INFO = 4, 6  # syslog severities
+SYSLOG_WAIT = 2.0  # seconds a full syslog queue may hold a request up
 
 
 class Refused(Exception):
@@ -168,10 +173,30 @@ def param_tree(spec: dict[str, Any], given: str) -> str:
     raise Refused(f"{spec['param']} {given!r} is not the configured tree")
 
 
+def param_psql_var(spec: dict[str, Any], given: str) -> str:
+    """``NAME=VALUE`` for psql's ``--set``: NAME the allowlist's ``"var"``, VALUE any text.
+    psql puts it into SQL only where the allowlist's fixed statements say ``:'NAME'`` or
+    ``:"NAME"`` (quoted as a literal or an identifier); the name is never one of psql's
+    own settings (ON_ERROR_STOP...)."""
+    name, eq, _value = given.partition("=")
+    if eq and name == spec.get("var") and PSQL_VAR.fullmatch(name):
+        return given
+    raise Refused(f"{spec['param']} is not the psql variable {spec.get('var')!r}")
+
+
+def param_tmpfile(spec: dict[str, Any], given: str) -> str:
+    """A file ``mktemp /tmp/backupd.XXXXXXXXXX`` made (TMPFILE), and nothing else."""
+    if TMPFILE.fullmatch(given):
+        return given
+    raise Refused(f"{spec['param']} {given!r} is not a restore's temporary file")
+
+
 PARAM_TYPES: dict[str, Callable[[dict[str, Any], str], str]] = {
     "choice": param_choice,
     "pg_dbname": param_pg_dbname,
     "pg_snapshot": param_pg_snapshot,
+    "psql_var": param_psql_var,
+    "tmpfile": param_tmpfile,
     "tree": param_tree,
 }
 
@@ -193,16 +218,24 @@ def render(template: list[Any], argv: list[str]) -> list[str] | None:
         return None
     flag = first.get("flag")
     width = 2 if flag else 1
+    wrong: Refused | None = None
     if len(argv) >= width and (not flag or argv[0] == flag):
         tail = render(rest, argv[width:])
         if tail is not None:
             check = PARAM_TYPES.get(first.get("type"))
             if check is None:
                 raise Refused("the allowlist names an unknown parameter type")
-            value = check(first, argv[width - 1])
-            return ([flag] if flag else []) + [value] + tail
+            try:
+                return ([flag] if flag else []) + [check(first, argv[width - 1])] + tail
+            except Refused as e:  # an optional one may be absent: the next may take it
+                if not first.get("optional"):
+                    raise
+                wrong = e
     if first.get("optional"):
-        return render(rest, argv)
+        skipped = render(rest, argv)
+        if skipped is None and wrong is not None:
+            raise wrong
+        return skipped
     return None
 
 
@@ -406,12 +439,15 @@ def _client() -> str:
 
 def _syslog(socket_path: str, severity: int, text: str) -> None:
     """One line to syslog (facility auth) as a datagram to ``socket_path`` (/dev/log
-    unless the allowlist names another); no syslog there: stderr still says it."""
+    unless the allowlist names another); no syslog there, or one that has not read its
+    queue (10 datagrams by default) within SYSLOG_WAIT: stderr still says it, and the
+    request is not held up."""
     import socket
 
     message = f"<{4 * 8 + severity}>backupd-gate[{os.getpid()}]: {text}"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.settimeout(SYSLOG_WAIT)
             s.sendto(message.encode("utf-8", "backslashreplace"), socket_path)
     except OSError:
         pass

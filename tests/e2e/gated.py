@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +37,49 @@ if tty -s; then echo tty:yes; else echo tty:none; fi
 """
 
 
+class SyslogReader:
+    """The droplet's syslog socket, read as it comes (as journald does): a socket nobody
+    reads holds 10 datagrams, and the gate then waits on it (SYSLOG_WAIT)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        sock.settimeout(0.1)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.stop.is_set():
+            try:
+                line = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.lines.append(line)
+
+    def take(self) -> list[str]:
+        time.sleep(0.5)  # a request's last line may still be on its way
+        with self.lock:
+            taken, self.lines = self.lines, []
+        return taken
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
 @dataclass
 class Gated:
     droplet: Droplet
     syslog: socket.socket
     canary: Path  # a file hostile requests try to create
     allow: dict[str, object]  # the module's own allowlist
+    reader: SyslogReader | None = None
 
     def install(self, allow: dict[str, object], name: str) -> None:
         """Key and gate as `backupctl host setup` installs them, with ``allow``."""
@@ -69,13 +108,9 @@ class Gated:
         )
 
     def logged(self) -> list[str]:
-        lines = []
-        self.syslog.settimeout(0.5)
-        try:
-            while True:
-                lines.append(self.syslog.recv(4096).decode())
-        except TimeoutError:
-            return lines
+        """The syslog lines the gate wrote since the last call."""
+        assert self.reader is not None
+        return self.reader.take()
 
 
 def start_gated(servers_dir: Path) -> Iterator[Gated]:
@@ -83,6 +118,7 @@ def start_gated(servers_dir: Path) -> Iterator[Gated]:
     folder = tempfile.mkdtemp(prefix="gate-", dir="/tmp")
     os.chmod(folder, 0o755)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    gated: Gated | None = None
     try:
         sock.bind(f"{folder}/log")
         os.chmod(f"{folder}/log", 0o666)  # the droplet's login writes to it
@@ -113,10 +149,12 @@ def start_gated(servers_dir: Path) -> Iterator[Gated]:
         allow["requests"].append(  # type: ignore[attr-defined]
             {"name": "shared: read the tree", "tree": {"path": str(tree), "rrsync": "rrsync"}}
         )
-        gated = Gated(droplet, sock, droplet.root / "tmp" / "pwned", allow)
+        gated = Gated(droplet, sock, droplet.root / "tmp" / "pwned", allow, SyslogReader(sock))
         gated.install(allow, "allow")
         yield gated
     finally:
+        if gated is not None and gated.reader is not None:
+            gated.reader.close()
         sock.close()
         shutil.rmtree(folder, ignore_errors=True)
         droplet.stop()

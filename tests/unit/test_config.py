@@ -6,14 +6,11 @@ import pytest
 
 from backupd.errors import ConfigError
 from jobs.registry import load_config
+from tests.unit.configs import HEAD
 
-GOOD = """
-state_dir = "state"
-[store]
-path = "store"
-[passphrase]
-file = "pass"
-[hosts.web1]
+GOOD = (
+    HEAD
+    + """[hosts.web1]
 address = "127.0.0.1"
 port = 2222
 user = "backup"
@@ -25,6 +22,7 @@ databases = ["app"]
 timeout = "2h"
 min_bytes = "1KiB"
 """
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,53 @@ def test_a_session_starts_with_its_read_only_transaction_or_not_at_all() -> None
     passed = good.feed(b"BEGIN READ ONLY;\nSELECT count(*) FROM s.t;\nCOMMIT;\n")
     assert passed == [b"BEGIN READ ONLY;\n", b"SELECT count(*) FROM s.t;\n", b"COMMIT;\n"]
     assert good.feed(b"BEGIN READ ONLY;\n") == [] and good.refused is not None
+
+
+TMP = "/tmp/backupd.AbCdEf0123"
+
+
+def test_a_syslog_that_does_not_read_holds_no_request_up(tmp_path: Path) -> None:
+    """A syslog socket whose queue is full (nobody reads it) makes the gate wait at most
+    SYSLOG_WAIT per line, and the request still runs (found when a test's socket held
+    10 datagrams and a request hung)."""
+    path = str(tmp_path / "log")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as log:
+        log.bind(path)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+            filler.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                while True:
+                    filler.sendto(b"x", path)
+        done: list[bool] = []
+        thread = threading.Thread(target=lambda: done.append(gate._syslog(path, 6, "x") is None))
+        thread.start()
+        thread.join(timeout=60)
+        assert done == [True]
+
+
+@pytest.mark.parametrize(
+    ("template", "given", "expected"),
+    [
+        (["--set", "owner=x", "--set", "enc=y"], None, ["--set", "owner=x", "--set", "enc=y"]),
+        (["--set", "enc=y"], None, ["--set", "enc=y"]),
+        (["--set", "ON_ERROR_STOP=0"], "not the psql variable", None),
+        (["--set", "enc=y", "--set", "owner=x"], "not the psql variable", None),
+        (["--use-list", TMP], None, ["--use-list", TMP]),
+        (["--use-list", f"{TMP}/../x"], "temporary file", None),
+    ],
+)
+def test_optional_parameters_are_each_checked_and_may_be_absent(
+    template: list[str], given: str | None, expected: list[str] | None
+) -> None:
+    """psql variables come in the allowlist's order, each only by its own name; a
+    restore's temporary file is one mktemp made."""
+    spec: list[Any] = [
+        {"param": v, "type": "psql_var", "var": v, "flag": "--set", "optional": True}
+        for v in ("owner", "enc")
+    ]
+    spec.append({"param": "l", "type": "tmpfile", "flag": "--use-list", "optional": True})
+    if given is None:
+        assert gate.render(["psql", *spec], ["psql", *template]) == ["psql", *(expected or [])]
+    else:
+        with pytest.raises(gate.Refused, match=given):
+            gate.render(["psql", *spec], ["psql", *template])

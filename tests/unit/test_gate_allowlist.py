@@ -18,14 +18,11 @@ from backupd.remote import droplet_gate as gate
 from backupd.remote.ssh import remote_command_line
 from jobs.base import DumpStream
 from jobs.registry import load_config, registry
+from tests.unit.configs import HEAD
 
-CONFIG = """
-state_dir = "state"
-[store]
-path = "store"
-[passphrase]
-file = "pass"
-[hosts.web1]
+CONFIG = (
+    HEAD
+    + """[hosts.web1]
 address = "127.0.0.1"
 user = "backup"
 key = "id_ed25519"
@@ -40,6 +37,7 @@ socket_dir = "/run/postgresql"
 port = 5433
 globals = false
 """
+)
 
 
 class Listing:

@@ -17,18 +17,16 @@ from backupd.errors import ConfigError, HostKeyError
 from backupd.local.process import Argv, CommandResult, Invocation
 from backupd.remote.ssh import SSHTarget, pinned_keys
 from jobs.registry import load_config
+from tests.unit.configs import HEAD
 
-CONFIG = """
-state_dir = "state"
-[store]
-path = "store"
-[passphrase]
-file = "pass"
-[hosts.web1]
+CONFIG = (
+    HEAD
+    + """[hosts.web1]
 address = "203.0.113.7"
 user = "backup"
 key = "id"
 """
+)
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
