@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 # the gate's PARAM_TYPES
-ParamType = Literal["choice", "pg_dbname", "pg_snapshot", "psql_var", "tmpfile", "tree"]
+ParamType = Literal["any", "choice", "pg_dbname", "pg_snapshot", "psql_var", "tmpfile", "tree"]
 
 
 @dataclass(frozen=True)

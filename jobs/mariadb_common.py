@@ -22,6 +22,13 @@ class MariaDBOptions(ExecOptions):
     password_file: Path | None = None  # on the backup host, mode 0600: sent over stdin
     dump: str = "mariadb-dump"  # or mysqldump
     client: str = "mariadb"  # or mysql
+    # a restore onto a gated droplet: the user it connects as (host setup creates it, with
+    # its password in restore_defaults_file there; default /etc/backupd/SOURCE-restore.cnf)
+    restore_username: str = Field(default="backupd_restore", min_length=1)
+    restore_defaults_file: str | None = None
+    # the client refuses client commands (\!, source) in what it reads: set for restores
+    # onto a gated droplet (MariaDB 10.5.25, 10.6.18, 10.11.8 or later there)
+    sandbox: bool = False
     count_rows: bool = True  # exact row counts in the dump's own snapshot (needs RELOAD)
     # the longest commits are blocked while the dump and the count session take their
     # snapshots (BACKUP STAGE BLOCK_COMMIT); the server lifts it after this even if

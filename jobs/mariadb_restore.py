@@ -13,6 +13,7 @@ from backupd.errors import RestoreError, UsageError, VerificationError
 from jobs.base import DatabaseRestore, Lack, NoServerNeeds, Options, ScratchEnv, StreamFilter
 from jobs.gating import RestoreGate
 from jobs.mariadb_common import QUERY_TIMEOUT, MariaDBOptions, client_args, option_file
+from jobs.mariadb_restore_gate import restore_gate
 from jobs.mariadb_rewrite import Account, PortableLoad
 from jobs.mariadb_snapshot import TABLE_TYPES, hex_literal
 from jobs.sqlfilter import OneTableFilter
@@ -41,6 +42,10 @@ def _recorded_properties(req: DatabaseRestore) -> tuple[str, str] | None:
             f"the recorded character set {cs!r} or collation {co!r} is not a name MariaDB gives"
         )
     return cs, co
+
+
+def sandbox(options: MariaDBOptions) -> tuple[str, ...]:
+    return ("--sandbox",) if options.sandbox else ()
 
 
 def _unhex_lines(out: str) -> list[str]:
@@ -80,10 +85,8 @@ class MariaDBRestore(NoServerNeeds):
         return True
 
     def restore_gate(self, options: MariaDBOptions, source: str) -> RestoreGate:
-        raise UsageError(
-            f"{source}: MariaDB restores onto a gated droplet are not built yet: restore "
-            "--to DIR and load the dump there as its admin (docs/restore.md)"
-        )
+        """As ``restore_username``, the client sandboxed (jobs/mariadb_restore_gate.py)."""
+        return restore_gate(options, source)
 
     def resolve_table(self, table: str, recorded: Sequence[str]) -> str:
         if table in recorded or not recorded:
@@ -156,8 +159,10 @@ class MariaDBRestore(NoServerNeeds):
             *options.exec_prefix(),
             options.client,
             *client_args(options, secret_path or "/dev/null"),
+            *sandbox(options),
             "--binary-mode",
-            f"--database={req.database}",
+            "--database",
+            req.database,
         )
 
     def restore_secret(self, options: MariaDBOptions) -> bytes:
@@ -218,16 +223,22 @@ class MariaDBRestore(NoServerNeeds):
         return self._query(options, shell, f"USE {sql_ident(name)}; {sql}")
 
     @staticmethod
-    def _query(options: MariaDBOptions, shell: CommandShell, sql: str) -> str:
-        argv = (
+    def query_argv(options: MariaDBOptions, sql: str) -> tuple[str, ...]:
+        """The client running ``sql`` (tab-separated rows, no header)."""
+        return (
             *options.exec_prefix(),
             options.client,
             *client_args(options),
+            *sandbox(options),
             "--batch",
             "--skip-column-names",
             "--execute",
             sql,
         )
+
+    @classmethod
+    def _query(cls, options: MariaDBOptions, shell: CommandShell, sql: str) -> str:
+        argv = cls.query_argv(options, sql)
         result = shell.run(argv, timeout=QUERY_TIMEOUT, stdin=option_file(options) or None)
         if not result.ok:
             what = f"{options.client} on {shell.label} failed (exit {result.exit_status})"

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backupd.actions.context import Context
+from backupd.actions.db_stream import restore_archive
 from backupd.actions.needs import Endpoint, provide, refuse_lacking
 from backupd.actions.recorded import Ending, settle
 from backupd.actions.restore import await_repositories, choose_archives, read_back, restore_tree
-from backupd.actions.restore_db import restore_archive
 from backupd.actions.scratch import Scratch, new_scratch_dir, scratch_server
 from backupd.actions.tree import TREE_FILENAME
 from backupd.catalogue import Archive, Check

@@ -191,7 +191,14 @@ def param_tmpfile(spec: dict[str, Any], given: str) -> str:
     raise Refused(f"{spec['param']} {given!r} is not a restore's temporary file")
 
 
+def param_any(spec: dict[str, Any], given: str) -> str:
+    """Any text, as one argument (no NUL: check_size): where the program itself bounds
+    what it can do (the sandboxed mariadb client as a restore user, decision 0022)."""
+    return given
+
+
 PARAM_TYPES: dict[str, Callable[[dict[str, Any], str], str]] = {
+    "any": param_any,
     "choice": param_choice,
     "pg_dbname": param_pg_dbname,
     "pg_snapshot": param_pg_snapshot,

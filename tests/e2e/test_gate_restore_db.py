@@ -6,21 +6,25 @@ restore key's psql takes no SQL but backupd's."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from backupd.remote import droplet_gate as gate
 from backupd.remote.ssh import remote_command_line
+from jobs.base import DatabaseRestore
+from jobs.mariadb_restore import MariaDBRestore
 from jobs.pg_common import psql_argv
 from jobs.pg_restore import PostgresRestore
 from jobs.registry import load_config, registry
-from tests.e2e.conftest import pg_source
+from tests.e2e.conftest import Deployment, mariadb_counts, pg_source
 from tests.e2e.gated import Gated, backed_up, deploy_gated, new_key, pwn
-from tests.e2e.test_gate_kinds import READER, pg_options, setup_sql
+from tests.e2e.test_gate_kinds import MARIA_READER, READER, pg_options, setup_sql
 from tests.e2e.test_gate_setup import install_restore_key
+from tests.harness.mariadb import MariaDBServer
 from tests.harness.postgres import PostgresCluster, postgres_bindir
 
 pytestmark = pytest.mark.e2e
@@ -91,10 +95,7 @@ def test_a_database_restores_onto_the_gated_droplet_as_it_was_with_the_restore_k
         role_passwords=False,
         **tools,
     )
-    restore_key = tmp_path / "restore_key"
-    new_key(restore_key)
-    d = deploy_gated(gated, tmp_path, {"shop": source}, gate=True, restore_key=str(restore_key))
-    install_restore_key(gated, d, restore_key)
+    d, restore_key = with_restore_key(gated, tmp_path, {"shop": source})
     try:
         backed_up(gated, d, "gated/shop")
         restore = ("restore", "gated/shop", "--item", shop, "--to-host", "gated", "--yes")
@@ -136,3 +137,85 @@ def test_a_database_restores_onto_the_gated_droplet_as_it_was_with_the_restore_k
         assert daemon.returncode == gate.EXIT_REFUSED
     finally:
         gated.install(gated.allow, "allow")
+
+
+def test_a_mariadb_database_restores_onto_the_gated_droplet_sandboxed(
+    gated: Gated, tmp_path: Path, mariadb_server: MariaDBServer, shop_mariadb: str
+) -> None:
+    """As the restore user host setup makes (its password drawn on the droplet, grants on
+    the source's databases and names that start with theirs and _): the rows come back,
+    the trigger's definer becomes that user; a name outside its grants is refused by the
+    server; a client command through the restore key is refused by the sandbox."""
+    reader = f"'{MARIA_READER}'@'localhost'"
+    restorer = "'backupd_restore'@'localhost'"
+    reader_cnf = gated.droplet.root / "reader.cnf"
+    source = {
+        "kind": "mariadb",
+        "databases": [shop_mariadb],
+        "socket": str(mariadb_server.socket),
+        "username": MARIA_READER,
+        "defaults_file": str(reader_cnf),
+        "restore_defaults_file": str(gated.droplet.root / "etc" / "shopdb-restore.cnf"),
+    }
+    options = registry()["mariadb"].options_model.model_validate(
+        {k: v for k, v in source.items() if k != "kind"}
+    )
+    grants = setup_sql(registry()["mariadb"].droplet_setup(options, "shopdb", "other-login"))
+    mariadb_server.sql(f"CREATE OR REPLACE USER {reader} IDENTIFIED BY 'reader-secret';{grants}")
+    reader_cnf.write_text("[client]\npassword=reader-secret\n")
+    reader_cnf.chmod(0o600)
+    shutil.chown(reader_cnf, gated.droplet.user)
+    made = MariaDBRestore().restore_gate(options, "shopdb").setup  # type: ignore[arg-type]
+    run_setup(made, gated.droplet.user)
+    assert (gated.droplet.root / "etc" / "shopdb-restore.cnf").stat().st_mode & 0o777 == 0o600
+    d, restore_key = with_restore_key(gated, tmp_path, {"shopdb": source})
+    try:
+        backed_up(gated, d, "gated/shopdb")
+        restore = ("restore", "gated/shopdb", "--to-host", "gated", "--yes", "--database")
+        done = d.backupctl(*restore, f"{shop_mariadb}_restored")
+        assert done.returncode == 0, done.stderr
+        restored = mariadb_counts(mariadb_server, f"{shop_mariadb}_restored")
+        assert restored == mariadb_counts(mariadb_server, shop_mariadb)
+        logged = gated.logged()
+        assert any("ran shopdb: restore: load the dump" in line for line in logged), logged
+        elsewhere = d.backupctl(*restore, "elsewhere")
+        assert elsewhere.returncode != 0 and "Traceback" not in elsewhere.stderr
+        assert "denied" in elsewhere.stderr
+        gopts = MariaDBRestore().restore_gate(options, "shopdb").options  # type: ignore[arg-type]
+        escape = (*MariaDBRestore().restore_argv(gopts, DatabaseRestore(shop_mariadb), None),)
+        hostile = gated.ssh(
+            remote_command_line(escape),
+            stdin=f"system {pwn(gated.canary)}\n\\! {pwn(gated.canary)}\n".encode(),
+            key=restore_key,
+        )
+        assert hostile.returncode != 0 and b"Unknown command" in hostile.stderr, hostile.stderr
+        query = MariaDBRestore.query_argv(gopts, f"system {pwn(gated.canary)}")
+        hostile = gated.ssh(remote_command_line(query), key=restore_key)
+        assert hostile.returncode != 0 and b"sandbox mode" in hostile.stderr, hostile.stderr
+        assert not gated.canary.exists()
+    finally:
+        gated.install(gated.allow, "allow")
+        mariadb_server.sql(
+            f"DROP USER IF EXISTS {reader}; DROP USER IF EXISTS {restorer};"
+            f"DROP DATABASE IF EXISTS elsewhere"
+        )
+
+
+def with_restore_key(
+    gated: Gated, tmp_path: Path, sources: dict[str, dict[str, object]]
+) -> tuple[Deployment, Path]:
+    """backupd for the gated droplet, and the operator's restore key installed there."""
+    restore_key = tmp_path / "restore_key"
+    new_key(restore_key)
+    d = deploy_gated(gated, tmp_path, sources, gate=True, restore_key=str(restore_key))
+    install_restore_key(gated, d, restore_key)
+    return d, restore_key
+
+
+def run_setup(lines: Sequence[str], login: str) -> None:
+    """Host setup's lines for one source, as its script runs them (as root)."""
+    head = f'set -eu\nlogin={login}\nsay() {{ echo "$*"; }}\ndie() {{ say "$*" >&2; exit 1; }}\n'
+    done = subprocess.run(
+        ["sh", "-c", head + "\n".join(lines)], capture_output=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr

@@ -272,3 +272,76 @@ def test_the_daemon_s_key_has_no_restore_verb(tmp_path: Path) -> None:
     psql = _psql(host, "shop", "--set", "db=shop")
     with pytest.raises(gate.Refused):
         gate.decide(daemon, remote_command_line(psql))
+
+
+MARIADB = """
+[hosts.web1.sources.shopdb]
+kind = "mariadb"
+databases = ["shop", "odd `name`"]
+socket = "/run/mysqld/mysqld.sock"
+username = "backupd"
+"""
+
+
+class MariaDBDroplet(GatedDroplet):
+    def _answer(self, name: str, stdin: bytes) -> bytes:
+        return b"0"  # no database, no privilege to name other definers
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None, **_: object
+    ) -> CommandResult:
+        self._pass(argv, stdin)
+        sql = argv[-1]
+        if "CURRENT_USER" in sql:
+            out = b"backupd_restore@localhost".hex().upper()
+        elif "information_schema.SCHEMATA WHERE" in sql and "DEFAULT_CHARACTER" in sql:
+            out = "utf8mb4\tutf8mb4_general_ci"
+        elif "COLLATIONS" in sql:
+            out = "1"
+        elif sql.startswith("SELECT COUNT(*) FROM `"):
+            out = "4\n2"
+        else:
+            out = "0"
+        return CommandResult(tuple(argv), 0, out.encode(), b"", 0.0)
+
+
+def test_a_mariadb_restore_passes_as_its_sandboxed_restore_user(tmp_path: Path) -> None:
+    """Every command of a whole restore (existence, collation, the database made as it
+    was, the definer check, the load, counts, properties) passes as sent, each with
+    --sandbox and the restore user's option file; the client as anyone else does not."""
+    from jobs.mariadb_restore import MariaDBRestore
+
+    load(tmp_path)  # its keys
+    (tmp_path / "backupd.toml").write_text(CONFIG + MARIADB)
+    host = load_config(tmp_path / "backupd.toml").hosts["web1"]
+    allow = restore_allowlist(host)
+    kind = MariaDBRestore()
+    gated = kind.restore_gate(host.sources["shopdb"].options, "shopdb")  # type: ignore[arg-type]
+    opts = gated.options
+    assert opts.defaults_file == "/etc/backupd/shopdb-restore.cnf" and opts.sandbox
+    droplet = MariaDBDroplet(allow)
+    facts = {
+        "database_charset": "utf8mb4",
+        "database_collation": "utf8mb4_general_ci",
+        "rows": {"orders": 4, "odd `t`": 2},
+    }
+    name = "odd `name`_restored"
+    req = DatabaseRestore(name, None, keep_owners=True, replace=False, facts=facts)
+    assert not kind.database_exists(opts, droplet, name)
+    assert kind.lacks(opts, droplet, req) == []
+    kind.prepare_database(opts, droplet, req)
+    kind.load_rewrite(opts, droplet, "odd `name`", list(facts["rows"]), req)  # type: ignore[arg-type]
+    droplet.feed(kind.restore_argv(opts, req, None), None, timeout=1)
+    assert kind.row_counts(opts, droplet, name, list(facts["rows"])) == {"orders": 4, "odd `t`": 2}  # type: ignore[arg-type]
+    kind.extra_checks(opts, droplet, req)
+    [load_request] = [r for r in allow["requests"] if r["name"] == "shopdb: restore: load the dump"]
+    assert "--sandbox" in load_request["argv"] and load_request["stdin"] == "pass"
+    as_root = remote_command_line(
+        ("mariadb", "--socket=/run/mysqld/mysqld.sock", "--user=root", "--execute", "SELECT 1")
+    )
+    unsandboxed = remote_command_line(
+        (*kind.restore_argv(opts.model_copy(update={"sandbox": False}), req, None),)
+    )
+    for hostile in (as_root, unsandboxed):
+        with pytest.raises(gate.Refused):
+            gate.decide(json.loads(json.dumps(allow)), hostile)

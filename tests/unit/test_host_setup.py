@@ -263,3 +263,28 @@ def test_a_volume_read_and_restored_as_root_gets_rules_for_where_docker_keeps_it
         assert f"NOPASSWD: /usr/bin/{rule}" in rules, rules
     assert f"/usr/bin/find {mount} -mindepth 1 -maxdepth 1 -print -quit" in rules
     assert rules.count("volume inspect --format {{ .Mountpoint }} -- app_data") == 1
+
+
+def test_a_restore_key_brings_the_database_restore_roles_and_no_key_none(tmp_path: Path) -> None:
+    """With a restore key: PostgreSQL's restore role (CREATEDB, its databases' owners
+    granted) and MariaDB's restore user (a password drawn on the droplet into its option
+    file, grants on its databases and theirs-and-_ names); without one, neither."""
+    restore_key = tmp_path / "restore_key"
+    new_key(restore_key)
+    host = config(tmp_path, f'restore_key = "{restore_key}"\n' + SOURCES)
+    script = setup_script(host).script  # type: ignore[arg-type]
+    subprocess.run(["sh", "-n"], input=script.encode(), check=True)
+    assert 'CREATE ROLE "backupd_restore" LOGIN CREATEDB;' in script
+    assert (
+        "NOT r.rolsuper AND r.oid IN (SELECT datdba FROM pg_database WHERE NOT datistemplate)"
+        in script
+    )
+    assert "/etc/backupd/shop-restore.cnf" in script and "/dev/urandom" in script
+    assert "GRANT ALL PRIVILEGES ON `odd``name\\_%`.* TO 'backupd_restore'@'localhost';" in script
+    restore = json.loads(
+        script.split('web1-restore.json 0644 <<"BACKUPD_EOF"\n')[1].split("BACKUPD_EOF")[0]
+    )
+    names = sorted(r["name"] for r in restore["requests"] if "argv" in r)
+    assert "main: restore: pg_restore" in names and "shop: restore: load the dump" in names
+    plain = setup_script(config(tmp_path, SOURCES)).script  # type: ignore[arg-type]
+    assert "backupd_restore" not in plain
