@@ -44,6 +44,24 @@ def _recorded_properties(req: DatabaseRestore) -> tuple[str, str] | None:
     return cs, co
 
 
+# bytes of SQL per --execute: a gated droplet's gate takes requests up to 32 KiB, and a
+# database of thousands of tables counts them in several statements' worth
+QUERY_BYTES = 16384
+
+
+def _batches(statements: Sequence[str], limit: int) -> list[list[str]]:
+    """``statements`` in order, in runs of at most ``limit`` bytes (one longer: alone)."""
+    runs: list[list[str]] = []
+    size = limit
+    for stmt in statements:
+        if size + len(stmt) + 2 > limit:
+            runs.append([])
+            size = 0
+        runs[-1].append(stmt)
+        size += len(stmt.encode()) + 2
+    return runs
+
+
 def sandbox(options: MariaDBOptions) -> tuple[str, ...]:
     return ("--sandbox",) if options.sandbox else ()
 
@@ -175,8 +193,10 @@ class MariaDBRestore(NoServerNeeds):
         self, options: MariaDBOptions, shell: CommandShell, name: str, tables: Sequence[str]
     ) -> dict[str, int]:
         db = sql_ident(name)
-        sql = "; ".join(f"SELECT COUNT(*) FROM {db}.{sql_ident(t)}" for t in tables)  # noqa: S608
-        out = self._query(options, shell, sql).split() if tables else []
+        counts = [f"SELECT COUNT(*) FROM {db}.{sql_ident(t)}" for t in tables]  # noqa: S608
+        out: list[str] = []
+        for batch in _batches(counts, QUERY_BYTES):
+            out += self._query(options, shell, "; ".join(batch)).split()
         return {t: int(n) for t, n in zip(tables, out, strict=True)}
 
     def tables(self, options: MariaDBOptions, shell: CommandShell, name: str) -> set[str]:

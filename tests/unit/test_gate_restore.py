@@ -345,3 +345,38 @@ def test_a_mariadb_restore_passes_as_its_sandboxed_restore_user(tmp_path: Path) 
     for hostile in (as_root, unsandboxed):
         with pytest.raises(gate.Refused):
             gate.decide(json.loads(json.dumps(allow)), hostile)
+
+
+def test_thousands_of_tables_are_counted_in_requests_the_gate_takes(tmp_path: Path) -> None:
+    """Row counts of 3,000 tables with long names: several --execute requests, each under
+    the gate's 32 KiB, every table counted once, in order."""
+    from jobs.mariadb_restore import MariaDBRestore
+
+    load(tmp_path)
+    (tmp_path / "backupd.toml").write_text(CONFIG + MARIADB)
+    host = load_config(tmp_path / "backupd.toml").hosts["web1"]
+    opts = MariaDBRestore().restore_gate(host.sources["shopdb"].options, "shopdb").options  # type: ignore[arg-type]
+
+    class Counting(GatedDroplet):
+        def __init__(self, allow: dict[str, object]) -> None:
+            super().__init__(allow)
+            self.sizes: list[int] = []
+            self.counted: list[int] = []
+
+        def run(
+            self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None, **_: object
+        ) -> CommandResult:
+            self.sizes.append(len(remote_command_line(argv).encode()))
+            self._pass(argv, stdin)  # Refused above MAX_REQUEST
+            n = argv[-1].count("SELECT COUNT(*)")
+            start = sum(self.counted)
+            self.counted.append(n)
+            return CommandResult(
+                tuple(argv), 0, " ".join(str(start + i) for i in range(n)).encode(), b"", 0.0
+            )
+
+    droplet = Counting(restore_allowlist(host))
+    tables = [f"table_{i:04d}_" + "x" * 50 for i in range(3000)]
+    counts = MariaDBRestore().row_counts(opts, droplet, "shop", tables)
+    assert list(counts.values()) == list(range(3000))
+    assert len(droplet.counted) > 1 and max(droplet.sizes) <= gate.MAX_REQUEST
