@@ -13,7 +13,7 @@ from backupd.errors import RestoreError, UsageError, VerificationError
 from jobs.base import DatabaseRestore, Lack, NoServerNeeds, Options, ScratchEnv, StreamFilter
 from jobs.gating import RestoreGate
 from jobs.mariadb_common import QUERY_TIMEOUT, MariaDBOptions, client_args, option_file
-from jobs.mariadb_restore_gate import restore_gate
+from jobs.mariadb_restore_gate import SANDBOX, restore_gate
 from jobs.mariadb_rewrite import Account, PortableLoad
 from jobs.mariadb_snapshot import TABLE_TYPES, hex_literal
 from jobs.sqlfilter import OneTableFilter
@@ -63,7 +63,10 @@ def _batches(statements: Sequence[str], limit: int) -> list[list[str]]:
 
 
 def sandbox(options: MariaDBOptions) -> tuple[str, ...]:
-    return ("--sandbox",) if options.sandbox else ()
+    """The client options of a sandboxed restore: no client commands (``\\!``,
+    ``source``), and no ``LOAD DATA LOCAL INFILE`` (which --sandbox lets through: SQL
+    that reads any file the login can into a table, found by a new-user trial)."""
+    return SANDBOX if options.sandbox else ()
 
 
 def _unhex_lines(out: str) -> list[str]:

@@ -4,11 +4,14 @@ requests, and the restore user `backupctl host setup` makes for it.
 The mariadb client reads a dump's SQL, and its input can hold client commands (``\\!``
 runs a shell, ``\\.`` reads a file): on a gated droplet it always runs ``--sandbox``
 (MariaDB 10.5.25, 10.6.18, 10.11.8 and later), which refuses them, in ``--execute`` and on
-stdin alike. What the SQL does is the restore user's to allow: every privilege on the
-source's databases and on names that start with theirs followed by ``_`` (``shop_restored``),
-nothing global. Its password never leaves the droplet: host setup draws it there and keeps
-it in an option file only the login reads (``restore_defaults_file``); the daemon's key
-cannot read it (its gate runs no ``cat``), the restore key's allowlist names it literally.
+stdin alike, and ``--local-infile=0``: ``LOAD DATA LOCAL INFILE`` is SQL the sandbox lets
+through, and reads any file the login can (a new-user trial read /etc/passwd and this
+user's own password file with it). What the SQL does is the restore user's to allow:
+every privilege on the source's databases and on names that start with theirs followed by
+``_`` (``shop_restored``), nothing global. Its password never leaves the droplet: host
+setup draws it there and keeps it in an option file only the login reads
+(``restore_defaults_file``); the daemon's key cannot read it (its gate runs no ``cat``),
+the restore key's allowlist names it literally.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import shlex
 from backupd.errors import UsageError
 from jobs.gating import GateRequest, Param, RestoreGate, say
 from jobs.mariadb_common import MariaDBOptions, client_args
+
+# the client refuses client commands and reading local files (mariadb_restore.sandbox)
+SANDBOX = ("--sandbox", "--local-infile=0")
 
 
 def _sql_string(value: str) -> str:
@@ -52,7 +58,7 @@ def gated_options(options: MariaDBOptions, source: str) -> MariaDBOptions:
 
 def restore_gate(options: MariaDBOptions, source: str) -> RestoreGate:
     gated = gated_options(options, source)
-    head = (*gated.exec_prefix(), gated.client, *client_args(gated), "--sandbox")  # sandbox()
+    head = (*gated.exec_prefix(), gated.client, *client_args(gated), *SANDBOX)
     sql, database = Param("sql", "any"), Param("database", "any", flag="--database")
     query: tuple[str | Param, ...] = (*head, "--batch", "--skip-column-names", "--execute", sql)
     load: tuple[str | Param, ...] = (*head, "--binary-mode", database)

@@ -177,10 +177,15 @@ def restore_role_setup(
         if databases
         else "NOT datistemplate"
     )
+    owners = f"r.oid IN (SELECT datdba FROM pg_database WHERE {which})"  # noqa: S608
     grant_owners = (  # the owners' names as the server has them, quoted by format('%I')
         "SELECT format('GRANT %I TO %I;', r.rolname, "  # noqa: S608  (literals only)
-        f"{sql_literal(role)}) FROM pg_roles r WHERE NOT r.rolsuper AND r.oid IN "
-        f"(SELECT datdba FROM pg_database WHERE {which}) \\gexec"
+        f"{sql_literal(role)}) FROM pg_roles r WHERE {owners} AND NOT {MORE_THAN_AN_OWNER} \\gexec"
+    )
+    skipped = (  # said, not granted: the restore role could then become more than owners
+        "SELECT 'not granted to the restore role (it could then create roles, or act as a "  # noqa: S608
+        "superuser or a pg_ role): ' || string_agg(r.rolname, ', ') FROM pg_roles r "
+        f"WHERE {owners} AND {MORE_THAN_AN_OWNER} HAVING count(*) > 0;"
     )
     failed = shlex.quote(f"{source}: creating the restore role {role} failed (see above)")
     return [
@@ -188,12 +193,25 @@ def restore_role_setup(
         f"DO $$BEGIN CREATE ROLE {ident} LOGIN CREATEDB; EXCEPTION WHEN duplicate_object "
         f"THEN ALTER ROLE {ident} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE; END$$;",
         grant_owners,
+        skipped,
         "BACKUPD_SQL",
         say(
             f"{source}: role {role} restores (CREATEDB, a member of its databases' owners); "
-            f"peer authentication needs a pg_ident.conf map from the login to {role}"
+            f"peer authentication needs the login mapped to {role} too (pg_ident.conf "
+            "and pg_hba.conf: docs/droplet-setup.md step 7)"
         ),
     ]
+
+
+# an owner the restore role must not become (by membership, SET ROLE): a superuser, one
+# that may create roles (before PostgreSQL 16 such a role may grant itself
+# pg_execute_server_program: programs on the droplet), one of the predefined pg_ roles
+# (server files, programs, all data), or a member of any of those
+MORE_THAN_AN_OWNER = (
+    "EXISTS (SELECT FROM pg_roles p WHERE pg_has_role(r.oid, p.oid, 'MEMBER') AND "
+    "(p.rolsuper OR p.rolcreaterole OR (p.rolname LIKE 'pg\\_%' "
+    "AND p.rolname <> 'pg_database_owner')))"
+)
 
 
 def variables_argv(variables: dict[str, str]) -> tuple[str, ...]:

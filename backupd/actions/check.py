@@ -108,7 +108,10 @@ def check_host(ctx: Context, host: HostConfig) -> Iterator[Finding]:
         if host.gate and not gate.ok:
             return  # every request would be refused: the gate's finding says why
         if host.restore_key is not None:
-            yield check_restore_key(host)
+            key = check_restore_key(host)
+            yield key
+            if key.ok and os.geteuid() == 0:  # root may use it: the restore roles answer?
+                yield from check_restore_roles(ctx, host)
         for source in host.sources.values():
             yield check_source(conn, host, source)
     finally:
@@ -162,6 +165,33 @@ def check_restore_key(host: HostConfig) -> Finding:
     if os.geteuid() != 0 and os.access(key, os.R_OK):
         return Finding(subject, False, f"{key}: this user may read it (only root should)")
     return Finding(subject, True, f"{key}: readable by its owner alone")
+
+
+def check_restore_roles(ctx: Context, host: HostConfig) -> Iterator[Finding]:
+    """Each database source's restore role connects through the restore key (a missing
+    peer map or password file shows here, not at a restore in the night)."""
+    from backupd.actions.gatelist import restore_gates, restore_key_file
+    from backupd.remote.shells import DropletShell
+    from jobs.registry import database_kinds
+
+    gates = restore_gates(host)
+    if not gates:
+        return
+    writer = host.model_copy(update={"key": restore_key_file(host)})
+    try:
+        with connect(ctx, writer) as conn:
+            shell = DropletShell(conn)
+            for name, gate in gates.items():
+                kind = database_kinds()[host.sources[name].kind]
+                subject = f"{host.name}/{name} restore role"
+                try:
+                    kind.database_exists(gate.options, shell, "backupd-config-check")
+                except BackupdError as e:
+                    yield Finding(subject, False, str(e))
+                    continue
+                yield Finding(subject, True, f"connects as {gate.options.username}")
+    except BackupdError as e:
+        yield Finding(f"{host.name} restore key", False, str(e))
 
 
 def check_source(conn: Connection, host: HostConfig, source: SourceConfig) -> Finding:

@@ -209,9 +209,10 @@ def plan_db_restore(
         exists = ep.kind.database_exists(ep.options, shell, name)
         if exists and not req.force:
             what = f"table {table} in it" if table else "it"
+            rename = "--database" if isinstance(req.target, OntoDroplet) else "--as"
             raise RefusedError(
                 f"database {name!r} already exists on {ep.where}: refusing to touch it "
-                f"(use --as NEWNAME, or --force to replace {what})"
+                f"(use {rename} NEWNAME, or --force to replace {what})"
             )
         restore = DatabaseRestore(
             name,

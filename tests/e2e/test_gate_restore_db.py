@@ -103,6 +103,8 @@ def test_a_database_restores_onto_the_gated_droplet_as_it_was_with_the_restore_k
         assert done.returncode == 0, done.stderr
         assert owners(pg_cluster, f"{shop}_copy") == (OWNER, OWNER)
         assert run_sql(pg_cluster, "SELECT count(*) FROM items;", f"{shop}_copy").strip() == "250"
+        again = d.backupctl(*restore, "--database", f"{shop}_copy")
+        assert again.returncode != 0 and "(use --database NEWNAME, or --force" in again.stderr
         logged = gated.logged()
         assert any("ran shop: restore: pg_restore" in line for line in logged), logged
         assert not any("refused" in line for line in logged), logged
@@ -124,6 +126,32 @@ def test_a_database_restores_onto_the_gated_droplet_as_it_was_with_the_restore_k
         assert said.strip() == "0"
         roles = d.backupctl(*restore, "--database", f"{shop}_other", "--create-roles")
         assert roles.returncode != 0 and "cannot create roles" in roles.stderr
+        # config check (as root: it may use the restore key) proves the restore role logs in
+        checked = d.backupctl("config", "check").stdout
+        assert f"ok    gated/shop restore role: connects as {RESTORER}" in checked, checked
+        run_sql(pg_cluster, f"ALTER ROLE {RESTORER} NOLOGIN;")
+        checked = d.backupctl("config", "check").stdout
+        assert "FAIL  gated/shop restore role: psql on gated failed" in checked, checked
+        assert "is not permitted to log in" in checked
+        run_sql(pg_cluster, f"ALTER ROLE {RESTORER} LOGIN;")
+        # an owner that may create roles is not one the restore role joins: said, not granted
+        run_sql(pg_cluster, f'ALTER ROLE "{OWNER}" CREATEROLE;')
+        said = run_sql(
+            pg_cluster,
+            setup_sql(
+                PostgresRestore()
+                .restore_gate(
+                    pg_options(pg_cluster).model_copy(  # type: ignore[attr-defined]
+                        update={"databases": (shop,), "restore_username": RESTORER}
+                    ),
+                    "shop",
+                )
+                .setup
+            ),
+        )
+        assert "not granted to the restore role (it could then create roles" in said
+        member = f"SELECT pg_has_role('{RESTORER}', '{OWNER}', 'MEMBER');"
+        assert run_sql(pg_cluster, member).strip() == "f"
         # the restore key's psql with SQL of its own: refused, nothing ran
         options = load_config(d.config).hosts["gated"].sources["shop"].options
         gated_opts = options.model_copy(update={"username": RESTORER})  # type: ignore[attr-defined]
@@ -193,6 +221,16 @@ def test_a_mariadb_database_restores_onto_the_gated_droplet_sandboxed(
         hostile = gated.ssh(remote_command_line(query), key=restore_key)
         assert hostile.returncode != 0 and b"sandbox mode" in hostile.stderr, hostile.stderr
         assert not gated.canary.exists()
+        # SQL that reads a droplet file (the restore user's own password) into a table
+        steal = f"LOAD DATA LOCAL INFILE '{gopts.defaults_file}' INTO TABLE `{shop_mariadb}`.f"
+        mariadb_server.sql(f"CREATE TABLE `{shop_mariadb}`.f (line TEXT)")
+        for argv, stdin in (
+            (MariaDBRestore.query_argv(gopts, steal), b""),
+            (escape, f"{steal};\n".encode()),
+        ):
+            stolen = gated.ssh(remote_command_line(argv), stdin=stdin, key=restore_key)
+            assert stolen.returncode != 0 and b"local infile" in stolen.stderr, stolen.stderr
+        assert mariadb_server.sql(f"SELECT count(*) FROM `{shop_mariadb}`.f").strip() == "0"
     finally:
         gated.install(gated.allow, "allow")
         mariadb_server.sql(
