@@ -52,6 +52,7 @@ class Param:
     tree: Tree | None = None  # type "tree": the value is this tree's directory + suffix
     suffix: str = ""
     var: str | None = None  # type "psql_var": the variable's name (--set NAME=VALUE)
+    prefixes: tuple[str, ...] = ()  # with values: also names that start with one and "_"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"param": self.name, "type": self.type}
@@ -59,6 +60,8 @@ class Param:
             out["var"] = self.var
         if self.values is not None:
             out["values"] = list(self.values)
+        if self.prefixes:
+            out["prefixes"] = list(self.prefixes)
         if self.tree is not None:
             out["tree"] = self.tree.to_json()
             out["suffix"] = self.suffix

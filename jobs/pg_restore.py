@@ -41,6 +41,7 @@ from jobs.pg_restore_sql import (
     EXISTS_SQL,
     MKTEMP,
     PRESENT_SQL,
+    PROBE,
     create_database_sql,
     entries_json,
     gated_options,
@@ -169,7 +170,7 @@ class PostgresRestore:
         if req.replace and values:
             # --force: the database in the way goes only once its replacement can be made
             # (a locale the server lacks is found on a throwaway probe, not after the DROP)
-            probe = {"db": f"backupd_probe_{secrets.token_hex(6)}", **values}
+            probe = {"db": f"{PROBE}_{secrets.token_hex(6)}", **values}
             self._create(options, shell, req, probe, create + DROP_AFTER)
         drop = DROP_FIRST if req.replace else ""
         self._create(options, shell, req, {"db": req.database, **values}, drop + create)

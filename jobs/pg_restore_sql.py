@@ -61,6 +61,7 @@ WHERE CASE
      pg_catalog.quote_ident(s) || '.' || pg_catalog.quote_ident(pg_catalog.split_part(n, '(', 1))
      || '(' || pg_catalog.substr(n, pg_catalog.strpos(n, '(') + 1))
  ELSE false END;"""
+PROBE = "backupd_probe"  # --force makes and drops PROBE_<hex> first (jobs/pg_restore.py)
 DROP_FIRST = 'DROP DATABASE IF EXISTS :"db" WITH (FORCE);\n'
 DROP_AFTER = '\nDROP DATABASE :"db";'
 # a private file for pg_restore's listing or --use-list, where the tools run (TMPFILE in
@@ -120,14 +121,35 @@ def gated_options(options: PostgresOptions) -> PostgresOptions:
 
 
 def restore_requests(options: PostgresOptions, source: str) -> list[GateRequest]:
-    """The restore key's requests for this source (the restore allowlist): psql reading
-    only the texts above (any database, as the restore role: what it may do is its
-    rights), pg_restore reading the dump on stdin, its listing and --use-list in a
-    TMPFILE, that file made, read and removed."""
+    """The restore key's requests for this source (the restore allowlist), into the
+    source's databases or names that start with theirs and ``_`` (any name when it lists
+    none; the role's rights bound it): psql reading only the texts above, pg_restore
+    reading the dump on stdin, its listing and --use-list in a TMPFILE, that file made,
+    read and removed."""
     gated = gated_options(options)
     prefix = gated.exec_prefix()
-    database = Param("database", "pg_dbname")
-    variables = [Param(v, "psql_var", flag="--set", optional=True, var=v) for v in PSQL_VARS]
+    listed = options.databases or None  # none listed: any name (the role bounds it)
+    database = Param("database", "pg_dbname", values=listed, prefixes=options.databases)
+    server = Param(  # psql also asks the server's own database (exists? the roles?)
+        "database",
+        "pg_dbname",
+        values=(*listed, "postgres") if listed else None,
+        prefixes=options.databases,
+    )
+    variables = [
+        Param(v, "psql_var", flag="--set", optional=True, var=v)
+        if v != "db"
+        else Param(  # what CREATE and DROP DATABASE name, and --force's probe
+            v,
+            "psql_var",
+            flag="--set",
+            optional=True,
+            var=v,
+            values=listed,
+            prefixes=(*options.databases, PROBE) if listed else (),
+        )
+        for v in PSQL_VARS
+    ]
     texts = (EXISTS_SQL, PRESENT_SQL, EXISTING_SQL, WORLD_SQL, TABLES_SQL, *_every_create())
     flags = ("--single-transaction", "--clean", "--if-exists")
     tmp = Param("file", "tmpfile")
@@ -143,9 +165,7 @@ def restore_requests(options: PostgresOptions, source: str) -> list[GateRequest]
     )
     name = f"{source}: restore"
     return [
-        GateRequest(
-            f"{name}: psql", (*psql_head(gated), database, *variables), Session(texts, True)
-        ),
+        GateRequest(f"{name}: psql", (*psql_head(gated), server, *variables), Session(texts, True)),
         GateRequest(f"{name}: pg_restore", pg_restore, stdin_passes=True),
         GateRequest(
             f"{name}: list the dump",

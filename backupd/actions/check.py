@@ -185,7 +185,8 @@ def check_restore_roles(ctx: Context, host: HostConfig) -> Iterator[Finding]:
                 kind = database_kinds()[host.sources[name].kind]
                 subject = f"{host.name}/{name} restore role"
                 try:
-                    kind.database_exists(gate.options, shell, "backupd-config-check")
+                    listed = getattr(gate.options, "databases", ()) or ("postgres",)
+                    kind.database_exists(gate.options, shell, listed[0])
                 except BackupdError as e:
                     yield Finding(subject, False, str(e))
                     continue

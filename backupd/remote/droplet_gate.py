@@ -137,8 +137,12 @@ def _conninfo_encode(value: str) -> str:
 
 
 def _allowed(spec: dict[str, Any], value: str) -> bool:
+    """One of ``"values"`` (none: any), or a name that starts with one of ``"prefixes"``
+    and ``_`` (a restore beside the database: shop_restored)."""
     values = spec.get("values")
-    return values is None or value in values
+    if values is None or value in values:
+        return True
+    return any(value.startswith(p + "_") for p in spec.get("prefixes", ()))
 
 
 def param_choice(spec: dict[str, Any], given: str) -> str:
@@ -174,14 +178,17 @@ def param_tree(spec: dict[str, Any], given: str) -> str:
 
 
 def param_psql_var(spec: dict[str, Any], given: str) -> str:
-    """``NAME=VALUE`` for psql's ``--set``: NAME the allowlist's ``"var"``, VALUE any text.
+    """``NAME=VALUE`` for psql's ``--set``: NAME the allowlist's ``"var"``, VALUE any text
+    (or, with ``"values"``, one of them: see _allowed).
     psql puts it into SQL only where the allowlist's fixed statements say ``:'NAME'`` or
     ``:"NAME"`` (quoted as a literal or an identifier); the name is never one of psql's
     own settings (ON_ERROR_STOP...)."""
-    name, eq, _value = given.partition("=")
-    if eq and name == spec.get("var") and PSQL_VAR.fullmatch(name):
-        return given
-    raise Refused(f"{spec['param']} is not the psql variable {spec.get('var')!r}")
+    name, eq, value = given.partition("=")
+    if not (eq and name == spec.get("var") and PSQL_VAR.fullmatch(name)):
+        raise Refused(f"{spec['param']} is not the psql variable {spec.get('var')!r}")
+    if not _allowed(spec, value):
+        raise Refused(f"{spec['param']} {value!r} is not one the config names")
+    return given
 
 
 def param_tmpfile(spec: dict[str, Any], given: str) -> str:
@@ -239,7 +246,12 @@ def render(template: list[Any], argv: list[str]) -> list[str] | None:
                     raise
                 wrong = e
     if first.get("optional"):
-        skipped = render(rest, argv)
+        try:
+            skipped = render(rest, argv)
+        except Refused:
+            if wrong is None:
+                raise
+            skipped = None  # say why this one was not taken, not why a later one was not
         if skipped is None and wrong is not None:
             raise wrong
         return skipped

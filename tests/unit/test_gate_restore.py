@@ -199,6 +199,9 @@ def _psql(host: object, db: str, *more: str) -> tuple[str, ...]:
         "rm: a file that is not a restore's",
         "sh: a script of its own",
         "pg_dump: reading (the daemon's verb)",
+        "pg_restore: into a database the config does not name",
+        "psql: dropping a database the config does not name",
+        "psql: connected to a database the config does not name",
     ],
 )
 def test_what_a_restore_key_may_not_do_is_refused(tmp_path: Path, case: str) -> None:
@@ -238,6 +241,15 @@ def test_what_a_restore_key_may_not_do_is_refused(tmp_path: Path, case: str) -> 
         "cat: a file that is not a restore's": (("cat", "--", "/etc/shadow"), b""),
         "rm: a file that is not a restore's": (("rm", "-f", "--", "/tmp/backupd.x/../../etc"), b""),
         "sh: a script of its own": (("sh", "-c", "id"), b""),
+        "pg_restore: into a database the config does not name": (
+            (*restore_argv(host, "billing"),),
+            b"",
+        ),
+        "psql: dropping a database the config does not name": (
+            (*_psql(host, "postgres"), "--set", "db=billing"),
+            b'DROP DATABASE IF EXISTS :"db" WITH (FORCE);\nCREATE DATABASE :"db";',
+        ),
+        "psql: connected to a database the config does not name": (_psql(host, "billing"), b""),
         "pg_dump: reading (the daemon's verb)": (
             ("pg_dump", "--username", "backupd", "--dbname=dbname='shop'"),
             b"",
@@ -252,6 +264,31 @@ def test_what_a_restore_key_may_not_do_is_refused(tmp_path: Path, case: str) -> 
     filt = gate.SessionFilter(request["session"])  # only a session may have matched
     filt.feed(stdin)
     assert filt.refused is not None
+
+
+def restore_argv(host: object, database: str) -> tuple[str, ...]:
+    kind = PostgresRestore()
+    opts = kind.restore_gate(host.sources["maindb"].options, "maindb").options  # type: ignore[attr-defined]
+    return kind.restore_argv(opts, DatabaseRestore(database, None, True, False, FACTS), None)
+
+
+def test_a_restore_beside_a_listed_database_may_take_its_name_and_a_suffix(
+    tmp_path: Path,
+) -> None:
+    host = load(tmp_path)
+    allow = json.loads(json.dumps(restore_allowlist(host)))  # type: ignore[arg-type]
+    for argv in (
+        restore_argv(host, "shop_restored"),
+        restore_argv(host, "it's\nodd_2026"),
+        (*_psql(host, "postgres"), "--set", "db=shop_restored"),
+        (*_psql(host, "postgres"), "--set", "db=backupd_probe_0a1b2c3d4e5f"),
+        _psql(host, "shop_restored"),
+    ):
+        assert gate.decide(allow, remote_command_line(argv))[1][4:] == list(argv)
+    with pytest.raises(gate.Refused, match="not one the config names"):
+        gate.decide(allow, remote_command_line(restore_argv(host, "shopping")))
+    with pytest.raises(gate.Refused, match="db 'billing' is not one the config names"):
+        gate.decide(allow, remote_command_line((*_psql(host, "postgres"), "--set", "db=billing")))
 
 
 def gate_wrapper(allow: dict[str, object]) -> str:
