@@ -25,6 +25,7 @@ from typing import Any
 
 from backupd.actions import names
 from backupd.actions.context import Context
+from backupd.catalogue.versions import VersionRow
 from backupd.errors import VerificationError
 
 CHUNK = 1024 * 1024
@@ -170,6 +171,27 @@ def sha256_file(path: Path | bytes) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def version_rows(manifest: Manifest) -> list[VersionRow]:
+    """The manifest's entries as the catalogue's index of versions keeps them (names in
+    their display form: injective, searchable as text; names.from_display reverses it)."""
+    rows = []
+    for kind, name, size, mode, uid, gid, mtime, last in manifest.entries:
+        rows.append(
+            VersionRow(
+                names.display(name),
+                kind,
+                int(size),
+                int(mode),
+                int(uid),
+                int(gid),
+                int(mtime),
+                sha256=last if kind == "f" else None,
+                target=names.display(last) if kind == "l" else None,
+            )
+        )
+    return rows
 
 
 def build_manifest(root: Path, cache_file: Path) -> Manifest:

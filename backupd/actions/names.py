@@ -64,3 +64,33 @@ def _char(c: str) -> str:
     if c.isprintable():
         return c
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+_UNSHORT = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+_WIDTH = {"x": 2, "u": 4, "U": 8}
+
+
+def from_display(shown: str) -> bytes:
+    """The name's bytes again from its display form (the form is injective; the catalogue's
+    index of file versions keeps names this way). ValueError for a broken escape."""
+    out: list[str] = []
+    i = 0
+    while i < len(shown):
+        c = shown[i]
+        if c != "\\":
+            out.append(c)
+            i += 1
+            continue
+        kind = shown[i + 1 : i + 2]
+        if kind in _UNSHORT:
+            out.append(_UNSHORT[kind])
+            i += 2
+            continue
+        width = _WIDTH.get(kind)
+        digits = shown[i + 2 : i + 2 + width] if width else ""
+        if not width or len(digits) != width or not all(d in "0123456789abcdef" for d in digits):
+            raise ValueError(f"not a displayed name: {shown!r}")
+        code = int(digits, 16)
+        out.append(chr(0xDC00 + code) if kind == "x" else chr(code))
+        i += 2 + width
+    return "".join(out).encode("utf-8", "surrogateescape")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +15,7 @@ from backupd.actions.context import Context, chunker_for, compression_for
 from backupd.actions.names import display
 from backupd.borg.adapter import CreateStats
 from backupd.catalogue.models import utcnow
+from backupd.catalogue.versions import VersionRow
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import BorgError, DumpError
 from backupd.remote.counters import make_counter
@@ -203,8 +204,11 @@ def record_archive(
     sha256: str,
     stats: CreateStats,
     facts: dict[str, Any],
+    versions: Sequence[VersionRow] | None = None,
 ) -> None:
-    ctx.catalogue.add_archive(
+    """The archive's catalogue row; with ``versions`` (a tree's manifest), its file
+    versions in the same transaction (backupd/catalogue/versions.py)."""
+    fields: dict[str, Any] = dict(
         run_id=run_id,
         source_id=source_id,
         repository=str(repo),
@@ -219,6 +223,10 @@ def record_archive(
         deduplicated_size=stats.deduplicated_size,
         facts=facts,
     )
+    if versions is None:
+        ctx.catalogue.add_archive(**fields)
+    else:
+        ctx.catalogue.add_tree_archive(versions, **fields)
 
 
 def remove_leftovers(ctx: Context, repo: Path, name: str) -> None:

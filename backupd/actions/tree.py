@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupd.actions import unreadable
 from backupd.actions.context import Context, chunker_for, compression_for, ssh_target
-from backupd.actions.manifest import MANIFEST_DIR, Manifest, build_manifest
+from backupd.actions.manifest import MANIFEST_DIR, Manifest, build_manifest, version_rows
 from backupd.actions.stream import (
     Pulled,
     PullRun,
@@ -113,6 +113,7 @@ def pull_tree(
         summary["manifest_sha256"],
         stats,
         facts,
+        versions=version_rows(manifest),
     )
     log.info(
         "%s/%s: archive %s: %d files, %d bytes, %d transferred",

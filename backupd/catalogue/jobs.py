@@ -22,6 +22,7 @@ from backupd.catalogue.models import (
     Source,
     utcnow,
 )
+from backupd.catalogue.versions import forget_unheld
 
 GOOD = (RunStatus.SUCCEEDED, RunStatus.WARNING)
 
@@ -143,7 +144,11 @@ class JobRecords:
             return list(s.scalars(query))
 
     def mark_pruned(self: HasSession, repository: str, names: Sequence[str]) -> None:
+        """Stamp the archives pruned, and forget the file versions no live archive holds."""
         _stamp(self, repository, names, pruned_at=utcnow())
+        if names:
+            with self.session() as s:
+                forget_unheld(s)
 
     def mark_data_checked(self: HasSession, repository: str, names: Sequence[str]) -> None:
         _stamp(self, repository, names, data_checked_at=utcnow())

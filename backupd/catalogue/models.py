@@ -179,6 +179,34 @@ class Archive(Base):
     run: Mapped[Run | None] = relationship(back_populates="archives")
 
 
+class FileVersion(Base):
+    """One version of one file (or directory, or symlink) of a tree item: what the
+    manifests of archives ``first_archive_id`` .. ``last_archive_id`` (that item's, in
+    order) held under ``path``, unchanged. It existed in every live archive of the item
+    made between those two (issue 16); ``backupctl find`` and ``ls`` read it, no repository.
+    ``path`` and ``target`` are in names.py's display form (injective: from_display)."""
+
+    __tablename__ = "file_versions"
+    __table_args__ = (
+        Index("ix_file_versions_item_last", "source_id", "item", "last_archive_id"),
+        Index("ix_file_versions_item_path", "source_id", "item", "path"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"))
+    item: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(1))  # f, d, l (the manifest's)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mode: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    gid: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[int] = mapped_column(BigInteger)  # seconds since the epoch
+    sha256: Mapped[str | None] = mapped_column(String(64))  # a file's
+    target: Mapped[str | None] = mapped_column(Text)  # a symlink's
+    first_archive_id: Mapped[int] = mapped_column(ForeignKey("archives.id"))
+    last_archive_id: Mapped[int] = mapped_column(ForeignKey("archives.id"))
+
+
 class AlertEvent(Claimed, Base):
     """Something a person must hear about; sent (and deduplicated) by the alerting job."""
 

@@ -38,6 +38,7 @@ from backupd.catalogue.models import (
 )
 from backupd.catalogue.reports import ReportRecords
 from backupd.catalogue.restores import RestoreRecords
+from backupd.catalogue.versions import VersionRecords
 
 WAL_SWITCH_WAIT_S = 30.0
 
@@ -90,6 +91,7 @@ def _switch_to_wal(cur: Any) -> None:
 
 
 class Catalogue(
+    VersionRecords,
     JobRecords,
     HistoryQueries,
     FleetQueries,

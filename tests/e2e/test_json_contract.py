@@ -15,6 +15,7 @@ from backupd.actions.context import Context
 from backupd.actions.maintain import run_maintenance
 from jobs.registry import load_config
 from tests.e2e.conftest import run_tool
+from tests.e2e.test_trees import chown_to_droplet
 from tests.harness.daemon import NEVER, Fleet, wait_for
 from tests.harness.fleet import Value
 from tests.harness.smtp import SmtpServer
@@ -80,6 +81,16 @@ def older_archive(fleet: Fleet, source: str) -> str:
     return str(name)
 
 
+def a_tree(fleet: Fleet) -> Path:
+    """A directory source's tree: a file, a directory, a symlink (find and ls print each)."""
+    root = fleet.root / "tree"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "page.html").write_text("<p>hi</p>\n")
+    (root / "latest").symlink_to("sub/page.html")
+    chown_to_droplet(fleet.droplet, root)
+    return root
+
+
 def crash_then_catch_up(fleet: Fleet, out: Outputs) -> None:
     """A daemon killed while one backup runs and others wait; a second one catches up."""
     fleet.gate.hold()
@@ -143,7 +154,14 @@ def test_every_json_output_matches_its_documented_schema(
         "sqlite3": "/opt/none/sqlite3",
         "schedule": NEVER,
     }
-    fleet.write({"a": {**sources, "later": later}}, daemon=DAEMON + RETENTION + mail(smtp_server))
+    tree: dict[str, Value] = {"kind": "directory", "path": str(a_tree(fleet)), "schedule": NEVER}
+    fleet.write(
+        {"a": {**sources, "later": later, "tree": tree}},
+        daemon=DAEMON + RETENTION + mail(smtp_server),
+    )
+    ctl(fleet, "backup", "now", "a/tree")
+    assert {v["type"] for v in out("find", "*", "a")["versions"]} == {"f", "d", "l"}
+    out("ls", "a/tree")
     ctl(fleet, "alerts", "--send")
     ctl(fleet, "backup", "now", "a/gone", rc=1)  # the same cause again
     out("alerts")  # one not mailed yet

@@ -1,0 +1,71 @@
+"""find and ls on a real droplet's tree (issue 16): three nights, a file changed on night 2
+and one deleted on night 3; the index answers which nights held what, without Borg."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Deployment
+from tests.e2e.test_trees import build_tree, chown_to_droplet
+from tests.harness.droplet import Droplet
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def uploads(droplet: Droplet) -> Iterator[Path]:
+    root = build_tree(droplet)
+    yield root
+    subprocess.run(["rm", "-rf", str(root.parent)], check=True)
+
+
+def as_json(d: Deployment, *args: str) -> Any:
+    done = d.backupctl(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_find_and_ls_answer_from_the_index_night_by_night(
+    deploy: Callable[..., Deployment], uploads: Path, droplet: Droplet
+) -> None:
+    d = deploy({"uploads": {"kind": "directory", "path": str(uploads)}})
+    changed, deleted = uploads / "d1" / "file-1.bin", uploads / "d2" / "file-9.bin"
+    before = hashlib.sha256(changed.read_bytes()).hexdigest()
+    d.backupctl("backup", "now", "web1/uploads", check=True)
+    changed.write_bytes(b"night two")
+    chown_to_droplet(droplet, changed)
+    d.backupctl("backup", "now", "web1/uploads", check=True)
+    deleted.unlink()
+    d.backupctl("backup", "now", "web1/uploads", check=True)
+    nights = sorted(a["created_at"] for a in as_json(d, "archives", "web1/uploads")["archives"])
+
+    [gone] = as_json(d, "find", "file-9.bin", "--deleted")["versions"]
+    assert (gone["path"], gone["gone"], gone["archives"]) == ("d2/file-9.bin", True, 2)
+    assert (gone["first_seen"], gone["last_seen"]) == (nights[0], nights[1])
+    versions = as_json(d, "find", "d1/file-1.bin", "web1/uploads")["versions"]
+    assert [v["sha256"] for v in versions] == [
+        before,
+        hashlib.sha256(b"night two").hexdigest(),
+    ]
+    assert [v["archives"] for v in versions] == [1, 2]
+    odd = as_json(d, "find", "ünïcode")["versions"]
+    assert [v["path"] for v in odd] == ['odd names/it\'s a "file" with $(spaces) and ünïcode;.txt']
+
+    on_night_two = as_json(d, "ls", "web1/uploads", "d2", "--at", nights[1])
+    assert "d2/file-9.bin" in [e["path"] for e in on_night_two["entries"]]
+    newest = as_json(d, "ls", "web1/uploads", "d2")
+    assert "d2/file-9.bin" not in [e["path"] for e in newest["entries"]]
+    link = as_json(d, "ls", "web1/uploads", "link-to-d1")["entries"]
+    assert [(e["type"], e["target"]) for e in link] == [("l", "d1")]
+    shown = d.backupctl("find", "file-9", "web1")
+    assert "d2/file-9.bin" in shown.stdout and "GONE" in shown.stdout
+    missing = d.backupctl("ls", "web1/uploads", "no/such/dir")
+    assert missing.returncode != 0 and "'no/such/dir' is not in" in missing.stderr
+    assert "Traceback" not in missing.stderr
