@@ -148,7 +148,7 @@ class JobRecords:
         _stamp(self, repository, names, pruned_at=utcnow())
         if names:
             with self.session() as s:
-                forget_unheld(s)
+                forget_unheld(s, repository)
 
     def mark_data_checked(self: HasSession, repository: str, names: Sequence[str]) -> None:
         _stamp(self, repository, names, data_checked_at=utcnow())

@@ -157,9 +157,10 @@ class VersionRecords:
             return list(s.scalars(query))
 
 
-def forget_unheld(s: Session) -> int:
-    """Delete the versions no live archive holds any more (after a prune): a version held
-    by none of its item's live archives between its first and last. Returns how many."""
+def forget_unheld(s: Session, repository: str) -> int:
+    """Delete the versions of ``repository``'s sources that no live archive holds any more
+    (after a prune): held by none of their item's live archives between their first and
+    last. Returns how many."""
     first, last, live = aliased(Archive), aliased(Archive), aliased(Archive)
     held = exists().where(
         live.source_id == FileVersion.source_id,
@@ -172,7 +173,7 @@ def forget_unheld(s: Session) -> int:
         select(FileVersion.id)
         .join(first, FileVersion.first_archive_id == first.id)
         .join(last, FileVersion.last_archive_id == last.id)
-        .where(~held)
+        .where(~held, first.repository == repository)
     )
     ids = list(s.scalars(doomed))
     for batch in _batches(ids):

@@ -117,7 +117,21 @@ def short_time(iso: str | datetime | None) -> str:
 
 
 def parse_at(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    """A point in time from the command line; without a zone it is UTC, like the catalogue."""
+    """A point in time from the command line ("at or before"); without a zone it is UTC,
+    like the catalogue. Given to the second (as every time is shown), it means the end of
+    that second: a backup shown as 02:14:09 was made at 02:14:09.412."""
+    when = _time(value)
+    if when is None or when.microsecond:
+        return when
+    return when.replace(microsecond=999_999)
+
+
+def parse_from(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """A point in time from the command line ("at or after"): the start of what is given."""
+    return _time(value)
+
+
+def _time(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:

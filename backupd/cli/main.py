@@ -88,7 +88,7 @@ def backup_now(obj: dict[str, Any], target: str, progress: bool | None) -> None:
 from backupd.cli.admin import catalogue, config_group  # noqa: E402  (registered below)
 from backupd.cli.alerts import alerts  # noqa: E402
 from backupd.cli.drill import drill  # noqa: E402
-from backupd.cli.find import find, ls  # noqa: E402
+from backupd.cli.find import diff, find, ls  # noqa: E402
 from backupd.cli.inspect import archives, runs, status  # noqa: E402
 from backupd.cli.keys import host_group, key_group  # noqa: E402
 from backupd.cli.report import report  # noqa: E402
@@ -104,6 +104,7 @@ for command in (
     runs,
     find,
     ls,
+    diff,
     catalogue,
     config_group,
     host_group,

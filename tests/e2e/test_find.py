@@ -42,6 +42,7 @@ def test_find_and_ls_answer_from_the_index_night_by_night(
     changed.write_bytes(b"night two")
     chown_to_droplet(droplet, changed)
     d.backupctl("backup", "now", "web1/uploads", check=True)
+    deleted_size = deleted.stat().st_size
     deleted.unlink()
     d.backupctl("backup", "now", "web1/uploads", check=True)
     nights = sorted(a["created_at"] for a in as_json(d, "archives", "web1/uploads")["archives"])
@@ -64,6 +65,16 @@ def test_find_and_ls_answer_from_the_index_night_by_night(
     assert "d2/file-9.bin" not in [e["path"] for e in newest["entries"]]
     link = as_json(d, "ls", "web1/uploads", "link-to-d1")["entries"]
     assert [(e["type"], e["target"]) for e in link] == [("l", "d1")]
+    [last] = as_json(d, "diff", "web1/uploads")["diffs"]  # night 3 against night 2
+    assert last["files"]["removed"] == [
+        {"path": "d2/file-9.bin", "type": "f", "size": deleted_size}
+    ]
+    assert (last["files"]["added"], last["files"]["changed"], last["tables"]) == ([], [], None)
+    [first] = as_json(d, "diff", "web1/uploads", "--to", nights[1])["diffs"]
+    assert [c["path"] for c in first["files"]["changed"]] == ["d1/file-1.bin"]
+    assert first["files"]["changed"][0]["size_after"] == len(b"night two")
+    said = d.backupctl("diff", "web1/uploads").stdout
+    assert "- d2/file-9.bin" in said
     shown = d.backupctl("find", "file-9", "web1")
     assert "d2/file-9.bin" in shown.stdout and "GONE" in shown.stdout
     missing = d.backupctl("ls", "web1/uploads", "no/such/dir")

@@ -91,6 +91,22 @@ def a_tree(fleet: Fleet) -> Path:
     return root
 
 
+def churn(tree: Path, db: Path) -> None:
+    """A file added, one removed, one changed; a table added, one dropped (made for the
+    night before), one with a row fewer: every list of diff has an entry."""
+    (tree / "sub" / "page.html").write_text("<p>changed</p>\n")
+    (tree / "new.txt").write_text("new\n")
+    (tree / "latest").unlink()
+    with sqlite3.connect(db) as c:
+        [(table,)] = c.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'gone' LIMIT 1"
+        )
+        one_row = f'SELECT rowid FROM "{table}" LIMIT 1'
+        c.execute(f'DELETE FROM "{table}" WHERE rowid IN ({one_row})')
+        c.execute("CREATE TABLE added (id INTEGER)")
+        c.execute("DROP TABLE gone")
+
+
 def crash_then_catch_up(fleet: Fleet, out: Outputs) -> None:
     """A daemon killed while one backup runs and others wait; a second one catches up."""
     fleet.gate.hold()
@@ -162,6 +178,15 @@ def test_every_json_output_matches_its_documented_schema(
     ctl(fleet, "backup", "now", "a/tree")
     assert {v["type"] for v in out("find", "*", "a")["versions"]} == {"f", "d", "l"}
     out("ls", "a/tree")
+    two = Path(str(sources["two"]["path"]))
+    with sqlite3.connect(two) as c:
+        c.execute("CREATE TABLE gone (id INTEGER)")
+    ctl(fleet, "backup", "now", "a/two")
+    churn(fleet.root / "tree", two)
+    ctl(fleet, "backup", "now", "a/tree")
+    ctl(fleet, "backup", "now", "a/two")
+    assert out("diff", "a/tree")["diffs"][0]["tables"] is None
+    assert out("diff", "a/two")["diffs"][0]["files"] is None
     ctl(fleet, "alerts", "--send")
     ctl(fleet, "backup", "now", "a/gone", rc=1)  # the same cause again
     out("alerts")  # one not mailed yet
