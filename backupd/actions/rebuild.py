@@ -8,7 +8,9 @@ recreate hosts, sources, one run per original run (same id: succeeded when the r
 holds its whole planned set, failed when part of it is missing) and every archive row
 with the same facts.
 A tree's 200-file sample is not in the comment; it is recomputed from the manifest
-archived with the tree. A run that archived nothing is not in Borg, so it is not rebuilt.
+archived with the tree, as are its file versions (the index find and ls read: archives
+are recorded oldest first, so each version spans the archives that held it). A run
+that archived nothing is not in Borg, so it is not rebuilt.
 Borg's sizes of an archive sealed inside come from ``borg info`` at rebuild time: its
 deduplicated size is then what only that archive holds now, not what it added when made.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.actions.context import Context
-from backupd.actions.manifest import Manifest, archived_manifest
+from backupd.actions.manifest import Manifest, archived_manifest, version_rows
 from backupd.actions.tree import TREE_FILENAME
 from backupd.borg.adapter import ArchiveEntry
 from backupd.borg.gate import SEAL_NAME
@@ -60,12 +62,16 @@ def rebuild_catalogue(ctx: Context) -> RebuildSummary:
     runs: dict[int, RunSet] = {}
     for repo in repos:
         sizes: dict[str, dict[str, Any]] | None = None  # borg info, asked once if needed
+        found = []
         for entry in ctx.borg.list_archives(repo):
             meta = _metadata(entry)
             meta = unseal(ctx, repo, entry, meta) if meta is not None else None
             if meta is None:
                 skipped.append(f"{repo.name}::{entry.name}")
                 continue
+            found.append((entry, meta))
+        # oldest first: a tree's file versions run from one archive of its item to the next
+        for entry, meta in sorted(found, key=lambda em: str(em[1]["started"])):
             if "borg" not in meta:
                 sizes = ctx.borg.archive_sizes(repo) if sizes is None else sizes
                 meta["borg"] = sizes.get(entry.name, {})
@@ -176,9 +182,13 @@ def record_from_comment(
     borg = meta.get("borg") or {}
     if borg:
         facts["borg"] = borg
-    if meta["filename"] == TREE_FILENAME:
-        facts["sample"] = _tree_sample(ctx, repo, entry.name)
-    ctx.catalogue.add_archive(
+    versions = None
+    if meta["filename"] == TREE_FILENAME:  # its sample and its file versions: the manifest
+        entries, _digest = archived_manifest(ctx, repo, entry.name)
+        manifest = Manifest(entries, 0)
+        facts["sample"] = list(manifest.summary()["sample"])
+        versions = version_rows(manifest)
+    fields: dict[str, Any] = dict(
         run_id=run_id,
         source_id=source_id,
         repository=str(ctx.repository(meta["host"])),
@@ -193,6 +203,10 @@ def record_from_comment(
         deduplicated_size=int(borg.get("deduplicated_size", 0)),
         facts=facts,
     )
+    if versions is None:
+        ctx.catalogue.add_archive(**fields)
+    else:
+        ctx.catalogue.add_tree_archive(versions, **fields)
 
 
 def _ensure_run(
@@ -215,8 +229,3 @@ def _ensure_run(
         run.started_at = min(run.started_at, started)
         run.finished_at = max(run.finished_at or finished, finished)
         return run.id
-
-
-def _tree_sample(ctx: Context, repo: Path, archive: str) -> list[Any]:
-    entries, _digest = archived_manifest(ctx, repo, archive)
-    return list(Manifest(entries, 0).summary()["sample"])

@@ -71,6 +71,13 @@ def test_rebuild_gives_back_the_same_archives_and_facts(
     for was, now in zip(before, after, strict=True):
         assert 0 < int(str(now[8])) <= int(str(was[8]))
 
+    # the index of file versions, read back from the archived manifests, oldest first
+    [new] = json.loads(d.backupctl("find", "d1/new.txt", "--json", check=True).stdout)["versions"]
+    assert (new["archives"], new["gone"]) == (1, False)
+    [kept] = json.loads(d.backupctl("find", "d1/file-1.bin", "--json", check=True).stdout)[
+        "versions"
+    ]
+    assert kept["archives"] == 2  # one version, held by both nights
     again = d.backupctl("catalogue", "rebuild")
     assert again.returncode == 9 and "already lists 4 archive(s)" in again.stderr
     out = tmp_path / "restored"
