@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -171,6 +171,34 @@ def sha256_file(path: Path | bytes) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def under(entries: list[list[Any]], paths: Sequence[bytes]) -> list[list[Any]]:
+    """The entries that are one of ``paths`` or below one (a partial restore's share)."""
+    return [e for e in entries if any(e[1] == p or e[1].startswith(p + b"/") for p in paths)]
+
+
+def parents_of(paths: Sequence[bytes]) -> frozenset[bytes]:
+    """Every directory above ``paths`` (``a/b/c`` -> ``a``, ``a/b``)."""
+    out: set[bytes] = set()
+    for p in paths:
+        parts = p.split(b"/")
+        out.update(b"/".join(parts[:i]) for i in range(1, len(parts)))
+    return frozenset(out)
+
+
+def set_directories(root: Path, entries: list[list[Any]]) -> None:
+    """Give directories under ``root`` the mode, owner (as root) and mtime the manifest
+    says, deepest first (a partial restore's parents, which Borg makes bare)."""
+    base = os.fsencode(root)
+    for _kind, rel, _size, mode, uid, gid, mtime, _x in sorted(
+        (e for e in entries if e[0] == "d"), key=lambda e: -e[1].count(b"/")
+    ):
+        path = os.path.join(base, rel)
+        if os.geteuid() == 0:
+            os.lchown(path, uid, gid)
+        os.chmod(path, mode)
+        os.utime(path, (mtime, mtime))
 
 
 def version_rows(manifest: Manifest) -> list[VersionRow]:

@@ -10,19 +10,26 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from backupd.actions import names
 from backupd.actions.context import Context
-from backupd.actions.manifest import archived_manifest, verify_tree
+from backupd.actions.manifest import (
+    archived_manifest,
+    parents_of,
+    set_directories,
+    under,
+    verify_tree,
+)
 from backupd.actions.recorded import Ending, settle
 from backupd.actions.tree import TREE_FILENAME
 from backupd.borg.adapter import LOCK_WAIT_SECONDS
 from backupd.catalogue import Archive, Check, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
-from backupd.errors import NotFoundError, RefusedError, VerificationError
+from backupd.errors import NotFoundError, RefusedError, UsageError, VerificationError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], object]  # told each chunk's size as it is restored
@@ -159,6 +166,7 @@ class DirRequest:
     archive: str | None = None
     at: datetime | None = None
     force: bool = False
+    include: tuple[str, ...] = ()  # a tree's files or subtrees only (display form, relative)
 
 
 def restore_to_dir(
@@ -177,7 +185,7 @@ def _restore_chosen(
     to, force = req.to, req.force
     await_repositories(ctx, chosen)
     if any(a.filename == TREE_FILENAME for a in chosen):
-        return [restore_tree(ctx, a, to, force=force) for a in chosen]
+        return [restore_tree(ctx, a, to, force=force, include=req.include) for a in chosen]
     to.mkdir(mode=0o700, parents=True, exist_ok=True)
     return [_extract_one(ctx, a, to / a.filename, progress) for a in chosen]
 
@@ -232,6 +240,11 @@ def plan_restore_to_dir(
     here). Raises the refusal a real restore would meet."""
     chosen = choose_archives(ctx, host, source, req.archive, req.at)
     to, force = req.to, req.force
+    if req.include and not all(a.filename == TREE_FILENAME for a in chosen):
+        raise UsageError(
+            f"{host.name}/{source.name} is a {source.kind} source: --include picks files of "
+            "a tree (directory, volume)"
+        )
     if any(a.filename == TREE_FILENAME for a in chosen):
         if to.exists() and any(to.iterdir()) and not force:
             raise RefusedError(f"refusing to restore into {to}: it is not empty (use --force)")
@@ -242,8 +255,11 @@ def plan_restore_to_dir(
     return chosen
 
 
-def restore_tree(ctx: Context, archive: Archive, to: Path, *, force: bool) -> RestoredFile:
-    """Extract a directory archive into ``to`` and check every file against its manifest."""
+def restore_tree(
+    ctx: Context, archive: Archive, to: Path, *, force: bool, include: Sequence[str] = ()
+) -> RestoredFile:
+    """Extract a directory archive into ``to`` (only the files or subtrees ``include``
+    names, when given) and check every file restored against its manifest."""
     if to.exists() and any(to.iterdir()) and not force:
         raise RefusedError(f"refusing to restore into {to}: it is not empty (use --force)")
     to.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -254,7 +270,22 @@ def restore_tree(ctx: Context, archive: Archive, to: Path, *, force: bool) -> Re
             f"{archive.name}: the archived manifest does not match the "
             "catalogue; nothing was extracted"
         )
-    ctx.borg.extract_to(repo, archive.name, to, paths=("data",), strip=1)
+    wanted = included(archive, include)
+    above: frozenset[bytes] = frozenset()
+    if wanted:
+        missing = [names.display(w) for w in wanted if not under(entries, [w])]
+        if missing:
+            raise UsageError(
+                f"{archive.name} does not hold {', '.join(missing)} (see: backupctl ls, find)"
+            )
+        # what was asked for, and the directories above it as they were (mode, owner,
+        # times: a push must not give the droplet's folders Borg's bare ones)
+        above = parents_of(wanted)
+        entries = under(entries, wanted) + [e for e in entries if e[1] in above]
+    paths = [os.fsdecode(b"data/" + w) for w in wanted] or ["data"]
+    ctx.borg.extract_to(repo, archive.name, to, paths=paths, strip=1)
+    if wanted:
+        set_directories(to, [e for e in entries if e[1] in above])
     problems = verify_tree(to, entries)
     if problems:
         shown = "; ".join(problems[:5])
@@ -262,10 +293,25 @@ def restore_tree(ctx: Context, archive: Archive, to: Path, *, force: bool) -> Re
             f"{archive.name}: restored tree differs from its manifest in {len(problems)} "
             f"place(s): {shown}"
         )
-    log.info(
-        "restored %s into %s (%d bytes, every file verified)", archive.name, to, archive.nbytes
-    )
-    return RestoredFile(archive.name, to, archive.nbytes, archive.sha256)
+    nbytes = sum(int(e[2]) for e in entries if e[0] == "f") if wanted else archive.nbytes
+    log.info("restored %s into %s (%d bytes, every file verified)", archive.name, to, nbytes)
+    return RestoredFile(archive.name, to, nbytes, archive.sha256)
+
+
+def included(archive: Archive, include: Sequence[str]) -> list[bytes]:
+    """``--include`` paths as names' bytes: relative to the tree, in the display form find
+    and ls show; UsageError for one that leaves the tree."""
+    out = []
+    for given in include:
+        try:
+            raw = names.from_display(given.strip("/"))
+        except ValueError as e:
+            raise UsageError(f"--include {given!r}: {e}") from None
+        parts = raw.split(b"/")
+        if not raw or any(p in (b"", b".", b"..") for p in parts):
+            raise UsageError(f"--include {given!r}: a path under the tree, without . or ..")
+        out.append(raw)
+    return out
 
 
 def _extract_one(

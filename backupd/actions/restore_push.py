@@ -40,6 +40,7 @@ class PushRequest:
     archive: str | None = None
     at: datetime | None = None
     force: bool = False
+    include: tuple[str, ...] = ()  # a tree's files or subtrees only
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def restore_to_host_path(
     started = time.monotonic()
     try:
         restored = restore_to_dir(
-            ctx, host, source, DirRequest(staging, req.archive, req.at, force=True)
+            ctx, host, source, DirRequest(staging, req.archive, req.at, True, req.include)
         )
         files = sum(1 for p in staging.rglob("*") if p.is_file())
         nbytes = sum(f.nbytes for f in restored)

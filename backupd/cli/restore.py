@@ -181,6 +181,13 @@ def push_plan_lines(plan: PushPlan) -> list[str]:
     callback=parse_at,
     help='The newest good backup at or before TIME, e.g. "2026-11-20 03:00" (UTC).',
 )
+@click.option(
+    "--include",
+    "include",
+    metavar="PATH",
+    multiple=True,
+    help="Only this file or subtree of a tree (as find and ls show it); repeatable.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--force", is_flag=True, help="Replace what is already there.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before replacing or pushing.")
@@ -200,6 +207,7 @@ def restore(
     create_roles: bool,
     archive: str | None,
     at: datetime | None,
+    include: tuple[str, ...],
     dry_run: bool,
     force: bool,
     yes: bool,
@@ -221,11 +229,14 @@ def restore(
       backupctl restore web1/maindb --into-db staging --as app_users --table public.users
       backupctl restore web1/shopdb --to-host web2 --database shop --force
       backupctl restore web1/uploads --to-host web1 --path /srv/uploads-restored
+      backupctl restore web1/uploads --to /tmp/r --include courses/42/img --at "2026-11-26"
     """
     if archive and at:
         raise click.UsageError("give --archive or --at, not both")
     where = Where(to, into_db, to_host, path, database, as_name, table)
     where.check()
+    if include and to is None and path is None:
+        raise click.UsageError("--include goes with --to DIR or --to-host HOST --path P")
     if create_roles and into_db is None and database is None:
         raise click.UsageError("--create-roles goes with --into-db or --to-host --database")
     ctx = context(obj)
@@ -235,10 +246,16 @@ def restore(
     ctx.borg.on_wait = say_waiting  # a backup of ours holding the lock: say that we wait
     try:
         if to is not None:
-            _to_dir(ctx, host, source, DirRequest(to, archive, at, force), dry_run, progress)
+            req_dir = DirRequest(to, archive, at, force, include)
+            _to_dir(ctx, host, source, req_dir, dry_run, progress)
         elif path is not None and to_host is not None:
             _to_host_path(
-                ctx, host, source, PushRequest(to_host, path, archive, at, force), dry_run, yes
+                ctx,
+                host,
+                source,
+                PushRequest(to_host, path, archive, at, force, include),
+                dry_run,
+                yes,
             )
         else:
             req = DbRequest(

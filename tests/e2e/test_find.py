@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Deployment
-from tests.e2e.test_trees import build_tree, chown_to_droplet
+from tests.e2e.test_trees import build_tree, chown_to_droplet, snapshot
 from tests.harness.droplet import Droplet
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,7 @@ def as_json(d: Deployment, *args: str) -> Any:
 
 
 def test_find_and_ls_answer_from_the_index_night_by_night(
-    deploy: Callable[..., Deployment], uploads: Path, droplet: Droplet
+    deploy: Callable[..., Deployment], uploads: Path, droplet: Droplet, tmp_path: Path
 ) -> None:
     d = deploy({"uploads": {"kind": "directory", "path": str(uploads)}})
     changed, deleted = uploads / "d1" / "file-1.bin", uploads / "d2" / "file-9.bin"
@@ -43,6 +43,7 @@ def test_find_and_ls_answer_from_the_index_night_by_night(
     chown_to_droplet(droplet, changed)
     d.backupctl("backup", "now", "web1/uploads", check=True)
     deleted_size = deleted.stat().st_size
+    was = snapshot(uploads)
     deleted.unlink()
     d.backupctl("backup", "now", "web1/uploads", check=True)
     nights = sorted(a["created_at"] for a in as_json(d, "archives", "web1/uploads")["archives"])
@@ -75,6 +76,26 @@ def test_find_and_ls_answer_from_the_index_night_by_night(
     assert first["files"]["changed"][0]["size_after"] == len(b"night two")
     said = d.backupctl("diff", "web1/uploads").stdout
     assert "- d2/file-9.bin" in said
+    # that one file back, alone, from the last night that had it: bytes, mode, mtime, owner
+    out = tmp_path / "one"
+    restore = ("restore", "web1/uploads", "--at", gone["last_seen"])
+    d.backupctl(*restore, "--to", str(out), "--include", "d2/file-9.bin", check=True)
+    assert snapshot(out) == {k: v for k, v in was.items() if k in ("d2", "d2/file-9.bin")}
+    sub = tmp_path / "sub"
+    d.backupctl(*restore, "--to", str(sub), "--include", "d1/", "--include", "d0", check=True)
+    assert snapshot(sub) == {k: v for k, v in was.items() if k.split("/")[0] in ("d0", "d1")}
+    for bad, said in (("../etc", "without . or .."), ("d9/none", "does not hold d9/none")):
+        refused = d.backupctl(*restore, "--to", str(tmp_path / "x"), "--include", bad)
+        assert refused.returncode != 0 and said in refused.stderr, refused.stderr
+    # pushed back onto the droplet beside what is there: nothing else is touched
+    landing = droplet.root / "srv" / "landing"
+    (landing / "d2").mkdir(parents=True)
+    (landing / "keep.txt").write_text("mine\n")
+    chown_to_droplet(droplet, landing)
+    push = ("--to-host", "web1", "--path", str(landing), "--force", "--yes")
+    d.backupctl(*restore, *push, "--include", "d2/file-9.bin", check=True)
+    assert (landing / "d2" / "file-9.bin").read_bytes() == was["d2/file-9.bin"][-1]
+    assert (landing / "keep.txt").read_text() == "mine\n"
     shown = d.backupctl("find", "file-9", "web1")
     assert "d2/file-9.bin" in shown.stdout and "GONE" in shown.stdout
     missing = d.backupctl("ls", "web1/uploads", "no/such/dir")
