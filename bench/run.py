@@ -22,6 +22,8 @@
   --json` end to end, are shown beside it.
 - fleet_*_vs_borgmatic, mirror_bytes_ratio: a week of a 3-droplet fleet, backupd --once
   against borgmatic pushing the same data locally (bench/fleet.py).
+- find_seconds_1m: `backupctl find` of one name over a catalogue index of 1 M file
+  versions, against a bare count over the same table (bench/find.py).
 - daemon_idle_cpu_percent / daemon_idle_rss_mb: the daemon at rest with that fleet's
   config, over a minute (bench/daemon_idle.py).
 
@@ -48,6 +50,7 @@ from backupd.config.load import StoreConfig
 from bench.catalogue import run as catalogue_bench
 from bench.chunkers import run as chunker_bench
 from bench.daemon_idle import run as idle_bench
+from bench.find import run as find_bench
 from bench.fleet import run as fleet_bench
 from bench.gate import GateBench
 from bench.restore import RestoreBench, restore_host, restore_target_toml
@@ -90,6 +93,7 @@ GOALS = {
     "fleet_store_ratio_vs_borgmatic": 0.9,
     "fleet_growth_ratio_vs_borgmatic": 0.6,
     "mirror_bytes_ratio": 1.0,
+    "find_seconds_1m": 0.5,
 }
 # Reported without a goal: other baselines and the worst case, so nobody has to rerun to see them.
 INFORMATIVE = (
@@ -102,6 +106,8 @@ INFORMATIVE = (
     "status_cli_seconds_1m",
     "gate_request_ms",
     "gated_night_ratio",
+    "find_glob_seconds_1m",
+    "find_vs_count_scan_ratio",
 )
 
 
@@ -390,6 +396,7 @@ def main() -> int:
         # PostgreSQL vacuuming and gigabytes being written back for minutes
         steps: dict[str, Callable[[], dict[str, Any]]] = {
             "catalogue": functools.partial(catalogue_bench, work, BIN),
+            "find": functools.partial(find_bench, work),
             "idle": functools.partial(idle_bench, work, BIN),
             "pull": bench.pull,
             "fixed": bench.fixed,

@@ -120,7 +120,10 @@ class VersionRecords:
                 query = query.where(Source.name == source)
             rows = [r for r in s.execute(query) if _matches(pattern, r[0].path)]
             lives = _live_archives(s, {(r[0].source_id, r[0].item) for r in rows})
-            present = _newest_paths(s, lives) if rows else {}
+            paths: dict[tuple[int, str], set[str]] = {}
+            for r in rows:
+                paths.setdefault((r[0].source_id, r[0].item), set()).add(r[0].path)
+            present = _newest_paths(s, lives, paths)
             found = []
             for v, h, src, began, ended in rows:
                 times = [a.created_at for a in lives.get((v.source_id, v.item), [])]
@@ -273,19 +276,25 @@ def _live_archives(s: Session, items: set[tuple[int, str]]) -> dict[tuple[int, s
 
 
 def _newest_paths(
-    s: Session, lives: dict[tuple[int, str], list[Archive]]
+    s: Session, lives: dict[tuple[int, str], list[Archive]], found: dict[tuple[int, str], set[str]]
 ) -> dict[tuple[int, str], set[str]]:
+    """Of the ``found`` paths of each item, those its newest live archive holds."""
     out: dict[tuple[int, str], set[str]] = {}
     for key, live in lives.items():
-        if live:
-            newest = live[-1].id
-            out[key] = set(
+        paths = sorted(found.get(key, ()))
+        if not live or not paths:
+            continue
+        held: set[str] = set()
+        for i in range(0, len(paths), BATCH):
+            held.update(
                 s.scalars(
                     select(FileVersion.path).where(
                         FileVersion.source_id == key[0],
                         FileVersion.item == key[1],
-                        FileVersion.last_archive_id == newest,
+                        FileVersion.last_archive_id == live[-1].id,
+                        FileVersion.path.in_(paths[i : i + BATCH]),
                     )
                 )
             )
+        out[key] = held
     return out
