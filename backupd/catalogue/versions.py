@@ -124,9 +124,10 @@ class VersionRecords:
             for r in rows:
                 paths.setdefault((r[0].source_id, r[0].item), set()).add(r[0].path)
             present = _newest_paths(s, lives, paths)
+            times_of = {key: [a.created_at for a in live] for key, live in lives.items()}
             found = []
             for v, h, src, began, ended in rows:
-                times = [a.created_at for a in lives.get((v.source_id, v.item), [])]
+                times = times_of.get((v.source_id, v.item), [])
                 held = times[bisect.bisect_left(times, began) : bisect.bisect_right(times, ended)]
                 held = [
                     t

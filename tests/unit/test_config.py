@@ -131,7 +131,11 @@ def test_the_example_config_with_its_gate_lines_on_is_valid(tmp_path: Path) -> N
     root = Path(__file__).resolve().parents[2]
     text = (root / "config" / "backupd.example.toml").read_text()
     on = "\n".join(
-        line[2:] if line.startswith(("# gate =", "# restore_key =", "# restore_paths =")) else line
+        line[2:]
+        if line.startswith(
+            ("# gate =", "# restore_key =", "# restore_paths =", "# restore_username =")
+        )
+        else line
         for line in text.splitlines()
     )
     path = tmp_path / "backupd.toml"
@@ -139,6 +143,9 @@ def test_the_example_config_with_its_gate_lines_on_is_valid(tmp_path: Path) -> N
     host = load_config(path).hosts["web1"]
     assert host.gate and host.restore_paths == ("/srv/restore",)
     assert allowlist(host)["requests"] and restore_allowlist(host)["requests"]
+    names = {r["name"] for r in restore_allowlist(host)["requests"]}
+    assert "maindb: restore: pg_restore" in names  # a database restores through the gate too
+    assert host.sources["maindb"].options.restore_username == "backupd_restore"
 
 
 @pytest.mark.parametrize(
