@@ -10,7 +10,7 @@ from typing import Any
 from backupd.actions.context import Context
 from backupd.catalogue import Archive
 from backupd.catalogue.models import FileVersion
-from backupd.errors import UsageError
+from backupd.errors import NotFoundError, UsageError
 
 
 def diff_source(
@@ -27,6 +27,8 @@ def diff_source(
     host, sources = ctx.lookup(target)
     if "/" not in target:
         raise UsageError("diff needs HOST/SOURCE (see: backupctl status)")
+    if since is not None and until is not None and since > until:
+        raise UsageError("--from is after --to: give the earlier time to --from")
     source = sources[0]
     live = [a for a in ctx.catalogue.archives(host.name, source.name) if a.pruned_at is None]
     items = sorted({a.item for a in live if item is None or a.item == item})
@@ -37,8 +39,13 @@ def diff_source(
         newest_first = [a for a in live if a.item == name]
         after = _at(newest_first, until)
         before = _at(newest_first, since) if since else _previous(newest_first, after)
-        if after is None or before is None or before.id == after.id:
+        if after is None or before is None:
             continue
+        if before.id == after.id:
+            raise UsageError(
+                f"{host.name}/{source.name} {name}: --from and --to pick the same backup "
+                f"({after.name}): nothing to compare"
+            )
         row: dict[str, Any] = {
             "host": host.name,
             "source": source.name,
@@ -50,8 +57,9 @@ def diff_source(
         }
         out.append(row)
     if not out:
-        raise UsageError(
-            f"{host.name}/{source.name}: fewer than two live archives to compare "
+        when = " at or before --from" if since else ""
+        raise NotFoundError(
+            f"{host.name}/{source.name}: no earlier live backup{when} to compare with "
             "(see: backupctl archives)"
         )
     return out

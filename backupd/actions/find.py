@@ -10,7 +10,7 @@ from typing import Any
 from backupd.actions.context import Context
 from backupd.catalogue import Archive
 from backupd.catalogue.versions import Found
-from backupd.errors import UsageError
+from backupd.errors import NotFoundError, UsageError
 
 TREE_KINDS = ("directory", "volume")
 
@@ -33,6 +33,7 @@ def find_files(
 ) -> list[dict[str, Any]]:
     """Every version of the paths ``pattern`` matches (see VersionRecords.find_versions),
     in the trees of ``target`` (HOST or HOST/SOURCE; all when None), as JSON-ready rows."""
+    pattern = pattern.lstrip("/")  # the tree's top: paths are shown relative to it
     if not pattern:
         raise UsageError("find needs a pattern: a part of a path, or a glob such as '*.png'")
     host = source = None
@@ -87,6 +88,9 @@ def list_tree(
             "backupctl restore --to DIR, or see its manifest"
         )
     wanted = (path or "").strip("/")
+    while wanted.startswith("./"):
+        wanted = wanted[2:].lstrip("/")
+    wanted = "" if wanted == "." else wanted
     entries = [
         {
             "path": v.path,
@@ -103,7 +107,7 @@ def list_tree(
         if not wanted or v.path == wanted or v.path.startswith(wanted + "/")
     ]
     if wanted and not entries:
-        raise UsageError(f"{wanted!r} is not in {archive.name}")
+        raise NotFoundError(f"{wanted!r} is not in {archive.name} (see: backupctl find)")
     return Listing(archive, entries)
 
 
@@ -114,10 +118,12 @@ def _archive_at(
     items = sorted({a.item for a in live})
     if item is None and len(items) > 1:
         raise UsageError(f"{host}/{source} holds several trees ({', '.join(items)}): --item")
+    if item is not None and item not in items:
+        raise UsageError(f"{host}/{source} has no tree {item!r} (it has: {', '.join(items)})")
     chosen = [
         a for a in live if (item is None or a.item == item) and (at is None or a.created_at <= at)
     ]
     if not chosen:
-        when = f" at or before {at.isoformat()}" if at else ""
-        raise UsageError(f"{host}/{source}: no live archive{when} (see: backupctl archives)")
+        when = f" at or before {at.isoformat(timespec='seconds')}" if at else ""
+        raise NotFoundError(f"{host}/{source}: no live archive{when} (see: backupctl archives)")
     return chosen[0]  # newest first

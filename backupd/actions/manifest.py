@@ -264,9 +264,11 @@ def build_manifest(root: Path, cache_file: Path) -> Manifest:
     return Manifest(entries, hashed)
 
 
-def verify_tree(root: Path, expected: list[list[Any]]) -> list[str]:
+def verify_tree(root: Path, expected: list[list[Any]], within: Sequence[bytes] = ()) -> list[str]:
     """Differences between a restored tree and its manifest (empty: identical); each
-    names the path in its display form."""
+    names the path in its display form. ``within``: a partial restore's paths, under
+    which alone a file not in the manifest is unexpected (what else the directory holds
+    was there before, and is not ours to judge)."""
     problems: list[str] = []
     seen: set[bytes] = set()
     base = os.fsencode(root)
@@ -291,6 +293,10 @@ def verify_tree(root: Path, expected: list[list[Any]]) -> list[str]:
             problems.append(f"mtime differs: {shown}")
         if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (uid, gid):
             problems.append(f"owner differs: {shown}")
-    extra_paths = [rel for rel, _st, _k in _walk(base) if rel not in seen]
+    extra_paths = [
+        rel
+        for rel, _st, _k in _walk(base)
+        if rel not in seen and (not within or under([[None, rel]], within))
+    ]
     problems += [f"unexpected: {names.display(rel)}" for rel in extra_paths[:20]]
     return problems

@@ -259,10 +259,11 @@ def restore_tree(
     ctx: Context, archive: Archive, to: Path, *, force: bool, include: Sequence[str] = ()
 ) -> RestoredFile:
     """Extract a directory archive into ``to`` (only the files or subtrees ``include``
-    names, when given) and check every file restored against its manifest."""
+    names, when given) and check every file restored against its manifest. Nothing is
+    created before the request is known to be good (paths, the manifest)."""
     if to.exists() and any(to.iterdir()) and not force:
         raise RefusedError(f"refusing to restore into {to}: it is not empty (use --force)")
-    to.mkdir(mode=0o700, parents=True, exist_ok=True)
+    wanted = included(include)
     repo = Path(archive.repository)
     entries, digest = archived_manifest(ctx, repo, archive.name)
     if digest != archive.sha256:
@@ -270,23 +271,23 @@ def restore_tree(
             f"{archive.name}: the archived manifest does not match the "
             "catalogue; nothing was extracted"
         )
-    wanted = included(archive, include)
     above: frozenset[bytes] = frozenset()
     if wanted:
         missing = [names.display(w) for w in wanted if not under(entries, [w])]
         if missing:
-            raise UsageError(
+            raise NotFoundError(
                 f"{archive.name} does not hold {', '.join(missing)} (see: backupctl ls, find)"
             )
         # what was asked for, and the directories above it as they were (mode, owner,
         # times: a push must not give the droplet's folders Borg's bare ones)
         above = parents_of(wanted)
         entries = under(entries, wanted) + [e for e in entries if e[1] in above]
+    to.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = [os.fsdecode(b"data/" + w) for w in wanted] or ["data"]
     ctx.borg.extract_to(repo, archive.name, to, paths=paths, strip=1)
     if wanted:
         set_directories(to, [e for e in entries if e[1] in above])
-    problems = verify_tree(to, entries)
+    problems = verify_tree(to, entries, within=wanted)
     if problems:
         shown = "; ".join(problems[:5])
         raise VerificationError(
@@ -295,23 +296,29 @@ def restore_tree(
         )
     nbytes = sum(int(e[2]) for e in entries if e[0] == "f") if wanted else archive.nbytes
     log.info("restored %s into %s (%d bytes, every file verified)", archive.name, to, nbytes)
-    return RestoredFile(archive.name, to, nbytes, archive.sha256)
+    # a part of the tree has no sha256 of its own: its files were checked one by one
+    return RestoredFile(archive.name, to, nbytes, "" if wanted else archive.sha256)
 
 
-def included(archive: Archive, include: Sequence[str]) -> list[bytes]:
-    """``--include`` paths as names' bytes: relative to the tree, in the display form find
-    and ls show; UsageError for one that leaves the tree."""
-    out = []
+def included(include: Sequence[str]) -> list[bytes]:
+    """``--include`` paths as names' bytes: relative to the tree (a leading ``/`` or
+    ``./`` is the tree's top), in the display form find and ls show, none inside another;
+    UsageError for one that leaves the tree."""
+    out: list[bytes] = []
     for given in include:
+        text = given.strip("/")
+        while text.startswith("./"):
+            text = text[2:].lstrip("/")
         try:
-            raw = names.from_display(given.strip("/"))
+            raw = names.from_display(text)
         except ValueError as e:
             raise UsageError(f"--include {given!r}: {e}") from None
         parts = raw.split(b"/")
         if not raw or any(p in (b"", b".", b"..") for p in parts):
             raise UsageError(f"--include {given!r}: a path under the tree, without . or ..")
         out.append(raw)
-    return out
+    # one inside another is restored with it (Borg would say the inner one never matched)
+    return sorted({p for p in out if not any(p != q and p.startswith(q + b"/") for q in out)})
 
 
 def _extract_one(

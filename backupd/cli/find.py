@@ -56,7 +56,7 @@ def find(
         emit_json(versions=rows)
         return
     table(
-        ("SOURCE", "PATH", "SIZE", "SHA256", "FIRST", "LAST", "NIGHTS", ""),
+        ("SOURCE", "PATH", "SIZE", "SHA256", "FIRST", "LAST", "NIGHTS", "NOW"),
         [
             (
                 f"{r['host']}/{r['source']}",

@@ -24,7 +24,7 @@ from backupd.actions.restore_db import (
 )
 from backupd.actions.restore_push import PushPlan, PushRequest, plan_push, restore_to_host_path
 from backupd.actions.tree import TREE_FILENAME
-from backupd.cli.common import clean_errors, context, parse_at
+from backupd.cli.common import clean_errors, context, parse_at, short_time
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import RefusedError
 
@@ -289,16 +289,18 @@ def _to_dir(
     if dry_run:
         for a in chosen:
             where = req.to if a.filename == TREE_FILENAME else req.to / a.filename
+            what = f"only {', '.join(req.include)} of " if req.include else ""
+            size = "" if req.include else f", {a.nbytes} bytes"
             click.echo(
-                f"would restore {a.name} ({a.created_at.isoformat(timespec='seconds')}, "
-                f"{a.nbytes} bytes) -> {where}"
+                f"would restore {what}{a.name} ({short_time(a.created_at)}{size}) -> {where}"
             )
         click.echo("dry run: nothing was changed")
         return
     progress.total = sum(a.nbytes for a in chosen)
     for f in restore_files(ctx, host, source, req, progress):
         progress.close()
-        click.echo(f"{f.path}  {f.nbytes} bytes  sha256 {f.sha256}  (from {f.archive}, verified)")
+        check = f"sha256 {f.sha256}" if f.sha256 else "every file checked against the manifest"
+        click.echo(f"{f.path}  {f.nbytes} bytes  {check}  (from {f.archive}, verified)")
 
 
 def _to_db(

@@ -76,6 +76,10 @@ def test_find_and_ls_answer_from_the_index_night_by_night(
     assert first["files"]["changed"][0]["size_after"] == len(b"night two")
     said = d.backupctl("diff", "web1/uploads").stdout
     assert "- d2/file-9.bin" in said
+    backwards = d.backupctl("diff", "web1/uploads", "--from", nights[2], "--to", nights[0])
+    assert backwards.returncode == 2 and "--from is after --to" in backwards.stderr
+    same = d.backupctl("diff", "web1/uploads", "--from", nights[1], "--to", nights[1])
+    assert same.returncode == 2 and "pick the same backup" in same.stderr
     # that one file back, alone, from the last night that had it: bytes, mode, mtime, owner
     out = tmp_path / "one"
     restore = ("restore", "web1/uploads", "--at", gone["last_seen"])
@@ -84,9 +88,17 @@ def test_find_and_ls_answer_from_the_index_night_by_night(
     sub = tmp_path / "sub"
     d.backupctl(*restore, "--to", str(sub), "--include", "d1/", "--include", "d0", check=True)
     assert snapshot(sub) == {k: v for k, v in was.items() if k.split("/")[0] in ("d0", "d1")}
-    for bad, said in (("../etc", "without . or .."), ("d9/none", "does not hold d9/none")):
+    for bad, said, rc in (
+        ("../etc", "without . or ..", 2),
+        ("d9/none", "does not hold d9/none", 8),
+    ):
         refused = d.backupctl(*restore, "--to", str(tmp_path / "x"), "--include", bad)
-        assert refused.returncode != 0 and said in refused.stderr, refused.stderr
+        assert refused.returncode == rc and said in refused.stderr, refused.stderr
+        assert not (tmp_path / "x").exists()  # refused before anything is made
+    # one inside another, and into a directory holding other files (--force): theirs stay
+    again = ("--to", str(out), "--force", "--include", "d1", "--include", "./d1/file-1.bin")
+    d.backupctl(*restore, *again, check=True)
+    assert (out / "d2" / "file-9.bin").exists() and (out / "d1" / "file-1.bin").exists()
     # pushed back onto the droplet beside what is there: nothing else is touched
     landing = droplet.root / "srv" / "landing"
     (landing / "d2").mkdir(parents=True)
