@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from backupd.errors import DumpError, UsageError
 from jobs.base import DATABASE_CHUNKER, DumpStream, Held, RemoteShell, Unit, nothing_held, slug
 from jobs.gating import GateRequest, say
-from jobs.mariadb_common import MariaDBOptions, client_args, option_file
+from jobs.mariadb_common import MariaDBOptions, client_args, option_file, sql_string
 from jobs.mariadb_restore import MariaDBRestore, sql_ident
 from jobs.mariadb_snapshot import SCRIPT, SNAPSHOT_SQL, before_dump_sql, block_sql, counts_sql
 
@@ -76,7 +76,7 @@ class MariaDB:
         the names of mysql.user (the definer check); authenticated by the droplet's login
         (unix_socket), created by the server's root."""
         user = options.username or login
-        account = f"{_sql_string(user)}@'localhost'"
+        account = f"{sql_string(user)}@'localhost'"
         grants = [
             *(
                 f"GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON {sql_ident(db)}.* TO {account};"
@@ -162,7 +162,3 @@ KIND = MariaDB()
 
 
 RESTORE = MariaDBRestore()  # the restore side: jobs/mariadb_restore.py
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"

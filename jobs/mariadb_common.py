@@ -54,6 +54,11 @@ def client_args(options: MariaDBOptions, option_file: str | None = "/dev/stdin")
     return (*argv, "--default-character-set=utf8mb4")
 
 
+def sql_string(value: str) -> str:
+    """A MariaDB string literal (default sql_mode: a backslash escapes)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 def option_file(options: MariaDBOptions) -> bytes:
     if options.password_file is None:
         return b""

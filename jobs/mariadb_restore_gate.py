@@ -20,14 +20,10 @@ import shlex
 
 from backupd.errors import UsageError
 from jobs.gating import GateRequest, Param, RestoreGate, say
-from jobs.mariadb_common import MariaDBOptions, client_args
+from jobs.mariadb_common import MariaDBOptions, client_args, sql_string
 
 # the client refuses client commands and reading local files (mariadb_restore.sandbox)
 SANDBOX = ("--sandbox", "--local-infile=0")
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _grant_pattern(name: str) -> str:
@@ -73,7 +69,7 @@ def _setup(options: MariaDBOptions, gated: MariaDBOptions, source: str) -> list[
     """The restore user with a password drawn on the droplet (kept if there is one),
     written to its option file (0600, the login's), and its grants."""
     user = options.restore_username
-    account = f"{_sql_string(user)}@'localhost'"
+    account = f"{sql_string(user)}@'localhost'"
     cnf = shlex.quote(str(gated.defaults_file))
     where = (f"--socket={options.socket}",) if options.socket else ()
     admin = shlex.join((options.client, *where, "--user=root", "--batch"))

@@ -170,14 +170,14 @@ def check_restore_key(host: HostConfig) -> Finding:
 def check_restore_roles(ctx: Context, host: HostConfig) -> Iterator[Finding]:
     """Each database source's restore role connects through the restore key (a missing
     peer map or password file shows here, not at a restore in the night)."""
-    from backupd.actions.gatelist import restore_gates, restore_key_file
+    from backupd.actions.gatelist import restore_gates, restore_writer
     from backupd.remote.shells import DropletShell
     from jobs.registry import database_kinds
 
     gates = restore_gates(host)
     if not gates:
         return
-    writer = host.model_copy(update={"key": restore_key_file(host)})
+    writer = restore_writer(host)
     try:
         with connect(ctx, writer) as conn:
             shell = DropletShell(conn)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from backupd.actions.context import Context
+from backupd.actions.find import newest_at
 from backupd.catalogue import Archive
 from backupd.catalogue.models import FileVersion
 from backupd.errors import NotFoundError, UsageError
@@ -37,8 +38,8 @@ def diff_source(
     out = []
     for name in items:
         newest_first = [a for a in live if a.item == name]
-        after = _at(newest_first, until)
-        before = _at(newest_first, since) if since else _previous(newest_first, after)
+        after = newest_at(newest_first, until)
+        before = newest_at(newest_first, since) if since else _previous(newest_first, after)
         if after is None or before is None:
             continue
         if before.id == after.id:
@@ -63,10 +64,6 @@ def diff_source(
             "(see: backupctl archives)"
         )
     return out
-
-
-def _at(newest_first: list[Archive], when: datetime | None) -> Archive | None:
-    return next((a for a in newest_first if when is None or a.created_at <= when), None)
 
 
 def _previous(newest_first: list[Archive], after: Archive | None) -> Archive | None:

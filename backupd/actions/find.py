@@ -120,10 +120,13 @@ def _archive_at(
         raise UsageError(f"{host}/{source} holds several trees ({', '.join(items)}): --item")
     if item is not None and item not in items:
         raise UsageError(f"{host}/{source} has no tree {item!r} (it has: {', '.join(items)})")
-    chosen = [
-        a for a in live if (item is None or a.item == item) and (at is None or a.created_at <= at)
-    ]
-    if not chosen:
+    chosen = newest_at([a for a in live if item is None or a.item == item], at)
+    if chosen is None:
         when = f" at or before {at.isoformat(timespec='seconds')}" if at else ""
         raise NotFoundError(f"{host}/{source}: no live archive{when} (see: backupctl archives)")
-    return chosen[0]  # newest first
+    return chosen
+
+
+def newest_at(newest_first: list[Archive], when: datetime | None) -> Archive | None:
+    """The newest of ``newest_first`` made at or before ``when`` (None: the newest)."""
+    return next((a for a in newest_first if when is None or a.created_at <= when), None)

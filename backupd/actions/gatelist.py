@@ -115,6 +115,11 @@ def non_empty_probe(path: A) -> tuple[str | A, ...]:
     return ("find", path, "-mindepth", "1", "-maxdepth", "1", "-print", "-quit")
 
 
+def restore_writer(host: HostConfig) -> HostConfig:
+    """``host`` as the operator's restore key reaches it (restore_key_file's checks)."""
+    return host.model_copy(update={"key": restore_key_file(host)})
+
+
 def restore_key_file(host: HostConfig) -> Path:
     """The host's restore key file, if the operator alone may read it (0600, as for
     OpenSSH). UsageError: none configured, unreadable, or readable by others."""

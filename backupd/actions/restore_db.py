@@ -17,7 +17,7 @@ from typing import Any
 
 from backupd.actions.context import Context, connect
 from backupd.actions.db_stream import restore_archive
-from backupd.actions.gatelist import restore_key_file
+from backupd.actions.gatelist import restore_writer
 from backupd.actions.needs import Endpoint, provide, refuse_lacking
 from backupd.actions.recorded import Ending, settle
 from backupd.actions.restore import Progress, await_repositories, choose_archives
@@ -120,7 +120,7 @@ def db_shell(ctx: Context, req: DbRequest) -> Iterator[CommandShell]:
         return
     host = _droplet(ctx, req.target)
     if host.gate:  # the daemon's key cannot write there: the operator's restore key
-        host = host.model_copy(update={"key": restore_key_file(host)})
+        host = restore_writer(host)
     with connect(ctx, host) as conn:
         yield DropletShell(conn)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from backupd.actions import names
 from backupd.actions.context import Context, connect, ssh_target
-from backupd.actions.gatelist import non_empty_probe, restore_key_file, restore_targets
+from backupd.actions.gatelist import non_empty_probe, restore_targets, restore_writer
 from backupd.actions.restore import DirRequest, choose_archives, restore_to_dir
 from backupd.catalogue import Archive, Check, RunStatus
 from backupd.config.load import HostConfig, SourceConfig
@@ -91,7 +91,7 @@ def _gated_destination(ctx: Context, host: HostConfig, path: str) -> Destination
     """A gated droplet takes a restore only with its restore key, and only into a
     directory its restore allowlist names (decision 0022): a tree of its sources (a
     volume's where Docker says it is) or one of its restore_paths."""
-    writer = host.model_copy(update={"key": restore_key_file(host)})
+    writer = restore_writer(host)
     targets = restore_targets(host)
     target = next((t for t in targets if t.path == path), None)
     if target is None:
