@@ -108,6 +108,7 @@ INFORMATIVE = (
     "gated_night_ratio",
     "find_glob_seconds_1m",
     "find_vs_count_scan_ratio",
+    "change_judge_seconds_50k",
 )
 
 

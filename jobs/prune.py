@@ -80,9 +80,11 @@ def parse_archive_name(name: str) -> tuple[str, str] | None:
 def retain(
     archives: Sequence[tuple[str, datetime]],
     policy: RetentionConfig,
-    protected: Collection[str] = (),
+    protected: Mapping[str, str] | None = None,
 ) -> list[Verdict]:
-    """The verdict on each archive of one series, newest first. ``protected`` always stays."""
+    """The verdict on each archive of one series, newest first. ``protected`` (name -> why)
+    always stays."""
+    protected = protected or {}
     newest_first = sorted(archives, key=lambda a: (a[1], a[0]), reverse=True)
     reasons: dict[str, str] = {}
     for n, (name, _) in enumerate(newest_first[: policy.keep_last], 1):
@@ -91,7 +93,7 @@ def retain(
         _keep_periods(newest_first, rule, getattr(policy, f"keep_{rule}"), period_of, reasons)
     for name, _ in newest_first:
         if name in protected and name not in reasons:
-            reasons[name] = "verified"
+            reasons[name] = protected[name]
     return [Verdict(name, time, reasons.get(name)) for name, time in newest_first]
 
 
@@ -126,12 +128,15 @@ def plan(
     archives: Sequence[tuple[str, datetime]],
     policies: Mapping[str, RetentionConfig],
     verified: Collection[str] = (),
+    held: Mapping[str, int] | None = None,
 ) -> Plan:
     """Group a repository's archives into series, judge each by its source's policy.
 
     ``policies``: the host's configured sources; ``verified``: names that passed a drill,
-    of which the newest in each series is kept whatever the policy says.
+    of which the newest in each series is kept whatever the policy says; ``held``: names
+    an unacknowledged change alert holds (name -> its flag's id), kept until it is acked.
     """
+    held = held or {}
     result = Plan()
     grouped: dict[tuple[str, str], list[tuple[str, datetime]]] = {}
     for name, time in archives:
@@ -144,7 +149,9 @@ def plan(
             grouped.setdefault(key, []).append((name, time))
     for key, members in sorted(grouped.items()):
         drilled = [m for m in members if m[0] in verified]
-        protected = [max(drilled, key=lambda a: (a[1], a[0]))[0]] if drilled else []
+        protected = {m[0]: f"held (change alert {held[m[0]]})" for m in members if m[0] in held}
+        if drilled:
+            protected.setdefault(max(drilled, key=lambda a: (a[1], a[0]))[0], "verified")
         result.series[key] = retain(members, policies[key[0]], protected)
     return result
 
@@ -160,7 +167,8 @@ class PruneJob:
         sources = env.config.hosts[env.host].sources
         policies = {name: env.config.retention_for(s) for name, s in sources.items()}
         drilled = {a.name for a in env.catalogue.live_archives(str(repo)) if a.verified_at}
-        decided = plan([(a.name, a.time) for a in listing], policies, drilled)
+        held = env.catalogue.held_archives(str(repo))
+        decided = plan([(a.name, a.time) for a in listing], policies, drilled, held)
         for v in decided.kept:
             log.debug("%s: keep %s (%s)", env.host, v.name, v.reason)
         doomed = [v.name for v in decided.pruned]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backupd.actions.changes import judge_night
 from backupd.actions.context import Context, connect
 from backupd.actions.recorded import Ending, settle, with_tail
 from backupd.actions.stream import Pulled, PullRun, archive_name, pull_stream
@@ -233,6 +234,7 @@ def _pull_night(
                     f"{label}: [{n + 1}/{len(units)}] {unit.item}: {pulled.nbytes} bytes "
                     f"in {time.monotonic() - started:.1f}s -> {pulled.archive}"
                 )
+        judge_night(ctx, run_id)  # before a failed item's error: what did get archived
         if night.failed or not night.archived:
             raise ItemsFailed(
                 night.failed + ([] if night.archived else night.warnings), night.archived

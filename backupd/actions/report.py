@@ -34,6 +34,7 @@ from email.message import EmailMessage
 
 from backupd.actions.context import Context
 from backupd.actions.status import status_rows
+from backupd.catalogue.changes import FlagView
 from backupd.catalogue.claims import claim_token
 from backupd.catalogue.models import Report, utcnow
 from backupd.catalogue.reports import QUEUED, UNSENT, ArchivePoint
@@ -75,9 +76,11 @@ def gather(ctx: Context, now: datetime | None = None, start: datetime | None = N
     drills = cat.last_drills()
     failures = cat.failures_between(start, end)
     period_drills = cat.drills_between(start, end)
+    flags = [v for v in cat.change_flags() if v.flag.acked_at is None or v.flag.created_at >= start]
     sources = []
     for row in status_rows(ctx):
         key = (row["host"], row["source"])
+        changes = [v for v in flags if (v.host, v.source) == key]
         mine = [a for a in points if (a.host, a.source) == key]
         last = drills.get(key)
         failed = [
@@ -94,6 +97,12 @@ def gather(ctx: Context, now: datetime | None = None, start: datetime | None = N
         problems = _problems(
             row, verdict, _drill_reason(last.detail, last.checks) if last else "", bool(failed)
         )
+        problems += [("fail", _change_line(v)) for v in changes if v.flag.acked_at is None]
+        failed += [
+            f"{v.flag.created_at:%a %d %H:%M}Z {_change_line(v)}"
+            for v in changes
+            if v.flag.acked_at is not None
+        ]
         sources.append(
             SourceLine(
                 row["host"],
@@ -157,6 +166,17 @@ def _problems(
     if failed_in_period and not any(lvl == "fail" for lvl, _ in found):
         found.append(("warn", "failed during the period (recovered since)"))
     return found
+
+
+def _change_line(view: FlagView) -> str:
+    """A change alert as the report says it (decision 0024)."""
+    flag = view.flag
+    state = (
+        f"acknowledged by {flag.acked_by}"
+        if flag.acked_at is not None
+        else f"{view.held.name} kept until `backupctl alerts ack {flag.id}`"
+    )
+    return f"change alert {flag.id}: {flag.item} looks like loss: {view.what} ({state})"
 
 
 def _unprefixed(error: object, key: tuple[str, str]) -> str:

@@ -207,6 +207,25 @@ class FileVersion(Base):
     last_archive_id: Mapped[int] = mapped_column(ForeignKey("archives.id"))
 
 
+class ChangeFlag(Base):
+    """A night that looked like loss rather than change (decision 0024): ``held_archive_id``
+    (the item's newest archive before it) is kept by prune until a person acknowledges
+    the flag. ``archive_id`` is the night's archive."""
+
+    __tablename__ = "change_flags"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"))
+    item: Mapped[str] = mapped_column(String(255))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    archive_id: Mapped[int] = mapped_column(ForeignKey("archives.id"))
+    held_archive_id: Mapped[int] = mapped_column(ForeignKey("archives.id"))
+    message: Mapped[str] = mapped_column(Text)  # what was lost, one line
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    acked_by: Mapped[str | None] = mapped_column(String(64))
+    ack_note: Mapped[str | None] = mapped_column(Text)
+
+
 class AlertEvent(Claimed, Base):
     """Something a person must hear about; sent (and deduplicated) by the alerting job."""
 

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from backupd.catalogue.alerts import AlertRecords
+from backupd.catalogue.changes import ChangeRecords
 from backupd.catalogue.claims import RELEASED, changed, claim_token, held_by
 from backupd.catalogue.fleet import FleetQueries
 from backupd.catalogue.history import HistoryQueries
@@ -91,6 +92,7 @@ def _switch_to_wal(cur: Any) -> None:
 
 
 class Catalogue(
+    ChangeRecords,
     VersionRecords,
     JobRecords,
     HistoryQueries,

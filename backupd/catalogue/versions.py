@@ -185,8 +185,10 @@ def forget_unheld(s: Session, repository: str) -> int:
     return len(ids)
 
 
-def _index(s: Session, archive: Archive, rows: Sequence[VersionRow]) -> None:
-    previous = s.scalars(
+def previous_archive(s: Session, archive: Archive) -> int | None:
+    """The id of the item's archive before ``archive`` (pruned or not): the one the index
+    extends ``archive``'s versions from."""
+    return s.scalars(
         select(Archive.id)
         .where(
             Archive.source_id == archive.source_id,
@@ -197,6 +199,10 @@ def _index(s: Session, archive: Archive, rows: Sequence[VersionRow]) -> None:
         .order_by(Archive.created_at.desc(), Archive.id.desc())
         .limit(1)
     ).first()
+
+
+def _index(s: Session, archive: Archive, rows: Sequence[VersionRow]) -> None:
+    previous = previous_archive(s, archive)
     current: dict[str, tuple[int, tuple[Any, ...]]] = {}
     if previous is not None:
         held = select(FileVersion.id, FileVersion.path, *KEY_COLUMNS).where(

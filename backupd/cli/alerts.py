@@ -7,11 +7,13 @@ from typing import Any
 import click
 
 from backupd.actions.alerts import dispatch, watch
+from backupd.actions.changes import acknowledge
 from backupd.catalogue.alerts import SUPPRESSED
+from backupd.catalogue.changes import FlagView
 from backupd.cli.common import clean_errors, context, emit_json, short_time, table
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option(
     "--send",
     is_flag=True,
@@ -20,9 +22,9 @@ from backupd.cli.common import clean_errors, context, emit_json, short_time, tab
 )
 @click.option("--limit", default=30, show_default=True, help="Newest N alerts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
+@click.pass_context
 @clean_errors
-def alerts(obj: dict[str, Any], send: bool, limit: int, as_json: bool) -> None:
+def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> None:
     """Alerts: failed backups and drills, stale sources, a filling store, changed host
     keys, restarts after a crash. Each is mailed at once ([mail]); the same alert at most
     once per alert_interval (later ones are folded into it).
@@ -32,8 +34,14 @@ def alerts(obj: dict[str, Any], send: bool, limit: int, as_json: bool) -> None:
       backupctl alerts
       backupctl alerts --send
       backupctl alerts --json | jq '.alerts[] | select(.mailed == null)'
+      backupctl alerts ack 3 --note "course images deleted on purpose"
+
+    A night that looked like loss rather than change (change_loss) is listed on top
+    until acknowledged: prune keeps the archive before it until then.
     """
-    ctx = context(obj)
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx = context(click_ctx.obj)
     if send:
         recorded = watch(ctx)
         mailed = dispatch(ctx)
@@ -57,9 +65,26 @@ def alerts(obj: dict[str, Any], send: bool, limit: int, as_json: bool) -> None:
         }
         for a in reversed(ctx.catalogue.alerts()[-limit:])
     ]
+    changes = [_change_row(v) for v in ctx.catalogue.change_flags(open_only=True)]
     if as_json:
-        emit_json(alerts=rows)
+        emit_json(alerts=rows, changes=changes)
         return
+    if changes:
+        click.echo("Unacknowledged change alerts (prune keeps the archive before each):")
+        table(
+            ("ID", "RAISED", "WHERE", "HELD ARCHIVE", "WHAT"),
+            [
+                (
+                    str(c["id"]),
+                    short_time(c["at"]),
+                    f"{c['host']}/{c['source']}",
+                    c["held_archive"],
+                    c["what"][:80],
+                )
+                for c in changes
+            ],
+        )
+        click.echo("Acknowledge each with: backupctl alerts ack ID\n")
     table(
         ("AT", "KIND", "WHERE", "MAILED", "MESSAGE"),
         [
@@ -78,4 +103,48 @@ def alerts(obj: dict[str, Any], send: bool, limit: int, as_json: bool) -> None:
             )
             for r in rows
         ],
+    )
+
+
+def _change_row(view: FlagView) -> dict[str, Any]:
+    return {
+        "id": view.flag.id,
+        "at": view.flag.created_at,
+        "host": view.host,
+        "source": view.source,
+        "item": view.flag.item,
+        "night": view.night,
+        "held_archive": view.held.name,
+        "held_archive_at": view.held.created_at,
+        "message": view.flag.message,
+        "what": view.what,
+    }
+
+
+@alerts.command("ack")
+@click.argument("alert_id", metavar="ID", type=int)
+@click.option("--note", help="Why (kept with the acknowledgement).")
+@click.pass_obj
+@clean_errors
+def ack(obj: dict[str, Any], alert_id: int, note: str | None) -> None:
+    """Acknowledge change alert ID (the ID column of `backupctl alerts`, the number in the
+    alert's mail): a person looked at that night. prune may then remove the archive it
+    held, by its rules (the next prune, not now).
+
+    \b
+    Examples:
+      backupctl alerts ack 3
+      backupctl alerts ack 3 --note "old course images removed on purpose"
+    """
+    view, done = acknowledge(context(obj), alert_id, note)
+    where = f"{view.host}/{view.source} {view.flag.item}"
+    if not done:
+        click.echo(
+            f"change alert {alert_id} ({where}) was already acknowledged"
+            f" by {view.flag.acked_by} at {short_time(view.flag.acked_at)}"
+        )
+        return
+    click.echo(
+        f"acknowledged change alert {alert_id} ({where}): prune may now remove "
+        f"{view.held.name} by its rules"
     )

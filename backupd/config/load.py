@@ -26,6 +26,7 @@ from pydantic import (
 
 from backupd.config.sections import (
     AlertsConfig,
+    ChangesConfig,
     ChunkerParams,
     Cron,
     DaemonConfig,
@@ -42,6 +43,7 @@ from backupd.config.units import Duration, Size
 from backupd.errors import ConfigError
 
 __all__ = [  # the section models live in config_sections; importers find them here
+    "ChangesConfig",
     "Config",
     "Cron",
     "DaemonConfig",
@@ -72,6 +74,7 @@ _M = TypeVar("_M", bound=BaseModel)
 SECTIONS = (
     "daemon",
     "retention",
+    "changes",
     "maintenance",
     "drills",
     "alerts",
@@ -95,6 +98,7 @@ class SourceConfig(Model):
     schedule: Cron | None = None  # the daemon's default when unset
     deadline: Duration | None = None  # the daemon's job_deadline when unset
     retention: RetentionConfig | None = None  # the top-level [retention] when unset
+    changes: ChangesConfig | None = None  # the top-level [changes] when unset
     drill_sql: tuple[DrillSql, ...] = ()  # extra drill checks in the restored database
     drill_paths: tuple[str, ...] = ()  # paths a restored tree must contain (relative)
     ping_url: str | None = None  # dead-man's switch: GET on success, URL + "/fail" on failure
@@ -163,6 +167,7 @@ class Config(Model):
     passphrase: PassphraseConfig
     daemon: DaemonConfig = DaemonConfig()
     retention: RetentionConfig = RetentionConfig()
+    changes: ChangesConfig = ChangesConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     drills: DrillsConfig = DrillsConfig()
     alerts: AlertsConfig = AlertsConfig()
@@ -184,6 +189,9 @@ class Config(Model):
 
     def retention_for(self, source: SourceConfig) -> RetentionConfig:
         return source.retention or self.retention
+
+    def changes_for(self, source: SourceConfig) -> ChangesConfig:
+        return source.changes or self.changes
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,24 @@ class RetentionConfig(Model):
     # and never the newest archive that passed a restore drill
 
 
+Share = Annotated[float, Field(gt=0.0, le=1.0)]  # a part of the whole: 0.5 is half
+
+
+class ChangesConfig(Model):
+    """When a night looks like loss rather than change (issue 16, decision 0024): an alert
+    at once, and prune keeps the archive before it until `backupctl alerts ack`."""
+
+    enabled: bool = True
+    rows_lost: Share = 0.5  # a table that lost at least this share of its rows
+    min_rows: int = Field(default=100, ge=1)  # ... and had at least this many
+    files_lost: Share = 0.5  # a tree whose files went (moved ones did not), at least this share
+    bytes_lost: Share = 0.5  # a tree that shrank by at least this share of its bytes
+    rewritten: Share = 0.9  # a tree whose files got new content, this share in one night
+    min_files: int = Field(default=100, ge=1)  # trees with fewer files are not judged
+    # table keys ("schema.table"; MariaDB, SQLite: the name) whose rows come and go: globs
+    ignore_tables: tuple[str, ...] = ()
+
+
 class DaemonConfig(Model):
     workers: int = Field(default=2, ge=1)  # jobs at once, over all hosts
     per_host: int = Field(default=1, ge=1)  # jobs at once on one droplet

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from backupd.actions.context import Context
+from backupd.actions.maintain import run_maintenance
+from jobs.registry import load_config
 from tests.e2e.conftest import Deployment
 from tests.e2e.test_trees import build_tree, chown_to_droplet, snapshot
 from tests.harness.droplet import Droplet
@@ -113,3 +117,55 @@ def test_find_and_ls_answer_from_the_index_night_by_night(
     missing = d.backupctl("ls", "web1/uploads", "no/such/dir")
     assert missing.returncode != 0 and "'no/such/dir' is not in" in missing.stderr
     assert "Traceback" not in missing.stderr
+    assert as_json(d, "alerts")["changes"] == []  # a night's ordinary churn is no loss
+
+
+def test_a_wiped_tree_and_an_emptied_table_are_alerted_and_their_night_before_kept(
+    deploy: Callable[..., Deployment], uploads: Path, droplet: Droplet
+) -> None:
+    """Decision 0024 on a real droplet: 60% of a tree deleted and a table emptied each
+    raise a change alert; prune keeps the night before each until it is acknowledged."""
+    db = droplet.root / "srv" / "changes" / "app.db"
+    db.parent.mkdir(exist_ok=True)
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE leads (id INTEGER PRIMARY KEY, email TEXT)")
+        c.executemany("INSERT INTO leads (email) VALUES (?)", [(f"{i}@x",) for i in range(500)])
+    chown_to_droplet(droplet, db.parent)
+    last_only = {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}
+    d = deploy(
+        {
+            "uploads": {"kind": "directory", "path": str(uploads), "retention": last_only},
+            "app": {"kind": "sqlite", "path": str(db), "retention": last_only},
+        }
+    )
+    for source in ("uploads", "app"):
+        d.backupctl("backup", "now", f"web1/{source}", check=True)
+    for i in range(300):
+        if i % 5 < 3:
+            (uploads / f"d{i % 7}" / f"file-{i}.bin").unlink()
+    with sqlite3.connect(db) as c:
+        c.execute("DELETE FROM leads")
+    for source in ("uploads", "app"):
+        d.backupctl("backup", "now", f"web1/{source}", check=True)
+    seen = as_json(d, "alerts")
+    changes = {c["source"]: c for c in seen["changes"]}
+    assert set(changes) == {"uploads", "app"}
+    assert "59% of its files gone (304 -> 124)" in changes["uploads"]["what"]  # 180 of 304
+    assert changes["app"]["what"] == "table leads lost 100% of its rows (500 -> 0)"
+    assert sorted(a["kind"] for a in seen["alerts"]) == ["change_loss", "change_loss"]
+    first = {s: changes[s]["held_archive"] for s in changes}
+    shown = d.backupctl("alerts", check=True).stdout
+    assert shown.startswith("Unacknowledged change alerts") and first["app"] in shown
+
+    ctx = Context(load_config(d.config))
+    assert run_maintenance(ctx, "prune", "web1", "test").ok
+    live = {a["name"] for a in as_json(d, "archives", "web1")["archives"]}
+    assert set(first.values()) <= live and len(live) == 4  # each night before, and the last
+    acked = d.backupctl("alerts", "ack", str(changes["uploads"]["id"]), check=True)
+    assert f"prune may now remove {first['uploads']}" in acked.stdout
+    assert run_maintenance(ctx, "prune", "web1", "test").ok
+    live = {a["name"] for a in as_json(d, "archives", "web1")["archives"]}
+    assert first["uploads"] not in live and first["app"] in live
+    assert [c["source"] for c in as_json(d, "alerts")["changes"]] == ["app"]
+    wrong = d.backupctl("alerts", "ack", "999")
+    assert wrong.returncode == 8 and "no change alert 999" in wrong.stderr

@@ -171,8 +171,10 @@ def test_every_json_output_matches_its_documented_schema(
         "schedule": NEVER,
     }
     tree: dict[str, Value] = {"kind": "directory", "path": str(a_tree(fleet)), "schedule": NEVER}
+    # two's churn (one row of 100 deleted) is a loss by its own thresholds: a change alert
+    loose: dict[str, Value] = {**sources["two"], "changes": {"rows_lost": 0.01}}
     fleet.write(
-        {"a": {**sources, "later": later, "tree": tree}},
+        {"a": {**sources, "two": loose, "later": later, "tree": tree}},
         daemon=DAEMON + RETENTION + mail(smtp_server),
     )
     ctl(fleet, "backup", "now", "a/tree")

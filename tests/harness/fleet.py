@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.harness.droplet import Droplet
 
-Value = str | int | float | bool | list[str]
+Value = str | int | float | bool | list[str] | Mapping[str, "Value"]
 
 
 @dataclass
@@ -30,6 +30,8 @@ def toml_value(value: Value) -> str:
         return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    if isinstance(value, Mapping):  # an inline table: retention = { keep_last = 1 }
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 

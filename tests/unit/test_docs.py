@@ -16,6 +16,8 @@ def commands(group: click.Group, prefix: str = "backupctl") -> list[tuple[str, c
     for name, cmd in sorted(group.commands.items()):
         path = f"{prefix} {name}"
         if isinstance(cmd, click.Group):
+            if cmd.invoke_without_command:  # a command of its own too: backupctl alerts
+                found.append((path, cmd))
             found += commands(cmd, path)
         else:
             found.append((path, cmd))

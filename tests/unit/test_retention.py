@@ -133,7 +133,7 @@ def test_the_newest_verified_archive_survives_a_policy_that_would_drop_it() -> N
     drilled = name(at("2024-06-01 02:00"))
     without = kept(retain(archives, policy(last=2)))
     assert "2024-06-01 02:00" not in without
-    assert kept(retain(archives, policy(last=2), protected=[drilled])) == {
+    assert kept(retain(archives, policy(last=2), protected={drilled: "verified"})) == {
         **without,
         "2024-06-01 02:00": "verified",
     }
@@ -177,6 +177,26 @@ def test_only_the_newest_verified_archive_of_each_series_is_protected() -> None:
         archives[2][0]: "verified",
     }
     assert {v.name for v in decided.pruned} == {archives[1][0], archives[3][0]}
+
+
+def test_an_archive_a_change_alert_holds_stays_until_acked_in_its_series_only() -> None:
+    """The night before one that looked like loss (decision 0024) outlives its rules while
+    its flag is open; a drill's archive is still kept beside it; other series are not
+    held by it."""
+    archives = series(
+        "2024-01-05 02:00", "2024-01-04 02:00", "2024-01-03 02:00", "2024-01-02 02:00"
+    )
+    other = series("2024-01-05 02:00", "2024-01-04 02:00", item="globals")
+    held = {archives[2][0]: 7}
+    decided = plan(archives + other, {"db": policy(last=1)}, [archives[3][0]], held)
+    assert {v.name: v.reason for v in decided.series[("db", "app")] if v.keep} == {
+        archives[0][0]: "last 1/1",
+        archives[2][0]: "held (change alert 7)",
+        archives[3][0]: "verified",
+    }
+    assert [v.name for v in decided.series[("db", "globals")] if not v.keep] == [other[1][0]]
+    acked = plan(archives, {"db": policy(last=1)})
+    assert [v.name for v in acked.kept] == [archives[0][0]]
 
 
 def test_archive_names_parse_into_source_and_item() -> None:
