@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
-import sys
+import importlib
 from pathlib import Path
-from typing import Any
 
 import click
 
-from backupd.actions.backup import backup_source
-from backupd.actions.reconcile import reconcile
-from backupd.catalogue import RunStatus
-from backupd.cli.common import clean_errors, context, reader_went_away
 from backupd.config.load import DEFAULT_CONFIG
 from backupd.local.logs import setup_logging
 
+# Each command's module is imported when that command runs (or help lists them all): a
+# command pays for its own imports only. backupctl starts in ~0.9 s instead of ~1.1 s on
+# a 2-core machine, most of it SQLAlchemy's and pydantic's, which every command needs.
+COMMANDS = {
+    "alerts": "backupd.cli.alerts:alerts",
+    "archives": "backupd.cli.inspect:archives",
+    "backup": "backupd.cli.backup:backup",
+    "catalogue": "backupd.cli.admin:catalogue",
+    "config": "backupd.cli.admin:config_group",
+    "diff": "backupd.cli.find:diff",
+    "drill": "backupd.cli.drill:drill",
+    "find": "backupd.cli.find:find",
+    "host": "backupd.cli.keys:host_group",
+    "key": "backupd.cli.keys:key_group",
+    "ls": "backupd.cli.find:ls",
+    "report": "backupd.cli.report:report",
+    "restore": "backupd.cli.restore:restore",
+    "runs": "backupd.cli.inspect:runs",
+    "status": "backupd.cli.inspect:status",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands (COMMANDS) are imported by name when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, name = COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "-c",
@@ -41,80 +70,10 @@ def cli(click_ctx: click.Context, config: Path, verbose: bool) -> None:
     click_ctx.obj = {"config": config}
 
 
-@cli.group()
-def backup() -> None:
-    """Run backups by hand."""
-
-
-@backup.command("now")
-@click.argument("target", metavar="HOST[/SOURCE]")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="One line per step on stderr (default: when stderr is a terminal).",
-)
-@click.pass_obj
-@clean_errors
-def backup_now(obj: dict[str, Any], target: str, progress: bool | None) -> None:
-    """Back up one source, or every source of a host, now.
-
-    \b
-    Examples:
-      backupctl backup now web1/maindb
-      backupctl backup now web1 --progress 2>&1 | tee backup.log
-    """
-    show = sys.stderr.isatty() if progress is None else progress
-    say = (lambda line: click.echo(line, err=True)) if show else None
-    ctx = context(obj)
-    host, sources = ctx.lookup(target)
-    reconcile(ctx, sweep_repositories=False)  # the daemon sweeps repositories at start
-    failed = 0
-    for source in sources:
-        outcome = backup_source(ctx, host, source, trigger="manual", progress=say)
-        if outcome.ok:
-            # a warning's text is on stderr already (the action logs it, as "warning: ...")
-            said = "warning" if outcome.status == RunStatus.WARNING else "ok"
-            click.echo(
-                f"{outcome.host}/{outcome.source}: {said}, {len(outcome.archives)} "
-                f"archive(s), {outcome.nbytes} bytes (run {outcome.run_id})"
-            )
-        else:
-            failed += 1
-            click.echo(f"{outcome.error}", err=True)
-    if failed:
-        sys.exit(1)
-
-
-from backupd.cli.admin import catalogue, config_group  # noqa: E402  (registered below)
-from backupd.cli.alerts import alerts  # noqa: E402
-from backupd.cli.drill import drill  # noqa: E402
-from backupd.cli.find import diff, find, ls  # noqa: E402
-from backupd.cli.inspect import archives, runs, status  # noqa: E402
-from backupd.cli.keys import host_group, key_group  # noqa: E402
-from backupd.cli.report import report  # noqa: E402
-from backupd.cli.restore import restore  # noqa: E402
-
-for command in (
-    restore,
-    drill,
-    report,
-    alerts,
-    status,
-    archives,
-    runs,
-    find,
-    ls,
-    diff,
-    catalogue,
-    config_group,
-    host_group,
-    key_group,
-):
-    cli.add_command(command)
-
-
 def main() -> None:
     try:
         cli(prog_name="backupctl")
     except BrokenPipeError:  # outside a command (help, usage): the same quiet end
+        from backupd.cli.common import reader_went_away
+
         reader_went_away()

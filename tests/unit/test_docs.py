@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -12,8 +14,12 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def commands(group: click.Group, prefix: str = "backupctl") -> list[tuple[str, click.Command]]:
+    """Every command under ``group``, as click finds them (the top level's are lazy)."""
     found = []
-    for name, cmd in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None and cmd.name == name, f"{prefix} {name}: no such command"
         path = f"{prefix} {name}"
         if isinstance(cmd, click.Group):
             if cmd.invoke_without_command:  # a command of its own too: backupctl alerts
@@ -31,3 +37,17 @@ def test_every_command_is_documented_and_has_help() -> None:
     for path, cmd in listed:
         assert f"`{path}" in text, f"{path} is not documented in docs/"
         assert cmd.help and "Examples" in cmd.help, f"{path} has no help with examples"
+
+
+def test_the_command_line_imports_only_the_command_it_runs() -> None:
+    """backupctl status must not import restore's or drill's modules (start-up time)."""
+    code = (
+        "import sys; from backupd.cli.main import main; sys.argv = ['backupctl', 'status',"
+        " '--help']\ntry: main()\nexcept SystemExit: pass\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('backupd.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    loaded = done.stdout.split()
+    assert "backupd.cli.inspect" in loaded, done.stderr
+    for heavy in ("backupd.cli.restore", "backupd.actions.drill", "backupd.actions.restore_db"):
+        assert heavy not in loaded
