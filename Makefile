@@ -14,9 +14,10 @@ bootstrap:
 demo: bootstrap
 	$(VENV)/python -m tests.harness.demo
 
-# --dist loadfile keeps a module's tests (and their module fixtures) in one worker.
+# --dist loadfile keeps a module's tests (and their module fixtures) in one worker;
+# --no-loadscope-reorder hands the files out slow ones first (tests/conftest.py).
 test: bootstrap lint typecheck
-	$(VENV)/pytest -n $(WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+	$(VENV)/pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 lint:
 	$(VENV)/ruff check backupd jobs bench tests

@@ -42,6 +42,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[OWN_TMP] = own
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow modules first: with --no-loadscope-reorder (the Makefile) pytest-xdist hands
+    files to workers in this order. Its default order, most tests first, handed out
+    test_week (one three-minute test) last: it ran alone while the other workers idled
+    (a run of 2026-11-30: 16:07 for 2,430 s of work on 3 workers). The sort is stable:
+    the rest keep their order, and the many small unit files come last, filling the end."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGTERM) is _interrupt:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -46,6 +46,7 @@ class BackupOutcome:
     nbytes: int = 0
     error: str | None = None
     transient: bool = False  # trying again later may help (the daemon retries)
+    changes: tuple[str, ...] = ()  # change alerts the night raised (decision 0024), a line each
 
     @property
     def ok(self) -> bool:
@@ -78,6 +79,7 @@ class Night:
     archived: list[str] = field(default_factory=list)  # items
     failed: list[str] = field(default_factory=list)  # "item: why"
     warnings: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
     total: int = 0
 
     def outcome(
@@ -90,7 +92,15 @@ class Night:
         transient: bool = False,
     ) -> BackupOutcome:
         return BackupOutcome(
-            host.name, source.name, run_id, status, self.archives, self.total, error, transient
+            host.name,
+            source.name,
+            run_id,
+            status,
+            self.archives,
+            self.total,
+            error,
+            transient,
+            tuple(self.changes),
         )
 
 
@@ -234,7 +244,7 @@ def _pull_night(
                     f"{label}: [{n + 1}/{len(units)}] {unit.item}: {pulled.nbytes} bytes "
                     f"in {time.monotonic() - started:.1f}s -> {pulled.archive}"
                 )
-        judge_night(ctx, run_id)  # before a failed item's error: what did get archived
+        night.changes = judge_night(ctx, run_id)  # before a failed item's error is raised
         if night.failed or not night.archived:
             raise ItemsFailed(
                 night.failed + ([] if night.archived else night.warnings), night.archived

@@ -24,6 +24,7 @@ from backupd.actions.context import Context
 from backupd.catalogue.changes import LOSS, FlagView, NightPair, TreeChange
 from backupd.catalogue.restores import operator_name
 from backupd.config.load import ChangesConfig
+from backupd.config.units import human_bytes
 from backupd.errors import NotFoundError
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ log = logging.getLogger(__name__)
 HashLookup = Callable[[list[str]], set[str]]  # contents -> those the tree still holds
 
 
-def judge_night(ctx: Context, run_id: int) -> list[int]:
+def judge_night(ctx: Context, run_id: int) -> list[str]:
     """Judge each archive run ``run_id`` made; record a flag and an alert for each that
-    looks like loss. Returns the flags' ids."""
+    looks like loss. Returns each one's line, "change alert ID: ITEM looks like loss: ..."."""
     flags = []
     for pair in ctx.catalogue.night_pairs(run_id):
         if pair.before is None:
@@ -43,7 +44,11 @@ def judge_night(ctx: Context, run_id: int) -> list[int]:
             continue
         losses = _losses(ctx, pair, policy)
         if losses:
-            flags.append(_flag(ctx, pair, losses, run_id))
+            flag_id = _flag(ctx, pair, losses, run_id)
+            flags.append(
+                f"change alert {flag_id}: {pair.archive.item} looks like loss: "
+                f"{'; '.join(losses)} (kept: {pair.before.name}; backupctl alerts ack {flag_id})"
+            )
     return flags
 
 
@@ -53,21 +58,22 @@ def _losses(ctx: Context, pair: NightPair, policy: ChangesConfig) -> list[str]:
     found = table_losses(before.get("rows"), after.get("rows"), policy)
     if "files" in after and "files" in before:  # a tree: its index tells what went
         change = ctx.catalogue.tree_change(pair.before, pair.archive)
-        found += tree_losses(change, policy, lambda hashes: _still_held(ctx, pair, hashes))
+        found += tree_losses(
+            change, policy, lambda hashes: ctx.catalogue.hashes_held(pair.archive, hashes)
+        )
     return found
-
-
-def _still_held(ctx: Context, pair: NightPair, hashes: list[str]) -> set[str]:
-    return ctx.catalogue.hashes_held(pair.archive, hashes)
 
 
 def table_losses(
     before: Mapping[str, int] | None, after: Mapping[str, int] | None, policy: ChangesConfig
 ) -> list[str]:
     """One phrase per table that lost at least ``policy.rows_lost`` of its rows (dropped:
-    all of them). Tables under ``min_rows`` and ``ignore_tables`` are not judged."""
+    all of them, unless a table new that night holds about as many: renamed, or copied by
+    a migration; each new table stands for one dropped table). Tables under ``min_rows``
+    and ``ignore_tables`` are not judged."""
     if not before or after is None:
         return []  # a night without row counts (an older archive) is not judged
+    new = sorted(n for table, n in after.items() if table not in before)
     found = []
     for table, had in sorted(before.items()):
         if had < policy.min_rows or any(
@@ -76,7 +82,11 @@ def table_losses(
             continue
         has = after.get(table)
         if has is None:
-            found.append(f"table {table} dropped (it had {had} rows)")
+            twin = min(new, key=lambda n: abs(had - n), default=None)
+            if twin is not None and abs(had - twin) / had < policy.rows_lost:
+                new.remove(twin)  # renamed: its rows are in the new table
+            else:
+                found.append(f"table {table} dropped (it had {had} rows)")
         elif (had - has) / had >= policy.rows_lost:
             found.append(
                 f"table {table} lost {_share(had - has, had)} of its rows ({had} -> {has})"
@@ -97,16 +107,20 @@ def tree_losses(change: TreeChange, policy: ChangesConfig, still_held: HashLooku
         gone = [sha for sha in gone if sha not in held]
     if len(gone) / before >= policy.files_lost:
         found.append(
-            f"{_share(len(gone), before)} of its files gone ({before} -> {change.files_after})"
+            f"{_share(len(gone), before)} of its files gone "
+            f"({len(gone)} of {before}; {change.files_after} files now)"
         )
     shrunk = change.bytes_before - change.bytes_after
     if change.bytes_before and shrunk / change.bytes_before >= policy.bytes_lost:
         found.append(
             f"{_share(shrunk, change.bytes_before)} of its bytes gone "
-            f"({change.bytes_before} -> {change.bytes_after})"
+            f"({human_bytes(change.bytes_before)} -> {human_bytes(change.bytes_after)})"
         )
     if change.rewritten / before >= policy.rewritten:
-        found.append(f"{_share(change.rewritten, before)} of its files rewritten at once")
+        found.append(
+            f"{_share(change.rewritten, before)} of its files rewritten at once "
+            f"({change.rewritten} of {before})"
+        )
     return found
 
 
@@ -118,7 +132,7 @@ def _flag(ctx: Context, pair: NightPair, losses: list[str], run_id: int) -> int:
         f"prune keeps {pair.before.name} until acknowledged"
     )
     flag_id = ctx.catalogue.add_change_flag(pair, message, run_id)
-    log.warning("%s (change flag %d)", message, flag_id)
+    log.warning("%s (change alert %d: backupctl alerts ack %d)", message, flag_id, flag_id)
     return flag_id
 
 

@@ -11,6 +11,7 @@ from backupd.actions.context import Context
 from backupd.actions.find import newest_at
 from backupd.catalogue import Archive
 from backupd.catalogue.models import FileVersion
+from backupd.catalogue.versions import version_key
 from backupd.errors import NotFoundError, UsageError
 
 
@@ -83,7 +84,7 @@ def _files(ctx: Context, before: Archive, after: Archive) -> dict[str, Any] | No
     changed = [
         {"path": p, "type": v.type, "size_before": old[p].size, "size_after": v.size}
         for p, v in sorted(new.items())
-        if p in old and old[p].id != v.id and not (v.type == "d" == old[p].type)
+        if p in old and version_key(old[p]) != version_key(v) and not v.type == "d" == old[p].type
     ]
     return {
         "added": [_entry(v) for p, v in sorted(new.items()) if p not in old],

@@ -171,8 +171,9 @@ def _problems(
 def _change_line(view: FlagView) -> str:
     """A change alert as the report says it (decision 0024)."""
     flag = view.flag
+    note = f": {flag.ack_note}" if flag.ack_note else ""
     state = (
-        f"acknowledged by {flag.acked_by}"
+        f"acknowledged by {flag.acked_by}{note}"
         if flag.acked_at is not None
         else f"{view.held.name} kept until `backupctl alerts ack {flag.id}`"
     )

@@ -27,7 +27,8 @@ from backupd.catalogue.versions import BATCH, HasSession, previous_archive
 @dataclass(frozen=True)
 class TreeChange:
     """A tree item's files (type f) before and after one night, from the index: counts,
-    bytes, and the paths whose content went (the caller judges whether that is loss)."""
+    bytes, and the paths whose content went (the caller judges whether that is loss).
+    "Before" leaves out files that first appeared on a night flagged as loss."""
 
     files_before: int
     bytes_before: int
@@ -49,6 +50,7 @@ class NightPair:
 
 
 LOSS = ": looks like loss, not change: "  # in a flag's message, before what was lost
+CHANGE_KEY = "change:"  # a change_loss alert's dedup key: this and its flag's id
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,12 @@ class FlagView:
     def what(self) -> str:
         """What was lost: "table public.leads lost 100% of its rows (2400 -> 0); ..."."""
         return self.flag.message.split(LOSS, 1)[-1].split("; prune keeps ", 1)[0]
+
+
+def change_of(event: AlertEvent) -> int | None:
+    """The change alert (flag) a ``change_loss`` alert event is about; None for others."""
+    key = event.dedup_key or ""
+    return int(key.removeprefix(CHANGE_KEY)) if key.startswith(CHANGE_KEY) else None
 
 
 class ChangeRecords:
@@ -89,8 +97,17 @@ class ChangeRecords:
 
     def tree_change(self: HasSession, before: Archive, after: Archive) -> TreeChange:
         """How the files of ``after``'s item changed since ``before`` (the archive the index
-        extended ``after`` from: NightPair.before)."""
+        extended ``after`` from: NightPair.before). Files that first appeared on a night
+        flagged as loss (encrypted copies, say) are not lost when they go or change: the
+        night after a restore is no second loss."""
         with self.session() as s:
+            flagged = set(
+                s.scalars(
+                    select(ChangeFlag.archive_id).where(
+                        ChangeFlag.source_id == after.source_id, ChangeFlag.item == after.item
+                    )
+                )
+            )
             kept_n, kept_bytes = s.execute(
                 select(func.count(), func.coalesce(func.sum(FileVersion.size), 0)).where(
                     *_files_of(after),
@@ -100,15 +117,15 @@ class ChangeRecords:
             ).one()
             ended = _versions(s, after, FileVersion.last_archive_id == before.id)
             began = _versions(s, after, FileVersion.first_archive_id == after.id)
-        now = {path: sha for path, _, sha in began}
-        rewritten = sum(1 for path, _, sha in ended if path in now and now[path] != sha)
+        now = {path: sha for path, _, sha, _ in began}
+        judged = [(path, size, sha) for path, size, sha, born in ended if born not in flagged]
         return TreeChange(
-            files_before=kept_n + len(ended),
-            bytes_before=kept_bytes + sum(size for _, size, _ in ended),
+            files_before=kept_n + len(judged),
+            bytes_before=kept_bytes + sum(size for _, size, _ in judged),
             files_after=kept_n + len(began),
-            bytes_after=kept_bytes + sum(size for _, size, _ in began),
-            rewritten=rewritten,
-            removed=tuple((path, sha) for path, _, sha in ended if path not in now),
+            bytes_after=kept_bytes + sum(size for _, size, _, _ in began),
+            rewritten=sum(1 for path, _, sha in judged if path in now and now[path] != sha),
+            removed=tuple((path, sha) for path, _, sha in judged if path not in now),
             added_hashes=frozenset(sha for sha in now.values() if sha),
         )
 
@@ -153,7 +170,7 @@ class ChangeRecords:
                     source=pair.source,
                     run_id=run_id,
                     created_at=utcnow(),
-                    dedup_key=f"change:{flag.id}",
+                    dedup_key=f"{CHANGE_KEY}{flag.id}",
                     attempts=0,
                 )
             )
@@ -224,8 +241,9 @@ def _holds(archive: Archive) -> Exists:
 
 def _versions(
     s: Session, archive: Archive, which: ColumnElement[bool]
-) -> list[tuple[str, int, str | None]]:
-    query = select(FileVersion.path, FileVersion.size, FileVersion.sha256).where(
-        *_files_of(archive), which
-    )
-    return [(path, size, sha) for path, size, sha in s.execute(query)]
+) -> list[tuple[str, int, str | None, int]]:
+    """(path, size, sha256, first archive's id) of ``archive``'s item's files ``which``."""
+    query = select(
+        FileVersion.path, FileVersion.size, FileVersion.sha256, FileVersion.first_archive_id
+    ).where(*_files_of(archive), which)
+    return [(path, size, sha, born) for path, size, sha, born in s.execute(query)]

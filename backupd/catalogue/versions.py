@@ -28,6 +28,14 @@ KEY_COLUMNS = (
     FileVersion.sha256,
     FileVersion.target,
 )
+
+
+def version_key(v: FileVersion) -> tuple[Any, ...]:
+    """What makes a version (VersionRow.key of a stored one): two rows with equal keys
+    hold the same file, e.g. one deleted and restored as it was."""
+    return tuple(getattr(v, column.key) for column in KEY_COLUMNS)
+
+
 BATCH = 500  # ids per UPDATE ... IN (...): under SQLite's and PostgreSQL's limits
 GLOB = set("*?[")
 

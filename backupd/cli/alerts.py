@@ -9,7 +9,7 @@ import click
 from backupd.actions.alerts import dispatch, watch
 from backupd.actions.changes import acknowledge
 from backupd.catalogue.alerts import SUPPRESSED
-from backupd.catalogue.changes import FlagView
+from backupd.catalogue.changes import FlagView, change_of
 from backupd.cli.common import clean_errors, context, emit_json, short_time, table
 
 
@@ -62,6 +62,7 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
             "folded": bool(a.last_error and a.last_error.startswith(SUPPRESSED)),
             "attempts": a.attempts,
             "last_error": a.last_error,
+            "change": change_of(a),
         }
         for a in reversed(ctx.catalogue.alerts()[-limit:])
     ]

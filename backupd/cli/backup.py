@@ -50,6 +50,8 @@ def backup_now(obj: dict[str, Any], target: str, progress: bool | None) -> None:
                 f"{outcome.host}/{outcome.source}: {said}, {len(outcome.archives)} "
                 f"archive(s), {outcome.nbytes} bytes (run {outcome.run_id})"
             )
+            for line in outcome.changes:
+                click.echo(f"{outcome.host}/{outcome.source}: {line}")
         else:
             failed += 1
             click.echo(f"{outcome.error}", err=True)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from backupd.actions.status import key_exports_missing, queue_rows, status_rows
+from backupd.catalogue.changes import FlagView
 from backupd.catalogue.models import RunStatus
 from backupd.cli.common import (
     age,
@@ -36,7 +37,8 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
 
     A source is STALE when it has not succeeded for twice its schedule's interval.
     Exits 1 when any source is stale, so scripts and monitoring can use it. Warns (without
-    changing the exit code) about repositories whose key was never exported.
+    changing the exit code) about repositories whose key was never exported and about
+    unacknowledged change alerts (nights that looked like loss: backupctl alerts).
 
     \b
     Examples:
@@ -45,10 +47,16 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
     """
     ctx = context(obj)
     rows, jobs, unexported = status_rows(ctx), queue_rows(ctx), key_exports_missing(ctx)
+    changes = ctx.catalogue.change_flags(open_only=True)
     if as_json:
-        emit_json(sources=rows, queue=jobs, key_exports_missing=unexported)
+        emit_json(
+            sources=rows,
+            queue=jobs,
+            key_exports_missing=unexported,
+            open_change_alerts=len(changes),
+        )
     else:
-        _print_status(rows, jobs, unexported)
+        _print_status(rows, jobs, unexported, changes)
     if any(r["stale"] for r in rows):
         sys.exit(1)
 
@@ -62,7 +70,10 @@ def _drill(d: dict[str, Any] | None) -> str:
 
 
 def _print_status(
-    rows: list[dict[str, Any]], jobs: list[dict[str, Any]], unexported: list[dict[str, str]]
+    rows: list[dict[str, Any]],
+    jobs: list[dict[str, Any]],
+    unexported: list[dict[str, str]],
+    changes: list[FlagView],
 ) -> None:
     header = (
         "HOST/SOURCE",
@@ -112,6 +123,10 @@ def _print_status(
                     True,
                 )
             )
+    for view in changes:  # a person must look; not stale, so not the exit code either
+        line = f"  ! {view.host}/{view.source}: change alert {view.flag.id}: {view.flag.item}"
+        line += f" looks like loss: {view.what} (backupctl alerts ack {view.flag.id})"
+        click.echo(_style(line, True))
     for k in unexported:  # a warning only: exit 1 stays "a source is stale"
         click.echo(
             f"warning: the key of repository {k['repository']} (host {k['host']}) has "

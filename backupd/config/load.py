@@ -191,7 +191,12 @@ class Config(Model):
         return source.retention or self.retention
 
     def changes_for(self, source: SourceConfig) -> ChangesConfig:
-        return source.changes or self.changes
+        """[changes], with the keys the source's own ``changes`` table gives instead (a
+        source says what differs; unlike retention, whose table replaces the whole)."""
+        if source.changes is None:
+            return self.changes
+        given = {key: getattr(source.changes, key) for key in source.changes.model_fields_set}
+        return self.changes.model_copy(update=given)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class SourceLine:
     dedup: float | None
     drill: str | None  # the last drill's verdict (pass, warn, fail); None: never drilled
     rto: float | None
-    failures: tuple[str, ...]  # failed backups and drills of the period, with reasons
+    failures: tuple[str, ...]  # failed backups and drills, change alerts of the period
     problems: tuple[tuple[str, str], ...]  # (level, why): what puts it in the verdict
 
     @property
@@ -131,7 +131,7 @@ def render_text(data: ReportData) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     failed = [(s.name, f) for s in data.sources for f in s.failures]
     if failed or data.maintenance:
-        lines += ["", "Failures in the period:"]
+        lines += ["", "Failures and losses in the period:"]
         lines += [f"  FAIL  {name}: {f}" for name, f in failed]
         lines += [f"  {lvl.upper():5} {m}" for lvl, m in data.maintenance]
     lines += ["", _store_line(data)]
@@ -215,7 +215,7 @@ def render_html(data: ReportData, image_src: Callable[[str], str]) -> str:
         items += "".join(
             f"<tr>{_td('maintenance', lvl)}{_td(m, lvl)}</tr>" for lvl, m in data.maintenance
         )
-        out.append(_section("Failures in the period", _table(items)))
+        out.append(_section("Failures and losses in the period", _table(items)))
     repos = "".join(
         f"<tr>{_td(h)}{_td(human_bytes(n), align='right')}</tr>" for h, n in data.repositories
     )

@@ -106,6 +106,20 @@ def deploy(tmp_path: Path, droplet: Droplet) -> Callable[..., Deployment]:
     return make
 
 
+@pytest.fixture(scope="module")
+def module_deploy(
+    tmp_path_factory: pytest.TempPathFactory, droplet: Droplet
+) -> Callable[..., Deployment]:
+    """``deploy`` for a deployment a module's tests share: made once, for tests that only
+    read it or add what the others do not look at."""
+    root = tmp_path_factory.mktemp("module")
+
+    def make(sources: dict[str, dict[str, object]]) -> Deployment:
+        return deployment(root / "backupd", HostSpec("web1", droplet, sources))  # type: ignore[arg-type]
+
+    return make
+
+
 def deployment(root: Path, host: HostSpec) -> Deployment:
     """A config, state and store under ``root`` for the one ``host``."""
     root.mkdir(exist_ok=True)

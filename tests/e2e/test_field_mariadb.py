@@ -25,7 +25,7 @@ from tests.e2e.test_restore_targets import add_targets
 from tests.harness.mariadb import MariaDBServer, sql_string
 from tests.json_contract import conforming
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # slow: started first (tests/conftest.py)
 
 A_B = "a\\b"  # one backslash: listed as a\\b by `mariadb --batch`
 TAB = "tab\there"

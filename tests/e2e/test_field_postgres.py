@@ -26,7 +26,7 @@ from tests.e2e.field_pg import (
 from tests.e2e.test_drills import drill
 from tests.harness.postgres import PostgresCluster
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # slow: started first (tests/conftest.py)
 
 
 # -- case 1: names are data, never syntax ------------------------------------------------

@@ -20,7 +20,7 @@ from tests.e2e.field_pg import (
 from tests.e2e.test_drills import drill
 from tests.harness.postgres import PostgresCluster
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # slow: started first (tests/conftest.py)
 
 
 # -- case 5: what the drill passed, every restore path restores ----------------------------

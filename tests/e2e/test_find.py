@@ -145,17 +145,20 @@ def test_a_wiped_tree_and_an_emptied_table_are_alerted_and_their_night_before_ke
             (uploads / f"d{i % 7}" / f"file-{i}.bin").unlink()
     with sqlite3.connect(db) as c:
         c.execute("DELETE FROM leads")
-    for source in ("uploads", "app"):
-        d.backupctl("backup", "now", f"web1/{source}", check=True)
+    night = [d.backupctl("backup", "now", f"web1/{s}", check=True) for s in ("uploads", "app")]
+    said = [done.stdout for done in night]
+    assert "web1/uploads: change alert" in said[0] and "looks like loss: 59%" in said[0]
     seen = as_json(d, "alerts")
     changes = {c["source"]: c for c in seen["changes"]}
     assert set(changes) == {"uploads", "app"}
-    assert "59% of its files gone (304 -> 124)" in changes["uploads"]["what"]  # 180 of 304
+    assert "59% of its files gone (180 of 304; 124 files now)" in changes["uploads"]["what"]
     assert changes["app"]["what"] == "table leads lost 100% of its rows (500 -> 0)"
     assert sorted(a["kind"] for a in seen["alerts"]) == ["change_loss", "change_loss"]
     first = {s: changes[s]["held_archive"] for s in changes}
     shown = d.backupctl("alerts", check=True).stdout
     assert shown.startswith("Unacknowledged change alerts") and first["app"] in shown
+    assert as_json(d, "status")["open_change_alerts"] == 2
+    assert "web1/app: change alert" in d.backupctl("status", check=True).stdout
 
     ctx = Context(load_config(d.config))
     assert run_maintenance(ctx, "prune", "web1", "test").ok

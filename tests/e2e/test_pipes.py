@@ -18,15 +18,15 @@ pytestmark = pytest.mark.e2e
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a tool whose reader went away
 
 
-@pytest.fixture
-def backed_up(deploy: Callable[..., Deployment], droplet: Droplet) -> Deployment:
+@pytest.fixture(scope="module")
+def backed_up(module_deploy: Callable[..., Deployment], droplet: Droplet) -> Deployment:
     path = droplet.root / "pipes" / "notes.db"
     path.parent.mkdir(exist_ok=True)
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)")
     if os.geteuid() == 0:
         subprocess.run(["chown", "-R", droplet.user, str(path.parent)], check=True)
-    d = deploy({"notes": {"kind": "sqlite", "path": str(path)}})
+    d = module_deploy({"notes": {"kind": "sqlite", "path": str(path)}})
     d.backupctl("backup", "now", "web1", check=True)
     return d
 

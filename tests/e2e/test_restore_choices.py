@@ -24,8 +24,12 @@ def rows_in(path: Path) -> int:
     return int(n)
 
 
-@pytest.fixture
-def two_points(deploy: Callable[..., Deployment], droplet: Droplet) -> tuple[Deployment, str]:
+@pytest.fixture(scope="module")
+def two_points(
+    module_deploy: Callable[..., Deployment], droplet: Droplet
+) -> tuple[Deployment, str]:
+    """Two backups of one database (100 rows, then 250) and a time between them; the
+    tests only restore from them."""
     db = droplet.root / "points" / "app.db"
     db.parent.mkdir(exist_ok=True)
     db.unlink(missing_ok=True)
@@ -34,7 +38,7 @@ def two_points(deploy: Callable[..., Deployment], droplet: Droplet) -> tuple[Dep
         c.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
     if os.geteuid() == 0:
         subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
-    d = deploy({"app": {"kind": "sqlite", "path": str(db)}})
+    d = module_deploy({"app": {"kind": "sqlite", "path": str(db)}})
     d.backupctl("backup", "now", "web1/app", check=True)
     time.sleep(1.1)
     between = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -12,6 +12,7 @@ import pytest
 
 from backupd.actions.changes import acknowledge, judge_night, table_losses
 from backupd.actions.context import Context
+from backupd.actions.diff import diff_source
 from backupd.actions.report import gather
 from backupd.catalogue.versions import VersionRow
 from backupd.config.load import ChangesConfig
@@ -70,7 +71,8 @@ class Fleet:
         else:
             self.cat.add_tree_archive(content, **fields, facts={"files": len(content)})
         self.nights.setdefault(source, []).append(name)
-        return judge_night(self.ctx, run_id)
+        said = judge_night(self.ctx, run_id)  # "change alert ID: ..." lines
+        return [int(line.split()[2].rstrip(":")) for line in said]
 
     def tree(self, rows: list[VersionRow]) -> list[int]:
         return self.night("uploads", "directory", "uploads", rows)
@@ -93,6 +95,17 @@ def test_a_table_emptied_or_dropped_is_loss_and_ordinary_change_is_not() -> None
     ]
     normal = {"public.leads": 2600, "public.orders": 260, "public.tiny": 0, "public.new": 5}
     assert table_losses(before, normal, POLICY) == []  # grew, lost 48%, too small to judge
+    renamed = {"public.leads_v2": 2400, "public.orders": 500, "public.tiny": 8}
+    assert table_losses(before, renamed, POLICY) == []  # a rename, or a migration's copy
+    halved = {"public.leads_v2": 1200, "public.orders": 500, "public.tiny": 8}
+    assert table_losses(before, halved, POLICY) == ["table public.leads dropped (it had 2400 rows)"]
+    bigger = {"public.audit_log": 50_000, "public.orders": 500, "public.tiny": 8}
+    assert table_losses(before, bigger, POLICY) == ["table public.leads dropped (it had 2400 rows)"]
+    both = {"public.leads_v2": 2400, "public.orders": 500, "public.tiny": 8}
+    one_for_two = {**before, "public.orders": 2400}  # one new table cannot stand for two
+    assert table_losses(
+        one_for_two, {k: v for k, v in both.items() if k != "public.orders"}, POLICY
+    ) == ["table public.orders dropped (it had 2400 rows)"]
     sessions = ChangesConfig(ignore_tables=("public.lead*",))
     assert table_losses(before, {**before, "public.leads": 0}, sessions) == []
     assert table_losses(None, {"public.leads": 0}, POLICY) == []  # nothing known before
@@ -107,7 +120,7 @@ def test_a_tree_60_percent_deleted_raises_one_alert_and_holds_the_night_before(
     [flag] = fleet.tree(files(80))
     [alert] = fleet.alerts()
     assert "web1/uploads: uploads: looks like loss, not change: 60% of its files gone" in alert
-    assert "60% of its bytes gone (200000 -> 80000)" in alert
+    assert "60% of its bytes gone (195.3 KiB -> 78.1 KiB)" in alert
     assert alert.endswith(
         f"prune keeps {fleet.nights['uploads'][1]} until acknowledged (backupctl alerts ack {flag})"
     )
@@ -144,15 +157,17 @@ def test_encrypted_in_place_renamed_or_truncated_trees_are_loss(tmp_path: Path) 
     fleet = Fleet(tmp_path)
     fleet.tree(files(200))
     [_] = fleet.tree(files(200, content="encrypted"))  # same paths, new content
-    assert "100% of its files rewritten at once" in fleet.alerts()[-1]
+    assert "100% of its files rewritten at once (200 of 200)" in fleet.alerts()[-1]
+    assert fleet.tree(files(200)) == []  # restored
     locked = [
         VersionRow(r.path + ".locked", "f", r.size, 0o644, 33, 33, 1, sha(f"{r.path}x"))
-        for r in files(200, content="encrypted")
+        for r in files(200)
     ]
     [_] = fleet.tree(locked)  # renamed and encrypted: the old contents are nowhere
-    assert "100% of its files gone (200 -> 200)" in fleet.alerts()[-1]
+    assert "100% of its files gone (200 of 200; 200 files now)" in fleet.alerts()[-1]
+    assert fleet.tree(files(200)) == []  # restored
     [_] = fleet.tree(files(200, prefix="img/", size=0))  # truncated: files kept, bytes not
-    assert "100% of its bytes gone (200000 -> 0)" in fleet.alerts()[-1]
+    assert "100% of its bytes gone (195.3 KiB -> 0 B)" in fleet.alerts()[-1]
     assert len(fleet.alerts()) == 3
 
 
@@ -183,8 +198,60 @@ def test_the_report_names_an_open_change_alert_as_a_problem_until_acked(tmp_path
         f"`backupctl alerts ack {flag}`)"
     )
     assert data.verdict == "fail"
-    acknowledge(fleet.ctx, flag, None)
+    acknowledge(fleet.ctx, flag, "a re-import")
     data = gather(fleet.ctx, **period)
     assert not [why for _, why in data.problems if "change alert" in why]
     [maindb] = [s for s in data.sources if s.name == "web1/maindb"]
-    assert [f for f in maindb.failures if f"change alert {flag}" in f and "acknowledged by" in f]
+    [line] = [f for f in maindb.failures if f"change alert {flag}" in f]
+    assert "(acknowledged by " in line and line.endswith(": a re-import)")
+
+
+def test_the_nights_of_a_recovery_are_no_second_loss(tmp_path: Path) -> None:
+    """Files born on a night flagged as loss (the encrypted copies) may go or change
+    without a new alert: restoring the originals over them, then deleting them."""
+    fleet = Fleet(tmp_path)
+    fleet.tree(files(200))
+    [_] = fleet.tree(files(200, content="encrypted"))  # encrypted in place
+    assert fleet.tree(files(200)) == []  # the originals restored over them
+    locked = [
+        VersionRow(r.path + ".locked", "f", r.size, 0o644, 33, 33, 1, sha(f"{r.path}x"))
+        for r in files(200)
+    ]
+    [_] = fleet.tree(locked)  # renamed and encrypted
+    assert fleet.tree(locked + files(200)) == []  # the originals restored beside them
+    assert fleet.tree(files(200)) == []  # and the encrypted copies deleted
+    assert len(fleet.alerts()) == 2
+
+
+def test_a_source_changes_table_overrides_only_the_keys_it_gives(tmp_path: Path) -> None:
+    extra = (
+        "[changes]\nmin_rows = 10\nrows_lost = 0.2\n"
+        '[hosts.web1.sources.maindb.changes]\nignore_tables = ["public.sessions"]\n'
+    )
+    fleet = Fleet(tmp_path, extra=extra)
+    maindb = fleet.ctx.config.changes_for(fleet.ctx.config.source("web1", "maindb"))
+    assert (maindb.min_rows, maindb.rows_lost, maindb.ignore_tables) == (
+        10,
+        0.2,
+        ("public.sessions",),
+    )
+    fleet.db({"public.sessions": 40, "public.leads": 40})
+    [_] = fleet.db({"public.sessions": 0, "public.leads": 30})  # 25% of 40 leads
+    assert (
+        "public.sessions" not in fleet.alerts()[0] and "public.leads lost 25%" in fleet.alerts()[0]
+    )
+
+
+def test_diff_does_not_call_a_file_restored_as_it_was_changed(tmp_path: Path) -> None:
+    """Deleted one night, restored identical the next: a new version row with the same
+    content and metadata. diff across both nights shows it unchanged (found in a
+    new-user trial: it showed every restored file as ~)."""
+    fleet = Fleet(tmp_path)
+    fleet.tree(files(200))
+    fleet.tree(files(50))
+    fleet.tree(files(200))
+    when = [NIGHT + timedelta(days=n) for n in (1, 3)]
+    [row] = diff_source(fleet.ctx, "web1/uploads", since=when[0], until=when[1])
+    assert row["files"] == {"added": [], "removed": [], "changed": []}
+    [last] = diff_source(fleet.ctx, "web1/uploads")
+    assert len(last["files"]["added"]) == 150 and last["files"]["changed"] == []
