@@ -28,7 +28,8 @@ from backupd.catalogue.versions import BATCH, HasSession, previous_archive
 class TreeChange:
     """A tree item's files (type f) before and after one night, from the index: counts,
     bytes, and the paths whose content went (the caller judges whether that is loss).
-    "Before" leaves out files that first appeared on a night flagged as loss."""
+    "Before" leaves out the files that went or changed this night but had first appeared
+    on a night flagged as loss (the encrypted copies of a night a restore undoes)."""
 
     files_before: int
     bytes_before: int
