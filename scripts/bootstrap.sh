@@ -18,6 +18,8 @@ APT_PACKAGES=(
   systemd
   # the weekly report's HTML is rendered to a PNG in a test (headless, no display needed)
   chromium fonts-dejavu-core
+  # a real Prometheus scrapes the daemon in a test; promtool checks and tests the rules
+  prometheus
 )
 
 missing=()

@@ -23,6 +23,7 @@ from backupd.catalogue.alerts import AlertRecords
 from backupd.catalogue.changes import ChangeRecords
 from backupd.catalogue.claims import RELEASED, changed, claim_token, held_by
 from backupd.catalogue.fleet import FleetQueries
+from backupd.catalogue.gauges import GaugeQueries
 from backupd.catalogue.history import HistoryQueries
 from backupd.catalogue.jobs import GOOD, JobRecords
 from backupd.catalogue.keys import KeyRecords
@@ -93,6 +94,7 @@ def _switch_to_wal(cur: Any) -> None:
 
 class Catalogue(
     ChangeRecords,
+    GaugeQueries,
     VersionRecords,
     JobRecords,
     HistoryQueries,

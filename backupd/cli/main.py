@@ -25,6 +25,7 @@ COMMANDS = {
     "host": "backupd.cli.keys:host_group",
     "key": "backupd.cli.keys:key_group",
     "ls": "backupd.cli.find:ls",
+    "metrics": "backupd.cli.metrics:metrics",
     "report": "backupd.cli.report:report",
     "restore": "backupd.cli.restore:restore",
     "runs": "backupd.cli.inspect:runs",

@@ -34,6 +34,7 @@ from backupd.config.sections import (
     DrillSql,
     MailConfig,
     MaintenanceConfig,
+    MetricsConfig,
     Model,
     PassphraseConfig,
     RetentionConfig,
@@ -52,6 +53,7 @@ __all__ = [  # the section models live in config_sections; importers find them h
     "HostConfig",
     "MailConfig",
     "MaintenanceConfig",
+    "MetricsConfig",
     "PassphraseConfig",
     "RestoreTarget",
     "RetentionConfig",
@@ -75,6 +77,7 @@ SECTIONS = (
     "daemon",
     "retention",
     "changes",
+    "metrics",
     "maintenance",
     "drills",
     "alerts",
@@ -168,6 +171,7 @@ class Config(Model):
     daemon: DaemonConfig = DaemonConfig()
     retention: RetentionConfig = RetentionConfig()
     changes: ChangesConfig = ChangesConfig()
+    metrics: MetricsConfig = MetricsConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     drills: DrillsConfig = DrillsConfig()
     alerts: AlertsConfig = AlertsConfig()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backupd.config.units import Delay, Duration
 
@@ -112,6 +112,32 @@ class ChangesConfig(Model):
     min_files: int = Field(default=100, ge=1)  # trees with fewer files are not judged
     # table keys ("schema.table"; MariaDB, SQLite: the name) whose rows come and go: globs
     ignore_tables: tuple[str, ...] = ()
+
+
+class MetricsConfig(Model):
+    """Prometheus metrics (issue 17, decision 0025): the daemon serves /metrics here."""
+
+    # HOST:PORT ([::1]:PORT for IPv6; port 0: any free one, logged); "" serves none.
+    # Loopback: a scraper elsewhere reaches it through a reverse proxy, or reads
+    # node_exporter's textfile (backupctl metrics --textfile)
+    listen: str = "127.0.0.1:9469"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ValueError('expected "HOST:PORT", e.g. "127.0.0.1:9469", or ""')
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on; None: no metrics served."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class DaemonConfig(Model):

@@ -31,6 +31,7 @@ from backupd.catalogue.models import utcnow
 from backupd.config.cron import cron_trigger, interval
 from backupd.config.load import Config, read_config
 from backupd.daemon.alerts import AlertLoop
+from backupd.daemon.metrics import serve_metrics
 from backupd.daemon.worker import EXIT_TRANSIENT, worker_env
 from backupd.errors import ConfigError
 from backupd.local.process import Child, start_child
@@ -114,6 +115,7 @@ class Service:
         self.ctx.catalogue.clear_queue()
         alerts = AlertLoop(lambda: self.ctx)  # stale sources, disk use; mails every alert
         alerts.start()
+        metrics = serve_metrics(lambda: self.ctx)  # [metrics] listen: read at start only
         self._install_signals()
         self._schedule_all()
         self._queue_catch_ups()
@@ -134,6 +136,8 @@ class Service:
             self.wake.wait(min(TICK, watchdog or TICK))
             self.wake.clear()
         alerts.stop.set()
+        if metrics is not None:
+            metrics.shutdown()
         self._shutdown()
         return 0
 

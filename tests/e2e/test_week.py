@@ -116,6 +116,9 @@ keep_daily = 7
 keep_weekly = 4
 keep_monthly = 6
 
+[metrics]
+listen = "127.0.0.1:0"                  # any free port: runs beside other daemons
+
 [maintenance]
 prune = "{NEVER}"
 compact = "{NEVER}"

@@ -53,7 +53,9 @@ def write_fleet_config(
     borg: Path | None = None,
 ) -> Path:
     """``extra``: more TOML (e.g. ``[daemon]`` settings), appended as it is; ``borg``: the
-    ``[store] borg`` executable (the venv's when None)."""
+    ``[store] borg`` executable (the venv's when None). A daemon's metrics are served on
+    any free port unless ``extra`` has a ``[metrics]`` table: daemons of tests running at
+    once never compete for the default one."""
     lines = [
         f"state_dir = {toml_value(str(state_dir))}",
         "",
@@ -80,5 +82,7 @@ def write_fleet_config(
         for name, options in host.sources.items():
             lines += ["", f"[hosts.{host.name}.sources.{name}]"]
             lines += [f"{k} = {toml_value(v)}" for k, v in options.items()]
-    path.write_text("\n".join(lines) + "\n" + (f"\n{extra}\n" if extra else ""))
+    if "[metrics]" not in extra:
+        extra = f'[metrics]\nlisten = "127.0.0.1:0"\n{extra}'
+    path.write_text("\n".join(lines) + "\n\n" + extra + "\n")
     return path

@@ -1,0 +1,248 @@
+"""Prometheus metrics (issue 17, decision 0025): what ``status`` knows, in the exposition
+format, written by the official client library (prometheus-client).
+
+Labels are ``host``, ``source`` and ``item`` only: never an archive name or a run id, so a
+series lives as long as its source, and "backup too old" is ``time() -
+backupd_source_last_success_timestamp_seconds`` whatever retention keeps. Times are
+Unix seconds, sizes bytes; a time that never happened is 0 (infinitely old: an age rule
+fires on it), so every configured source has every series from its first scrape.
+
+Each scrape reads the catalogue afresh in a handful of statements (status_rows and
+catalogue/gauges.py), whatever the number of sources: the daemon serves it on ``[metrics]
+listen``; ``backupctl metrics`` prints or writes it (node_exporter's textfile collector).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import backupd
+from backupd.actions.context import Context
+from backupd.actions.status import status_rows
+from backupd.catalogue.history import ItemPoint
+from backupd.catalogue.models import RunStatus
+
+SOURCE = ["host", "source"]
+ITEM = ["host", "source", "item"]
+STATES = ("queued", "running")  # of a daemon job
+
+
+def _ts(value: str | datetime | None) -> float:
+    """Unix seconds of an ISO time or datetime; 0 for never."""
+    if value is None:
+        return 0.0
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.timestamp()
+
+
+Samples = Iterable[tuple[list[str], float]]  # (label values, value)
+
+
+def _gauge(name: str, doc: str, labels: list[str], samples: Samples) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for values, value in samples:
+        family.add_metric(values, value)
+    return family
+
+
+class FleetCollector(Collector):
+    """Collects the fleet's metrics from the catalogue at each scrape. ``context_of``
+    gives the current Context (the daemon's changes on a reload)."""
+
+    def __init__(self, context_of: Callable[[], Context]) -> None:
+        self._context_of = context_of
+
+    def collect(self) -> Iterator[Metric]:
+        ctx = self._context_of()
+        cat = ctx.catalogue
+        rows = status_rows(ctx)
+        keys = [(r["host"], r["source"]) for r in rows]
+        counts, seconds, verified = cat.run_counts(), cat.last_run_seconds(), cat.last_verified()
+        info = InfoMetricFamily("backupd_build", "The backupd that serves these metrics.")
+        info.add_metric([], {"version": backupd.__version__})
+        yield info
+        yield from _per_source(rows, keys, seconds, verified)
+        runs = CounterMetricFamily(
+            "backupd_runs", "Backup runs finished, whatever their outcome.", labels=SOURCE
+        )
+        failures = CounterMetricFamily(
+            "backupd_run_failures", "Backup runs that failed.", labels=SOURCE
+        )
+        for key in keys:
+            total, failed = counts.get(key, (0, 0))
+            runs.add_metric(list(key), total)
+            failures.add_metric(list(key), failed)
+        yield runs
+        yield failures
+        yield from _per_item(cat.newest_per_item(), keys)
+        yield from _store(ctx)
+        open_flags = [(v.host, v.source) for v in cat.change_flags(open_only=True)]
+        yield _gauge(
+            "backupd_source_change_alerts_open",
+            "Unacknowledged change alerts (nights that looked like loss) of the source.",
+            SOURCE,
+            ((list(k), float(open_flags.count(k))) for k in keys),
+        )
+        jobs = cat.queued_jobs()
+        yield _gauge(
+            "backupd_jobs",
+            "Daemon jobs queued and running now, by state.",
+            ["state"],
+            [([state], float(sum(1 for j in jobs if j.state == state))) for state in STATES],
+        )
+        pending = float(cat.unsent_alert_count())
+        yield _gauge("backupd_alerts_pending", "Alerts not yet delivered.", [], [([], pending)])
+
+
+def _per_source(
+    rows: list[dict[str, Any]],
+    keys: list[tuple[str, str]],
+    seconds: dict[tuple[str, str], float],
+    verified: dict[tuple[str, str], datetime],
+) -> Iterator[Metric]:
+    by_key = dict(zip(keys, rows, strict=True))
+
+    def each(value: Callable[[tuple[str, str], dict[str, Any]], float]) -> Samples:
+        return [(list(k), value(k, r)) for k, r in by_key.items()]
+
+    yield _gauge(
+        "backupd_source_last_success_timestamp_seconds",
+        "When the source's newest successful backup ended (0: never).",
+        SOURCE,
+        each(lambda k, r: _ts(r["last_success"])),
+    )
+    yield _gauge(
+        "backupd_source_last_attempt_timestamp_seconds",
+        "When the source's newest backup run started, whatever its outcome (0: never).",
+        SOURCE,
+        each(lambda k, r: _ts(r["last_run"])),
+    )
+    yield _gauge(
+        "backupd_source_last_verified_timestamp_seconds",
+        "When a restore drill last proved the source restores (0: never).",
+        SOURCE,
+        each(lambda k, r: _ts(verified.get(k))),
+    )
+    yield _gauge(
+        "backupd_source_last_run_duration_seconds",
+        "How long the source's newest finished run took.",
+        SOURCE,
+        each(lambda k, r: seconds.get(k, 0.0)),
+    )
+    yield _gauge(
+        "backupd_source_last_run_success",
+        "1 if the source's newest finished run succeeded (a warning counts), else 0.",
+        SOURCE,
+        each(lambda k, r: float(r["last_status"] in (RunStatus.SUCCEEDED, RunStatus.WARNING))),
+    )
+    yield _gauge(
+        "backupd_source_stale",
+        "1 if the source has not succeeded within [alerts] stale_factor x its interval.",
+        SOURCE,
+        each(lambda k, r: float(r["stale"])),
+    )
+    yield _gauge(
+        "backupd_source_last_drill_success",
+        "1 if the source's newest finished drill restored it (pass or warn), 0 if it failed"
+        " (NaN: never drilled).",
+        SOURCE,
+        each(lambda k, r: _drilled(r["last_drill"])),
+    )
+    yield _gauge(
+        "backupd_source_drill_rto_seconds",
+        "Restore time of the source's newest finished drill (NaN: never drilled).",
+        SOURCE,
+        each(lambda k, r: _rto(r["last_drill"])),
+    )
+
+
+def _drilled(drill: dict[str, Any] | None) -> float:
+    if drill is None:
+        return float("nan")
+    return 0.0 if drill["verdict"] == "fail" else 1.0
+
+
+def _rto(drill: dict[str, Any] | None) -> float:
+    if drill is None or drill["rto_seconds"] is None:
+        return float("nan")
+    return float(drill["rto_seconds"])
+
+
+def _per_item(
+    points: dict[tuple[str, str], list[ItemPoint]], keys: list[tuple[str, str]]
+) -> Iterator[Metric]:
+    items = [(k, p) for k in keys for p in points.get(k, [])]
+
+    def each(value: Callable[[ItemPoint], float]) -> Samples:
+        return [([*k, p.item], value(p)) for k, p in items]
+
+    yield _gauge(
+        "backupd_item_last_archive_timestamp_seconds",
+        "When the item's newest live archive was made.",
+        ITEM,
+        each(lambda p: p.created_at.timestamp()),
+    )
+    yield _gauge(
+        "backupd_item_archives",
+        "Live (not pruned) archives of the item.",
+        ITEM,
+        each(lambda p: float(p.archives)),
+    )
+    yield _gauge(
+        "backupd_item_original_bytes",
+        "Bytes the item's live archives hold, before compression and deduplication.",
+        ITEM,
+        each(lambda p: float(p.original)),
+    )
+    yield _gauge(
+        "backupd_item_stored_bytes",
+        "Bytes the item's live archives added to the repository when each was made.",
+        ITEM,
+        each(lambda p: float(p.deduplicated)),
+    )
+
+
+def _store(ctx: Context) -> Iterator[Metric]:
+    try:
+        usage = shutil.disk_usage(ctx.config.store.path)
+    except OSError:
+        return  # no store yet: no figures rather than wrong ones
+    yield _gauge(
+        "backupd_store_free_bytes",
+        "Free bytes of the store's file system.",
+        [],
+        [([], float(usage.free))],
+    )
+    yield _gauge(
+        "backupd_store_used_bytes",
+        "Used bytes of the store's file system.",
+        [],
+        [([], float(usage.used))],
+    )
+
+
+def registry_for(context_of: Callable[[], Context]) -> CollectorRegistry:
+    """A registry holding only backupd's metrics (no process or Python collectors: the
+    daemon's own are node_exporter's and systemd's business)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(context_of))
+    return registry
+
+
+def exposition(ctx: Context) -> bytes:
+    """The metrics in the text exposition format (version 0.0.4)."""
+    return generate_latest(registry_for(lambda: ctx))
+
+
+def write_textfile(ctx: Context, path: Path) -> None:
+    """Write the metrics to ``path`` atomically (a temporary file renamed over it), as
+    node_exporter's textfile collector needs; the file is 0644 for the exporter's user."""
+    write_to_textfile(str(path), registry_for(lambda: ctx))
