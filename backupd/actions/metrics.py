@@ -69,7 +69,9 @@ class FleetCollector(Collector):
         info = InfoMetricFamily("backupd_build", "The backupd that serves these metrics.")
         info.add_metric([], {"version": backupd.__version__})
         yield info
-        yield from _per_source(rows, keys, seconds, verified)
+        for row, key in zip(rows, keys, strict=True):
+            row.update(verified=verified.get(key), seconds=seconds.get(key, 0.0))
+        yield from _per_source(rows)
         runs = CounterMetricFamily(
             "backupd_runs", "Backup runs finished, whatever their outcome.", labels=SOURCE
         )
@@ -102,66 +104,56 @@ class FleetCollector(Collector):
         yield _gauge("backupd_alerts_pending", "Alerts not yet delivered.", [], [([], pending)])
 
 
-def _per_source(
-    rows: list[dict[str, Any]],
-    keys: list[tuple[str, str]],
-    seconds: dict[tuple[str, str], float],
-    verified: dict[tuple[str, str], datetime],
-) -> Iterator[Metric]:
-    by_key = dict(zip(keys, rows, strict=True))
-
-    def each(value: Callable[[tuple[str, str], dict[str, Any]], float]) -> Samples:
-        return [(list(k), value(k, r)) for k, r in by_key.items()]
-
-    yield _gauge(
+# A source's row: status_rows' dict, with "verified" (a datetime or None) and "seconds"
+# (the newest finished run's) added by the collector.
+SOURCE_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], float]], ...] = (
+    (
         "backupd_source_last_success_timestamp_seconds",
         "When the source's newest successful backup ended (0: never).",
-        SOURCE,
-        each(lambda k, r: _ts(r["last_success"])),
-    )
-    yield _gauge(
+        lambda r: _ts(r["last_success"]),
+    ),
+    (
         "backupd_source_last_attempt_timestamp_seconds",
         "When the source's newest backup run started, whatever its outcome (0: never).",
-        SOURCE,
-        each(lambda k, r: _ts(r["last_run"])),
-    )
-    yield _gauge(
+        lambda r: _ts(r["last_run"]),
+    ),
+    (
         "backupd_source_last_verified_timestamp_seconds",
         "When a restore drill last proved the source restores (0: never).",
-        SOURCE,
-        each(lambda k, r: _ts(verified.get(k))),
-    )
-    yield _gauge(
+        lambda r: _ts(r["verified"]),
+    ),
+    (
         "backupd_source_last_run_duration_seconds",
         "How long the source's newest finished run took.",
-        SOURCE,
-        each(lambda k, r: seconds.get(k, 0.0)),
-    )
-    yield _gauge(
+        lambda r: float(r["seconds"]),
+    ),
+    (
         "backupd_source_last_run_success",
         "1 if the source's newest finished run succeeded (a warning counts), else 0.",
-        SOURCE,
-        each(lambda k, r: float(r["last_status"] in (RunStatus.SUCCEEDED, RunStatus.WARNING))),
-    )
-    yield _gauge(
+        lambda r: float(r["last_status"] in (RunStatus.SUCCEEDED, RunStatus.WARNING)),
+    ),
+    (
         "backupd_source_stale",
         "1 if the source has not succeeded within [alerts] stale_factor x its interval.",
-        SOURCE,
-        each(lambda k, r: float(r["stale"])),
-    )
-    yield _gauge(
+        lambda r: float(r["stale"]),
+    ),
+    (
         "backupd_source_last_drill_success",
         "1 if the source's newest finished drill restored it (pass or warn), 0 if it failed"
         " (NaN: never drilled).",
-        SOURCE,
-        each(lambda k, r: _drilled(r["last_drill"])),
-    )
-    yield _gauge(
+        lambda r: _drilled(r["last_drill"]),
+    ),
+    (
         "backupd_source_drill_rto_seconds",
         "Restore time of the source's newest finished drill (NaN: never drilled).",
-        SOURCE,
-        each(lambda k, r: _rto(r["last_drill"])),
-    )
+        lambda r: _rto(r["last_drill"]),
+    ),
+)
+
+
+def _per_source(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    for name, doc, value in SOURCE_GAUGES:
+        yield _gauge(name, doc, SOURCE, [([r["host"], r["source"]], value(r)) for r in rows])
 
 
 def _drilled(drill: dict[str, Any] | None) -> float:
@@ -176,38 +168,32 @@ def _rto(drill: dict[str, Any] | None) -> float:
     return float(drill["rto_seconds"])
 
 
+ITEM_GAUGES: tuple[tuple[str, str, Callable[[ItemPoint], float]], ...] = (
+    (
+        "backupd_item_last_archive_timestamp_seconds",
+        "When the item's newest live archive was made.",
+        lambda p: p.created_at.timestamp(),
+    ),
+    ("backupd_item_archives", "Live (not pruned) archives of the item.", lambda p: p.archives),
+    (
+        "backupd_item_original_bytes",
+        "Bytes the item's live archives hold, before compression and deduplication.",
+        lambda p: p.original,
+    ),
+    (
+        "backupd_item_stored_bytes",
+        "Bytes the item's live archives added to the repository when each was made.",
+        lambda p: p.deduplicated,
+    ),
+)
+
+
 def _per_item(
     points: dict[tuple[str, str], list[ItemPoint]], keys: list[tuple[str, str]]
 ) -> Iterator[Metric]:
     items = [(k, p) for k in keys for p in points.get(k, [])]
-
-    def each(value: Callable[[ItemPoint], float]) -> Samples:
-        return [([*k, p.item], value(p)) for k, p in items]
-
-    yield _gauge(
-        "backupd_item_last_archive_timestamp_seconds",
-        "When the item's newest live archive was made.",
-        ITEM,
-        each(lambda p: p.created_at.timestamp()),
-    )
-    yield _gauge(
-        "backupd_item_archives",
-        "Live (not pruned) archives of the item.",
-        ITEM,
-        each(lambda p: float(p.archives)),
-    )
-    yield _gauge(
-        "backupd_item_original_bytes",
-        "Bytes the item's live archives hold, before compression and deduplication.",
-        ITEM,
-        each(lambda p: float(p.original)),
-    )
-    yield _gauge(
-        "backupd_item_stored_bytes",
-        "Bytes the item's live archives added to the repository when each was made.",
-        ITEM,
-        each(lambda p: float(p.deduplicated)),
-    )
+    for name, doc, value in ITEM_GAUGES:
+        yield _gauge(name, doc, ITEM, [([*k, p.item], float(value(p))) for k, p in items])
 
 
 def _store(ctx: Context) -> Iterator[Metric]:
