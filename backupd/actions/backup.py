@@ -24,7 +24,7 @@ from backupd.borg.adapter import LOCK_WAIT_SECONDS
 from backupd.catalogue import RunStatus
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.errors import DumpError, HostKeyError, ItemsFailed
-from backupd.notify.ping import ping
+from backupd.notify.ping import ping_end, ping_start
 from jobs.base import DumpStream, TreeTransfer
 from jobs.registry import registry
 
@@ -47,6 +47,7 @@ class BackupOutcome:
     error: str | None = None
     transient: bool = False  # trying again later may help (the daemon retries)
     changes: tuple[str, ...] = ()  # change alerts the night raised (decision 0024), a line each
+    exit_code: int = 0  # a failure's (BackupdError.exit_code: backupctl's, the ping's)
 
     @property
     def ok(self) -> bool:
@@ -64,10 +65,11 @@ def backup_source(
     """``progress`` hears one line per step (connected, planned, each unit pulled). The
     source's ping URL hears the outcome (a dead-man's switch outside backupd). A transient
     failure with ``retries_left`` is recorded but not alerted: the retry may succeed."""
+    ping_start(source.ping_url)
     with ctx.borg.job(f"the backup of {host.name}/{source.name}"):
         outcome = _backup_source(ctx, host, source, trigger, progress, retries_left)
-    if outcome.status != RunStatus.INTERRUPTED:
-        ping(source.ping_url, outcome.ok)
+    if outcome.status != RunStatus.INTERRUPTED:  # a stop: the catch-up run ends it
+        ping_end(source.ping_url, 0 if outcome.ok else outcome.exit_code)
     return outcome
 
 
@@ -90,6 +92,7 @@ class Night:
         status: RunStatus,
         error: str | None = None,
         transient: bool = False,
+        exit_code: int = 0,
     ) -> BackupOutcome:
         return BackupOutcome(
             host.name,
@@ -101,6 +104,7 @@ class Night:
             error,
             transient,
             tuple(self.changes),
+            exit_code,
         )
 
 
@@ -193,7 +197,10 @@ def _backup_source(
             log.warning("%s (transient: %d retries left, no alert yet)", ending.error, retries_left)
         else:
             cat.record_alert(alert, ending.error, host=host.name, source=source.name, run_id=run_id)
-        return night.outcome(host, source, run_id, RunStatus.FAILED, ending.error, ending.transient)
+        code = getattr(ending.exception, "exit_code", 1)  # a crash: 1
+        return night.outcome(
+            host, source, run_id, RunStatus.FAILED, ending.error, ending.transient, code
+        )
     mark_clean(ctx, host.name, run_id)
     if night.warnings:
         message = f"{label}: " + "; ".join(night.warnings)

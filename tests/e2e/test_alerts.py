@@ -125,7 +125,7 @@ def ping_server() -> Iterator[tuple[str, list[str]]]:
     server.server_close()
 
 
-def test_ping_urls_hear_success_and_failure(
+def test_ping_urls_hear_the_start_success_and_failure(
     deploy: Callable[..., Deployment], droplet: Droplet, ping_server: tuple[str, list[str]]
 ) -> None:
     base, seen = ping_server
@@ -143,7 +143,8 @@ def test_ping_urls_hear_success_and_failure(
     )
     d.backupctl("backup", "now", "web1/good", check=True)
     assert d.backupctl("backup", "now", "web1/bad").returncode == 1
-    assert seen == ["/uuid-good", "/uuid-bad/fail"]
+    # healthchecks.io style: /start as a run begins; the end: the URL, or the exit status
+    assert seen == ["/uuid-good/start", "/uuid-good", "/uuid-bad/start", "/uuid-bad/6"]
 
 
 def test_mail_over_starttls_with_a_login_from_a_credential_file(
