@@ -3,11 +3,9 @@ interval, never lost while the server is down; stale sources and a filling store
 
 from __future__ import annotations
 
-import http.server
 import os
 import sqlite3
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from tests.e2e.conftest import Deployment
 from tests.harness.droplet import Droplet
 from tests.harness.procs import free_port
+from tests.harness.recorder import recording_server
 from tests.harness.smtp import SmtpServer, start_smtp_starttls, start_smtp_tls
 from tests.json_contract import conforming
 
@@ -105,24 +104,8 @@ def test_a_filling_store_is_an_alert(
 @pytest.fixture
 def ping_server() -> Iterator[tuple[str, list[str]]]:
     """A dead-man's-switch endpoint on loopback that records the paths it was asked for."""
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"OK")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+    with recording_server() as server:
+        yield server
 
 
 def test_ping_urls_hear_the_start_success_and_failure(

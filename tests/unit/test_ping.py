@@ -3,35 +3,19 @@ where the start and the end go, and that a switch that cannot be reached fails n
 
 from __future__ import annotations
 
-import http.server
 import logging
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from backupd.notify.ping import ping_end, ping_start
+from tests.harness.recorder import recording_server
 
 
 @pytest.fixture
 def switch() -> Iterator[tuple[str, list[str]]]:
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+    with recording_server() as server:
+        yield server
 
 
 def test_start_end_and_exit_status_go_before_the_query_string(
