@@ -1,192 +1,141 @@
-"""Small charts for the weekly report, rasterised to PNG in pure Python.
+"""The weekly report's charts, drawn by matplotlib (issue 17): labelled axes with dates and
+units a person reads off the chart, on a phone as well as a desktop.
 
-A report carries two small charts (store growth, restore time per source). A plotting
-library would be the largest dependency of the project for a few hundred pixels, so this
-draws on an RGB canvas (filled rectangles, thick lines, dots) and encodes the PNG itself
-(zlib + struct). Charts carry no text: axis values go into the report's caption, which
-every mail client renders, while text inside images would need a font.
+matplotlib's object API with the Agg canvas (a ``Figure`` of its own per chart, never
+pyplot's global state): no display, safe in the daemon's threads. A chart is drawn at
+twice the size it is shown (``SCALE``): sharp on a phone's dense screen, and the HTML
+scales it down to the width it has. Imported only when a report is rendered: matplotlib
+costs about half a second to import.
 """
 
 from __future__ import annotations
 
-import itertools
-import struct
-import zlib
+import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-Color = tuple[int, int, int]
+from backupd.config.units import human_bytes
 
-WHITE: Color = (255, 255, 255)
-GRID: Color = (228, 231, 235)
-AXIS: Color = (120, 126, 134)
-BLUE: Color = (37, 99, 235)
-BLUE_FILL: Color = (191, 212, 250)
-# One colour per series, distinguishable and named in the report's legend.
-PALETTE: tuple[Color, ...] = (
-    (37, 99, 235),
-    (217, 119, 6),
-    (5, 150, 105),
-    (190, 24, 93),
-    (124, 58, 237),
-    (8, 145, 178),
-    (101, 163, 13),
-    (87, 83, 78),
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+WIDTH, HEIGHT = 480, 200  # CSS pixels, as the report shows them
+SCALE = 2  # drawn at twice that
+BLUE = "#2563eb"
+BLUE_FILL = "#bfd4fa"
+GRID = "#e4e7eb"
+INK = "#374151"
+# One colour per series, distinguishable and named in the chart's legend and the caption.
+PALETTE: tuple[str, ...] = (
+    "#2563eb",
+    "#d97706",
+    "#059669",
+    "#be185d",
+    "#7c3aed",
+    "#0891b2",
+    "#65a30d",
+    "#57534e",
 )
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAX_SIDE = 2000  # a chart is small; anything bigger is a bug, not a request
+
+Series = Sequence[tuple[float, float]]  # (Unix seconds, value)
 
 
-class Canvas:
-    """An RGB raster, origin top left."""
-
-    def __init__(self, width: int, height: int, background: Color = WHITE) -> None:
-        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
-            raise ValueError(f"canvas size {width}x{height} out of range")
-        self.width, self.height = width, height
-        self.pixels = bytearray(bytes(background) * (width * height))
-
-    def set(self, x: int, y: int, color: Color) -> None:
-        if 0 <= x < self.width and 0 <= y < self.height:
-            i = 3 * (y * self.width + x)
-            self.pixels[i : i + 3] = bytes(color)
-
-    def get(self, x: int, y: int) -> Color:
-        i = 3 * (y * self.width + x)
-        return (self.pixels[i], self.pixels[i + 1], self.pixels[i + 2])
-
-    def rect(self, x0: int, y0: int, x1: int, y1: int, color: Color) -> None:
-        """Fill the rectangle with corners (x0, y0) and (x1, y1), both included."""
-        x0, x1 = sorted((x0, x1))
-        y0, y1 = sorted((y0, y1))
-        x0, x1 = max(0, x0), min(self.width - 1, x1)
-        y0, y1 = max(0, y0), min(self.height - 1, y1)
-        if x0 > x1 or y0 > y1:  # wholly outside the canvas
-            return
-        row = bytes(color) * (x1 - x0 + 1)
-        for y in range(y0, y1 + 1):
-            i = 3 * (y * self.width + x0)
-            self.pixels[i : i + len(row)] = row
-
-    def dot(self, x: int, y: int, radius: int, color: Color) -> None:
-        for dy in range(-radius, radius + 1):
-            for dx in range(-radius, radius + 1):
-                if dx * dx + dy * dy <= radius * radius:
-                    self.set(x + dx, y + dy, color)
-
-    def line(self, x0: int, y0: int, x1: int, y1: int, color: Color, width: int = 1) -> None:
-        """Bresenham's line, each point stamped as a small square for thickness."""
-        half = width // 2
-        dx, dy = abs(x1 - x0), -abs(y1 - y0)
-        sx, sy = (1 if x0 < x1 else -1), (1 if y0 < y1 else -1)
-        err = dx + dy
-        while True:
-            self.rect(x0 - half, y0 - half, x0 - half + width - 1, y0 - half + width - 1, color)
-            if x0 == x1 and y0 == y1:
-                return
-            e2 = 2 * err
-            if e2 >= dy:
-                err += dy
-                x0 += sx
-            if e2 <= dx:
-                err += dx
-                y0 += sy
-
-    def png(self) -> bytes:
-        return encode_png(self.width, self.height, bytes(self.pixels))
-
-
-def encode_png(width: int, height: int, rgb: bytes) -> bytes:
-    """A truecolour 8-bit PNG: filter type 0 on every scanline, one IDAT chunk."""
-    stride = 3 * width
-    if len(rgb) != stride * height:
-        raise ValueError("pixel data does not match the size")
-    raw = b"".join(b"\x00" + rgb[y * stride : (y + 1) * stride] for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        PNG_SIGNATURE
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(raw, 9))
-        + (_chunk(b"IEND", b""))
-    )
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
-@dataclass(frozen=True)
-class Frame:
-    """The plot area inside the canvas and the data ranges it maps."""
-
-    left: int
-    top: int
-    right: int
-    bottom: int
-    x_min: float
-    x_max: float
-    y_max: float
-
-    def x(self, value: float) -> int:
-        span = (self.x_max - self.x_min) or 1.0
-        return round(self.left + (value - self.x_min) / span * (self.right - self.left))
-
-    def y(self, value: float) -> int:
-        top = self.y_max or 1.0
-        return round(self.bottom - max(0.0, value) / top * (self.bottom - self.top))
-
-
-def _frame(canvas: Canvas, x_min: float, x_max: float, y_max: float) -> Frame:
-    """Axes and four light grid lines; y always starts at 0 so growth is not exaggerated."""
-    frame = Frame(6, 6, canvas.width - 7, canvas.height - 7, x_min, x_max, y_max * 1.08)
-    for i in range(1, 5):
-        y = frame.bottom - i * (frame.bottom - frame.top) // 4
-        canvas.line(frame.left, y, frame.right, y, GRID)
-    canvas.line(frame.left, frame.bottom, frame.right, frame.bottom, AXIS)
-    canvas.line(frame.left, frame.top, frame.left, frame.bottom, AXIS)
-    return frame
-
-
-def area_chart(
-    values: Sequence[float], width: int = 480, height: int = 140, color: Color = BLUE
-) -> bytes:
-    """Evenly spaced values as a filled area under a line (e.g. bytes stored per day)."""
-    canvas = Canvas(width, height)
-    frame = _frame(canvas, 0, max(1, len(values) - 1), max(values, default=0.0))
-    points = [(frame.x(i), frame.y(v)) for i, v in enumerate(values)]
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        for x in range(x0, x1 + 1):  # fill each column below the interpolated line
-            y = y0 + (y1 - y0) * (x - x0) // max(1, x1 - x0)
-            canvas.rect(x, y, x, frame.bottom - 1, BLUE_FILL)
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        canvas.line(x0, y0, x1, y1, color, width=2)
-    if len(points) == 1:
-        canvas.dot(*points[0], 3, color)
-    return canvas.png()
+def area_chart(values: Sequence[float], end: datetime) -> bytes:
+    """Bytes stored at the end of each of the days up to ``end`` (one value a day, the
+    last at ``end``) as a filled area: dates along x, bytes up y (from 0, so growth is
+    not exaggerated), the last value written at its point."""
+    fig, ax = _figure()
+    last = _days(end.timestamp())
+    days = [last - (len(values) - 1 - n) for n in range(len(values))]
+    unit, name = _byte_unit(max(values, default=0))
+    scaled = [v / unit for v in values]
+    if values:
+        ax.fill_between(days, scaled, color=BLUE_FILL, linewidth=0)
+        ax.plot(days, scaled, color=BLUE, linewidth=2)
+        ax.annotate(
+            human_bytes(values[-1]),
+            (days[-1], scaled[-1]),
+            textcoords="offset points",
+            xytext=(-4, 6),
+            ha="right",
+            fontsize=10,
+            color=INK,
+        )
+    ax.yaxis.set_major_formatter(lambda value, _pos: f"{value:g} {name}")
+    _date_axis(ax, days[0] if len(days) > 1 else last - 1, last)
+    ax.set_ylim(bottom=0, top=max(scaled, default=0) * 1.15 or 1)
+    return _png(fig)
 
 
 def line_chart(
-    series: Sequence[Sequence[tuple[float, float]]],
-    width: int = 480,
-    height: int = 140,
-    x_range: tuple[float, float] | None = None,
+    series: Sequence[tuple[str, Series]], x_range: tuple[float, float] | None = None
 ) -> bytes:
-    """Several series of (x, y) points, each in its PALETTE colour, with a dot per point."""
-    xs = [x for s in series for x, _ in s]
-    ys = [y for s in series for _, y in s]
-    x_min, x_max = x_range or (min(xs, default=0.0), max(xs, default=1.0))
-    canvas = Canvas(width, height)
-    frame = _frame(canvas, x_min, x_max, max(ys, default=0.0))
-    for n, points in enumerate(series):
-        color = PALETTE[n % len(PALETTE)]
-        placed = [(frame.x(x), frame.y(y)) for x, y in sorted(points)]
-        for (x0, y0), (x1, y1) in itertools.pairwise(placed):
-            canvas.line(x0, y0, x1, y1, color, width=2)
-        for x, y in placed:
-            canvas.dot(x, y, 3, color)
-    return canvas.png()
+    """Named series of (Unix seconds, seconds) as lines with a dot per point, each in its
+    PALETTE colour: dates along x, seconds up y from 0. The report's caption is the
+    legend (each name in its colour, with its last and largest value): a legend inside
+    the picture took a third of it on a phone."""
+    fig, ax = _figure()
+    for n, (name, points) in enumerate(series):
+        ordered = sorted(points)
+        ax.plot(
+            [_days(x) for x, _ in ordered],
+            [y for _, y in ordered],
+            color=PALETTE[n % len(PALETTE)],
+            linewidth=2,
+            marker="o",
+            markersize=4,
+            label=name,
+        )
+    xs = [x for _, points in series for x, _ in points]
+    low, high = x_range or (min(xs, default=0.0), max(xs, default=1.0))
+    _date_axis(ax, _days(low), _days(high))
+    ys = [y for _, points in series for _, y in points]
+    ax.set_ylim(bottom=0, top=max(ys, default=0) * 1.15 or 1)
+    ax.yaxis.set_major_formatter(lambda value, _pos: f"{value:.0f} s")
+    return _png(fig)
 
 
-def hex_color(color: Color) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*color)
+def _figure() -> tuple[Figure, Axes]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH / 100, HEIGHT / 100), dpi=100 * SCALE, layout="constrained")
+    ax = fig.add_subplot()
+    ax.grid(axis="y", color=GRID, linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(labelsize=10, colors=INK)  # still legible scaled to a phone's width
+    return fig, ax
+
+
+def _date_axis(ax: Axes, start: float, end: float) -> None:
+    from matplotlib.dates import AutoDateLocator, DateFormatter
+
+    locator = AutoDateLocator(minticks=3, maxticks=7, tz=UTC)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(DateFormatter("%d %b", tz=UTC))  # type: ignore[no-untyped-call]
+    ax.set_xlim(start, end)
+
+
+def _byte_unit(largest: float) -> tuple[int, str]:
+    """The binary unit the axis counts in, so its ticks are round numbers of it."""
+    unit, name = 1, "B"
+    for next_name in ("KiB", "MiB", "GiB", "TiB"):
+        if largest < unit * 1024:
+            break
+        unit, name = unit * 1024, next_name
+    return unit, name
+
+
+def _days(seconds: float) -> float:
+    """matplotlib's dates: days since its epoch (1970-01-01 UTC)."""
+    return seconds / 86400
+
+
+def _png(fig: Figure) -> bytes:
+    out = io.BytesIO()
+    fig.savefig(out, format="png", facecolor="white")
+    return out.getvalue()

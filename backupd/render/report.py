@@ -95,10 +95,10 @@ def chart_images(data: ReportData) -> dict[str, bytes]:
     """name -> PNG; a chart with nothing to show is left out."""
     images = {}
     if data.growth:
-        images["store-growth"] = charts.area_chart(data.growth)
+        images["store-growth"] = charts.area_chart(data.growth, data.end)
     if data.rto:
         window = ((data.end - RTO_WINDOW).timestamp(), data.end.timestamp())
-        images["rto"] = charts.line_chart([pts for _, pts in data.rto], x_range=window)
+        images["rto"] = charts.line_chart(data.rto, x_range=window)
     return images
 
 
@@ -150,13 +150,13 @@ def _store_line(data: ReportData) -> str:
 
 
 FOOTER = "<code>backupctl status</code>, <code>backupctl runs --status failed</code>."
-TD = "padding:4px 8px;border-bottom:1px solid #e5e7eb;font-size:13px"
+TD = "padding:4px 6px;border-bottom:1px solid #e5e7eb;font-size:13px"
 
 
 def _td(text: str, level: str = "ok", align: str = "left") -> str:
     """A cell; a failure is red and bold, a warning amber, by class and by inline style
     (clients that drop classes still keep the style)."""
-    style = f"{TD};text-align:{align}"
+    style = f"{TD};text-align:{align}" + (";white-space:nowrap" if align == "right" else "")
     if level == "ok":
         return f'<td style="{style}">{html.escape(text)}</td>'
     return (
@@ -169,12 +169,16 @@ def render_html(data: ReportData, image_src: Callable[[str], str]) -> str:
     """``image_src(name)`` gives each chart's ``src`` (a cid: or a data: URI)."""
     color, e = COLORS[data.verdict], html.escape
     out = [
-        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>'
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        # a phone shows the page at its own width, not a desktop's shrunk (issue 17)
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><title>'
         + e(data.subject)
-        + '</title></head><body style="margin:0;padding:16px;background:#f3f4f6;'
-        'font-family:Arial,Helvetica,sans-serif;color:#111827">'
-        '<table role="presentation" width="720" cellpadding="0" cellspacing="0" '
-        'style="margin:0 auto;background:#ffffff;border:1px solid #e5e7eb">',
+        + '</title></head><body style="margin:0;padding:8px;background:#f3f4f6;'
+        'font-family:Arial,Helvetica,sans-serif;color:#111827;overflow-wrap:break-word">'
+        # fixed layout: the page is as wide as the screen, whatever a line or chart holds
+        '<table role="presentation" width="100%" cellpadding="0" cellspacing="0" '
+        'style="margin:0 auto;max-width:720px;table-layout:fixed;background:#ffffff;'
+        'border:1px solid #e5e7eb">',
         f'<tr><td style="background:{color};color:#ffffff;padding:14px 18px">'
         f'<div style="font-size:22px;font-weight:bold">{e(data.headline)}</div>'
         f'<div style="font-size:13px">backupd weekly report, {data.start:%Y-%m-%d %H:%M}Z '
@@ -191,24 +195,27 @@ def render_html(data: ReportData, image_src: Callable[[str], str]) -> str:
         )
     head = "".join(
         f'<th style="{TD};text-align:left;background:#f9fafb">{h}</th>'
-        for h in ("Host/source", "Last backup", "Stored", "Growth", "Dedup", "Last drill", "RTO")
+        # what needs a person first: on a phone the rest is a sideways scroll away
+        for h in ("Host/source", "Last backup", "Last drill", "RTO", "Stored", "Growth", "Dedup")
     )
     rows = "".join(
         "<tr>"
         + _td(s.name, s.level)
         + _td(("STALE " if s.stale else "") + human_age(s.age_seconds), "fail" if s.stale else "ok")
-        + _td(human_bytes(s.stored), align="right")
-        + _td(_growth_text(s.growth), align="right")
-        + _td(f"{s.dedup:.1f}x" if s.dedup else "-", align="right")
         + _td(
             (s.drill or "never").upper(),
             "ok" if s.drill == "pass" else ("fail" if s.drill == "fail" else "warn"),
         )
         + _td(f"{s.rto:.0f} s" if s.rto is not None else "-", align="right")
+        + _td(human_bytes(s.stored), align="right")
+        + _td(_growth_text(s.growth), align="right")
+        + _td(f"{s.dedup:.1f}x" if s.dedup else "-", align="right")
         + "</tr>"
         for s in data.sources
     )
-    out.append(_section("Sources", _table(f"<tr>{head}</tr>{rows}")))
+    # seven columns: on a phone the table scrolls sideways within its box, the page does not
+    sources = _table(f"<tr>{head}</tr>{rows}")
+    out.append(_section("Sources", f'<div style="overflow-x:auto">{sources}</div>'))
     failed = [(s.name, f) for s in data.sources for f in s.failures]
     if failed or data.maintenance:
         items = "".join(f"<tr>{_td(n, 'fail')}{_td(f, 'fail')}</tr>" for n, f in failed)
@@ -265,7 +272,7 @@ def _chart_sections(data: ReportData, image_src: Callable[[str], str]) -> list[s
         )
     if "rto" in images:
         legend = " ".join(
-            f'<span style="color:{charts.hex_color(charts.PALETTE[n % len(charts.PALETTE)])};'
+            f'<span style="color:{charts.PALETTE[n % len(charts.PALETTE)]};'
             f'font-weight:bold">&#9632;</span> {html.escape(name)} (last '
             f"{pts[-1][1]:.0f} s, max {max(y for _, y in pts):.0f} s)"
             for n, (name, pts) in enumerate(data.rto)
@@ -282,8 +289,8 @@ def _chart_sections(data: ReportData, image_src: Callable[[str], str]) -> list[s
 
 def _img(src: str, alt: str) -> str:
     return (
-        f'<img src="{html.escape(src)}" width="480" height="140" alt="{alt}" '
-        'style="display:block;border:0">'
+        f'<img src="{html.escape(src)}" width="{charts.WIDTH}" height="{charts.HEIGHT}" '
+        f'alt="{alt}" style="display:block;border:0;max-width:100%;height:auto">'
     )
 
 

@@ -1,6 +1,7 @@
 """The HTML report rendered by headless Chromium: the preview of a real deployment, and the
-demo report kept as docs/example-report.png (rewritten when BACKUPD_WRITE_EXAMPLE_REPORT=1,
-or by ``python -m tests.harness.example_report``)."""
+demo report as a phone (375 px) and a desktop (1024 px) show it, kept as
+docs/report-phone.png and docs/report-desktop.png (rewritten when
+BACKUPD_WRITE_EXAMPLE_REPORT=1, or by ``python -m tests.harness.example_report``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.e2e.conftest import Deployment
 from tests.harness.droplet import Droplet
-from tests.harness.example_report import DOCS_PNG, chromium, demo_html, screenshot
+from tests.harness.example_report import VIEWS, chromium, demo_html, screenshot
 
 pytestmark = [
     pytest.mark.e2e,
@@ -65,12 +66,16 @@ def test_the_preview_of_a_deployment_renders_in_chromium(
     assert png.stat().st_size > 15_000  # a rendered page, not a blank one
 
 
-def test_the_example_report_renders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_the_example_report_renders_on_a_phone_and_a_desktop(view: str, tmp_path: Path) -> None:
     page, verdict = demo_html(tmp_path)
     assert verdict == "fail"
-    png = tmp_path / "example-report.png"
-    screenshot(page, png, (760, 1180))
-    assert png_size(png) == (760, 1180)
-    assert 40_000 < png.stat().st_size < 300_000
+    html = page.read_text()
+    assert 'name="viewport"' in html and "max-width:100%" in html  # fits a phone's width
+    docs, size = VIEWS[view]
+    png = tmp_path / docs.name
+    screenshot(page, png, size)
+    assert png_size(png) == size
+    assert 40_000 < png.stat().st_size < 600_000
     if os.environ.get("BACKUPD_WRITE_EXAMPLE_REPORT") == "1":
-        shutil.copyfile(png, DOCS_PNG)
+        shutil.copyfile(png, docs)

@@ -1,6 +1,7 @@
 """A realistic demo catalogue for the weekly report, and its rendering by headless Chromium.
 
-``python -m tests.harness.example_report [OUT.png]`` writes ``docs/example-report.png``:
+``python -m tests.harness.example_report`` writes ``docs/report-phone.png`` (375 px wide,
+a phone) and ``docs/report-desktop.png`` (1024 px):
 five sources on three droplets, eight weeks of nightly backups, weekly restore drills, one
 drill failed (rows differ from the recorded facts), one source stale.
 
@@ -26,7 +27,12 @@ from backupd.catalogue.models import Archive, Drill, Host, Run, Source, utcnow
 from backupd.render.report import html_preview
 from jobs.registry import load_config
 
-DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "example-report.png"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+# the demo report as a phone and a desktop browser show it: file, window (width, height)
+VIEWS = {
+    "phone": (DOCS / "report-phone.png", (375, 1700)),
+    "desktop": (DOCS / "report-desktop.png", (1024, 1400)),
+}
 GiB, MiB = 1 << 30, 1 << 20
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"
 
@@ -269,11 +275,11 @@ def screenshot(page: Path, png: Path, size: tuple[int, int] = (1000, 1400)) -> N
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[0]) if argv else DOCS_PNG
     with tempfile.TemporaryDirectory(prefix="backupd-report-") as tmp:
         page, verdict = demo_html(Path(tmp))
-        screenshot(page, out, (760, 1180))
-    print(f"{out}: {out.stat().st_size} bytes, verdict {verdict}")
+        for out, size in VIEWS.values():
+            screenshot(page, out, size)
+            print(f"{out}: {out.stat().st_size} bytes, verdict {verdict}")
     return 0
 
 

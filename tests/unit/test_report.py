@@ -85,7 +85,7 @@ def test_the_verdict_comes_first_and_failures_are_fail_in_the_text(ctx: Context)
 
 def test_a_failed_drill_and_a_stale_source_are_red_in_the_html(ctx: Context) -> None:
     page = render_html(gather(ctx), lambda name: f"cid:{name}")
-    assert f"{RED};padding:4px 8px;border-bottom:1px solid #e5e7eb;font-size:13px;" in page
+    assert f"{RED};padding:4px 6px;border-bottom:1px solid #e5e7eb;font-size:13px;" in page
     cells = re.findall(r'<td class="fail" style="[^"]*">([^<]*)</td>', page)
     assert "FAIL" in cells  # web1/maindb's last drill
     assert any(c.startswith("STALE 8d 23h") for c in cells)  # web1/files
