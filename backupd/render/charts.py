@@ -61,7 +61,7 @@ def area_chart(values: Sequence[float], end: datetime) -> bytes:
             textcoords="offset points",
             xytext=(-4, 6),
             ha="right",
-            fontsize=10,
+            fontsize=12,
             color=INK,
         )
     ax.yaxis.set_major_formatter(lambda value, _pos: f"{value:g} {name}")
@@ -107,7 +107,7 @@ def _figure() -> tuple[Figure, Axes]:
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=10, colors=INK)  # still legible scaled to a phone's width
+    ax.tick_params(labelsize=12, colors=INK)  # still legible scaled to a phone's width
     return fig, ax
 
 

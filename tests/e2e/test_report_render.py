@@ -72,10 +72,10 @@ def test_the_example_report_renders_on_a_phone_and_a_desktop(view: str, tmp_path
     assert verdict == "fail"
     html = page.read_text()
     assert 'name="viewport"' in html and "max-width:100%" in html  # fits a phone's width
-    docs, size = VIEWS[view]
+    docs, size, scale = VIEWS[view]
     png = tmp_path / docs.name
-    screenshot(page, png, size)
-    assert png_size(png) == size
-    assert 40_000 < png.stat().st_size < 600_000
+    screenshot(page, png, size, scale)
+    assert png_size(png) == (size[0] * scale, size[1] * scale)
+    assert 40_000 < png.stat().st_size < 1_500_000
     if os.environ.get("BACKUPD_WRITE_EXAMPLE_REPORT") == "1":
         shutil.copyfile(png, docs)

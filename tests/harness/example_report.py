@@ -28,10 +28,11 @@ from backupd.render.report import html_preview
 from jobs.registry import load_config
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-# the demo report as a phone and a desktop browser show it: file, window (width, height)
+# the demo report as a phone and a desktop browser show it: file, window (CSS pixels),
+# device pixels per CSS pixel (a phone's screen is dense: its picture is twice as wide)
 VIEWS = {
-    "phone": (DOCS / "report-phone.png", (375, 1700)),
-    "desktop": (DOCS / "report-desktop.png", (1024, 1400)),
+    "phone": (DOCS / "report-phone.png", (375, 1700), 2),
+    "desktop": (DOCS / "report-desktop.png", (1024, 1400), 1),
 }
 GiB, MiB = 1 << 30, 1 << 20
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"
@@ -245,8 +246,9 @@ def chromium() -> str | None:
     return None
 
 
-def screenshot(page: Path, png: Path, size: tuple[int, int] = (1000, 1400)) -> None:
-    """Render ``page`` with headless Chromium into ``png``."""
+def screenshot(page: Path, png: Path, size: tuple[int, int] = (1000, 1400), scale: int = 1) -> None:
+    """Render ``page`` with headless Chromium into ``png``: a window of ``size`` CSS
+    pixels, ``scale`` device pixels to one (a phone's dense screen: 2 or 3)."""
     browser = chromium()
     if browser is None:
         raise RuntimeError("chromium not found (scripts/bootstrap.sh installs it)")
@@ -260,6 +262,7 @@ def screenshot(page: Path, png: Path, size: tuple[int, int] = (1000, 1400)) -> N
             f"--user-data-dir={profile}",
             f"--screenshot={png}",
             f"--window-size={size[0]},{size[1]}",
+            f"--force-device-scale-factor={scale}",
             page.resolve().as_uri(),
         ]
         done = subprocess.run(
@@ -277,8 +280,8 @@ def screenshot(page: Path, png: Path, size: tuple[int, int] = (1000, 1400)) -> N
 def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="backupd-report-") as tmp:
         page, verdict = demo_html(Path(tmp))
-        for out, size in VIEWS.values():
-            screenshot(page, out, size)
+        for out, size, scale in VIEWS.values():
+            screenshot(page, out, size, scale)
             print(f"{out}: {out.stat().st_size} bytes, verdict {verdict}")
     return 0
 
