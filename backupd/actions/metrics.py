@@ -33,6 +33,7 @@ from backupd.catalogue.models import RunStatus
 SOURCE = ["host", "source"]
 ITEM = ["host", "source", "item"]
 STATES = ("queued", "running")  # of a daemon job
+NAN = float("nan")  # "not known yet": a rule comparing it is false, an age rule does not fire
 
 
 def _ts(value: str | datetime | None) -> float:
@@ -70,7 +71,7 @@ class FleetCollector(Collector):
         info.add_metric([], {"version": backupd.__version__})
         yield info
         for row, key in zip(rows, keys, strict=True):
-            row.update(verified=verified.get(key), seconds=seconds.get(key, 0.0))
+            row.update(verified=verified.get(key), seconds=seconds.get(key))
         yield from _per_source(rows)
         runs = CounterMetricFamily(
             "backupd_runs", "Backup runs finished, whatever their outcome.", labels=SOURCE
@@ -100,8 +101,14 @@ class FleetCollector(Collector):
             ["state"],
             [([state], float(sum(1 for j in jobs if j.state == state))) for state in STATES],
         )
-        pending = float(cat.unsent_alert_count())
-        yield _gauge("backupd_alerts_pending", "Alerts not yet delivered.", [], [([], pending)])
+        # without [mail] alerts are recorded and logged, never delivered: none is pending
+        pending = float(cat.unsent_alert_count()) if ctx.config.mail is not None else 0.0
+        yield _gauge(
+            "backupd_alerts_pending",
+            "Alerts not yet mailed (0 without [mail]).",
+            [],
+            [([], pending)],
+        )
 
 
 # A source's row: status_rows' dict, with "verified" (a datetime or None) and "seconds"
@@ -119,18 +126,22 @@ SOURCE_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], float]], ...] = 
     ),
     (
         "backupd_source_last_verified_timestamp_seconds",
-        "When a restore drill last proved the source restores (0: never).",
+        "When a restore drill last restored the source, pass or warn (0: never).",
         lambda r: _ts(r["verified"]),
     ),
     (
         "backupd_source_last_run_duration_seconds",
-        "How long the source's newest finished run took.",
-        lambda r: float(r["seconds"]),
+        "How long the source's newest finished run took (NaN: none yet).",
+        lambda r: NAN if r["seconds"] is None else float(r["seconds"]),
     ),
     (
         "backupd_source_last_run_success",
-        "1 if the source's newest finished run succeeded (a warning counts), else 0.",
-        lambda r: float(r["last_status"] in (RunStatus.SUCCEEDED, RunStatus.WARNING)),
+        "1 if the source's newest run succeeded (a warning counts), else 0 (NaN: none yet).",
+        lambda r: (
+            NAN
+            if r["last_status"] is None
+            else float(r["last_status"] in (RunStatus.SUCCEEDED, RunStatus.WARNING))
+        ),
     ),
     (
         "backupd_source_stale",
@@ -197,21 +208,23 @@ def _per_item(
 
 
 def _store(ctx: Context) -> Iterator[Metric]:
+    free = used = NAN  # no store (yet): the series are there, saying "not known"
     try:
         usage = shutil.disk_usage(ctx.config.store.path)
+        free, used = float(usage.free), float(usage.used)
     except OSError:
-        return  # no store yet: no figures rather than wrong ones
+        pass
     yield _gauge(
         "backupd_store_free_bytes",
-        "Free bytes of the store's file system.",
+        "Free bytes of the store's file system (NaN: no store directory).",
         [],
-        [([], float(usage.free))],
+        [([], free)],
     )
     yield _gauge(
         "backupd_store_used_bytes",
-        "Used bytes of the store's file system.",
+        "Used bytes of the store's file system (NaN: no store directory).",
         [],
-        [([], float(usage.used))],
+        [([], used)],
     )
 
 

@@ -52,10 +52,11 @@ class GaugeQueries:
             }
 
     def last_verified(self: HasSession) -> dict[Key, datetime]:
-        """(host, source) -> when its newest passing restore drill finished."""
+        """(host, source) -> when its newest drill that restored it (pass or warn: the
+        archive is marked verified either way) finished."""
         query = (
             select(Drill.host, Drill.source, func.max(Drill.finished_at))
-            .where(Drill.status == DrillStatus.PASS)
+            .where(Drill.status.in_((DrillStatus.PASS, DrillStatus.WARN)))
             .group_by(Drill.host, Drill.source)
         )
         with self.session() as s:

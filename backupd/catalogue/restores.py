@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 
 from backupd.catalogue.jobs import HasSession, batches
 from backupd.catalogue.models import (
+    Archive,
     Check,
     Drill,
     DrillStatus,
@@ -98,15 +99,23 @@ class RestoreRecords:
             return list(s.scalars(select(Restore).order_by(Restore.id.desc()).limit(limit)))
 
     def last_drills(self: HasSession) -> dict[tuple[str, str], DrillVerdict]:
-        """The newest finished drill of each source (what `status` shows)."""
+        """Each source's finished drill of its newest drilled restore point (what `status`,
+        the report and the metrics show): a drill round restores the newest archive and an
+        older one, in any order, so the drill started or finished last may be the older
+        point's (found in a new-user trial: a failed newest point showed as PASS)."""
         done = (DrillStatus.PASS, DrillStatus.WARN, DrillStatus.FAIL)
         pairs = select(Drill.host, Drill.source).distinct().subquery()  # a covering index scan
-        newest = (  # per pair: ix_drills_source_newest read backwards from its newest drill
+        point = func.coalesce(Archive.created_at, Drill.started_at)  # the archive's own time
+        newest = (
             select(Drill.id)
+            .outerjoin(
+                Archive,
+                and_(Archive.repository == Drill.repository, Archive.name == Drill.archive),
+            )
             .where(
                 Drill.host == pairs.c.host, Drill.source == pairs.c.source, Drill.status.in_(done)
             )
-            .order_by(Drill.id.desc())
+            .order_by(point.desc(), Drill.id.desc())
             .limit(1)
             .correlate(pairs)
             .scalar_subquery()

@@ -118,8 +118,12 @@ def _print_status(
         if r["stale"]:
             click.echo(
                 _style(
-                    f"  ! {r['host']}/{r['source']}: stale (last success "
-                    f"{age(r['age_seconds'])} ago)",
+                    f"  ! {r['host']}/{r['source']}: stale ("
+                    + (
+                        f"last success {age(r['age_seconds'])} ago)"
+                        if r["age_seconds"] is not None
+                        else "never succeeded)"
+                    ),
                     True,
                 )
             )

@@ -11,7 +11,7 @@ import click
 
 from backupd.actions.metrics import exposition, write_textfile
 from backupd.cli.common import clean_errors, context
-from backupd.errors import UsageError
+from backupd.errors import BackupdError, UsageError
 
 
 @click.command()
@@ -39,6 +39,11 @@ def metrics(obj: dict[str, Any], textfile: Path | None) -> None:
         return
     if textfile.suffix != ".prom":
         raise UsageError(f"{textfile}: node_exporter reads only files ending in .prom")
-    if not textfile.parent.is_dir():
-        raise UsageError(f"{textfile.parent}: no such directory")
-    write_textfile(ctx, textfile)
+    folder = textfile.absolute().parent
+    if not folder.is_dir():
+        said = "not a directory" if folder.exists() else "no such directory"
+        raise UsageError(f"{folder}: {said}")
+    try:
+        write_textfile(ctx, textfile)
+    except OSError as e:  # the exporter's directory is another user's, a read-only mount
+        raise BackupdError(f"cannot write {textfile}: {e.strerror or e}") from e

@@ -127,8 +127,18 @@ class MetricsConfig(Model):
     def _host_port(cls, value: str) -> str:
         if value:
             host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-                raise ValueError('expected "HOST:PORT", e.g. "127.0.0.1:9469", or ""')
+            bare_v6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
+            if (
+                not sep
+                or not host
+                or "/" in host
+                or bare_v6
+                or not port.isdigit()
+                or not 0 <= int(port) < 65536
+            ):
+                raise ValueError(
+                    'expected "HOST:PORT" ("127.0.0.1:9469", "[::1]:9469"), or "" for none'
+                )
         return value
 
     @property

@@ -23,6 +23,7 @@ def serve_metrics(context_of: Callable[[], Context]) -> WSGIServer | None:
     ctx = context_of()
     config = ctx.config.metrics
     if config.address is None:
+        log.info("metrics: not served ([metrics] listen is empty)")
         return None
     host, port = config.address
     try:
@@ -32,5 +33,6 @@ def serve_metrics(context_of: Callable[[], Context]) -> WSGIServer | None:
         log.error("%s (backups go on; fix [metrics] listen and restart)", message)
         ctx.catalogue.record_alert("metrics_failed", message, dedup_key="metrics_failed")
         return None
-    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+    shown = f"[{host}]" if ":" in host else host  # a URL's form of an IPv6 address
+    log.info("metrics on http://%s:%d/metrics", shown, server.server_port)
     return server

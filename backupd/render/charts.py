@@ -94,7 +94,7 @@ def line_chart(
     _date_axis(ax, _days(low), _days(high))
     ys = [y for _, points in series for _, y in points]
     ax.set_ylim(bottom=0, top=max(ys, default=0) * 1.15 or 1)
-    ax.yaxis.set_major_formatter(lambda value, _pos: f"{value:.0f} s")
+    ax.yaxis.set_major_formatter(lambda value, _pos: f"{value:g} s")
     return _png(fig)
 
 

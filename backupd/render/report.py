@@ -86,6 +86,11 @@ class ReportData:
         return f"[backupd] {self.headline}: weekly report {self.end:%Y-%m-%d}"
 
 
+def _seconds(value: float) -> str:
+    """A restore time: whole seconds, a tenth under ten (a 0.8 s restore is not "0 s")."""
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
 def _growth_text(n: int) -> str:
     return ("+" if n >= 0 else "-") + human_bytes(abs(n))
 
@@ -122,7 +127,7 @@ def render_text(data: ReportData) -> str:
             _growth_text(s.growth),
             f"{s.dedup:.1f}x" if s.dedup else "-",
             (s.drill or "never").upper(),
-            f"{s.rto:.0f}s" if s.rto is not None else "-",
+            _seconds(s.rto).replace(" ", "") if s.rto is not None else "-",
         )
         for s in data.sources
     ]
@@ -206,7 +211,7 @@ def render_html(data: ReportData, image_src: Callable[[str], str]) -> str:
             (s.drill or "never").upper(),
             "ok" if s.drill == "pass" else ("fail" if s.drill == "fail" else "warn"),
         )
-        + _td(f"{s.rto:.0f} s" if s.rto is not None else "-", align="right")
+        + _td(_seconds(s.rto) if s.rto is not None else "-", align="right")
         + _td(human_bytes(s.stored), align="right")
         + _td(_growth_text(s.growth), align="right")
         + _td(f"{s.dedup:.1f}x" if s.dedup else "-", align="right")
@@ -274,7 +279,7 @@ def _chart_sections(data: ReportData, image_src: Callable[[str], str]) -> list[s
         legend = " ".join(
             f'<span style="color:{charts.PALETTE[n % len(charts.PALETTE)]};'
             f'font-weight:bold">&#9632;</span> {html.escape(name)} (last '
-            f"{pts[-1][1]:.0f} s, max {max(y for _, y in pts):.0f} s)"
+            f"{_seconds(pts[-1][1])}, max {_seconds(max(y for _, y in pts))})"
             for n, (name, pts) in enumerate(data.rto)
         )
         weeks = RTO_WINDOW.days // 7

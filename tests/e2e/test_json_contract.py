@@ -148,13 +148,16 @@ def test_every_json_output_matches_its_documented_schema(
 
     ctl(fleet, "backup", "now", "a/one")  # a second restore point of one
     assert out("status", rc=(1,))["key_exports_missing"] != []
-    # the older archive of one no longer matches its recorded sha256: its drill fails
+    # the older archive of one, and two's only one, no longer match their recorded sha256:
+    # their drills fail (status shows a source's newest drilled point: two's, with why)
     with sqlite3.connect(fleet.state / "catalogue.db") as db:
-        db.execute(
-            "UPDATE archives SET sha256 = ? WHERE name = ?", ("0" * 64, older_archive(fleet, "one"))
-        )
+        for source in ("one", "two"):
+            db.execute(
+                "UPDATE archives SET sha256 = ? WHERE name = ?",
+                ("0" * 64, older_archive(fleet, source)),
+            )
     assert [d["verdict"] for d in out("drill", "a/one", rc=(1,))["drills"]] == ["pass", "fail"]
-    assert [d["verdict"] for d in out("drill", "a/two")["drills"]] == ["pass"]
+    assert [d["verdict"] for d in out("drill", "a/two", rc=(1,))["drills"]] == ["fail"]
     pruned = run_maintenance(Context(load_config(fleet.config)), "prune", "a", "test")
     assert pruned.status == "succeeded", pruned
     assert [a["pruned_at"] is None for a in out("archives", "a/one", "--all")["archives"]] == [

@@ -3,6 +3,7 @@ values from a catalogue; the daemon's endpoint, and its one alert when it cannot
 
 from __future__ import annotations
 
+import math
 import socket
 import urllib.request
 from datetime import timedelta
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backupd.actions.context import Context
 from backupd.actions.metrics import exposition
-from backupd.catalogue.models import utcnow
+from backupd.catalogue.models import Archive, utcnow
 from backupd.cli.main import cli
 from backupd.daemon.metrics import serve_metrics
 from backupd.errors import ConfigError
@@ -85,6 +86,9 @@ def test_every_source_has_its_times_counts_and_verdicts(ctx: Context) -> None:
     app = {"host": "web2", "source": "app"}  # configured, never run: present all the same
     assert value(found, "backupd_source_last_verified_timestamp_seconds", **app) == 0
     assert value(found, "backupd_runs_total", **app) == 0
+    assert math.isnan(value(found, "backupd_source_last_run_success", **app))  # none yet
+    assert math.isnan(value(found, "backupd_source_last_run_duration_seconds", **app))
+    assert value(found, "backupd_alerts_pending") == 0  # no [mail]: nothing is pending
     assert value(found, "backupd_build_info", version="0.1.0") == 1
     assert value(found, "backupd_store_free_bytes") > 0
     assert value(found, "backupd_jobs", state="queued") == 0
@@ -102,7 +106,15 @@ def test_labels_are_host_source_and_item_only_never_an_archive(ctx: Context) -> 
 
 
 def test_the_listen_address_is_checked_once_with_the_config(tmp_path: Path) -> None:
-    for bad in ("9469", "localhost", "127.0.0.1:99999", ":9469", "127.0.0.1:x"):
+    for bad in (
+        "9469",
+        "localhost",
+        "127.0.0.1:99999",
+        ":9469",
+        "127.0.0.1:x",
+        "http://127.0.0.1:9469",
+        "::1:9469",
+    ):
         with pytest.raises(ConfigError, match=r"metrics\.listen"):
             make_ctx(tmp_path, f'[metrics]\nlisten = "{bad}"\n')
     assert make_ctx(tmp_path, '[metrics]\nlisten = ""\n').config.metrics.address is None
@@ -151,3 +163,49 @@ def test_backupctl_metrics_prints_or_writes_a_textfile(ctx: Context, tmp_path: P
     assert [p.name for p in tmp_path.glob("backupd.prom*")] == ["backupd.prom"]  # renamed
     wrong = runner.invoke(cli, [*config, "metrics", "--textfile", str(tmp_path / "m.txt")])
     assert wrong.exit_code == 2 and "ending in .prom" in wrong.output
+    (tmp_path / "a-file").write_text("")
+    inside = runner.invoke(cli, [*config, "metrics", "--textfile", str(tmp_path / "a-file/m.prom")])
+    assert inside.exit_code == 2 and "a-file: not a directory" in inside.output
+    # a file the system will not make (the tests run as root, whom permissions do not stop)
+    long = tmp_path / ("x" * 251 + ".prom")
+    denied = runner.invoke(cli, [*config, "metrics", "--textfile", str(long)])
+    assert denied.exit_code == 1 and "cannot write " in denied.output, denied.output
+    assert "File name too long" in denied.output and "internal error" not in denied.output
+
+
+def test_the_newest_restore_points_drill_counts_whatever_order_the_round_ran(
+    tmp_path: Path,
+) -> None:
+    """A round drills the newest archive and an older one; the older one's drill may
+    start and end last. The verdict, RTO and status are the newest point's (found in a
+    new-user trial: a newest point that did not restore showed as passed)."""
+    c = make_ctx(tmp_path)
+    now = utcnow()
+    with c.catalogue.session() as s:
+        src = source(s, "web1", "maindb", "postgresql")
+        for days in (2, 1):
+            run(s, src, now - timedelta(days=days), original=1)
+        s.flush()
+        older, newest = [a.name for a in s.query(Archive).order_by(Archive.created_at)]
+        drill(s, src, now - timedelta(minutes=9), "fail", 5.0).archive = newest
+        drill(s, src, now - timedelta(minutes=2), "pass", 3.0).archive = older
+    found = samples(exposition(c).decode())
+    maindb = {"host": "web1", "source": "maindb"}
+    assert value(found, "backupd_source_last_drill_success", **maindb) == 0
+    assert value(found, "backupd_source_drill_rto_seconds", **maindb) == 5.0
+    assert c.catalogue.last_drills()[("web1", "maindb")].status == "fail"  # status, report
+
+
+def test_a_drill_that_warned_still_restored_the_source(tmp_path: Path) -> None:
+    """A warn drill (a restore with something to look at) marks its archive verified: the
+    metrics agree, and BackupdNeverVerified stays silent for such a source."""
+    c = make_ctx(tmp_path)
+    now = utcnow()
+    with c.catalogue.session() as s:
+        src = source(s, "web2", "app", "sqlite")
+        run(s, src, now - timedelta(days=1), original=1)
+        drill(s, src, now - timedelta(hours=1), "warn", 2.0)
+    found = samples(exposition(c).decode())
+    app = {"host": "web2", "source": "app"}
+    assert value(found, "backupd_source_last_verified_timestamp_seconds", **app) > 0
+    assert value(found, "backupd_source_last_drill_success", **app) == 1

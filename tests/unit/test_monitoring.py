@@ -29,7 +29,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_rules_are_valid_and_their_unit_tests_pass() -> None:
     checked = promtool("check", "rules", "backupd.rules.yml")
-    assert checked.returncode == 0 and "SUCCESS: 6 rules found" in checked.stdout, checked
+    assert checked.returncode == 0 and "SUCCESS: 7 rules found" in checked.stdout, checked
     tested = promtool("test", "rules", "backupd.rules.test.yml")
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
 
@@ -69,3 +69,6 @@ def test_every_series_the_rules_and_dashboard_name_is_exported(tmp_path: Path) -
     named = set(rules) | {n for e in exprs for n in NAME.findall(e)}
     assert len(named) > 8
     assert named <= exported, named - exported
+    # Grafana asks for the data source on import, and every panel uses the one chosen
+    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {"${DS_PROMETHEUS}"}

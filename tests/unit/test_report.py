@@ -194,3 +194,10 @@ def test_the_job_fails_transiently_when_mail_is_down_and_keeps_the_report(ctx: C
     assert again.error is not None and "built earlier" in again.error
     (row,) = ctx.catalogue.reports()  # one report, not two
     assert (row.status, row.attempts) == ("queued", 2)
+
+
+def test_a_sub_second_restore_time_is_not_shown_as_zero() -> None:
+    """Found in a new-user trial: a 0.8 s restore read "0 s", which looks broken."""
+    from backupd.render.report import _seconds
+
+    assert [_seconds(v) for v in (0.8, 9.96, 10.4, 314.0)] == ["0.8 s", "10.0 s", "10 s", "314 s"]
