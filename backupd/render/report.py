@@ -76,14 +76,23 @@ class ReportData:
 
     @property
     def headline(self) -> str:
-        n = sum(1 for lvl, _ in self.problems if lvl == self.verdict)
-        what = {"fail": "problem", "warn": "thing to check"}.get(self.verdict)
-        more = f" ({n} {what}{'s' if n != 1 else ''})" if what else ""
-        return HEADLINES[self.verdict] + more
+        """ "ACTION NEEDED (2 problems, 3 to check)": every line of the list below is
+        counted (a new-user trial read "2 problems" over five lines as a miscount)."""
+        fails = sum(1 for lvl, _ in self.problems if lvl == "fail")
+        warns = sum(1 for lvl, _ in self.problems if lvl == "warn")
+        counts = [f"{fails} problem{'s' if fails != 1 else ''}"] if fails else []
+        if warns:
+            counts.append(
+                f"{warns} to check" if fails else f"{warns} thing{'s' * (warns != 1)} to check"
+            )
+        return HEADLINES[self.verdict] + (f" ({', '.join(counts)})" if counts else "")
 
     @property
     def subject(self) -> str:
-        return f"[backupd] {self.headline}: weekly report {self.end:%Y-%m-%d}"
+        # 69 characters at most with two-digit counts: a Subject line over 78 is folded,
+        # and Python's email folds the whole value onto the next line, then reads it back
+        # with a leading space
+        return f"[backupd] {self.headline}, report {self.end:%Y-%m-%d}"
 
 
 def _seconds(value: float) -> str:

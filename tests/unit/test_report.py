@@ -71,7 +71,7 @@ def test_the_verdict_comes_first_and_failures_are_fail_in_the_text(ctx: Context)
     assert data.verdict == "fail"
     text = render_text(data)
     first = text.splitlines()[0]
-    assert first.startswith("ACTION NEEDED (2 problems)")
+    assert first.startswith("ACTION NEEDED (2 problems, 2 to check)")  # every line counted
     lines = text.splitlines()
     problems = [line for line in lines if line.startswith("  FAIL ")]
     assert any("web1/maindb: last restore drill FAILED: rows: orders: 14999" in p for p in problems)
@@ -201,3 +201,11 @@ def test_a_sub_second_restore_time_is_not_shown_as_zero() -> None:
     from backupd.render.report import _seconds
 
     assert [_seconds(v) for v in (0.8, 9.96, 10.4, 314.0)] == ["0.8 s", "10.0 s", "10 s", "314 s"]
+
+
+def test_the_headline_counts_every_line_and_the_subject_stays_on_one_line(ctx: Context) -> None:
+    data = gather(ctx)
+    assert data.headline == "ACTION NEEDED (2 problems, 2 to check)"
+    raw = report_message(ctx, data).as_bytes()
+    [subject] = [line for line in raw.split(b"\n") if line.startswith(b"Subject:")]
+    assert subject.startswith(b"Subject: [backupd] ACTION NEEDED (2 problems, 2 to check), report")
