@@ -144,14 +144,14 @@ def acknowledge(ctx: Context, flag_id: int, note: str | None) -> tuple[FlagView,
     """Acknowledge change flag ``flag_id``: prune may then remove the archive it held, by
     its rules. Returns the flag and whether this call acknowledged it (False: it already
     was). NotFoundError for no such flag."""
-    views = {v.flag.id: v for v in ctx.catalogue.change_flags()}
-    if flag_id not in views:
-        known = sorted(v.flag.id for v in views.values() if v.flag.acked_at is None)
+    found = ctx.catalogue.change_flags(flag_id=flag_id)
+    if not found:
+        known = [v.flag.id for v in ctx.catalogue.change_flags(open_only=True)]
         raise NotFoundError(
             f"no change alert {flag_id}"
             + (f" (unacknowledged: {', '.join(map(str, known))})" if known else " (none open)")
         )
     done = ctx.catalogue.ack_change_flag(flag_id, operator_name(), note)
     if done:
-        log.info("change alert %d acknowledged: %s", flag_id, views[flag_id].flag.message)
-    return views[flag_id], done
+        log.info("change alert %d acknowledged: %s", flag_id, found[0].flag.message)
+    return found[0], done

@@ -15,6 +15,7 @@ listen``; ``backupctl metrics`` prints or writes it (node_exporter's textfile co
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -64,7 +65,8 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         ctx = self._context_of()
         cat = ctx.catalogue
-        rows = status_rows(ctx)
+        points = cat.newest_per_item()  # once: status's rows and the per-item series
+        rows = status_rows(ctx, points)
         keys = [(r["host"], r["source"]) for r in rows]
         counts, seconds, verified = cat.run_counts(), cat.last_run_seconds(), cat.last_verified()
         info = InfoMetricFamily("backupd_build", "The backupd that serves these metrics.")
@@ -85,14 +87,14 @@ class FleetCollector(Collector):
             failures.add_metric(list(key), failed)
         yield runs
         yield failures
-        yield from _per_item(cat.newest_per_item(), keys)
+        yield from _per_item(points, keys)
         yield from _store(ctx)
-        open_flags = [(v.host, v.source) for v in cat.change_flags(open_only=True)]
+        open_flags = Counter((v.host, v.source) for v in cat.change_flags(open_only=True))
         yield _gauge(
             "backupd_source_change_alerts_open",
             "Unacknowledged change alerts (nights that looked like loss) of the source.",
             SOURCE,
-            ((list(k), float(open_flags.count(k))) for k in keys),
+            [(list(k), float(open_flags[k])) for k in keys],
         )
         jobs = cat.queued_jobs()
         yield _gauge(

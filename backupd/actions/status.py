@@ -11,7 +11,7 @@ from typing import Any
 
 from backupd.actions.context import Context
 from backupd.borg.adapter import Borg
-from backupd.catalogue.history import Sizes
+from backupd.catalogue.history import ItemPoint, Sizes
 from backupd.catalogue.models import utcnow
 from backupd.catalogue.restores import DrillVerdict
 from backupd.config.cron import cron_trigger, interval
@@ -34,12 +34,16 @@ def queue_rows(ctx: Context) -> list[dict[str, Any]]:
     ]
 
 
-def status_rows(ctx: Context) -> list[dict[str, Any]]:
+def status_rows(
+    ctx: Context, items: dict[tuple[str, str], list[ItemPoint]] | None = None
+) -> list[dict[str, Any]]:
+    """One row per configured source. ``items``: ``newest_per_item()`` when the caller
+    has read it already (the metrics need its sizes too)."""
     cat = ctx.catalogue
     recorded = {(s.host, s.source): s for s in cat.status()}
     queued = {(q.host, q.source): q.state for q in cat.queued_jobs() if q.source}
     drills = cat.last_drills()
-    items = cat.newest_per_item()
+    items = cat.newest_per_item() if items is None else items
     now = utcnow()
     timing = _Timing(now)
     rows = []

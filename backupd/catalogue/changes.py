@@ -178,9 +178,14 @@ class ChangeRecords:
             return flag.id
 
     def change_flags(
-        self: HasSession, *, open_only: bool = False, since: datetime | None = None
+        self: HasSession,
+        *,
+        open_only: bool = False,
+        since: datetime | None = None,
+        flag_id: int | None = None,
     ) -> list[FlagView]:
-        """Flags, oldest first: unacknowledged ones only, or those raised since ``since``."""
+        """Flags, oldest first: unacknowledged ones only, those raised since ``since``, or
+        the one ``flag_id``."""
         night, held = aliased(Archive), aliased(Archive)
         query = (
             select(ChangeFlag, Host.name, Source.name, night.created_at, held)
@@ -194,6 +199,8 @@ class ChangeRecords:
             query = query.where(ChangeFlag.acked_at.is_(None))
         if since is not None:
             query = query.where(ChangeFlag.created_at >= since)
+        if flag_id is not None:
+            query = query.where(ChangeFlag.id == flag_id)
         with self.session() as s:
             return [FlagView(*row) for row in s.execute(query)]
 
