@@ -201,3 +201,10 @@ class MailError(BackupdError):
 
     exit_code = 15
     transient = True  # the SMTP server may be back later: the daemon retries the job
+
+
+class NotifyError(BackupdError):
+    """A chat or push notification (an Apprise URL) was not delivered; the alert stays
+    queued for that service (the dispatcher logs it; no command exits with it)."""
+
+    transient = True  # the chat server may be back later

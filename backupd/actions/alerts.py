@@ -135,12 +135,20 @@ def _mail_key(
 
 
 def alert_message(sender: str, to: list[str], events: list[AlertEvent]) -> EmailMessage:
+    title, body = alert_text(events)
+    msg = EmailMessage()
+    msg["Subject"] = title
+    msg["From"], msg["To"] = sender, ", ".join(to)
+    msg.set_content(body)
+    return msg
+
+
+def alert_text(events: list[AlertEvent]) -> tuple[str, str]:
+    """(title, body) of one message for events of one key, oldest first: the title names
+    the newest; mail and chat say the same."""
     first = events[-1]
     where = "/".join(p for p in (first.host, first.source) if p) or "backupd"
-    msg = EmailMessage()
-    msg["Subject"] = f"[backupd] {first.kind.replace('_', ' ')}: {where}"
-    msg["From"], msg["To"] = sender, ", ".join(to)
+    title = f"[backupd] {first.kind.replace('_', ' ')}: {where}"
     lines = [f"{e.created_at.isoformat(timespec='seconds')}  {e.message}" for e in events]
     more = f"\n({len(events)} alerts with the same cause)" if len(events) > 1 else ""
-    msg.set_content("\n".join(lines) + more + "\n\nbackupctl status shows the whole fleet.\n")
-    return msg
+    return title, "\n".join(lines) + more + "\n\nbackupctl status shows the whole fleet.\n"

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import case, func, select
 
 from backupd.catalogue.jobs import HasSession
-from backupd.catalogue.models import AlertEvent, Drill, DrillStatus, Host, Run, RunStatus, Source
+from backupd.catalogue.models import Drill, DrillStatus, Host, Run, RunStatus, Source
 
 Key = tuple[str, str]  # (host, source)
 
@@ -61,8 +61,3 @@ class GaugeQueries:
         )
         with self.session() as s:
             return {(h, src): at for h, src, at in s.execute(query) if at is not None}
-
-    def unsent_alert_count(self: HasSession) -> int:
-        with self.session() as s:
-            query = select(func.count(AlertEvent.id)).where(AlertEvent.sent_at.is_(None))
-            return int(s.scalar(query) or 0)

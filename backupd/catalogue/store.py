@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backupd.catalogue.alerts import AlertRecords
 from backupd.catalogue.changes import ChangeRecords
+from backupd.catalogue.channels import ChannelRecords
 from backupd.catalogue.claims import RELEASED, changed, claim_token, held_by
 from backupd.catalogue.fleet import FleetQueries
 from backupd.catalogue.gauges import GaugeQueries
@@ -103,6 +104,7 @@ class Catalogue(
     KeyRecords,
     ReportRecords,
     AlertRecords,
+    ChannelRecords,
 ):
     def __init__(self, url: str) -> None:
         _private_sqlite_file(url)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import click
 
 from backupd.actions.alerts import dispatch, watch
 from backupd.actions.changes import acknowledge
+from backupd.actions.notify import dispatch_chat
 from backupd.catalogue.alerts import SUPPRESSED
 from backupd.catalogue.changes import FlagView, change_of
+from backupd.catalogue.channels import AlertSend
 from backupd.cli.common import clean_errors, context, emit_json, short_time, table
 
 
@@ -17,8 +20,8 @@ from backupd.cli.common import clean_errors, context, emit_json, short_time, tab
 @click.option(
     "--send",
     is_flag=True,
-    help="Look for stale sources and disk use, then mail "
-    "every unsent alert now (the daemon does this every minute).",
+    help="Look for stale sources and disk use, then mail (and send to [notify]'s chat "
+    "services) every unsent alert now (the daemon does this every minute).",
 )
 @click.option("--limit", default=30, show_default=True, help="Newest N alerts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -26,8 +29,9 @@ from backupd.cli.common import clean_errors, context, emit_json, short_time, tab
 @clean_errors
 def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> None:
     """Alerts: failed backups and drills, stale sources, a filling store, changed host
-    keys, restarts after a crash. Each is mailed at once ([mail]); the same alert at most
-    once per alert_interval (later ones are folded into it).
+    keys, restarts after a crash. Each is mailed at once ([mail]) and sent to the chat
+    services of [notify]; the same alert at most once per alert_interval (later ones are
+    folded into it). A service that is down gets its alerts when it is back, once.
 
     \b
     Examples:
@@ -45,11 +49,16 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
     if send:
         recorded = watch(ctx)
         mailed = dispatch(ctx)
+        chats = dispatch_chat(ctx)
         click.echo(
             f"{len(recorded)} new alert(s) found; {mailed} mail(s) sent"
-            + ("" if ctx.config.mail else " (no [mail] configured)"),
+            + ("" if ctx.config.mail else " (no [mail] configured)")
+            + (f"; {chats} chat notification(s) sent" if ctx.config.notify else ""),
             err=True,
         )
+    newest = list(reversed(ctx.catalogue.alerts()[-limit:]))
+    sends = ctx.catalogue.deliveries([a.id for a in newest])
+    labels = ctx.catalogue.channel_labels()
     rows: list[dict[str, Any]] = [
         {
             "id": a.id,
@@ -63,8 +72,9 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
             "attempts": a.attempts,
             "last_error": a.last_error,
             "change": change_of(a),
+            "notified": [_delivery(d, labels) for d in sends.get(a.id, [])],
         }
-        for a in reversed(ctx.catalogue.alerts()[-limit:])
+        for a in newest
     ]
     changes = [_change_row(v) for v in ctx.catalogue.change_flags(open_only=True)]
     if as_json:
@@ -86,25 +96,51 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
             ],
         )
         click.echo("Acknowledge each with: backupctl alerts ack ID\n")
+    chat = ctx.config.notify is not None
     table(
-        ("AT", "KIND", "WHERE", "MAILED", "MESSAGE"),
+        ("AT", "KIND", "WHERE", "MAILED", *(("CHAT",) if chat else ()), "MESSAGE"),
         [
             (
                 short_time(r["at"]),
                 r["kind"],
                 "/".join(p for p in (r["host"], r["source"]) if p) or "-",
-                "folded"
-                if r["folded"]
-                else short_time(r["mailed"])
-                if r["mailed"]
-                else f"no ({r['attempts']} tries)"
-                if r["attempts"]
-                else "not yet",
+                _said(r["folded"], r["mailed"], r["attempts"]),
+                *((_chat_said(r["notified"]),) if chat else ()),
                 str(r["message"])[:90],
             )
             for r in rows
         ],
     )
+
+
+def _said(folded: bool, at: datetime | None, attempts: int) -> str:
+    if folded:
+        return "folded"
+    if at is not None:
+        return short_time(at)
+    return f"no ({attempts} tries)" if attempts else "not yet"
+
+
+def _chat_said(notified: list[dict[str, Any]]) -> str:
+    """One word for every service: the worst of them ("sent 2/2", "no (3 tries)")."""
+    if not notified:
+        return "not yet"
+    waiting = [n for n in notified if n["sent"] is None]
+    if waiting:
+        return _said(False, None, max(n["attempts"] for n in waiting))
+    if all(n["folded"] for n in notified):
+        return "folded"
+    return f"sent {len(notified)}/{len(notified)}" if len(notified) > 1 else "sent"
+
+
+def _delivery(send: AlertSend, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "service": labels.get(send.channel, send.channel),
+        "sent": send.sent_at,
+        "folded": bool(send.last_error and send.last_error.startswith(SUPPRESSED)),
+        "attempts": send.attempts,
+        "last_error": send.last_error,
+    }
 
 
 def _change_row(view: FlagView) -> dict[str, Any]:

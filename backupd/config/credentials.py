@@ -37,6 +37,21 @@ def read_passphrase(source: PassphraseConfig) -> str:
     return secret
 
 
+def read_secret(source: PassphraseConfig, what: str) -> str:
+    """Another secret from a credential source, whole (e.g. ``[notify] urls_from``, one URL
+    per line): CredentialError naming ``what``."""
+    try:
+        if source.credential is not None:
+            return _from_credential(source.credential)
+        if source.file is not None:
+            return _from_file(source.file)
+        if source.command is not None:
+            return _from_command(source.command)
+    except CredentialError as e:
+        raise CredentialError(f"{what}: {e.message.replace('passphrase ', '', 1)}") from None
+    raise CredentialError(f"{what}: no source configured")  # pragma: no cover
+
+
 def _from_credential(name: str) -> str:
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if not directory:

@@ -36,6 +36,7 @@ from backupd.config.sections import (
     MaintenanceConfig,
     MetricsConfig,
     Model,
+    NotifyConfig,
     PassphraseConfig,
     RetentionConfig,
     StoreConfig,
@@ -54,6 +55,7 @@ __all__ = [  # the section models live in config_sections; importers find them h
     "MailConfig",
     "MaintenanceConfig",
     "MetricsConfig",
+    "NotifyConfig",
     "PassphraseConfig",
     "RestoreTarget",
     "RetentionConfig",
@@ -82,7 +84,7 @@ SECTIONS = (
     "drills",
     "alerts",
 )  # optional tables, defaults inside
-OPTIONAL = ("mail",)  # optional tables without defaults
+OPTIONAL = ("mail", "notify")  # optional tables without defaults
 TOP_LEVEL = ("state_dir", "catalogue", "store", "passphrase", "hosts", "restore_targets")
 
 
@@ -176,6 +178,7 @@ class Config(Model):
     drills: DrillsConfig = DrillsConfig()
     alerts: AlertsConfig = AlertsConfig()
     mail: MailConfig | None = None  # no mail: reports are kept in the catalogue, alerts logged
+    notify: NotifyConfig | None = None  # chat and push (Apprise URLs), besides mail
     hosts: Mapping[str, HostConfig]
     restore_targets: Mapping[str, RestoreTarget] = Field(default_factory=dict)
 
@@ -269,7 +272,7 @@ def parse_config(raw: dict[str, Any], file: Path, *, kinds: KindModels) -> Confi
             raw.get("restore_targets", {}), base, file, problems, kinds
         ),
         **{k: raw[k] for k in SECTIONS if k in raw},
-        **{k: _resolve_mail(raw[k], base) for k in OPTIONAL if k in raw},
+        **{k: _resolve_optional(raw[k], base) for k in OPTIONAL if k in raw},
     }
     unknown = set(raw) - {*TOP_LEVEL, *SECTIONS, *OPTIONAL}
     problems += [f"{file}: {k}: unknown setting" for k in sorted(unknown)]
@@ -382,14 +385,15 @@ def _resolve_path(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def _resolve_mail(body: object, base: Path) -> object:
+def _resolve_optional(body: object, base: Path) -> object:
+    """[mail] and [notify]: ``ca_file`` and a credential table's ``file`` relative to the
+    configuration's directory."""
     if not isinstance(body, dict):
         return body
     body = _resolve_paths(body, base, ("ca_file",))
     assert isinstance(body, dict)
-    if isinstance(body.get("password"), dict):
-        return {**body, "password": _resolve_paths(body["password"], base, ("file",))}
-    return body
+    tables = [k for k in ("password", "urls_from") if isinstance(body.get(k), dict)]
+    return {**body, **{k: _resolve_paths(body[k], base, ("file",)) for k in tables}}
 
 
 def _resolve_paths(body: object, base: Path, keys: tuple[str, ...]) -> object:

@@ -3,6 +3,7 @@ daemon, maintenance, drills, mail. Validated by backupd.config.load, which re-ex
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -213,3 +214,60 @@ class AlertsConfig(Model):
     disk_warn_percent: float = Field(default=85.0, gt=0, le=100)  # store's file system use
     disk_critical_percent: float = Field(default=95.0, gt=0, le=100)
     check_interval: Duration = 60.0  # how often the daemon looks and mails
+
+
+class NotifyConfig(Model):
+    """Chat and push notifications through Apprise (issue 17, decision 0027): every alert
+    also goes to each URL, deduplicated, rate-limited and queued per URL like mail.
+
+    The URLs carry their services' tokens: they are never logged nor stored (the catalogue
+    keeps a fingerprint and a label without path, user or password)."""
+
+    urls: tuple[str, ...] = ()
+    # the URLs kept out of this file, one per line: a file, credential or command
+    urls_from: PassphraseConfig | None = None
+    timeout: Duration = Field(default=10.0, gt=0)  # per service: connect, then each read
+    alert_interval: Duration = 3600.0  # the same alert at most once per interval and URL
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for n, url in enumerate(value, 1):
+            problem = url_problem(url)
+            if problem:
+                raise ValueError(f"URL {n} of {len(value)}: {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _some(self) -> NotifyConfig:
+        if not self.urls and self.urls_from is None:
+            raise ValueError("give urls or urls_from (or leave [notify] out)")
+        return self
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is no Apprise URL (None: it is one). The URL itself is never repeated:
+    it holds a token."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep or not scheme or not rest:
+        return "not a URL of the form service://... (see Apprise's list of services)"
+    import apprise  # here, not at the top: loading its services takes 0.1 s
+
+    quiet_apprise()
+    asset = apprise.AppriseAsset(plugin_paths=[], storage_mode="memory")
+    if apprise.Apprise.instantiate(url.strip(), asset=asset) is None:
+        return f"Apprise has no service {scheme!r} or cannot read the URL's parts"
+    return None
+
+
+def quiet_apprise() -> None:
+    """Apprise's own log says URLs, paths and payloads (its debug lines name a webhook's
+    secret path), and so does urllib3's under it ("POST /hooks/TOKEN"): none of it
+    reaches backupd's log, and their debug lines are never made. What failed is read from
+    Apprise's results (its warnings, the URL's secrets blanked)."""
+    for name in ("apprise", "urllib3"):
+        log = logging.getLogger(name)
+        if not log.handlers:
+            log.addHandler(logging.NullHandler())  # else Python's last resort prints them
+        log.setLevel(logging.WARNING)
+        log.propagate = False

@@ -18,6 +18,8 @@ from tests.e2e.conftest import run_tool
 from tests.e2e.test_trees import chown_to_droplet
 from tests.harness.daemon import NEVER, Fleet, wait_for
 from tests.harness.fleet import Value
+from tests.harness.procs import free_port
+from tests.harness.recorder import webhook_server
 from tests.harness.smtp import SmtpServer
 from tests.json_contract import Seen, array_paths, blocks, conforming, nullable_paths
 
@@ -69,6 +71,12 @@ def mail(smtp: SmtpServer) -> str:
         f'host = "{smtp.host}"\nport = {smtp.port}\nsecurity = "none"\n'
         "timeout = 5\n"
     )
+
+
+def notify(live: int, down: int) -> str:
+    """Two chat services: a real webhook, and one nobody answers (its alerts wait)."""
+    urls = f'"json://127.0.0.1:{live}/hook", "json://127.0.0.1:{down}/hook"'
+    return f"\n[notify]\nurls = [{urls}]\ntimeout = 5\n"
 
 
 def older_archive(fleet: Fleet, source: str) -> str:
@@ -135,6 +143,11 @@ def test_every_json_output_matches_its_documented_schema(
     smtp_server: SmtpServer,
     tmp_path: Path,
 ) -> None:
+    with webhook_server() as (live, _):
+        every_json_output(fleet, smtp_server, tmp_path, live)
+
+
+def every_json_output(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Path, live: int) -> None:
     one = fleet.source("one", schedule=NEVER)
     gone: dict[str, Value] = {
         "kind": "sqlite",
@@ -178,7 +191,7 @@ def test_every_json_output_matches_its_documented_schema(
     loose: dict[str, Value] = {**sources["two"], "changes": {"rows_lost": 0.01}}
     fleet.write(
         {"a": {**sources, "two": loose, "later": later, "tree": tree}},
-        daemon=DAEMON + RETENTION + mail(smtp_server),
+        daemon=DAEMON + RETENTION + mail(smtp_server) + notify(live, free_port()),
     )
     ctl(fleet, "backup", "now", "a/tree")
     assert {v["type"] for v in out("find", "*", "a")["versions"]} == {"f", "d", "l"}

@@ -123,6 +123,22 @@ def test_the_example_config_is_valid() -> None:
     assert config.maintenance.verify_archives == 3
 
 
+def test_the_example_config_with_its_notify_lines_on_is_valid(tmp_path: Path) -> None:
+    from jobs.registry import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "config" / "backupd.example.toml").read_text()
+    on = "\n".join(
+        line[2:] if line.startswith(("# [notify]", "# urls =")) else line
+        for line in text.splitlines()
+    )
+    assert on != text
+    (tmp_path / "backupd.toml").write_text(on)
+    config = load_config(tmp_path / "backupd.toml")
+    assert config.notify is not None and len(config.notify.urls) == 1
+    assert config.notify.alert_interval == 3600
+
+
 def test_the_example_config_with_its_gate_lines_on_is_valid(tmp_path: Path) -> None:
     """An operator uncommenting the gate's keys as the example shows them."""
     from backupd.actions.gatelist import allowlist, restore_allowlist

@@ -1,0 +1,287 @@
+"""Alerts to chat and push services (issue 17, decision 0027): one message per cause and
+service, folded within the interval, queued per service while it is down and sent once
+when it is back, claimed so two senders never send one alert twice; nothing old for a
+new service; the URLs' tokens never in the catalogue nor the log. The send is faked only
+at its seam (dispatch_chat's ``send``); where a real send is needed, a real webhook."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from backupd.actions.context import Context
+from backupd.actions.metrics import exposition
+from backupd.actions.notify import dispatch_chat
+from backupd.catalogue.channels import AlertSend
+from backupd.catalogue.models import AlertEvent, utcnow
+from backupd.config.load import NotifyConfig
+from backupd.daemon.alerts import AlertLoop
+from backupd.errors import ConfigError, CredentialError, NotifyError
+from backupd.notify.chat import Service, send_notification, services
+from jobs.registry import load_config
+from tests.harness.example_report import write_config
+from tests.harness.recorder import webhook_server
+
+CHAT = "json://127.0.0.1:9/hooks/chat-token-1"
+PUSH = "ntfy://ntfy.example.org/push-topic-2"
+Sent = list[tuple[str, str, str, bool]]
+
+
+def make_ctx(tmp_path: Path, notify: str) -> Context:
+    config = write_config(tmp_path, {"web1": {"app": "sqlite"}}, f"[notify]\n{notify}\n")
+    return Context(load_config(config))
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Context:
+    return make_ctx(tmp_path, f'urls = ["{CHAT}", "{PUSH}"]')
+
+
+def recorder(sent: Sent, down: set[str] | None = None):  # type: ignore[no-untyped-def]
+    """A send that records (service label, title, body, failure), or raises NotifyError
+    for the services whose label is in ``down``."""
+
+    def send(service: Service, title: str, body: str, failure: bool) -> None:
+        if down and service.label in down:
+            raise NotifyError(f"{service.label}: A Connection error occurred")
+        sent.append((service.label, title, body, failure))
+
+    return send
+
+
+def fail(ctx: Context, source: str = "app", message: str = "boom") -> int:
+    return ctx.catalogue.record_alert(
+        "backup_failed", f"web1/{source}: {message}", host="web1", source=source
+    )
+
+
+def test_one_message_per_cause_and_service_then_folded_within_the_interval(
+    ctx: Context,
+) -> None:
+    now = utcnow()
+    fail(ctx, message="first")
+    fail(ctx, message="second")  # same cause: one message
+    ctx.catalogue.record_alert("disk_warning", "store 90% full", dedup_key="disk:warning")
+    sent: Sent = []
+    assert dispatch_chat(ctx, recorder(sent), now) == 4
+    chat = sorted((title, failure) for label, title, _, failure in sent if label.startswith("json"))
+    assert chat == [
+        ("[backupd] backup failed: web1/app", True),
+        ("[backupd] disk warning: backupd", False),  # a warning, not a failure
+    ]
+    body = next(b for _, t, b, _ in sent if "failed" in t)
+    assert "web1/app: first" in body and "web1/app: second" in body
+    assert "(2 alerts with the same cause)" in body
+
+    assert dispatch_chat(ctx, recorder(sent), now) == 0  # nothing new: silent
+    fail(ctx, message="third")  # within the interval: folded on both services
+    assert dispatch_chat(ctx, recorder(sent), now + timedelta(minutes=10)) == 0
+    assert len(sent) == 4
+    fail(ctx, message="fourth")  # after it: sent again
+    assert dispatch_chat(ctx, recorder(sent), now + timedelta(hours=2)) == 2
+    assert ["web1/app: fourth" in b for _, _, b, _ in sent[4:]] == [True, True]
+
+
+def test_a_service_that_is_down_keeps_its_alerts_and_gets_them_once_when_back(
+    ctx: Context,
+) -> None:
+    alert = fail(ctx)
+    sent: Sent = []
+    chat = services(ctx.config.notify)[0]  # type: ignore[arg-type]
+    # the chat is down; push is not held back by it
+    assert dispatch_chat(ctx, recorder(sent, {chat.label}), utcnow()) == 1
+    assert [label for label, *_ in sent] == ["ntfy://ntfy.example.org"]
+    [waiting] = [d for d in ctx.catalogue.deliveries([alert])[alert] if d.sent_at is None]
+    assert waiting.attempts == 1 and "Connection error" in str(waiting.last_error)
+    assert dispatch_chat(ctx, recorder(sent, {chat.label}), utcnow()) == 0
+    assert dispatch_chat(ctx, recorder(sent), utcnow()) == 1  # back: delivered
+    assert dispatch_chat(ctx, recorder(sent), utcnow()) == 0  # and never again
+    assert [label for label, *_ in sent] == ["ntfy://ntfy.example.org", chat.label]
+    rows = ctx.catalogue.deliveries([alert])[alert]
+    assert all(r.sent_at is not None and r.claimed_by is None for r in rows)
+    assert next(r for r in rows if r.channel == chat.channel).last_error is None
+
+
+def test_two_senders_at_once_send_each_alert_once(ctx: Context) -> None:
+    """The daemon's loop and `backupctl alerts --send` at the same moment: the second
+    starts while the first is in the middle of its send, and finds it all claimed."""
+    fail(ctx)
+    sent: Sent = []
+    inner: list[int] = []
+
+    def slow_send(service: Service, title: str, body: str, failure: bool) -> None:
+        if not inner:  # the other sender runs while this one holds its claims
+            inner.append(dispatch_chat(ctx, recorder(sent), utcnow()))
+        sent.append((service.label, title, body, failure))
+
+    dispatch_chat(ctx, slow_send, utcnow())
+    assert sorted(label for label, *_ in sent) == [
+        "json://127.0.0.1:9",
+        "ntfy://ntfy.example.org",
+    ]
+    assert inner == [1]  # the other sender only sent to the service not yet claimed
+
+
+def test_a_sender_that_died_holding_a_claim_is_taken_over_after_its_lease(
+    ctx: Context,
+) -> None:
+    alert = fail(ctx)
+    chat = services(ctx.config.notify)[0]  # type: ignore[arg-type]
+    now = utcnow()
+    ctx.catalogue.open_channel(chat.channel, chat.label, now, timedelta(days=1))
+    lease = timedelta(minutes=5)
+    assert ctx.catalogue.claim_channel_alerts(
+        chat.channel, _key(ctx, alert), "dead:1:x", lease, now - timedelta(days=1)
+    )
+    sent: Sent = []
+    dispatch_chat(ctx, recorder(sent), now)  # the dead sender's lease runs: left alone
+    assert [label for label, *_ in sent] == ["ntfy://ntfy.example.org"]
+    with ctx.catalogue.session() as s:  # six minutes later: its lease (five) is over
+        for row in s.scalars(select(AlertSend).where(AlertSend.claimed_by == "dead:1:x")):
+            row.claimed_at = utcnow() - timedelta(minutes=6)
+    dispatch_chat(ctx, recorder(sent), utcnow())
+    assert [label for label, *_ in sent] == ["ntfy://ntfy.example.org", chat.label]
+
+
+def _key(ctx: Context, alert: int) -> str:
+    with ctx.catalogue.session() as s:
+        event = s.get_one(AlertEvent, alert)
+        return event.dedup_key or event.kind
+
+
+def test_a_new_service_gets_the_last_day_not_the_whole_history(ctx: Context) -> None:
+    old = fail(ctx, source="old")
+    with ctx.catalogue.session() as s:
+        s.get_one(AlertEvent, old).created_at = utcnow() - timedelta(days=3)
+    fail(ctx, source="recent")
+    sent: Sent = []
+    dispatch_chat(ctx, recorder(sent), utcnow())
+    assert {t for _, t, _, _ in sent} == {"[backupd] backup failed: web1/recent"}
+
+
+def test_without_notify_nothing_is_sent_and_nothing_is_pending(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"web1": {"app": "sqlite"}})
+    ctx = Context(load_config(config))
+    fail(ctx)
+    assert dispatch_chat(ctx, recorder([]), utcnow()) == 0
+    assert b"backupd_alerts_pending 0.0" in exposition(ctx)
+
+
+def test_alerts_waiting_for_a_service_are_pending_in_the_metrics(ctx: Context) -> None:
+    fail(ctx)
+    fail(ctx, source="other")
+    chat = services(ctx.config.notify)[0]  # type: ignore[arg-type]
+    dispatch_chat(ctx, recorder([], {chat.label}), utcnow())
+    assert b"backupd_alerts_pending 2.0" in exposition(ctx)
+    dispatch_chat(ctx, recorder([]), utcnow())
+    assert b"backupd_alerts_pending 0.0" in exposition(ctx)
+
+
+def test_urls_from_a_private_file_one_per_line(tmp_path: Path) -> None:
+    urls = tmp_path / "notify-urls"
+    urls.write_text(f"# the ops room\n\n{CHAT}\n{PUSH}\n{CHAT}\n")
+    urls.chmod(0o600)
+    ctx = make_ctx(tmp_path, f'urls_from = {{ file = "{urls}" }}')
+    assert [s.label for s in services(ctx.config.notify)] == [  # type: ignore[arg-type]
+        "json://127.0.0.1:9",
+        "ntfy://ntfy.example.org",
+    ]
+    urls.chmod(0o644)
+    with pytest.raises(CredentialError, match=r"notify\.urls_from: file .* readable by others"):
+        services(ctx.config.notify)  # type: ignore[arg-type]
+    urls.chmod(0o600)
+    urls.write_text(f"{CHAT}\nhttps//not-a-url/secret-part\n")
+    with pytest.raises(ConfigError, match=r"notify\.urls_from: line 2: not a URL") as bad:
+        services(ctx.config.notify)  # type: ignore[arg-type]
+    assert "secret-part" not in str(bad.value)
+
+
+def test_an_unreadable_urls_from_sends_nothing_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = make_ctx(tmp_path, f'urls_from = {{ file = "{tmp_path / "missing"}" }}')
+    fail(ctx)
+    with caplog.at_level(logging.ERROR):
+        assert dispatch_chat(ctx, recorder([]), utcnow()) == 0
+    assert "notifications not sent (kept, retried later): notify.urls_from" in caplog.text
+
+
+def test_a_bad_url_is_a_config_error_without_the_url(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as bad:
+        make_ctx(tmp_path, 'urls = ["json://127.0.0.1/x", "nosuch://secret-token@host/p"]')
+    assert "notify.urls: URL 2 of 2: Apprise has no service 'nosuch'" in str(bad.value)
+    assert "secret-token" not in str(bad.value)
+    with pytest.raises(ConfigError, match="give urls or urls_from"):
+        make_ctx(tmp_path, "timeout = 5")
+
+
+def test_a_real_send_names_the_service_never_its_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Against a real webhook: delivered; then, with it gone, the error line and the log
+    name the service, never the URL's path (its token), and neither does the catalogue."""
+    with webhook_server() as (port, received):
+        url = f"json://user:pass-word-3@127.0.0.1:{port}/hooks/very-secret-token"
+        ctx = make_ctx(tmp_path, f'urls = ["{url}"]')
+        fail(ctx)
+        with caplog.at_level(logging.DEBUG):
+            assert dispatch_chat(ctx) == 1
+    assert [m["title"] for m in received] == ["[backupd] backup failed: web1/app"]
+    fail(ctx, source="other")
+    with caplog.at_level(logging.DEBUG):
+        assert dispatch_chat(ctx) == 0  # the webhook is gone now
+    [service] = services(ctx.config.notify)  # type: ignore[arg-type]
+    assert service.label == f"json://127.0.0.1:{port}"
+    with pytest.raises(NotifyError) as down:
+        send_notification(service, "t", "b", 2.0)
+    assert str(down.value).startswith(f"json://127.0.0.1:{port}: ")
+    # pytest hangs its handler on Apprise's logger too; what backupd logs is the rest, and
+    # Apprise's own debug lines (URLs, payloads) are never made
+    theirs = ("apprise", "urllib3")
+    assert not [r for r in caplog.records if r.name.startswith(theirs) and r.levelno < 30]
+    ours = [r.getMessage() for r in caplog.records if not r.name.startswith(theirs)]
+    said = "\n".join(ours) + str(down.value) + repr(service)
+    stored = (tmp_path / "state" / "catalogue.db").read_bytes()
+    for secret in ("very-secret-token", "pass-word-3"):
+        assert secret not in said and secret.encode() not in stored
+    assert "notification failed (kept, retried later)" in caplog.text
+
+
+def test_the_daemons_alert_loop_sends_to_chat_and_stays_silent_without_alerts(
+    tmp_path: Path,
+) -> None:
+    with webhook_server() as (port, received):
+        ctx = make_ctx(tmp_path, f'urls = ["json://127.0.0.1:{port}/hook"]')
+        looked = threading.Event()
+
+        def context_of() -> Context:
+            if loop.is_alive() and not looked.is_set():
+                looked.set()
+            return ctx
+
+        loop = AlertLoop(context_of)
+        loop.start()
+        looked.wait(30)  # one look done with no alert at all
+        loop.stop.set()
+        loop.join(30)
+        assert received == []
+        fail(ctx)
+        loop = AlertLoop(lambda: ctx)
+        loop.start()
+        for _ in range(300):  # waits for the delivery, asserts no time
+            if received:
+                break
+            threading.Event().wait(0.1)
+        loop.stop.set()
+        loop.join(30)
+    assert [m["title"] for m in received] == ["[backupd] backup failed: web1/app"]
+
+
+def test_notify_config_defaults() -> None:
+    cfg = NotifyConfig(urls=(CHAT,))
+    assert (cfg.timeout, cfg.alert_interval) == (10.0, 3600.0)
