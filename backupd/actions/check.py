@@ -21,6 +21,7 @@ from backupd.config.credentials import read_passphrase
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.config.units import human_bytes
 from backupd.errors import BackupdError
+from backupd.notify.chat import services
 from backupd.remote.droplet_gate import EXIT_REFUSED, HELLO
 from jobs.base import DumpStream, TreeTransfer
 from jobs.registry import registry
@@ -59,8 +60,27 @@ def check_everything(ctx: Context) -> Iterator[Finding]:
         yield Finding("borg", False, str(e))
     else:
         yield from check_passphrase(ctx)
+    yield from check_notify(ctx)
     for host in ctx.config.hosts.values():
         yield from check_host(ctx, host)
+
+
+def check_notify(ctx: Context) -> Iterator[Finding]:
+    """[notify]: its URLs readable (urls_from) and known to Apprise, and the file holding
+    their tokens private. Nothing is sent: an alert does that (docs/monitoring.md)."""
+    cfg = ctx.config.notify
+    if cfg is None:
+        return
+    try:
+        found = services(cfg)
+    except BackupdError as e:
+        yield Finding("notify", False, str(e))
+        return
+    yield Finding("notify", True, f"{len(found)} service(s): {', '.join(s.label for s in found)}")
+    path = ctx.config.path
+    if cfg.urls and path.stat().st_mode & 0o077:
+        detail = f"{path} holds the [notify] URLs' tokens and others may read it: chmod 600 {path}"
+        yield Finding("notify", True, detail, warning=True)
 
 
 def check_store(ctx: Context) -> Iterator[Finding]:

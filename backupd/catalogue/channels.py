@@ -225,10 +225,10 @@ class ChannelRecords:
                 found.setdefault(row.alert_id, []).append(row)
         return found
 
-    def channel_labels(self: HasSession) -> dict[str, str]:
+    def channels(self: HasSession) -> dict[str, AlertChannel]:
+        """Every chat service alerts were ever sent to, by channel."""
         with self.session() as s:
-            rows = s.execute(select(AlertChannel.channel, AlertChannel.label)).all()
-            return {row.channel: row.label for row in rows}
+            return {row.channel: row for row in s.scalars(select(AlertChannel))}
 
     def undelivered_count(self: HasSession, mail: bool, seen_since: datetime | None) -> int:
         """How many alerts still wait for a channel: mail (if ``mail``) or a chat service

@@ -58,7 +58,10 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
         )
     newest = list(reversed(ctx.catalogue.alerts()[-limit:]))
     sends = ctx.catalogue.deliveries([a.id for a in newest])
-    labels = ctx.catalogue.channel_labels()
+    known = ctx.catalogue.channels()
+    labels = {channel: c.label for channel, c in known.items()}
+    # an alert older than every service's first day is not sent to chat: "-", not "not yet"
+    first = min((c.since for c in known.values()), default=None)
     rows: list[dict[str, Any]] = [
         {
             "id": a.id,
@@ -105,7 +108,7 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
                 r["kind"],
                 "/".join(p for p in (r["host"], r["source"]) if p) or "-",
                 _said(r["folded"], r["mailed"], r["attempts"]),
-                *((_chat_said(r["notified"]),) if chat else ()),
+                *((_chat_said(r["notified"], first is None or r["at"] >= first),) if chat else ()),
                 str(r["message"])[:90],
             )
             for r in rows
@@ -121,10 +124,11 @@ def _said(folded: bool, at: datetime | None, attempts: int) -> str:
     return f"no ({attempts} tries)" if attempts else "not yet"
 
 
-def _chat_said(notified: list[dict[str, Any]]) -> str:
-    """One word for every service: the worst of them ("sent 2/2", "no (3 tries)")."""
+def _chat_said(notified: list[dict[str, Any]], due: bool) -> str:
+    """One word for every service: the worst of them ("sent 2/2", "no (3 tries)"); "-"
+    for an alert no service is to get (older than the first one's first day)."""
     if not notified:
-        return "not yet"
+        return "not yet" if due else "-"
     waiting = [n for n in notified if n["sent"] is None]
     if waiting:
         return _said(False, None, max(n["attempts"] for n in waiting))

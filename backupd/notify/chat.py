@@ -85,7 +85,11 @@ def send_notification(
     sender = apprise.Apprise(asset=_asset(timeout))
     sender.add(plugin)
     kind = apprise.NotifyType.FAILURE if failure else apprise.NotifyType.WARNING
-    result = sender.notify(body=body, title=title, notify_type=kind)
+    try:
+        result = sender.notify(body=body, title=title, notify_type=kind)
+    except Exception as e:  # a service's module that broke: the alert stays queued
+        reason = _scrub(str(e), service.url) or type(e).__name__
+        raise NotifyError(f"{service.label}: Apprise failed: {reason[:300]}") from None
     if result:
         return
     said = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,18 @@ def run_tool(name: str, *args: str, check: bool = False) -> subprocess.Completed
             f"{name} {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def small_sqlite(droplet: Droplet, directory: str) -> Path:
+    """A one-table SQLite database on the droplet, in a directory of its own that the
+    droplet's login owns (it must be able to read and lock it)."""
+    db = droplet.root / directory / "app.db"
+    db.parent.mkdir(exist_ok=True)
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
+    return db
 
 
 def pg_source(cluster: PostgresCluster, **extra: object) -> dict[str, object]:

@@ -3,15 +3,13 @@ interval, never lost while the server is down; stale sources and a filling store
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import Deployment, small_sqlite
 from tests.harness.droplet import Droplet
 from tests.harness.procs import free_port
 from tests.harness.recorder import recording_server
@@ -112,12 +110,7 @@ def test_ping_urls_hear_the_start_success_and_failure(
     deploy: Callable[..., Deployment], droplet: Droplet, ping_server: tuple[str, list[str]]
 ) -> None:
     base, seen = ping_server
-    db = droplet.root / "ping" / "app.db"
-    db.parent.mkdir(exist_ok=True)
-    with sqlite3.connect(db) as c:
-        c.execute("CREATE TABLE IF NOT EXISTS t (x)")
-    if os.geteuid() == 0:
-        subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
+    db = small_sqlite(droplet, "ping")
     d = deploy(
         {
             "good": {"kind": "sqlite", "path": str(db), "ping_url": f"{base}/uuid-good"},

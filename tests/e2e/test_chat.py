@@ -5,14 +5,12 @@ a good backup sends nothing; the URL's token is never printed nor stored."""
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import Deployment, small_sqlite
 from tests.harness.droplet import Droplet
 from tests.harness.procs import free_port
 from tests.harness.recorder import webhook_server
@@ -33,12 +31,7 @@ def with_notify(d: Deployment, port: int) -> None:
 def test_a_failed_backup_reaches_a_chat_webhook_once_even_after_it_was_down(
     deploy: Callable[..., Deployment], droplet: Droplet
 ) -> None:
-    db = droplet.root / "chat" / "app.db"
-    db.parent.mkdir(exist_ok=True)
-    with sqlite3.connect(db) as c:
-        c.execute("CREATE TABLE IF NOT EXISTS t (x)")
-    if os.geteuid() == 0:
-        subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
+    db = small_sqlite(droplet, "chat")
     d = deploy(
         {
             "good": {"kind": "sqlite", "path": str(db)},
@@ -96,3 +89,34 @@ def test_a_url_apprise_cannot_read_is_a_config_error_that_does_not_repeat_it(
     assert "notify.urls: URL 1 of 1: Apprise has no service 'nosuchservice'" in checked.stderr
     assert TOKEN not in checked.stdout + checked.stderr
     assert "Traceback" not in checked.stderr
+
+
+def test_config_check_names_the_services_and_warns_when_others_may_read_their_tokens(
+    deploy: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
+    port = free_port()
+    with_notify(d, port)
+
+    def notify_checks() -> list[dict[str, object]]:
+        output = d.backupctl("config", "check", "--json").stdout
+        checks = conforming("config check", output)["checks"]
+        assert TOKEN not in output
+        return [c for c in checks if c["subject"] == "notify"]
+
+    d.config.chmod(0o600)
+    label = f"json://127.0.0.1:{port}"
+    assert notify_checks() == [
+        {"subject": "notify", "ok": True, "detail": f"1 service(s): {label}", "warning": False}
+    ]
+    d.config.chmod(0o644)
+    [_, readable] = notify_checks()
+    assert readable["warning"] and "chmod 600" in str(readable["detail"])
+
+    urls = tmp_path / "notify-urls"  # the tokens in a file of their own, unreadable
+    d.config.write_text(
+        d.config.read_text().split("\n[notify]")[0]
+        + f'\n[notify]\nurls_from = {{ file = "{urls}" }}\n'
+    )
+    [missing] = notify_checks()
+    assert not missing["ok"] and "notify.urls_from: file" in str(missing["detail"])

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import Deployment, small_sqlite
 from tests.e2e.test_daemon import other_host_key
 from tests.harness.droplet import Droplet
 from tests.json_contract import conforming
@@ -21,12 +18,7 @@ pytestmark = pytest.mark.e2e
 def test_config_check_reports_each_host_and_source(
     deploy: Callable[..., Deployment], droplet: Droplet
 ) -> None:
-    db = droplet.root / "check" / "app.db"
-    db.parent.mkdir(exist_ok=True)
-    with sqlite3.connect(db) as c:
-        c.execute("CREATE TABLE IF NOT EXISTS t (x)")
-    if os.geteuid() == 0:
-        subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
+    db = small_sqlite(droplet, "check")
     broken = {"kind": "sqlite", "path": str(db), "sqlite3": "/opt/none/sqlite3"}
     gone = {"kind": "sqlite", "path": str(db.parent / "gone.db")}  # tonight's dump would fail
     d = deploy({"app": {"kind": "sqlite", "path": str(db)}, "broken": broken, "gone": gone})

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from backupd.remote.ssh import fingerprint_line
-from tests.e2e.conftest import BIN, Deployment
+from tests.e2e.conftest import BIN, Deployment, small_sqlite
 from tests.e2e.test_daemon import other_host_key
 from tests.harness.droplet import Droplet
 from tests.json_contract import conforming
@@ -60,13 +60,9 @@ def unpin(d: Deployment) -> Deployment:
 
 
 def sqlite_source(droplet: Droplet) -> dict[str, object]:
-    db = droplet.root / "trust" / "app.db"
-    db.parent.mkdir(exist_ok=True)
+    db = small_sqlite(droplet, "trust")
     with sqlite3.connect(db) as c:
-        c.execute("CREATE TABLE IF NOT EXISTS t (x)")
         c.execute("INSERT INTO t VALUES ('row')")
-    if os.geteuid() == 0:  # the droplet's login must be able to read (and lock) it
-        subprocess.run(["chown", "-R", droplet.user, str(db.parent)], check=True)
     return {"kind": "sqlite", "path": str(db)}
 
 

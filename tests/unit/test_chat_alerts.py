@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from backupd.actions.context import Context
@@ -19,6 +20,7 @@ from backupd.actions.metrics import exposition
 from backupd.actions.notify import dispatch_chat
 from backupd.catalogue.channels import AlertSend
 from backupd.catalogue.models import AlertEvent, utcnow
+from backupd.cli.main import cli
 from backupd.config.load import NotifyConfig
 from backupd.daemon.alerts import AlertLoop
 from backupd.errors import ConfigError, CredentialError, NotifyError
@@ -164,6 +166,29 @@ def test_a_new_service_gets_the_last_day_not_the_whole_history(ctx: Context) -> 
     assert {t for _, t, _, _ in sent} == {"[backupd] backup failed: web1/recent"}
 
 
+def test_the_chat_column_says_sent_waiting_or_not_for_chat(ctx: Context) -> None:
+    old = fail(ctx, source="old")
+    with ctx.catalogue.session() as s:
+        s.get_one(AlertEvent, old).created_at = utcnow() - timedelta(days=3)
+    fail(ctx, source="sent")
+    chat = services(ctx.config.notify)[0]  # type: ignore[arg-type]
+    dispatch_chat(ctx, recorder([]), utcnow())
+    fail(ctx, source="waits")
+    dispatch_chat(ctx, recorder([], {chat.label}), utcnow())
+    fail(ctx, source="new")
+    shown = CliRunner().invoke(cli, ["--config", str(ctx.config.path), "alerts"])
+    assert shown.exit_code == 0, shown.output
+    head, *lines = shown.output.splitlines()
+    where, chat_at, message = head.index("WHERE"), head.index("CHAT"), head.index("MESSAGE")
+    rows = {line[where:].split()[0]: line[chat_at:message].strip() for line in lines}
+    assert rows == {
+        "web1/new": "not yet",
+        "web1/waits": "no (1 tries)",  # the chat is down; push got it
+        "web1/sent": "sent 2/2",
+        "web1/old": "-",  # older than either service: never to be sent
+    }
+
+
 def test_without_notify_nothing_is_sent_and_nothing_is_pending(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"web1": {"app": "sqlite"}})
     ctx = Context(load_config(config))
@@ -255,31 +280,35 @@ def test_a_real_send_names_the_service_never_its_token(
 def test_the_daemons_alert_loop_sends_to_chat_and_stays_silent_without_alerts(
     tmp_path: Path,
 ) -> None:
+    """Counted in looks (each begins by asking for the context), not in seconds."""
+    looks = 0
+    counted = threading.Condition()
+
+    def context_of() -> Context:
+        nonlocal looks
+        with counted:
+            looks += 1
+            counted.notify_all()
+        return ctx
+
+    def begun(n: int) -> None:
+        with counted:
+            assert counted.wait_for(lambda: looks >= n, timeout=120)
+
     with webhook_server() as (port, received):
-        ctx = make_ctx(tmp_path, f'urls = ["json://127.0.0.1:{port}/hook"]')
-        looked = threading.Event()
-
-        def context_of() -> Context:
-            if loop.is_alive() and not looked.is_set():
-                looked.set()
-            return ctx
-
+        hook = f'urls = ["json://127.0.0.1:{port}/hook"]\n[alerts]\ncheck_interval = "1s"'
+        ctx = make_ctx(tmp_path, hook)
         loop = AlertLoop(context_of)
         loop.start()
-        looked.wait(30)  # one look done with no alert at all
-        loop.stop.set()
-        loop.join(30)
-        assert received == []
-        fail(ctx)
-        loop = AlertLoop(lambda: ctx)
-        loop.start()
-        for _ in range(300):  # waits for the delivery, asserts no time
-            if received:
-                break
-            threading.Event().wait(0.1)
-        loop.stop.set()
-        loop.join(30)
-    assert [m["title"] for m in received] == ["[backupd] backup failed: web1/app"]
+        try:
+            begun(2)  # a whole look without an alert: nothing sent
+            assert received == []
+            fail(ctx)
+            begun(4)  # a whole look after it: sent; and the one after: not again
+            assert [m["title"] for m in received] == ["[backupd] backup failed: web1/app"]
+        finally:
+            loop.stop.set()
+            loop.join(30)
 
 
 def test_notify_config_defaults() -> None:
