@@ -196,15 +196,18 @@ class RestoreError(BackupdError):
         return f"{self.message}: {summary}" if summary else self.message
 
 
-class MailError(BackupdError):
-    """A mail (the weekly report) could not be delivered; it stays queued in the catalogue."""
+class DeliveryError(BackupdError):
+    """A report or an alert could not be delivered (mail or chat); it stays queued in the
+    catalogue."""
 
     exit_code = 15
-    transient = True  # the SMTP server may be back later: the daemon retries the job
+    transient = True  # the server may be back later: the daemon retries the job
 
 
-class NotifyError(BackupdError):
+class MailError(DeliveryError):
+    """A mail (the weekly report, an alert) could not be delivered; it stays queued."""
+
+
+class NotifyError(DeliveryError):
     """A chat or push notification (an Apprise URL) was not delivered; the alert stays
-    queued for that service (the dispatcher logs it; no command exits with it)."""
-
-    transient = True  # the chat server may be back later
+    queued for that service."""

@@ -82,9 +82,15 @@ def disk_level(ctx: Context) -> tuple[str | None, float]:
 Sender = Callable[[EmailMessage], None]
 
 
-def dispatch(ctx: Context, send: Sender | None = None, now: datetime | None = None) -> int:
+def dispatch(
+    ctx: Context,
+    send: Sender | None = None,
+    now: datetime | None = None,
+    failures: list[str] | None = None,
+) -> int:
     """Mail unsent alerts, one mail per key; returns how many mails went out. A key that
-    another sender holds is left to it (its later events wait for the next look)."""
+    another sender holds is left to it (its later events wait for the next look). A failed
+    send's error line is added to ``failures``."""
     mail = ctx.config.mail
     if mail is None:
         return 0
@@ -105,7 +111,9 @@ def dispatch(ctx: Context, send: Sender | None = None, now: datetime | None = No
             outcome = _mail_key(ctx, mail, key, token, send, now)
         finally:
             ctx.catalogue.release_alert_key(key, token)
-        if outcome is None:
+        if isinstance(outcome, str):
+            if failures is not None:
+                failures.append(outcome)
             break  # the mail server is down: the rest wait for the next look
         mailed += outcome
     return mailed
@@ -113,9 +121,9 @@ def dispatch(ctx: Context, send: Sender | None = None, now: datetime | None = No
 
 def _mail_key(
     ctx: Context, mail: MailConfig, key: str, token: str, send: Sender, now: datetime
-) -> int | None:
+) -> int | str:
     """With ``key`` held: claim its unsent events, then fold them (mailed within the
-    interval) or mail them. How many mails went out (0 or 1); None if the send failed."""
+    interval) or mail them. How many mails went out (0 or 1), or the failed send's error."""
     events = ctx.catalogue.claim_alerts(key, token, claim_lease(mail))
     if not events:
         return 0  # another sender mailed them between our look and our claim
@@ -129,7 +137,7 @@ def _mail_key(
     except BackupdError as e:
         ctx.catalogue.alerts_failed(ids, token, str(e))
         log.error("alert mail failed (kept, retried later): %s", e)
-        return None
+        return str(e)
     ctx.catalogue.alerts_mailed(ids, token, now)
     return 1
 

@@ -71,12 +71,12 @@ def check_notify(ctx: Context) -> Iterator[Finding]:
     cfg = ctx.config.notify
     if cfg is None:
         return
-    try:
-        found = services(cfg)
-    except BackupdError as e:
-        yield Finding("notify", False, str(e))
-        return
-    yield Finding("notify", True, f"{len(found)} service(s): {', '.join(s.label for s in found)}")
+    targets = services(cfg)
+    for problem in targets.problems:
+        yield Finding("notify", False, problem)
+    labels = ", ".join(s.label for s in targets.found)
+    if targets.found:
+        yield Finding("notify", True, f"{len(targets.found)} service(s): {labels}")
     path = ctx.config.path
     if cfg.urls and path.stat().st_mode & 0o077:
         detail = f"{path} holds the [notify] URLs' tokens and others may read it: chmod 600 {path}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import backupd
 from backupd.actions.context import Context
 from backupd.actions.status import status_rows
 from backupd.catalogue.history import ItemPoint
-from backupd.catalogue.models import RunStatus, utcnow
+from backupd.catalogue.models import RunStatus
 
 SOURCE = ["host", "source"]
 ITEM = ["host", "source", "item"]
@@ -104,9 +104,9 @@ class FleetCollector(Collector):
             [([state], float(sum(1 for j in jobs if j.state == state))) for state in STATES],
         )
         # without [mail] and [notify] alerts are recorded and logged, never delivered: none
-        # is pending. A chat service counts while the daemon dispatches to it (last day)
-        seen = utcnow() - timedelta(days=1) if ctx.config.notify is not None else None
-        pending = float(cat.undelivered_count(ctx.config.mail is not None, seen))
+        # is pending. Chat: the services of the newest dispatch (the daemon's, each minute)
+        chats = cat.current_channels() if ctx.config.notify is not None else []
+        pending = float(cat.undelivered_count(ctx.config.mail is not None, chats))
         yield _gauge(
             "backupd_alerts_pending",
             "Alerts not yet delivered to mail or a chat service (0 without either).",

@@ -7,21 +7,24 @@ service is its own queue (a channel in the catalogue): one that is down holds ba
 mail nor the others. A sender claims a (service, key) and then the alerts it sends, so the
 daemon's loop and ``backupctl alerts --send`` never both send one (decision 0012).
 
-A service first used gets the alerts of the day before (``NEW_SERVICE_BACKLOG``), not the
-whole history: the failure that made someone add it is still news, last year's are not.
+The first services ever configured get the alerts of the day before
+(``NEW_SERVICE_BACKLOG``), not the whole history: the failure that made someone add them is
+still news, last year's are not. A service added later (or a URL whose token was rotated,
+which is a new service) starts from the previous look: its room already heard the rest.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from backupd.actions.alerts import alert_text
 from backupd.actions.context import Context
 from backupd.catalogue.alerts import SUPPRESSED, group_key
 from backupd.catalogue.claims import claim_token
-from backupd.catalogue.models import utcnow
+from backupd.catalogue.models import AlertEvent, utcnow
 from backupd.config.load import NotifyConfig
 from backupd.errors import BackupdError
 from backupd.notify.chat import Service, notify_lease, send_notification, services
@@ -34,31 +37,52 @@ WARNINGS = frozenset({"source_stale", "disk_warning"})  # the rest are failures
 ChatSender = Callable[[Service, str, str, bool], None]  # service, title, body, failure
 
 
-def dispatch_chat(ctx: Context, send: ChatSender | None = None, now: datetime | None = None) -> int:
+def dispatch_chat(
+    ctx: Context,
+    send: ChatSender | None = None,
+    now: datetime | None = None,
+    failures: list[str] | None = None,
+) -> int:
     """Send unsent alerts to every ``[notify]`` service, one message per key and service;
-    how many messages went out. A service that fails is tried again at the next look."""
+    how many messages went out. A service that fails is tried again at the next look; its
+    error line (and that of a ``urls_from`` URL that cannot be used) is logged and added
+    to ``failures``."""
     cfg = ctx.config.notify
     if cfg is None:
         return 0
-    try:
-        targets = services(cfg)
-    except BackupdError as e:  # urls_from unreadable: every alert stays queued
-        log.error("notifications not sent (kept, retried later): %s", e)
-        return 0
+    failures = [] if failures is None else failures
+    targets = services(cfg)
+    for problem in targets.problems:  # the other services are sent to all the same
+        log.error("notifications not sent (kept, retried later): %s", problem)
+        failures.append(problem)
     if send is None:
 
         def send(service: Service, title: str, body: str, failure: bool) -> None:
             send_notification(service, title, body, cfg.timeout, failure)
 
     now = now or utcnow()
-    return sum(_dispatch_service(ctx, cfg, service, send, now) for service in targets)
+    cat = ctx.catalogue
+    # the last day's alerts for the first services ever; one added later (or a token
+    # rotated: a new URL) gets those since the last look, so a room does not hear the
+    # day's alerts twice, and misses none recorded after the others last heard
+    start = cat.last_look() or now - NEW_SERVICE_BACKLOG
+    since = {s.channel: cat.open_channel(s.channel, s.label, now, start) for s in targets.found}
+    return sum(
+        _dispatch_service(ctx, cfg, service, since[service.channel], send, now, failures)
+        for service in targets.found
+    )
 
 
 def _dispatch_service(
-    ctx: Context, cfg: NotifyConfig, service: Service, send: ChatSender, now: datetime
+    ctx: Context,
+    cfg: NotifyConfig,
+    service: Service,
+    since: datetime,
+    send: ChatSender,
+    now: datetime,
+    failures: list[str],
 ) -> int:
     cat = ctx.catalogue
-    since = cat.open_channel(service.channel, service.label, now, NEW_SERVICE_BACKLOG)
     keys = dict.fromkeys(group_key(e) for e in cat.channel_unsent(service.channel, since))
     token = claim_token()
     sent = 0
@@ -70,7 +94,8 @@ def _dispatch_service(
             outcome = _send_key(ctx, cfg, service, key, since, token, send, now)
         finally:
             cat.release_channel_key(service.channel, key, token)
-        if outcome is None:
+        if isinstance(outcome, str):
+            failures.append(outcome)
             break  # the service is down: its other alerts wait for the next look
         sent += outcome
     return sent
@@ -85,9 +110,9 @@ def _send_key(
     token: str,
     send: ChatSender,
     now: datetime,
-) -> int | None:
+) -> int | str:
     """With (service, key) held: claim its unsent alerts, then fold or send them. How many
-    messages went out (0 or 1); None if the send failed."""
+    messages went out (0 or 1), or the error line of a failed send."""
     cat, channel = ctx.catalogue, service.channel
     events = cat.claim_channel_alerts(channel, key, token, notify_lease(cfg), since)
     if not events:
@@ -103,6 +128,45 @@ def _send_key(
     except BackupdError as e:
         cat.channel_failed(channel, ids, token, str(e))
         log.error("notification failed (kept, retried later): %s", e)
-        return None
+        return str(e)
     cat.channel_sent(channel, ids, token, now)
+    log.info("sent to %s: %s (%d alert(s))", service.label, title, len(ids))
     return 1
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An alert's delivery to one chat service (``backupctl alerts``)."""
+
+    service: str  # its label: scheme://host, never the URL
+    sent: datetime | None  # sent, or folded into an earlier message; None: waiting
+    folded: bool
+    attempts: int  # failed attempts so far
+    last_error: str | None
+
+
+def deliveries(ctx: Context, alerts: Sequence[AlertEvent]) -> dict[int, list[Delivery]]:
+    """Each alert's delivery to each service configured now (those of the newest
+    dispatch), by alert id; a service is left out for an alert older than its first day
+    (never to be sent there)."""
+    current = ctx.catalogue.current_channels() if ctx.config.notify is not None else []
+    rows = ctx.catalogue.deliveries([a.id for a in alerts])
+    found: dict[int, list[Delivery]] = {}
+    for alert in alerts:
+        mine = {r.channel: r for r in rows.get(alert.id, [])}
+        for channel in current:
+            row = mine.get(channel.channel)
+            if row is not None:
+                note = row.last_error or ""
+                found.setdefault(alert.id, []).append(
+                    Delivery(
+                        channel.label,
+                        row.sent_at,
+                        row.sent_at is not None and note.startswith(SUPPRESSED),
+                        row.attempts,
+                        row.last_error,
+                    )
+                )
+            elif alert.created_at >= channel.since:
+                found.setdefault(alert.id, []).append(Delivery(channel.label, None, False, 0, None))
+    return found

@@ -84,10 +84,10 @@ class ChannelRecords:
     """Mixed into Catalogue."""
 
     def open_channel(
-        self: HasSession, channel: str, label: str, now: datetime, backlog: timedelta
+        self: HasSession, channel: str, label: str, now: datetime, since: datetime
     ) -> datetime:
-        """The channel's ``since`` (``now - backlog`` at its first use; a concurrent first
-        use is no error); marks it seen ``now``."""
+        """The channel's ``since`` (``since`` at its first use; a concurrent first use is
+        no error); marks it seen ``now``."""
         with self.session() as s:
             row = s.get(AlertChannel, channel)
             if row is not None:
@@ -95,12 +95,18 @@ class ChannelRecords:
                 return row.since
         try:
             with self.session() as s:
-                s.add(AlertChannel(channel=channel, label=label, since=now - backlog, seen_at=now))
+                s.add(AlertChannel(channel=channel, label=label, since=since, seen_at=now))
         except IntegrityError:
             pass  # another sender opened it first
         with self.session() as s:
-            since: datetime = s.get_one(AlertChannel, channel).since
-            return since
+            found: datetime = s.get_one(AlertChannel, channel).since
+            return found
+
+    def last_look(self: HasSession) -> datetime | None:
+        """When the newest dispatch looked (None: none ever did)."""
+        with self.session() as s:
+            value: datetime | None = s.scalar(select(func.max(AlertChannel.seen_at)))
+            return value
 
     def channel_unsent(self: HasSession, channel: str, since: datetime) -> list[AlertEvent]:
         """Alerts recorded since ``since`` not yet sent (nor folded) on ``channel``, oldest
@@ -230,20 +236,21 @@ class ChannelRecords:
         with self.session() as s:
             return {row.channel: row for row in s.scalars(select(AlertChannel))}
 
-    def undelivered_count(self: HasSession, mail: bool, seen_since: datetime | None) -> int:
-        """How many alerts still wait for a channel: mail (if ``mail``) or a chat service
-        dispatched to since ``seen_since`` (still configured; None: no chat is).
-        ``backupd_alerts_pending``."""
-        query = select(AlertChannel.channel, AlertChannel.since)
+    def current_channels(self: HasSession) -> list[AlertChannel]:
+        """The services the newest dispatch looked at (each dispatch marks every service it
+        has with one time): those configured now, without reading ``urls_from`` again."""
+        newest = select(func.max(AlertChannel.seen_at)).scalar_subquery()
+        query = select(AlertChannel).where(AlertChannel.seen_at == newest)
         with self.session() as s:
-            live = (
-                []
-                if seen_since is None
-                else list(s.execute(query.where(AlertChannel.seen_at >= seen_since)).tuples())
-            )
-            waiting = [and_(AlertEvent.created_at >= since, ~_sent_on(ch)) for ch, since in live]
-            if mail:
-                waiting.append(AlertEvent.sent_at.is_(None))
-            if not waiting:
-                return 0
+            return list(s.scalars(query.order_by(AlertChannel.label)))
+
+    def undelivered_count(self: HasSession, mail: bool, chats: Sequence[AlertChannel]) -> int:
+        """How many alerts still wait for a channel: mail (if ``mail``) or one of ``chats``
+        (``backupd_alerts_pending``)."""
+        waiting = [and_(AlertEvent.created_at >= c.since, ~_sent_on(c.channel)) for c in chats]
+        if mail:
+            waiting.append(AlertEvent.sent_at.is_(None))
+        if not waiting:
+            return 0
+        with self.session() as s:
             return int(s.scalar(select(func.count(AlertEvent.id)).where(or_(*waiting))) or 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -9,11 +10,11 @@ import click
 
 from backupd.actions.alerts import dispatch, watch
 from backupd.actions.changes import acknowledge
-from backupd.actions.notify import dispatch_chat
+from backupd.actions.notify import deliveries, dispatch_chat
 from backupd.catalogue.alerts import SUPPRESSED
 from backupd.catalogue.changes import FlagView, change_of
-from backupd.catalogue.channels import AlertSend
 from backupd.cli.common import clean_errors, context, emit_json, short_time, table
+from backupd.errors import DeliveryError
 
 
 @click.group(invoke_without_command=True)
@@ -46,10 +47,11 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
     if click_ctx.invoked_subcommand is not None:
         return
     ctx = context(click_ctx.obj)
+    failures: list[str] = []
     if send:
         recorded = watch(ctx)
-        mailed = dispatch(ctx)
-        chats = dispatch_chat(ctx)
+        mailed = dispatch(ctx, failures=failures)
+        chats = dispatch_chat(ctx, failures=failures)
         click.echo(
             f"{len(recorded)} new alert(s) found; {mailed} mail(s) sent"
             + ("" if ctx.config.mail else " (no [mail] configured)")
@@ -57,11 +59,7 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
             err=True,
         )
     newest = list(reversed(ctx.catalogue.alerts()[-limit:]))
-    sends = ctx.catalogue.deliveries([a.id for a in newest])
-    known = ctx.catalogue.channels()
-    labels = {channel: c.label for channel, c in known.items()}
-    # an alert older than every service's first day is not sent to chat: "-", not "not yet"
-    first = min((c.since for c in known.values()), default=None)
+    chat_rows = deliveries(ctx, newest)
     rows: list[dict[str, Any]] = [
         {
             "id": a.id,
@@ -75,13 +73,14 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
             "attempts": a.attempts,
             "last_error": a.last_error,
             "change": change_of(a),
-            "notified": [_delivery(d, labels) for d in sends.get(a.id, [])],
+            "notified": [asdict(d) for d in chat_rows.get(a.id, [])],
         }
         for a in newest
     ]
     changes = [_change_row(v) for v in ctx.catalogue.change_flags(open_only=True)]
     if as_json:
         emit_json(alerts=rows, changes=changes)
+        _failed(failures)
         return
     if changes:
         click.echo("Unacknowledged change alerts (prune keeps the archive before each):")
@@ -107,13 +106,21 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
                 short_time(r["at"]),
                 r["kind"],
                 "/".join(p for p in (r["host"], r["source"]) if p) or "-",
-                _said(r["folded"], r["mailed"], r["attempts"]),
-                *((_chat_said(r["notified"], first is None or r["at"] >= first),) if chat else ()),
+                _said(r["folded"], r["mailed"], r["attempts"]) if ctx.config.mail else "-",
+                *((_chat_said(r["notified"]),) if chat else ()),
                 str(r["message"])[:90],
             )
             for r in rows
         ],
     )
+    _failed(failures)
+
+
+def _failed(failures: list[str]) -> None:
+    """After the listing: a failed delivery (its alerts stay queued) is exit 15."""
+    if failures:
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise DeliveryError(f"not delivered, kept for the next look: {failures[0]}{more}")
 
 
 def _said(folded: bool, at: datetime | None, attempts: int) -> str:
@@ -121,30 +128,25 @@ def _said(folded: bool, at: datetime | None, attempts: int) -> str:
         return "folded"
     if at is not None:
         return short_time(at)
-    return f"no ({attempts} tries)" if attempts else "not yet"
+    if attempts:
+        return f"no ({attempts} {'try' if attempts == 1 else 'tries'})"
+    return "not yet"
 
 
-def _chat_said(notified: list[dict[str, Any]], due: bool) -> str:
-    """One word for every service: the worst of them ("sent 2/2", "no (3 tries)"); "-"
-    for an alert no service is to get (older than the first one's first day)."""
+def _chat_said(notified: list[dict[str, Any]]) -> str:
+    """One word for every service configured now: the worst of them ("no (3 tries)", "sent
+    1/2", "sent 2/2"); "-" for an alert no service is to get."""
     if not notified:
-        return "not yet" if due else "-"
-    waiting = [n for n in notified if n["sent"] is None]
-    if waiting:
-        return _said(False, None, max(n["attempts"] for n in waiting))
+        return "-"
+    failing = [n["attempts"] for n in notified if n["sent"] is None and n["attempts"]]
+    if failing:
+        return _said(False, None, max(failing))
+    sent = [n for n in notified if n["sent"] is not None]
+    if not sent:
+        return "not yet"
     if all(n["folded"] for n in notified):
         return "folded"
-    return f"sent {len(notified)}/{len(notified)}" if len(notified) > 1 else "sent"
-
-
-def _delivery(send: AlertSend, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "service": labels.get(send.channel, send.channel),
-        "sent": send.sent_at,
-        "folded": bool(send.last_error and send.last_error.startswith(SUPPRESSED)),
-        "attempts": send.attempts,
-        "last_error": send.last_error,
-    }
+    return f"sent {len(sent)}/{len(notified)}" if len(notified) > 1 else "sent"
 
 
 def _change_row(view: FlagView) -> dict[str, Any]:

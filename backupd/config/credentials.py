@@ -37,27 +37,28 @@ def read_passphrase(source: PassphraseConfig) -> str:
     return secret
 
 
-def read_secret(source: PassphraseConfig, what: str) -> str:
+def read_secret(source: PassphraseConfig, what: str, *, output_secret: bool = False) -> str:
     """Another secret from a credential source, whole (e.g. ``[notify] urls_from``, one URL
-    per line): CredentialError naming ``what``."""
+    per line): CredentialError naming ``what``. ``output_secret``: a failing command's
+    stderr is left out of the error (it may hold what the command prints)."""
     try:
         if source.credential is not None:
-            return _from_credential(source.credential)
+            return _from_credential(source.credential, f"{what}.file")
         if source.file is not None:
             return _from_file(source.file)
         if source.command is not None:
-            return _from_command(source.command)
+            return _from_command(source.command, show_stderr=not output_secret)
     except CredentialError as e:
         raise CredentialError(f"{what}: {e.message.replace('passphrase ', '', 1)}") from None
     raise CredentialError(f"{what}: no source configured")  # pragma: no cover
 
 
-def _from_credential(name: str) -> str:
+def _from_credential(name: str, instead: str = "passphrase.file") -> str:
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if not directory:
         raise CredentialError(
             f"passphrase credential {name!r}: $CREDENTIALS_DIRECTORY is not set "
-            "(run under systemd with LoadCredential=, or use passphrase.file)"
+            f"(run under systemd with LoadCredential=, or use {instead})"
         )
     return _read(Path(directory) / name, check_mode=False)
 
@@ -89,7 +90,7 @@ def _read(path: Path, *, check_mode: bool) -> str:
         return f.read(MAX_SECRET + 2)
 
 
-def _from_command(argv: tuple[str, ...]) -> str:
+def _from_command(argv: tuple[str, ...], *, show_stderr: bool = True) -> str:
     # through the process seam: dies with us, killed at the timeout; its output (the
     # secret) is never logged, only its argv
     try:
@@ -102,5 +103,7 @@ def _from_command(argv: tuple[str, ...]) -> str:
         )
     if done.exit_status != 0:
         tail = done.stderr.decode(errors="replace").strip()[-300:]
+        if not show_stderr:
+            tail = "(its error output is not shown: it may hold the secret)"
         raise CredentialError(f"passphrase command {argv[0]!r} exited {done.exit_status}: {tail}")
     return done.stdout.decode("utf-8", errors="strict")

@@ -229,6 +229,23 @@ class NotifyConfig(Model):
     timeout: Duration = Field(default=10.0, gt=0)  # per service: connect, then each read
     alert_interval: Duration = 3600.0  # the same alert at most once per interval and URL
 
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _a_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError('a list of URLs, even of one: urls = ["service://..."]')
+        return value
+
+    @field_validator("urls_from", mode="before")
+    @classmethod
+    def _a_table(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError(
+                'a table naming where they are: urls_from = { file = "/etc/backupd/notify-urls" }'
+                " (or credential = ..., command = [...])"
+            )
+        return value
+
     @field_validator("urls")
     @classmethod
     def _urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -251,13 +268,24 @@ def url_problem(url: str) -> str | None:
     scheme, sep, rest = url.strip().partition("://")
     if not sep or not scheme or not rest:
         return "not a URL of the form service://... (see Apprise's list of services)"
-    import apprise  # here, not at the top: loading its services takes 0.1 s
-
     quiet_apprise()
+    import apprise  # here, not at the top: loading its services takes 0.1 s
+    from apprise.apprise import N_MGR
+
     asset = apprise.AppriseAsset(plugin_paths=[], storage_mode="memory")
-    if apprise.Apprise.instantiate(url.strip(), asset=asset) is None:
-        return f"Apprise has no service {scheme!r} or cannot read the URL's parts"
-    return None
+    if apprise.Apprise.instantiate(url.strip(), asset=asset) is not None:
+        return None
+    if scheme.lower() in ("http", "https"):
+        return (
+            f"{scheme!r} is no Apprise service: write the service's own scheme (a Mattermost "
+            "webhook https://HOST/hooks/KEY is mmosts://HOST/KEY) or json://, form://"
+        )
+    if scheme.lower() in N_MGR:
+        return (
+            f"Apprise's {scheme!r} service cannot read this URL: a part it needs is missing "
+            "or malformed (see the service's page in Apprise's wiki)"
+        )
+    return f"Apprise has no service {scheme!r}"
 
 
 def quiet_apprise() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from backupd.config.credentials import read_secret
 from backupd.config.load import NotifyConfig
 from backupd.config.sections import quiet_apprise, url_problem
-from backupd.errors import ConfigError, NotifyError
+from backupd.errors import BackupdError, NotifyError
 
 # Apprise's own limit on one service's whole send, as a multiple of [notify] timeout (the
 # connect and each read may each take the timeout; a redirect or two more)
@@ -37,37 +37,65 @@ class Service:
     url: str = field(repr=False)
 
 
-def services(cfg: NotifyConfig) -> list[Service]:
+@dataclass(frozen=True)
+class Services:
+    """What ``services`` found: the services to send to, and one line per URL that could
+    not be used (the rest are sent to all the same)."""
+
+    found: list[Service]
+    problems: list[str]
+
+
+def services(cfg: NotifyConfig) -> Services:
     """The configured services: ``urls``, then ``urls_from`` (read now, one per line, ``#``
-    comments and blank lines skipped). CredentialError if it cannot be read, ConfigError
-    naming the line of a line that is no Apprise URL."""
-    urls = list(cfg.urls)
+    comments and blank lines skipped). A ``urls_from`` that cannot be read, or a line of
+    it that is no Apprise URL, is a problem line; the other URLs are still services."""
+    urls, problems = list(cfg.urls), []
     if cfg.urls_from is not None:
-        text = read_secret(cfg.urls_from, "notify.urls_from")
+        try:
+            text = read_secret(cfg.urls_from, "notify.urls_from", output_secret=True)
+        except BackupdError as e:
+            text, problems = "", [str(e)]
         lines = [line.strip() for line in text.splitlines()]
-        for n, line in enumerate(lines, 1):
-            if not line or line.startswith("#"):
-                continue
+        given = [(n, line) for n, line in enumerate(lines, 1) if line and line[0] != "#"]
+        for n, line in given:
             problem = url_problem(line)
             if problem:
-                raise ConfigError([f"notify.urls_from: line {n}: {problem}"])
-            urls.append(line)
-    return [_service(url) for url in dict.fromkeys(urls)]
+                problems.append(f"notify.urls_from: line {n}: {problem}")
+            else:
+                urls.append(line)
+        if not given and not problems:
+            problems.append("notify.urls_from: gave no URL")
+    unique = list(dict.fromkeys(urls))
+    labels = _labels(unique)
+    found = [Service(_channel(url), label, url) for url, label in zip(unique, labels, strict=True)]
+    return Services(found, problems)
 
 
-def _service(url: str) -> Service:
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return Service(f"apprise:{digest}", _label(url), url)
+def _channel(url: str) -> str:
+    return f"apprise:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
 
 
-def _label(url: str) -> str:
-    """``scheme://host`` from Apprise's privacy form of the URL (tokens shortened to
-    ``T...2``), without user, password, path or query."""
-    plugin = _instantiate(url)
-    shown = plugin.url(privacy=True) if plugin is not None else url.partition("://")[0] + "://"
-    scheme, _, rest = shown.partition("://")
-    host = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
-    return f"{scheme}://{host}"
+# a host worth showing: a domain name (its last label letters), an IPv4 or IPv6 address,
+# localhost; anything else in the host's place (an ntfy topic, a Slack or Pushbullet
+# token) is a secret
+_SHOWN_HOST = re.compile(
+    r"^(localhost|\[[0-9A-Fa-f:.]+\]|[0-9]{1,3}(\.[0-9]{1,3}){3}"
+    r"|([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24})(:[0-9]{1,5})?$"
+)
+
+
+def _labels(urls: list[str]) -> list[str]:
+    """``scheme://host[:port]`` of each URL as written (``scheme://…`` where the host's
+    place holds a token), and ``(2)``, ``(3)`` after a label an earlier URL has."""
+    labels: list[str] = []
+    for url in urls:
+        scheme, _, rest = url.strip().partition("://")
+        host = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+        label = f"{scheme.lower()}://{host if _SHOWN_HOST.match(host) else '…'}"
+        same = sum(1 for other in labels if other.split(" (")[0] == label)
+        labels.append(f"{label} ({same + 1})" if same else label)
+    return labels
 
 
 def send_notification(
@@ -75,9 +103,9 @@ def send_notification(
 ) -> None:
     """Deliver one message to ``service``; NotifyError (one line: label and what its
     service answered, with the URL's secret parts blanked) if it was not delivered."""
+    plugin = _instantiate(service.url)
     import apprise
 
-    plugin = _instantiate(service.url)
     if plugin is None:  # config validated it: only a changed Apprise gets here
         raise NotifyError(f"{service.label}: Apprise no longer reads this URL")
     plugin.socket_connect_timeout = timeout
@@ -110,15 +138,19 @@ def _asset(timeout: float) -> Any:
         plugin_paths=[],  # no plugins from ~/.apprise: only Apprise's own code runs
         storage_mode="memory",  # nothing written under the daemon's home
         secure_logging=True,
+        app_id="backupd",  # the sender's name where the service shows one (Mattermost...)
+        app_desc="backupd alerts",
+        image_url_mask="",  # no icon fetched from Apprise's site by the chat's clients
+        image_url_logo="",
         service_timeout=SERVICE_TIMEOUTS * timeout,
         result_log_disk_size=0,
     )
 
 
 def _instantiate(url: str) -> Any:
+    quiet_apprise()  # before its import, which logs already
     import apprise
 
-    quiet_apprise()
     return apprise.Apprise.instantiate(url, asset=_asset(10.0))
 
 

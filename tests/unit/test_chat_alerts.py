@@ -6,10 +6,13 @@ at its seam (dispatch_chat's ``send``); where a real send is needed, a real webh
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -23,7 +26,7 @@ from backupd.catalogue.models import AlertEvent, utcnow
 from backupd.cli.main import cli
 from backupd.config.load import NotifyConfig
 from backupd.daemon.alerts import AlertLoop
-from backupd.errors import ConfigError, CredentialError, NotifyError
+from backupd.errors import ConfigError, NotifyError
 from backupd.notify.chat import Service, send_notification, services
 from jobs.registry import load_config
 from tests.harness.example_report import write_config
@@ -54,6 +57,13 @@ def recorder(sent: Sent, down: set[str] | None = None):  # type: ignore[no-untyp
         sent.append((service.label, title, body, failure))
 
     return send
+
+
+def found(ctx: Context) -> list[Service]:
+    assert ctx.config.notify is not None
+    targets = services(ctx.config.notify)
+    assert targets.problems == []
+    return targets.found
 
 
 def fail(ctx: Context, source: str = "app", message: str = "boom") -> int:
@@ -94,7 +104,7 @@ def test_a_service_that_is_down_keeps_its_alerts_and_gets_them_once_when_back(
 ) -> None:
     alert = fail(ctx)
     sent: Sent = []
-    chat = services(ctx.config.notify)[0]  # type: ignore[arg-type]
+    chat = found(ctx)[0]
     # the chat is down; push is not held back by it
     assert dispatch_chat(ctx, recorder(sent, {chat.label}), utcnow()) == 1
     assert [label for label, *_ in sent] == ["ntfy://ntfy.example.org"]
@@ -133,9 +143,10 @@ def test_a_sender_that_died_holding_a_claim_is_taken_over_after_its_lease(
     ctx: Context,
 ) -> None:
     alert = fail(ctx)
-    chat = services(ctx.config.notify)[0]  # type: ignore[arg-type]
+    chat = found(ctx)[0]
     now = utcnow()
-    ctx.catalogue.open_channel(chat.channel, chat.label, now, timedelta(days=1))
+    for service in found(ctx):  # both known from a look before (with their day)
+        ctx.catalogue.open_channel(service.channel, service.label, now, now - timedelta(days=1))
     lease = timedelta(minutes=5)
     assert ctx.catalogue.claim_channel_alerts(
         chat.channel, _key(ctx, alert), "dead:1:x", lease, now - timedelta(days=1)
@@ -171,7 +182,7 @@ def test_the_chat_column_says_sent_waiting_or_not_for_chat(ctx: Context) -> None
     with ctx.catalogue.session() as s:
         s.get_one(AlertEvent, old).created_at = utcnow() - timedelta(days=3)
     fail(ctx, source="sent")
-    chat = services(ctx.config.notify)[0]  # type: ignore[arg-type]
+    chat = found(ctx)[0]
     dispatch_chat(ctx, recorder([]), utcnow())
     fail(ctx, source="waits")
     dispatch_chat(ctx, recorder([], {chat.label}), utcnow())
@@ -183,10 +194,95 @@ def test_the_chat_column_says_sent_waiting_or_not_for_chat(ctx: Context) -> None
     rows = {line[where:].split()[0]: line[chat_at:message].strip() for line in lines}
     assert rows == {
         "web1/new": "not yet",
-        "web1/waits": "no (1 tries)",  # the chat is down; push got it
+        "web1/waits": "no (1 try)",  # the chat is down; push got it
         "web1/sent": "sent 2/2",
         "web1/old": "-",  # older than either service: never to be sent
     }
+
+
+def test_a_service_added_later_or_a_rotated_token_starts_from_its_first_look(
+    tmp_path: Path,
+) -> None:
+    """The first services get the last day; a URL added later (a rotated token is a new
+    URL) does not: the same room would hear the day's alerts twice."""
+    ctx = make_ctx(tmp_path, f'urls = ["{CHAT}"]')
+    fail(ctx, source="before")
+    sent: Sent = []
+    assert dispatch_chat(ctx, recorder(sent), utcnow()) == 1  # the first: the last day
+    rotated = CHAT.replace("chat-token-1", "chat-token-rotated")
+    ctx = make_ctx(tmp_path, f'urls = ["{rotated}"]')
+    assert dispatch_chat(ctx, recorder(sent), utcnow()) == 0  # not again
+    fail(ctx, source="after")
+    assert dispatch_chat(ctx, recorder(sent), utcnow()) == 1
+    assert [t for _, t, _, _ in sent] == [
+        "[backupd] backup failed: web1/before",
+        "[backupd] backup failed: web1/after",
+    ]
+
+
+def test_what_alerts_and_metrics_count_is_the_services_configured_now(
+    tmp_path: Path,
+) -> None:
+    """A removed service no longer counts (the next look has forgotten it); a service not
+    yet tried for an alert is waiting, not sent; an older alert is not due there."""
+    ctx = make_ctx(tmp_path, f'urls = ["{CHAT}", "{PUSH}"]')
+    fail(ctx)
+    chat, push = found(ctx)
+    dispatch_chat(ctx, recorder([], {chat.label}), utcnow())
+    assert b"backupd_alerts_pending 1.0" in exposition(ctx)  # the chat still waits
+    ctx = make_ctx(tmp_path, f'urls = ["{PUSH}"]')  # the broken chat removed
+    dispatch_chat(ctx, recorder([]), utcnow())
+    assert b"backupd_alerts_pending 0.0" in exposition(ctx)
+    [row] = listed(ctx)["alerts"]
+    assert [(n["service"], n["sent"] is not None) for n in row["notified"]] == [(push.label, True)]
+    third = "json://127.0.0.1:9/hooks/third-room"
+    ctx = make_ctx(tmp_path, f'urls = ["{PUSH}", "{third}"]')
+    fail(ctx, source="new")
+    failures: list[str] = []
+    dispatch_chat(ctx, recorder([], {"ntfy://ntfy.example.org"}), utcnow(), failures)
+    assert len(failures) == 1 and failures[0].startswith("ntfy://ntfy.example.org: ")
+    old, new = listed(ctx)["alerts"][1], listed(ctx)["alerts"][0]
+    assert [n["service"] for n in old["notified"]] == [push.label]  # not due on the third
+    assert sorted((n["service"], n["attempts"]) for n in new["notified"]) == [
+        ("json://127.0.0.1:9", 0),
+        ("ntfy://ntfy.example.org", 1),
+    ]
+
+
+def listed(ctx: Context) -> dict[str, list[dict[str, Any]]]:
+    shown = CliRunner().invoke(cli, ["--config", str(ctx.config.path), "alerts", "--json"])
+    assert shown.exit_code == 0, shown.output
+    listing: dict[str, list[dict[str, Any]]] = json.loads(shown.output)
+    return listing
+
+
+def test_alerts_send_exits_15_when_a_delivery_failed_and_0_when_none_did(
+    tmp_path: Path,
+) -> None:
+    with webhook_server() as (port, received):
+        ctx = make_ctx(tmp_path, f'urls = ["json://127.0.0.1:{port}/hook"]\ntimeout = 5')
+        fail(ctx)
+        config = ["--config", str(ctx.config.path), "alerts", "--send"]
+        ok = CliRunner().invoke(cli, config)
+        assert ok.exit_code == 0, ok.output
+        assert len(received) == 1
+    fail(ctx, source="other")  # the webhook is gone now
+    down = CliRunner().invoke(cli, config)
+    assert down.exit_code == 15, down.output
+    last = down.output.strip().splitlines()[-1]
+    assert last.startswith("backupctl: error: not delivered, kept for the next look: json://")
+    assert CliRunner().invoke(cli, [*config[:3]]).exit_code == 0  # only --send says so
+
+
+def test_urls_and_urls_from_of_the_wrong_shape_say_the_right_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"notify\.urls: a list of URLs, even of one"):
+        make_ctx(tmp_path, f'urls = "{CHAT}"')
+    with pytest.raises(ConfigError, match=r"notify\.urls_from: a table naming where they are"):
+        make_ctx(tmp_path, 'urls_from = "/etc/backupd/notify-urls"')
+    with pytest.raises(ConfigError, match=r"Apprise's 'mmost' service cannot read this URL"):
+        make_ctx(tmp_path, 'urls = ["mmost://127.0.0.1:8065"]')
+    with pytest.raises(ConfigError, match=r"'https' is no Apprise service: .* mmosts://HOST/KEY"):
+        make_ctx(tmp_path, 'urls = ["https://chat.example.org/hooks/abc"]')
 
 
 def test_without_notify_nothing_is_sent_and_nothing_is_pending(tmp_path: Path) -> None:
@@ -200,7 +296,7 @@ def test_without_notify_nothing_is_sent_and_nothing_is_pending(tmp_path: Path) -
 def test_alerts_waiting_for_a_service_are_pending_in_the_metrics(ctx: Context) -> None:
     fail(ctx)
     fail(ctx, source="other")
-    chat = services(ctx.config.notify)[0]  # type: ignore[arg-type]
+    chat = found(ctx)[0]
     dispatch_chat(ctx, recorder([], {chat.label}), utcnow())
     assert b"backupd_alerts_pending 2.0" in exposition(ctx)
     dispatch_chat(ctx, recorder([]), utcnow())
@@ -212,18 +308,57 @@ def test_urls_from_a_private_file_one_per_line(tmp_path: Path) -> None:
     urls.write_text(f"# the ops room\n\n{CHAT}\n{PUSH}\n{CHAT}\n")
     urls.chmod(0o600)
     ctx = make_ctx(tmp_path, f'urls_from = {{ file = "{urls}" }}')
-    assert [s.label for s in services(ctx.config.notify)] == [  # type: ignore[arg-type]
-        "json://127.0.0.1:9",
-        "ntfy://ntfy.example.org",
-    ]
+    assert ctx.config.notify is not None
+    assert [s.label for s in found(ctx)] == ["json://127.0.0.1:9", "ntfy://ntfy.example.org"]
     urls.chmod(0o644)
-    with pytest.raises(CredentialError, match=r"notify\.urls_from: file .* readable by others"):
-        services(ctx.config.notify)  # type: ignore[arg-type]
+    [readable] = services(ctx.config.notify).problems
+    assert re.match(r"notify\.urls_from: file .* readable by others", readable)
     urls.chmod(0o600)
     urls.write_text(f"{CHAT}\nhttps//not-a-url/secret-part\n")
-    with pytest.raises(ConfigError, match=r"notify\.urls_from: line 2: not a URL") as bad:
-        services(ctx.config.notify)  # type: ignore[arg-type]
-    assert "secret-part" not in str(bad.value)
+    targets = services(ctx.config.notify)  # the good line still counts
+    assert [s.label for s in targets.found] == ["json://127.0.0.1:9"]
+    assert [p[:36] for p in targets.problems] == ["notify.urls_from: line 2: not a URL "]
+    assert "secret-part" not in targets.problems[0]
+
+
+def test_a_failing_urls_from_command_does_not_print_what_it_said(tmp_path: Path) -> None:
+    """A secrets tool (or a `set -x` wrapper) may say the URL on stderr: not repeated."""
+    script = "echo json://127.0.0.1:9/stderr-token >&2; exit 3"
+    ctx = make_ctx(
+        tmp_path, f'urls = ["{PUSH}"]\nurls_from = {{ command = ["sh", "-c", "{script}"] }}'
+    )
+    assert ctx.config.notify is not None
+    targets = services(ctx.config.notify)
+    [problem] = targets.problems
+    assert problem.startswith("notify.urls_from: command 'sh' exited 3")
+    assert "stderr-token" not in problem
+    assert [s.label for s in targets.found] == ["ntfy://ntfy.example.org"]  # inline: still
+    silent = make_ctx(tmp_path, 'urls_from = { command = ["true"] }')
+    assert silent.config.notify is not None
+    assert services(silent.config.notify).problems == ["notify.urls_from: gave no URL"]
+
+
+def test_labels_show_a_host_never_a_token_in_its_place() -> None:
+    cfg = NotifyConfig(
+        urls=(
+            "ntfy://SECRETTOPICbackups",
+            "tgram://123456789:SECRETBOT/-100123",
+            "pbul://SECRETPUSHBULLETq",
+            "ntfys://ntfy.example.org/topic-1",
+            "mmosts://user:pw@chat.example.org:8443/key-1",
+            "mmosts://chat.example.org:8443/key-2",
+            "json://[::1]:8080/hook",
+        )
+    )
+    assert [s.label for s in services(cfg).found] == [
+        "ntfy://…",
+        "tgram://…",
+        "pbul://…",
+        "ntfys://ntfy.example.org",
+        "mmosts://chat.example.org:8443",
+        "mmosts://chat.example.org:8443 (2)",  # two rooms on one server, told apart
+        "json://[::1]:8080",
+    ]
 
 
 def test_an_unreadable_urls_from_sends_nothing_and_says_so(
@@ -260,7 +395,7 @@ def test_a_real_send_names_the_service_never_its_token(
     fail(ctx, source="other")
     with caplog.at_level(logging.DEBUG):
         assert dispatch_chat(ctx) == 0  # the webhook is gone now
-    [service] = services(ctx.config.notify)  # type: ignore[arg-type]
+    [service] = found(ctx)
     assert service.label == f"json://127.0.0.1:{port}"
     with pytest.raises(NotifyError) as down:
         send_notification(service, "t", "b", 2.0)
