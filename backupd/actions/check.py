@@ -21,7 +21,7 @@ from backupd.config.credentials import read_passphrase
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.config.units import human_bytes
 from backupd.errors import BackupdError
-from backupd.notify.chat import services
+from backupd.notify.chat import fingerprint_key, services
 from backupd.remote.droplet_gate import EXIT_REFUSED, HELLO
 from jobs.base import DumpStream, TreeTransfer
 from jobs.registry import registry
@@ -71,7 +71,7 @@ def check_notify(ctx: Context) -> Iterator[Finding]:
     cfg = ctx.config.notify
     if cfg is None:
         return
-    targets = services(cfg)
+    targets = services(cfg, fingerprint_key(ctx.private_dir(ctx.config.state_dir)))
     for problem in targets.problems:
         yield Finding("notify", False, problem)
     labels = ", ".join(s.label for s in targets.found)

@@ -10,7 +10,8 @@ daemon's loop and ``backupctl alerts --send`` never both send one (decision 0012
 The first services ever configured get the alerts of the day before
 (``NEW_SERVICE_BACKLOG``), not the whole history: the failure that made someone add them is
 still news, last year's are not. A service added later (or a URL whose token was rotated,
-which is a new service) starts from the previous look: its room already heard the rest.
+which is a new service), or put back after it was removed, gets what the others still owe
+and what came since the last look (``_open``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,16 @@ from backupd.actions.context import Context
 from backupd.catalogue.alerts import SUPPRESSED, group_key
 from backupd.catalogue.claims import claim_token
 from backupd.catalogue.models import AlertEvent, utcnow
+from backupd.catalogue.store import Catalogue
 from backupd.config.load import NotifyConfig
 from backupd.errors import BackupdError
-from backupd.notify.chat import Service, notify_lease, send_notification, services
+from backupd.notify.chat import (
+    Service,
+    fingerprint_key,
+    notify_lease,
+    send_notification,
+    services,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +59,9 @@ def dispatch_chat(
     if cfg is None:
         return 0
     failures = [] if failures is None else failures
-    targets = services(cfg)
+    targets = services(cfg, fingerprint_key(ctx.private_dir(ctx.config.state_dir)))
     for problem in targets.problems:  # the other services are sent to all the same
-        log.error("notifications not sent (kept, retried later): %s", problem)
+        log.error("[notify]: %s (the other services are sent to)", problem)
         failures.append(problem)
     if send is None:
 
@@ -62,15 +70,25 @@ def dispatch_chat(
 
     now = now or utcnow()
     cat = ctx.catalogue
-    # the last day's alerts for the first services ever; one added later (or a token
-    # rotated: a new URL) gets those since the last look, so a room does not hear the
-    # day's alerts twice, and misses none recorded after the others last heard
-    start = cat.last_look() or now - NEW_SERVICE_BACKLOG
-    since = {s.channel: cat.open_channel(s.channel, s.label, now, start) for s in targets.found}
+    since = _open(cat, targets.found, now)
     return sum(
         _dispatch_service(ctx, cfg, service, since[service.channel], send, now, failures)
         for service in targets.found
     )
+
+
+def _open(cat: Catalogue, found: list[Service], now: datetime) -> dict[str, datetime]:
+    """Each service's ``since``. The first services ever get the last day's alerts. One
+    added later (a rotated token is a new URL), or back after it was removed, gets what
+    the services of the last look still owe and what came since that look: its room does
+    not hear the day's alerts twice, yet misses none the old URL could not deliver."""
+    last = cat.last_look()
+    if last is None:
+        start = now - NEW_SERVICE_BACKLOG
+    else:
+        owed = cat.oldest_owed(cat.current_channels())
+        start = min(last, owed) if owed is not None else last
+    return {s.channel: cat.open_channel(s.channel, s.label, now, start, last) for s in found}
 
 
 def _dispatch_service(

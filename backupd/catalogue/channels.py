@@ -84,18 +84,27 @@ class ChannelRecords:
     """Mixed into Catalogue."""
 
     def open_channel(
-        self: HasSession, channel: str, label: str, now: datetime, since: datetime
+        self: HasSession,
+        channel: str,
+        label: str,
+        now: datetime,
+        start: datetime,
+        last_look: datetime | None,
     ) -> datetime:
-        """The channel's ``since`` (``since`` at its first use; a concurrent first use is
-        no error); marks it seen ``now``."""
+        """Mark the channel seen ``now`` and return its ``since``: ``start`` for a channel
+        new, or back after the last look passed it by (a URL removed, then put back: what
+        it missed meanwhile is not sent to it); otherwise what it had. A concurrent first
+        use is no error."""
         with self.session() as s:
             row = s.get(AlertChannel, channel)
             if row is not None:
+                if last_look is not None and row.seen_at < last_look:
+                    row.since = max(row.since, start)
                 row.label, row.seen_at = label, now
                 return row.since
         try:
             with self.session() as s:
-                s.add(AlertChannel(channel=channel, label=label, since=since, seen_at=now))
+                s.add(AlertChannel(channel=channel, label=label, since=start, seen_at=now))
         except IntegrityError:
             pass  # another sender opened it first
         with self.session() as s:
@@ -106,6 +115,18 @@ class ChannelRecords:
         """When the newest dispatch looked (None: none ever did)."""
         with self.session() as s:
             value: datetime | None = s.scalar(select(func.max(AlertChannel.seen_at)))
+            return value
+
+    def oldest_owed(self: HasSession, chats: Sequence[AlertChannel]) -> datetime | None:
+        """When the oldest alert still owed to one of ``chats`` was recorded (None: none
+        is): a service that takes over from them (a rotated token) starts there."""
+        owed = [and_(AlertEvent.created_at >= c.since, ~_sent_on(c.channel)) for c in chats]
+        if not owed:
+            return None
+        with self.session() as s:
+            value: datetime | None = s.scalar(
+                select(func.min(AlertEvent.created_at)).where(or_(*owed))
+            )
             return value
 
     def channel_unsent(self: HasSession, channel: str, since: datetime) -> list[AlertEvent]:

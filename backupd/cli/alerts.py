@@ -24,7 +24,9 @@ from backupd.errors import DeliveryError
     help="Look for stale sources and disk use, then mail (and send to [notify]'s chat "
     "services) every unsent alert now (the daemon does this every minute).",
 )
-@click.option("--limit", default=30, show_default=True, help="Newest N alerts.")
+@click.option(
+    "--limit", default=30, show_default=True, type=click.IntRange(min=1), help="Newest N alerts."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @clean_errors
@@ -53,13 +55,14 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
         mailed = dispatch(ctx, failures=failures)
         chats = dispatch_chat(ctx, failures=failures)
         click.echo(
-            f"{len(recorded)} new alert(s) found; {mailed} mail(s) sent"
+            f"{len(recorded)} new stale-source or disk alert(s); {mailed} mail(s) sent"
             + ("" if ctx.config.mail else " (no [mail] configured)")
             + (f"; {chats} chat notification(s) sent" if ctx.config.notify else ""),
             err=True,
         )
     newest = list(reversed(ctx.catalogue.alerts()[-limit:]))
     chat_rows = deliveries(ctx, newest)
+    first_look = ctx.catalogue.last_look() is None  # no service known yet: all "not yet"
     rows: list[dict[str, Any]] = [
         {
             "id": a.id,
@@ -107,7 +110,7 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
                 r["kind"],
                 "/".join(p for p in (r["host"], r["source"]) if p) or "-",
                 _said(r["folded"], r["mailed"], r["attempts"]) if ctx.config.mail else "-",
-                *((_chat_said(r["notified"]),) if chat else ()),
+                *((_chat_said(r["notified"], first_look),) if chat else ()),
                 str(r["message"])[:90],
             )
             for r in rows
@@ -117,10 +120,13 @@ def alerts(click_ctx: click.Context, send: bool, limit: int, as_json: bool) -> N
 
 
 def _failed(failures: list[str]) -> None:
-    """After the listing: a failed delivery (its alerts stay queued) is exit 15."""
+    """After the listing: a failed delivery (its alerts stay queued) is exit 15; what
+    failed was logged as it happened (above)."""
     if failures:
-        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-        raise DeliveryError(f"not delivered, kept for the next look: {failures[0]}{more}")
+        raise DeliveryError(
+            f"{len(failures)} delivery problem(s), said above; the alerts are kept for the next "
+            "look"
+        )
 
 
 def _said(folded: bool, at: datetime | None, attempts: int) -> str:
@@ -133,11 +139,12 @@ def _said(folded: bool, at: datetime | None, attempts: int) -> str:
     return "not yet"
 
 
-def _chat_said(notified: list[dict[str, Any]]) -> str:
-    """One word for every service configured now: the worst of them ("no (3 tries)", "sent
-    1/2", "sent 2/2"); "-" for an alert no service is to get."""
+def _chat_said(notified: list[dict[str, Any]], first_look: bool) -> str:
+    """One word for every service of the newest look: the worst of them ("no (3 tries)",
+    "sent 1/2", "sent 2/2"); "-" for an alert no service is to get; "not yet" for all
+    before any look."""
     if not notified:
-        return "-"
+        return "not yet" if first_look else "-"
     failing = [n["attempts"] for n in notified if n["sent"] is None and n["attempts"]]
     if failing:
         return _said(False, None, max(failing))

@@ -104,6 +104,9 @@ def _from_command(argv: tuple[str, ...], *, show_stderr: bool = True) -> str:
     if done.exit_status != 0:
         tail = done.stderr.decode(errors="replace").strip()[-300:]
         if not show_stderr:
-            tail = "(its error output is not shown: it may hold the secret)"
+            raise CredentialError(
+                f"passphrase command {argv[0]!r} exited {done.exit_status} "
+                "(its error output is not shown: it may hold the secret)"
+            )
         raise CredentialError(f"passphrase command {argv[0]!r} exited {done.exit_status}: {tail}")
     return done.stdout.decode("utf-8", errors="strict")

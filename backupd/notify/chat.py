@@ -11,20 +11,27 @@ payloads at debug level) is kept out of backupd's (``quiet_apprise``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
+import os
 import re
+import secrets
+import tempfile
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from backupd.config.credentials import read_secret
 from backupd.config.load import NotifyConfig
 from backupd.config.sections import quiet_apprise, url_problem
-from backupd.errors import BackupdError, NotifyError
+from backupd.errors import BackupdError, CredentialError, NotifyError
 
 # Apprise's own limit on one service's whole send, as a multiple of [notify] timeout (the
 # connect and each read may each take the timeout; a redirect or two more)
 SERVICE_TIMEOUTS = 3
+KEY_FILE = "notify.key"
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,11 @@ class Services:
     problems: list[str]
 
 
-def services(cfg: NotifyConfig) -> Services:
+def services(cfg: NotifyConfig, key: bytes) -> Services:
     """The configured services: ``urls``, then ``urls_from`` (read now, one per line, ``#``
     comments and blank lines skipped). A ``urls_from`` that cannot be read, or a line of
-    it that is no Apprise URL, is a problem line; the other URLs are still services."""
+    it that is no Apprise URL, is a problem line; the other URLs are still services.
+    ``key`` keys the services' fingerprints (``fingerprint_key``)."""
     urls, problems = list(cfg.urls), []
     if cfg.urls_from is not None:
         try:
@@ -67,13 +75,34 @@ def services(cfg: NotifyConfig) -> Services:
         if not given and not problems:
             problems.append("notify.urls_from: gave no URL")
     unique = list(dict.fromkeys(urls))
-    labels = _labels(unique)
-    found = [Service(_channel(url), label, url) for url, label in zip(unique, labels, strict=True)]
+    channels = [_channel(url, key) for url in unique]
+    labels = _labels(unique, channels)
+    found = [Service(*given) for given in zip(channels, labels, unique, strict=True)]
     return Services(found, problems)
 
 
-def _channel(url: str) -> str:
-    return f"apprise:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+def fingerprint_key(state_dir: Path) -> bytes:
+    """The secret that keys the services' fingerprints: ``<state_dir>/notify.key`` (0600),
+    made at first use. With it, a copy of the catalogue does not let anyone confirm a
+    guessed URL (an ntfy topic of a few words) by hashing it."""
+    path = state_dir / KEY_FILE
+    if not path.exists():  # made whole, then linked: a reader never sees it half written
+        fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".notify-key-")  # 0600
+        try:
+            os.write(fd, secrets.token_bytes(32))
+            os.close(fd)
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise CredentialError(f"{path}: not a key backupd made (32 bytes): remove it")
+    return key
+
+
+def _channel(url: str, key: bytes) -> str:
+    return f"apprise:{hmac.new(key, url.encode(), hashlib.sha256).hexdigest()[:16]}"
 
 
 # a host worth showing: a domain name (its last label letters), an IPv4 or IPv6 address,
@@ -85,17 +114,19 @@ _SHOWN_HOST = re.compile(
 )
 
 
-def _labels(urls: list[str]) -> list[str]:
+def _labels(urls: list[str], channels: list[str]) -> list[str]:
     """``scheme://host[:port]`` of each URL as written (``scheme://…`` where the host's
-    place holds a token), and ``(2)``, ``(3)`` after a label an earlier URL has."""
-    labels: list[str] = []
+    place holds a token); where two have one label, each gets ``#`` and 4 hex digits of
+    its fingerprint: the same service keeps its label whatever the order of the URLs."""
+    plain = []
     for url in urls:
         scheme, _, rest = url.strip().partition("://")
         host = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
-        label = f"{scheme.lower()}://{host if _SHOWN_HOST.match(host) else '…'}"
-        same = sum(1 for other in labels if other.split(" (")[0] == label)
-        labels.append(f"{label} ({same + 1})" if same else label)
-    return labels
+        plain.append(f"{scheme.lower()}://{host if _SHOWN_HOST.match(host) else '…'}")
+    return [
+        f"{label} #{channel.removeprefix('apprise:')[:4]}" if plain.count(label) > 1 else label
+        for label, channel in zip(plain, channels, strict=True)
+    ]
 
 
 def send_notification(

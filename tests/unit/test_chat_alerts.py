@@ -6,6 +6,7 @@ at its seam (dispatch_chat's ``send``); where a real send is needed, a real webh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -26,8 +27,8 @@ from backupd.catalogue.models import AlertEvent, utcnow
 from backupd.cli.main import cli
 from backupd.config.load import NotifyConfig
 from backupd.daemon.alerts import AlertLoop
-from backupd.errors import ConfigError, NotifyError
-from backupd.notify.chat import Service, send_notification, services
+from backupd.errors import ConfigError, CredentialError, NotifyError
+from backupd.notify.chat import Service, fingerprint_key, send_notification, services
 from jobs.registry import load_config
 from tests.harness.example_report import write_config
 from tests.harness.recorder import webhook_server
@@ -35,6 +36,7 @@ from tests.harness.recorder import webhook_server
 CHAT = "json://127.0.0.1:9/hooks/chat-token-1"
 PUSH = "ntfy://ntfy.example.org/push-topic-2"
 Sent = list[tuple[str, str, str, bool]]
+KEY = b"k" * 32  # a fingerprint key, where no state directory is involved
 
 
 def make_ctx(tmp_path: Path, notify: str) -> Context:
@@ -61,7 +63,7 @@ def recorder(sent: Sent, down: set[str] | None = None):  # type: ignore[no-untyp
 
 def found(ctx: Context) -> list[Service]:
     assert ctx.config.notify is not None
-    targets = services(ctx.config.notify)
+    targets = services(ctx.config.notify, fingerprint_key(ctx.private_dir(ctx.config.state_dir)))
     assert targets.problems == []
     return targets.found
 
@@ -146,7 +148,9 @@ def test_a_sender_that_died_holding_a_claim_is_taken_over_after_its_lease(
     chat = found(ctx)[0]
     now = utcnow()
     for service in found(ctx):  # both known from a look before (with their day)
-        ctx.catalogue.open_channel(service.channel, service.label, now, now - timedelta(days=1))
+        ctx.catalogue.open_channel(
+            service.channel, service.label, now, now - timedelta(days=1), None
+        )
     lease = timedelta(minutes=5)
     assert ctx.catalogue.claim_channel_alerts(
         chat.channel, _key(ctx, alert), "dead:1:x", lease, now - timedelta(days=1)
@@ -182,17 +186,13 @@ def test_the_chat_column_says_sent_waiting_or_not_for_chat(ctx: Context) -> None
     with ctx.catalogue.session() as s:
         s.get_one(AlertEvent, old).created_at = utcnow() - timedelta(days=3)
     fail(ctx, source="sent")
+    assert chat_column(ctx)["web1/sent"] == "not yet"  # before the first look
     chat = found(ctx)[0]
     dispatch_chat(ctx, recorder([]), utcnow())
     fail(ctx, source="waits")
     dispatch_chat(ctx, recorder([], {chat.label}), utcnow())
     fail(ctx, source="new")
-    shown = CliRunner().invoke(cli, ["--config", str(ctx.config.path), "alerts"])
-    assert shown.exit_code == 0, shown.output
-    head, *lines = shown.output.splitlines()
-    where, chat_at, message = head.index("WHERE"), head.index("CHAT"), head.index("MESSAGE")
-    rows = {line[where:].split()[0]: line[chat_at:message].strip() for line in lines}
-    assert rows == {
+    assert chat_column(ctx) == {
         "web1/new": "not yet",
         "web1/waits": "no (1 try)",  # the chat is down; push got it
         "web1/sent": "sent 2/2",
@@ -270,7 +270,10 @@ def test_alerts_send_exits_15_when_a_delivery_failed_and_0_when_none_did(
     down = CliRunner().invoke(cli, config)
     assert down.exit_code == 15, down.output
     last = down.output.strip().splitlines()[-1]
-    assert last.startswith("backupctl: error: not delivered, kept for the next look: json://")
+    assert last == (
+        "backupctl: error: 1 delivery problem(s), said above; the alerts are kept for the next look"
+    )
+    assert "notification failed (kept, retried later): json://127.0.0.1:" in down.output
     assert CliRunner().invoke(cli, [*config[:3]]).exit_code == 0  # only --send says so
 
 
@@ -283,6 +286,16 @@ def test_urls_and_urls_from_of_the_wrong_shape_say_the_right_one(tmp_path: Path)
         make_ctx(tmp_path, 'urls = ["mmost://127.0.0.1:8065"]')
     with pytest.raises(ConfigError, match=r"'https' is no Apprise service: .* mmosts://HOST/KEY"):
         make_ctx(tmp_path, 'urls = ["https://chat.example.org/hooks/abc"]')
+
+
+def chat_column(ctx: Context) -> dict[str, str]:
+    """WHERE -> CHAT of `backupctl alerts` (no [mail]: MAILED says "-")."""
+    shown = CliRunner().invoke(cli, ["--config", str(ctx.config.path), "alerts"])
+    assert shown.exit_code == 0, shown.output
+    head, *lines = shown.output.splitlines()
+    where, chat_at, message = head.index("WHERE"), head.index("CHAT"), head.index("MESSAGE")
+    assert {line[head.index("MAILED") : chat_at].strip() for line in lines} == {"-"}
+    return {line[where:].split()[0]: line[chat_at:message].strip() for line in lines}
 
 
 def test_without_notify_nothing_is_sent_and_nothing_is_pending(tmp_path: Path) -> None:
@@ -311,11 +324,11 @@ def test_urls_from_a_private_file_one_per_line(tmp_path: Path) -> None:
     assert ctx.config.notify is not None
     assert [s.label for s in found(ctx)] == ["json://127.0.0.1:9", "ntfy://ntfy.example.org"]
     urls.chmod(0o644)
-    [readable] = services(ctx.config.notify).problems
+    [readable] = services(ctx.config.notify, KEY).problems
     assert re.match(r"notify\.urls_from: file .* readable by others", readable)
     urls.chmod(0o600)
     urls.write_text(f"{CHAT}\nhttps//not-a-url/secret-part\n")
-    targets = services(ctx.config.notify)  # the good line still counts
+    targets = services(ctx.config.notify, KEY)  # the good line still counts
     assert [s.label for s in targets.found] == ["json://127.0.0.1:9"]
     assert [p[:36] for p in targets.problems] == ["notify.urls_from: line 2: not a URL "]
     assert "secret-part" not in targets.problems[0]
@@ -328,36 +341,85 @@ def test_a_failing_urls_from_command_does_not_print_what_it_said(tmp_path: Path)
         tmp_path, f'urls = ["{PUSH}"]\nurls_from = {{ command = ["sh", "-c", "{script}"] }}'
     )
     assert ctx.config.notify is not None
-    targets = services(ctx.config.notify)
+    targets = services(ctx.config.notify, KEY)
     [problem] = targets.problems
     assert problem.startswith("notify.urls_from: command 'sh' exited 3")
     assert "stderr-token" not in problem
     assert [s.label for s in targets.found] == ["ntfy://ntfy.example.org"]  # inline: still
     silent = make_ctx(tmp_path, 'urls_from = { command = ["true"] }')
     assert silent.config.notify is not None
-    assert services(silent.config.notify).problems == ["notify.urls_from: gave no URL"]
+    assert services(silent.config.notify, KEY).problems == ["notify.urls_from: gave no URL"]
 
 
 def test_labels_show_a_host_never_a_token_in_its_place() -> None:
-    cfg = NotifyConfig(
-        urls=(
-            "ntfy://SECRETTOPICbackups",
-            "tgram://123456789:SECRETBOT/-100123",
-            "pbul://SECRETPUSHBULLETq",
-            "ntfys://ntfy.example.org/topic-1",
-            "mmosts://user:pw@chat.example.org:8443/key-1",
-            "mmosts://chat.example.org:8443/key-2",
-            "json://[::1]:8080/hook",
-        )
+    urls = (
+        "ntfy://SECRETTOPICbackups",
+        "tgram://123456789:SECRETBOT/-100123",
+        "pbul://SECRETPUSHBULLETq",
+        "ntfys://ntfy.example.org/topic-1",
+        "mmosts://user:pw@chat.example.org:8443/key-1",
+        "mmosts://chat.example.org:8443/key-2",
+        "json://[::1]:8080/hook",
     )
-    assert [s.label for s in services(cfg).found] == [
+    found = services(NotifyConfig(urls=urls), KEY).found
+    two = [s.channel.removeprefix("apprise:")[:4] for s in found[4:6]]
+    assert [s.label for s in found] == [
         "ntfy://…",
         "tgram://…",
         "pbul://…",
         "ntfys://ntfy.example.org",
-        "mmosts://chat.example.org:8443",
-        "mmosts://chat.example.org:8443 (2)",  # two rooms on one server, told apart
+        f"mmosts://chat.example.org:8443 #{two[0]}",  # two rooms on one server, told
+        f"mmosts://chat.example.org:8443 #{two[1]}",  # apart by their fingerprints
         "json://[::1]:8080",
+    ]
+    backwards = services(NotifyConfig(urls=tuple(reversed(urls))), KEY).found
+    assert {s.channel: s.label for s in backwards} == {s.channel: s.label for s in found}
+
+
+def test_a_fingerprint_is_keyed_by_a_private_secret_of_the_install(tmp_path: Path) -> None:
+    """A copy of the catalogue does not let anyone confirm a guessed URL by hashing it."""
+    key = fingerprint_key(tmp_path)
+    assert len(key) == 32 and fingerprint_key(tmp_path) == key
+    assert (tmp_path / "notify.key").stat().st_mode & 0o777 == 0o600
+    [service] = services(NotifyConfig(urls=(PUSH,)), key).found
+    assert service.channel != f"apprise:{hashlib.sha256(PUSH.encode()).hexdigest()[:16]}"
+    assert service.channel != services(NotifyConfig(urls=(PUSH,)), KEY).found[0].channel
+    (tmp_path / "notify.key").write_bytes(b"short")
+    with pytest.raises(CredentialError, match="not a key backupd made"):
+        fingerprint_key(tmp_path)
+
+
+def test_a_rotated_token_gets_what_the_old_one_could_not_deliver(tmp_path: Path) -> None:
+    """The token was revoked, so deliveries failed; the operator rotates it: the new URL
+    gets the alerts still owed, and not those the old one had already delivered."""
+    ctx = make_ctx(tmp_path, f'urls = ["{CHAT}"]')
+    fail(ctx, source="delivered")
+    sent: Sent = []
+    dispatch_chat(ctx, recorder(sent), utcnow())
+    fail(ctx, source="owed")
+    dispatch_chat(ctx, recorder(sent, {"json://127.0.0.1:9"}), utcnow())  # revoked
+    ctx = make_ctx(tmp_path, f'urls = ["{CHAT.replace("token-1", "token-2")}"]')
+    assert dispatch_chat(ctx, recorder(sent), utcnow()) == 1
+    assert [t for _, t, _, _ in sent] == [
+        "[backupd] backup failed: web1/delivered",
+        "[backupd] backup failed: web1/owed",
+    ]
+
+
+def test_a_url_put_back_does_not_get_what_came_while_it_was_gone(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, f'urls = ["{CHAT}", "{PUSH}"]')
+    sent: Sent = []
+    dispatch_chat(ctx, recorder(sent), utcnow())
+    ctx = make_ctx(tmp_path, f'urls = ["{PUSH}"]')  # the chat removed for a while
+    fail(ctx, source="meanwhile")
+    dispatch_chat(ctx, recorder(sent), utcnow())
+    ctx = make_ctx(tmp_path, f'urls = ["{CHAT}", "{PUSH}"]')  # and put back
+    fail(ctx, source="after")
+    dispatch_chat(ctx, recorder(sent), utcnow())
+    assert sorted((label, t) for label, t, _, _ in sent) == [
+        ("json://127.0.0.1:9", "[backupd] backup failed: web1/after"),
+        ("ntfy://ntfy.example.org", "[backupd] backup failed: web1/after"),
+        ("ntfy://ntfy.example.org", "[backupd] backup failed: web1/meanwhile"),
     ]
 
 
@@ -368,7 +430,8 @@ def test_an_unreadable_urls_from_sends_nothing_and_says_so(
     fail(ctx)
     with caplog.at_level(logging.ERROR):
         assert dispatch_chat(ctx, recorder([]), utcnow()) == 0
-    assert "notifications not sent (kept, retried later): notify.urls_from" in caplog.text
+    assert "[notify]: notify.urls_from: file " in caplog.text
+    assert "(the other services are sent to)" in caplog.text
 
 
 def test_a_bad_url_is_a_config_error_without_the_url(tmp_path: Path) -> None:
