@@ -211,3 +211,10 @@ class MailError(DeliveryError):
 class NotifyError(DeliveryError):
     """A chat or push notification (an Apprise URL) was not delivered; the alert stays
     queued for that service."""
+
+
+class OffsiteError(BackupdError):
+    """The off-site copy failed (rclone, the remote, or a copy that does not match)."""
+
+    exit_code = 19
+    transient = True  # the remote may answer later: the daemon retries the job

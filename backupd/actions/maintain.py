@@ -50,6 +50,9 @@ def jobs_for(ctx: Context) -> list[tuple[str, str | None]]:
     store-wide jobs once (host None)."""
     planned: list[tuple[str, str | None]] = []
     for name, job in sorted(maintenance_jobs().items()):
+        needs = getattr(job, "requires", None)  # a table the job needs ([offsite])
+        if needs is not None and getattr(ctx.config, needs) is None:
+            continue
         if job.per_repository:
             planned += [(name, host) for host in sorted(ctx.config.hosts)]
         else:
@@ -110,7 +113,9 @@ def _run(ctx: Context, job: MaintenanceJob, host: str | None) -> MaintenanceResu
     repository = None
     if host is not None:
         repository = ctx.repository(host)
-        if not ctx.borg.is_repository(repository):  # no backup yet: nothing to look after
+        missing = not ctx.borg.is_repository(repository)
+        if missing and not getattr(job, "runs_without_repository", False):
+            # no backup yet: nothing to look after
             return MaintenanceResult(f"no repository yet at {repository}: nothing to do")
     env = MaintenanceEnv(ctx.config, ctx.borg, ctx.catalogue, host, repository)
     return job.run(env)

@@ -26,6 +26,7 @@ COMMANDS = {
     "key": "backupd.cli.keys:key_group",
     "ls": "backupd.cli.find:ls",
     "metrics": "backupd.cli.metrics:metrics",
+    "offsite": "backupd.cli.offsite:offsite_group",
     "report": "backupd.cli.report:report",
     "restore": "backupd.cli.restore:restore",
     "runs": "backupd.cli.inspect:runs",

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from backupd.config.offsite import OffsiteConfig, RemoteConfig, resolve_offsite
 from backupd.config.sections import (
     AlertsConfig,
     ChangesConfig,
@@ -56,7 +57,9 @@ __all__ = [  # the section models live in config_sections; importers find them h
     "MaintenanceConfig",
     "MetricsConfig",
     "NotifyConfig",
+    "OffsiteConfig",
     "PassphraseConfig",
+    "RemoteConfig",
     "RestoreTarget",
     "RetentionConfig",
     "SourceConfig",
@@ -179,6 +182,7 @@ class Config(Model):
     alerts: AlertsConfig = AlertsConfig()
     mail: MailConfig | None = None  # no mail: reports are kept in the catalogue, alerts logged
     notify: NotifyConfig | None = None  # chat and push (Apprise URLs), besides mail
+    offsite: OffsiteConfig | None = None  # the second copy, off the backup host
     hosts: Mapping[str, HostConfig]
     restore_targets: Mapping[str, RestoreTarget] = Field(default_factory=dict)
 
@@ -273,8 +277,9 @@ def parse_config(raw: dict[str, Any], file: Path, *, kinds: KindModels) -> Confi
         ),
         **{k: raw[k] for k in SECTIONS if k in raw},
         **{k: _resolve_optional(raw[k], base) for k in OPTIONAL if k in raw},
+        **({"offsite": resolve_offsite(raw["offsite"], base)} if "offsite" in raw else {}),
     }
-    unknown = set(raw) - {*TOP_LEVEL, *SECTIONS, *OPTIONAL}
+    unknown = set(raw) - {*TOP_LEVEL, *SECTIONS, *OPTIONAL, "offsite"}
     problems += [f"{file}: {k}: unknown setting" for k in sorted(unknown)]
     config = _validate(Config, top, file, "", problems)
     if problems or config is None:

@@ -171,6 +171,7 @@ class MaintenanceConfig(Model):
     catalogue: Cron = "45 5 * * *"  # a copy of the catalogue into the store
     drill: Cron = "0 4 * * 6"  # restore drills of every source (weekly)
     report: Cron = "0 8 * * 1"  # the weekly report (Monday morning)
+    offsite: Cron = "15 6 * * *"  # the off-site copy, after prune and compact (with [offsite])
 
 
 class DrillsConfig(Model):

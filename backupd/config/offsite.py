@@ -1,0 +1,81 @@
+"""``[offsite]``: the second copy of the store, off the backup host (issue 18, decision
+0028). Validated by backupd.config.load, which re-exports the models."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from backupd.config.sections import Model, PassphraseConfig
+from backupd.config.units import Duration
+
+# a remote's name: it names the copy in status, metrics and the catalogue
+REMOTE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# rclone's --bwlimit: "10M", "512k", "off", or a timetable "01:00,10M 07:00,off"
+BANDWIDTH = re.compile(
+    r"^(off|[0-9.]+[bBkKMGTP]?|([0-9]{2}:[0-9]{2},\S+)( [0-9]{2}:[0-9]{2},\S+)*)$"
+)
+
+
+class RemoteConfig(Model):
+    """One off-site copy: a path on an rclone remote. The remote's settings, secrets
+    included (an S3 key pair...), are the body of an rclone config section read from a
+    credential source: never in this file, argv, the environment or the log."""
+
+    path: str  # bucket and prefix: "backupd-try/fleet"
+    rclone: PassphraseConfig  # file (0600), credential or command; its text: "type = s3\n..."
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        parts = value.strip("/").split("/")
+        if not value.strip("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError('a bucket and prefix such as "backupd-try/fleet", no "..", no "//"')
+        return value.strip("/")
+
+
+class OffsiteConfig(Model):
+    """Where the store is copied each day (``[maintenance] offsite``), how deletions are
+    held back, and how much of each copy is read back."""
+
+    remotes: Mapping[str, RemoteConfig]
+    trash_days: int = Field(default=30, ge=1)  # replaced or deleted objects kept this long
+    bandwidth: str = ""  # rclone --bwlimit ("10M", "01:00,10M 07:00,off"); "" no limit
+    verify_files: int = Field(default=8, ge=0)  # files per repository read back and compared
+    timeout: Duration = 12 * 3600.0  # one repository's copy to one remote
+    # rclone's tries of the whole sync (--retries), and 2 x - 1 of each request; 1: none
+    retries: int = Field(default=3, ge=1)
+
+    @field_validator("remotes")
+    @classmethod
+    def _names(cls, value: Mapping[str, RemoteConfig]) -> Mapping[str, RemoteConfig]:
+        if not value:
+            raise ValueError("name at least one remote: [offsite.remotes.NAME]")
+        for name in value:
+            if not REMOTE_NAME.match(name):
+                raise ValueError(f"remote name {name!r}: lower-case letters, digits, - and _")
+        return value
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _bandwidth(cls, value: str) -> str:
+        if value and not BANDWIDTH.match(value):
+            raise ValueError('rclone --bwlimit form: "10M", "512k" or "01:00,10M 07:00,off"')
+        return value
+
+
+def resolve_offsite(body: object, base: Path) -> object:
+    """``[offsite]`` as read, with each remote's ``rclone.file`` relative to ``base``."""
+    if not isinstance(body, dict) or not isinstance(body.get("remotes"), dict):
+        return body
+    remotes = {}
+    for name, remote in body["remotes"].items():
+        source = remote.get("rclone") if isinstance(remote, dict) else None
+        if isinstance(source, dict) and isinstance(source.get("file"), str):
+            path = Path(source["file"]).expanduser()
+            remote = {**remote, "rclone": {**source, "file": str(base / path)}}
+        remotes[name] = remote
+    return {**body, "remotes": remotes}

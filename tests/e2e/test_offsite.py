@@ -1,0 +1,173 @@
+"""The off-site copy (issue 18) against a real S3 server (rclone serve s3 on loopback): a
+host's repository copied under its Borg lock, read back, its manifest written last; the
+copy opens with Borg; a repository deleted locally leaves the copy as it is; what the
+sync replaces or deletes is kept in the trash; a copy cut off half way is no good copy,
+and the next run completes it; the remote's secret is never in argv, output or the
+catalogue."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Deployment, small_sqlite
+from tests.harness.droplet import Droplet
+from tests.harness.procs import command_lines, wait_until
+from tests.harness.s3 import RCLONE, S3Server, s3_server
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[S3Server]:
+    with s3_server(tmp_path) as server:
+        yield server
+
+
+def with_offsite(d: Deployment, s3: S3Server, tmp: Path, extra: str = "") -> Path:
+    """[offsite] with one remote "eu" on the test's server; its rclone section (with the
+    secret key) in a private file, as docs/config.md shows."""
+    section = tmp / "offsite-eu.conf"
+    section.write_text(s3.section())
+    section.chmod(0o600)
+    text = d.config.read_text().split("\n[offsite]")[0]
+    d.config.write_text(
+        text
+        + "\n[offsite]\nverify_files = 4\n"
+        + extra
+        + f'[offsite.remotes.eu]\npath = "backups/fleet"\nrclone = {{ file = "{section}" }}\n'
+    )
+    return section
+
+
+def rclone(s3: S3Server, tmp: Path, *args: str, stdin: bytes = b"") -> None:
+    """rclone with the test's own config of the server (remote "r")."""
+    conf = tmp / "test-rclone.conf"
+    conf.write_text("[r]\n" + s3.section())
+    subprocess.run(
+        [RCLONE, "--config", str(conf), *args], input=stdin, check=True, capture_output=True
+    )
+
+
+def fetch(s3: S3Server, tmp: Path, host: str) -> Path:
+    """The copy of ``host``'s repository, fetched back from the server with rclone."""
+    dest = tmp / f"fetched-{host}"
+    shutil.rmtree(dest, ignore_errors=True)
+    rclone(s3, tmp, "copy", f"r:backups/fleet/{host}", str(dest))
+    return dest
+
+
+def borg_archives(d: Deployment, repo: Path) -> list[str]:
+    """The archives Borg lists in ``repo`` (a cache of its own per place: a copy is the
+    same repository somewhere else)."""
+    env = {
+        "BORG_PASSCOMMAND": f"cat {d.passphrase_file}",
+        "BORG_BASE_DIR": str(d.root / f"borg-{repo.name}-{repo.parent.name}"),
+        "PATH": "/usr/bin:/bin",
+    }
+    listed = subprocess.run(
+        [str(Path(RCLONE).parent / "borg"), "list", "--short", str(repo)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sorted(listed.stdout.split())
+
+
+def test_a_copy_off_site_opens_with_borg_and_survives_the_local_repository(
+    deploy: Callable[..., Deployment], droplet: Droplet, s3: S3Server, tmp_path: Path
+) -> None:
+    db = small_sqlite(droplet, "offsite")
+    d = deploy({"app": {"kind": "sqlite", "path": str(db)}})
+    d.backupctl("backup", "now", "web1/app", check=True)
+    with_offsite(d, s3, tmp_path)
+
+    copied = d.backupctl("offsite", "run", "web1", check=True)
+    assert copied.stdout.startswith("web1: eu: ") and "5 read back and matched" in copied.stdout
+    manifest = json.loads((s3.root / "backups/fleet/.manifests/web1.json").read_text())
+    assert manifest["host"] == "web1" and manifest["verified"][0] == "config"
+    local = borg_archives(d, d.store / "web1")
+    assert borg_archives(d, fetch(s3, tmp_path, "web1")) == local
+    assert not any("lock" in o for o in s3.objects("fleet/web1"))  # Borg's lock: not copied
+
+    # the backup host loses the repository: the next run refuses, the copy stays whole
+    shutil.rmtree(d.store / "web1")
+    lost = d.backupctl("offsite", "run", "web1")
+    assert lost.returncode == 19, lost.stderr
+    assert "no Borg repository at" in lost.stderr and "kept as they are" in lost.stderr
+    assert borg_archives(d, fetch(s3, tmp_path, "web1")) == local
+    status = d.backupctl("offsite", "status", check=True).stdout
+    assert "web1" in status and "failed" in status
+
+    secret = s3.secret_key
+    assert secret not in copied.stdout + copied.stderr + lost.stderr + status
+    assert secret.encode() not in (d.state_dir / "catalogue.db").read_bytes()
+    assert not list((d.state_dir / "offsite").glob("rclone-*"))  # the private conf: gone
+
+
+def test_what_a_sync_deletes_or_replaces_is_kept_in_the_trash_for_its_days(
+    deploy: Callable[..., Deployment], droplet: Droplet, s3: S3Server, tmp_path: Path
+) -> None:
+    db = small_sqlite(droplet, "offsite-trash")
+    d = deploy({"app": {"kind": "sqlite", "path": str(db)}})
+    d.backupctl("backup", "now", "web1/app", check=True)
+    with_offsite(d, s3, tmp_path, "trash_days = 2\n")
+    d.backupctl("offsite", "run", "web1", check=True)
+    before = set(s3.objects("fleet/web1"))
+    d.backupctl("backup", "now", "web1/app", check=True)  # a new index, hints, integrity
+    d.backupctl("offsite", "run", "web1", check=True)
+    trashed = s3.objects("fleet/.trash")
+    replaced = {"fleet/" + o.split("/", 3)[3] for o in trashed}
+    assert replaced and replaced <= before  # the day before's index files, not lost
+    # an old run's trash is removed once over trash_days; the recent one stays
+    old = s3.root / "backups/fleet/.trash/2020-01-01T000000Z/web1"
+    rclone(
+        s3, tmp_path, "rcat", "r:backups/fleet/.trash/2020-01-01T000000Z/web1/index.1", stdin=b"old"
+    )
+    assert old.is_dir()
+    said = d.backupctl("offsite", "run", "web1", check=True).stdout
+    assert "1 trash run(s) over 2 days removed" in said
+    assert not old.exists() and set(s3.objects("fleet/.trash")) >= set(trashed)
+
+
+def test_a_copy_cut_off_half_way_is_not_good_and_the_next_run_completes_it(
+    deploy: Callable[..., Deployment], droplet: Droplet, s3: S3Server, tmp_path: Path
+) -> None:
+    db = small_sqlite(droplet, "offsite-cut")
+    with sqlite3.connect(db) as c:  # some megabytes that do not compress
+        c.execute("CREATE TABLE IF NOT EXISTS blob (b BLOB)")
+        c.executemany("INSERT INTO blob VALUES (randomblob(65536))", [()] * 48)
+    d = deploy({"app": {"kind": "sqlite", "path": str(db)}})
+    d.backupctl("backup", "now", "web1/app", check=True)
+    with_offsite(d, s3, tmp_path, 'bandwidth = "256k"\nretries = 1\n')  # 3 MB: about 12 s
+
+    def stop_when_sending() -> None:
+        wait_until(lambda: bool(s3.objects("fleet/web1")), 120, "the first object sent")
+        s3.stop()
+
+    stopper = threading.Thread(target=stop_when_sending)
+    stopper.start()
+    cut = d.backupctl("offsite", "run", "web1")
+    stopper.join()
+    assert cut.returncode == 19, cut.stdout + cut.stderr
+    assert not (s3.root / "backups/fleet/.manifests/web1.json").exists()  # never "good"
+    assert "failed" in d.backupctl("offsite", "status", check=True).stdout
+    assert not [
+        line
+        for _, line in command_lines()
+        if "rclone" in line and "sync" in line and str(d.store) in line
+    ]  # nothing left running
+
+    s3.start()
+    with_offsite(d, s3, tmp_path)  # no limit now
+    d.backupctl("offsite", "run", "web1", check=True)
+    assert (s3.root / "backups/fleet/.manifests/web1.json").exists()
+    assert borg_archives(d, fetch(s3, tmp_path, "web1")) == borg_archives(d, d.store / "web1")

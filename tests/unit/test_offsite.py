@@ -1,0 +1,140 @@
+"""The off-site copy's configuration, its rclone settings file and the pieces of the job
+that need no server (issue 18); the copy itself runs against a real S3 server in
+tests/e2e/test_offsite.py. Only the process seam (a Remote's runner) is faked."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from backupd.actions.context import Context
+from backupd.actions.maintain import jobs_for
+from backupd.config.load import RemoteConfig
+from backupd.config.sections import PassphraseConfig
+from backupd.errors import ConfigError, OffsiteError
+from backupd.local.process import Argv, CommandResult, Invocation
+from backupd.remote.rclone import open_remote
+from jobs.offsite import _stats, expire_trash
+from jobs.registry import load_config
+from tests.harness.example_report import write_config
+
+SECTION = "type = s3\nprovider = Other\naccess_key_id = AKID\nsecret_access_key = S3cretKey99\n"
+
+
+def offsite(tmp_path: Path, body: str) -> Path:
+    return write_config(tmp_path, {"web1": {"app": "sqlite"}}, body)
+
+
+def section_file(tmp_path: Path, text: str = SECTION) -> Path:
+    path = tmp_path / "eu.conf"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_a_remote_reads_its_settings_from_a_private_file_relative_to_the_config(
+    tmp_path: Path,
+) -> None:
+    section_file(tmp_path)
+    body = '[offsite]\n[offsite.remotes.eu]\npath = "/bucket/fleet/"\nrclone = { file = "eu.conf" }'
+    config = load_config(offsite(tmp_path, body))
+    assert config.offsite is not None
+    remote = config.offsite.remotes["eu"]
+    assert remote.path == "bucket/fleet" and remote.rclone.file == tmp_path / "eu.conf"
+    assert (config.offsite.trash_days, config.offsite.verify_files) == (30, 8)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("[offsite]\nremotes = {}", "name at least one remote"),
+        ('[offsite.remotes.EU]\npath = "b"\nrclone = { file = "x" }', "remote name 'EU'"),
+        ('[offsite.remotes.eu]\npath = "b/../c"\nrclone = { file = "x" }', 'no ".."'),
+        ('[offsite.remotes.eu]\npath = "b"', "offsite.remotes.eu.rclone"),
+        (
+            '[offsite]\nbandwidth = "fast"\n'
+            '[offsite.remotes.eu]\npath = "b"\nrclone = { file = "x" }',
+            "rclone --bwlimit form",
+        ),
+        ('[offsite.remotes.eu]\npath = "b"\nrclone = { file = "x" }\nbucket = "y"', "unknown"),
+    ],
+)
+def test_offsite_mistakes_are_one_line_each(tmp_path: Path, body: str, said: str) -> None:
+    with pytest.raises(ConfigError, match=said):
+        load_config(offsite(tmp_path, body))
+
+
+def test_the_offsite_job_is_planned_only_with_an_offsite_table(tmp_path: Path) -> None:
+    without = Context(load_config(offsite(tmp_path, "")))
+    assert ("offsite", "web1") not in jobs_for(without)
+    section_file(tmp_path)
+    body = '[offsite.remotes.eu]\npath = "b"\nrclone = { file = "eu.conf" }'
+    with_it = Context(load_config(offsite(tmp_path, body)))
+    assert ("offsite", "web1") in jobs_for(with_it)
+
+
+def test_the_settings_file_is_private_lives_only_inside_the_block_and_hides_secrets(
+    tmp_path: Path,
+) -> None:
+    cfg = RemoteConfig(path="bucket/fleet", rclone=PassphraseConfig(file=section_file(tmp_path)))
+    work = tmp_path / "work"
+    with open_remote("eu", cfg, work) as remote:
+        conf = remote.config_file
+        assert conf.read_text() == "[eu]\n" + SECTION
+        assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+        assert stat.S_IMODE(conf.parent.stat().st_mode) == 0o700
+        assert remote.secrets == ("AKID", "S3cretKey99")  # the key pair: both masked
+        assert remote.url("web1", "data") == "eu:bucket/fleet/web1/data"
+        assert remote.scrub("denied for S3cretKey99") == "denied for ***"
+    assert not conf.exists()
+    with pytest.raises(RuntimeError), open_remote("eu", cfg, work) as remote:
+        conf = remote.config_file
+        raise RuntimeError("the copy failed")
+    assert not conf.exists()  # also after a failure
+
+
+def test_a_section_without_a_type_is_refused_without_saying_its_secrets(tmp_path: Path) -> None:
+    path = section_file(tmp_path, "secret_access_key = S3cretKey99\n")
+    cfg = RemoteConfig(path="b", rclone=PassphraseConfig(file=path))
+    with (
+        pytest.raises(OffsiteError, match=r"no 'type = \.\.\.' line") as refused,
+        open_remote("eu", cfg, tmp_path / "work"),
+    ):
+        pass
+    assert "S3cretKey99" not in str(refused.value)
+
+
+class Seam:
+    """The process seam of a Remote: answers rclone's listing, records the rest."""
+
+    def __init__(self, listing: str) -> None:
+        self.listing, self.calls = listing, list[Argv]()
+
+    def __call__(self, argv: Argv, inv: Invocation) -> CommandResult:
+        self.calls.append(argv)
+        out = self.listing.encode() if "lsf" in argv else b""
+        return CommandResult(argv, 0, out, b"", 0.1)
+
+
+def test_trash_older_than_its_days_is_removed_and_nothing_else(tmp_path: Path) -> None:
+    cfg = RemoteConfig(path="b/fleet", rclone=PassphraseConfig(file=section_file(tmp_path)))
+    listing = "2026-11-01T061500Z/\n2026-11-28T061500Z/\nnot-ours/\n"
+    seam = Seam(listing)
+    with open_remote("eu", cfg, tmp_path / "work", runner=seam) as remote:
+        now = datetime(2026, 11, 30, 6, 15, tzinfo=UTC)
+        assert expire_trash(remote, 7, now) == 1
+    purged = [argv[-1] for argv in seam.calls if "purge" in argv]
+    assert purged == ["eu:b/fleet/.trash/2026-11-01T061500Z"]
+
+
+def test_rclones_closing_statistics_are_read_from_its_json_log() -> None:
+    log = (
+        b'{"level":"info","msg":"Copied (new)","object":"data/0/3"}\n'
+        b'{"level":"notice","msg":"\\nTransferred: 3 MiB","stats":{"bytes":3145728,'
+        b'"transfers":7,"serverSideMoves":2,"speed":1.5,"eta":null}}\n'
+    )
+    assert _stats(log) == {"bytes": 3145728, "transfers": 7, "serverSideMoves": 2, "speed": 1}
+    assert _stats(b"no statistics at all") == {}
