@@ -19,11 +19,13 @@ to copy.
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 import logging
 import random
 import re
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -40,9 +42,6 @@ TRASH = ".trash"
 MANIFESTS = ".manifests"
 STAMP = "%Y-%m-%dT%H%M%SZ"  # a trash directory per run: nothing trashed twice in a day is lost
 LOCK_WAIT = 600  # seconds borg with-lock waits for a backup or prune holding the lock
-# Borg's own lock files exist while with-lock holds the repository: never copied (a copy
-# restored with them would look locked)
-EXCLUDED = ("lock.exclusive/**", "lock.roster")
 
 
 class OffsiteJob:
@@ -63,7 +62,15 @@ class OffsiteJob:
                 f"no Borg repository at {env.repository}: nothing copied "
                 "(the off-site copies are kept as they are)"
             )
-        said = [copy_to(env, name, remote, cfg) for name, remote in cfg.remotes.items()]
+        said, failed = [], []
+        for name, remote in cfg.remotes.items():  # one remote down holds back no other
+            try:
+                said.append(copy_to(env, name, remote, cfg))
+            except OffsiteError as e:
+                failed.append(e)
+        if failed:
+            done = f" ({'; '.join(said)})" if said else ""
+            raise OffsiteError("; ".join(str(e) for e in failed) + done)
         return MaintenanceResult("; ".join(said))
 
 
@@ -74,12 +81,14 @@ def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, cfg: OffsiteConfig
     started = utcnow()
     work = env.config.state_dir / "offsite"
     with open_remote(name, rc, work) as remote:
+        repo_id = _same_repository(remote, repo, host)
         before = segments(repo)  # committed: what the copy holds (see verify)
+        files, size = _tree(repo)
         stats = _sync(env, remote, cfg, started)
         checked = verify(remote, repo, host, before, cfg.verify_files)
-        files, size = _tree(repo)
         manifest = {
             "host": host,
+            "repository_id": repo_id,
             "copied_at": started.isoformat(timespec="seconds"),
             "finished_at": utcnow().isoformat(timespec="seconds"),
             "files": files,
@@ -90,10 +99,12 @@ def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, cfg: OffsiteConfig
         }
         remote.put(json.dumps(manifest, indent=1).encode(), MANIFESTS, f"{host}.json")
         expired = expire_trash(remote, cfg.trash_days, started)
-    sent = stats.get("bytes", 0)
+    # rclone counts the server-side copies into the trash as bytes too: not sent
+    sent = stats.get("bytes", 0) - stats.get("serverSideCopyBytes", 0)
+    sent -= stats.get("serverSideMoveBytes", 0)
     trashed = stats.get("serverSideMoves", 0) + stats.get("serverSideCopies", 0)
     line = (
-        f"{name}: {files} files ({size} bytes) copied, {sent} bytes sent, "
+        f"{name}: {files} files ({size} bytes) in the copy, {max(sent, 0)} bytes sent, "
         f"{trashed} replaced or deleted kept in the trash, {len(checked)} read back and matched"
     )
     return line + (
@@ -101,32 +112,48 @@ def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, cfg: OffsiteConfig
     )
 
 
+def _same_repository(remote: Remote, repo: Path, host: str) -> str:
+    """The local repository's id, refused if the copy (its manifest) is of another: a
+    repository made anew in its place would move the whole copy into the trash."""
+    local = configparser.ConfigParser()
+    local.read(repo / "config")
+    repo_id = local.get("repository", "id", fallback="")
+    try:
+        copied = json.loads(remote.cat(MANIFESTS, f"{host}.json")).get("repository_id")
+    except (OffsiteError, ValueError, AttributeError):
+        return repo_id  # no copy yet (or none with an id): nothing to compare
+    if copied and copied != repo_id:
+        raise OffsiteError(
+            f"remote {remote.name}: {repo} is not the repository copied there before (id "
+            f"{repo_id[:12]}, the copy's {copied[:12]}): not copied, the copy is kept. To "
+            f"start a new copy, move {host}/ and {MANIFESTS}/{host}.json away on the remote"
+        )
+    return repo_id
+
+
 def _sync(
     env: MaintenanceEnv, remote: Remote, cfg: OffsiteConfig, started: datetime
 ) -> dict[str, int]:
     """``borg with-lock`` around ``rclone sync``; rclone's closing statistics."""
     assert env.host is not None and env.repository is not None
-    args = [
-        "sync",
-        str(env.repository),
-        remote.url(env.host),
-        "--backup-dir",
-        remote.url(TRASH, started.strftime(STAMP), env.host),
+    flags = [
         "--use-json-log",
         "--stats-log-level",
         "NOTICE",
         "--stats",
-        "24h",  # one closing line of statistics, not one a minute
+        "24h",  # one closing line of statistics per step, not one a minute
         "--retries",
         str(cfg.retries),
         "--low-level-retries",
         str(2 * cfg.retries - 1),  # each request's own tries (rclone's default: 10)
     ]
-    for pattern in EXCLUDED:
-        args += ["--exclude", pattern]
     if cfg.bandwidth:
-        args += ["--bwlimit", cfg.bandwidth]
-    argv = ("with-lock", "--lock-wait", str(LOCK_WAIT), str(env.repository), *remote.argv(*args))
+        flags += ["--bwlimit", cfg.bandwidth]
+    trash = remote.url(TRASH, started.strftime(STAMP), env.host)
+    # the steps in their safe order (backupd/remote/rclone_steps.py), as with-lock's command
+    steps: tuple[str, ...] = (sys.executable, "-m", "backupd.remote.rclone_steps", remote.binary)
+    steps += (str(remote.config_file), str(env.repository), remote.url(env.host), trash)
+    argv = ("with-lock", "--lock-wait", str(LOCK_WAIT), str(env.repository), *steps, *flags)
     try:
         done = env.borg.run(
             argv,
@@ -138,8 +165,13 @@ def _sync(
     except RepositoryLockedError:
         raise  # who holds it, since when: borg's own line says it better
     except BorgError as e:  # rclone's error lines (JSON log), else borg's
-        said = re.findall(r'"level":"(?:error|critical)","msg":"((?:[^"\\]|\\.)*)"', e.message)
-        why = " | ".join(dict.fromkeys(m.strip() for m in said[-3:])) or e.message
+        found = re.findall(
+            r'"level":"(?:error|critical)","msg":"((?:[^"\\]|\\.)*)"'
+            r'|"msg":"(Failed to (?:[^"\\]|\\.)*)"',
+            e.message,
+        )
+        lines = [(a or b).replace('\\"', '"').strip() for a, b in found]
+        why = " | ".join(dict.fromkeys(lines[-3:])) or e.message
         raise OffsiteError(
             remote.scrub(f"remote {remote.name}: the copy of {env.host} failed: {why}")
         ) from None
@@ -147,14 +179,19 @@ def _sync(
 
 
 def _stats(output: bytes) -> dict[str, int]:
-    for line in reversed(output.decode(errors="replace").splitlines()):
-        if '"stats"' in line:
-            try:
-                found = json.loads(line)["stats"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            return {k: int(v) for k, v in found.items() if isinstance(v, int | float)}
-    return {}
+    """rclone's closing statistics, added up over the steps (one line each)."""
+    total: dict[str, int] = {}
+    for line in output.decode(errors="replace").splitlines():
+        if '"stats"' not in line:
+            continue
+        try:
+            found = json.loads(line)["stats"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        for k, v in found.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                total[k] = total.get(k, 0) + int(v)
+    return total
 
 
 def segments(repo: Path) -> list[Path]:
@@ -174,7 +211,9 @@ def verify(remote: Remote, repo: Path, host: str, before: list[Path], count: int
     committed segment nor reuses its number, so one there before and after is the same
     file the copy holds."""
     kept = [p for p in before if p.is_file()]
-    newest = kept[-(count // 2 or 1) :] if count and kept else []
+    # with-lock's own commits are 17-byte segments: the newest with data are worth reading
+    full = [p for p in kept if p.stat().st_size > 1024] or kept
+    newest = full[-(count // 2 or 1) :] if count and full else []
     rest = [p for p in kept if p not in newest]
     chosen = newest + random.sample(rest, min(len(rest), max(count - len(newest), 0)))
     checked = []

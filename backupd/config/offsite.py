@@ -14,10 +14,9 @@ from backupd.config.units import Duration
 
 # a remote's name: it names the copy in status, metrics and the catalogue
 REMOTE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-# rclone's --bwlimit: "10M", "512k", "off", or a timetable "01:00,10M 07:00,off"
-BANDWIDTH = re.compile(
-    r"^(off|[0-9.]+[bBkKMGTP]?|([0-9]{2}:[0-9]{2},\S+)( [0-9]{2}:[0-9]{2},\S+)*)$"
-)
+# rclone's --bwlimit: "10M", "10M:1M" (up:down), "off", a timetable "01:00,10M 07:00,off"
+# or "Mon-00:00,512k"; rclone itself says what it does not take
+BANDWIDTH = re.compile(r"^(?=.*([0-9]|off))[A-Za-z0-9.:,\- ]+$")
 
 
 class RemoteConfig(Model):
@@ -63,7 +62,7 @@ class OffsiteConfig(Model):
     @classmethod
     def _bandwidth(cls, value: str) -> str:
         if value and not BANDWIDTH.match(value):
-            raise ValueError('rclone --bwlimit form: "10M", "512k" or "01:00,10M 07:00,off"')
+            raise ValueError('rclone --bwlimit form: "10M", "10M:1M" or "01:00,10M 07:00,off"')
         return value
 
 

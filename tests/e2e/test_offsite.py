@@ -92,11 +92,21 @@ def test_a_copy_off_site_opens_with_borg_and_survives_the_local_repository(
 
     copied = d.backupctl("offsite", "run", "web1", check=True)
     assert copied.stdout.startswith("web1: eu: ") and "5 read back and matched" in copied.stdout
+    assert "in the copy" in copied.stdout
     manifest = json.loads((s3.root / "backups/fleet/.manifests/web1.json").read_text())
     assert manifest["host"] == "web1" and manifest["verified"][0] == "config"
     local = borg_archives(d, d.store / "web1")
     assert borg_archives(d, fetch(s3, tmp_path, "web1")) == local
     assert not any("lock" in o for o in s3.objects("fleet/web1"))  # Borg's lock: not copied
+
+    # a repository made anew in its place would take the copy into the trash: refused
+    shutil.rmtree(d.store / "web1")
+    d.borg("init", "--encryption", "repokey-blake2", str(d.store / "web1"))
+    other = d.backupctl("offsite", "run", "web1")
+    assert other.returncode == 19, other.stderr
+    assert "is not the repository copied there before" in other.stderr
+    assert other.stderr.count("is not the repository") == 1  # said once
+    assert borg_archives(d, fetch(s3, tmp_path, "web1")) == local
 
     # the backup host loses the repository: the next run refuses, the copy stays whole
     shutil.rmtree(d.store / "web1")
@@ -138,36 +148,70 @@ def test_what_a_sync_deletes_or_replaces_is_kept_in_the_trash_for_its_days(
     assert not old.exists() and set(s3.objects("fleet/.trash")) >= set(trashed)
 
 
-def test_a_copy_cut_off_half_way_is_not_good_and_the_next_run_completes_it(
+def test_a_copy_cut_off_half_way_leaves_the_copy_before_it_good_and_is_completed_later(
     deploy: Callable[..., Deployment], droplet: Droplet, s3: S3Server, tmp_path: Path
 ) -> None:
+    """Whenever a copy is cut off, what is on the remote is still a good repository (the
+    one copied before: the new index goes up last), its manifest unchanged; the next run
+    completes it. The cut comes while the new segments are being uploaded (the first
+    step, slowed down)."""
     db = small_sqlite(droplet, "offsite-cut")
+    d = deploy({"app": {"kind": "sqlite", "path": str(db)}})
+    d.backupctl("backup", "now", "web1/app", check=True)
+    with_offsite(d, s3, tmp_path)
+    d.backupctl("offsite", "run", "web1", check=True)
+    first = borg_archives(d, d.store / "web1")
+    manifest = (s3.root / "backups/fleet/.manifests/web1.json").read_bytes()
     with sqlite3.connect(db) as c:  # some megabytes that do not compress
         c.execute("CREATE TABLE IF NOT EXISTS blob (b BLOB)")
         c.executemany("INSERT INTO blob VALUES (randomblob(65536))", [()] * 48)
-    d = deploy({"app": {"kind": "sqlite", "path": str(db)}})
     d.backupctl("backup", "now", "web1/app", check=True)
-    with_offsite(d, s3, tmp_path, 'bandwidth = "256k"\nretries = 1\n')  # 3 MB: about 12 s
+    # 3 MB at 32 kB/s: the segments' upload takes over a minute; it is cut at its start
+    with_offsite(d, s3, tmp_path, 'bandwidth = "32k"\nretries = 1\n')
+    data = str(d.store / "web1" / "data")
 
-    def stop_when_sending() -> None:
-        wait_until(lambda: bool(s3.objects("fleet/web1")), 120, "the first object sent")
+    def uploading() -> bool:
+        return any("rclone" in line and f"copy {data} " in line for _, line in command_lines())
+
+    def stop_while_uploading() -> None:
+        wait_until(uploading, 120, "a segment being uploaded")
         s3.stop()
 
-    stopper = threading.Thread(target=stop_when_sending)
+    stopper = threading.Thread(target=stop_while_uploading)
     stopper.start()
     cut = d.backupctl("offsite", "run", "web1")
     stopper.join()
     assert cut.returncode == 19, cut.stdout + cut.stderr
-    assert not (s3.root / "backups/fleet/.manifests/web1.json").exists()  # never "good"
+    assert (s3.root / "backups/fleet/.manifests/web1.json").read_bytes() == manifest
     assert "failed" in d.backupctl("offsite", "status", check=True).stdout
     assert not [
         line
         for _, line in command_lines()
         if "rclone" in line and "sync" in line and str(d.store) in line
     ]  # nothing left running
-
     s3.start()
+    copy = fetch(s3, tmp_path, "web1")
+    check_repository(d, copy)  # whole: the repository as it was copied before
+    assert borg_archives(d, copy) == first
+
     with_offsite(d, s3, tmp_path)  # no limit now
     d.backupctl("offsite", "run", "web1", check=True)
-    assert (s3.root / "backups/fleet/.manifests/web1.json").exists()
-    assert borg_archives(d, fetch(s3, tmp_path, "web1")) == borg_archives(d, d.store / "web1")
+    assert (s3.root / "backups/fleet/.manifests/web1.json").read_bytes() != manifest
+    copy = fetch(s3, tmp_path, "web1")
+    check_repository(d, copy)
+    assert borg_archives(d, copy) == borg_archives(d, d.store / "web1") != first
+
+
+def check_repository(d: Deployment, repo: Path) -> None:
+    env = {
+        "BORG_PASSCOMMAND": f"cat {d.passphrase_file}",
+        "BORG_BASE_DIR": str(d.root / f"borg-{repo.name}-{repo.parent.name}"),
+        "PATH": "/usr/bin:/bin",
+    }
+    checked = subprocess.run(
+        [str(Path(RCLONE).parent / "borg"), "check", str(repo)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr

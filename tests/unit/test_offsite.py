@@ -96,6 +96,37 @@ def test_the_settings_file_is_private_lives_only_inside_the_block_and_hides_secr
     assert not conf.exists()  # also after a failure
 
 
+def test_secrets_in_key_colon_value_form_are_masked_and_a_pasted_header_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = section_file(tmp_path, "type: s3\nsecret_access_key: Colon5ecret\n")
+    cfg = RemoteConfig(path="b", rclone=PassphraseConfig(file=path))
+    with open_remote("eu", cfg, tmp_path / "work") as remote:
+        assert remote.secrets == ("Colon5ecret",)
+    section_file(tmp_path, "[myremote]\n" + SECTION)
+    with (
+        pytest.raises(OffsiteError, match=r"without their \[section\] line"),
+        open_remote("eu", cfg, tmp_path / "work"),
+    ):
+        pass
+
+
+def test_a_settings_file_left_by_a_killed_copy_is_removed_at_the_next(tmp_path: Path) -> None:
+    """A SIGKILL runs no cleanup: the next use removes what nobody holds, and leaves the
+    file of a copy still running."""
+    cfg = RemoteConfig(path="b", rclone=PassphraseConfig(file=section_file(tmp_path)))
+    work = tmp_path / "work"
+    left = work / "rclone-killed"
+    left.mkdir(parents=True)
+    (left / "in-use").touch()
+    (left / "rclone.conf").write_text("[eu]\n" + SECTION)
+    with open_remote("eu", cfg, work) as running:
+        with open_remote("eu", cfg, work) as second:
+            assert running.config_file.exists()  # in use: kept
+            assert second.config_file != running.config_file
+        assert not left.exists()
+
+
 def test_a_section_without_a_type_is_refused_without_saying_its_secrets(tmp_path: Path) -> None:
     path = section_file(tmp_path, "secret_access_key = S3cretKey99\n")
     cfg = RemoteConfig(path="b", rclone=PassphraseConfig(file=path))
@@ -130,11 +161,13 @@ def test_trash_older_than_its_days_is_removed_and_nothing_else(tmp_path: Path) -
     assert purged == ["eu:b/fleet/.trash/2026-11-01T061500Z"]
 
 
-def test_rclones_closing_statistics_are_read_from_its_json_log() -> None:
+def test_rclones_closing_statistics_are_added_up_over_its_steps() -> None:
     log = (
         b'{"level":"info","msg":"Copied (new)","object":"data/0/3"}\n'
         b'{"level":"notice","msg":"\\nTransferred: 3 MiB","stats":{"bytes":3145728,'
-        b'"transfers":7,"serverSideMoves":2,"speed":1.5,"eta":null}}\n'
+        b'"transfers":7,"serverSideMoves":2,"speed":1.5,"eta":null,"fatalError":false}}\n'
+        b'{"level":"notice","msg":"\\nTransferred: 1 KiB","stats":{"bytes":1024,'
+        b'"transfers":1,"serverSideMoves":0,"speed":0}}\n'
     )
-    assert _stats(log) == {"bytes": 3145728, "transfers": 7, "serverSideMoves": 2, "speed": 1}
+    assert _stats(log) == {"bytes": 3146752, "transfers": 8, "serverSideMoves": 2, "speed": 1}
     assert _stats(b"no statistics at all") == {}

@@ -1,0 +1,48 @@
+"""What ``borg with-lock`` runs for the off-site copy: rclone, in an order that keeps the
+remote copy a good repository whenever it is cut off (decision 0028).
+
+    python -m backupd.remote.rclone_steps RCLONE CONFIG REPO URL TRASH [RCLONE FLAGS...]
+
+1. the new segments (``data/``; Borg never changes a committed one): copied, nothing
+   deleted; 2. the repository's other files but its index (hints, integrity, config...);
+3. ``index.N`` last: until it is there the remote's newest index is still the one before,
+   and everything it names is there; 4. a sync that only deletes (moves into TRASH) what
+   the repository no longer has: the index before, compacted segments. A run cut off in
+   any step leaves the copy as it was, plus files nothing names yet; the next run goes
+   on. Each step is one rclone command, argv as data; the first that fails ends the run
+   with its exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from backupd.local.process import Invocation, run_local
+
+# Borg's own lock files exist while with-lock holds the repository: never copied
+LOCKS = ("--exclude", "lock.exclusive/**", "--exclude", "lock.roster")
+
+
+def steps(repo: str, url: str, trash: str) -> list[list[str]]:
+    top = ["--max-depth", "1", *LOCKS]
+    return [
+        ["copy", f"{repo}/data", f"{url}/data"],
+        ["copy", repo, url, *top, "--exclude", "index.*"],
+        ["copy", repo, url, *top, "--include", "index.*"],
+        ["sync", repo, url, *LOCKS, "--backup-dir", trash],
+    ]
+
+
+def main(argv: list[str]) -> int:
+    rclone, config, repo, url, trash, *flags = argv
+    for step in steps(repo, url, trash):
+        done = run_local((rclone, "--config", config, *step, *flags), Invocation())
+        sys.stdout.buffer.write(done.stdout)  # rclone's log and statistics, for backupd
+        sys.stderr.buffer.write(done.stderr)
+        if not done.ok:
+            return done.exit_status or 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
