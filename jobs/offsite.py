@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 TRASH = ".trash"
 MANIFESTS = ".manifests"
 STAMP = "%Y-%m-%dT%H%M%SZ"  # a trash directory per run: nothing trashed twice in a day is lost
+VERIFY_BYTES = 512 * 1024 * 1024  # read back per repository and run, at most (one segment more)
 LOCK_WAIT = 600  # seconds borg with-lock waits for a backup or prune holding the lock
 
 
@@ -216,6 +217,7 @@ def verify(remote: Remote, repo: Path, host: str, before: list[Path], count: int
     newest = full[-(count // 2 or 1) :] if count and full else []
     rest = [p for p in kept if p not in newest]
     chosen = newest + random.sample(rest, min(len(rest), max(count - len(newest), 0)))
+    chosen = _within(chosen, VERIFY_BYTES)
     checked = []
     for path in [repo / "config", *chosen]:
         rel = path.relative_to(repo).as_posix()
@@ -228,6 +230,20 @@ def verify(remote: Remote, repo: Path, host: str, before: list[Path], count: int
             )
         checked.append(rel)
     return checked
+
+
+def _within(paths: list[Path], budget: int) -> list[Path]:
+    """The first of ``paths`` that fit in ``budget`` bytes together (at least one): what
+    is read back each day costs the remote's egress, and the read is held in memory."""
+    kept: list[Path] = []
+    total = 0
+    for path in paths:
+        size = path.stat().st_size
+        if kept and total + size > budget:
+            continue
+        kept.append(path)
+        total += size
+    return kept
 
 
 def expire_trash(remote: Remote, days: int, now: datetime) -> int:

@@ -17,7 +17,7 @@ from backupd.config.sections import PassphraseConfig
 from backupd.errors import ConfigError, OffsiteError
 from backupd.local.process import Argv, CommandResult, Invocation
 from backupd.remote.rclone import open_remote
-from jobs.offsite import _stats, expire_trash
+from jobs.offsite import _stats, _within, expire_trash
 from jobs.registry import load_config
 from tests.harness.example_report import write_config
 
@@ -159,6 +159,17 @@ def test_trash_older_than_its_days_is_removed_and_nothing_else(tmp_path: Path) -
         assert expire_trash(remote, 7, now) == 1
     purged = [argv[-1] for argv in seam.calls if "purge" in argv]
     assert purged == ["eu:b/fleet/.trash/2026-11-01T061500Z"]
+
+
+def test_the_read_back_stays_within_its_budget_but_reads_one_segment_at_least(
+    tmp_path: Path,
+) -> None:
+    sizes = {"a": 300, "b": 300, "c": 100, "d": 900}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    paths = [tmp_path / n for n in sizes]
+    assert [p.name for p in _within(paths, 500)] == ["a", "c"]
+    assert [p.name for p in _within(paths[3:], 500)] == ["d"]  # one, however big
 
 
 def test_rclones_closing_statistics_are_added_up_over_its_steps() -> None:
