@@ -23,6 +23,7 @@ from backupd.config.units import human_bytes
 from backupd.errors import BackupdError
 from backupd.notify.chat import fingerprint_key, services
 from backupd.remote.droplet_gate import EXIT_REFUSED, HELLO
+from backupd.remote.rclone import open_remote
 from jobs.base import DumpStream, TreeTransfer
 from jobs.registry import registry
 
@@ -61,6 +62,7 @@ def check_everything(ctx: Context) -> Iterator[Finding]:
     else:
         yield from check_passphrase(ctx)
     yield from check_notify(ctx)
+    yield from check_offsite(ctx)
     for host in ctx.config.hosts.values():
         yield from check_host(ctx, host)
 
@@ -81,6 +83,26 @@ def check_notify(ctx: Context) -> Iterator[Finding]:
     if cfg.urls and path.stat().st_mode & 0o077:
         detail = f"{path} holds the [notify] URLs' tokens and others may read it: chmod 600 {path}"
         yield Finding("notify", True, detail, warning=True)
+
+
+def check_offsite(ctx: Context) -> Iterator[Finding]:
+    """[offsite]: each remote's settings readable and the remote answering a listing of
+    its path (nothing is written)."""
+    cfg = ctx.config.offsite
+    if cfg is None:
+        return
+    work = ctx.private_dir(ctx.config.state_dir) / "offsite"
+    for name, remote_cfg in cfg.remotes.items():
+        subject = f"offsite {name}"
+        try:
+            with open_remote(name, remote_cfg, work) as remote:
+                hosts = remote.dirs(quick=True)
+        except BackupdError as e:
+            yield Finding(subject, False, str(e))
+            continue
+        copied = sorted(set(hosts) & set(ctx.config.hosts))
+        said = f"copies of {', '.join(copied)}" if copied else "no copy yet"
+        yield Finding(subject, True, f"{remote_cfg.path} answers: {said}")
 
 
 def check_store(ctx: Context) -> Iterator[Finding]:

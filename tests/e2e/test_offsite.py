@@ -21,6 +21,7 @@ from tests.e2e.conftest import Deployment, small_sqlite
 from tests.harness.droplet import Droplet
 from tests.harness.procs import command_lines, wait_until
 from tests.harness.s3 import RCLONE, S3Server, s3_server
+from tests.json_contract import conforming
 
 pytestmark = pytest.mark.e2e
 
@@ -215,3 +216,25 @@ def check_repository(d: Deployment, repo: Path) -> None:
         text=True,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_config_check_says_whether_each_remote_answers(
+    deploy: Callable[..., Deployment], s3: S3Server, tmp_path: Path
+) -> None:
+    d = deploy({"gone": {"kind": "sqlite", "path": "/nonexistent/app.db"}})
+    section = with_offsite(d, s3, tmp_path)
+
+    def offsite_checks() -> list[dict[str, object]]:
+        output = d.backupctl("config", "check", "--json")
+        assert s3.secret_key not in output.stdout + output.stderr
+        checks = conforming("config check", output.stdout)["checks"]
+        return [c for c in checks if str(c["subject"]).startswith("offsite")]
+
+    [ok] = offsite_checks()
+    assert ok["ok"] and ok["detail"] == "backups/fleet answers: no copy yet", ok
+    section.write_text(s3.section().replace(s3.secret_key, "not-the-secret-key"))
+    [refused] = offsite_checks()
+    assert not refused["ok"] and str(refused["detail"]).startswith("remote eu: listing ")
+    section.chmod(0o644)
+    [readable] = offsite_checks()
+    assert not readable["ok"] and "readable by others" in str(readable["detail"])
