@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     String,
     Text,
+    Update,
     and_,
     exists,
     func,
@@ -77,6 +78,15 @@ def _sent_on(channel: str) -> ColumnElement[bool]:
         AlertSend.alert_id == AlertEvent.id,
         AlertSend.channel == channel,
         AlertSend.sent_at.is_not(None),
+    )
+
+
+def _held(channel: str, ids: Sequence[int], token: str) -> Update:
+    """An UPDATE of these deliveries on ``channel`` that this sender holds."""
+    return (
+        update(AlertSend)
+        .where(AlertSend.channel == channel, AlertSend.alert_id.in_(ids))
+        .where(held_by(AlertSend, token))
     )
 
 
@@ -224,24 +234,15 @@ class ChannelRecords:
     ) -> None:
         """Mark claimed deliveries sent at ``when`` (``note``: folded, not sent), release."""
         with self.session() as s:
-            s.execute(
-                update(AlertSend)
-                .where(AlertSend.channel == channel, AlertSend.alert_id.in_(ids))
-                .where(held_by(AlertSend, token))
-                .values(sent_at=when, last_error=note, **RELEASED)
-            )
+            s.execute(_held(channel, ids, token).values(sent_at=when, last_error=note, **RELEASED))
 
     def channel_failed(
         self: HasSession, channel: str, ids: Sequence[int], token: str, error: str
     ) -> None:
         """Release claimed deliveries after a failed send: tried again at the next look."""
+        failed = {"attempts": AlertSend.attempts + 1, "last_error": error, **RELEASED}
         with self.session() as s:
-            s.execute(
-                update(AlertSend)
-                .where(AlertSend.channel == channel, AlertSend.alert_id.in_(ids))
-                .where(held_by(AlertSend, token))
-                .values(attempts=AlertSend.attempts + 1, last_error=error, **RELEASED)
-            )
+            s.execute(_held(channel, ids, token).values(failed))
 
     def deliveries(self: HasSession, ids: Sequence[int]) -> dict[int, list[AlertSend]]:
         """The chat deliveries of these alerts, by alert id (what ``alerts`` shows)."""
@@ -251,11 +252,6 @@ class ChannelRecords:
             for row in s.scalars(query):
                 found.setdefault(row.alert_id, []).append(row)
         return found
-
-    def channels(self: HasSession) -> dict[str, AlertChannel]:
-        """Every chat service alerts were ever sent to, by channel."""
-        with self.session() as s:
-            return {row.channel: row for row in s.scalars(select(AlertChannel))}
 
     def current_channels(self: HasSession) -> list[AlertChannel]:
         """The services the newest dispatch looked at (each dispatch marks every service it

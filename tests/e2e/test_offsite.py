@@ -65,21 +65,22 @@ def fetch(s3: S3Server, tmp: Path, host: str) -> Path:
     return dest
 
 
-def borg_archives(d: Deployment, repo: Path) -> list[str]:
-    """The archives Borg lists in ``repo`` (a cache of its own per place: a copy is the
-    same repository somewhere else)."""
+def borg(d: Deployment, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Borg on ``repo`` with a cache of its own per place (a copy is the same repository
+    somewhere else)."""
     env = {
         "BORG_PASSCOMMAND": f"cat {d.passphrase_file}",
         "BORG_BASE_DIR": str(d.root / f"borg-{repo.name}-{repo.parent.name}"),
         "PATH": "/usr/bin:/bin",
     }
-    listed = subprocess.run(
-        [str(Path(RCLONE).parent / "borg"), "list", "--short", str(repo)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    borg_bin = str(Path(RCLONE).parent / "borg")
+    return subprocess.run([borg_bin, *args, str(repo)], env=env, capture_output=True, text=True)
+
+
+def borg_archives(d: Deployment, repo: Path) -> list[str]:
+    """The archives Borg lists in ``repo``."""
+    listed = borg(d, repo, "list", "--short")
+    assert listed.returncode == 0, listed.stderr
     return sorted(listed.stdout.split())
 
 
@@ -204,17 +205,7 @@ def test_a_copy_cut_off_half_way_leaves_the_copy_before_it_good_and_is_completed
 
 
 def check_repository(d: Deployment, repo: Path) -> None:
-    env = {
-        "BORG_PASSCOMMAND": f"cat {d.passphrase_file}",
-        "BORG_BASE_DIR": str(d.root / f"borg-{repo.name}-{repo.parent.name}"),
-        "PATH": "/usr/bin:/bin",
-    }
-    checked = subprocess.run(
-        [str(Path(RCLONE).parent / "borg"), "check", str(repo)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    checked = borg(d, repo, "check")
     assert checked.returncode == 0, checked.stderr
 
 
