@@ -31,7 +31,7 @@ from pathlib import Path
 
 from backupd import __version__
 from backupd.catalogue.models import utcnow
-from backupd.config.load import OffsiteConfig, RemoteConfig
+from backupd.config.load import RemoteConfig
 from backupd.errors import BorgError, OffsiteError, RepositoryLockedError
 from backupd.remote.rclone import Remote, open_remote
 from jobs.base import MaintenanceEnv, MaintenanceResult
@@ -63,29 +63,40 @@ class OffsiteJob:
                 f"no Borg repository at {env.repository}: nothing copied "
                 "(the off-site copies are kept as they are)"
             )
-        said, failed = [], []
-        for name, remote in cfg.remotes.items():  # one remote down holds back no other
-            try:
-                said.append(copy_to(env, name, remote, cfg))
-            except OffsiteError as e:
-                failed.append(e)
-        if failed:
-            done = f" ({'; '.join(said)})" if said else ""
-            raise OffsiteError("; ".join(str(e) for e in failed) + done)
-        return MaintenanceResult("; ".join(said))
+        return MaintenanceResult(to_every_remote(env, env.host, env.repository))
 
 
-def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, cfg: OffsiteConfig) -> str:
-    """Copy, read back, then write the manifest, on remote ``name``; one line of what."""
-    assert env.host is not None and env.repository is not None
-    host, repo = env.host, env.repository
+def to_every_remote(env: MaintenanceEnv, host: str, repo: Path) -> str:
+    """Copy ``repo`` (as ``host``: its place on the remote) to every remote; one line of
+    what each said. OffsiteError naming every remote that failed (and what the others
+    did): one remote down holds back no other."""
+    cfg = env.config.offsite
+    assert cfg is not None
+    said, failed = [], []
+    for name, remote in cfg.remotes.items():
+        try:
+            said.append(copy_to(env, name, remote, (host, repo)))
+        except OffsiteError as e:
+            failed.append(e)
+    if failed:
+        done = f" ({'; '.join(said)})" if said else ""
+        raise OffsiteError("; ".join(str(e) for e in failed) + done)
+    return "; ".join(said)
+
+
+def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, what: tuple[str, Path]) -> str:
+    """Copy, read back, then write the manifest of repository ``what`` (its name on the
+    remote, its path here) on remote ``name``; one line of what was done."""
+    host, repo = what
+    cfg = env.config.offsite
+    assert cfg is not None
     started = utcnow()
     work = env.config.state_dir / "offsite"
     with open_remote(name, rc, work) as remote:
         repo_id = _same_repository(remote, repo, host)
         before = segments(repo)  # committed: what the copy holds (see verify)
         files, size = _tree(repo)
-        stats = _sync(env, remote, cfg, started)
+        stats = _sync(env, remote, what, started)
         checked = verify(remote, repo, host, before, cfg.verify_files)
         manifest = {
             "host": host,
@@ -133,10 +144,12 @@ def _same_repository(remote: Remote, repo: Path, host: str) -> str:
 
 
 def _sync(
-    env: MaintenanceEnv, remote: Remote, cfg: OffsiteConfig, started: datetime
+    env: MaintenanceEnv, remote: Remote, what: tuple[str, Path], started: datetime
 ) -> dict[str, int]:
     """``borg with-lock`` around ``rclone sync``; rclone's closing statistics."""
-    assert env.host is not None and env.repository is not None
+    host, repo = what
+    cfg = env.config.offsite
+    assert cfg is not None
     flags = [
         "--use-json-log",
         "--stats-log-level",
@@ -150,15 +163,15 @@ def _sync(
     ]
     if cfg.bandwidth:
         flags += ["--bwlimit", cfg.bandwidth]
-    trash = remote.url(TRASH, started.strftime(STAMP), env.host)
+    trash = remote.url(TRASH, started.strftime(STAMP), host)
     # the steps in their safe order (backupd/remote/rclone_steps.py), as with-lock's command
     steps: tuple[str, ...] = (sys.executable, "-m", "backupd.remote.rclone_steps", remote.binary)
-    steps += (str(remote.config_file), str(env.repository), remote.url(env.host), trash)
-    argv = ("with-lock", "--lock-wait", str(LOCK_WAIT), str(env.repository), *steps, *flags)
+    steps += (str(remote.config_file), str(repo), remote.url(host), trash)
+    argv = ("with-lock", "--lock-wait", str(LOCK_WAIT), str(repo), *steps, *flags)
     try:
         done = env.borg.run(
             argv,
-            repo=env.repository,
+            repo=repo,
             wait=LOCK_WAIT,  # a backup of ours holding it: waited for, then "locked by ..."
             timeout=cfg.timeout,
             what=f"offsite copy to {remote.name}",
@@ -174,7 +187,7 @@ def _sync(
         lines = [(a or b).replace('\\"', '"').strip() for a, b in found]
         why = " | ".join(dict.fromkeys(lines[-3:])) or e.message
         raise OffsiteError(
-            remote.scrub(f"remote {remote.name}: the copy of {env.host} failed: {why}")
+            remote.scrub(f"remote {remote.name}: the copy of {host} failed: {why}")
         ) from None
     return _stats(done.stdout + done.stderr)
 

@@ -60,6 +60,12 @@ def jobs_for(ctx: Context) -> list[tuple[str, str | None]]:
     return planned
 
 
+def schedule_of(job: str) -> str:
+    """The ``[maintenance]`` key whose crontab line runs ``job``: its own name, or the one
+    it shares (the catalogue's off-site copy runs with the hosts', ``offsite``)."""
+    return str(getattr(maintenance_jobs()[job], "schedule", job))
+
+
 def lookup_job(ctx: Context, job: str, host: str | None) -> MaintenanceJob:
     """The job, checked against what it runs on; before any row is written."""
     found = maintenance_jobs().get(job)

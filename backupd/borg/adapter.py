@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,6 +74,28 @@ class Borg(BorgCreate):
         the passphrase), as a file for ``borg key import`` or as text to type back in."""
         args: Argv = ("key", "export", *(("--paper",) if paper else ()), str(repo), str(dest))
         self.run(args, what="key export --paper" if paper else "key export")
+
+    def import_key(self, repo: Path, source: Path) -> None:
+        """``borg key import REPO SOURCE``: a key exported before, back into use (a
+        ``keyfile`` repository brought to a new host needs its key there)."""
+        self.run(("key", "import", str(repo), str(source)), what="key import")
+
+    def forget(self, repo_id: str) -> list[Path]:
+        """Move aside what this host's Borg remembers of repository ``repo_id`` (its
+        security directory: the newest manifest seen; its cache): a repository brought
+        back from a copy is older than what Borg saw, which it would refuse as a replay
+        attack. Where they went."""
+        moved = []
+        stamp = str(int(time.time()))
+        for known in (
+            self.base_dir / ".config" / "borg" / "security" / repo_id,
+            self.base_dir / ".cache" / "borg" / repo_id,
+        ):
+            if repo_id and known.exists():
+                aside = known.with_name(f"{repo_id}.before-restore-{stamp}")
+                known.rename(aside)
+                moved.append(aside)
+        return moved
 
     # -- archives -----------------------------------------------------------------
 

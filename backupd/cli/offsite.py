@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from backupd.actions.maintain import run_maintenance
+from backupd.actions.offsite_restore import restore_from
 from backupd.catalogue import RunStatus
 from backupd.cli.common import clean_errors, context, short_time, table
 from backupd.errors import OffsiteError, UsageError
@@ -31,9 +32,10 @@ def offsite_group() -> None:
 @click.pass_obj
 @clean_errors
 def run(obj: dict[str, Any], host: str | None) -> None:
-    """Copy HOST's repository (every host's without one) to every remote now, as the
-    daily job does: under the repository's Borg lock, then a sample read back, then the
-    copy's manifest. Exits 19 if a copy failed (the next run resumes it).
+    """Copy HOST's repository to every remote now, as the daily job does: under the
+    repository's Borg lock, then a sample read back, then the copy's manifest. Without
+    HOST: every host's, then the catalogue's repository (_catalogue) and the key bundle.
+    Exits 19 if a copy failed (the next run resumes it).
 
     \b
     Examples:
@@ -48,11 +50,14 @@ def run(obj: dict[str, Any], host: str | None) -> None:
         raise UsageError(
             f"unknown host {host!r} (configured: {', '.join(sorted(ctx.config.hosts))})"
         )
+    planned: list[tuple[str, str | None]] = [("offsite", name) for name in hosts]
+    if not host:
+        planned.append(("offsite_catalogue", None))
     failed = 0
-    for name in hosts:
-        outcome = run_maintenance(ctx, "offsite", name, "backupctl")  # logs a failure
+    for job, name in planned:
+        outcome = run_maintenance(ctx, job, name, "backupctl")  # logs a failure
         if outcome.status in (RunStatus.SUCCEEDED, RunStatus.WARNING):
-            click.echo(f"{name}: {outcome.summary}")
+            click.echo(f"{name or 'catalogue and keys'}: {outcome.summary}")
         else:
             failed += 1
     if failed:  # each said once, above, as it happened
@@ -86,3 +91,37 @@ def status(obj: dict[str, Any]) -> None:
             )
         )
     table(("HOST", "LAST COPIED", "LAST RUN", "SAID"), rows)
+
+
+@offsite_group.command("restore-from")
+@click.argument("hosts", nargs=-1)
+@click.option("--remote", "remote_name", help="The [offsite.remotes.NAME] to bring back from.")
+@click.pass_obj
+@clean_errors
+def restore_from_cmd(obj: dict[str, Any], hosts: tuple[str, ...], remote_name: str | None) -> None:
+    """The backup host is gone: bring HOSTS' repositories (default: every host's and the
+    catalogue's, _catalogue) back from the off-site copy into the store, each as its
+    newest complete copy. Never writes over a repository in the store (exit 9 before
+    anything is fetched). Then, on a new catalogue, `backupctl catalogue rebuild`; a
+    catalogue kept has the archives made after the copy marked gone.
+
+    \b
+    Examples:
+      backupctl offsite restore-from
+      backupctl offsite restore-from web1 --remote eu
+    """
+    ctx = context(obj)
+    back = restore_from(ctx, remote_name, hosts)
+    for r in back.repositories:
+        click.echo(
+            f"{r.name}: {r.archives} archives, copied {r.copied_at}, {r.files} files "
+            f"({r.bytes} bytes) into {r.repository}; key {r.key}"
+            + (f"; {r.gone} archives made after the copy marked gone" if r.gone else "")
+        )
+    click.echo(back.bundle)
+    if back.missing:
+        click.echo(f"no copy on {back.remote}: {', '.join(back.missing)}")
+    if back.elsewhere:
+        click.echo(f"also on {back.remote}, not configured here: {', '.join(back.elsewhere)}")
+    if back.rebuild:
+        click.echo("next: backupctl catalogue rebuild")

@@ -25,7 +25,7 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from backupd.actions.context import Context
-from backupd.actions.maintain import jobs_for
+from backupd.actions.maintain import jobs_for, schedule_of
 from backupd.actions.reconcile import interrupt_dead_runs, reconcile
 from backupd.catalogue.models import utcnow
 from backupd.config.cron import cron_trigger, interval
@@ -220,7 +220,7 @@ class Service:
             for s in self.config.all_sources()
         ]
         jobs += [
-            (JobKey(name, host), getattr(self.config.maintenance, name))
+            (JobKey(name, host), getattr(self.config.maintenance, schedule_of(name)))
             for name, host in jobs_for(self.ctx)
         ]
         return jobs

@@ -108,6 +108,39 @@ class Remote:
             raise self.error(done, f"listing {'/'.join(parts) or self.path}")
         return [line.rstrip("/") for line in done.stdout.decode().splitlines() if line]
 
+    def files(self, *parts: str) -> dict[str, int]:
+        """Every file under a place, by path below it, with its size ({} if none)."""
+        args = ("lsf", "--recursive", "--files-only", "--format", "sp", "--separator", "\t")
+        done = self.runner(
+            self.argv(*args, self.url(*parts)),
+            Invocation(timeout=SHORT_TIMEOUT, secrets=self.secrets),
+        )
+        if not done.ok:
+            if b"directory not found" in done.stderr:
+                return {}
+            raise self.error(done, f"listing {'/'.join(parts) or self.path}")
+        found = {}
+        for line in done.stdout.decode(errors="replace").splitlines():
+            size, _, path = line.partition("\t")
+            if path and size.lstrip("-").isdigit():
+                found[path] = int(size)
+        return found
+
+    def fetch(self, names: list[str], dest: Path, *parts: str, timeout: float) -> None:
+        """Copy the files ``names`` (paths below the place ``parts``) into ``dest``."""
+        listed = self.config_file.parent / "files-from"
+        listed.write_text("".join(f"{n}\n" for n in names))
+        args = ("copy", "--files-from-raw", str(listed), "--no-update-modtime")
+        done = self.runner(
+            self.argv(*args, self.url(*parts), str(dest)),
+            Invocation(timeout=timeout, secrets=self.secrets),
+        )
+        if not done.ok:
+            raise self.error(done, f"fetching {'/'.join(parts)}")
+
+    def delete(self, *parts: str) -> None:
+        self.run("deletefile", self.url(*parts), what=f"removing {'/'.join(parts)}")
+
     def purge(self, *parts: str) -> None:
         self.run("purge", self.url(*parts), what=f"removing {'/'.join(parts)}")
 

@@ -13,10 +13,14 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from backupd.actions.context import Context
+from backupd.actions.maintain import run_maintenance
+from jobs.registry import load_config
 from tests.e2e.conftest import Deployment, small_sqlite
 from tests.harness.droplet import Droplet
 from tests.harness.procs import command_lines, wait_until
@@ -229,3 +233,130 @@ def test_config_check_says_whether_each_remote_answers(
     section.chmod(0o644)
     [readable] = offsite_checks()
     assert not readable["ok"] and "readable by others" in str(readable["detail"])
+
+
+def catalogue_copy(config: Path) -> None:
+    """The daily ``catalogue`` job (the catalogue into ``_catalogue``), run now."""
+    ctx = Context(load_config(config))
+    assert run_maintenance(ctx, "catalogue", None, "test").ok
+
+
+def new_backup_host(d: Deployment, root: Path, encryption: str | None = None) -> Deployment:
+    """The same configuration on a new backup host: an empty state dir and store (the
+    passphrase and the remote's settings are what the operator kept)."""
+    root.mkdir()
+    text = d.config.read_text()
+    text = text.replace(f'"{d.state_dir}"', f'"{root / "state"}"')
+    text = text.replace(f'"{d.store}"', f'"{root / "store"}"')
+    (root / "backupd.toml").write_text(text)
+    return Deployment(
+        root, root / "backupd.toml", root / "state", root / "store", d.passphrase_file
+    )
+
+
+def rows(db: Path) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(db)) as c:
+        return c.execute("SELECT * FROM t ORDER BY x").fetchall()
+
+
+def restored_rows(d: Deployment, out: Path) -> list[tuple[object, ...]]:
+    d.backupctl("restore", "web1/app", "--to", str(out), check=True)
+    [db] = [p for p in out.rglob("*.sqlite") if p.is_file()]
+    return rows(db)
+
+
+def test_the_backup_host_is_gone_runbook(
+    deploy: Callable[..., Deployment], droplet: Droplet, s3: S3Server, tmp_path: Path
+) -> None:
+    """docs/restore-runbook.md "The backup host is gone", as written: a new host with the
+    configuration, the passphrase and the remote's settings; restore-from; catalogue
+    rebuild; restore a database: the same rows."""
+    db = small_sqlite(droplet, "offsite-gone")
+    with sqlite3.connect(db) as c:
+        c.executemany("INSERT INTO t VALUES (?)", [(f"row {n}",) for n in range(250)])
+    d = deploy({"app": {"kind": "sqlite", "path": str(db)}})
+    d.backupctl("backup", "now", "web1/app", check=True)
+    with_offsite(d, s3, tmp_path)
+    catalogue_copy(d.config)
+    copied = d.backupctl("offsite", "run", check=True).stdout
+    assert "catalogue and keys: _catalogue: eu: " in copied, copied
+    assert "key bundle of 2 repositories sent" in copied
+    [bundle] = s3.objects("fleet/.keys")
+    sealed = (s3.root / "backups" / bundle).read_bytes()
+    assert d.passphrase_file.read_bytes().strip() not in sealed and b"BORG_KEY" not in sealed
+
+    new = new_backup_host(d, tmp_path / "new-host")
+    back = new.backupctl("offsite", "restore-from", check=True).stdout
+    assert "web1: 1 archives, copied " in back and "_catalogue: 1 archives" in back, back
+    assert "key bundle of " in back and "2 keys, opened" in back
+    assert back.strip().endswith("next: backupctl catalogue rebuild")
+    assert (new.store / "web1").stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o077 == 0 for p in (new.store / "web1").rglob("*"))
+    new.backupctl("catalogue", "rebuild", check=True)
+    assert restored_rows(new, tmp_path / "restored") == rows(db)
+
+    again = new.backupctl("offsite", "restore-from", "web1")  # never over a repository
+    assert again.returncode == 9 and "already in the store; nothing fetched" in again.stderr
+    assert s3.secret_key not in copied + back + again.stderr
+
+
+def test_a_store_lost_on_a_living_host_comes_back_though_borg_saw_newer(
+    deploy: Callable[..., Deployment], droplet: Droplet, s3: S3Server, tmp_path: Path
+) -> None:
+    """The store is lost, the state dir is not: this host's Borg remembers a newer state
+    of the repository than the copy (a backup after it), which it would refuse as a
+    replay attack; restore-from moves that memory aside. A copy cut half way after the
+    good one leaves segments no index names: they are not brought back."""
+    db = small_sqlite(droplet, "offsite-lost")
+    with sqlite3.connect(db) as c:
+        c.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(40)])
+    d = deploy({"app": {"kind": "sqlite", "path": str(db)}})
+    d.backupctl("backup", "now", "web1/app", check=True)
+    with_offsite(d, s3, tmp_path)
+    d.backupctl("offsite", "run", "web1", check=True)
+    copied = rows(db)
+    with sqlite3.connect(db) as c:
+        c.execute("INSERT INTO t VALUES (1000)")
+    d.backupctl("backup", "now", "web1/app", check=True)  # newer than the copy
+    stray = "r:backups/fleet/web1/data/0/999999"
+    rclone(s3, tmp_path, "rcat", stray, stdin=b"cut half way")
+
+    shutil.rmtree(d.store)
+    back = d.backupctl("offsite", "restore-from", "web1")
+    assert back.returncode == 0, back.stderr
+    assert not (d.store / "web1/data/0/999999").exists()
+    assert "no key bundle on the remote" in back.stdout  # repokey: not needed
+    assert "1 archives made after the copy marked gone" in back.stdout
+    assert "catalogue rebuild" not in back.stdout  # the catalogue is kept
+    assert list((d.state_dir / "borg/.config/borg/security").glob("*.before-restore-*"))
+    assert restored_rows(d, tmp_path / "restored") == copied
+
+
+def test_a_keyfile_repository_gets_its_key_back_from_the_bundle(
+    deploy: Callable[..., Deployment], droplet: Droplet, s3: S3Server, tmp_path: Path
+) -> None:
+    """encryption = "keyfile-blake2": the key lives only on the backup host; the new host
+    has it from the key bundle (sealed with the passphrase), and nothing without it."""
+    db = small_sqlite(droplet, "offsite-keyfile")
+    d = deploy({"app": {"kind": "sqlite", "path": str(db)}})
+    text = d.config.read_text().replace("[store]\n", '[store]\nencryption = "keyfile-blake2"\n')
+    d.config.write_text(text)
+    d.backupctl("backup", "now", "web1/app", check=True)
+    with_offsite(d, s3, tmp_path)
+    d.backupctl("offsite", "run", check=True)
+
+    new = new_backup_host(d, tmp_path / "new-host")
+    back = new.backupctl("offsite", "restore-from", check=True).stdout
+    assert "web1: 1 archives" in back and "key imported from the key bundle" in back, back
+    new.backupctl("catalogue", "rebuild", check=True)
+    assert restored_rows(new, tmp_path / "restored") == rows(db)
+
+    # a bundle sealed with another passphrase: the repository cannot be opened
+    other = new_backup_host(d, tmp_path / "other-host")
+    wrong = tmp_path / "wrong-passphrase"
+    wrong.write_text("not the passphrase\n")
+    wrong.chmod(0o600)
+    other.config.write_text(other.config.read_text().replace(str(d.passphrase_file), str(wrong)))
+    refused = other.backupctl("offsite", "restore-from", "web1")
+    assert refused.returncode == 19, refused.stdout + refused.stderr
+    assert "does not open with this passphrase" in refused.stderr

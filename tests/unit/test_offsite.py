@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backupd.actions.context import Context
-from backupd.actions.maintain import jobs_for
+from backupd.actions.maintain import jobs_for, schedule_of
 from backupd.config.load import RemoteConfig
 from backupd.config.sections import PassphraseConfig
 from backupd.errors import ConfigError, OffsiteError
@@ -69,11 +69,15 @@ def test_offsite_mistakes_are_one_line_each(tmp_path: Path, body: str, said: str
 
 def test_the_offsite_job_is_planned_only_with_an_offsite_table(tmp_path: Path) -> None:
     without = Context(load_config(offsite(tmp_path, "")))
-    assert ("offsite", "web1") not in jobs_for(without)
+    assert not [job for job, _ in jobs_for(without) if job.startswith("offsite")]
     section_file(tmp_path)
     body = '[offsite.remotes.eu]\npath = "b"\nrclone = { file = "eu.conf" }'
     with_it = Context(load_config(offsite(tmp_path, body)))
     assert ("offsite", "web1") in jobs_for(with_it)
+    # the catalogue's repository and the key bundle go once, on the hosts' crontab line
+    assert ("offsite_catalogue", None) in jobs_for(with_it)
+    assert schedule_of("offsite_catalogue") == schedule_of("offsite") == "offsite"
+    assert schedule_of("prune") == "prune"
 
 
 def test_the_settings_file_is_private_lives_only_inside_the_block_and_hides_secrets(

@@ -1,0 +1,241 @@
+"""offsite restore-from: the backup host (or its store) is gone; bring the repositories
+back from the off-site copy (issue 18, the runbook's "The backup host is gone").
+
+For each repository asked for (every configured host's and ``_catalogue`` by default)
+that has a copy (a manifest: a copy never completed has none): its files are listed and
+only the newest complete state is fetched (``index.N`` and what it names: the segments up
+to N; a later copy cut half way left newer segments that no index names yet), into a
+private directory beside its place in the store, checked (every file, its size, the
+repository id the manifest names), then renamed into place. Nothing is ever written over:
+a repository already in the store is refused before anything is fetched.
+
+The key bundle (the newest that opens with the passphrase) proves the passphrase and
+gives back the key of a ``keyfile`` repository. What this host's Borg remembers of a
+repository (a newer manifest, from before the loss) is moved aside, or Borg would refuse
+the older copy as a replay attack. Then: ``backupctl catalogue rebuild``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backupd.actions.context import Context
+from backupd.borg.keybundle import made_at, unseal
+from backupd.config.credentials import read_passphrase
+from backupd.config.load import OffsiteConfig
+from backupd.errors import NotFoundError, OffsiteError, RefusedError, UsageError
+from backupd.remote.rclone import Remote, open_remote
+from jobs.catalogue_copy import REPOSITORY
+from jobs.offsite import MANIFESTS
+from jobs.offsite_catalogue import KEYS, SUFFIX
+
+STATE_FILE = re.compile(r"(index|hints|integrity)\.(\d+)")
+INDEX = re.compile(r"(index)\.(\d+)")
+
+
+@dataclass(frozen=True)
+class Brought:
+    """One repository brought back."""
+
+    name: str  # a host, or _catalogue
+    repository: str
+    files: int
+    bytes: int
+    copied_at: str  # the copy's manifest: when the state brought back was copied
+    archives: int
+    key: str  # "in the repository" | "imported from the key bundle"
+    gone: int  # archives the catalogue listed that the copy does not hold: marked gone
+
+
+@dataclass(frozen=True)
+class BroughtBack:
+    remote: str
+    repositories: list[Brought]
+    bundle: str  # which key bundle opened, or why none did
+    rebuild: bool  # the catalogue knows none of these archives: rebuild it from them
+    missing: list[str] = field(default_factory=list)  # configured, no copy on the remote
+    elsewhere: list[str] = field(default_factory=list)  # copies of hosts not configured
+
+
+def pick_remote(cfg: OffsiteConfig | None, name: str | None) -> str:
+    if cfg is None:
+        raise UsageError("no [offsite] table in the configuration (docs/config.md#offsite)")
+    if name is None:
+        if len(cfg.remotes) == 1:
+            return next(iter(cfg.remotes))
+        raise UsageError(f"name the remote: --remote {' or '.join(sorted(cfg.remotes))}")
+    if name not in cfg.remotes:
+        raise UsageError(f"unknown remote {name!r} (configured: {', '.join(sorted(cfg.remotes))})")
+    return name
+
+
+def restore_from(ctx: Context, remote_name: str | None, names: Sequence[str]) -> BroughtBack:
+    """Bring ``names`` (default: every host's repository and the catalogue's) back from
+    the remote. UsageError for an unknown name, NotFoundError for one without a copy,
+    RefusedError if one is in the store already (nothing fetched), OffsiteError when a
+    fetch or the bundle fails."""
+    cfg = ctx.config.offsite
+    name = pick_remote(cfg, remote_name)
+    assert cfg is not None
+    known = [*sorted(ctx.config.hosts), REPOSITORY]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"unknown host {unknown[0]!r} (configured: {', '.join(known)})")
+    with open_remote(name, cfg.remotes[name], ctx.config.state_dir / "offsite") as remote:
+        copies = {
+            p.removesuffix(".json"): p for p in remote.files(MANIFESTS) if p.endswith(".json")
+        }
+        wanted = list(dict.fromkeys(names)) or known
+        absent = [n for n in wanted if n not in copies]
+        if names and absent:
+            raise NotFoundError(f"remote {name}: no complete copy of {', '.join(absent)}")
+        wanted = [n for n in wanted if n in copies]
+        if not wanted:
+            raise NotFoundError(f"remote {name}: no complete copy of any repository here")
+        taken = [str(ctx.repository(n)) for n in wanted if _occupied(ctx.repository(n))]
+        if taken:
+            raise RefusedError(
+                f"{', '.join(taken)}: already in the store; nothing fetched "
+                "(move it away to bring the copy back)"
+            )
+        keys, bundle = open_bundle(remote, read_passphrase(ctx.config.passphrase))
+        known_before = any(ctx.catalogue.live_archives(str(ctx.repository(n))) for n in wanted)
+        brought = [_bring(ctx, remote, n, (keys, bundle), cfg.timeout) for n in wanted]
+    return BroughtBack(
+        name,
+        brought,
+        bundle,
+        not known_before,
+        missing=[n for n in known if n not in copies and not names],
+        elsewhere=sorted(set(copies) - set(known)),
+    )
+
+
+def _occupied(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def open_bundle(remote: Remote, passphrase: str) -> tuple[dict[str, str], str]:
+    """The keys of the newest bundle that opens, and a line saying which; ({}, why) when
+    none does (a ``repokey`` repository holds its own key: not needed for it)."""
+    bundles = sorted(n for n in remote.files(KEYS) if n.endswith(SUFFIX))
+    if not bundles:
+        return {}, "no key bundle on the remote"
+    why = ""
+    for newest in reversed(bundles):
+        blob = remote.cat(KEYS, newest)
+        try:
+            keys = unseal(blob, passphrase)
+        except OffsiteError as e:
+            why = why or f"{newest}: {e}"
+            continue
+        return keys, f"key bundle of {made_at(blob)}: {len(keys)} keys, opened"
+    return {}, why
+
+
+def newest_state(listing: dict[str, int]) -> dict[str, int]:
+    """The files of the newest complete state of a repository copy: ``index.N`` (N the
+    highest), its hints and integrity, the segments up to N, the rest of the top
+    (config, README, nonce...). OffsiteError if there is no index."""
+    indexes = [int(m.group(2)) for p in listing if (m := INDEX.fullmatch(p))]
+    if not indexes:
+        raise OffsiteError("the copy has no index: no complete state to bring back")
+    top = max(indexes)
+    chosen = {}
+    for path, size in listing.items():
+        state = STATE_FILE.fullmatch(path)
+        if state and int(state.group(2)) != top:
+            continue
+        segment = path.rsplit("/", 1)[-1]
+        if path.startswith("data/") and segment.isdigit() and int(segment) > top:
+            continue  # a later copy's, cut before its index went up
+        chosen[path] = size
+    return chosen
+
+
+def _bring(
+    ctx: Context, remote: Remote, name: str, keys: tuple[dict[str, str], str], timeout: float
+) -> Brought:
+    dest = ctx.repository(name)
+    manifest = json.loads(remote.cat(MANIFESTS, f"{name}.json"))
+    chosen = newest_state(remote.files(name))
+    partial = dest.with_name(f".{name}.restoring")
+    shutil.rmtree(partial, ignore_errors=True)  # a restore-from cut before: fetched anew
+    partial.mkdir(mode=0o700, parents=True)
+    remote.fetch(sorted(chosen), partial, name, timeout=timeout)
+    short = [p for p, size in chosen.items() if _size(partial / p) != size]
+    if short:
+        raise OffsiteError(f"remote {remote.name}: {name}/{short[0]} came back incomplete")
+    repo_id = _config(partial).get("repository", "id", fallback="")
+    if manifest.get("repository_id") and repo_id != manifest["repository_id"]:
+        raise OffsiteError(f"remote {remote.name}: {name} is not the repository its manifest names")
+    _private(partial)
+    if dest.exists():
+        dest.rmdir()  # empty (checked before anything was fetched)
+    partial.rename(dest)
+    ctx.borg.forget(repo_id)
+    key = "in the repository"
+    if not _config(dest).get("repository", "key", fallback=""):
+        key = _import_key(ctx, dest, name, keys)
+    held = {a.name for a in ctx.borg.archive_times(dest)}  # the passphrase opens it
+    listed = {a.name for a in ctx.catalogue.live_archives(str(dest))}
+    ctx.catalogue.mark_pruned(str(dest), sorted(listed - held))  # made after the copy
+    return Brought(
+        name,
+        str(dest),
+        len(chosen),
+        sum(chosen.values()),
+        str(manifest.get("copied_at", "?")),
+        len(held),
+        key,
+        len(listed - held),
+    )
+
+
+def _import_key(ctx: Context, repo: Path, name: str, bundle: tuple[dict[str, str], str]) -> str:
+    keys, said = bundle
+    if name not in keys:
+        why = said if not keys else "it holds no key for it"
+        raise OffsiteError(
+            f"{repo}: a keyfile repository, its key not brought back ({why}): import "
+            "it from your own export (borg key import REPO FILE)"
+        )
+    work = ctx.private_dir(ctx.config.state_dir) / "offsite"
+    work.mkdir(mode=0o700, exist_ok=True)
+    key_file = work / f"{name}.key"
+    key_file.touch(mode=0o600)
+    try:
+        key_file.write_text(keys[name])
+        ctx.borg.import_key(repo, key_file)
+    finally:
+        key_file.unlink(missing_ok=True)
+    return "imported from the key bundle"
+
+
+def _config(repo: Path) -> configparser.ConfigParser:
+    parsed = configparser.ConfigParser()
+    parsed.read(repo / "config")
+    return parsed
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _private(root: Path) -> None:
+    """What rclone wrote (its own modes): the store's, 0700 and 0600."""
+    for folder, dirs, files in os.walk(root):
+        os.chmod(folder, 0o700)
+        for f in files:
+            os.chmod(os.path.join(folder, f), 0o600)
+        del dirs
