@@ -18,6 +18,8 @@ def tail_text(data: bytes, limit: int = STDERR_TAIL_BYTES) -> str:
     return text
 
 
+# the last line of a traceback: "borg.helpers.errors.IntegrityError: Data integrity error: ..."
+_RAISED = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit)\b:? ")
 _TELLING = re.compile(r"error|fatal|fail|killed|denied|refused|not found|no such|cannot|lost", re.I)
 
 
@@ -26,9 +28,21 @@ def summarize_stderr(tail: str, limit: int = 400) -> str:
     lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
     if not lines:
         return ""
+    raised = raised_line(lines)
+    if raised is not None:  # what was raised says it; a traceback's frames do not
+        lines = [raised]
     telling = [line for line in lines if _TELLING.search(line)] or lines[-1:]
     summary = " | ".join(dict.fromkeys(telling[-3:]))
     return summary if len(summary) <= limit else summary[: limit - 1] + "…"
+
+
+def raised_line(lines: list[str]) -> str | None:
+    """The exception line of a Python traceback (Borg's, exit 90) among stripped stderr
+    lines; None when they hold no traceback."""
+    if not any(line.startswith('File "') for line in lines):
+        return None
+    raised = [line for line in lines if _RAISED.match(line)]
+    return raised[-1] if raised else None
 
 
 class BackupdError(Exception):

@@ -92,7 +92,7 @@ def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, what: tuple[str, P
     assert cfg is not None
     started = utcnow()
     work = env.config.state_dir / "offsite"
-    with open_remote(name, rc, work) as remote:
+    with open_remote(name, rc, work, retries=cfg.retries) as remote:
         repo_id = _same_repository(remote, repo, host)
         before = segments(repo)  # committed: what the copy holds (see verify)
         files, size = _tree(repo)
@@ -130,9 +130,10 @@ def _same_repository(remote: Remote, repo: Path, host: str) -> str:
     local = configparser.ConfigParser()
     local.read(repo / "config")
     repo_id = local.get("repository", "id", fallback="")
+    found = remote.cat_if_there(MANIFESTS, f"{host}.json")  # a remote down: fails here
     try:
-        copied = json.loads(remote.cat(MANIFESTS, f"{host}.json")).get("repository_id")
-    except (OffsiteError, ValueError, AttributeError):
+        copied = json.loads(found or b"null").get("repository_id")
+    except (ValueError, AttributeError):
         return repo_id  # no copy yet (or none with an id): nothing to compare
     if copied and copied != repo_id:
         raise OffsiteError(

@@ -86,7 +86,8 @@ def send_keys(env: MaintenanceEnv) -> str:
     failed = []
     for name, rc in cfg.remotes.items():
         try:
-            with open_remote(name, rc, env.config.state_dir / "offsite") as remote:
+            work = env.config.state_dir / "offsite"
+            with open_remote(name, rc, work, retries=cfg.retries) as remote:
                 remote.put(bundle, KEYS, object_name)
                 for old in expired(list(remote.files(KEYS)), cfg.trash_days, now):
                     remote.delete(KEYS, old)

@@ -107,6 +107,24 @@ def drill_source(
     ]
 
 
+def drill_copy(
+    ctx: Context, host: HostConfig, source: SourceConfig, chosen: list[Archive]
+) -> list[tuple[Archive, list[Check]]]:
+    """Restore and check ``chosen`` (archives of a copy of the repository: ``repository``
+    says where, ``ctx.borg`` opens it) as a drill does, for the off-site drill: no drill
+    rows, nothing marked verified (the local drills' verdicts stay theirs). Each archive's
+    checks; VerificationError (or another BackupdError) at the first that fails."""
+    root = new_scratch_dir(ctx.config, f"offsite-drill-{host.name}-{source.name}")
+    try:
+        with _server(ctx, source, root) as scratch:
+            return [
+                (a, _restore_and_check(ctx, host, source, a, root / f"files-{n}", scratch, n))
+                for n, a in enumerate(chosen, start=1)
+            ]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _unfinished(
     ctx: Context,
     host: HostConfig,

@@ -1,7 +1,8 @@
-"""maintain: run one maintenance job (prune, compact, check, catalogue, drill, report).
+"""maintain: run one maintenance job (prune, compact, check, catalogue, drill, report,
+the off-site copy and its drill).
 
 The store jobs live in ``jobs/`` (found by ``maintenance_registry``); the scheduled verbs
-(drill, report) are actions and join them here, so nothing below imports a verb.
+(drill, report, offsite_drill) are actions and join them here, so nothing below imports a verb.
 
 Same discipline as a backup: the maintenance run row is written first, completed after
 (succeeded / warning / failed, with a one-line reason), failures and warnings become
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from backupd.actions.context import Context
 from backupd.actions.drill_job import JOB as DRILL
+from backupd.actions.offsite_drill import JOB as OFFSITE_DRILL
 from backupd.actions.recorded import Ending, settle
 from backupd.actions.report import JOB as REPORT
 from backupd.catalogue import RunStatus
@@ -27,7 +29,8 @@ log = logging.getLogger(__name__)
 
 def maintenance_jobs() -> dict[str, MaintenanceJob]:
     """Every job the daemon schedules, by name: the store jobs and the scheduled verbs."""
-    return {**maintenance_registry(), DRILL.name: DRILL, REPORT.name: REPORT}
+    verbs = (DRILL, REPORT, OFFSITE_DRILL)
+    return {**maintenance_registry(), **{job.name: job for job in verbs}}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 import backupd
 from backupd.actions.context import Context
-from backupd.actions.status import status_rows
+from backupd.actions.status import offsite_rows, status_rows
 from backupd.catalogue.history import ItemPoint
 from backupd.catalogue.models import RunStatus
 
@@ -89,6 +89,7 @@ class FleetCollector(Collector):
         yield failures
         yield from _per_item(points, keys)
         yield from _store(ctx)
+        yield from _offsite(ctx)
         open_flags = Counter((v.host, v.source) for v in cat.change_flags(open_only=True))
         yield _gauge(
             "backupd_source_change_alerts_open",
@@ -229,6 +230,26 @@ def _store(ctx: Context) -> Iterator[Metric]:
         "Used bytes of the store's file system (NaN: no store directory).",
         [],
         [([], used)],
+    )
+
+
+def _offsite(ctx: Context) -> Iterator[Metric]:
+    """Per host, its off-site copy: only with [offsite] (no series without it)."""
+    copies = offsite_rows(ctx)
+    if not copies:
+        return
+    yield _gauge(
+        "backupd_offsite_last_copy_timestamp_seconds",
+        "When the host's repository was last copied to every [offsite] remote, read back"
+        " and matched (0: never).",
+        ["host"],
+        [([c["host"]], _ts(c["last_copied"])) for c in copies],
+    )
+    yield _gauge(
+        "backupd_offsite_last_verified_timestamp_seconds",
+        "When a drill of the host's off-site copies last restored every source (0: never).",
+        ["host"],
+        [([c["host"]], _ts(c["copy_verified"])) for c in copies],
     )
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backupd.actions.context import Context
+from backupd.borg.adapter import Borg
 from backupd.borg.keybundle import made_at, unseal
 from backupd.config.credentials import read_passphrase
 from backupd.config.load import OffsiteConfig
@@ -88,7 +89,8 @@ def restore_from(ctx: Context, remote_name: str | None, names: Sequence[str]) ->
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UsageError(f"unknown host {unknown[0]!r} (configured: {', '.join(known)})")
-    with open_remote(name, cfg.remotes[name], ctx.config.state_dir / "offsite") as remote:
+    work = ctx.config.state_dir / "offsite"
+    with open_remote(name, cfg.remotes[name], work, retries=cfg.retries) as remote:
         copies = {
             p.removesuffix(".json"): p for p in remote.files(MANIFESTS) if p.endswith(".json")
         }
@@ -160,46 +162,75 @@ def newest_state(listing: dict[str, int]) -> dict[str, int]:
     return chosen
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """A copy's newest complete state, fetched and checked (not yet in its place)."""
+
+    path: Path
+    manifest: dict[str, object]
+    files: dict[str, int]  # path below the repository -> size
+    repository_id: str
+
+
+def fetch_copy(remote: Remote, name: str, into: Path, timeout: float) -> Fetched:
+    """Fetch the newest complete state of the copy ``name`` into the new directory
+    ``into`` (0700; emptied first), checked: every file its listed size, the repository
+    id the manifest names. OffsiteError when there is no complete copy or it differs."""
+    try:
+        manifest = json.loads(remote.cat(MANIFESTS, f"{name}.json"))
+    except ValueError:
+        raise OffsiteError(f"remote {remote.name}: the manifest of {name} is damaged") from None
+    chosen = newest_state(remote.files(name))
+    shutil.rmtree(into, ignore_errors=True)  # one cut before: fetched anew
+    into.mkdir(mode=0o700, parents=True)
+    remote.fetch(sorted(chosen), into, name, timeout=timeout)
+    short = [p for p, size in chosen.items() if _size(into / p) != size]
+    if short:
+        raise OffsiteError(f"remote {remote.name}: {name}/{short[0]} came back incomplete")
+    repo_id = _config(into).get("repository", "id", fallback="")
+    if manifest.get("repository_id") and repo_id != manifest["repository_id"]:
+        raise OffsiteError(f"remote {remote.name}: {name} is not the repository its manifest names")
+    _private(into)
+    return Fetched(into, manifest, chosen, repo_id)
+
+
+def needs_key(repo: Path) -> bool:
+    """A ``keyfile`` repository: its key is not inside it."""
+    return not _config(repo).get("repository", "key", fallback="")
+
+
 def _bring(
     ctx: Context, remote: Remote, name: str, keys: tuple[dict[str, str], str], timeout: float
 ) -> Brought:
     dest = ctx.repository(name)
-    manifest = json.loads(remote.cat(MANIFESTS, f"{name}.json"))
-    chosen = newest_state(remote.files(name))
-    partial = dest.with_name(f".{name}.restoring")
-    shutil.rmtree(partial, ignore_errors=True)  # a restore-from cut before: fetched anew
-    partial.mkdir(mode=0o700, parents=True)
-    remote.fetch(sorted(chosen), partial, name, timeout=timeout)
-    short = [p for p, size in chosen.items() if _size(partial / p) != size]
-    if short:
-        raise OffsiteError(f"remote {remote.name}: {name}/{short[0]} came back incomplete")
-    repo_id = _config(partial).get("repository", "id", fallback="")
-    if manifest.get("repository_id") and repo_id != manifest["repository_id"]:
-        raise OffsiteError(f"remote {remote.name}: {name} is not the repository its manifest names")
-    _private(partial)
+    got = fetch_copy(remote, name, dest.with_name(f".{name}.restoring"), timeout)
     if dest.exists():
         dest.rmdir()  # empty (checked before anything was fetched)
-    partial.rename(dest)
-    ctx.borg.forget(repo_id)
+    got.path.rename(dest)
+    ctx.borg.forget(got.repository_id)
     key = "in the repository"
-    if not _config(dest).get("repository", "key", fallback=""):
-        key = _import_key(ctx, dest, name, keys)
+    if needs_key(dest):
+        key = import_key(ctx.borg, dest, name, keys, ctx.config.state_dir / "offsite")
     held = {a.name for a in ctx.borg.archive_times(dest)}  # the passphrase opens it
     listed = {a.name for a in ctx.catalogue.live_archives(str(dest))}
     ctx.catalogue.mark_pruned(str(dest), sorted(listed - held))  # made after the copy
     return Brought(
         name,
         str(dest),
-        len(chosen),
-        sum(chosen.values()),
-        str(manifest.get("copied_at", "?")),
+        len(got.files),
+        sum(got.files.values()),
+        str(got.manifest.get("copied_at", "?")),
         len(held),
         key,
         len(listed - held),
     )
 
 
-def _import_key(ctx: Context, repo: Path, name: str, bundle: tuple[dict[str, str], str]) -> str:
+def import_key(
+    borg: Borg, repo: Path, name: str, bundle: tuple[dict[str, str], str], work: Path
+) -> str:
+    """Import ``name``'s key from the opened bundle (its keys, the line saying which
+    opened or why none did) into ``borg``'s keys; what was done. OffsiteError without it."""
     keys, said = bundle
     if name not in keys:
         why = said if not keys else "it holds no key for it"
@@ -207,13 +238,12 @@ def _import_key(ctx: Context, repo: Path, name: str, bundle: tuple[dict[str, str
             f"{repo}: a keyfile repository, its key not brought back ({why}): import "
             "it from your own export (borg key import REPO FILE)"
         )
-    work = ctx.private_dir(ctx.config.state_dir) / "offsite"
-    work.mkdir(mode=0o700, exist_ok=True)
+    work.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_file = work / f"{name}.key"
     key_file.touch(mode=0o600)
     try:
         key_file.write_text(keys[name])
-        ctx.borg.import_key(repo, key_file)
+        borg.import_key(repo, key_file)
     finally:
         key_file.unlink(missing_ok=True)
     return "imported from the key bundle"

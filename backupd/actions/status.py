@@ -34,6 +34,31 @@ def queue_rows(ctx: Context) -> list[dict[str, Any]]:
     ]
 
 
+def offsite_rows(ctx: Context) -> list[dict[str, Any]]:
+    """Per configured host, its off-site copy (empty without ``[offsite]``): when it was
+    last copied to every remote, when its copies last restored in a drill, how the newest
+    copy run ended."""
+    if ctx.config.offsite is None:
+        return []
+    cat = ctx.catalogue
+    copied = cat.last_good_maintenance("offsite")
+    verified = cat.last_good_maintenance("offsite_drill")
+    last = cat.last_maintenance("offsite")
+    rows = []
+    for host in sorted(ctx.config.hosts):
+        newest = last.get(host)
+        rows.append(
+            {
+                "host": host,
+                "last_copied": _iso(copied.get(host)),
+                "copy_verified": _iso(verified.get(host)),
+                "last_status": newest.status if newest else None,
+                "last_error": newest.error if newest else None,
+            }
+        )
+    return rows
+
+
 def status_rows(
     ctx: Context, items: dict[tuple[str, str], list[ItemPoint]] | None = None
 ) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from backupd.borg.lock import JOB_ENV, LOCK_CODES, PID_ENV, Locks
 from backupd.borg.space import store_full
-from backupd.errors import BorgError, MissingProgramError
+from backupd.errors import BorgError, MissingProgramError, raised_line
 from backupd.local.process import (
     Argv,
     CommandResult,
@@ -208,7 +208,9 @@ class BorgCore:
         full = store_full(result, what)
         if full is not None:
             return full
-        tail = result.stderr_tail(600).replace("\n", " | ")
+        raw = result.stderr_tail(600)
+        lines = [line.strip() for line in raw.splitlines() if line.strip()]
+        tail = raised_line(lines) or raw.replace("\n", " | ")  # a traceback: what it raised
         return BorgError(
             f"borg {what} failed (exit {result.exit_status}): {tail}",
             returncode=result.exit_status,

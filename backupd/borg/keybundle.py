@@ -24,10 +24,6 @@ import json
 import os
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from backupd.errors import OffsiteError
 
 MAGIC = b"backupd-key-bundle 1\n"
@@ -35,7 +31,13 @@ SCRYPT = {"n": 2**17, "r": 8, "p": 1}  # 128 MiB, ~0.3 s: once per copy and per 
 MAX_HEADER = 4096
 
 
+# cryptography is imported where it is used: the resident daemon loads the jobs' modules
+# but runs them in workers, and stays without it (tests/unit/test_layers.py)
+
+
 def _key(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
 
 
@@ -47,6 +49,8 @@ def seal(keys: dict[str, str], passphrase: str, made: str) -> bytes:
     header |= {"salt": base64.b64encode(salt).decode(), "nonce": base64.b64encode(nonce).decode()}
     head = MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n"
     body = json.dumps({"keys": keys}, sort_keys=True).encode()
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return head + AESGCM(_key(passphrase, salt, **SCRYPT)).encrypt(nonce, body, head)
 
 
@@ -58,6 +62,9 @@ def made_at(blob: bytes) -> str:
 def unseal(blob: bytes, passphrase: str) -> dict[str, str]:
     """The keys in the bundle; OffsiteError if it is no bundle, was changed, or the
     passphrase is not the one it was sealed with."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     header, head = _header(blob)
     try:
         salt = base64.b64decode(header["salt"])

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from backupd.catalogue.models import (
@@ -74,6 +74,29 @@ class JobRecords:
         with self.session() as s:
             query = select(MaintenanceRun).order_by(MaintenanceRun.id.desc()).limit(limit)
             return list(s.scalars(query))
+
+    def last_good_maintenance(self: HasSession, job: str) -> dict[str | None, datetime]:
+        """Per host (None: the whole store), when ``job`` last finished well (succeeded
+        or with a warning)."""
+        finished = func.max(MaintenanceRun.finished_at)
+        query = (
+            select(MaintenanceRun.host, finished)
+            .where(MaintenanceRun.job == job, MaintenanceRun.status.in_(GOOD))
+            .group_by(MaintenanceRun.host)
+        )
+        with self.session() as s:
+            return {host: when for host, when in s.execute(query) if when is not None}
+
+    def last_maintenance(self: HasSession, job: str) -> dict[str | None, MaintenanceRun]:
+        """Per host, the newest finished run of ``job`` (its status, summary, error)."""
+        newest = (
+            select(func.max(MaintenanceRun.id))
+            .where(MaintenanceRun.job == job, MaintenanceRun.status != RunStatus.RUNNING)
+            .group_by(MaintenanceRun.host)
+        )
+        with self.session() as s:
+            rows = s.scalars(select(MaintenanceRun).where(MaintenanceRun.id.in_(newest)))
+            return {r.host: r for r in rows}
 
     # -- the daemon's queue -------------------------------------------------------------
     def clear_queue(self: HasSession) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from backupd.actions.status import key_exports_missing, queue_rows, status_rows
+from backupd.actions.status import key_exports_missing, offsite_rows, queue_rows, status_rows
 from backupd.catalogue.changes import FlagView
 from backupd.catalogue.models import RunStatus
 from backupd.cli.common import (
@@ -48,15 +48,18 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
     ctx = context(obj)
     rows, jobs, unexported = status_rows(ctx), queue_rows(ctx), key_exports_missing(ctx)
     changes = ctx.catalogue.change_flags(open_only=True)
+    copies = offsite_rows(ctx)
     if as_json:
         emit_json(
             sources=rows,
             queue=jobs,
             key_exports_missing=unexported,
             open_change_alerts=len(changes),
+            offsite=copies,
         )
     else:
         _print_status(rows, jobs, unexported, changes)
+        _print_offsite(copies)
     if any(r["stale"] for r in rows):
         sys.exit(1)
 
@@ -143,6 +146,18 @@ def _print_status(
                 f"  {j['state']:8} {j['job']} {j['target']} ({j['trigger']}, attempt "
                 f"{j['attempt']}, since {j['since']})"
             )
+
+
+def _print_offsite(copies: list[dict[str, Any]]) -> None:
+    """One line per host's off-site copy (with [offsite]): a failed newest copy stands out."""
+    if copies:
+        click.echo("\nOff-site copies:")
+    for c in copies:
+        copied = short_time(c["last_copied"]) if c["last_copied"] else "never"
+        verified = short_time(c["copy_verified"]) if c["copy_verified"] else "never"
+        click.echo(f"  {c['host']}: copied {copied}, last proved restorable {verified}")
+        if c["last_status"] == "failed":
+            click.echo(_style(f"  ! {c['host']}: the newest copy failed: {c['last_error']}", True))
 
 
 @click.command()

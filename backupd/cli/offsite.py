@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
+from backupd.actions.context import Context
 from backupd.actions.maintain import run_maintenance
 from backupd.actions.offsite_restore import restore_from
-from backupd.catalogue import RunStatus
+from backupd.actions.status import offsite_rows
 from backupd.cli.common import clean_errors, context, short_time, table
 from backupd.errors import OffsiteError, UsageError
 
@@ -43,24 +44,34 @@ def run(obj: dict[str, Any], host: str | None) -> None:
       backupctl offsite run web1
     """
     ctx = context(obj)
+    planned: list[tuple[str, str | None]] = [("offsite", h) for h in _hosts(ctx, host)]
+    if not host:
+        planned.append(("offsite_catalogue", None))
+    _run_jobs(ctx, planned)
+
+
+def _hosts(ctx: Context, host: str | None) -> list[str]:
+    """HOST, or every configured host; UsageError without [offsite] or for an unknown one."""
     if ctx.config.offsite is None:
         raise UsageError("no [offsite] table in the configuration (docs/config.md#offsite)")
-    hosts = [host] if host else sorted(ctx.config.hosts)
     if host and host not in ctx.config.hosts:
         raise UsageError(
             f"unknown host {host!r} (configured: {', '.join(sorted(ctx.config.hosts))})"
         )
-    planned: list[tuple[str, str | None]] = [("offsite", name) for name in hosts]
-    if not host:
-        planned.append(("offsite_catalogue", None))
+    return [host] if host else sorted(ctx.config.hosts)
+
+
+def _run_jobs(ctx: Context, planned: list[tuple[str, str | None]]) -> None:
+    """Run each (job, host) as the daemon would: a line for each that went well; exit 19
+    if any failed (each failure said once, as it happened, by run_maintenance's log)."""
     failed = 0
     for job, name in planned:
-        outcome = run_maintenance(ctx, job, name, "backupctl")  # logs a failure
-        if outcome.status in (RunStatus.SUCCEEDED, RunStatus.WARNING):
+        outcome = run_maintenance(ctx, job, name, "backupctl")
+        if outcome.ok:
             click.echo(f"{name or 'catalogue and keys'}: {outcome.summary}")
         else:
             failed += 1
-    if failed:  # each said once, above, as it happened
+    if failed:
         sys.exit(OffsiteError.exit_code)
 
 
@@ -68,7 +79,8 @@ def run(obj: dict[str, Any], host: str | None) -> None:
 @click.pass_obj
 @clean_errors
 def status(obj: dict[str, Any]) -> None:
-    """When each host's repository was last copied off site, and the last attempt.
+    """When each host's repository was last copied off site, when its copies last
+    restored in a drill (`offsite drill`), and how the newest copy run ended.
 
     \b
     Examples:
@@ -76,21 +88,21 @@ def status(obj: dict[str, Any]) -> None:
       backupctl offsite status | grep never
     """
     ctx = context(obj)
-    runs = [r for r in ctx.catalogue.maintenance_runs(limit=10_000) if r.job == "offsite"]
+    last = ctx.catalogue.last_maintenance("offsite")
     rows = []
-    for name in sorted(ctx.config.hosts):
-        mine = [r for r in runs if r.host == name]  # newest first
-        good = next((r for r in mine if r.status == RunStatus.SUCCEEDED), None)
-        last = mine[0] if mine else None
+    for c in offsite_rows(ctx):
+        newest = last.get(c["host"])
+        said = (newest.error or newest.summary or "") if newest else ""
         rows.append(
             (
-                name,
-                short_time(good.finished_at) if good and good.finished_at else "never",
-                f"{last.status}" if last else "-",
-                ((last.error or last.summary or "") if last else "")[:100],
+                c["host"],
+                short_time(c["last_copied"]) if c["last_copied"] else "never",
+                short_time(c["copy_verified"]) if c["copy_verified"] else "never",
+                c["last_status"] or "-",
+                said[:100],
             )
         )
-    table(("HOST", "LAST COPIED", "LAST RUN", "SAID"), rows)
+    table(("HOST", "LAST COPIED", "COPY VERIFIED", "LAST RUN", "SAID"), rows)
 
 
 @offsite_group.command("restore-from")
@@ -125,3 +137,22 @@ def restore_from_cmd(obj: dict[str, Any], hosts: tuple[str, ...], remote_name: s
         click.echo(f"also on {back.remote}, not configured here: {', '.join(back.elsewhere)}")
     if back.rebuild:
         click.echo("next: backupctl catalogue rebuild")
+
+
+@offsite_group.command("drill")
+@click.argument("host", required=False)
+@click.pass_obj
+@clean_errors
+def drill(obj: dict[str, Any], host: str | None) -> None:
+    """Restore drill of HOST's off-site copy (every host's without one) on every remote
+    now, as the monthly job does: the copy's newest complete state fetched into the store
+    (as big as the repository; removed after), then per source its newest restore point in
+    the copy restored and checked as a drill does. Exits 19 if a copy did not restore.
+
+    \b
+    Examples:
+      backupctl offsite drill web1
+      backupctl offsite drill
+    """
+    ctx = context(obj)
+    _run_jobs(ctx, [("offsite_drill", h) for h in _hosts(ctx, host)])

@@ -172,6 +172,7 @@ class MaintenanceConfig(Model):
     drill: Cron = "0 4 * * 6"  # restore drills of every source (weekly)
     report: Cron = "0 8 * * 1"  # the weekly report (Monday morning)
     offsite: Cron = "15 6 * * *"  # the off-site copy, after prune and compact (with [offsite])
+    offsite_drill: Cron = "45 7 1 * *"  # a restore drill of each copy, monthly (with [offsite])
 
 
 class DrillsConfig(Model):

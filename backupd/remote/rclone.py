@@ -56,13 +56,17 @@ class Remote:
     binary: str
     runner: Runner
     secrets: tuple[str, ...]  # the values of its secret settings (masked, scrubbed)
+    retries: int = 3  # [offsite] retries: each request is tried 2 x this - 1 times
 
     def url(self, *parts: str) -> str:
         """``NAME:bucket/prefix/PART/...``: what rclone calls a place on the remote."""
         return f"{self.name}:{'/'.join((self.path, *parts))}"
 
     def argv(self, *args: str) -> Argv:
-        return (self.binary, "--config", str(self.config_file), *args)
+        # rclone's default (10 tries, each backing off further) took over 2 minutes to
+        # fail one listing of a remote that refuses connections; 5 tries ~2 minutes, 1 none
+        tries = ("--low-level-retries", str(2 * self.retries - 1))
+        return (self.binary, "--config", str(self.config_file), *tries, *args)
 
     def run(self, *args: str, what: str, timeout: float = SHORT_TIMEOUT) -> CommandResult:
         """``rclone ARGS``; OffsiteError (remote, what, rclone's last words) when it fails."""
@@ -84,6 +88,21 @@ class Remote:
 
     def cat(self, *parts: str) -> bytes:
         return self.run("cat", self.url(*parts), what=f"reading {'/'.join(parts)}").stdout
+
+    def cat_if_there(self, *parts: str) -> bytes | None:
+        """The object's bytes, None when it (or its bucket) does not exist (rclone cats
+        nothing for a missing object: an empty object counts as missing). OffsiteError
+        when the remote cannot be read: not the same as "no copy yet"."""
+        what = f"reading {'/'.join(parts)}"
+        done = self.runner(
+            self.argv("cat", self.url(*parts)),
+            Invocation(timeout=SHORT_TIMEOUT, secrets=self.secrets),
+        )
+        if not done.ok:
+            if b"directory not found" in done.stderr:
+                return None
+            raise self.error(done, what)
+        return done.stdout or None
 
     def put(self, data: bytes, *parts: str) -> None:
         """Write ``data`` as one object (rclone rcat, from stdin)."""
@@ -147,10 +166,11 @@ class Remote:
 
 @contextmanager
 def open_remote(
-    name: str, cfg: RemoteConfig, work: Path, runner: Runner = run_local
+    name: str, cfg: RemoteConfig, work: Path, runner: Runner = run_local, retries: int = 3
 ) -> Iterator[Remote]:
     """The remote ``name``, its settings read from their credential source now and written
-    to a private file under ``work`` for as long as the block runs."""
+    to a private file under ``work`` for as long as the block runs; ``retries``: [offsite]
+    retries."""
     what = f"offsite.remotes.{name}.rclone"
     body = read_secret(cfg.rclone, what, output_secret=True)
     lines = [line.strip() for line in body.splitlines() if line.strip()]
@@ -174,7 +194,7 @@ def open_remote(
             config_file = Path(private) / "rclone.conf"
             config_file.touch(mode=0o600)
             config_file.write_text(f"[{name}]\n" + "\n".join(lines) + "\n")
-            yield Remote(name, cfg.path, config_file, binary, runner, secrets)
+            yield Remote(name, cfg.path, config_file, binary, runner, secrets, retries)
         finally:
             in_use.close()
 

@@ -64,10 +64,15 @@ class Deployment:
         return [a["name"] for a in json.loads(out)["archives"]]
 
     def status(self) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = self.status_json()["sources"]
+        return rows
+
+    def status_json(self) -> dict[str, Any]:
+        """``status --json``, checked against its schema."""
         result = self.backupctl("status", "--json")  # exits 1 while any source is stale
         assert result.returncode in (0, 1), result.stderr
-        rows: list[dict[str, object]] = conforming("status", result.stdout)["sources"]
-        return rows
+        document: dict[str, Any] = conforming("status", result.stdout)
+        return document
 
     def catalogue_rows(self, sql: str) -> list[tuple[object, ...]]:
         import sqlite3

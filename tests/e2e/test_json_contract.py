@@ -20,6 +20,7 @@ from tests.harness.daemon import NEVER, Fleet, wait_for
 from tests.harness.fleet import Value
 from tests.harness.procs import free_port
 from tests.harness.recorder import webhook_server
+from tests.harness.s3 import S3Server, s3_server
 from tests.harness.smtp import SmtpServer
 from tests.json_contract import Seen, array_paths, blocks, conforming, nullable_paths
 
@@ -77,6 +78,17 @@ def notify(live: int, down: int) -> str:
     """Two chat services: a real webhook, and one nobody answers (its alerts wait)."""
     urls = f'"json://127.0.0.1:{live}/hook", "json://127.0.0.1:{down}/hook"'
     return f"\n[notify]\nurls = [{urls}]\ntimeout = 5\n"
+
+
+def offsite(s3: S3Server, root: Path) -> str:
+    """[offsite] with one remote on the test's S3 server (its settings in a 0600 file)."""
+    section = root / "offsite-eu.conf"
+    section.write_text(s3.section())
+    section.chmod(0o600)
+    return (
+        "\n[offsite]\nretries = 1\nverify_files = 2\n[offsite.remotes.eu]\n"
+        f'path = "backups/fleet"\nrclone = {{ file = "{section}" }}\n'
+    )
 
 
 def older_archive(fleet: Fleet, source: str) -> str:
@@ -143,11 +155,13 @@ def test_every_json_output_matches_its_documented_schema(
     smtp_server: SmtpServer,
     tmp_path: Path,
 ) -> None:
-    with webhook_server() as (live, _):
-        every_json_output(fleet, smtp_server, tmp_path, live)
+    with webhook_server() as (live, _), s3_server(tmp_path) as s3:
+        every_json_output(fleet, smtp_server, tmp_path, live, s3)
 
 
-def every_json_output(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Path, live: int) -> None:
+def every_json_output(
+    fleet: Fleet, smtp_server: SmtpServer, tmp_path: Path, live: int, s3: S3Server
+) -> None:
     one = fleet.source("one", schedule=NEVER)
     gone: dict[str, Value] = {
         "kind": "sqlite",
@@ -155,7 +169,8 @@ def every_json_output(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Path, liv
         "schedule": NEVER,
     }
     sources = {"one": one, "two": fleet.source("two", schedule=NEVER), "gone": gone}
-    fleet.write({"a": sources}, daemon=DAEMON + RETENTION)
+    copies = offsite(s3, tmp_path)
+    fleet.write({"a": sources}, daemon=DAEMON + RETENTION + copies)
     out = Outputs(fleet.config)
     crash_then_catch_up(fleet, out)
 
@@ -191,7 +206,7 @@ def every_json_output(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Path, liv
     loose: dict[str, Value] = {**sources["two"], "changes": {"rows_lost": 0.01}}
     fleet.write(
         {"a": {**sources, "two": loose, "later": later, "tree": tree}},
-        daemon=DAEMON + RETENTION + mail(smtp_server) + notify(live, free_port()),
+        daemon=DAEMON + RETENTION + mail(smtp_server) + notify(live, free_port()) + copies,
     )
     ctl(fleet, "backup", "now", "a/tree")
     assert {v["type"] for v in out("find", "*", "a")["versions"]} == {"f", "d", "l"}
@@ -211,9 +226,20 @@ def every_json_output(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Path, liv
     ctl(fleet, "alerts", "--send", rc=15)  # folded into the earlier mail
     out("alerts")
     out("runs", "a/gone", "--status", "failed")
+    # the off-site copy: a run with the server down fails; then a copy and its drill
+    s3.stop()
+    ctl(fleet, "offsite", "run", "a", rc=19)
+    [failed] = out("status", rc=(1,))["offsite"]
+    assert failed["last_status"] == "failed" and failed["last_copied"] is None, failed
+    s3.start()
+    ctl(fleet, "offsite", "run")
+    ctl(fleet, "offsite", "drill", "a")  # gone and later have nothing to drill: a warning
     assert {c["ok"] for c in out("config check", rc=(1,))["checks"]} == {True, False}
     assert out("key export", str(tmp_path / "keys"))["exports"][0]["host"] == "a"
-    assert out("status", rc=(1,))["key_exports_missing"] == []
+    last = out("status", rc=(1,))
+    assert last["key_exports_missing"] == []
+    [copy] = last["offsite"]
+    assert copy["last_status"] == "succeeded" and copy["copy_verified"] is not None, copy
 
     assert out.commands == set(SCHEMAS)
     for command, schema in SCHEMAS.items():

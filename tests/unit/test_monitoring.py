@@ -29,7 +29,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_rules_are_valid_and_their_unit_tests_pass() -> None:
     checked = promtool("check", "rules", "backupd.rules.yml")
-    assert checked.returncode == 0 and "SUCCESS: 7 rules found" in checked.stdout, checked
+    assert checked.returncode == 0 and "SUCCESS: 11 rules found" in checked.stdout, checked
     tested = promtool("test", "rules", "backupd.rules.test.yml")
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
 
@@ -56,7 +56,10 @@ def test_a_rule_test_that_expects_the_wrong_thing_fails(tmp_path: Path) -> None:
 
 
 def test_every_series_the_rules_and_dashboard_name_is_exported(tmp_path: Path) -> None:
-    ctx = Context(load_config(write_config(tmp_path, {"web1": {"app": "sqlite"}})))
+    (tmp_path / "eu.conf").write_text("type = s3\n")
+    (tmp_path / "eu.conf").chmod(0o600)
+    offsite = '[offsite.remotes.eu]\npath = "b/fleet"\nrclone = { file = "eu.conf" }\n'
+    ctx = Context(load_config(write_config(tmp_path, {"web1": {"app": "sqlite"}}, offsite)))
     (tmp_path / "store").mkdir()
     with ctx.catalogue.session() as s:  # one archive: the per-item series exist
         run(s, source(s, "web1", "app", "sqlite"), utcnow(), original=1)

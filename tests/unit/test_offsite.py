@@ -4,6 +4,7 @@ tests/e2e/test_offsite.py. Only the process seam (a Remote's runner) is faked.""
 
 from __future__ import annotations
 
+import json
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -186,3 +187,53 @@ def test_rclones_closing_statistics_are_added_up_over_its_steps() -> None:
     )
     assert _stats(log) == {"bytes": 3146752, "transfers": 8, "serverSideMoves": 2, "speed": 1}
     assert _stats(b"no statistics at all") == {}
+
+
+class Answers:
+    """The process seam answering ``rclone cat`` as a remote would: an object, nothing (a
+    missing object in a bucket), a missing bucket, or a refused connection."""
+
+    def __init__(self, status: int, out: bytes = b"", err: bytes = b"") -> None:
+        self.status, self.out, self.err = status, out, err
+        self.calls: list[Argv] = []
+
+    def __call__(self, argv: Argv, inv: Invocation) -> CommandResult:
+        self.calls.append(argv)
+        return CommandResult(argv, self.status, self.out, self.err, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("answer", "copied_before"),
+    [
+        (Answers(0, b'{"repository_id": "abc123"}'), "abc123"),
+        (Answers(0), None),  # rclone cats nothing for a missing object
+        (Answers(3, err=b"NOTICE: Failed to cat: directory not found"), None),  # no bucket
+    ],
+)
+def test_a_copy_is_told_from_no_copy_yet(
+    tmp_path: Path, answer: Answers, copied_before: str | None
+) -> None:
+    cfg = RemoteConfig(path="b/fleet", rclone=PassphraseConfig(file=section_file(tmp_path)))
+    with open_remote("eu", cfg, tmp_path / "work", runner=answer, retries=2) as remote:
+        found = remote.cat_if_there(".manifests", "web1.json")
+    assert (found and json.loads(found)["repository_id"]) == (copied_before or None)
+    [argv] = answer.calls
+    assert argv[3:5] == ("--low-level-retries", "3")  # 2 x retries - 1, every request
+
+
+def test_a_remote_that_cannot_be_read_is_no_missing_copy(tmp_path: Path) -> None:
+    """Found by the JSON contract test: with the remote down, the manifest read counted as
+    "no copy yet" and the run went on into a sync that failed again, minutes later (and,
+    with rclone's default tries, a listing took over two minutes to fail). Now the first
+    read fails the run, saying why. Another member: a refused key."""
+    cfg = RemoteConfig(path="b/fleet", rclone=PassphraseConfig(file=section_file(tmp_path)))
+    for err in (
+        b"ERROR : dial tcp 127.0.0.1:9000: connect: connection refused",
+        b"ERROR : operation error S3: ListObjects, StatusCode: 403, InvalidAccessKeyId",
+    ):
+        answer = Answers(1, err=err)
+        with (
+            open_remote("eu", cfg, tmp_path / "work", runner=answer) as remote,
+            pytest.raises(OffsiteError, match=r"remote eu: reading \.manifests/web1\.json failed"),
+        ):
+            remote.cat_if_there(".manifests", "web1.json")

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from backupd.actions.context import Context
 from backupd.actions.maintain import jobs_for, run_maintenance
@@ -209,3 +210,44 @@ def test_the_headline_counts_every_line_and_the_subject_stays_on_one_line(ctx: C
     raw = report_message(ctx, data).as_bytes()
     [subject] = [line for line in raw.split(b"\n") if line.startswith(b"Subject:")]
     assert subject.startswith(b"Subject: [backupd] ACTION NEEDED (2 problems, 2 to check), report")
+
+
+def test_the_off_site_copies_are_in_the_report_and_old_ones_are_to_check(
+    tmp_path: Path,
+) -> None:
+    """With [offsite]: a line per host (copied, last proved restorable); a copy over two
+    days old or never made, and a drill of the copy over 40 days old, are to check. Without
+    [offsite], no such section."""
+    (tmp_path / "none").mkdir()
+    without = gather(make_ctx(tmp_path / "none"))
+    assert without.offsite == [] and "Off-site" not in render_text(without)
+
+    (tmp_path / "eu.conf").write_text("type = s3\n")
+    (tmp_path / "eu.conf").chmod(0o600)
+    body = '[offsite.remotes.eu]\npath = "b/fleet"\nrclone = { file = "eu.conf" }\n'
+    c = Context(load_config(write_config(tmp_path, FLEET, body)))
+    now = utcnow()
+    cat = c.catalogue
+    for job, host, days in (
+        ("offsite", "web1", 1),
+        ("offsite_drill", "web1", 10),
+        ("offsite", "web2", 3),
+        ("offsite_drill", "web2", 41),
+    ):
+        run_id = cat.start_maintenance(job, host, "test")
+        cat.finish_maintenance(run_id, RunStatus.SUCCEEDED, summary="eu: ...")
+        with cat.session() as s:  # when it finished, in the past
+            s.execute(
+                text("UPDATE maintenance_runs SET finished_at = :at WHERE id = :id"),
+                {"at": now - timedelta(days=days), "id": run_id},
+            )
+    data = gather(c, now=now)
+    assert [h for h, _, _ in data.offsite] == ["web1", "web2"]
+    report = render_text(data)
+    assert "Off-site copies:\n  web1: copied " in report and "last proved restorable" in report
+    checks = [why for lvl, why in data.problems if lvl == "warn" and "off-site" in why]
+    assert checks == [
+        "web2: no good off-site copy for 3d 0h",
+        "web2: its off-site copy not proved to restore for 41d 0h",
+    ], checks
+    assert "Off-site copies" in render_html(data, str)

@@ -139,3 +139,28 @@ def test_remote_command_line_passes_term_on_to_the_command() -> None:
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 143
     assert "backupd: sleep killed by signal 15" in err
+
+
+def test_a_python_traceback_is_summed_up_by_what_was_raised() -> None:
+    """Borg's tracebacks (exit 90: a damaged segment): the frames' lines ("raise
+    IntegrityError(...") say nothing to a person at a bad hour; the exception's does.
+    Another member: a traceback of a ValueError, cut at its start."""
+    from backupd.errors import summarize_stderr
+
+    tail = (
+        "ne 1647, in read\n    size, tag = self._read(fd, header)\n"
+        '  File "/venv/lib/python3.11/site-packages/borg/repository.py", line 1686, in _read\n'
+        "    raise IntegrityError('Segment entry checksum mismatch [segment {}, offset {}]'\n"
+        "borg.helpers.errors.IntegrityError: Data integrity error: Segment entry checksum "
+        "mismatch [segment 6, offset 8]\n"
+    )
+    assert summarize_stderr(tail) == (
+        "borg.helpers.errors.IntegrityError: Data integrity error: Segment entry checksum "
+        "mismatch [segment 6, offset 8]"
+    )
+    cut = '  File "x.py", line 3, in f\n    int(text)\nValueError: invalid literal for int()\n'
+    assert summarize_stderr(cut) == "ValueError: invalid literal for int()"
+    # no traceback: as before, even with a line that looks like an exception's
+    assert summarize_stderr("KeyError: 'x'\nborg: error: no such repository") == (
+        "KeyError: 'x' | borg: error: no such repository"
+    )
