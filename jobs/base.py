@@ -403,6 +403,7 @@ class MaintenanceEnv:
     catalogue: Catalogue
     host: str | None
     repository: Path | None
+    trigger: str = "schedule"  # who started it: "schedule", "backupctl"...
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,16 @@ class OffsiteJob:
                 f"no Borg repository at {env.repository}: nothing copied "
                 "(the off-site copies are kept as they are)"
             )
+        if env.trigger != "backupctl" and cfg.time_left(utcnow()) == 0:
+            return outside_window(cfg.window)
         return MaintenanceResult(to_every_remote(env, env.host, env.repository))
+
+
+def outside_window(window: str) -> MaintenanceResult:
+    """A scheduled copy that starts outside ``[offsite] window`` (a schedule outside it,
+    a run the daemon started late): nothing copied, and a warning someone should read."""
+    said = f"outside [offsite] window {window} UTC: not copied (backupctl offsite run copies now)"
+    return MaintenanceResult(said, (said,))
 
 
 def to_every_remote(env: MaintenanceEnv, host: str, repo: Path) -> str:
@@ -169,28 +178,39 @@ def _sync(
     steps: tuple[str, ...] = (sys.executable, "-m", "backupd.remote.rclone_steps", remote.binary)
     steps += (str(remote.config_file), str(repo), remote.url(host), trash)
     argv = ("with-lock", "--lock-wait", str(LOCK_WAIT), str(repo), *steps, *flags)
+    left = cfg.time_left(started) if env.trigger != "backupctl" else None
+    limit = min(cfg.timeout, left) if left else cfg.timeout  # stopped at the window's end
     try:
         done = env.borg.run(
             argv,
             repo=repo,
             wait=LOCK_WAIT,  # a backup of ours holding it: waited for, then "locked by ..."
-            timeout=cfg.timeout,
+            timeout=limit,
             what=f"offsite copy to {remote.name}",
         )
     except RepositoryLockedError:
         raise  # who holds it, since when: borg's own line says it better
-    except BorgError as e:  # rclone's error lines (JSON log), else borg's
-        found = re.findall(
-            r'"level":"(?:error|critical)","msg":"((?:[^"\\]|\\.)*)"'
-            r'|"msg":"(Failed to (?:[^"\\]|\\.)*)"',
-            e.message,
-        )
-        lines = [(a or b).replace('\\"', '"').strip() for a, b in found]
-        why = " | ".join(dict.fromkeys(lines[-3:])) or e.message
-        raise OffsiteError(
-            remote.scrub(f"remote {remote.name}: the copy of {host} failed: {why}")
-        ) from None
+    except BorgError as e:
+        closed = e.transient and e.returncode is None and "timed out" in e.message
+        if closed and limit < cfg.timeout:  # cut at the window's end, not its own limit
+            raise OffsiteError(
+                f"remote {remote.name}: the copy of {host} stopped at the end of [offsite] "
+                f"window {cfg.window} UTC; the next run goes on from where it stopped"
+            ) from None
+        raise _failed(remote, host, e) from None
     return _stats(done.stdout + done.stderr)
+
+
+def _failed(remote: Remote, host: str, e: BorgError) -> OffsiteError:
+    """One line: rclone's error lines (its JSON log), else borg's."""
+    found = re.findall(
+        r'"level":"(?:error|critical)","msg":"((?:[^"\\]|\\.)*)"'
+        r'|"msg":"(Failed to (?:[^"\\]|\\.)*)"',
+        e.message,
+    )
+    lines = [(a or b).replace('\\"', '"').strip() for a, b in found]
+    why = " | ".join(dict.fromkeys(lines[-3:])) or e.message
+    return OffsiteError(remote.scrub(f"remote {remote.name}: the copy of {host} failed: {why}"))
 
 
 def _stats(output: bytes) -> dict[str, int]:

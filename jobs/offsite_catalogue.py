@@ -24,7 +24,7 @@ from backupd.errors import OffsiteError
 from backupd.remote.rclone import open_remote
 from jobs.base import MaintenanceEnv, MaintenanceResult
 from jobs.catalogue_copy import REPOSITORY
-from jobs.offsite import STAMP, to_every_remote
+from jobs.offsite import STAMP, outside_window, to_every_remote
 
 KEYS = ".keys"
 SUFFIX = ".bundle"
@@ -37,8 +37,11 @@ class OffsiteCatalogueJob:
     schedule = "offsite"  # on [maintenance] offsite's line, beside the hosts' copies
 
     def run(self, env: MaintenanceEnv) -> MaintenanceResult:
-        if env.config.offsite is None:
+        cfg = env.config.offsite
+        if cfg is None:
             raise OffsiteError("no [offsite] table in the configuration: nowhere to copy to")
+        if env.trigger != "backupctl" and cfg.time_left(utcnow()) == 0:
+            return outside_window(cfg.window)
         repo = env.config.store.path / REPOSITORY
         said, failed = [], []
         if env.borg.is_repository(repo):

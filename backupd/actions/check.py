@@ -12,12 +12,15 @@ import json
 import os
 import shlex
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from backupd.actions.context import Context, connect
+from backupd.catalogue.models import utcnow
 from backupd.config.credentials import read_passphrase
+from backupd.config.cron import cron_trigger
 from backupd.config.load import HostConfig, SourceConfig
 from backupd.config.units import human_bytes
 from backupd.errors import BackupdError
@@ -91,6 +94,8 @@ def check_offsite(ctx: Context) -> Iterator[Finding]:
     cfg = ctx.config.offsite
     if cfg is None:
         return
+    if cfg.window:
+        yield _window(cfg.window, cfg.time_left, ctx.config.maintenance.offsite)
     work = ctx.private_dir(ctx.config.state_dir) / "offsite"
     for name, remote_cfg in cfg.remotes.items():
         subject = f"offsite {name}"
@@ -103,6 +108,24 @@ def check_offsite(ctx: Context) -> Iterator[Finding]:
         copied = sorted(set(hosts) & set(ctx.config.hosts))
         said = f"copies of {', '.join(copied)}" if copied else "no copy yet"
         yield Finding(subject, True, f"{remote_cfg.path} answers: {said}")
+
+
+def _window(window: str, left: Callable[[datetime], float | None], cron: str) -> Finding:
+    """Does [maintenance] offsite start the copies inside [offsite] window? Outside, each
+    scheduled copy would copy nothing and warn."""
+    trigger, now = cron_trigger(cron), utcnow()
+    starts = trigger.get_next_fire_time(None, now)
+    if starts is None or not left(starts):
+        when = f"{starts:%H:%M} UTC" if starts else "never"
+        return Finding(
+            "offsite window",
+            False,
+            f"[maintenance] offsite ({cron!r}) starts the copies at {when}, outside "
+            f"[offsite] window {window} UTC: they would copy nothing",
+        )
+    hours = (left(starts) or 0) / 3600
+    detail = f"copies start at {starts:%H:%M} UTC, {hours:.1f} h before the window {window} ends"
+    return Finding("offsite window", True, detail)
 
 
 def check_store(ctx: Context) -> Iterator[Finding]:

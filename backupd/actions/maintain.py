@@ -94,7 +94,7 @@ def run_maintenance(ctx: Context, job: str, host: str | None, trigger: str) -> M
         cat.finish_maintenance(run_id, end.run_status, error=end.error, stderr_tail=end.stderr_tail)
 
     with settle(label, finish) as ending, ctx.borg.job(f"the {job} job of {host or 'the store'}"):
-        result = _run(ctx, found, host)
+        result = _run(ctx, found, host, trigger)
     if ending.how == "stopped":  # a shutdown, not a fault: no alert
         log.warning("%s", ending.error)
         return MaintenanceOutcome(
@@ -118,7 +118,7 @@ def run_maintenance(ctx: Context, job: str, host: str | None, trigger: str) -> M
     return MaintenanceOutcome(job, host, run_id, RunStatus.SUCCEEDED, result.summary)
 
 
-def _run(ctx: Context, job: MaintenanceJob, host: str | None) -> MaintenanceResult:
+def _run(ctx: Context, job: MaintenanceJob, host: str | None, trigger: str) -> MaintenanceResult:
     repository = None
     if host is not None:
         repository = ctx.repository(host)
@@ -126,5 +126,5 @@ def _run(ctx: Context, job: MaintenanceJob, host: str | None) -> MaintenanceResu
         if missing and not getattr(job, "runs_without_repository", False):
             # no backup yet: nothing to look after
             return MaintenanceResult(f"no repository yet at {repository}: nothing to do")
-    env = MaintenanceEnv(ctx.config, ctx.borg, ctx.catalogue, host, repository)
+    env = MaintenanceEnv(ctx.config, ctx.borg, ctx.catalogue, host, repository, trigger)
     return job.run(env)

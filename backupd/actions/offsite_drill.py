@@ -3,22 +3,20 @@ monthly by default (``[maintenance] offsite_drill``).
 
 For each remote: the copy's newest complete state is fetched (as ``restore-from`` would)
 into a private directory in the store (it is as big as the repository; removed after,
-and a crash's leftovers at the host's next drill), opened by a Borg of its own (its own
-security directory and cache: to this host's Borg the copy is the local repository at
-another place and older), its key from the remote's key bundle if it keeps none. Then
-per source the newest restore point the copy holds (per item) is restored and checked as
-a drill does: databases into a scratch server, row counts, trees file by file, dumps by
-their sha256. No drill rows, nothing marked verified: the local drills' verdicts stay
-theirs; the verdict is this job's run (failed: an alert), and "copy last verified
-restorable" in `offsite status`, `status`, the report and the metrics is its last good
-run.
+and a killed drill's leftovers at the host's next one, never one still in use), opened
+by a Borg of its own (its own security directory and cache: to this host's Borg the copy
+is the local repository at another place and older), its key from the remote's key
+bundle if it keeps none. Then per source the newest restore point the copy holds (per
+item) is restored and checked as a drill does: databases into a scratch server, row
+counts, trees file by file, dumps by their sha256. No drill rows, nothing marked
+verified: the local drills' verdicts stay theirs; the verdict is this job's run (failed:
+an alert), and "copy last verified restorable" in `offsite status`, `status`, the report
+and the metrics is its last good run.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 from backupd.actions.context import Context
@@ -29,11 +27,12 @@ from backupd.catalogue import Archive
 from backupd.config.credentials import read_passphrase
 from backupd.config.load import HostConfig, RemoteConfig
 from backupd.errors import BackupdError, OffsiteError, StoppedError
+from backupd.local.workdirs import held_dir
 from backupd.remote.rclone import open_remote
 from jobs.base import MaintenanceEnv, MaintenanceResult
 
 log = logging.getLogger(__name__)
-PREFIX = ".offsite-drill-"  # in the store: <store>/.offsite-drill-HOST-XXXX
+PREFIX = ".offsite-drill-"  # in the store: <store>/.offsite-drill-HOST-XXXX, held while used
 
 
 class OffsiteDrillJob:
@@ -74,11 +73,8 @@ def drill_remote(
     warnings (a source with nothing in the copy, a check that warned)."""
     cfg = ctx.config.offsite
     assert cfg is not None
-    store = ctx.config.store.path
-    remove_leftovers(store, host.name)
-    store.mkdir(mode=0o700, parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{host.name}-", dir=store))  # 0700
-    try:
+    # in the store, the disk sized for a repository; a drill killed half way left its own
+    with held_dir(ctx.config.store.path, f"{PREFIX}{host.name}-") as work:
         borg = Borg(
             find_borg(ctx.config.store.borg),
             lambda: read_passphrase(ctx.config.passphrase),
@@ -92,8 +88,6 @@ def drill_remote(
         held = {a.name for a in borg.archive_times(got.path)}
         copy_ctx = Context.sharing(ctx.config, ctx.catalogue, borg)
         drilled, warnings = _drill_sources(copy_ctx, host, got.path, held)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     when = got.manifest.get("copied_at", "?")
     line = f"{name}: the copy of {when} restored and checked: {', '.join(drilled) or 'nothing'}"
     return line, [f"remote {name}: {w}" for w in warnings]
@@ -129,14 +123,6 @@ def newest_in_copy(
         Archive(**{**{c: getattr(a, c) for c in columns}, "repository": str(repo)})
         for a in newest.values()
     ]
-
-
-def remove_leftovers(store: Path, host: str) -> None:
-    """What a drill of this host's copy killed half way left in the store (the daemon
-    runs one at a time per host)."""
-    for left in store.glob(f"{PREFIX}{host}-*"):
-        log.warning("removing %s, left by an off-site drill cut off before", left)
-        shutil.rmtree(left, ignore_errors=True)
 
 
 JOB = OffsiteDrillJob()

