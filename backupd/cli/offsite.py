@@ -11,7 +11,7 @@ from backupd.actions.context import Context
 from backupd.actions.maintain import run_maintenance
 from backupd.actions.offsite_restore import restore_from
 from backupd.actions.status import offsite_rows
-from backupd.cli.common import clean_errors, context, short_time, table
+from backupd.cli.common import clean_errors, context, emit_json, short_time, table
 from backupd.errors import OffsiteError, UsageError
 
 
@@ -76,18 +76,22 @@ def _run_jobs(ctx: Context, planned: list[tuple[str, str | None]]) -> None:
 
 
 @offsite_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 @clean_errors
-def status(obj: dict[str, Any]) -> None:
+def status(obj: dict[str, Any], as_json: bool) -> None:
     """When each host's repository was last copied off site, when its copies last
     restored in a drill (`offsite drill`), and how the newest copy run ended.
 
     \b
     Examples:
       backupctl offsite status
-      backupctl offsite status | grep never
+      backupctl offsite status --json | jq '.hosts[] | select(.copy_verified == null)'
     """
     ctx = context(obj)
+    if as_json:
+        emit_json(hosts=offsite_rows(ctx))
+        return
     last = ctx.catalogue.last_maintenance("offsite")
     rows = []
     for c in offsite_rows(ctx):

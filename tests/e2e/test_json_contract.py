@@ -227,10 +227,12 @@ def every_json_output(
     out("alerts")
     out("runs", "a/gone", "--status", "failed")
     # the off-site copy: a run with the server down fails; then a copy and its drill
+    assert out("offsite status")["hosts"][0]["last_status"] is None  # never copied yet
     s3.stop()
     ctl(fleet, "offsite", "run", "a", rc=19)
     [failed] = out("status", rc=(1,))["offsite"]
     assert failed["last_status"] == "failed" and failed["last_copied"] is None, failed
+    assert out("offsite status")["hosts"] == [failed]
     s3.start()
     ctl(fleet, "offsite", "run")
     ctl(fleet, "offsite", "drill", "a")  # gone and later have nothing to drill: a warning
@@ -240,6 +242,7 @@ def every_json_output(
     assert last["key_exports_missing"] == []
     [copy] = last["offsite"]
     assert copy["last_status"] == "succeeded" and copy["copy_verified"] is not None, copy
+    assert out("offsite status")["hosts"] == [copy]
 
     assert out.commands == set(SCHEMAS)
     for command, schema in SCHEMAS.items():

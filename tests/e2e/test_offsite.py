@@ -105,6 +105,15 @@ def test_a_copy_off_site_opens_with_borg_and_survives_the_local_repository(
     assert borg_archives(d, fetch(s3, tmp_path, "web1")) == local
     assert not any("lock" in o for o in s3.objects("fleet/web1"))  # Borg's lock: not copied
 
+    # a wrong secret key: rclone's own reason, at the first request (not "is a file not a
+    # directory", which is what its sync says of a remote it cannot list)
+    section = with_offsite(d, s3, tmp_path)
+    section.write_text(s3.section().replace(s3.secret_key, "not-the-secret-key"))
+    wrong = d.backupctl("offsite", "run", "web1")
+    assert wrong.returncode == 19 and "SignatureDoesNotMatch" in wrong.stderr, wrong.stderr
+    assert "is a file not a directory" not in wrong.stderr
+    with_offsite(d, s3, tmp_path)
+
     # a repository made anew in its place would take the copy into the trash: refused
     shutil.rmtree(d.store / "web1")
     d.borg("init", "--encryption", "repokey-blake2", str(d.store / "web1"))
