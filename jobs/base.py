@@ -404,6 +404,7 @@ class MaintenanceEnv:
     host: str | None
     repository: Path | None
     trigger: str = "schedule"  # who started it: "schedule", "backupctl"...
+    accepted: frozenset[str] = frozenset()  # what the operator accepted for this run ("shrink")
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,12 @@ import re
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from backupd import __version__
 from backupd.catalogue.models import utcnow
 from backupd.config.load import RemoteConfig
+from backupd.config.units import human_bytes
 from backupd.errors import BorgError, OffsiteError, RepositoryLockedError
 from backupd.remote.rclone import Remote, open_remote
 from jobs.base import MaintenanceEnv, MaintenanceResult
@@ -102,9 +104,11 @@ def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, what: tuple[str, P
     started = utcnow()
     work = env.config.state_dir / "offsite"
     with open_remote(name, rc, work, retries=cfg.retries) as remote:
-        repo_id = _same_repository(remote, repo, host)
+        repo_id, copied = _same_repository(remote, repo, host)
         before = segments(repo)  # committed: what the copy holds (see verify)
         files, size = _tree(repo)
+        if "shrink" not in env.accepted:
+            not_shrunk(remote.name, host, size, copied, cfg.max_shrink)
         stats = _sync(env, remote, what, started)
         checked = verify(remote, repo, host, before, cfg.verify_files)
         manifest = {
@@ -133,24 +137,45 @@ def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, what: tuple[str, P
     )
 
 
-def _same_repository(remote: Remote, repo: Path, host: str) -> str:
-    """The local repository's id, refused if the copy (its manifest) is of another: a
-    repository made anew in its place would move the whole copy into the trash."""
+def not_shrunk(
+    remote: str, host: str, size: int, copied: dict[str, Any] | None, max_shrink: float
+) -> None:
+    """OffsiteError when the repository (``size`` bytes) lost more than ``max_shrink`` of
+    what its last copy held: copied, that would move most of the copy into the trash,
+    purged ``trash_days`` later. A mass deletion (or a prune of many archives) should be
+    seen by a person first."""
+    before = int(copied.get("bytes", 0)) if copied else 0
+    if before <= 0 or size >= before * (1 - max_shrink):
+        return
+    lost = 1 - size / before
+    raise OffsiteError(
+        f"remote {remote}: {host} holds {human_bytes(size)}, {lost:.0%} less than its copy "
+        f"of {copied.get('copied_at', '?') if copied else '?'} ({human_bytes(before)}): not "
+        "copied, the copy is kept as it was. Archives deleted? If it is meant (a prune of "
+        f"many archives), copy it with: backupctl offsite run {host} --accept-shrink"
+    )
+
+
+def _same_repository(remote: Remote, repo: Path, host: str) -> tuple[str, dict[str, Any] | None]:
+    """The local repository's id and the copy's manifest (None: no copy yet), refused if
+    the copy is of another repository: one made anew in its place would move the whole
+    copy into the trash."""
     local = configparser.ConfigParser()
     local.read(repo / "config")
     repo_id = local.get("repository", "id", fallback="")
     found = remote.cat_if_there(MANIFESTS, f"{host}.json")  # a remote down: fails here
     try:
-        copied = json.loads(found or b"null").get("repository_id")
+        manifest = json.loads(found or b"null")
+        copied = manifest.get("repository_id")
     except (ValueError, AttributeError):
-        return repo_id  # no copy yet (or none with an id): nothing to compare
+        return repo_id, None  # no copy yet (or none with an id): nothing to compare
     if copied and copied != repo_id:
         raise OffsiteError(
             f"remote {remote.name}: {repo} is not the repository copied there before (id "
             f"{repo_id[:12]}, the copy's {copied[:12]}): not copied, the copy is kept. To "
             f"start a new copy, move {host}/ and {MANIFESTS}/{host}.json away on the remote"
         )
-    return repo_id
+    return repo_id, manifest
 
 
 def _sync(

@@ -83,7 +83,15 @@ def lookup_job(ctx: Context, job: str, host: str | None) -> MaintenanceJob:
     return found
 
 
-def run_maintenance(ctx: Context, job: str, host: str | None, trigger: str) -> MaintenanceOutcome:
+def run_maintenance(
+    ctx: Context,
+    job: str,
+    host: str | None,
+    trigger: str,
+    accepted: frozenset[str] = frozenset(),
+) -> MaintenanceOutcome:
+    """Run ``job`` (on ``host``'s repository, or the store's); ``accepted``: what the
+    operator accepted for this run (``backupctl offsite run --accept-shrink``)."""
     found = lookup_job(ctx, job, host)
     cat = ctx.catalogue
     run_id = cat.start_maintenance(job, host, trigger)
@@ -94,7 +102,7 @@ def run_maintenance(ctx: Context, job: str, host: str | None, trigger: str) -> M
         cat.finish_maintenance(run_id, end.run_status, error=end.error, stderr_tail=end.stderr_tail)
 
     with settle(label, finish) as ending, ctx.borg.job(f"the {job} job of {host or 'the store'}"):
-        result = _run(ctx, found, host, trigger)
+        result = _run(ctx, found, host, trigger, accepted)
     if ending.how == "stopped":  # a shutdown, not a fault: no alert
         log.warning("%s", ending.error)
         return MaintenanceOutcome(
@@ -118,7 +126,9 @@ def run_maintenance(ctx: Context, job: str, host: str | None, trigger: str) -> M
     return MaintenanceOutcome(job, host, run_id, RunStatus.SUCCEEDED, result.summary)
 
 
-def _run(ctx: Context, job: MaintenanceJob, host: str | None, trigger: str) -> MaintenanceResult:
+def _run(
+    ctx: Context, job: MaintenanceJob, host: str | None, trigger: str, accepted: frozenset[str]
+) -> MaintenanceResult:
     repository = None
     if host is not None:
         repository = ctx.repository(host)
@@ -126,5 +136,5 @@ def _run(ctx: Context, job: MaintenanceJob, host: str | None, trigger: str) -> M
         if missing and not getattr(job, "runs_without_repository", False):
             # no backup yet: nothing to look after
             return MaintenanceResult(f"no repository yet at {repository}: nothing to do")
-    env = MaintenanceEnv(ctx.config, ctx.borg, ctx.catalogue, host, repository, trigger)
+    env = MaintenanceEnv(ctx.config, ctx.borg, ctx.catalogue, host, repository, trigger, accepted)
     return job.run(env)

@@ -30,24 +30,32 @@ def offsite_group() -> None:
 
 @offsite_group.command("run")
 @click.argument("host", required=False)
+@click.option(
+    "--accept-shrink",
+    is_flag=True,
+    help="Copy even a repository that lost more than [offsite] max_shrink of its copy.",
+)
 @click.pass_obj
 @clean_errors
-def run(obj: dict[str, Any], host: str | None) -> None:
+def run(obj: dict[str, Any], host: str | None, accept_shrink: bool) -> None:
     """Copy HOST's repository to every remote now, as the daily job does: under the
     repository's Borg lock, then a sample read back, then the copy's manifest. Without
     HOST: every host's, then the catalogue's repository (_catalogue) and the key bundle.
-    Exits 19 if a copy failed (the next run resumes it).
+    Exits 19 if a copy failed (the next run resumes it). A repository that lost more than
+    [offsite] max_shrink of what its copy holds is not copied (archives deleted?) unless
+    --accept-shrink says it is meant.
 
     \b
     Examples:
       backupctl offsite run
       backupctl offsite run web1
+      backupctl offsite run web1 --accept-shrink
     """
     ctx = context(obj)
     planned: list[tuple[str, str | None]] = [("offsite", h) for h in _hosts(ctx, host)]
     if not host:
         planned.append(("offsite_catalogue", None))
-    _run_jobs(ctx, planned)
+    _run_jobs(ctx, planned, frozenset({"shrink"}) if accept_shrink else frozenset())
 
 
 def _hosts(ctx: Context, host: str | None) -> list[str]:
@@ -61,12 +69,14 @@ def _hosts(ctx: Context, host: str | None) -> list[str]:
     return [host] if host else sorted(ctx.config.hosts)
 
 
-def _run_jobs(ctx: Context, planned: list[tuple[str, str | None]]) -> None:
+def _run_jobs(
+    ctx: Context, planned: list[tuple[str, str | None]], accepted: frozenset[str] = frozenset()
+) -> None:
     """Run each (job, host) as the daemon would: a line for each that went well; exit 19
     if any failed (each failure said once, as it happened, by run_maintenance's log)."""
     failed = 0
     for job, name in planned:
-        outcome = run_maintenance(ctx, job, name, "backupctl")
+        outcome = run_maintenance(ctx, job, name, "backupctl", accepted)
         if outcome.ok:
             click.echo(f"{name or 'catalogue and keys'}: {outcome.summary}")
         else:

@@ -50,6 +50,9 @@ class OffsiteConfig(Model):
     # rclone's tries of the whole sync (--retries), and 2 x - 1 of each request; 1: none
     retries: int = Field(default=3, ge=1)
     window: str = ""  # "01:00-07:00" (UTC): scheduled copies run only then; "" any time
+    # a repository that lost more than this share of its copy's bytes is not copied until
+    # the operator accepts it (a mass deletion would go into the trash, then be purged)
+    max_shrink: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("window")
     @classmethod

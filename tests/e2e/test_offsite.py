@@ -369,3 +369,36 @@ def test_a_keyfile_repository_gets_its_key_back_from_the_bundle(
     refused = other.backupctl("offsite", "restore-from", "web1")
     assert refused.returncode == 19, refused.stdout + refused.stderr
     assert "does not open with this passphrase" in refused.stderr
+
+
+def test_a_repository_that_lost_most_of_its_copy_is_not_copied_until_accepted(
+    deploy: Callable[..., Deployment], droplet: Droplet, s3: S3Server, tmp_path: Path
+) -> None:
+    """Archives deleted on the backup host (an intruder, a wrong prune) would reach the
+    copy as a move of most of it into the trash, purged trash_days later: the copy stops
+    and alerts until a person accepts it (the thresholds: tests/unit/test_offsite.py)."""
+    db = small_sqlite(droplet, "offsite-shrink")
+    with sqlite3.connect(db) as c:  # a megabyte that does not compress
+        c.execute("CREATE TABLE blob (b BLOB)")
+        c.executemany("INSERT INTO blob VALUES (randomblob(65536))", [()] * 16)
+    d = deploy({"app": {"kind": "sqlite", "path": str(db)}})
+    d.backupctl("backup", "now", "web1/app", check=True)
+    with_offsite(d, s3, tmp_path)
+    d.backupctl("offsite", "run", "web1", check=True)
+    copied = (s3.root / "backups/fleet/.manifests/web1.json").read_bytes()
+    repo = str(d.store / "web1")
+    d.borg("delete", "--glob-archives", "*", repo)
+    d.borg("compact", repo)
+
+    refused = d.backupctl("offsite", "run", "web1")
+    assert refused.returncode == 19, refused.stdout + refused.stderr
+    assert "less than its copy of" in refused.stderr and "--accept-shrink" in refused.stderr
+    assert (s3.root / "backups/fleet/.manifests/web1.json").read_bytes() == copied
+    assert not s3.objects("fleet/.trash")  # nothing moved
+    [(kind,)] = d.catalogue_rows("SELECT kind FROM alert_events")
+    assert kind == "offsite_failed"
+
+    accepted = d.backupctl("offsite", "run", "web1", "--accept-shrink")
+    assert accepted.returncode == 0, accepted.stderr
+    assert s3.objects("fleet/.trash")  # the old segments: in the trash for trash_days
+    assert (s3.root / "backups/fleet/.manifests/web1.json").read_bytes() != copied

@@ -24,7 +24,7 @@ from backupd.local.process import Argv, CommandResult, Invocation
 from backupd.remote.rclone import open_remote
 from jobs.base import MaintenanceEnv
 from jobs.offsite import JOB as OFFSITE
-from jobs.offsite import _stats, _sync, _within, expire_trash
+from jobs.offsite import _stats, _sync, _within, expire_trash, not_shrunk
 from jobs.registry import load_config
 from tests.harness.example_report import write_config
 
@@ -339,3 +339,26 @@ def test_a_scheduled_copy_outside_its_window_copies_nothing_and_warns(tmp_path: 
 def _next_six_fifteen(now: datetime) -> datetime:
     at = now.replace(hour=6, minute=15, second=0, microsecond=0)
     return at if at > now else at + timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("size", "copied", "max_shrink", "refused"),
+    [
+        (400, {"bytes": 1000, "copied_at": "2026-11-29T06:15:00+00:00"}, 0.5, True),
+        (500, {"bytes": 1000}, 0.5, False),  # exactly half: a big prune may do that
+        (999_999, {"bytes": 1000}, 0.5, False),  # grew
+        (1, None, 0.5, False),  # no copy yet
+        (1, {"bytes": 0}, 0.5, False),  # a copy that recorded nothing
+        (0, {"bytes": 1000}, 1.0, False),  # max_shrink = 1: never held back
+        (850, {"bytes": 1000}, 0.1, True),  # a tighter rule
+    ],
+)
+def test_a_repository_that_lost_more_than_max_shrink_is_held_back(
+    size: int, copied: dict[str, object] | None, max_shrink: float, refused: bool
+) -> None:
+    if not refused:
+        not_shrunk("eu", "web1", size, copied, max_shrink)
+        return
+    with pytest.raises(OffsiteError, match=r"less than its copy of .*--accept-shrink") as held:
+        not_shrunk("eu", "web1", size, copied, max_shrink)
+    assert str(held.value).startswith("remote eu: web1 holds ")
