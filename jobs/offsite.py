@@ -67,7 +67,8 @@ class OffsiteJob:
             )
         if env.trigger != "backupctl" and cfg.time_left(utcnow()) == 0:
             return outside_window(cfg.window)
-        return MaintenanceResult(to_every_remote(env, env.host, env.repository))
+        said, warnings = to_every_remote(env, env.host, env.repository)
+        return MaintenanceResult(said, tuple(warnings))
 
 
 def outside_window(window: str) -> MaintenanceResult:
@@ -77,27 +78,32 @@ def outside_window(window: str) -> MaintenanceResult:
     return MaintenanceResult(said, (said,))
 
 
-def to_every_remote(env: MaintenanceEnv, host: str, repo: Path) -> str:
+def to_every_remote(env: MaintenanceEnv, host: str, repo: Path) -> tuple[str, list[str]]:
     """Copy ``repo`` (as ``host``: its place on the remote) to every remote; one line of
-    what each said. OffsiteError naming every remote that failed (and what the others
-    did): one remote down holds back no other."""
+    what each said, and the warnings. OffsiteError naming every remote that failed (and
+    what the others did): one remote down holds back no other."""
     cfg = env.config.offsite
     assert cfg is not None
-    said, failed = [], []
+    said, failed, warnings = [], [], []
     for name, remote in cfg.remotes.items():
         try:
-            said.append(copy_to(env, name, remote, (host, repo)))
+            line, warned = copy_to(env, name, remote, (host, repo))
         except OffsiteError as e:
             failed.append(e)
+            continue
+        said.append(line)
+        warnings += warned
     if failed:
         done = f" ({'; '.join(said)})" if said else ""
         raise OffsiteError("; ".join(str(e) for e in failed) + done)
-    return "; ".join(said)
+    return "; ".join(said), warnings
 
 
-def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, what: tuple[str, Path]) -> str:
+def copy_to(
+    env: MaintenanceEnv, name: str, rc: RemoteConfig, what: tuple[str, Path]
+) -> tuple[str, list[str]]:
     """Copy, read back, then write the manifest of repository ``what`` (its name on the
-    remote, its path here) on remote ``name``; one line of what was done."""
+    remote, its path here) on remote ``name``; one line of what was done, and warnings."""
     host, repo = what
     cfg = env.config.offsite
     assert cfg is not None
@@ -110,6 +116,7 @@ def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, what: tuple[str, P
         if "shrink" not in env.accepted:
             not_shrunk(remote.name, host, size, copied, cfg.max_shrink)
         stats = _sync(env, remote, what, started)
+        warnings = rewritten(remote, repo, host, started)
         checked = verify(remote, repo, host, before, cfg.verify_files)
         manifest = {
             "host": host,
@@ -132,9 +139,25 @@ def copy_to(env: MaintenanceEnv, name: str, rc: RemoteConfig, what: tuple[str, P
         f"{name}: {files} files ({size} bytes) in the copy, {max(sent, 0)} bytes sent, "
         f"{trashed} replaced or deleted kept in the trash, {len(checked)} read back and matched"
     )
-    return line + (
-        f", {expired} trash run(s) over {cfg.trash_days} days removed" if expired else ""
-    )
+    line += f", {expired} trash run(s) over {cfg.trash_days} days removed" if expired else ""
+    return line, warnings
+
+
+def rewritten(remote: Remote, repo: Path, host: str, started: datetime) -> list[str]:
+    """Segments the copy held that this run replaced (its trash has them, and they are
+    still in the repository): Borg never rewrites a committed segment, so a damaged disk
+    or tampering. One warning naming them and where the copy's versions are kept."""
+    run = started.strftime(STAMP)
+    trashed = remote.files(TRASH, run, host, "data")
+    changed = sorted(p for p in trashed if (repo / "data" / p).is_file())
+    if not changed:
+        return []
+    return [
+        f"remote {remote.name}: {len(changed)} segment(s) of {host} differed from the copy's "
+        f"though Borg never rewrites one (data/{', data/'.join(changed[:3])}): a damaged disk "
+        f"or tampering? The copy's versions are kept in {TRASH}/{run}/{host}/data for "
+        f"trash_days; run borg check --verify-data {repo}"
+    ]
 
 
 def not_shrunk(

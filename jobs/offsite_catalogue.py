@@ -44,9 +44,11 @@ class OffsiteCatalogueJob:
             return outside_window(cfg.window)
         repo = env.config.store.path / REPOSITORY
         said, failed = [], []
+        warnings: list[str] = []
         if env.borg.is_repository(repo):
             try:
-                said.append(f"{REPOSITORY}: " + to_every_remote(env, REPOSITORY, repo))
+                line, warnings = to_every_remote(env, REPOSITORY, repo)
+                said.append(f"{REPOSITORY}: {line}")
             except OffsiteError as e:
                 failed.append(str(e))
         else:  # the catalogue job has not run yet, or the catalogue is not SQLite
@@ -57,7 +59,7 @@ class OffsiteCatalogueJob:
             failed.append(str(e))
         if failed:
             raise OffsiteError("; ".join(failed) + (f" ({'; '.join(said)})" if said else ""))
-        return MaintenanceResult("; ".join(said))
+        return MaintenanceResult("; ".join(said), tuple(warnings))
 
 
 def repositories(env: MaintenanceEnv) -> dict[str, Path]:

@@ -86,7 +86,9 @@ def companions(ctx: Context, host: str, source: str, ep: Endpoint, a: Archive) -
             tally(chunk)
             parts.append(chunk)
 
-        ctx.borg.extract_stream(Path(other.repository), other.name, other.filename, keep)
+        # from ``a``'s repository: one run writes one repository, and a drill of the
+        # off-site copy reads the copy (``a``), not the local one the catalogue names
+        ctx.borg.extract_stream(Path(a.repository), other.name, other.filename, keep)
         if (wrong := tally.differs(other)) is not None:
             raise VerificationError(
                 f"{other.name}: read back, it does not match the catalogue {wrong}"

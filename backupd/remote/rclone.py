@@ -161,6 +161,36 @@ class Remote:
         self.run("purge", self.url(*parts), what=f"removing {'/'.join(parts)}")
 
 
+SETTING = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*[=:]\s*(.*)$")
+
+
+def settings(body: str, what: str) -> tuple[list[str], tuple[str, ...]]:
+    """The lines of a remote's settings and the values to keep out of every output (those
+    of keys naming a secret). OffsiteError naming the line, never its text: a line that is
+    not ``key = value`` would be echoed by rclone whole, secret included."""
+    lines = [line.strip() for line in body.splitlines() if line.strip()]
+    found = [(n, SETTING.match(line)) for n, line in enumerate(lines, 1) if line[0] not in "#;"]
+    if any(line.startswith("[") for line in lines):
+        raise OffsiteError(
+            f"{what}: remove the [section] line: the settings only (backupd adds [NAME])"
+        )
+    bad = [n for n, m in found if m is None]
+    if bad:
+        raise OffsiteError(
+            f"{what}: line {bad[0]} is not 'key = value' (an '=' missing?); its text is not "
+            "shown: it may hold a secret"
+        )
+    pairs = [m.groups() for _n, m in found if m is not None]
+    if not any(key == "type" and value for key, value in pairs):
+        raise OffsiteError(f"{what}: no 'type = ...' line (s3, b2, sftp...)")
+    secrets = tuple(
+        value
+        for key, value in pairs
+        if any(word in key.lower() for word in SECRET_KEYS) and len(value) >= 4
+    )
+    return lines, secrets
+
+
 @contextmanager
 def open_remote(
     name: str, cfg: RemoteConfig, work: Path, runner: Runner = run_local, retries: int = 3
@@ -169,18 +199,7 @@ def open_remote(
     to a private file under ``work`` for as long as the block runs; ``retries``: [offsite]
     retries."""
     what = f"offsite.remotes.{name}.rclone"
-    body = read_secret(cfg.rclone, what, output_secret=True)
-    lines = [line.strip() for line in body.splitlines() if line.strip()]
-    pairs = [re.split(r"\s*[=:]\s*", line, maxsplit=1) for line in lines if line[0] not in "#;"]
-    if any(line.startswith("[") for line in lines):
-        raise OffsiteError(f"{what}: the settings without their [section] line (backupd names it)")
-    if not any(p[0] == "type" and len(p) == 2 for p in pairs):
-        raise OffsiteError(f"{what}: no 'type = ...' line (s3, b2, sftp...)")
-    secrets = tuple(
-        p[1]
-        for p in pairs
-        if len(p) == 2 and any(word in p[0].lower() for word in SECRET_KEYS) and len(p[1]) >= 4
-    )
+    lines, secrets = settings(read_secret(cfg.rclone, what, output_secret=True), what)
     binary = find_rclone()
     with held_dir(work, "rclone-") as private:  # 0700; a killed copy's leftovers removed
         config_file = private / "rclone.conf"

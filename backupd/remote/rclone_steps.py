@@ -7,7 +7,8 @@ remote copy a good repository whenever it is cut off (decision 0028).
    deleted; 2. the repository's other files but its index (hints, integrity, config...);
 3. ``index.N`` last: until it is there the remote's newest index is still the one before,
    and everything it names is there; 4. a sync that only deletes (moves into TRASH) what
-   the repository no longer has: the index before, compacted segments. A run cut off in
+   the repository no longer has: the index before, compacted segments. What any step
+   would overwrite goes into TRASH as well. A run cut off in
    any step leaves the copy as it was, plus files nothing names yet; the next run goes
    on. Each step is one rclone command, argv as data; the first that fails ends the run
    with its exit status.
@@ -24,9 +25,11 @@ LOCKS = ("--exclude", "lock.exclusive/**", "--exclude", "lock.roster")
 
 
 def steps(repo: str, url: str, trash: str) -> list[list[str]]:
-    top = ["--max-depth", "1", *LOCKS]
+    """Each step keeps what it would overwrite in TRASH too: a committed segment that
+    differs from the copy's (a damaged disk, tampering) never replaces the copy's own."""
+    top = ["--max-depth", "1", *LOCKS, "--backup-dir", trash]
     return [
-        ["copy", f"{repo}/data", f"{url}/data"],
+        ["copy", f"{repo}/data", f"{url}/data", "--backup-dir", f"{trash}/data"],
         ["copy", repo, url, *top, "--exclude", "index.*"],
         ["copy", repo, url, *top, "--include", "index.*"],
         ["sync", repo, url, *LOCKS, "--backup-dir", trash],

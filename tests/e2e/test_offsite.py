@@ -162,6 +162,22 @@ def test_what_a_sync_deletes_or_replaces_is_kept_in_the_trash_for_its_days(
     assert "1 trash run(s) over 2 days removed" in said
     assert not old.exists() and set(s3.objects("fleet/.trash")) >= set(trashed)
 
+    # a committed segment changed in place (a damaged disk, tampering): the copy's own
+    # version goes to the trash, never lost, and the run warns (found by a new-user trial:
+    # the first step overwrote it)
+    segment = max(
+        (p for p in (d.store / "web1" / "data").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    good = segment.read_bytes()
+    segment.write_bytes(good[:-8] + b"tampered")
+    changed = d.backupctl("offsite", "run", "web1", check=True)
+    assert "differed from the copy's" in changed.stderr, changed.stderr
+    rel = segment.relative_to(d.store / "web1").as_posix()
+    kept = [o for o in s3.objects("fleet/.trash") if o.endswith(f"/web1/{rel}")]
+    assert [(s3.root / "backups" / o).read_bytes() for o in kept] == [good]
+    assert ("offsite_warning",) in d.catalogue_rows("SELECT kind FROM alert_events")
+
 
 def test_a_copy_cut_off_half_way_leaves_the_copy_before_it_good_and_is_completed_later(
     deploy: Callable[..., Deployment], droplet: Droplet, s3: S3Server, tmp_path: Path

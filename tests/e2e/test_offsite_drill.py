@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment, small_sqlite
+from tests.e2e.conftest import Deployment, pg_source, small_sqlite
 from tests.e2e.test_offsite import with_offsite
 from tests.harness.droplet import Droplet
+from tests.harness.postgres import PostgresCluster
 from tests.harness.s3 import S3Server, s3_server
 
 pytestmark = pytest.mark.e2e
@@ -88,3 +89,24 @@ def test_a_drill_of_the_copy_restores_each_source_and_leaves_the_local_verdicts_
     [(kind, message)] = alerts(d)
     assert kind == "offsite_drill_failed" and "web1" in str(message), message
     assert s3.secret_key not in said + broken.stderr + str(message)
+
+
+def test_a_postgresql_source_is_drilled_from_the_copy_with_its_globals(
+    deploy: Callable[..., Deployment],
+    pg_cluster: PostgresCluster,
+    shop_db: str,
+    s3: S3Server,
+    tmp_path: Path,
+) -> None:
+    """Found by a new-user trial: the database's companion (the cluster's roles, from the
+    same run's _globals archive) was read from the local repository the catalogue names,
+    which a Borg of the copy's own refused as relocated: every PostgreSQL drill of a copy
+    failed. Now it comes from the copy."""
+    d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db])})
+    d.backupctl("backup", "now", "web1/maindb", check=True)
+    with_offsite(d, s3, tmp_path)
+    d.backupctl("offsite", "run", "web1", check=True)
+    drilled = d.backupctl("offsite", "drill", "web1")
+    assert drilled.returncode == 0, drilled.stderr
+    assert "restored and checked: maindb (2 archives)" in drilled.stdout, drilled.stdout
+    assert alerts(d) == []

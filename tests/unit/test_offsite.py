@@ -116,7 +116,7 @@ def test_secrets_in_key_colon_value_form_are_masked_and_a_pasted_header_is_refus
         assert remote.secrets == ("Colon5ecret",)
     section_file(tmp_path, "[myremote]\n" + SECTION)
     with (
-        pytest.raises(OffsiteError, match=r"without their \[section\] line"),
+        pytest.raises(OffsiteError, match=r"remove the \[section\] line"),
         open_remote("eu", cfg, tmp_path / "work"),
     ):
         pass
@@ -362,3 +362,24 @@ def test_a_repository_that_lost_more_than_max_shrink_is_held_back(
     with pytest.raises(OffsiteError, match=r"less than its copy of .*--accept-shrink") as held:
         not_shrunk("eu", "web1", size, copied, max_shrink)
     assert str(held.value).startswith("remote eu: web1 holds ")
+
+
+def test_a_settings_line_without_its_equals_sign_never_reaches_rclone_nor_any_output(
+    tmp_path: Path,
+) -> None:
+    """Found by a new-user trial: "secret_access_key S3cret..." (the '=' forgotten) was
+    not known as a secret, and rclone's "could not parse line: ..." carried it into the
+    log, status, the report and the catalogue. Now the line is refused by number before
+    rclone runs. Another member: a secret pasted alone on a line."""
+    for text in (
+        SECTION.replace("secret_access_key = S3cretKey99", "secret_access_key S3cretKey99"),
+        SECTION + "S3cretKey99\n",
+    ):
+        cfg = RemoteConfig(path="b", rclone=PassphraseConfig(file=section_file(tmp_path, text)))
+        seam = Answers(0)
+        with (
+            pytest.raises(OffsiteError, match=r"line \d is not 'key = value'") as refused,
+            open_remote("eu", cfg, tmp_path / "work", runner=seam),
+        ):
+            pass
+        assert "S3cretKey99" not in str(refused.value) and seam.calls == []
