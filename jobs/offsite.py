@@ -60,6 +60,7 @@ class OffsiteJob:
             raise OffsiteError("no [offsite] table in the configuration: nowhere to copy to")
         if not (env.repository / "config").is_file():
             if not env.catalogue.live_archives(str(env.repository)):
+                held_elsewhere(env, env.host, env.repository)  # a new host, not restored?
                 return MaintenanceResult(f"no repository yet at {env.repository}: nothing to copy")
             raise OffsiteError(
                 f"no Borg repository at {env.repository}: nothing copied "
@@ -69,6 +70,22 @@ class OffsiteJob:
             return outside_window(cfg.window)
         said, warnings = to_every_remote(env, env.host, env.repository)
         return MaintenanceResult(said, tuple(warnings))
+
+
+def held_elsewhere(env: MaintenanceEnv, host: str, repo: Path) -> None:
+    """OffsiteError if a remote holds a copy of ``host`` that is missing here and the
+    catalogue knows nothing of (a new backup host before ``restore-from``): not "nothing
+    to copy", which would count as a good copy."""
+    cfg = env.config.offsite
+    assert cfg is not None
+    for name, rc in cfg.remotes.items():
+        with open_remote(name, rc, env.config.state_dir / "offsite", retries=cfg.retries) as r:
+            found = r.cat_if_there(MANIFESTS, f"{host}.json")
+        if found:
+            raise OffsiteError(
+                f"no Borg repository at {repo}, but remote {name} holds a copy of {host}: "
+                f"nothing copied. Bring it back first: backupctl offsite restore-from {host}"
+            )
 
 
 def outside_window(window: str) -> MaintenanceResult:

@@ -17,11 +17,11 @@ import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from backupd.borg.keybundle import seal
+from backupd.borg.keybundle import made_at, seal, unseal
 from backupd.catalogue.models import utcnow
 from backupd.config.credentials import read_passphrase
 from backupd.errors import OffsiteError
-from backupd.remote.rclone import open_remote
+from backupd.remote.rclone import Remote, open_remote
 from jobs.base import MaintenanceEnv, MaintenanceResult
 from jobs.catalogue_copy import REPOSITORY
 from jobs.offsite import STAMP, outside_window, to_every_remote
@@ -69,6 +69,24 @@ def repositories(env: MaintenanceEnv) -> dict[str, Path]:
     return {n: store / n for n in names if env.borg.is_repository(store / n)}
 
 
+def open_bundle(remote: Remote, passphrase: str) -> tuple[dict[str, str], str]:
+    """The keys of the newest bundle that opens, and a line saying which; ({}, why) when
+    none does (a ``repokey`` repository holds its own key: not needed for it)."""
+    bundles = sorted(n for n in remote.files(KEYS) if n.endswith(SUFFIX))
+    if not bundles:
+        return {}, "no key bundle on the remote"
+    why = ""
+    for newest in reversed(bundles):
+        blob = remote.cat(KEYS, newest)
+        try:
+            keys = unseal(blob, passphrase)
+        except OffsiteError as e:
+            why = why or f"{newest}: {e}"
+            continue
+        return keys, f"key bundle of {made_at(blob)}: {len(keys)} keys, opened"
+    return {}, why
+
+
 def send_keys(env: MaintenanceEnv) -> str:
     """Export every repository's key, seal them, put the bundle on every remote; one line."""
     cfg = env.config.offsite
@@ -86,14 +104,18 @@ def send_keys(env: MaintenanceEnv) -> str:
             keys[name] = (work / name).read_text()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    bundle = seal(keys, read_passphrase(env.config.passphrase), now.isoformat(timespec="seconds"))
+    passphrase = read_passphrase(env.config.passphrase)
     object_name = f"keys-{now.strftime(STAMP)}{SUFFIX}"
     failed = []
     for name, rc in cfg.remotes.items():
         try:
             work = env.config.state_dir / "offsite"
             with open_remote(name, rc, work, retries=cfg.retries) as remote:
-                remote.put(bundle, KEYS, object_name)
+                # the keys of repositories missing here now (lost, not restored yet) are
+                # carried over from the newest bundle that opens: never a bundle without them
+                before, _said = open_bundle(remote, passphrase)
+                sealed = seal({**before, **keys}, passphrase, now.isoformat(timespec="seconds"))
+                remote.put(sealed, KEYS, object_name)
                 for old in expired(list(remote.files(KEYS)), cfg.trash_days, now):
                     remote.delete(KEYS, old)
         except OffsiteError as e:

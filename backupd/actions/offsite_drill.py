@@ -21,8 +21,12 @@ from pathlib import Path
 
 from backupd.actions.context import Context
 from backupd.actions.drill import drill_copy
-from backupd.actions.offsite_restore import fetch_copy, import_key, needs_key, open_bundle
-from backupd.borg.adapter import Borg, find_borg
+from backupd.actions.offsite_restore import (
+    fetch_copy,
+    import_key,
+    needs_key,
+    own_borg,
+)
 from backupd.catalogue import Archive
 from backupd.config.credentials import read_passphrase
 from backupd.config.load import HostConfig, RemoteConfig
@@ -30,6 +34,7 @@ from backupd.errors import BackupdError, OffsiteError, StoppedError
 from backupd.local.workdirs import held_dir
 from backupd.remote.rclone import open_remote
 from jobs.base import MaintenanceEnv, MaintenanceResult
+from jobs.offsite_catalogue import open_bundle
 
 log = logging.getLogger(__name__)
 PREFIX = ".offsite-drill-"  # in the store: <store>/.offsite-drill-HOST-XXXX, held while used
@@ -75,11 +80,7 @@ def drill_remote(
     assert cfg is not None
     # in the store, the disk sized for a repository; a drill killed half way left its own
     with held_dir(ctx.config.store.path, f"{PREFIX}{host.name}-") as work:
-        borg = Borg(
-            find_borg(ctx.config.store.borg),
-            lambda: read_passphrase(ctx.config.passphrase),
-            work / "borg",  # its own Borg memory: the copy is no replay of the local one
-        )
+        borg = own_borg(ctx, work / "borg")
         with open_remote(name, rc, ctx.config.state_dir / "offsite", retries=cfg.retries) as remote:
             got = fetch_copy(remote, host.name, work / "repository", cfg.timeout)
             if needs_key(got.path):

@@ -27,15 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backupd.actions.context import Context
-from backupd.borg.adapter import Borg
-from backupd.borg.keybundle import made_at, unseal
+from backupd.borg.adapter import Borg, find_borg
 from backupd.config.credentials import read_passphrase
 from backupd.config.load import OffsiteConfig
-from backupd.errors import NotFoundError, OffsiteError, RefusedError, UsageError
+from backupd.errors import BackupdError, NotFoundError, OffsiteError, RefusedError, UsageError
 from backupd.remote.rclone import Remote, open_remote
 from jobs.catalogue_copy import REPOSITORY
 from jobs.offsite import MANIFESTS
-from jobs.offsite_catalogue import KEYS, SUFFIX
+from jobs.offsite_catalogue import open_bundle
 
 STATE_FILE = re.compile(r"(index|hints|integrity)\.(\d+)")
 INDEX = re.compile(r"(index)\.(\d+)")
@@ -62,6 +61,7 @@ class BroughtBack:
     bundle: str  # which key bundle opened, or why none did
     rebuild: bool  # the catalogue knows none of these archives: rebuild it from them
     missing: list[str] = field(default_factory=list)  # configured, no copy on the remote
+    kept: list[str] = field(default_factory=list)  # in the store already: left as they are
     elsewhere: list[str] = field(default_factory=list)  # copies of hosts not configured
 
 
@@ -100,16 +100,33 @@ def restore_from(ctx: Context, remote_name: str | None, names: Sequence[str]) ->
             raise NotFoundError(f"remote {name}: no complete copy of {', '.join(absent)}")
         wanted = [n for n in wanted if n in copies]
         if not wanted:
-            raise NotFoundError(f"remote {name}: no complete copy of any repository here")
-        taken = [str(ctx.repository(n)) for n in wanted if _occupied(ctx.repository(n))]
-        if taken:
+            where = cfg.remotes[name].path
+            raise NotFoundError(f"remote {name}: no complete copy of any repository in {where}")
+        taken = [n for n in wanted if _occupied(ctx.repository(n))]
+        if taken and names:  # asked for by name: say so, before anything is fetched
             raise RefusedError(
-                f"{', '.join(taken)}: already in the store; nothing fetched "
-                "(move it away to bring the copy back)"
+                f"{', '.join(str(ctx.repository(n)) for n in taken)}: already in the store; "
+                "nothing fetched (move it away to bring the copy back)"
             )
+        wanted = [n for n in wanted if n not in taken]  # all by default: the lost ones
         keys, bundle = open_bundle(remote, read_passphrase(ctx.config.passphrase))
+        if not keys and "does not open with this passphrase" in bundle:
+            raise OffsiteError(
+                f"remote {name}: {bundle}: is [passphrase] the Borg passphrase of these "
+                "repositories? Nothing fetched"
+            )
         known_before = any(ctx.catalogue.live_archives(str(ctx.repository(n))) for n in wanted)
-        brought = [_bring(ctx, remote, n, (keys, bundle), cfg.timeout) for n in wanted]
+        ctx.config.store.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        brought: list[Brought] = []
+        for n in wanted:
+            try:
+                brought.append(_bring(ctx, remote, n, (keys, bundle), cfg.timeout))
+            except BackupdError as e:
+                back = ", ".join(b.name for b in brought)
+                e.message = f"{n}: {e.message}" + (
+                    f" (brought back before it: {back})" if back else ""
+                )
+                raise
     return BroughtBack(
         name,
         brought,
@@ -117,29 +134,12 @@ def restore_from(ctx: Context, remote_name: str | None, names: Sequence[str]) ->
         not known_before,
         missing=[n for n in known if n not in copies and not names],
         elsewhere=sorted(set(copies) - set(known)),
+        kept=taken if not names else [],
     )
 
 
 def _occupied(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
-
-
-def open_bundle(remote: Remote, passphrase: str) -> tuple[dict[str, str], str]:
-    """The keys of the newest bundle that opens, and a line saying which; ({}, why) when
-    none does (a ``repokey`` repository holds its own key: not needed for it)."""
-    bundles = sorted(n for n in remote.files(KEYS) if n.endswith(SUFFIX))
-    if not bundles:
-        return {}, "no key bundle on the remote"
-    why = ""
-    for newest in reversed(bundles):
-        blob = remote.cat(KEYS, newest)
-        try:
-            keys = unseal(blob, passphrase)
-        except OffsiteError as e:
-            why = why or f"{newest}: {e}"
-            continue
-        return keys, f"key bundle of {made_at(blob)}: {len(keys)} keys, opened"
-    return {}, why
 
 
 def newest_state(listing: dict[str, int]) -> dict[str, int]:
@@ -194,6 +194,34 @@ def fetch_copy(remote: Remote, name: str, into: Path, timeout: float) -> Fetched
     return Fetched(into, manifest, chosen, repo_id)
 
 
+def own_borg(ctx: Context, base_dir: Path) -> Borg:
+    """A Borg with its own memory (security directory, cache, keys) in ``base_dir``: for a
+    copy of a repository, which this host's Borg would take for its own at another place
+    (and older: a replay)."""
+    passphrase = ctx.config.passphrase
+    return Borg(find_borg(ctx.config.store.borg), lambda: read_passphrase(passphrase), base_dir)
+
+
+def opens(ctx: Context, repo: Path, name: str, keys: tuple[dict[str, str], str]) -> None:
+    """Open the fetched copy with a Borg of its own (its own memory and keys: this host's
+    Borg would see the repository at a place it is not meant to stay): the passphrase and
+    the key are right, or OffsiteError and the fetched copy is removed."""
+    check = repo.with_name(f"{repo.name}.borg")
+    shutil.rmtree(check, ignore_errors=True)
+    borg = Borg(
+        find_borg(ctx.config.store.borg), lambda: read_passphrase(ctx.config.passphrase), check
+    )
+    try:
+        if needs_key(repo):
+            import_key(borg, repo, name, keys, check / "keys")
+        borg.archive_times(repo)
+    except BackupdError as e:
+        shutil.rmtree(repo, ignore_errors=True)
+        raise OffsiteError(f"the copy does not open, nothing put in the store: {e}") from None
+    finally:
+        shutil.rmtree(check, ignore_errors=True)
+
+
 def needs_key(repo: Path) -> bool:
     """A ``keyfile`` repository: its key is not inside it."""
     return not _config(repo).get("repository", "key", fallback="")
@@ -204,6 +232,7 @@ def _bring(
 ) -> Brought:
     dest = ctx.repository(name)
     got = fetch_copy(remote, name, dest.with_name(f".{name}.restoring"), timeout)
+    opens(ctx, got.path, name, keys)  # before it takes the repository's place
     try:
         if dest.exists():
             dest.rmdir()  # empty when checked, before anything was fetched

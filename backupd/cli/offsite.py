@@ -147,6 +147,8 @@ def restore_from_cmd(obj: dict[str, Any], hosts: tuple[str, ...], remote_name: s
     click.echo(back.bundle)
     if back.missing:
         click.echo(f"no copy on {back.remote}: {', '.join(back.missing)}")
+    if back.kept:
+        click.echo(f"kept as they are (already in the store): {', '.join(back.kept)}")
     if back.elsewhere:
         click.echo(f"also on {back.remote}, not configured here: {', '.join(back.elsewhere)}")
     if back.rebuild:

@@ -309,12 +309,22 @@ def test_the_backup_host_is_gone_runbook(
     [bundle] = s3.objects("fleet/.keys")
     sealed = (s3.root / "backups" / bundle).read_bytes()
     assert d.passphrase_file.read_bytes().strip() not in sealed and b"BORG_KEY" not in sealed
+    # the old host loses web1 before it goes: its next bundle still holds web1's key
+    # (carried over from the one before; found by a new-user trial)
+    shutil.move(d.store / "web1", tmp_path / "web1-aside")
+    assert d.backupctl("offsite", "run").returncode == 19  # web1 missing: not copied
+    assert len(s3.objects("fleet/.keys")) == 2
 
     new = new_backup_host(d, tmp_path / "new-host")
+    # before restore-from, the new host's copy job does not take "no repository" for
+    # "nothing to copy" (found by a new-user trial: it counted as a good copy)
+    early = new.backupctl("offsite", "run", "web1")
+    assert early.returncode == 19 and "restore-from web1" in early.stderr, early.stderr
     back = new.backupctl("offsite", "restore-from", check=True).stdout
     assert "web1: 1 archives, copied " in back and "_catalogue: 1 archives" in back, back
     assert "key bundle of " in back and "2 keys, opened" in back
     assert back.strip().endswith("next: backupctl catalogue rebuild")
+    assert new.store.stat().st_mode & 0o777 == 0o700
     assert (new.store / "web1").stat().st_mode & 0o777 == 0o700
     assert all(p.stat().st_mode & 0o077 == 0 for p in (new.store / "web1").rglob("*"))
     new.backupctl("catalogue", "rebuild", check=True)
@@ -322,7 +332,11 @@ def test_the_backup_host_is_gone_runbook(
 
     again = new.backupctl("offsite", "restore-from", "web1")  # never over a repository
     assert again.returncode == 9 and "already in the store; nothing fetched" in again.stderr
-    assert s3.secret_key not in copied + back + again.stderr
+    # one repository lost of two: by default the lost one comes back, the other is kept
+    shutil.rmtree(new.store / "web1")
+    partly = new.backupctl("offsite", "restore-from", check=True).stdout
+    assert "web1: 1 archives" in partly and "already in the store): _catalogue" in partly
+    assert s3.secret_key not in copied + back + again.stderr + partly
 
 
 def test_a_store_lost_on_a_living_host_comes_back_though_borg_saw_newer(
@@ -376,15 +390,20 @@ def test_a_keyfile_repository_gets_its_key_back_from_the_bundle(
     new.backupctl("catalogue", "rebuild", check=True)
     assert restored_rows(new, tmp_path / "restored") == rows(db)
 
-    # a bundle sealed with another passphrase: the repository cannot be opened
+    # a wrong passphrase: said before anything is fetched, and nothing left that would
+    # refuse the next try (found by a new-user trial)
     other = new_backup_host(d, tmp_path / "other-host")
     wrong = tmp_path / "wrong-passphrase"
     wrong.write_text("not the passphrase\n")
     wrong.chmod(0o600)
-    other.config.write_text(other.config.read_text().replace(str(d.passphrase_file), str(wrong)))
+    right = other.config.read_text()
+    other.config.write_text(right.replace(str(d.passphrase_file), str(wrong)))
     refused = other.backupctl("offsite", "restore-from", "web1")
     assert refused.returncode == 19, refused.stdout + refused.stderr
     assert "does not open with this passphrase" in refused.stderr
+    assert "Nothing fetched" in refused.stderr and not list(other.store.glob("*web1*"))
+    other.config.write_text(right)
+    other.backupctl("offsite", "restore-from", "web1", check=True)
 
 
 def test_a_repository_that_lost_most_of_its_copy_is_not_copied_until_accepted(
