@@ -251,6 +251,19 @@ def _offsite(ctx: Context) -> Iterator[Metric]:
         ["host"],
         [([c["host"]], _ts(c["copy_verified"])) for c in copies],
     )
+    yield _gauge(
+        "backupd_offsite_last_drill_success",
+        "1 if the newest drill of the host's off-site copies restored every source (a"
+        " warning counts), 0 if it failed (NaN: never drilled).",
+        ["host"],
+        [([c["host"]], _outcome(c["drill_status"])) for c in copies],
+    )
+
+
+def _outcome(status: str | None) -> float:
+    if status is None or status == RunStatus.INTERRUPTED:
+        return NAN  # not a verdict
+    return float(status in (RunStatus.SUCCEEDED, RunStatus.WARNING))
 
 
 def registry_for(context_of: Callable[[], Context]) -> CollectorRegistry:

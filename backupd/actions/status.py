@@ -37,16 +37,16 @@ def queue_rows(ctx: Context) -> list[dict[str, Any]]:
 def offsite_rows(ctx: Context) -> list[dict[str, Any]]:
     """Per configured host, its off-site copy (empty without ``[offsite]``): when it was
     last copied to every remote, when its copies last restored in a drill, how the newest
-    copy run ended."""
+    copy run and the newest drill of the copy ended."""
     if ctx.config.offsite is None:
         return []
     cat = ctx.catalogue
     copied = cat.last_good_maintenance("offsite")
     verified = cat.last_good_maintenance("offsite_drill")
-    last = cat.last_maintenance("offsite")
+    last, drills = cat.last_maintenance("offsite"), cat.last_maintenance("offsite_drill")
     rows = []
     for host in sorted(ctx.config.hosts):
-        newest = last.get(host)
+        newest, drill = last.get(host), drills.get(host)
         rows.append(
             {
                 "host": host,
@@ -54,6 +54,8 @@ def offsite_rows(ctx: Context) -> list[dict[str, Any]]:
                 "copy_verified": _iso(verified.get(host)),
                 "last_status": newest.status if newest else None,
                 "last_error": newest.error if newest else None,
+                "drill_status": drill.status if drill else None,
+                "drill_error": drill.error if drill else None,
             }
         )
     return rows

@@ -156,8 +156,10 @@ def _print_offsite(copies: list[dict[str, Any]]) -> None:
         copied = short_time(c["last_copied"]) if c["last_copied"] else "never"
         verified = short_time(c["copy_verified"]) if c["copy_verified"] else "never"
         click.echo(f"  {c['host']}: copied {copied}, last proved restorable {verified}")
-        if c["last_status"] == "failed":
-            click.echo(_style(f"  ! {c['host']}: the newest copy failed: {c['last_error']}", True))
+        if c["last_status"] == "failed":  # the error names the host already
+            click.echo(_style(f"  ! the newest copy failed: {c['last_error']}", True))
+        if c["drill_status"] == "failed":
+            click.echo(_style(f"  ! the newest drill of the copy failed: {c['drill_error']}", True))
 
 
 @click.command()

@@ -102,21 +102,23 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(hosts=offsite_rows(ctx))
         return
-    last = ctx.catalogue.last_maintenance("offsite")
-    rows = []
-    for c in offsite_rows(ctx):
-        newest = last.get(c["host"])
-        said = (newest.error or newest.summary or "") if newest else ""
-        rows.append(
-            (
-                c["host"],
-                short_time(c["last_copied"]) if c["last_copied"] else "never",
-                short_time(c["copy_verified"]) if c["copy_verified"] else "never",
-                c["last_status"] or "-",
-                said[:100],
-            )
+    copies = offsite_rows(ctx)
+    rows = [
+        (
+            c["host"],
+            short_time(c["last_copied"]) if c["last_copied"] else "never",
+            short_time(c["copy_verified"]) if c["copy_verified"] else "never",
+            c["last_status"] or "-",
+            c["drill_status"] or "-",
         )
-    table(("HOST", "LAST COPIED", "COPY VERIFIED", "LAST RUN", "SAID"), rows)
+        for c in copies
+    ]
+    table(("HOST", "LAST COPIED", "COPY VERIFIED", "LAST COPY", "LAST DRILL"), rows)
+    for c in copies:  # why, whole: a person reads it to know what to do
+        if c["last_status"] in ("failed", "warning"):
+            click.echo(f"  ! copy: {c['last_error']}")
+        if c["drill_status"] in ("failed", "warning"):
+            click.echo(f"  ! drill: {c['drill_error']}")
 
 
 @offsite_group.command("restore-from")

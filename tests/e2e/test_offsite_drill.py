@@ -88,6 +88,12 @@ def test_a_drill_of_the_copy_restores_each_source_and_leaves_the_local_verdicts_
     assert 'File "' not in broken.stderr  # what Borg raised, not its traceback
     [(kind, message)] = alerts(d)
     assert kind == "offsite_drill_failed" and "web1" in str(message), message
+    # seen where a person looks: offsite status and status say why, the metric is 0
+    said_status = d.backupctl("offsite", "status", check=True).stdout
+    assert "  ! drill: " in said_status and "checksum mismatch" in said_status, said_status
+    assert "the newest drill of the copy failed" in d.backupctl("status").stdout
+    metrics = d.backupctl("metrics", check=True).stdout
+    assert 'backupd_offsite_last_drill_success{host="web1"} 0.0' in metrics
     assert s3.secret_key not in said + broken.stderr + str(message)
 
 
