@@ -131,7 +131,8 @@ def _window(window: str, left: Callable[[datetime], float | None], cron: str) ->
 def check_store(ctx: Context) -> Iterator[Finding]:
     store = ctx.config.store.path
     if not store.is_dir():
-        yield Finding("store", False, f"{store}: no such directory")
+        hint = f"install -d -m 0700 {store}, or mount its disk"
+        yield Finding("store", False, f"{store}: no such directory ({hint})")
         return
     usage = shutil.disk_usage(store)
     free = usage.free / usage.total if usage.total else 0.0

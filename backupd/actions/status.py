@@ -145,6 +145,20 @@ def key_exports_missing(ctx: Context) -> list[dict[str, str]]:
     return [{"host": h, "repository": str(repos[h])} for h in missing]
 
 
+def repositories_lost(ctx: Context) -> list[tuple[str, str, int]]:
+    """(host, repository, live archives the catalogue lists) for each repository that is
+    gone from the store though the catalogue lists archives in it: the store (or that
+    part of it) lost; the restore runbook, "The store is lost"."""
+    lost = []
+    for host in sorted(ctx.config.hosts):
+        repo = ctx.repository(host)
+        if not Borg.is_repository(repo):
+            listed = len(ctx.catalogue.live_archives(str(repo)))
+            if listed:
+                lost.append((host, str(repo), listed))
+    return lost
+
+
 def _drill(d: DrillVerdict | None) -> dict[str, Any] | None:
     """The newest restore drill's verdict: the proof that the source restores."""
     if d is None:

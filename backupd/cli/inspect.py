@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from backupd.actions.status import key_exports_missing, offsite_rows, queue_rows, status_rows
+from backupd.actions.status import (
+    key_exports_missing,
+    offsite_rows,
+    queue_rows,
+    repositories_lost,
+    status_rows,
+)
 from backupd.catalogue.changes import FlagView
 from backupd.catalogue.models import RunStatus
 from backupd.cli.common import (
@@ -59,6 +65,14 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
         )
     else:
         _print_status(rows, jobs, unexported, changes)
+        for host, repo, listed in repositories_lost(ctx):  # before the rest: it is worst
+            click.echo(
+                _style(
+                    f"! {repo}: gone, though the catalogue lists {listed} archive(s) of {host} "
+                    "in it: the restore runbook, 'The store is lost'",
+                    True,
+                )
+            )
         _print_offsite(copies)
     if any(r["stale"] for r in rows):
         sys.exit(1)

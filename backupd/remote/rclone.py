@@ -73,7 +73,7 @@ class Remote:
         return done
 
     def error(self, done: CommandResult, what: str) -> OffsiteError:
-        why = summarize_stderr(self.scrub(done.stderr_tail())) or f"exit {done.exit_status}"
+        why = reason(self.scrub(done.stderr_tail())) or f"exit {done.exit_status}"
         if done.timed_out:
             why = f"still running after its time limit ({done.timed_out}): stopped"
         return OffsiteError(f"remote {self.name}: {what} failed: {why}")
@@ -159,6 +159,35 @@ class Remote:
 
     def purge(self, *parts: str) -> None:
         self.run("purge", self.url(*parts), what=f"removing {'/'.join(parts)}")
+
+
+# rclone's log prefix ("2026/11/30 17:55:34 ERROR : ") and its repeats of the same error
+LOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (?:[A-Z]+\s*: )?", re.M)
+HINTS = (  # what the settings file should be checked for, by what the remote answered
+    (
+        ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403"),
+        "the remote refused the key: check access_key_id and secret_access_key",
+    ),
+    (
+        ("connection refused", "no such host", "i/o timeout", "network is unreachable"),
+        "the remote cannot be reached: check endpoint (host and port)",
+    ),
+    (("NoSuchBucket",), "no such bucket: check path's first part"),
+)
+
+
+def reason(stderr: str) -> str:
+    """One line from rclone's stderr: its error lines without their log prefix, said once,
+    after a hint at what to check when the remote's answer is a known one."""
+    text = LOG_PREFIX.sub("", stderr)
+    text = re.sub(r"Failed to \w+ with \d+ errors: last error was: (error in \w+: )?", "", text)
+    text = re.sub(r"RequestID: [^,]*, HostID: [^,]*, |https response error ", "", text)
+    # rclone says the same error again as its closing line: that line alone, if it does
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    telling = re.search(r"error|fail|refused|denied|not found", last, re.I)
+    line = summarize_stderr(last if telling else text)
+    hint = next((h for words, h in HINTS if any(w in text for w in words)), None)
+    return f"{hint} ({line})" if hint and line else line
 
 
 SETTING = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*[=:]\s*(.*)$")

@@ -361,6 +361,8 @@ def test_a_store_lost_on_a_living_host_comes_back_though_borg_saw_newer(
     rclone(s3, tmp_path, "rcat", stray, stdin=b"cut half way")
 
     shutil.rmtree(d.store)
+    said = d.backupctl("status").stdout  # the loss is the first thing status says
+    assert "gone, though the catalogue lists 2 archive(s) of web1" in said, said
     back = d.backupctl("offsite", "restore-from", "web1")
     assert back.returncode == 0, back.stderr
     assert not (d.store / "web1/data/0/999999").exists()

@@ -21,7 +21,7 @@ from backupd.config.load import OffsiteConfig, RemoteConfig
 from backupd.config.sections import PassphraseConfig
 from backupd.errors import ConfigError, OffsiteError
 from backupd.local.process import Argv, CommandResult, Invocation
-from backupd.remote.rclone import open_remote
+from backupd.remote.rclone import open_remote, reason
 from jobs.base import MaintenanceEnv
 from jobs.offsite import JOB as OFFSITE
 from jobs.offsite import _stats, _sync, _within, expire_trash, not_shrunk
@@ -383,3 +383,37 @@ def test_a_settings_line_without_its_equals_sign_never_reaches_rclone_nor_any_ou
         ):
             pass
         assert "S3cretKey99" not in str(refused.value) and seam.calls == []
+
+
+@pytest.mark.parametrize(
+    ("stderr", "said"),
+    [
+        (
+            "2026/11/30 17:55:34 ERROR : error listing: operation error S3: ListObjects, https "
+            "response error StatusCode: 403, RequestID: , HostID: , api error "
+            "SignatureDoesNotMatch: The request signature we calculated does not match.\n"
+            "2026/11/30 17:55:34 NOTICE: Failed to lsf with 2 errors: last error was: error in "
+            "ListJSON: operation error S3: ListObjects, https response error StatusCode: 403, "
+            "RequestID: , HostID: , api error SignatureDoesNotMatch: The request signature we "
+            "calculated does not match.\n",
+            "the remote refused the key: check access_key_id and secret_access_key (operation "
+            "error S3: ListObjects, StatusCode: 403, api error SignatureDoesNotMatch: The "
+            "request signature we calculated does not match.)",
+        ),
+        (
+            '2026/11/30 17:52:58 NOTICE: Failed to cat: Get "http://127.0.0.1:1/b": dial tcp '
+            "127.0.0.1:1: connect: connection refused\n",
+            "the remote cannot be reached: check endpoint (host and port) (Failed to cat: Get "
+            '"http://127.0.0.1:1/b": dial tcp 127.0.0.1:1: connect: connection refused)',
+        ),
+        (  # no hint known: rclone's own words, without the log prefix
+            "2026/11/30 17:52:58 CRITICAL: Failed to create file system for "
+            '"r:b/fleet/web1/data": is a file not a directory\n',
+            'Failed to create file system for "r:b/fleet/web1/data": is a file not a directory',
+        ),
+    ],
+)
+def test_rclones_error_is_one_line_with_what_to_check(stderr: str, said: str) -> None:
+    """Found by a new-user trial: a wrong key or port read as two long log lines with
+    their time stamps, naming nothing to fix."""
+    assert reason(stderr) == said
