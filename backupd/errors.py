@@ -183,6 +183,14 @@ class StoppedError(BackupdError):
     transient = True  # the catch-up at the next start runs it again
 
 
+class WindowClosed(StoppedError):
+    """A scheduled off-site copy outside ``[offsite] window``, or stopped at its end: not a
+    fault (no alert), not a copy (never counted as one), and not retried: the next night
+    goes on from where it stopped."""
+
+    transient = False
+
+
 class DeadlineError(BackupdError):
     """A job ran past its deadline and was stopped (not retried: it would likely hang again)."""
 

@@ -34,7 +34,7 @@ from backupd import __version__
 from backupd.catalogue.models import utcnow
 from backupd.config.load import RemoteConfig
 from backupd.config.units import human_bytes
-from backupd.errors import BorgError, OffsiteError, RepositoryLockedError
+from backupd.errors import BorgError, OffsiteError, RepositoryLockedError, WindowClosed
 from backupd.remote.rclone import Remote, open_remote
 from jobs.base import MaintenanceEnv, MaintenanceResult
 
@@ -67,7 +67,7 @@ class OffsiteJob:
                 "(the off-site copies are kept as they are)"
             )
         if env.trigger != "backupctl" and cfg.time_left(utcnow()) == 0:
-            return outside_window(cfg.window)
+            raise outside_window(cfg.window)
         said, warnings = to_every_remote(env, env.host, env.repository)
         return MaintenanceResult(said, tuple(warnings))
 
@@ -88,11 +88,13 @@ def held_elsewhere(env: MaintenanceEnv, host: str, repo: Path) -> None:
             )
 
 
-def outside_window(window: str) -> MaintenanceResult:
-    """A scheduled copy that starts outside ``[offsite] window`` (a schedule outside it,
-    a run the daemon started late): nothing copied, and a warning someone should read."""
-    said = f"outside [offsite] window {window} UTC: not copied (backupctl offsite run copies now)"
-    return MaintenanceResult(said, (said,))
+def outside_window(window: str) -> WindowClosed:
+    """A scheduled copy that would start outside ``[offsite] window`` (a schedule outside
+    it, a start the daemon made late): nothing copied, the run interrupted (no alert; an
+    old copy alerts by its age), never counted as a copy."""
+    return WindowClosed(
+        f"outside [offsite] window {window} UTC: not copied (backupctl offsite run copies now)"
+    )
 
 
 def to_every_remote(env: MaintenanceEnv, host: str, repo: Path) -> tuple[str, list[str]]:
@@ -132,8 +134,9 @@ def copy_to(
         files, size = _tree(repo)
         if "shrink" not in env.accepted:
             not_shrunk(remote.name, host, size, copied, cfg.max_shrink)
+        state = transaction(repo)  # the state the copy will hold (with-lock commits after)
         stats = _sync(env, remote, what, started)
-        warnings = rewritten(remote, repo, host, started)
+        warnings = rewritten(remote, repo, host, started, (copied or {}).get("transaction"))
         checked = verify(remote, repo, host, before, cfg.verify_files)
         manifest = {
             "host": host,
@@ -144,6 +147,7 @@ def copy_to(
             "bytes": size,
             "sent_bytes": stats.get("bytes", 0),
             "verified": checked,
+            "transaction": state,  # the copy's newest index: index.N, segments up to N
             "backupd": __version__,
         }
         remote.put(json.dumps(manifest, indent=1).encode(), MANIFESTS, f"{host}.json")
@@ -160,13 +164,33 @@ def copy_to(
     return line, warnings
 
 
-def rewritten(remote: Remote, repo: Path, host: str, started: datetime) -> list[str]:
-    """Segments the copy held that this run replaced (its trash has them, and they are
-    still in the repository): Borg never rewrites a committed segment, so a damaged disk
-    or tampering. One warning naming them and where the copy's versions are kept."""
+def transaction(repo: Path) -> int | None:
+    """The repository's newest committed transaction: N of its newest ``index.N``."""
+    found = [int(p.name[6:]) for p in repo.glob("index.*") if p.name[6:].isdigit()]
+    return max(found, default=None)
+
+
+def rewritten(
+    remote: Remote, repo: Path, host: str, started: datetime, copied: object
+) -> list[str]:
+    """Segments of the copy's last complete state (up to its transaction ``copied``) that
+    this run replaced (its trash has them, and they are still in the repository): Borg
+    never rewrites a committed segment, so a damaged disk or tampering. One warning naming
+    them and where the copy's versions are kept. Segments past that state are not
+    committed ones of the copy (a copy cut half way, the commit of the copy before, which
+    a repository brought back by restore-from never had): replaced without a word (found
+    by a new-user trial: every first copy after restore-from cried tampering)."""
+    if not isinstance(copied, int):
+        return []  # a copy of before the transaction was recorded: nothing to tell by
     run = started.strftime(STAMP)
     trashed = remote.files(TRASH, run, host, "data")
-    changed = sorted(p for p in trashed if (repo / "data" / p).is_file())
+    changed = sorted(
+        p
+        for p in trashed
+        if (repo / "data" / p).is_file()
+        and p.rsplit("/", 1)[-1].isdigit()
+        and int(p.rsplit("/", 1)[-1]) <= copied
+    )
     if not changed:
         return []
     return [
@@ -187,7 +211,7 @@ def not_shrunk(
     before = int(copied.get("bytes", 0)) if copied else 0
     if before <= 0 or size >= before * (1 - max_shrink):
         return
-    lost = 1 - size / before
+    lost = min(1 - size / before, 0.99)  # "100% less" of a repository still there: no
     raise OffsiteError(
         f"remote {remote}: {host} holds {human_bytes(size)}, {lost:.0%} less than its copy "
         f"of {copied.get('copied_at', '?') if copied else '?'} ({human_bytes(before)}): not "
@@ -258,7 +282,7 @@ def _sync(
     except BorgError as e:
         closed = e.transient and e.returncode is None and "timed out" in e.message
         if closed and limit < cfg.timeout:  # cut at the window's end, not its own limit
-            raise OffsiteError(
+            raise WindowClosed(
                 f"remote {remote.name}: the copy of {host} stopped at the end of [offsite] "
                 f"window {cfg.window} UTC; the next run goes on from where it stopped"
             ) from None

@@ -41,7 +41,7 @@ class OffsiteCatalogueJob:
         if cfg is None:
             raise OffsiteError("no [offsite] table in the configuration: nowhere to copy to")
         if env.trigger != "backupctl" and cfg.time_left(utcnow()) == 0:
-            return outside_window(cfg.window)
+            raise outside_window(cfg.window)
         repo = env.config.store.path / REPOSITORY
         said, failed = [], []
         warnings: list[str] = []

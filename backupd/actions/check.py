@@ -14,7 +14,7 @@ import shlex
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from backupd.actions.context import Context, connect
@@ -111,20 +111,23 @@ def check_offsite(ctx: Context) -> Iterator[Finding]:
 
 
 def _window(window: str, left: Callable[[datetime], float | None], cron: str) -> Finding:
-    """Does [maintenance] offsite start the copies inside [offsite] window? Outside, each
-    scheduled copy would copy nothing and warn."""
+    """Does [maintenance] offsite start copies inside [offsite] window? Its firings over
+    the next week are looked at (not the next one only: "*/30 * * * *" fires inside it at
+    night); none inside, and each scheduled copy would copy nothing."""
     trigger, now = cron_trigger(cron), utcnow()
-    starts = trigger.get_next_fire_time(None, now)
-    if starts is None or not left(starts):
-        when = f"{starts:%H:%M} UTC" if starts else "never"
+    fire, inside, until = trigger.get_next_fire_time(None, now), None, now + timedelta(days=7)
+    while fire is not None and fire < until and inside is None:
+        inside = fire if left(fire) else None
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    if inside is None:
         return Finding(
             "offsite window",
             False,
-            f"[maintenance] offsite ({cron!r}) starts the copies at {when}, outside "
-            f"[offsite] window {window} UTC: they would copy nothing",
+            f"[maintenance] offsite ({cron!r}) starts no copy inside [offsite] window "
+            f"{window} UTC within a week: they would copy nothing",
         )
-    hours = (left(starts) or 0) / 3600
-    detail = f"copies start at {starts:%H:%M} UTC, {hours:.1f} h before the window {window} ends"
+    hours = (left(inside) or 0) / 3600
+    detail = f"copies start at {inside:%H:%M} UTC, {hours:.1f} h before the window {window} ends"
     return Finding("offsite window", True, detail)
 
 

@@ -106,7 +106,7 @@ def run_maintenance(
     if ending.how == "stopped":  # a shutdown, not a fault: no alert
         log.warning("%s", ending.error)
         return MaintenanceOutcome(
-            job, host, run_id, RunStatus.INTERRUPTED, error=ending.error, transient=True
+            job, host, run_id, RunStatus.INTERRUPTED, error=ending.error, transient=ending.transient
         )
     if not ending.ok:
         assert ending.error is not None

@@ -115,7 +115,8 @@ def restore_from(ctx: Context, remote_name: str | None, names: Sequence[str]) ->
                 f"remote {name}: {bundle}: is [passphrase] the Borg passphrase of these "
                 "repositories? Nothing fetched"
             )
-        known_before = any(ctx.catalogue.live_archives(str(ctx.repository(n))) for n in wanted)
+        # catalogue rebuild refuses a catalogue that lists archives: suggested on an empty one
+        known_before = any(ctx.catalogue.live_archives(str(ctx.repository(n))) for n in known)
         ctx.config.store.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         brought: list[Brought] = []
         for n in wanted:
@@ -131,7 +132,7 @@ def restore_from(ctx: Context, remote_name: str | None, names: Sequence[str]) ->
         name,
         brought,
         bundle,
-        not known_before,
+        bool(brought) and not known_before,
         missing=[n for n in known if n not in copies and not names],
         elsewhere=sorted(set(copies) - set(known)),
         kept=taken if not names else [],

@@ -67,7 +67,7 @@ def settle(
         yield ending
     except StoppedError as e:
         ending.ended("stopped", label, str(e), e)
-        ending.transient = True  # the catch-up runs it again
+        ending.transient = e.transient  # the catch-up runs it again (not a closed window)
         finish(ending)
         if reraise:
             raise

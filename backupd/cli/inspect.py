@@ -42,7 +42,8 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
     """Is everything backed up? One line per source; stale sources stand out.
 
     A source is STALE when it has not succeeded for twice its schedule's interval.
-    Exits 1 when any source is stale, so scripts and monitoring can use it. Warns (without
+    Exits 1 when any source is stale or a repository is gone from the store, so scripts
+    and monitoring can use it. Warns (without
     changing the exit code) about repositories whose key was never exported and about
     unacknowledged change alerts (nights that looked like loss: backupctl alerts).
 
@@ -74,7 +75,7 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
                 )
             )
         _print_offsite(copies)
-    if any(r["stale"] for r in rows):
+    if any(r["stale"] for r in rows) or repositories_lost(ctx):  # lost: worse than stale
         sys.exit(1)
 
 

@@ -142,7 +142,8 @@ def restore_from_cmd(obj: dict[str, Any], hosts: tuple[str, ...], remote_name: s
     back = restore_from(ctx, remote_name, hosts)
     for r in back.repositories:
         click.echo(
-            f"{r.name}: {r.archives} archives, copied {r.copied_at}, {r.files} files "
+            f"{r.name}: {r.archives} archive{'s' * (r.archives != 1)}, copied {r.copied_at}, "
+            f"{r.files} files "
             f"({r.bytes} bytes) into {r.repository}; key {r.key}"
             + (f"; {r.gone} archives made after the copy marked gone" if r.gone else "")
         )

@@ -14,12 +14,13 @@ import pytest
 
 from backupd.actions.check import _window
 from backupd.actions.context import Context
-from backupd.actions.maintain import jobs_for, schedule_of
+from backupd.actions.maintain import jobs_for, run_maintenance, schedule_of
+from backupd.actions.status import offsite_rows
 from backupd.borg.adapter import Borg
 from backupd.catalogue.models import utcnow
 from backupd.config.load import OffsiteConfig, RemoteConfig
 from backupd.config.sections import PassphraseConfig
-from backupd.errors import ConfigError, OffsiteError
+from backupd.errors import BackupdError, ConfigError, OffsiteError, WindowClosed
 from backupd.local.process import Argv, CommandResult, Invocation
 from backupd.remote.rclone import open_remote, reason
 from jobs.base import MaintenanceEnv
@@ -309,9 +310,12 @@ def test_a_scheduled_copy_stops_at_the_end_of_its_window_a_copy_by_hand_does_not
     assert config.offsite is not None
     with (
         open_remote("eu", config.offsite.remotes["eu"], tmp_path / "work") as remote,
-        pytest.raises(OffsiteError, match=re.escape(said)),
+        pytest.raises(BackupdError, match=re.escape(said)) as stopped,
     ):
         _sync(env, remote, ("web1", tmp_path / "repo"), started)
+    # the window's end: an interruption, not retried (the next night goes on); no fault
+    assert isinstance(stopped.value, WindowClosed) == (trigger == "schedule")
+    assert not stopped.value.transient or trigger != "schedule"
     assert seam.limits[-1] == pytest.approx(limit)
 
 
@@ -326,9 +330,9 @@ def test_a_scheduled_copy_outside_its_window_copies_nothing_and_warns(tmp_path: 
     seam = TimedOut()
     borg = Borg("borg", lambda: "pass", tmp_path / "borg", runner=seam)
     env = MaintenanceEnv(config, borg, None, "web1", tmp_path / "repo", "schedule")  # type: ignore[arg-type]
-    result = OFFSITE.run(env)
-    assert result.summary.startswith(f"outside [offsite] window {closed} UTC: not copied")
-    assert result.warnings == (result.summary,) and seam.limits == []  # nothing ran
+    with pytest.raises(WindowClosed, match=f"outside .offsite. window {closed} UTC: not copied"):
+        OFFSITE.run(env)
+    assert seam.limits == []  # nothing ran
     # config check says so before the first night
     finding = _window(closed, config.offsite.time_left, "15 6 * * *")  # type: ignore[union-attr]
     inside = f"{(now.hour - 1) % 24:02d}:00-{(now.hour + 1) % 24:02d}:00"
@@ -417,3 +421,33 @@ def test_rclones_error_is_one_line_with_what_to_check(stderr: str, said: str) ->
     """Found by a new-user trial: a wrong key or port read as two long log lines with
     their time stamps, naming nothing to fix."""
     assert reason(stderr) == said
+
+
+def test_a_closed_window_is_no_copy_no_alert_and_no_retry(tmp_path: Path) -> None:
+    """Found by a new-user trial: a scheduled copy skipped by the window counted as
+    copied (LAST COPIED and the metric moved, so the age alerts could never fire), and a
+    copy cut at the window's end was alerted and retried outside it."""
+    section_file(tmp_path)
+    now = utcnow()
+    closed = f"{(now.hour + 2) % 24:02d}:00-{(now.hour + 3) % 24:02d}:00"
+    body = f'[offsite]\nwindow = "{closed}"\n[offsite.remotes.eu]\npath = "b"\n'
+    ctx = Context(load_config(offsite(tmp_path, body + 'rclone = { file = "eu.conf" }')))
+    (ctx.repository("web1") / "data").mkdir(parents=True)
+    (ctx.repository("web1") / "config").write_text("[repository]\nid = 1a2b\n")
+    outcome = run_maintenance(ctx, "offsite", "web1", "schedule")
+    assert (outcome.status, outcome.transient) == ("interrupted", False)
+    assert outcome.error is not None and "not copied" in outcome.error
+    [row] = offsite_rows(ctx)
+    assert row["last_copied"] is None and row["last_status"] == "interrupted"
+    assert ctx.catalogue.alerts() == []
+
+
+def test_config_check_looks_at_a_weeks_firings_not_the_next_one(tmp_path: Path) -> None:
+    """Found by a new-user trial: "*/30 * * * *" with a night window failed the check by
+    day (its next firing was outside), though it starts copies inside every night."""
+    cfg = OffsiteConfig(remotes={"eu": remote_cfg(tmp_path)}, window="01:00-07:00")
+    assert _window(cfg.window, cfg.time_left, "*/30 * * * *").ok
+    assert _window(cfg.window, cfg.time_left, "* * * * *").ok
+    assert _window(cfg.window, cfg.time_left, "15 6 * * *").ok
+    outside = _window(cfg.window, cfg.time_left, "15 8 * * *")
+    assert not outside.ok and "starts no copy inside" in outside.detail
