@@ -233,31 +233,32 @@ def _store(ctx: Context) -> Iterator[Metric]:
     )
 
 
-def _offsite(ctx: Context) -> Iterator[Metric]:
-    """Per host, its off-site copy: only with [offsite] (no series without it)."""
-    copies = offsite_rows(ctx)
-    if not copies:
-        return
-    yield _gauge(
+# A host's off-site row: offsite_rows' dict. Only with [offsite] (no series without it).
+OFFSITE_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], float]], ...] = (
+    (
         "backupd_offsite_last_copy_timestamp_seconds",
         "When the host's repository was last copied to every [offsite] remote, read back"
         " and matched (0: never).",
-        ["host"],
-        [([c["host"]], _ts(c["last_copied"])) for c in copies],
-    )
-    yield _gauge(
+        lambda c: _ts(c["last_copied"]),
+    ),
+    (
         "backupd_offsite_last_verified_timestamp_seconds",
         "When a drill of the host's off-site copies last restored every source (0: never).",
-        ["host"],
-        [([c["host"]], _ts(c["copy_verified"])) for c in copies],
-    )
-    yield _gauge(
+        lambda c: _ts(c["copy_verified"]),
+    ),
+    (
         "backupd_offsite_last_drill_success",
         "1 if the newest drill of the host's off-site copies restored every source (a"
         " warning counts), 0 if it failed (NaN: never drilled).",
-        ["host"],
-        [([c["host"]], _outcome(c["drill_status"])) for c in copies],
-    )
+        lambda c: _outcome(c["drill_status"]),
+    ),
+)
+
+
+def _offsite(ctx: Context) -> Iterator[Metric]:
+    copies = offsite_rows(ctx)
+    for name, doc, value in OFFSITE_GAUGES if copies else ():
+        yield _gauge(name, doc, ["host"], [([c["host"]], value(c)) for c in copies])
 
 
 def _outcome(status: str | None) -> float:

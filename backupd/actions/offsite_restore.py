@@ -209,9 +209,7 @@ def opens(ctx: Context, repo: Path, name: str, keys: tuple[dict[str, str], str])
     the key are right, or OffsiteError and the fetched copy is removed."""
     check = repo.with_name(f"{repo.name}.borg")
     shutil.rmtree(check, ignore_errors=True)
-    borg = Borg(
-        find_borg(ctx.config.store.borg), lambda: read_passphrase(ctx.config.passphrase), check
-    )
+    borg = own_borg(ctx, check)
     try:
         if needs_key(repo):
             import_key(borg, repo, name, keys, check / "keys")
