@@ -35,7 +35,7 @@ from backupd.catalogue.models import utcnow
 from backupd.config.load import RemoteConfig
 from backupd.config.units import human_bytes
 from backupd.errors import BorgError, OffsiteError, RepositoryLockedError, WindowClosed
-from backupd.remote.rclone import Remote, open_remote
+from backupd.remote.rclone import Remote, hinted, open_remote, tidy
 from jobs.base import MaintenanceEnv, MaintenanceResult
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ def _failed(remote: Remote, host: str, e: BorgError) -> OffsiteError:
         e.message,
     )
     lines = [(a or b).replace('\\"', '"').strip() for a, b in found]
-    why = " | ".join(dict.fromkeys(lines[-3:])) or e.message
+    why = hinted(tidy(" | ".join(dict.fromkeys(lines[-3:]))) or e.message, e.message)
     return OffsiteError(remote.scrub(f"remote {remote.name}: the copy of {host} failed: {why}"))
 
 

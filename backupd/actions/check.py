@@ -101,13 +101,26 @@ def check_offsite(ctx: Context) -> Iterator[Finding]:
         subject = f"offsite {name}"
         try:
             with open_remote(name, remote_cfg, work) as remote:
-                hosts = remote.dirs(quick=True)
+                hosts = remote.listing(quick=True)
         except BackupdError as e:
             yield Finding(subject, False, str(e))
+            continue
+        if hosts is None:
+            yield Finding(subject, True, _missing(remote_cfg.path), warning=True)
             continue
         copied = sorted(set(hosts) & set(ctx.config.hosts))
         said = f"copies of {', '.join(copied)}" if copied else "no copy yet"
         yield Finding(subject, True, f"{remote_cfg.path} answers: {said}")
+
+
+def _missing(path: str) -> str:
+    """A path (an S3 bucket) that does not exist: rclone would make it at the first copy,
+    so a typo copies every night into a bucket nobody looks at (and one made that way has
+    no object lock)."""
+    return (
+        f"{path} does not exist on the remote: check `path` for a typo; the first copy "
+        "would create it (a bucket meant to have object lock must be made beforehand)"
+    )
 
 
 def _window(window: str, left: Callable[[datetime], float | None], cron: str) -> Finding:

@@ -110,9 +110,14 @@ class Remote:
         if not done.ok:
             raise self.error(done, f"writing {'/'.join(parts)}")
 
-    def dirs(self, *parts: str, quick: bool = False) -> list[str]:
-        """The directories directly under a place ([] if it does not exist). ``quick``:
-        one try, 10 s to connect (a check, not a copy)."""
+    def dirs(self, *parts: str) -> list[str]:
+        """The directories directly under a place ([] if it does not exist)."""
+        return self.listing(*parts) or []
+
+    def listing(self, *parts: str, quick: bool = False) -> list[str] | None:
+        """The directories directly under a place; None when it does not exist (on S3: the
+        bucket; a prefix without objects lists empty). ``quick``: one try, 10 s to connect
+        (a check, not a copy)."""
         fast = ("--retries", "1", "--low-level-retries", "1", "--contimeout", "10s")
         args = ("lsf", "--dirs-only", self.url(*parts), *(fast if quick else ()))
         done = self.runner(
@@ -120,7 +125,7 @@ class Remote:
         )
         if not done.ok:
             if b"directory not found" in done.stderr:
-                return []
+                return None
             raise self.error(done, f"listing {'/'.join(parts) or self.path}")
         return [line.rstrip("/") for line in done.stdout.decode().splitlines() if line]
 
@@ -148,7 +153,8 @@ class Remote:
         listed.write_text("".join(f"{n}\n" for n in names))
         args = ("copy", "--files-from-raw", str(listed), "--no-update-modtime")
         done = self.runner(
-            self.argv(*args, self.url(*parts), str(dest)),
+            # the place as a directory ("/"): else an unanswered question reads "is a file"
+            self.argv(*args, self.url(*parts) + "/", str(dest)),
             Invocation(timeout=timeout, secrets=self.secrets),
         )
         if not done.ok:
@@ -181,12 +187,22 @@ def reason(stderr: str) -> str:
     after a hint at what to check when the remote's answer is a known one."""
     text = LOG_PREFIX.sub("", stderr)
     text = re.sub(r"Failed to \w+ with \d+ errors: last error was: (error in \w+: )?", "", text)
-    text = re.sub(r"RequestID: [^,]*, HostID: [^,]*, |https response error ", "", text)
+    text = tidy(text)
     # rclone says the same error again as its closing line: that line alone, if it does
     last = text.strip().splitlines()[-1] if text.strip() else ""
     telling = re.search(r"error|fail|refused|denied|not found", last, re.I)
-    line = summarize_stderr(last if telling else text)
-    hint = next((h for words, h in HINTS if any(w in text for w in words)), None)
+    return hinted(summarize_stderr(last if telling else text), text)
+
+
+def tidy(text: str) -> str:
+    """rclone's S3 errors without the empty request ids and the wording around them."""
+    return re.sub(r"RequestID: [^,]*, HostID: [^,]*, |https response error ", "", text)
+
+
+def hinted(line: str, said: str) -> str:
+    """``line`` after a hint at what to check, when what rclone ``said`` is a known answer
+    (the key refused, the endpoint unreachable, no such bucket)."""
+    hint = next((h for words, h in HINTS if any(w in said for w in words)), None)
     return f"{hint} ({line})" if hint and line else line
 
 

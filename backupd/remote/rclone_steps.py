@@ -26,13 +26,17 @@ LOCKS = ("--exclude", "lock.exclusive/**", "--exclude", "lock.roster")
 
 def steps(repo: str, url: str, trash: str) -> list[list[str]]:
     """Each step keeps what it would overwrite in TRASH too: a committed segment that
-    differs from the copy's (a damaged disk, tampering) never replaces the copy's own."""
-    top = ["--max-depth", "1", *LOCKS, "--backup-dir", trash]
+    differs from the copy's (a damaged disk, tampering) never replaces the copy's own.
+    Remote places end in "/": rclone then takes them as directories without first asking
+    the remote whether one is a file, a question that, unanswered (a remote gone or a
+    key refused), it reports as "is a file not a directory" instead of the real cause."""
+    url, trash = url.rstrip("/"), trash.rstrip("/")
+    top = ["--max-depth", "1", *LOCKS, "--backup-dir", f"{trash}/"]
     return [
-        ["copy", f"{repo}/data", f"{url}/data", "--backup-dir", f"{trash}/data"],
-        ["copy", repo, url, *top, "--exclude", "index.*"],
-        ["copy", repo, url, *top, "--include", "index.*"],
-        ["sync", repo, url, *LOCKS, "--backup-dir", trash],
+        ["copy", f"{repo}/data", f"{url}/data/", "--backup-dir", f"{trash}/data/"],
+        ["copy", repo, f"{url}/", *top, "--exclude", "index.*"],
+        ["copy", repo, f"{url}/", *top, "--include", "index.*"],
+        ["sync", repo, f"{url}/", *LOCKS, "--backup-dir", f"{trash}/"],
     ]
 
 

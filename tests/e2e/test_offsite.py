@@ -213,6 +213,9 @@ def test_a_copy_cut_off_half_way_leaves_the_copy_before_it_good_and_is_completed
     cut = d.backupctl("offsite", "run", "web1")
     stopper.join()
     assert cut.returncode == 19, cut.stdout + cut.stderr
+    # rclone's real cause (not "is a file not a directory": its places end in "/")
+    assert "error: web1: offsite: remote eu: the copy of web1 failed: " in cut.stderr
+    assert "is a file" not in cut.stderr
     assert (s3.root / "backups/fleet/.manifests/web1.json").read_bytes() == manifest
     assert "failed" in d.backupctl("offsite", "status", check=True).stdout
     assert not [
@@ -252,6 +255,25 @@ def test_config_check_says_whether_each_remote_answers(
 
     [ok] = offsite_checks()
     assert ok["ok"] and ok["detail"] == "backups/fleet answers: no copy yet", ok
+    assert not ok["warning"]
+    config = d.config.read_text()
+    d.config.write_text(config.replace('"backups/fleet"', '"backupz/fleet"'))  # a typo
+    [typo] = offsite_checks()
+    assert typo["ok"] and typo["warning"], typo  # rclone would make the bucket: say so
+    assert str(typo["detail"]).startswith("backupz/fleet does not exist on the remote: check")
+    local = tmp_path / "local.conf"  # the same kind on a remote that is a directory
+    local.write_text(f"type = alias\nremote = {tmp_path}\n")
+    local.chmod(0o600)
+    d.config.write_text(
+        config.replace('"backups/fleet"', '"nowhere"').replace(str(section), str(local))
+    )
+    [missing] = offsite_checks()
+    assert missing["warning"] and "nowhere does not exist on the remote" in str(missing["detail"])
+    (tmp_path / "nowhere").mkdir()
+    [there] = offsite_checks()
+    assert there["ok"] and not there["warning"], there
+    assert str(there["detail"]).endswith("nowhere answers: no copy yet")
+    d.config.write_text(config)
     section.write_text(s3.section().replace(s3.secret_key, "not-the-secret-key"))
     [refused] = offsite_checks()
     assert not refused["ok"] and str(refused["detail"]).startswith("remote eu: listing ")

@@ -290,6 +290,56 @@ class TimedOut:
         return CommandResult(argv, None, b"", b"", 0.1, timed_out="deadline")
 
 
+class Fails:
+    """The process seam: borg with-lock ending as it does when rclone under it failed,
+    rclone's JSON log (recorded from rclone 1.75) on its stderr."""
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+
+    def __call__(self, argv: Argv, inv: Invocation) -> CommandResult:
+        return CommandResult(argv, 2, b"", self.log.encode(), 0.1)
+
+
+GONE = (  # the remote stopped answering (recorded, shortened)
+    '{"level":"error","msg":"Failed to copy: operation error S3: ListObjects, exceeded '
+    "maximum number of attempts, 1, https response error StatusCode: 0, RequestID: , "
+    'HostID: , request send failed, Get \\"http://127.0.0.1:53129/backups\\": dial tcp '
+    '127.0.0.1:53129: connect: connection refused","source":"sync/sync.go:1"}\n'
+)
+REFUSED = (  # the key refused (recorded, shortened)
+    '{"level":"error","msg":"Failed to copy: failed to prepare upload: operation error S3: '
+    "CreateBucket, https response error StatusCode: 403, RequestID: , HostID: , api error "
+    'SignatureDoesNotMatch: The request signature we calculated does not match"}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("log", "said"),
+    [
+        (GONE, "the remote cannot be reached: check endpoint (host and port) (Failed to copy: "),
+        (REFUSED, "the remote refused the key: check access_key_id and secret_access_key"),
+    ],
+)
+def test_a_copy_step_that_fails_says_what_to_check_as_the_other_paths_do(
+    tmp_path: Path, log: str, said: str
+) -> None:
+    section_file(tmp_path)
+    body = '[offsite]\n[offsite.remotes.eu]\npath = "b"\nrclone = { file = "eu.conf" }'
+    config = load_config(offsite(tmp_path, body))
+    borg = Borg("borg", lambda: "pass", tmp_path / "borg", runner=Fails(log))
+    env = MaintenanceEnv(config, borg, None, "web1", tmp_path / "repo", "backupctl")  # type: ignore[arg-type]
+    assert config.offsite is not None
+    with (
+        open_remote("eu", config.offsite.remotes["eu"], tmp_path / "work") as remote,
+        pytest.raises(OffsiteError) as failed,
+    ):
+        _sync(env, remote, ("web1", tmp_path / "repo"), utcnow())
+    line = str(failed.value)
+    assert line.startswith(f"remote eu: the copy of web1 failed: {said}"), line
+    assert "RequestID" not in line and "\n" not in line
+
+
 @pytest.mark.parametrize(
     ("trigger", "limit", "said"),
     [
