@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from backupd.errors import STDERR_TAIL_BYTES, MissingProgramError, tail_text
+from backupd.local.procfs import group_running
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +212,17 @@ def run_local(argv: Argv, inv: Invocation) -> CommandResult:
     return result
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+def _kill_group(proc: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """SIGTERM the command's process group; SIGKILL what is left of it after ``grace``
+    seconds. Waits for the group, not only its leader: borg's gate shell outlived it."""
+    deadline = time.monotonic() + grace
+    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)
+        while group_running(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def stream_local(argv: Argv, inv: Invocation, sink: Callable[[bytes], object]) -> CommandResult:

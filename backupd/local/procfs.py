@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 
@@ -36,10 +37,46 @@ def descendants(pid: int) -> list[int]:
 
 
 def kill_tree(pid: int) -> None:
-    """SIGKILL a process and everything it started, even in other sessions (borg, its gate)."""
-    for target in [pid, *descendants(pid)]:
+    """SIGKILL a process and everything it started, even in other sessions (borg, its gate).
+    The tree is frozen (SIGSTOP) first, down to what it started meanwhile: killed one by
+    one, a part would act on another's death first (a worker's parent-death signal
+    recording its run, a shell going on to its next command)."""
+    frozen: list[int] = []
+    todo = [pid]
+    while todo:
+        sent = []
+        for target in todo:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(target, signal.SIGSTOP)
+                sent.append(target)
+        _until_stopped(sent)
+        frozen += todo
+        todo = [p for p in descendants(pid) if p not in frozen]
+    for target in frozen:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, signal.SIGKILL)
+
+
+def group_running(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` runs (zombies do not: whoever they
+    were handed to reaps them)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = proc_stat(int(stat.parent.name))
+        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in "ZX":
+            return True
+    return False
+
+
+def _until_stopped(pids: list[int], limit: float = 2.0) -> None:
+    """Wait (at most ``limit`` seconds) until each of ``pids`` is stopped or gone: a signal
+    takes effect when the process is next scheduled, not when kill() returns, and one
+    still running could start another after its children were listed."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        states = (proc_stat(p) for p in pids)
+        if all(not f or f[0] in ("T", "t", "Z", "X") for f in states):
+            return
+        time.sleep(0.005)
 
 
 def process_alive(pid: int | None) -> bool:

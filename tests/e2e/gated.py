@@ -44,6 +44,7 @@ class SyslogReader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.lines: list[str] = []
+        self.markers = itertools.count()
         self.lock = threading.Lock()
         self.stop = threading.Event()
         sock.settimeout(0.1)
@@ -62,10 +63,22 @@ class SyslogReader:
                 self.lines.append(line)
 
     def take(self) -> list[str]:
-        time.sleep(0.5)  # a request's last line may still be on its way
-        with self.lock:
-            taken, self.lines = self.lines, []
-        return taken
+        """The lines logged so far. A marker is sent through the socket and waited for:
+        datagrams come in order, so every line the gate sent before is read by then (a
+        fixed wait was luck on a busy machine)."""
+        marker = f"take-marker-{next(self.markers)}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(marker.encode(), self.sock.getsockname())
+        deadline = time.monotonic() + 30
+        while True:
+            with self.lock:
+                if marker in self.lines:
+                    at = self.lines.index(marker)
+                    taken, self.lines = self.lines[:at], self.lines[at + 1 :]
+                    return taken
+            if time.monotonic() > deadline:
+                raise AssertionError("the syslog reader never read the marker")
+            time.sleep(0.01)
 
     def close(self) -> None:
         self.stop.set()

@@ -186,9 +186,9 @@ def test_a_drill_killed_mid_way_is_cleaned_up_at_the_next_start(
         start_new_session=False,
     )
     try:
-        wait_until(
-            lambda: any("postgres" in p for p in scratch_leftovers()), 60, "a scratch PostgreSQL"
-        )
+        # a running server (its postmaster.pid), not initdb ("postgres" is in its path too)
+        scratch = Path(tempfile.gettempdir())
+        wait_until(lambda: any(scratch.glob("backupd-drill-*/**/postmaster.pid")), 120, "a server")
     finally:
         proc.kill()  # SIGKILL: no cleanup of its own
         proc.wait()

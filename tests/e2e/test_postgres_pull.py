@@ -290,19 +290,22 @@ def test_row_facts_match_the_dump_exactly_while_the_database_is_written(
     deploy: Callable[..., Deployment], shop_db: str, pg_cluster: PostgresCluster, tmp_path: Path
 ) -> None:
     d = deploy({"maindb": pg_source(pg_cluster, databases=[shop_db], globals=False)})
-    stop = threading.Event()
+    stop, writing = threading.Event(), threading.Event()
 
     def writer() -> None:
         while not stop.is_set():
             pg_cluster.psql("INSERT INTO orders (customer_id, total) VALUES (1, 9.99)", db=shop_db)
+            writing.set()
 
     thread = threading.Thread(target=writer)
     thread.start()
     try:
+        assert writing.wait(timeout=60)  # a row committed before the dump starts: ordered
         result = d.backupctl("backup", "now", "web1/maindb")
     finally:
         stop.set()
         thread.join()
+    pg_cluster.psql("INSERT INTO orders (customer_id, total) VALUES (1, 9.99)", db=shop_db)
     assert result.returncode == 0, result.stderr
     [(facts_json,)] = d.catalogue_rows("SELECT facts FROM archives")
     facts = json.loads(facts_json)

@@ -9,7 +9,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from backupd.actions import names
 from backupd.actions.manifest import build_manifest
 from tests.e2e.conftest import BIN, Deployment
 from tests.harness.droplet import Droplet
+from tests.harness.procs import wait_until
 
 pytestmark = pytest.mark.e2e
 OLD = 1_600_000_000  # a fixed past mtime, so a restore that loses mtimes shows
@@ -242,9 +242,7 @@ def test_a_crash_between_before_and_after_is_cleaned_up_at_the_next_start(
     proc = subprocess.Popen(
         [str(BIN / "backupctl"), "--config", str(d.config), "backup", "now", "web1/uploads"]
     )
-    deadline = time.monotonic() + 30
-    while "snapshot-take" not in hooks.read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: "snapshot-take" in hooks.read_text(), 120, "the before hook to run")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (droplet.bin_dir / "slow").unlink()
@@ -292,9 +290,7 @@ def test_a_backup_beside_a_running_one_leaves_its_owed_cleanup_to_it(
         [str(BIN / "backupctl"), "--config", str(d.config), "backup", "now", "web1/uploads"]
     )
     try:
-        deadline = time.monotonic() + 60
-        while "snapshot-take" not in hooks.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "snapshot-take" in hooks.read_text(), 120, "the before hook to run")
         [(owner,)] = d.catalogue_rows("SELECT claimed_by FROM pending_cleanups")
         assert f":{running.pid}:" in str(owner)
         d.backupctl("backup", "now", "web1/tiny", check=True)

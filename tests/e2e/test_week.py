@@ -180,6 +180,7 @@ class Night:
     number: int
     started: datetime
     ended: datetime | None = None
+    fires_at: datetime | None = None  # the scheduling daemon's one firing of the night
 
 
 class Week:
@@ -193,18 +194,33 @@ class Week:
         self.tree: dict[int, dict[bytes, tuple[object, ...]]] = {}
         self.good_shop: dict[int, int] = {}  # night -> the night whose maindb set is newest
 
-    def begin(self, number: int, schedule: str = NEVER) -> Night:
+    def begin(self, number: int, scheduled: bool = False) -> Night:
+        """The night's changes made and recorded; ``scheduled``: every source fires once,
+        FIRE_IN seconds from when that is done (the preparation is not taken from the
+        daemon's time to start: a night whose firing came before the daemon was up
+        would wait a year)."""
         self.fleet.churn(number)
         self.shop[number] = self.fleet.pg_state("wk_shop")
         self.tree[number] = self.fleet.tree_state()
+        schedule, at = in_seconds(FIRE_IN) if scheduled else (NEVER, None)
         write_config(self.fleet, self.d, self.smtp, schedule)
-        night = Night(number, datetime.now(UTC))
+        night = Night(number, datetime.now(UTC), fires_at=at)
         self.nights.append(night)
         return night
 
     def daemon(self, name: str, *args: str) -> DaemonProc:
         proc = DaemonProc(self.d.config, self.d.root / f"{name}.log", extra_args=list(args))
         return proc.start()
+
+    def scheduling_daemon(self, night: Night) -> DaemonProc:
+        """The daemon for a scheduled night, up before the night's firing: else this
+        fails at once, saying so, rather than after a long wait for runs never started."""
+        assert night.fires_at is not None
+        daemon = self.daemon(f"daemon-{night.number}")
+        wait_for("backupd to start", lambda: "backupd started" in daemon.log(), daemon=daemon)
+        late = datetime.now(UTC) - night.fires_at
+        assert late < timedelta(0), f"backupd started {late} after the night's firing: FIRE_IN"
+        return daemon
 
     # -- what must hold after every night --------------------------------------------------
     def runs_since(self, night: Night) -> dict[str, list[str]]:
@@ -269,9 +285,13 @@ def sessions(fleet: Fleet) -> list[str]:
     return [line for line in pg if line] + ([f"mariadb: {maria}"] if maria != "0" else [])
 
 
+FIRE_IN = 15  # seconds for backupd to start (about 2 s here, far more on a loaded machine)
+
+
 def in_seconds(seconds: int) -> tuple[str, datetime]:
-    """A crontab line (with seconds) that fires once, ``seconds`` from now, in UTC."""
-    at = datetime.now(UTC) + timedelta(seconds=seconds)
+    """A crontab line (with seconds) that fires once, ``seconds`` from now, in UTC; when it
+    fires (whole seconds: the line has no fractions)."""
+    at = (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0)
     return f"{at.second} {at.minute} {at.hour} {at.day} {at.month} *", at
 
 
@@ -314,9 +334,8 @@ def test_a_week_in_the_life(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Pat
 
     # night 4: the whole process tree is killed while maindb is mid-dump
     fleet.gate.hold()
-    schedule, _at = in_seconds(8)
-    night = week.begin(4, schedule)
-    daemon = week.daemon("daemon-4")
+    night = week.begin(4, scheduled=True)
+    daemon = week.scheduling_daemon(night)
     others = ("sessions", "uploads", "media")  # shopdb waits: one job per droplet
     wait_for(
         "maindb mid-dump, the other hosts done",
@@ -340,9 +359,8 @@ def test_a_week_in_the_life(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Pat
 
     # night 5: db's link is cut mid-dump; it is back before the retry, which succeeds
     fleet.gate.hold()
-    schedule, _at = in_seconds(8)
-    night = week.begin(5, schedule)
-    daemon = week.daemon("daemon-5")
+    night = week.begin(5, scheduled=True)
+    daemon = week.scheduling_daemon(night)
     wait_for("maindb mid-dump", fleet.gate.midway, timeout=600, daemon=daemon)
     link = fleet.droplets["db"].link
     assert link is not None
@@ -379,9 +397,8 @@ def test_a_week_in_the_life(fleet: Fleet, smtp_server: SmtpServer, tmp_path: Pat
 
 def ordinary_daemon_night(week: Week, number: int) -> None:
     """The scheduling daemon fires every source once, then is stopped cleanly."""
-    schedule, _at = in_seconds(8)
-    night = week.begin(number, schedule)
-    daemon = week.daemon(f"daemon-{number}")
+    night = week.begin(number, scheduled=True)
+    daemon = week.scheduling_daemon(night)
     wait_for(f"night {number}", lambda: finished(week, night, ALL), timeout=600, daemon=daemon)
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0

@@ -124,17 +124,26 @@ def test_remote_command_line_keeps_stdin_for_the_command() -> None:
 
 
 def test_remote_command_line_passes_term_on_to_the_command() -> None:
+    import re
     import shlex
     import signal
     import subprocess
     import time
+    from pathlib import Path
 
     from backupd.remote.ssh import remote_command_line
 
     # sshd's shell execs a single command, so the wrapper itself receives the signal
     argv = shlex.split(remote_command_line(["sleep", "30"]))
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)
+    # the wrapper traps TERM once its command runs (a fixed wait was luck on a busy machine)
+    status = Path(f"/proc/{proc.pid}/status")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        caught = re.search(r"^SigCgt:\s*([0-9a-f]+)$", status.read_text(), re.M)
+        if caught and int(caught[1], 16) & 1 << (signal.SIGTERM - 1):
+            break
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 143
