@@ -33,7 +33,8 @@ from email import message_from_string, policy
 from email.message import EmailMessage
 
 from backupd.actions.context import Context
-from backupd.actions.status import offsite_rows, status_rows
+from backupd.actions.report_jobs import maintenance_lines, offsite_copies, offsite_problems
+from backupd.actions.status import status_rows
 from backupd.catalogue.changes import FlagView
 from backupd.catalogue.claims import claim_token
 from backupd.catalogue.models import Report, utcnow
@@ -58,8 +59,6 @@ from jobs.compact import tree_bytes
 
 log = logging.getLogger(__name__)
 NO_MAIL_RETRY = 86400.0  # queued, but [mail] is gone: say so once a day
-OFFSITE_COPY_AGE = timedelta(days=2)  # copied daily: two days is a missed copy or two
-OFFSITE_DRILL_AGE = timedelta(days=40)  # drilled monthly
 
 
 # -- gathering ---------------------------------------------------------------------------
@@ -122,15 +121,9 @@ def gather(ctx: Context, now: datetime | None = None, start: datetime | None = N
                 tuple(problems),
             )
         )
-    maintenance = [
-        (
-            "fail" if m.status != "warning" else "warn",
-            f"{m.host or 'store'}: {m.job} {m.status}: {m.error or m.summary or ''}",
-        )
-        for m in cat.maintenance_problems(start, end)
-    ]
-    copies = _offsite(ctx)
-    maintenance += _offsite_problems(copies, end)
+    maintenance, history = maintenance_lines(ctx, start, end)
+    copies = offsite_copies(ctx)
+    maintenance += offsite_problems(copies, end)
     return ReportData(
         start,
         end,
@@ -142,30 +135,8 @@ def gather(ctx: Context, now: datetime | None = None, start: datetime | None = N
         _growth(points, end),
         _rto_series(ctx, end),
         copies,
+        history,
     )
-
-
-def _offsite(ctx: Context) -> list[tuple[str, datetime | None, datetime | None]]:
-    def at(iso: str | None) -> datetime | None:
-        return datetime.fromisoformat(iso) if iso else None
-
-    return [(c["host"], at(c["last_copied"]), at(c["copy_verified"])) for c in offsite_rows(ctx)]
-
-
-def _offsite_problems(
-    copies: list[tuple[str, datetime | None, datetime | None]], end: datetime
-) -> list[tuple[str, str]]:
-    """A copy over two days old (copied daily) or a drill of it over 40 days old (monthly):
-    to check, as the alert rules in monitoring/ say."""
-    found = []
-    for host, copied, verified in copies:
-        if copied is None or end - copied > OFFSITE_COPY_AGE:
-            since = f"for {human_age((end - copied).total_seconds())}" if copied else "ever"
-            found.append(("warn", f"{host}: no good off-site copy {since}"))
-        if verified is not None and end - verified > OFFSITE_DRILL_AGE:
-            age = human_age((end - verified).total_seconds())
-            found.append(("warn", f"{host}: its off-site copy not proved to restore for {age}"))
-    return found
 
 
 def _problems(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 
 from backupd.catalogue.claims import RELEASED, changed, claimable, held_by
 from backupd.catalogue.jobs import HasSession
@@ -232,6 +232,20 @@ class ReportRecords:
         )
         with self.session() as s:
             return list(s.scalars(query))
+
+    def maintenance_verdicts(self: HasSession, end: datetime) -> list[MaintenanceRun]:
+        """Per (job, host), the newest run started before ``end`` that ended on its own
+        (succeeded, warning or failed): how the job stands. An interrupted run (a stop,
+        the end of the off-site window) says nothing of it, and a running one nothing yet."""
+        ended = (RunStatus.SUCCEEDED, RunStatus.WARNING, RunStatus.FAILED)
+        newest = (
+            select(func.max(MaintenanceRun.id))
+            .where(MaintenanceRun.status.in_(ended), MaintenanceRun.started_at < end)
+            .group_by(MaintenanceRun.job, MaintenanceRun.host)
+        )
+        query = select(MaintenanceRun).where(MaintenanceRun.id.in_(newest))
+        with self.session() as s:
+            return list(s.scalars(query.order_by(MaintenanceRun.id)))
 
 
 def _due(at: datetime) -> ColumnElement[bool]:

@@ -1,10 +1,11 @@
 """The weekly report: what the catalogue says about a period, as a mail readable in a minute.
 
 The verdict comes first. ``fail`` ("ACTION NEEDED") when a source is stale, its last
-backup or its last restore drill failed, or a maintenance job failed; ``warn`` when a
-source was never drilled, its drill warned, or it failed during the period but has
-recovered; ``ok`` otherwise. Then one row per source, the failures of the period with
-their reasons, the store's disk use and two small charts (inline PNG images).
+backup or its last restore drill failed, or a maintenance job's last run failed; ``warn``
+when a source was never drilled, its drill warned, or it (or a maintenance job) failed
+during the period but has recovered; ``ok`` otherwise. Then one row per source, the
+failures of the period with their reasons, the store's disk use and two small charts
+(inline PNG images).
 
 The mail is multipart/alternative: plain text, and HTML (table layout, inline styles only,
 as mail clients strip style sheets) inside multipart/related with the charts as parts
@@ -58,7 +59,7 @@ class ReportData:
     start: datetime
     end: datetime
     sources: list[SourceLine]
-    maintenance: list[tuple[str, str]]  # (level, line) for failed or warning maintenance runs
+    maintenance: list[tuple[str, str]]  # (level, line): how maintenance jobs stand, off-site ages
     store_path: str
     disk: tuple[int, int, int] | None  # total, used, free of the store's file system
     repositories: list[tuple[str, int]]  # (host, bytes on disk)
@@ -66,6 +67,8 @@ class ReportData:
     rto: list[tuple[str, list[tuple[float, float]]]]  # per source: (unix time, seconds)
     # per host with [offsite]: (host, last copied, copy last proved restorable), None: never
     offsite: list[tuple[str, datetime | None, datetime | None]] = field(default_factory=list)
+    # (level, line): the period's failed, warning and interrupted maintenance runs, timed
+    maintenance_history: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def problems(self) -> list[tuple[str, str]]:
@@ -146,10 +149,10 @@ def render_text(data: ReportData) -> str:
     for r in [header, *rows]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     failed = [(s.name, f) for s in data.sources for f in s.failures]
-    if failed or data.maintenance:
+    if failed or data.maintenance_history:
         lines += ["", "Failures and losses in the period:"]
         lines += [f"  FAIL  {name}: {f}" for name, f in failed]
-        lines += [f"  {lvl.upper():5} {m}" for lvl, m in data.maintenance]
+        lines += [f"  {lvl.upper():5} {m}" for lvl, m in data.maintenance_history]
     lines += ["", _store_line(data)]
     lines += [f"  {host}: {human_bytes(n)}" for host, n in data.repositories]
     if data.offsite:
@@ -243,10 +246,11 @@ def render_html(data: ReportData, image_src: Callable[[str], str]) -> str:
     sources = _table(f"<tr>{head}</tr>{rows}")
     out.append(_section("Sources", f'<div style="overflow-x:auto">{sources}</div>'))
     failed = [(s.name, f) for s in data.sources for f in s.failures]
-    if failed or data.maintenance:
+    if failed or data.maintenance_history:
         items = "".join(f"<tr>{_td(n, 'fail')}{_td(f, 'fail')}</tr>" for n, f in failed)
         items += "".join(
-            f"<tr>{_td('maintenance', lvl)}{_td(m, lvl)}</tr>" for lvl, m in data.maintenance
+            f"<tr>{_td('maintenance', lvl)}{_td(m, lvl)}</tr>"
+            for lvl, m in data.maintenance_history
         )
         out.append(_section("Failures and losses in the period", _table(items)))
     repos = "".join(

@@ -251,3 +251,64 @@ def test_the_off_site_copies_are_in_the_report_and_old_ones_are_to_check(
         "web2: its off-site copy not proved to restore for 41d 0h",
     ], checks
     assert "Off-site copies" in render_html(data, str)
+
+
+def maintenance_run(
+    c: Context, job: str, host: str | None, days: float, status: RunStatus, error: str = ""
+) -> None:
+    """A maintenance run that started and ended ``days`` ago."""
+    cat = c.catalogue
+    run_id = cat.start_maintenance(job, host, "schedule")
+    cat.finish_maintenance(run_id, status, summary="done", error=error or None)
+    at = utcnow() - timedelta(days=days)
+    with cat.session() as s:
+        s.execute(
+            text("UPDATE maintenance_runs SET started_at = :at, finished_at = :at WHERE id = :id"),
+            {"at": at, "id": run_id},
+        )
+
+
+def test_a_maintenance_job_counts_as_it_stands_and_its_failures_are_history(
+    tmp_path: Path,
+) -> None:
+    """Like a source: how each job stands now is in the verdict; the period's failed,
+    warning and interrupted runs are history, with their time. A job failed and run well
+    since is to check, not an action; an interrupted copy (the end of the off-site window)
+    is no problem at all; a monthly job failed before the period and not run well since is
+    still one; a host no longer configured is not."""
+    (tmp_path / "eu.conf").write_text("type = s3\n")
+    (tmp_path / "eu.conf").chmod(0o600)
+    body = '[offsite.remotes.eu]\npath = "b/fleet"\nrclone = { file = "eu.conf" }\n'
+    c = Context(load_config(write_config(tmp_path, FLEET, body)))
+    now = utcnow()
+    with c.catalogue.session() as s:  # every source good: only the jobs speak
+        for host, sources in FLEET.items():
+            for name, kind in sources.items():
+                src = source(s, host, name, kind)
+                run(s, src, now - timedelta(hours=3), dedup=MiB, original=2 * MiB)
+                drill(s, src, now - timedelta(hours=2), "pass", 30.0)
+    for host in FLEET:  # copies made and drilled: no age warnings
+        maintenance_run(c, "offsite", host, 0.5, RunStatus.SUCCEEDED)
+        maintenance_run(c, "offsite_drill", host, 3, RunStatus.SUCCEEDED)
+    maintenance_run(c, "offsite", "web1", 0.2, RunStatus.INTERRUPTED, "stopped at the window's end")
+    maintenance_run(c, "check", "web1", 3, RunStatus.FAILED, "segment 12 damaged")
+    maintenance_run(c, "check", "web1", 1, RunStatus.SUCCEEDED)
+    data = gather(c, now=now)
+    assert (data.verdict, data.problems) == (
+        "warn",
+        [("warn", "web1: check failed during the period (recovered since)")],
+    )
+    history = render_text(data).split("Failures and losses in the period:\n")[1]
+    at = r"\w{3} \d\d \d\d:\d\dZ"  # when the run started
+    assert re.search(rf"  FAIL  {at} web1: check failed: segment 12 damaged", history)
+    assert re.search(rf"  WARN  {at} web1: offsite interrupted: stopped at", history)
+
+    maintenance_run(c, "offsite_drill", "web2", 0.1, RunStatus.FAILED, "shop: 3 rows, 4 recorded")
+    maintenance_run(c, "compact", "gone-host", 2, RunStatus.FAILED, "no such repository")
+    maintenance_run(c, "offsite_drill", "web2", 0.05, RunStatus.INTERRUPTED, "backupd stopped")
+    later = utcnow() + timedelta(days=8)  # the next report: those runs are before its period
+    data = gather(c, now=later, start=later - timedelta(days=7))
+    fails = [why for lvl, why in data.problems if lvl == "fail"]
+    assert fails == ["web2: offsite_drill failed: shop: 3 rows, 4 recorded"], data.problems
+    assert data.maintenance_history == []
+    assert data.headline.startswith("ACTION NEEDED (1 problem")
