@@ -142,10 +142,10 @@ def restore_from_cmd(obj: dict[str, Any], hosts: tuple[str, ...], remote_name: s
     back = restore_from(ctx, remote_name, hosts)
     for r in back.repositories:
         click.echo(
-            f"{r.name}: {r.archives} archive{'s' * (r.archives != 1)}, copied {r.copied_at}, "
+            f"{r.name}: {r.archives} {_archives(r.archives)}, copied {r.copied_at}, "
             f"{r.files} files "
             f"({r.bytes} bytes) into {r.repository}; key {r.key}"
-            + (f"; {r.gone} archives made after the copy marked gone" if r.gone else "")
+            + (f"; {r.gone} {_archives(r.gone)} made after the copy marked gone" if r.gone else "")
         )
     click.echo(back.bundle)
     if back.missing:
@@ -175,3 +175,7 @@ def drill(obj: dict[str, Any], host: str | None) -> None:
     """
     ctx = context(obj)
     _run_jobs(ctx, [("offsite_drill", h) for h in _hosts(ctx, host)])
+
+
+def _archives(n: int) -> str:
+    return "archive" if n == 1 else "archives"

@@ -389,7 +389,7 @@ def test_a_store_lost_on_a_living_host_comes_back_though_borg_saw_newer(
     assert back.returncode == 0, back.stderr
     assert not (d.store / "web1/data/0/999999").exists()
     assert "no key bundle on the remote" in back.stdout  # repokey: not needed
-    assert "1 archives made after the copy marked gone" in back.stdout
+    assert "1 archive made after the copy marked gone" in back.stdout
     assert "catalogue rebuild" not in back.stdout  # the catalogue is kept
     assert list((d.state_dir / "borg/.config/borg/security").glob("*.before-restore-*"))
     assert restored_rows(d, tmp_path / "restored") == copied

@@ -5,7 +5,7 @@ volume (a stand-in docker CLI answers for it; the test harness, reused), writes
 config/demo.toml, runs ``backupd --once`` against it, prints ``backupctl status`` and the
 restore command to try next, drills every source (restores it into scratch servers and
 checks it), writes the weekly report's preview to var/report-preview.html, then stops every
-server it started.
+server it started. Each run starts from an empty var/state and var/store.
 """
 
 from __future__ import annotations
@@ -172,7 +172,12 @@ def sandbox(extra: str = "") -> Iterator[Sandbox]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    """The demo; any argument (--help) prints what it does instead: it starts again from
+    an empty var/, and someone asking what it does must not lose what it made."""
+    if argv:
+        print(__doc__.strip() + "\n\nUsage: make demo (or: python -m tests.harness.demo)")
+        return 0 if argv[0] in ("-h", "--help") else 2
     with sandbox() as box:
         d = box.droplet
         print(
@@ -195,4 +200,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

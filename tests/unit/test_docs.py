@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import pytest
 
 from backupd.cli.main import cli
 
@@ -51,3 +52,21 @@ def test_the_command_line_imports_only_the_command_it_runs() -> None:
     assert "backupd.cli.inspect" in loaded, done.stderr
     for heavy in ("backupd.cli.restore", "backupd.actions.drill", "backupd.actions.restore_db"):
         assert heavy not in loaded
+
+
+def test_asking_the_demo_what_it_does_does_not_run_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m tests.harness.demo --help` ran the demo again, which starts from an
+    empty var/: a new user asking lost what the last run made. Any argument says what it
+    does and starts nothing."""
+    from tests.harness import demo
+
+    def started() -> None:
+        raise AssertionError("the demo started")
+
+    monkeypatch.setattr(demo, "sandbox", started)
+    assert demo.main(["--help"]) == 0
+    assert demo.main(["--bogus"]) == 2
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.harness.demo", "-h"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "Usage: make demo" in done.stdout
