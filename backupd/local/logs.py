@@ -52,5 +52,9 @@ def setup_logging(verbose: bool = False, *, quiet: bool = False, json_lines: boo
         handlers=[handler],
         force=True,
     )
-    for noisy in ("paramiko", "apscheduler", "alembic"):
+    for noisy in ("apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # paramiko's transport thread logs each failed handshake as ERROR lines with its own
+    # traceback; the same failure reaches the caller as an exception, said in one line
+    # (host, what failed): the lines are kept for --verbose
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose else logging.CRITICAL)

@@ -364,8 +364,17 @@ def _handshake(t: SSHTarget, pinned: Sequence[str]) -> paramiko.Transport:
         transport.start_client(timeout=t.connect_timeout)
     except (paramiko.SSHException, OSError, EOFError) as e:
         transport.close()
-        raise RemoteError(f"{t.where}: SSH handshake failed: {e}", transient=True) from None
+        raise RemoteError(f"{t.where}: SSH handshake failed: {_said(e)}", transient=True) from None
     return transport
+
+
+def _said(e: BaseException) -> str:
+    """paramiko's reason, readable: no SSH banner is a port that is not sshd's, or an sshd
+    dropping connections before it answers (over its MaxStartups)."""
+    text = str(e).replace("banner[", "banner: [") or type(e).__name__
+    if "protocol banner" in text:
+        return f"{text} (no SSH server answered on this port, or it dropped us: MaxStartups?)"
+    return text
 
 
 def _reason(e: OSError) -> str:

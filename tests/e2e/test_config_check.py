@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,3 +52,57 @@ def test_config_check_refuses_a_changed_host_key(
     assert result.returncode == 1
     assert "FAIL  web1: " in result.stdout and "HOST KEY CHANGED" in result.stdout
     assert "web1/app" not in result.stdout  # nothing is tried on an untrusted host
+
+
+class NotSshd:
+    """A listener on the droplet's address that is not an SSH server as backupd expects:
+    it closes each connection before any banner (sshd over MaxStartups drops them so), or
+    answers as a web server would (a port that is not sshd's)."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                if self.answer:
+                    conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"])
+def test_a_droplet_that_is_not_sshd_is_one_line_without_paramikos_traceback(
+    deploy: Callable[..., Deployment], droplet: Droplet, answer: bytes
+) -> None:
+    """paramiko's transport thread logged its own traceback (over 20 lines) on every
+    failed handshake, beside backupd's one line."""
+    d = deploy({"app": {"kind": "sqlite", "path": str(small_sqlite(droplet, "notsshd"))}})
+    d.store.mkdir(parents=True, exist_ok=True)
+    listener = NotSshd(answer)
+    try:
+        config = d.config.read_text()
+        assert f"port = {droplet.port}\n" in config
+        d.config.write_text(config.replace(f"port = {droplet.port}\n", f"port = {listener.port}\n"))
+        checked = d.backupctl("config", "check")
+        backup = d.backupctl("backup", "now", "web1/app")
+    finally:
+        listener.close()
+    assert checked.returncode == 1 and backup.returncode == 1
+    for result in (checked, backup):
+        assert "Traceback" not in result.stderr and "paramiko" not in result.stderr, result.stderr
+    [line] = [x for x in checked.stdout.splitlines() if x.startswith("FAIL  web1:")]
+    assert "SSH handshake failed" in line, checked.stdout
+    [error] = backup.stderr.strip().splitlines()
+    assert error.startswith("web1/app: web1 (127.0.0.1:") and "SSH handshake failed" in error
+    assert "no SSH server answered on this port" in error, error
