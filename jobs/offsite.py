@@ -298,7 +298,9 @@ def _failed(remote: Remote, host: str, e: BorgError) -> OffsiteError:
         e.message,
     )
     lines = [(a or b).replace('\\"', '"').strip() for a, b in found]
-    why = hinted(tidy(" | ".join(dict.fromkeys(lines[-3:]))) or e.message, e.message)
+    said = " | ".join(dict.fromkeys(lines[-3:]))
+    # the hint from rclone's error lines only: its statistics lines hold any number
+    why = hinted(tidy(said), said) if said else e.message
     return OffsiteError(remote.scrub(f"remote {remote.name}: the copy of {host} failed: {why}"))
 
 

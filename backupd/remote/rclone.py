@@ -171,7 +171,14 @@ class Remote:
 LOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (?:[A-Z]+\s*: )?", re.M)
 HINTS = (  # what the settings file should be checked for, by what the remote answered
     (
-        ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403"),
+        # the status as rclone words it: a bare "403" is also in its statistics' numbers
+        (
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "AccessDenied",
+            "StatusCode: 403",
+            "403 Forbidden",
+        ),
         "the remote refused the key: check access_key_id and secret_access_key",
     ),
     (

@@ -307,6 +307,9 @@ GONE = (  # the remote stopped answering (recorded, shortened)
     'HostID: , request send failed, Get \\"http://127.0.0.1:53129/backups\\": dial tcp '
     '127.0.0.1:53129: connect: connection refused","source":"sync/sync.go:1"}\n'
 )
+STATS = (  # rclone's closing statistics on the same stderr: numbers that say nothing
+    '{"level":"notice","msg":"Transferred: 1.403 MiB","stats":{"bytes":1403,"errors":1}}\n'
+)
 REFUSED = (  # the key refused (recorded, shortened)
     '{"level":"error","msg":"Failed to copy: failed to prepare upload: operation error S3: '
     "CreateBucket, https response error StatusCode: 403, RequestID: , HostID: , api error "
@@ -317,7 +320,7 @@ REFUSED = (  # the key refused (recorded, shortened)
 @pytest.mark.parametrize(
     ("log", "said"),
     [
-        (GONE, "the remote cannot be reached: check endpoint (host and port) (Failed to copy: "),
+        (GONE + STATS, "the remote cannot be reached: check endpoint (host and port) (Failed"),
         (REFUSED, "the remote refused the key: check access_key_id and secret_access_key"),
     ],
 )
