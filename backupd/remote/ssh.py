@@ -365,6 +365,15 @@ def _handshake(t: SSHTarget, pinned: Sequence[str]) -> paramiko.Transport:
     except (paramiko.SSHException, OSError, EOFError) as e:
         transport.close()
         raise RemoteError(f"{t.where}: SSH handshake failed: {_said(e)}", transient=True) from None
+    # start_client returns at its timeout without a word when the other side is silent
+    if not (transport.is_active() and transport.initial_kex_done):
+        transport.close()
+        raise RemoteError(
+            f"{t.where}: SSH handshake failed: no answer within {t.connect_timeout:g} s (the "
+            "port accepts connections but no SSH server speaks on it, or the droplet is too "
+            "busy to answer)",
+            transient=True,
+        )
     return transport
 
 
