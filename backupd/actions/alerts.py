@@ -15,13 +15,13 @@ then that key's unsent events, and mails only the events it won (decision 0012).
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from backupd.actions.context import Context
 from backupd.actions.status import status_rows
+from backupd.borg.space import StoreDisk
 from backupd.catalogue.alerts import SUPPRESSED, group_key
 from backupd.catalogue.claims import claim_token
 from backupd.catalogue.models import AlertEvent, utcnow
@@ -68,10 +68,9 @@ def watch(ctx: Context, now: datetime | None = None) -> list[int]:
 def disk_level(ctx: Context) -> tuple[str | None, float]:
     cfg = ctx.config.alerts
     try:
-        usage = shutil.disk_usage(ctx.config.store.path)
+        percent = StoreDisk.of(ctx.config.store.path).full_percent
     except OSError:
         return None, 0.0
-    percent = 100.0 * usage.used / usage.total if usage.total else 0.0
     if percent >= cfg.disk_critical_percent:
         return "critical", percent
     if percent >= cfg.disk_warn_percent:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from backupd.actions.context import Context, connect
+from backupd.borg.space import StoreDisk
 from backupd.catalogue.models import utcnow
 from backupd.config.credentials import read_passphrase
 from backupd.config.cron import cron_trigger
@@ -150,9 +150,9 @@ def check_store(ctx: Context) -> Iterator[Finding]:
         hint = f"install -d -m 0700 {store}, or mount its disk"
         yield Finding("store", False, f"{store}: no such directory ({hint})")
         return
-    usage = shutil.disk_usage(store)
-    free = usage.free / usage.total if usage.total else 0.0
-    detail = f"{store}: {human_bytes(usage.free)} free of {human_bytes(usage.total)} ({free:.0%})"
+    disk = StoreDisk.of(store)
+    free = disk.free / disk.size if disk.size else 0.0
+    detail = f"{store}: {human_bytes(disk.free)} free of {human_bytes(disk.size)} ({free:.0%})"
     yield Finding("store", True, detail, warning=free < MIN_FREE_FRACTION)
 
 

@@ -25,7 +25,6 @@ backupd/render/report.py.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,6 +34,7 @@ from email.message import EmailMessage
 from backupd.actions.context import Context
 from backupd.actions.report_jobs import maintenance_lines, offsite_copies, offsite_problems
 from backupd.actions.status import status_rows
+from backupd.borg.space import StoreDisk
 from backupd.catalogue.changes import FlagView
 from backupd.catalogue.claims import claim_token
 from backupd.catalogue.models import Report, utcnow
@@ -218,10 +218,10 @@ def _rto_series(ctx: Context, end: datetime) -> list[tuple[str, list[tuple[float
 
 def _disk(ctx: Context) -> tuple[int, int, int] | None:
     try:
-        usage = shutil.disk_usage(ctx.config.store.path)
+        disk = StoreDisk.of(ctx.config.store.path)
     except OSError:  # no store yet (nothing backed up): nothing to say
         return None
-    return usage.total, usage.used, usage.free
+    return disk.size, disk.used, disk.free
 
 
 def _repositories(ctx: Context) -> list[tuple[str, int]]:
