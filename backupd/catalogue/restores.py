@@ -45,6 +45,41 @@ class DrillVerdict:
     checks: list[dict[str, Any]]
 
 
+_drilled = and_(Archive.repository == Drill.repository, Archive.name == Drill.archive)
+_WORST = {DrillStatus.FAIL: 2, DrillStatus.WARN: 1}
+
+
+def _per_point(anchors: Sequence[Any], items: Sequence[Any]) -> dict[tuple[str, str], DrillVerdict]:
+    """One verdict per source for the restore point of its newest drill (``anchors``): a
+    source of several items (a cluster's globals and each database) is restored only when
+    every item is, so the worst item's verdict stands and the restore time is their sum,
+    each item's newest drill. Rows: the verdict's columns, the drill's id, the archive's run."""
+    by_point: dict[tuple[str, str, int], list[Any]] = {}
+    for r in items:
+        by_point.setdefault((r.host, r.source, r.run_id), []).append(r)
+    found: dict[tuple[str, str], DrillVerdict] = {}
+    for a in anchors:
+        newest = {a.archive: a}
+        for r in by_point.get((a.host, a.source, a.run_id), []):
+            if r.archive not in newest or r.id > newest[r.archive].id:
+                newest[r.archive] = r
+        rows = list(newest.values())
+        worst = max(rows, key=lambda r: (_WORST.get(r.status, 0), r is a, r.id))
+        times = [r.rto_seconds for r in rows if r.rto_seconds is not None]
+        ended = [r.finished_at for r in rows if r.finished_at is not None]
+        found[(a.host, a.source)] = DrillVerdict(
+            a.host,
+            a.source,
+            worst.archive,
+            worst.status,
+            max(ended) if ended else None,
+            sum(times) if times else None,
+            worst.detail,
+            [c for r in rows for c in (r.checks or [])],
+        )
+    return found
+
+
 class RestoreRecords:
     """Mixed into Catalogue."""
 
@@ -133,14 +168,28 @@ class RestoreRecords:
             Drill.detail,
             Drill.checks,
         )
+        cols = (*columns, Drill.id, Archive.run_id)
         with self.session() as s:
             wanted = [i for i in s.scalars(ids) if i is not None]
-            found = [
-                DrillVerdict(*row)
+            anchors = [
+                row
                 for batch in batches(wanted)
-                for row in s.execute(select(*columns).where(Drill.id.in_(batch)))
+                for row in s.execute(
+                    select(*cols).outerjoin(Archive, _drilled).where(Drill.id.in_(batch))
+                )
             ]
-        return {(d.host, d.source): d for d in found}
+            # the restore point each anchor restored: the run that made its archives
+            runs = sorted({r.run_id for r in anchors if r.run_id is not None})
+            items = [  # every item of those points
+                row
+                for batch in batches(runs)
+                for row in s.execute(
+                    select(*cols)
+                    .join(Archive, _drilled)
+                    .where(Archive.run_id.in_(batch), Drill.status.in_(done))
+                )
+            ]
+        return _per_point(anchors, items)
 
     # -- restore drills -------------------------------------------------------------------
     def start_drill(

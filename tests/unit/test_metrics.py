@@ -209,3 +209,49 @@ def test_a_drill_that_warned_still_restored_the_source(tmp_path: Path) -> None:
     app = {"host": "web2", "source": "app"}
     assert value(found, "backupd_source_last_verified_timestamp_seconds", **app) > 0
     assert value(found, "backupd_source_last_drill_success", **app) == 1
+
+
+def test_a_source_of_several_items_is_as_good_as_its_worst_item_and_restores_in_their_sum(
+    tmp_path: Path,
+) -> None:
+    """A PostgreSQL source is its globals and each database, one archive each: the drill of
+    the item archived last (the globals) stood for the whole source (found in a new-user
+    trial: the RTO shown was the globals' 0.4 s, the database took 2.0 s; a database that
+    did not restore would have shown as passed). Another member: an older round's drill of
+    the same items does not count; a newer drill of one item replaces its older one."""
+    c = make_ctx(tmp_path)
+    now = utcnow()
+    with c.catalogue.session() as s:
+        src = source(s, "web1", "maindb", "postgresql")
+        old = run(s, src, now - timedelta(days=2), original=1)
+        new = run(s, src, now - timedelta(days=1), original=1)
+        s.flush()
+        items = {}
+        for r in (old, new):
+            app = s.query(Archive).filter_by(run_id=r.id).one()
+            globals_ = Archive(  # archived a minute after the database: the newest item
+                **{k: getattr(app, k) for k in ("run_id", "source_id", "repository", "nbytes")},
+                name=f"maindb-globals.{r.id}",
+                item="globals",
+                filename="globals.sql",
+                created_at=app.created_at + timedelta(minutes=1),
+                sha256="0" * 64,
+                facts={},
+            )
+            s.add(globals_)
+            items[r.id] = (app.name, globals_.name)
+        for name, status, rto, minutes in (
+            (items[old.id][0], "pass", 1.0, 50),  # the older round: not this point
+            (items[new.id][0], "pass", 1.5, 40),  # drilled again below: replaced
+            (items[new.id][0], "fail", 2.0, 9),
+            (items[new.id][1], "pass", 0.4, 5),
+        ):
+            d = drill(s, src, now - timedelta(minutes=minutes), status, rto, detail=name)
+            d.archive = name
+    verdict = c.catalogue.last_drills()[("web1", "maindb")]
+    assert (verdict.status, verdict.archive) == ("fail", items[new.id][0])
+    assert verdict.rto_seconds == pytest.approx(2.4)  # 2.0 + 0.4, not the globals' alone
+    found = samples(exposition(c).decode())
+    maindb = {"host": "web1", "source": "maindb"}
+    assert value(found, "backupd_source_last_drill_success", **maindb) == 0
+    assert value(found, "backupd_source_drill_rto_seconds", **maindb) == pytest.approx(2.4)
