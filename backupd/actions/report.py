@@ -123,7 +123,7 @@ def gather(ctx: Context, now: datetime | None = None, start: datetime | None = N
         )
     maintenance, history = maintenance_lines(ctx, start, end)
     copies = offsite_copies(ctx)
-    maintenance += offsite_problems(copies, end)
+    maintenance += offsite_problems(ctx, copies, end)
     return ReportData(
         start,
         end,

@@ -23,6 +23,7 @@ from jobs.registry import maintenance_registry
 
 OFFSITE_COPY_AGE = timedelta(days=2)  # copied daily: two days is a missed copy or two
 OFFSITE_DRILL_AGE = timedelta(days=40)  # drilled monthly
+OFFSITE_FIRST_DRILL = timedelta(days=35)  # the first monthly drill after the first copy
 Line = tuple[str, str]  # (level: fail, warn; what, for a person)
 Copies = list[tuple[str, datetime | None, datetime | None]]  # (host, copied, verified)
 
@@ -88,9 +89,11 @@ def offsite_copies(ctx: Context) -> Copies:
     return [(c["host"], at(c["last_copied"]), at(c["copy_verified"])) for c in offsite_rows(ctx)]
 
 
-def offsite_problems(copies: Copies, end: datetime) -> list[Line]:
-    """A copy over two days old (copied daily) or a drill of it over 40 days old (monthly):
-    to check, as the alert rules in monitoring/ say."""
+def offsite_problems(ctx: Context, copies: Copies, end: datetime) -> list[Line]:
+    """A copy over two days old (copied daily), a drill of it over 40 days old (monthly),
+    or none in the 35 days since the first copy: to check, as the alert rules in
+    monitoring/ say."""
+    first = ctx.catalogue.last_good_maintenance("offsite", first=True) if copies else {}
     found = []
     for host, copied, verified in copies:
         if copied is None or end - copied > OFFSITE_COPY_AGE:
@@ -99,4 +102,8 @@ def offsite_problems(copies: Copies, end: datetime) -> list[Line]:
         if verified is not None and end - verified > OFFSITE_DRILL_AGE:
             age = human_age((end - verified).total_seconds())
             found.append(("warn", f"{host}: its off-site copy not proved to restore for {age}"))
+        since_first = first.get(host)
+        if verified is None and since_first and end - since_first > OFFSITE_FIRST_DRILL:
+            age = human_age((end - since_first).total_seconds())
+            found.append(("warn", f"{host}: copied off site for {age}, never proved to restore"))
     return found

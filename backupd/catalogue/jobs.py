@@ -75,10 +75,12 @@ class JobRecords:
             query = select(MaintenanceRun).order_by(MaintenanceRun.id.desc()).limit(limit)
             return list(s.scalars(query))
 
-    def last_good_maintenance(self: HasSession, job: str) -> dict[str | None, datetime]:
+    def last_good_maintenance(
+        self: HasSession, job: str, first: bool = False
+    ) -> dict[str | None, datetime]:
         """Per host (None: the whole store), when ``job`` last finished well (succeeded
-        or with a warning)."""
-        finished = func.max(MaintenanceRun.finished_at)
+        or with a warning); ``first``: when it first did."""
+        finished = (func.min if first else func.max)(MaintenanceRun.finished_at)
         query = (
             select(MaintenanceRun.host, finished)
             .where(MaintenanceRun.job == job, MaintenanceRun.status.in_(GOOD))

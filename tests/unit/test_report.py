@@ -312,3 +312,23 @@ def test_a_maintenance_job_counts_as_it_stands_and_its_failures_are_history(
     assert fails == ["web2: offsite_drill failed: shop: 3 rows, 4 recorded"], data.problems
     assert data.maintenance_history == []
     assert data.headline.startswith("ACTION NEEDED (1 problem")
+
+
+def test_a_copy_never_drilled_is_to_check_after_the_first_months_drill_was_due(
+    tmp_path: Path,
+) -> None:
+    """The copy is drilled monthly: a copy made three days ago and not drilled yet is no
+    problem; one copied for over 35 days and never proved to restore is to check (as the
+    BackupdOffsiteNeverVerified rule says; found by a new-user trial: it was never said)."""
+    (tmp_path / "eu.conf").write_text("type = s3\n")
+    (tmp_path / "eu.conf").chmod(0o600)
+    body = '[offsite.remotes.eu]\npath = "b/fleet"\nrclone = { file = "eu.conf" }\n'
+    c = Context(load_config(write_config(tmp_path, FLEET, body)))
+    for days in (36, 0.5):
+        maintenance_run(c, "offsite", "web1", days, RunStatus.SUCCEEDED)
+    for days in (3, 0.5):
+        maintenance_run(c, "offsite", "web2", days, RunStatus.SUCCEEDED)
+    checks = [why for lvl, why in gather(c).problems if "off site" in why or "off-site" in why]
+    assert checks == ["web1: copied off site for 36d 0h, never proved to restore"], checks
+    maintenance_run(c, "offsite_drill", "web1", 0.2, RunStatus.SUCCEEDED)
+    assert not [why for _, why in gather(c).problems if "never proved" in why]
