@@ -89,15 +89,16 @@ def gather(ctx: Context, now: datetime | None = None, start: datetime | None = N
             for f in failures
             if (f.host, f.source) == key
         ]
-        failed += [
-            f"{d.finished_at:%a %d %H:%M}Z drill FAIL: {_drill_reason(d.detail, d.checks)}"
+        failed_drills = [
+            f"{d.finished_at:%a %d %H:%M}Z drill FAIL: {_drill_reason(d.detail, d.checks, key)}"
             for d in period_drills
             if (d.host, d.source) == key and d.status == "fail"
         ]
+        kinds = [k for k, some in (("backup", failed), ("drill", failed_drills)) if some]
+        failed += failed_drills
         verdict = last.status if last else None
-        problems = _problems(
-            row, verdict, _drill_reason(last.detail, last.checks) if last else "", bool(failed)
-        )
+        reason = _drill_reason(last.detail, last.checks, key) if last else ""
+        problems = _problems(row, verdict, reason, kinds)
         problems += [("fail", _change_line(v)) for v in changes if v.flag.acked_at is None]
         failed += [
             f"{v.flag.created_at:%a %d %H:%M}Z {_change_line(v)}"
@@ -140,8 +141,10 @@ def gather(ctx: Context, now: datetime | None = None, start: datetime | None = N
 
 
 def _problems(
-    row: dict[str, object], drill: str | None, reason: str, failed_in_period: bool
+    row: dict[str, object], drill: str | None, reason: str, failed_in_period: list[str]
 ) -> list[tuple[str, str]]:
+    """What puts a source in the verdict; ``failed_in_period``: which of its backups and
+    drills failed in the period (said when it has recovered since)."""
     found = []
     if row["stale"]:
         age, items = row["age_seconds"], row["items"]
@@ -163,7 +166,8 @@ def _problems(
     elif drill is None:
         found.append(("warn", "never drilled: nobody knows whether it restores"))
     if failed_in_period and not any(lvl == "fail" for lvl, _ in found):
-        found.append(("warn", "failed during the period (recovered since)"))
+        what = " and ".join(failed_in_period)
+        found.append(("warn", f"a {what} failed during the period (recovered since)"))
     return found
 
 
@@ -185,9 +189,13 @@ def _unprefixed(error: object, key: tuple[str, str]) -> str:
     return text.removeprefix(f"{key[0]}/{key[1]}: ")
 
 
-def _drill_reason(detail: str | None, checks: Sequence[dict[str, object]]) -> str:
+def _drill_reason(
+    detail: str | None, checks: Sequence[dict[str, object]], key: tuple[str, str]
+) -> str:
+    """Why a drill failed or warned: its failed checks, else its detail (without the
+    "host/source: " the report's line already begins with)."""
     bad = [f"{c.get('check')}: {c.get('detail')}" for c in checks if not c.get("ok")]
-    return "; ".join(bad) or detail or "no reason recorded"
+    return "; ".join(bad) or (_unprefixed(detail, key) if detail else "no reason recorded")
 
 
 def _stored_at(points: Sequence[ArchivePoint], when: datetime) -> int:

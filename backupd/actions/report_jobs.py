@@ -65,6 +65,9 @@ def _planned(ctx: Context, m: MaintenanceRun) -> bool:
 
 
 def _level(m: MaintenanceRun) -> str:
+    """fail, warn, or stop (an interrupted run: history only, in no verdict)."""
+    if m.status == RunStatus.INTERRUPTED:
+        return "stop"
     return "fail" if m.status == RunStatus.FAILED else "warn"
 
 
@@ -73,7 +76,11 @@ def _who(m: MaintenanceRun) -> str:
 
 
 def _why(m: MaintenanceRun) -> str:
-    return m.error or m.summary or "no reason recorded"
+    """The run's reason without the "host: job: " the report's line already begins with."""
+    text = m.error or m.summary or "no reason recorded"
+    for said in (f"{_who(m)}: {m.job}: ", f"{_who(m)}: "):
+        text = text.removeprefix(said)
+    return text
 
 
 def _same(a: MaintenanceRun, b: MaintenanceRun) -> bool:

@@ -29,7 +29,9 @@ DEFAULT_PERIOD = timedelta(days=7)
 GROWTH_DAYS = 56  # the store growth chart: eight weeks, one point per day
 RTO_WINDOW = timedelta(days=GROWTH_DAYS)  # the RTO chart: the same eight weeks
 HEADLINES = {"fail": "ACTION NEEDED", "warn": "CHECK", "ok": "ALL GOOD"}
-COLORS = {"fail": "#b00020", "warn": "#b45309", "ok": "#15803d"}
+# "stop": a run stopped (a shutdown, the off-site window's end), listed with the failures
+# of the period but in no verdict
+COLORS = {"fail": "#b00020", "warn": "#b45309", "ok": "#15803d", "stop": "#4b5563"}
 ORDER = {"ok": 0, "warn": 1, "fail": 2}
 
 

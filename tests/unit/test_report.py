@@ -23,7 +23,7 @@ from backupd.actions.report import (
     queue_new_report,
     report_message,
 )
-from backupd.catalogue.models import RunStatus, utcnow
+from backupd.catalogue.models import RunStatus, Source, utcnow
 from backupd.render.report import html_preview, render_html, render_text
 from jobs.registry import load_config
 from tests.harness.example_report import MiB, drill, run, source, write_config
@@ -291,7 +291,7 @@ def test_a_maintenance_job_counts_as_it_stands_and_its_failures_are_history(
         maintenance_run(c, "offsite", host, 0.5, RunStatus.SUCCEEDED)
         maintenance_run(c, "offsite_drill", host, 3, RunStatus.SUCCEEDED)
     maintenance_run(c, "offsite", "web1", 0.2, RunStatus.INTERRUPTED, "stopped at the window's end")
-    maintenance_run(c, "check", "web1", 3, RunStatus.FAILED, "segment 12 damaged")
+    maintenance_run(c, "check", "web1", 3, RunStatus.FAILED, "web1: check: segment 12 damaged")
     maintenance_run(c, "check", "web1", 1, RunStatus.SUCCEEDED)
     data = gather(c, now=now)
     assert (data.verdict, data.problems) == (
@@ -301,7 +301,7 @@ def test_a_maintenance_job_counts_as_it_stands_and_its_failures_are_history(
     history = render_text(data).split("Failures and losses in the period:\n")[1]
     at = r"\w{3} \d\d \d\d:\d\dZ"  # when the run started
     assert re.search(rf"  FAIL  {at} web1: check failed: segment 12 damaged", history)
-    assert re.search(rf"  WARN  {at} web1: offsite interrupted: stopped at", history)
+    assert re.search(rf"  STOP  {at} web1: offsite interrupted: stopped at", history)
 
     maintenance_run(c, "offsite_drill", "web2", 0.1, RunStatus.FAILED, "shop: 3 rows, 4 recorded")
     maintenance_run(c, "compact", "gone-host", 2, RunStatus.FAILED, "no such repository")
@@ -332,3 +332,29 @@ def test_a_copy_never_drilled_is_to_check_after_the_first_months_drill_was_due(
     assert checks == ["web1: copied off site for 36d 0h, never proved to restore"], checks
     maintenance_run(c, "offsite_drill", "web1", 0.2, RunStatus.SUCCEEDED)
     assert not [why for _, why in gather(c).problems if "never proved" in why]
+
+
+def test_what_failed_and_recovered_is_named_and_no_line_names_its_source_twice(
+    tmp_path: Path,
+) -> None:
+    """A drill that failed and passed since is "a drill failed", not a bare "failed" read
+    as a backup; a reason recorded with its "host/source: " lead loses it in the report,
+    whose line begins with the source (found by a new-user trial)."""
+    c = make_ctx(tmp_path)
+    now = utcnow()
+    with c.catalogue.session() as s:
+        for host, sources in FLEET.items():
+            for name, kind in sources.items():
+                src = source(s, host, name, kind)
+                run(s, src, now - timedelta(hours=3), dedup=MiB, original=2 * MiB)
+                drill(s, src, now - timedelta(hours=2), "pass", 30.0)
+        app = s.query(Source).filter_by(name="app").one()
+        why = "web2/app: drill of app.1: app.db: file is not a database"
+        drill(s, app, now - timedelta(days=2), "fail", 3.0, checks=[], detail=why)
+    data = gather(c, now=now)
+    assert data.problems == [
+        ("warn", "web2/app: a drill failed during the period (recovered since)")
+    ]
+    text = render_text(data)
+    assert "drill FAIL: drill of app.1: app.db: file is not a database" in text
+    assert "web2/app: drill of" not in text
