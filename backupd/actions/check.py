@@ -146,14 +146,25 @@ def _window(window: str, left: Callable[[datetime], float | None], cron: str) ->
 
 def check_store(ctx: Context) -> Iterator[Finding]:
     store = ctx.config.store.path
-    if not store.is_dir():
-        hint = f"install -d -m 0700 {store}, or mount its disk"
-        yield Finding("store", False, f"{store}: no such directory ({hint})")
+    there = next(p for p in (store, *store.parents) if p.is_dir())
+    below = there / store.relative_to(there).parts[0] if there != store else None
+    if below is not None and below.exists():
+        yield Finding("store", False, f"{store}: {below} is not a directory")
         return
-    disk = StoreDisk.of(store)
+    if not os.access(there, os.W_OK | os.X_OK):
+        yield Finding("store", False, f"{store}: cannot be made in {there} (not writable)")
+        return
+    disk = StoreDisk.of(there)
     free = disk.free / disk.size if disk.size else 0.0
-    detail = f"{store}: {human_bytes(disk.free)} free of {human_bytes(disk.size)} ({free:.0%})"
-    yield Finding("store", True, detail, warning=free < MIN_FREE_FRACTION)
+    room = f"{human_bytes(disk.free)} free of {human_bytes(disk.size)} ({free:.0%})"
+    if there != store:  # the first backup makes it (0700): a false alarm to fail it
+        detail = (
+            f"{store}: not there yet, the first backup makes it ({room} in {there}); if the "
+            "store is to be a disk of its own, mount it there first"
+        )
+        yield Finding("store", True, detail, warning=True)
+        return
+    yield Finding("store", True, f"{store}: {room}", warning=free < MIN_FREE_FRACTION)
 
 
 def check_passphrase(ctx: Context) -> Iterator[Finding]:
