@@ -97,6 +97,7 @@ def check_offsite(ctx: Context) -> Iterator[Finding]:
     if cfg.window:
         yield _window(cfg.window, cfg.time_left, ctx.config.maintenance.offsite)
     work = ctx.private_dir(ctx.config.state_dir) / "offsite"
+    recorded = [h for h in ctx.catalogue.last_good_maintenance("offsite") if h is not None]
     for name, remote_cfg in cfg.remotes.items():
         subject = f"offsite {name}"
         try:
@@ -110,7 +111,13 @@ def check_offsite(ctx: Context) -> Iterator[Finding]:
             continue
         copied = sorted(set(hosts) & set(ctx.config.hosts))
         said = f"copies of {', '.join(copied)}" if copied else "no copy yet"
-        yield Finding(subject, True, f"{remote_cfg.path} answers: {said}")
+        lost = sorted(set(recorded) & set(ctx.config.hosts) - set(copied))
+        if lost:  # a typo in a prefix lists fine, and empty
+            said += (
+                f"; none of {', '.join(lost)}, which the catalogue says was copied (a typo "
+                "in path? a remote added since: after the next copy)"
+            )
+        yield Finding(subject, True, f"{remote_cfg.path} answers: {said}", warning=bool(lost))
 
 
 def _missing(path: str) -> str:

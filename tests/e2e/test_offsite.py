@@ -104,6 +104,18 @@ def test_a_copy_off_site_opens_with_borg_and_survives_the_local_repository(
     local = borg_archives(d, d.store / "web1")
     assert borg_archives(d, fetch(s3, tmp_path, "web1")) == local
     assert not any("lock" in o for o in s3.objects("fleet/web1"))  # Borg's lock: not copied
+    # config check: the copy is seen; a typo in the prefix lists empty and is told apart
+    # from "no copy yet" by what the catalogue says was copied (the bucket's typo: below)
+    checked = d.backupctl("config", "check").stdout
+    assert "ok    offsite eu: backups/fleet answers: copies of web1\n" in checked, checked
+    config = d.config.read_text()
+    d.config.write_text(config.replace('"backups/fleet"', '"backups/flet"'))
+    checked = d.backupctl("config", "check").stdout
+    assert (
+        "warn  offsite eu: backups/flet answers: no copy yet; none of web1, which the "
+        "catalogue says was copied (a typo in path?"
+    ) in checked, checked
+    d.config.write_text(config)
 
     # a wrong secret key: rclone's own reason, at the first request (not "is a file not a
     # directory", which is what its sync says of a remote it cannot list)
