@@ -354,7 +354,12 @@ class Service:
         retry = code == EXIT_TRANSIENT and not self.stopping
         retry = retry and r.pending.attempt <= self.config.daemon.retries
         if not retry:
-            log.error("%s: failed (exit %d) after %.0fs; see backupctl status", key, code, seconds)
+            if code == EXIT_TRANSIENT and self.stopping:  # its row says interrupted
+                log.info("%s: stopped with backupd after %.0fs", key, seconds)
+                return
+            # the worker's own exit status (not backupctl's), and where the reason is
+            where = f"backupctl runs {key.target}" if key.source else "backupctl alerts"
+            log.error("%s: failed after %.0fs (worker exit %d); why: %s", key, seconds, code, where)
             return
         delay = self.config.daemon.retry_backoff * 2 ** (r.pending.attempt - 1)
         log.warning("%s: transient failure; retry %d in %.0fs", key, r.pending.attempt, delay)

@@ -122,6 +122,10 @@ def test_sigterm_mid_job_stops_it_cleanly(fleet: Fleet) -> None:
     assert run["status"] == "interrupted"
     assert "stopped before it finished" in run["error"]
     assert fleet.archives("a") == []  # no archive, not even a checkpoint
+    # the log says it was stopped (or killed, past the 1 s grace), never that it failed
+    log = daemon.log()
+    assert "backup a/s1: stopped with backupd after" in log or "worker killed by signal" in log
+    assert "failed after" not in log and "failed (exit" not in log, log
     wait_for(
         "no process left",
         lambda: not fleet.leftovers() or None,
