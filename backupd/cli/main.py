@@ -25,6 +25,7 @@ COMMANDS = {
     "host": "backupd.cli.keys:host_group",
     "key": "backupd.cli.keys:key_group",
     "ls": "backupd.cli.find:ls",
+    "maintenance": "backupd.cli.maintenance:maintenance_group",
     "metrics": "backupd.cli.metrics:metrics",
     "offsite": "backupd.cli.offsite:offsite_group",
     "report": "backupd.cli.report:report",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import struct
 import subprocess
@@ -358,3 +359,58 @@ def test_a_host_without_a_repository_is_skipped_and_jobs_are_planned(store: Stor
         ("prune", HOST),
         ("report", None),
     ]
+
+
+def backupctl(store: Store, *args: str) -> subprocess.CompletedProcess[str]:
+    config = str(store.ctx.config.path)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "backupctl"), "--config", config, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_maintenance_by_hand_and_how_each_job_stands(store: Store) -> None:
+    """A check failed on a damaged segment: `maintenance status` shows it, with why, and
+    exits 1; once the repository is mended (here: made anew), `maintenance run check HOST`
+    runs it now, not at its next firing, and the status is clear again (found by a
+    new-user trial: nothing short of the schedule could clear a failed job)."""
+    store.add("db", "app", "2024-03-01 02:00")
+    segment = max((p for p in (store.repo / "data").rglob("*") if p.is_file()), key=os.path.getsize)
+    with segment.open("r+b") as f:
+        f.seek(segment.stat().st_size // 2)
+        f.write(b"\xff" * 32)
+    failed = backupctl(store, "maintenance", "run", "check", HOST)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert f"{HOST}: check: borg check --repository-only failed" in failed.stderr
+
+    standing = backupctl(store, "maintenance", "status")
+    assert standing.returncode == 1, standing.stderr
+    lines = standing.stdout.splitlines()
+    assert lines[0].split() == ["JOB", "FOR", "LAST", "RUN", "ENDED", "LAST", "GOOD"]
+    [check] = [line for line in lines if line.startswith("check ")]
+    assert check.split()[1:3] == [HOST, "failed"] and check.endswith("never")
+    assert any(line.startswith(f"  ! check {HOST}: borg check --repository-only") for line in lines)
+    assert any(line.startswith("prune ") and "never run" in line for line in lines)
+
+    shutil.rmtree(store.repo)  # mended: a new repository in its place
+    store.add("db", "app", "2024-03-02 02:00", record=False)
+    passed = backupctl(store, "maintenance", "run", "check", HOST)
+    assert passed.returncode == 0, passed.stderr
+    # a warning, with why: the archive the catalogue lists went with the old repository
+    assert passed.stdout.startswith(f"check {HOST}: warning: repository ok "), passed.stdout
+    assert "(" in passed.stdout.split("never read back yet", 1)[1], passed.stdout
+    standing = backupctl(store, "maintenance", "status")
+    assert standing.returncode == 0, standing.stdout  # a warning is no failure
+    assert f"  ! check {HOST}: " in standing.stdout
+
+    # mistakes are one line and exit 2
+    for args, said in (
+        (("run", "chek"), "no maintenance job 'chek' in this configuration (jobs: "),
+        (("run", "check", "web9"), "unknown host 'web9'"),
+        (("run", "catalogue", HOST), "catalogue is a job of the whole store: give no host"),
+    ):
+        wrong = backupctl(store, "maintenance", *args)
+        assert wrong.returncode == 2 and said in wrong.stderr, wrong.stderr
+        assert len(wrong.stderr.strip().splitlines()) == 1
