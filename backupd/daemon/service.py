@@ -358,7 +358,7 @@ class Service:
                 log.info("%s: stopped with backupd after %.0fs", key, seconds)
                 return
             # the worker's own exit status (not backupctl's), and where the reason is
-            where = f"backupctl runs {key.target}" if key.source else "backupctl alerts"
+            where = f"backupctl runs {key.target}" if key.source else "backupctl maintenance status"
             log.error("%s: failed after %.0fs (worker exit %d); why: %s", key, seconds, code, where)
             return
         delay = self.config.daemon.retry_backoff * 2 ** (r.pending.attempt - 1)
