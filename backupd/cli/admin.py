@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
-from backupd.actions.check import check_everything
+from backupd.actions.check import Finding, check_everything
 from backupd.actions.rebuild import rebuild_catalogue
 from backupd.cli.common import clean_errors, context, emit_json
+from backupd.errors import ConfigError
 
 
 @click.group()
@@ -71,12 +72,21 @@ def config_check(obj: dict[str, Any], as_json: bool) -> None:
       backupctl config check
       backupctl --config /etc/backupd/backupd.toml config check --json
     """
-    checks = list(check_everything(context(obj)))
-    if as_json:
-        emit_json(checks=checks)
-    else:
-        for c in checks:
+    try:
+        ctx = context(obj)
+    except ConfigError as e:
+        if not as_json:
+            raise
+        # a script asked for JSON: the same object, its one check the config (exit 2)
+        emit_json(checks=[Finding("config", False, str(e))])
+        sys.exit(e.exit_code)
+    checks = []
+    for c in check_everything(ctx):  # each line as it comes: a slow host holds up no other
+        checks.append(c)
+        if not as_json:
             verdict = "FAIL" if not c.ok else "warn" if c.warning else "ok"
             click.echo(f"{verdict:4}  {c.subject}: {c.detail}")
+    if as_json:
+        emit_json(checks=checks)
     if not all(c.ok for c in checks):
         sys.exit(1)

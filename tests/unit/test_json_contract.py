@@ -161,3 +161,25 @@ def test_time_pattern_in_every_schema_is_the_helpers() -> None:
                 assert pattern.match("2026-11-25T02:14:09+00:00"), command
                 assert not pattern.match("2026-11-25T02:14:09.120000+00:00"), command
                 assert not pattern.match("2026-11-25 02:14:09+00:00"), command
+
+
+def test_config_check_json_on_an_invalid_config_is_still_its_object(tmp_path: Path) -> None:
+    """A script asking `config check --json` of a config that does not load got plain
+    text on stderr and nothing on stdout (found by a new-user trial): now the documented
+    object, its one check the config, every problem in its detail; exit 2 as before.
+    Without --json, the one error as every command says it."""
+    from click.testing import CliRunner
+
+    from tests.json_contract import conforming
+
+    bad = tmp_path / "backupd.toml"
+    bad.write_text('[store]\npath = "/srv/store"\n[bogus]\nx = 1\n')
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--config", str(bad), "config", "check", "--json"])
+    assert out.exit_code == 2
+    [check] = conforming("config check", out.stdout)["checks"]
+    assert (check["subject"], check["ok"], check["warning"]) == ("config", False, False)
+    assert f"{bad}: bogus: unknown setting" in check["detail"]
+    assert f"{bad}: hosts: declare at least one" in check["detail"]
+    plain = runner.invoke(cli, ["--config", str(bad), "config", "check"])
+    assert plain.exit_code == 2 and plain.stderr.startswith("backupctl: error: invalid config")
