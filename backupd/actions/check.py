@@ -200,13 +200,15 @@ def check_host(ctx: Context, host: HostConfig) -> Iterator[Finding]:
         conn.open()
     except BackupdError as e:
         yield Finding(host.name, False, str(e))
+        yield from _unchecked(host, "the host failed (above)")
         return
     try:
         yield Finding(host.name, True, f"host key matches, logged in as {host.user}")
         gate = check_gate(conn, host)
         yield gate
-        if host.gate and not gate.ok:
-            return  # every request would be refused: the gate's finding says why
+        if host.gate and not gate.ok:  # every request would be refused: the gate's line
+            yield from _unchecked(host, "its gate failed (above)")
+            return
         if host.restore_key is not None:
             key = check_restore_key(host)
             yield key
@@ -216,6 +218,13 @@ def check_host(ctx: Context, host: HostConfig) -> Iterator[Finding]:
             yield check_source(conn, host, source)
     finally:
         conn.close()
+
+
+def _unchecked(host: HostConfig, why: str) -> Iterator[Finding]:
+    """A line per source of a host that could not be looked at: its backup would fail as
+    well, and a source left out of the list reads as one that was never configured."""
+    for source in host.sources.values():
+        yield Finding(f"{host.name}/{source.name}", False, f"not checked: {why}")
 
 
 def check_gate(conn: Connection, host: HostConfig) -> Finding:
