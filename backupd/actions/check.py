@@ -184,7 +184,8 @@ def check_passphrase(ctx: Context) -> Iterator[Finding]:
         yield Finding("passphrase", False, str(e))
         return
     if existing:
-        yield Finding("passphrase", True, f"opens {len(existing)} repositories")
+        n = len(existing)
+        yield Finding("passphrase", True, f"opens {n} repositor{'y' if n == 1 else 'ies'}")
     else:
         try:
             read_passphrase(ctx.config.passphrase)  # all we can check before the first backup

@@ -176,8 +176,12 @@ def main(argv: list[str]) -> int:
     """The demo; any argument (--help) prints what it does instead: it starts again from
     an empty var/, and someone asking what it does must not lose what it made."""
     if argv:
-        print(__doc__.strip() + "\n\nUsage: make demo (or: python -m tests.harness.demo)")
-        return 0 if argv[0] in ("-h", "--help") else 2
+        asked = argv[0] in ("-h", "--help")
+        if not asked:
+            print(f"unknown argument {argv[0]!r}: the demo takes none\n", file=sys.stderr)
+        text = (__doc__ or "").strip().replace("``", "`")
+        print(f"{text}\n\nUsage: make demo (or: .venv/bin/python -m tests.harness.demo)")
+        return 0 if asked else 2
     with sandbox() as box:
         d = box.droplet
         print(

@@ -54,7 +54,9 @@ def test_the_command_line_imports_only_the_command_it_runs() -> None:
         assert heavy not in loaded
 
 
-def test_asking_the_demo_what_it_does_does_not_run_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_asking_the_demo_what_it_does_does_not_run_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`python -m tests.harness.demo --help` ran the demo again, which starts from an
     empty var/: a new user asking lost what the last run made. Any argument says what it
     does and starts nothing."""
@@ -65,7 +67,9 @@ def test_asking_the_demo_what_it_does_does_not_run_it(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(demo, "sandbox", started)
     assert demo.main(["--help"]) == 0
+    assert "``" not in capsys.readouterr().out  # no reST markup in a terminal
     assert demo.main(["--bogus"]) == 2
+    assert "unknown argument '--bogus': the demo takes none" in capsys.readouterr().err
     done = subprocess.run(
         [sys.executable, "-m", "tests.harness.demo", "-h"], capture_output=True, text=True
     )
