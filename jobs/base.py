@@ -426,6 +426,13 @@ class MaintenanceJob(Protocol):
     def run(self, env: MaintenanceEnv) -> MaintenanceResult: ...
 
 
+def scheduled_under(job: MaintenanceJob, config: object) -> bool:
+    """Whether ``config`` has the table ``job`` needs (its ``requires``: [offsite]); a job
+    without one is always scheduled."""
+    needs = getattr(job, "requires", None)
+    return needs is None or getattr(config, needs) is not None
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 

@@ -21,7 +21,7 @@ from backupd.actions.recorded import Ending, settle
 from backupd.actions.report import JOB as REPORT
 from backupd.catalogue import RunStatus
 from backupd.errors import UsageError
-from jobs.base import MaintenanceEnv, MaintenanceJob, MaintenanceResult
+from jobs.base import MaintenanceEnv, MaintenanceJob, MaintenanceResult, scheduled_under
 from jobs.registry import maintenance_registry
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ def jobs_for(ctx: Context) -> list[tuple[str, str | None]]:
     store-wide jobs once (host None)."""
     planned: list[tuple[str, str | None]] = []
     for name, job in sorted(maintenance_jobs().items()):
-        needs = getattr(job, "requires", None)  # a table the job needs ([offsite])
-        if needs is not None and getattr(ctx.config, needs) is None:
+        if not scheduled_under(job, ctx.config):
             continue
         if job.per_repository:
             planned += [(name, host) for host in sorted(ctx.config.hosts)]

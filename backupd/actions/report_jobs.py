@@ -10,6 +10,7 @@ well since is still a problem (a monthly drill of the copy is in more than one r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from backupd.actions.context import Context
@@ -19,6 +20,7 @@ from backupd.actions.status import offsite_rows
 from backupd.catalogue import RunStatus
 from backupd.catalogue.models import MaintenanceRun
 from backupd.config.units import human_age
+from jobs.base import MaintenanceJob, scheduled_under
 from jobs.registry import maintenance_registry
 
 OFFSITE_COPY_AGE = timedelta(days=2)  # copied daily: two days is a missed copy or two
@@ -34,34 +36,33 @@ def maintenance_lines(
     """(problems: how the planned jobs stand at ``end``; history: the failed, warning and
     interrupted runs started in [start, end), oldest first, each with its time)."""
     period = ctx.catalogue.maintenance_problems(start, end)
+    jobs = {**maintenance_registry(), DRILL.name: DRILL, OFFSITE_DRILL.name: OFFSITE_DRILL}
     problems: list[Line] = []
     for m in ctx.catalogue.maintenance_verdicts(end):
-        if not _planned(ctx, m):
+        if not _planned(ctx, jobs, m):
             continue  # a job no longer configured: its last word is history
         if m.status in (RunStatus.FAILED, RunStatus.WARNING):
-            problems.append((_level(m), f"{_who(m)}: {m.job} {m.status}: {_why(m)}"))
+            problems.append((_level(m), f"{_who(m)}: {m.job} {m.status}: {reason(m)}"))
         elif any(_same(b, m) and b.status != RunStatus.INTERRUPTED for b in period):
             recovered = f"{m.job} failed during the period (recovered since)"
             problems.append(("warn", f"{_who(m)}: {recovered}"))
     history = [
-        (_level(m), f"{m.started_at:%a %d %H:%M}Z {_who(m)}: {m.job} {m.status}: {_why(m)}")
+        (_level(m), f"{m.started_at:%a %d %H:%M}Z {_who(m)}: {m.job} {m.status}: {reason(m)}")
         for m in period
     ]
     return problems, history
 
 
-def _planned(ctx: Context, m: MaintenanceRun) -> bool:
+def _planned(ctx: Context, jobs: Mapping[str, MaintenanceJob], m: MaintenanceRun) -> bool:
     """Whether the daemon still schedules ``m``'s job for its host (a host removed, a job
-    whose table is gone: [offsite]). As actions/maintain.py plans them; that module imports
-    this one's caller, so the jobs are looked up here."""
+    whose table is gone: [offsite]), by the rule actions/maintain.py plans with; that module
+    imports this one's caller, so ``jobs`` are all but the report's own."""
     if m.host is not None and m.host not in ctx.config.hosts:
         return False
-    jobs = {**maintenance_registry(), DRILL.name: DRILL, OFFSITE_DRILL.name: OFFSITE_DRILL}
     job = jobs.get(m.job)
     if job is None:
         return m.job == "report"  # the report's own job, always planned
-    needs = getattr(job, "requires", None)
-    return needs is None or getattr(ctx.config, needs) is not None
+    return scheduled_under(job, ctx.config)
 
 
 def _level(m: MaintenanceRun) -> str:
@@ -75,7 +76,7 @@ def _who(m: MaintenanceRun) -> str:
     return m.host or "store"
 
 
-def _why(m: MaintenanceRun) -> str:
+def reason(m: MaintenanceRun) -> str:
     """The run's reason without the "host: job: " the report's line already begins with."""
     text = m.error or m.summary or "no reason recorded"
     for said in (f"{_who(m)}: {m.job}: ", f"{_who(m)}: "):

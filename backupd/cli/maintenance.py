@@ -11,6 +11,7 @@ import click
 
 from backupd.actions.context import Context
 from backupd.actions.maintain import jobs_for, run_maintenance
+from backupd.actions.report_jobs import reason
 from backupd.cli.common import clean_errors, context, short_time, table
 from backupd.errors import UsageError
 
@@ -40,10 +41,13 @@ def status(obj: dict[str, Any]) -> None:
     """
     ctx = context(obj)
     cat = ctx.catalogue
+    planned = jobs_for(ctx)
+    names = dict.fromkeys(job for job, _ in planned)  # one look per job, for all its hosts
+    last = {job: cat.last_maintenance(job) for job in names}
+    last_good = {job: cat.last_good_maintenance(job) for job in names}
     rows, why, failed = [], [], False
-    for job, host in jobs_for(ctx):
-        newest = cat.last_maintenance(job).get(host)
-        good = cat.last_good_maintenance(job).get(host)
+    for job, host in planned:
+        newest, good = last[job].get(host), last_good[job].get(host)
         state = newest.status if newest else "never run"
         rows.append(
             (
@@ -55,9 +59,7 @@ def status(obj: dict[str, Any]) -> None:
             )
         )
         if newest is not None and newest.status in ("failed", "warning"):
-            said = str(newest.error or newest.summary)
-            said = said.removeprefix(f"{host or 'store'}: {job}: ")  # named at the start
-            why.append(f"  ! {job} {host or 'store'}: {said}")
+            why.append(f"  ! {job} {host or 'store'}: {reason(newest)}")
             failed = failed or newest.status == "failed"
     table(("JOB", "FOR", "LAST RUN", "ENDED", "LAST GOOD"), rows)
     for line in why:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email import message_from_string, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -108,15 +108,20 @@ def test_rows_size_growth_dedup_and_rto(ctx: Context) -> None:
     assert rows["web2/app"].failures and "sqlite3 exited" in rows["web2/app"].failures[0]
 
 
-def test_all_good_is_green(tmp_path: Path) -> None:
-    c = make_ctx(tmp_path)
-    now = utcnow()
+def all_good(c: Context, now: datetime) -> None:
+    """Every source of FLEET backed up three hours ago and drilled since, passing."""
     with c.catalogue.session() as s:
         for host, sources in FLEET.items():
             for name, kind in sources.items():
                 src = source(s, host, name, kind)
                 run(s, src, now - timedelta(hours=3), dedup=MiB, original=2 * MiB)
                 drill(s, src, now - timedelta(hours=2), "pass", 30.0)
+
+
+def test_all_good_is_green(tmp_path: Path) -> None:
+    c = make_ctx(tmp_path)
+    now = utcnow()
+    all_good(c, now)
     data = gather(c)
     assert (data.verdict, data.headline, data.problems) == ("ok", "ALL GOOD", [])
     assert 'class="fail"' not in render_html(data, str)
@@ -281,12 +286,7 @@ def test_a_maintenance_job_counts_as_it_stands_and_its_failures_are_history(
     body = '[offsite.remotes.eu]\npath = "b/fleet"\nrclone = { file = "eu.conf" }\n'
     c = Context(load_config(write_config(tmp_path, FLEET, body)))
     now = utcnow()
-    with c.catalogue.session() as s:  # every source good: only the jobs speak
-        for host, sources in FLEET.items():
-            for name, kind in sources.items():
-                src = source(s, host, name, kind)
-                run(s, src, now - timedelta(hours=3), dedup=MiB, original=2 * MiB)
-                drill(s, src, now - timedelta(hours=2), "pass", 30.0)
+    all_good(c, now)  # every source good: only the jobs speak
     for host in FLEET:  # copies made and drilled: no age warnings
         maintenance_run(c, "offsite", host, 0.5, RunStatus.SUCCEEDED)
         maintenance_run(c, "offsite_drill", host, 3, RunStatus.SUCCEEDED)
@@ -342,12 +342,8 @@ def test_what_failed_and_recovered_is_named_and_no_line_names_its_source_twice(
     whose line begins with the source (found by a new-user trial)."""
     c = make_ctx(tmp_path)
     now = utcnow()
+    all_good(c, now)
     with c.catalogue.session() as s:
-        for host, sources in FLEET.items():
-            for name, kind in sources.items():
-                src = source(s, host, name, kind)
-                run(s, src, now - timedelta(hours=3), dedup=MiB, original=2 * MiB)
-                drill(s, src, now - timedelta(hours=2), "pass", 30.0)
         app = s.query(Source).filter_by(name="app").one()
         why = "web2/app: drill of app.1: app.db: file is not a database"
         drill(s, app, now - timedelta(days=2), "fail", 3.0, checks=[], detail=why)
